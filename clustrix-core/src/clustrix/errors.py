@@ -1,0 +1,94 @@
+"""Exceptions raised to users, and how a remote traceback is attached to a re-raised exception."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from clustrix.jobs import JobState
+
+
+class ClustrixError(Exception):
+    """Base class of every error clustrix itself raises."""
+
+
+class ConfigurationError(ClustrixError, ValueError):
+    """The configuration or a plugin set-up cannot work; the message says how to fix it."""
+
+
+class SchedulerNotFoundError(ConfigurationError):
+    """``cluster_type`` names a scheduler no installed plugin provides."""
+
+
+class RemoteTraceback(Exception):
+    """Chained as ``__cause__`` of a re-raised remote exception, so the traceback prints."""
+
+    def __init__(self, traceback_text: str) -> None:
+        super().__init__(traceback_text)
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return "\n\nRemote traceback:\n" + self.traceback_text
+
+
+class JobError(ClustrixError):
+    """A job failed outside the user's code, or its exception could not be brought back.
+
+    ``state`` and ``reason`` are the scheduler's words, ``stderr_tail`` the end of the
+    job's standard error; ``error_type`` and ``remote_traceback`` describe a remote
+    exception that could not be unpickled.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        state: JobState | None = None,
+        reason: str | None = None,
+        stderr_tail: str | None = None,
+        error_type: str | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+        self.reason = reason
+        self.stderr_tail = stderr_tail
+        self.error_type = error_type
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.reason:
+            text += f" (reason: {self.reason})"
+        if self.stderr_tail:
+            text += "\n--- end of the job's stderr ---\n" + self.stderr_tail
+        if self.remote_traceback:
+            text += "\n--- remote traceback ---\n" + self.remote_traceback
+        return text
+
+
+class JobTimeoutError(JobError, TimeoutError):
+    """The scheduler ended the job at its time limit."""
+
+
+class JobOutOfMemoryError(JobError, MemoryError):
+    """The scheduler ended the job for using more memory than it asked for."""
+
+
+class JobCancelledError(JobError, concurrent.futures.CancelledError):
+    """The job was cancelled (by a user, an admin or the scheduler)."""
+
+
+class JobLostError(JobError):
+    """The job ended without writing a result: node failure, killed runner, missing files."""
+
+
+def error_for_state(state: JobState) -> type[JobError]:
+    """The exception class a user sees for a job that ended in ``state`` without a result."""
+    return {
+        JobState.TIMEOUT: JobTimeoutError,
+        JobState.OUT_OF_MEMORY: JobOutOfMemoryError,
+        JobState.CANCELLED: JobCancelledError,
+        JobState.NODE_FAIL: JobLostError,
+    }.get(state, JobError)

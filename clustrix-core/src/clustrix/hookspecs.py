@@ -1,0 +1,165 @@
+"""Hook specifications: the contract between clustrix core and its plugins.
+
+Two kinds of hook live here.
+
+*Broadcast hooks* are called on every installed plugin: registering schedulers,
+declaring configuration keys, capturing the environment, observing submissions.
+
+*Scheduler hooks* (``clustrix_submit``, ``clustrix_poll``, ``clustrix_fetch``,
+``clustrix_cancel``, ``clustrix_read_logs``) are routed: core calls only the scheduler
+object registered under the configured ``cluster_type`` (plus any hook *wrappers* that
+other plugins add around them, e.g. for accounting or credentials). A scheduler is an
+object whose methods are hook implementations of these specs; it never has to ask
+"is this job mine?".
+
+Hook implementations may accept fewer arguments than the spec names, so specs can grow
+without breaking plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from clustrix.config import ClusterConfig
+    from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
+
+PROJECT_NAME = "clustrix"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+#: Hook names that are routed to one scheduler object instead of broadcast.
+SCHEDULER_HOOKS = (
+    "clustrix_submit",
+    "clustrix_poll",
+    "clustrix_fetch",
+    "clustrix_cancel",
+    "clustrix_read_logs",
+)
+
+
+# -------------------------------------------------------------------------
+# Broadcast hooks
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
+    """Register the schedulers this plugin provides.
+
+    Call ``register(name, scheduler)`` once per scheduler; ``name`` is the value users
+    give as ``cluster_type`` and ``scheduler`` an object implementing the scheduler
+    hooks as methods. Core rejects duplicate names and schedulers that implement no
+    ``clustrix_submit``.
+
+    :param register: the callback that records a scheduler.
+    """
+
+
+@hookspec
+def clustrix_config_keys() -> Mapping[str, Any] | None:
+    """Declare configuration keys this plugin understands, with their defaults.
+
+    Keys declared here are accepted by ``configure()``, profiles and ``CLUSTRIX_*``
+    environment variables; any other unknown key is an error naming it.
+
+    :return: a mapping of key to default value, or None.
+    """
+
+
+@hookspec
+def clustrix_capture_environment(config: ClusterConfig) -> Mapping[str, Any] | None:
+    """Describe the local software environment, so a remote side can rebuild it.
+
+    Every plugin may contribute (Python and pip distributions in core, conda, modules);
+    core merges the returned mappings into one snapshot, passed to schedulers as
+    ``JobSpec.environment``. Called once per resolved configuration, not per call.
+
+    :param config: the resolved configuration of the job about to be submitted.
+    :return: a mapping of snapshot entries, or None.
+    """
+
+
+@hookspec
+def clustrix_job_submitted(spec: JobSpec, handle: JobHandle) -> None:
+    """Observe a job that a scheduler accepted (logging, accounting, registries).
+
+    :param spec: what was submitted.
+    :param handle: what the scheduler returned.
+    """
+
+
+# -------------------------------------------------------------------------
+# Scheduler hooks (routed to the scheduler named by ``cluster_type``)
+# -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def clustrix_submit(spec: JobSpec, wake: Callable[[], None]) -> JobHandle | None:
+    """Submit a job: one call, or ``spec.size`` calls as one array.
+
+    Validate ``spec.resources`` first and raise ``ValueError`` naming the parameter for
+    a request this scheduler cannot express. Return quickly: completion is found by
+    ``clustrix_poll``. A scheduler that learns of completion by itself (a local pool,
+    a watch) may call ``wake()`` to make core poll at once instead of at its interval.
+
+    Stops at first non-None result.
+
+    :param spec: the job to submit.
+    :param wake: asks core's poller to poll this scheduler now.
+    :return: the handle that identifies the job from now on.
+    """
+
+
+@hookspec(firstresult=True)
+def clustrix_poll(handles: Sequence[JobHandle]) -> Mapping[str, JobStatus] | None:
+    """Report the state of many jobs in one call (one scheduler query, never one per job).
+
+    Core calls this once per poll round with every unfinished job of this scheduler.
+    A plugin should check result files before asking the scheduler.
+
+    Stops at first non-None result.
+
+    :param handles: the jobs to report on.
+    :return: a mapping of ``handle.job_id`` to status; a missing job id means "unknown
+        this round" and is asked again later.
+    """
+
+
+@hookspec(firstresult=True)
+def clustrix_fetch(handle: JobHandle) -> Sequence[Outcome | None] | None:
+    """Bring back the outcomes of a finished job, one per call in submission order.
+
+    An entry is None where that call wrote no result (killed, timed out, lost); core
+    then raises the :class:`clustrix.JobError` matching the job's final state.
+
+    Stops at first non-None result.
+
+    :param handle: a job whose state is final.
+    """
+
+
+@hookspec(firstresult=True)
+def clustrix_cancel(handle: JobHandle) -> bool | None:
+    """Cancel a job, pending or running.
+
+    Stops at first non-None result.
+
+    :param handle: the job to cancel.
+    :return: True once the scheduler accepted the cancellation.
+    """
+
+
+@hookspec(firstresult=True)
+def clustrix_read_logs(handle: JobHandle, stream: str) -> str | None:
+    """Return the job's captured ``"stdout"`` or ``"stderr"`` text so far.
+
+    Stops at first non-None result.
+
+    :param handle: the job.
+    :param stream: ``"stdout"`` or ``"stderr"``.
+    """

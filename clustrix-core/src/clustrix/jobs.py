@@ -1,0 +1,123 @@
+"""The value types that pass between core and scheduler plugins."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from clustrix.resources import Resources
+
+
+class JobState(enum.Enum):
+    """One state vocabulary for every scheduler; plugins map their native states onto it."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def final(self) -> bool:
+        """True when the job will not change state again (its outputs can be fetched)."""
+        return self not in _NOT_FINAL
+
+
+_NOT_FINAL = frozenset({JobState.PENDING, JobState.RUNNING, JobState.PREEMPTED, JobState.UNKNOWN})
+
+
+def new_job_id() -> str:
+    """A collision-free, sortable, shell- and path-safe job id: ``YYYYmmdd-HHMMSS-<12 hex>``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(6)
+
+
+@attrs.frozen(kw_only=True)
+class Call:
+    """One function call: the function and its arguments, as Python objects."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class JobSpec:
+    """Everything a scheduler needs to run one job: one call, or many calls as one array.
+
+    ``func`` is shared by every task; ``arguments`` holds one ``(args, kwargs)`` pair per
+    task, so ``len(arguments) == 1`` for a single call. ``config`` is the resolved
+    configuration (a :class:`clustrix.config.ClusterConfig`); ``environment`` is the
+    snapshot made by the ``clustrix_capture_environment`` hooks (empty for local runs).
+    """
+
+    job_id: str = attrs.field(factory=new_job_id)
+    name: str
+    func: Callable[..., Any]
+    arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
+    resources: Resources = attrs.field(factory=Resources)
+    config: Any = None
+    environment: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.arguments)
+
+
+@attrs.frozen(kw_only=True)
+class JobHandle:
+    """What a scheduler returns from submit: enough to poll, fetch and cancel, also later.
+
+    It must stay JSON-serialisable (``native_id``, ``job_dir``, ``host`` and ``data``
+    hold strings, numbers, lists and dicts only): the job registry stores it so another
+    process can attach to the job.
+    """
+
+    job_id: str
+    scheduler: str
+    size: int = 1
+    native_id: str | None = None
+    host: str | None = None
+    job_dir: str | None = None
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobHandle:
+        return cls(**data)
+
+
+@attrs.frozen(kw_only=True)
+class JobStatus:
+    """A scheduler's answer for one job; ``reason`` is the scheduler's own words."""
+
+    state: JobState
+    reason: str | None = None
+    exit_code: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """The result of one call: a value, or an exception with the remote traceback text.
+
+    ``exception`` is None when the remote exception could not be unpickled; then
+    ``error_type``, ``error_message`` and ``traceback`` still describe it.
+    """
+
+    ok: bool
+    value: Any = None
+    exception: BaseException | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None

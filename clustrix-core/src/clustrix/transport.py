@@ -1,0 +1,161 @@
+"""How batch-scheduler plugins reach a login node: run an argv, move files, make directories.
+
+SLURM, PBS and SGE compose with any transport, so they work on the login node itself
+(:class:`LocalTransport`) and from a laptop over SSH (``clustrix_ssh.SSHTransport``).
+Commands are always argv lists; a transport that needs a shell quotes every element.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+
+@attrs.frozen
+class CommandResult:
+    """What a command printed and how it ended."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class CommandError(RuntimeError):
+    """A command run through a transport failed; the message carries its stderr."""
+
+    def __init__(self, result: CommandResult) -> None:
+        self.result = result
+        super().__init__(
+            f"command {' '.join(result.argv)!r} exited {result.returncode}: {result.stderr.strip() or result.stdout.strip()}"
+        )
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """The operations a scheduler plugin may use on the machine where the scheduler runs.
+
+    Paths are strings on that machine; ``~`` at the start of a path means the remote
+    user's home. ``makedirs`` creates private (0700) directories by default, and
+    ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
+    """
+
+    host: str
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CommandResult: ...
+
+    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None: ...
+
+    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None: ...
+
+    def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None: ...
+
+    def read_bytes(self, remote_path: str) -> bytes: ...
+
+    def exists(self, remote_path: str) -> bool: ...
+
+    def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None: ...
+
+    def expand(self, remote_path: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class LocalTransport:
+    """The transport for the machine this process runs on (the login node, or tests)."""
+
+    host = "localhost"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        full_env = None if env is None else {**os.environ, **env}
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            env=full_env,
+            cwd=None if cwd is None else self.expand(cwd),
+            timeout=timeout,
+            capture_output=True,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        result = CommandResult(
+            tuple(argv),
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+        shutil.copyfile(local_path, self.expand(remote_path))
+
+    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
+        shutil.copyfile(self.expand(remote_path), local_path)
+
+    def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
+        write_atomic(Path(self.expand(remote_path)), data, mode=mode)
+
+    def read_bytes(self, remote_path: str) -> bytes:
+        return Path(self.expand(remote_path)).read_bytes()
+
+    def exists(self, remote_path: str) -> bool:
+        return Path(self.expand(remote_path)).exists()
+
+    def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
+        path = Path(self.expand(remote_path))
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        path.chmod(mode)
+
+    def expand(self, remote_path: str) -> str:
+        return os.path.expanduser(remote_path)
+
+    def close(self) -> None:
+        pass
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that readers see either nothing or the whole file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
