@@ -49,6 +49,8 @@ class Transport(Protocol):
     Paths are strings on that machine; ``~`` at the start of a path means the remote
     user's home. ``makedirs`` creates private (0700) directories by default, and
     ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
+``stat`` returns an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
+``stat``, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
     """
 
     host: str
@@ -73,6 +75,10 @@ class Transport(Protocol):
     def read_bytes(self, remote_path: str) -> bytes: ...
 
     def exists(self, remote_path: str) -> bool: ...
+
+    def stat(self, remote_path: str) -> os.stat_result: ...
+
+    def listdir(self, remote_path: str) -> list[str]: ...
 
     def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None: ...
 
@@ -130,6 +136,12 @@ class LocalTransport:
 
     def exists(self, remote_path: str) -> bool:
         return Path(self.expand(remote_path)).exists()
+
+    def stat(self, remote_path: str) -> os.stat_result:
+        return os.stat(self.expand(remote_path))
+
+    def listdir(self, remote_path: str) -> list[str]:
+        return os.listdir(self.expand(remote_path))
 
     def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
         path = Path(self.expand(remote_path))

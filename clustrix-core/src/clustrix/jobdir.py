@@ -1,0 +1,135 @@
+"""Job directories on the machine that runs the job: staging the payload, reading outcomes back.
+
+Every plugin that runs :mod:`clustrix.runner` remotely (ssh, slurm, pbs, sge) shares
+these functions, so the layout documented in :mod:`clustrix.runner` lives in one place.
+"""
+
+from __future__ import annotations
+
+import pickle
+import posixpath
+import shlex
+import stat
+from collections.abc import Sequence
+
+import cloudpickle
+
+from clustrix import runner
+from clustrix.jobs import JobSpec, Outcome
+from clustrix.transport import Transport
+
+
+def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
+    """Split call indices ``0..size-1`` into at most ``max_tasks`` contiguous, balanced tasks."""
+    if size <= 0:
+        return []
+    n_tasks = size if not max_tasks else max(1, min(size, max_tasks))
+    base, rest = divmod(size, n_tasks)
+    tasks, start = [], 0
+    for task in range(n_tasks):
+        count = base + (1 if task < rest else 0)
+        tasks.append(list(range(start, start + count)))
+        start += count
+    return tasks
+
+
+def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]]) -> bytes:
+    """The bytes of ``payload.pkl`` for ``spec``."""
+    return cloudpickle.dumps(
+        {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks]},
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def job_dir_for(base_dir: str, spec: JobSpec) -> str:
+    return posixpath.join(base_dir, spec.job_id)
+
+
+def stage(transport: Transport, base_dir: str, spec: JobSpec, tasks: Sequence[Sequence[int]]) -> str:
+    """Create the private job directory under ``base_dir`` and write the payload; return its path."""
+    base = transport.expand(base_dir)
+    transport.makedirs(base)
+    job_dir = job_dir_for(base, spec)
+    transport.makedirs(job_dir)
+    transport.makedirs(posixpath.join(job_dir, runner.OUT_DIR))
+    transport.write_bytes(posixpath.join(job_dir, runner.PAYLOAD), encode_payload(spec, tasks))
+    return job_dir
+
+
+def runner_argv(python: str, job_dir: str, task: str | int | None = None) -> list[str]:
+    """The argv that runs the runner; ``task`` may be a shell expression like ``$SLURM_ARRAY_TASK_ID``."""
+    argv = [python, "-m", "clustrix.runner", job_dir]
+    if task is not None:
+        argv += ["--task", str(task)]
+    return argv
+
+
+def runner_shell_command(python: str, job_dir: str, task_variable: str | None = None) -> str:
+    """A shell line that runs the runner, every value quoted; ``task_variable`` names an env var."""
+    line = shlex.join(runner_argv(python, job_dir))
+    if task_variable:
+        line += f' --task "${{{task_variable}}}"'
+    return line
+
+
+def decode_outcome(data: bytes) -> Outcome:
+    """Turn an outcome file's bytes into an :class:`Outcome` (see :mod:`clustrix.runner`)."""
+    record = pickle.loads(data)
+    if record["ok"]:
+        return Outcome(ok=True, value=pickle.loads(record["value"]))
+    exception = None
+    if record.get("exception") is not None:
+        try:
+            exception = pickle.loads(record["exception"])
+        except Exception:  # noqa: BLE001 - an exception class missing here degrades to JobError
+            exception = None
+    return Outcome(
+        ok=False,
+        exception=exception if isinstance(exception, BaseException) else None,
+        error_type=record.get("type"),
+        error_message=record.get("message"),
+        traceback=record.get("traceback"),
+    )
+
+
+def check_private_remote(transport: Transport, path: str) -> None:
+    """Refuse to read from ``path`` if a user other than its owner could have written it."""
+    st = transport.stat(path)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise runner.UnsafePathError(f"{path} on {transport.host} is writable by other users: refusing to unpickle it")
+
+
+def read_outcomes(transport: Transport, job_dir: str, size: int) -> list[Outcome | None]:
+    """Read every call's outcome of a finished job; None where a call wrote none."""
+    check_private_remote(transport, job_dir)
+    out_dir = posixpath.join(job_dir, runner.OUT_DIR)
+    check_private_remote(transport, out_dir)
+    present = set(transport.listdir(out_dir))
+    outcomes: list[Outcome | None] = []
+    for index in range(size):
+        name = runner.outcome_name(index)
+        if posixpath.basename(name) not in present:
+            outcomes.append(None)
+            continue
+        path = posixpath.join(job_dir, name)
+        check_private_remote(transport, path)
+        outcomes.append(decode_outcome(transport.read_bytes(path)))
+    return outcomes
+
+
+def finished_tasks(transport: Transport, job_dir: str) -> dict[int, int]:
+    """Array task number to runner exit code, for every task that wrote its exit-code file."""
+    out_dir = posixpath.join(job_dir, runner.OUT_DIR)
+    done: dict[int, int] = {}
+    try:
+        names = transport.listdir(out_dir)
+    except FileNotFoundError:
+        return done
+    for name in names:
+        if name.startswith("task-") and name.endswith(".exit"):
+            try:
+                code = int(transport.read_bytes(posixpath.join(out_dir, name)).decode().strip() or "1")
+            except (FileNotFoundError, ValueError):
+                continue
+            done[int(name[len("task-") : -len(".exit")])] = code
+    return done
