@@ -26,6 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
     from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
+    from clustrix.transport import Transport
 
 PROJECT_NAME = "clustrix"
 
@@ -93,6 +94,20 @@ def clustrix_job_submitted(spec: JobSpec, handle: JobHandle) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def clustrix_make_transport(config: ClusterConfig) -> Transport | None:
+    """Return a transport that reaches ``config.cluster_host`` (e.g. over SSH).
+
+    Core calls this only when ``cluster_host`` names another machine; with no host (or
+    ``localhost``) batch schedulers use :class:`clustrix.transport.LocalTransport`.
+    ``clustrix-ssh`` implements it; a site could add another way in.
+
+    Stops at first non-None result.
+
+    :param config: the resolved configuration.
+    """
+
+
 # -------------------------------------------------------------------------
 # Scheduler hooks (routed to the scheduler named by ``cluster_type``)
 # -------------------------------------------------------------------------
@@ -116,7 +131,7 @@ def clustrix_submit(spec: JobSpec, wake: Callable[[], None]) -> JobHandle | None
 
 
 @hookspec(firstresult=True)
-def clustrix_poll(handles: Sequence[JobHandle]) -> Mapping[str, JobStatus] | None:
+def clustrix_poll(handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus] | None:
     """Report the state of many jobs in one call (one scheduler query, never one per job).
 
     Core calls this once per poll round with every unfinished job of this scheduler.
@@ -124,14 +139,15 @@ def clustrix_poll(handles: Sequence[JobHandle]) -> Mapping[str, JobStatus] | Non
 
     Stops at first non-None result.
 
-    :param handles: the jobs to report on.
+    :param handles: the jobs to report on; all of them share one connection (host, port, user).
+    :param config: the configuration they were submitted with.
     :return: a mapping of ``handle.job_id`` to status; a missing job id means "unknown
         this round" and is asked again later.
     """
 
 
 @hookspec(firstresult=True)
-def clustrix_fetch(handle: JobHandle) -> Sequence[Outcome | None] | None:
+def clustrix_fetch(handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None] | None:
     """Bring back the outcomes of a finished job, one per call in submission order.
 
     An entry is None where that call wrote no result (killed, timed out, lost); core
@@ -140,26 +156,29 @@ def clustrix_fetch(handle: JobHandle) -> Sequence[Outcome | None] | None:
     Stops at first non-None result.
 
     :param handle: a job whose state is final.
+    :param config: the configuration it was submitted with.
     """
 
 
 @hookspec(firstresult=True)
-def clustrix_cancel(handle: JobHandle) -> bool | None:
+def clustrix_cancel(handle: JobHandle, config: ClusterConfig) -> bool | None:
     """Cancel a job, pending or running.
 
     Stops at first non-None result.
 
     :param handle: the job to cancel.
+    :param config: the configuration it was submitted with.
     :return: True once the scheduler accepted the cancellation.
     """
 
 
 @hookspec(firstresult=True)
-def clustrix_read_logs(handle: JobHandle, stream: str) -> str | None:
+def clustrix_read_logs(handle: JobHandle, config: ClusterConfig, stream: str) -> str | None:
     """Return the job's captured ``"stdout"`` or ``"stderr"`` text so far.
 
     Stops at first non-None result.
 
     :param handle: the job.
+    :param config: the configuration it was submitted with.
     :param stream: ``"stdout"`` or ``"stderr"``.
     """

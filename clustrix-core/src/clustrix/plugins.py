@@ -1,0 +1,248 @@
+"""The plugin manager and the typed facade core uses to talk to one scheduler.
+
+The manager is built lazily by :func:`get_plugin_manager` from the ``clustrix``
+entry-point group. Each entry point is loaded on its own, so one broken plugin is a
+warning naming it, not a crash. ``CLUSTRIX_DISABLE_PLUGINS`` (comma-separated
+entry-point names) blocks plugins, as tox's ``set_blocked`` does.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import threading
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from clustrix import hookspecs
+from clustrix.errors import ConfigurationError, SchedulerNotFoundError
+from clustrix.log import get_logger
+
+if TYPE_CHECKING:
+    from clustrix.config import ClusterConfig
+    from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
+    from clustrix.transport import Transport
+
+ENTRY_POINT_GROUP = "clustrix"
+log = get_logger("clustrix.plugins")
+
+#: Schedulers maintained by the project, so an unknown name can say what to install.
+KNOWN_DISTRIBUTIONS = {
+    "slurm": "clustrix-slurm",
+    "pbs": "clustrix-pbs",
+    "torque": "clustrix-pbs",
+    "sge": "clustrix-sge",
+    "kubernetes": "clustrix-k8s",
+    "k8s": "clustrix-k8s",
+    "ssh": "clustrix-ssh",
+}
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded or registered; clustrix goes on without it."""
+
+
+@attrs.frozen
+class PluginInfo:
+    """An installed plugin: its entry-point name, distribution and version."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    schedulers: tuple[str, ...]
+
+
+class Scheduler:
+    """One registered scheduler, with typed methods over its routed hooks."""
+
+    def __init__(self, name: str, impl: object, pm: pluggy.PluginManager, others: Callable[[], list[object]]) -> None:
+        self.name = name
+        self.impl = impl
+        self._pm = pm
+        self._others = others
+
+    def _caller(self, hook: str) -> Any:
+        return self._pm.subset_hook_caller(hook, remove_plugins=self._others())
+
+    def submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
+        handle = self._caller("clustrix_submit")(spec=spec, wake=wake)
+        if handle is None:
+            raise ConfigurationError(f"scheduler {self.name!r} returned no job handle from clustrix_submit")
+        return handle  # type: ignore[no-any-return]
+
+    def poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]:
+        return self._caller("clustrix_poll")(handles=list(handles), config=config) or {}
+
+    def fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
+        outcomes = self._caller("clustrix_fetch")(handle=handle, config=config)
+        return [None] * handle.size if outcomes is None else outcomes
+
+    def cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
+        return bool(self._caller("clustrix_cancel")(handle=handle, config=config))
+
+    def read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str = "stderr") -> str:
+        return self._caller("clustrix_read_logs")(handle=handle, config=config, stream=stream) or ""
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.pm: pluggy.PluginManager | None = None
+        self.schedulers: dict[str, Scheduler] = {}
+        self.infos: list[PluginInfo] = []
+
+
+_registry = _Registry()
+
+
+def _blocked() -> set[str]:
+    return {name.strip() for name in os.environ.get("CLUSTRIX_DISABLE_PLUGINS", "").split(",") if name.strip()}
+
+
+def _build() -> None:
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    blocked = _blocked()
+    loaded: list[tuple[str, object, importlib.metadata.EntryPoint]] = []
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in blocked or pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
+            dist = ep.dist.name if ep.dist else "?"
+            warnings.warn(
+                f"clustrix plugin {ep.name!r} ({ep.value}, from {dist}) failed to load and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                PluginWarning,
+                stacklevel=3,
+            )
+            continue
+        loaded.append((ep.name, plugin, ep))
+
+    schedulers: dict[str, Scheduler] = {}
+    impls: list[object] = []
+
+    def others_of(impl: object) -> Callable[[], list[object]]:
+        return lambda: [o for o in impls if o is not impl]
+
+    current: list[str] = []
+
+    def register(name: str, impl: object) -> None:
+        owner = current[0] if current else "?"
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"plugin {owner!r} registered a scheduler with an invalid name {name!r}")
+        if name in schedulers:
+            raise ConfigurationError(f"plugin {owner!r} registered scheduler {name!r}, which is already registered")
+        if not callable(getattr(impl, "clustrix_submit", None)):
+            raise ConfigurationError(f"plugin {owner!r} registered scheduler {name!r} without a clustrix_submit method")
+        pm.register(impl, name=f"scheduler:{name}")
+        impls.append(impl)
+        schedulers[name] = Scheduler(name, impl, pm, others_of(impl))
+
+    infos = []
+    for ep_name, plugin, ep in loaded:
+        before = set(schedulers)
+        impl_fn = getattr(plugin, "clustrix_register_schedulers", None)
+        if impl_fn is not None:
+            current[:] = [ep_name]
+            try:
+                impl_fn(register=register)
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(
+                    f"clustrix plugin {ep_name!r} failed to register its schedulers: {type(exc).__name__}: {exc}",
+                    PluginWarning,
+                    stacklevel=3,
+                )
+        dist = ep.dist
+        infos.append(
+            PluginInfo(
+                name=ep_name,
+                distribution=dist.name if dist else None,
+                version=dist.version if dist else None,
+                schedulers=tuple(sorted(set(schedulers) - before)),
+            )
+        )
+    _registry.pm = pm
+    _registry.schedulers = schedulers
+    _registry.infos = infos
+    log.debug("clustrix.plugins_loaded", plugins=[i.name for i in infos], schedulers=sorted(schedulers))
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process's plugin manager, built on first use."""
+    with _registry.lock:
+        if _registry.pm is None:
+            _build()
+        assert _registry.pm is not None
+        return _registry.pm
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugins; the next use loads them again (tests, after installs)."""
+    with _registry.lock:
+        _registry.pm = None
+        _registry.schedulers = {}
+        _registry.infos = []
+
+
+def installed_plugins() -> list[PluginInfo]:
+    get_plugin_manager()
+    return list(_registry.infos)
+
+
+def scheduler_names() -> list[str]:
+    get_plugin_manager()
+    return sorted(_registry.schedulers)
+
+
+def get_scheduler(name: str) -> Scheduler:
+    """The scheduler registered as ``name``; an unknown name says which distribution to install."""
+    get_plugin_manager()
+    try:
+        return _registry.schedulers[name]
+    except KeyError:
+        pass
+    installed = ", ".join(sorted(_registry.schedulers)) or "none"
+    dist = KNOWN_DISTRIBUTIONS.get(name, f"clustrix-{name}")
+    raise SchedulerNotFoundError(
+        f"cluster_type={name!r} is not provided by any installed plugin (installed: {installed}); "
+        f"install it with: pip install {dist}"
+    )
+
+
+def plugin_config_keys() -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for declared in get_plugin_manager().hook.clustrix_config_keys():
+        if declared:
+            keys.update(declared)
+    return keys
+
+
+def capture_environment(config: ClusterConfig) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {}
+    # pluggy returns the results last-registered first; merge so that earlier plugins win ties
+    for part in reversed(get_plugin_manager().hook.clustrix_capture_environment(config=config)):
+        if part:
+            snapshot.update(part)
+    return snapshot
+
+
+def transport_for(config: ClusterConfig) -> Transport:
+    """The transport that reaches the scheduler: local on the login node, else via a plugin."""
+    from clustrix.transport import LocalTransport
+
+    host = config.get("cluster_host")
+    if not host or host in {"localhost", "127.0.0.1"} and config.get("cluster_port") in (None, 22) and not config.get("username"):
+        return LocalTransport()
+    transport = get_plugin_manager().hook.clustrix_make_transport(config=config)
+    if transport is None:
+        raise ConfigurationError(
+            f"cluster_host={host!r} needs a remote transport and none is installed; install it with: pip install clustrix-ssh"
+        )
+    return transport  # type: ignore[no-any-return]
