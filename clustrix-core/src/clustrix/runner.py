@@ -81,12 +81,24 @@ def encode_outcome_error(exc: BaseException) -> bytes:
     return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def unwrap(func: Any) -> Any:
+    """The plain function behind a ``@cluster`` function.
+
+    A module-level function is pickled by reference; unpickled here it is the module's
+    attribute, which is the decorated wrapper: calling that would submit the job again.
+    """
+    while getattr(func, "__clustrix_function__", False):
+        func = func.__wrapped__
+    return func
+
+
 def execute_call(func: Any, args: Any, kwargs: Any) -> tuple[bool, bytes]:
     """Run one call; return whether it succeeded and its encoded outcome.
 
     Every exception of the call itself (``SystemExit`` included) becomes an outcome;
     only ``KeyboardInterrupt`` propagates, so a signalled runner still stops.
     """
+    func = unwrap(func)
     try:
         value = func(*args, **kwargs)
     except KeyboardInterrupt:

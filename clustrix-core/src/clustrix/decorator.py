@@ -1,0 +1,230 @@
+"""``@cluster``: the decorator users put on a function, and ``clustrix.Executor``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, overload
+
+from clustrix.config import ClusterConfig, known_keys, resolve_config
+from clustrix.config import _check_keys as check_config_keys
+from clustrix.futures import ClusterFuture, get_manager
+from clustrix.jobs import JobSpec
+from clustrix.plugins import capture_environment, get_scheduler
+from clustrix.resources import Resources
+
+_RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
+
+
+def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], str | None]:
+    """Split ``@cluster`` keywords into resources (validated now), config overrides and a profile.
+
+    Keywords that are configuration keys (``cluster_type``, ``executor``, ...) override the
+    configuration for this function; every other keyword is a backend-specific resource
+    (``account``, ``qos``, ``cpu_limit``, ...) passed through to the scheduler plugin.
+    """
+    options = dict(options)
+    profile = options.pop("profile", None)
+    if profile is not None and (not isinstance(profile, str) or not profile):
+        raise ValueError(f"profile={profile!r} is not valid: use the name of a [profiles.NAME] table")
+    keys = known_keys()
+    config_overrides = {k: options.pop(k) for k in list(options) if k in keys}
+    resource_args = {k: options.pop(k) for k in _RESOURCE_KEYS if k in options}
+    resources = Resources.parse(**resource_args, **options)
+    return resources, check_config_keys(config_overrides, where="@cluster(...)"), profile
+
+
+class _EnvironmentCache:
+    """One environment snapshot per distinct configuration: capturing lists every distribution."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.snapshots: dict[str, dict[str, Any]] = {}
+
+    def get(self, config: ClusterConfig) -> dict[str, Any]:
+        key = json.dumps(config.as_dict(), sort_keys=True, default=str)
+        with self.lock:
+            if key not in self.snapshots:
+                self.snapshots[key] = capture_environment(config)
+            return self.snapshots[key]
+
+
+_environments = _EnvironmentCache()
+
+
+class ClusterFunction:
+    """A function decorated with ``@cluster``: call it, ``.submit()`` it or ``.map()`` it."""
+
+    __clustrix_function__ = True
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        resources: Resources | None = None,
+        config_overrides: dict[str, Any] | None = None,
+        profile: str | None = None,
+    ) -> None:
+        if not callable(func):
+            raise TypeError(f"@cluster needs a function, got {func!r}")
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.resources = resources or Resources()
+        self.config_overrides = {k: v for k, v in (config_overrides or {}).items() if v is not None}
+        self.profile = profile
+
+    def __repr__(self) -> str:
+        return f"<cluster function {getattr(self.func, '__qualname__', self.func)!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the call where it is configured to run; block and return its result."""
+        return self.submit(*args, **kwargs).result()
+
+    def submit(self, *args: Any, **kwargs: Any) -> ClusterFuture:
+        """Submit one call; return a ``concurrent.futures.Future`` with ``job_id`` on it."""
+        return self._submit([(args, kwargs)])[0]
+
+    def submit_map(self, *iterables: Iterable[Any]) -> list[ClusterFuture]:
+        """Submit one call per item (one job array on a batch scheduler); return the futures."""
+        arguments = [(tuple(items), {}) for items in zip(*iterables)]
+        return self._submit(arguments) if arguments else []
+
+    def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> list[Any]:
+        """Like the builtin ``map``, run remotely as one job array; return the results in order.
+
+        The first failed call's exception is raised (after all calls have finished or
+        ``timeout`` seconds have passed).
+        """
+        futures = self.submit_map(*iterables)
+        return gather(futures, timeout=timeout)
+
+    def config(self) -> ClusterConfig:
+        """The configuration this function would be submitted with now."""
+        return resolve_config(profile=self.profile, overrides=self.config_overrides)
+
+    def _submit(self, arguments: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ClusterFuture]:
+        config = self.config()
+        scheduler = get_scheduler(config.cluster_type)
+        resources = self.resources.with_defaults(config.default_resources)
+        environment = _environments.get(config) if getattr(scheduler.impl, "needs_environment", True) else {}
+        spec = JobSpec(
+            name=getattr(self.func, "__qualname__", type(self.func).__name__),
+            func=self.func,
+            arguments=arguments,
+            resources=resources,
+            config=config,
+            environment=environment,
+        )
+        return get_manager().submit(spec, scheduler)
+
+
+def gather(futures: list[ClusterFuture], *, timeout: float | None = None) -> list[Any]:
+    """Wait for ``futures`` and return their results in order; raise the first error in order."""
+    done, not_done = concurrent.futures.wait(futures, timeout=timeout)
+    if not_done:
+        raise TimeoutError(f"{len(not_done)} of {len(futures)} calls had not finished after {timeout} s")
+    return [f.result() for f in futures]
+
+
+@overload
+def cluster(func: Callable[..., Any], /) -> ClusterFunction: ...
+
+
+@overload
+def cluster(
+    func: None = None,
+    /,
+    *,
+    cores: int | None = None,
+    memory: str | int | None = None,
+    time: str | int | None = None,
+    partition: str | None = None,
+    queue: str | None = None,
+    gpus: int | None = None,
+    profile: str | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], ClusterFunction]: ...
+
+
+def cluster(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Run the decorated function on the configured cluster (or the local cores).
+
+    ``@cluster`` and ``@cluster(cores=16, memory="32GB", time="04:00:00")`` both work.
+    Resources are validated here, at decoration time: a bad value raises ``ValueError``
+    naming the parameter and showing an accepted form. Keywords that are configuration
+    keys (``cluster_type="slurm"``, ``executor="thread"``) apply to this function only;
+    ``profile="hpc"`` picks a profile of the config file; any other keyword (``account``,
+    ``qos``, ``cpu_limit``, ...) is passed to the scheduler plugin.
+    """
+    resources, overrides, profile = split_options(options)
+
+    def decorate(f: Callable[..., Any]) -> ClusterFunction:
+        return ClusterFunction(f, resources=resources, config_overrides=overrides, profile=profile)
+
+    return decorate if func is None else decorate(func)
+
+
+class Executor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` that runs calls where clustrix is configured to.
+
+    ``Executor(cores=4, memory="8GB", profile="hpc")`` takes the same keywords as
+    ``@cluster``. ``map`` submits one job array and yields results in order.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._resources, self._overrides, self._profile = split_options(options)
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def _function(self, fn: Callable[..., Any]) -> ClusterFunction:
+        if isinstance(fn, ClusterFunction):
+            fn = fn.func
+        return ClusterFunction(fn, resources=self._resources, config_overrides=self._overrides, profile=self._profile)
+
+    def _track(self, futures: list[ClusterFuture]) -> None:
+        with self._lock:
+            self._futures.update(futures)
+        for future in futures:
+            future.add_done_callback(self._untrack)
+
+    def _untrack(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:  # type: ignore[override]
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
+        future = self._function(fn).submit(*args, **kwargs)
+        self._track([future])
+        return future
+
+    def map(  # type: ignore[override]
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
+    ) -> Iterator[Any]:
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
+        futures = self._function(fn).submit_map(*iterables)
+        self._track(futures)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def results() -> Iterator[Any]:
+            for future in futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                yield future.result(remaining)
+
+        return results()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        with self._lock:
+            pending = list(self._futures)
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        if wait:
+            concurrent.futures.wait(pending)

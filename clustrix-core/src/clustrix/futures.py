@@ -1,0 +1,329 @@
+"""Futures for submitted calls, and the one poller that serves every future of the process.
+
+The poller groups unfinished jobs by scheduler and connection (host, port, user) and
+asks each group's scheduler about all of its jobs in one ``clustrix_poll`` call per
+round, backing off from 50 ms to ``job_poll_interval``. A scheduler that learns of a
+completion by itself calls ``wake()`` and is polled at once. When a job is final its
+outcomes are fetched and every future resolved: a value, the original exception with
+the remote traceback attached, or a :class:`clustrix.JobError` subclass carrying the
+scheduler's reason and the tail of the job's stderr.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
+from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.log import get_logger
+
+if TYPE_CHECKING:
+    from clustrix.config import ClusterConfig
+    from clustrix.plugins import Scheduler
+
+log = get_logger("clustrix.poller")
+
+_MIN_INTERVAL = 0.05
+_BACKOFF = 1.5
+#: How long polls may keep failing (connection gone, scheduler down) before futures fail.
+#: The job itself stays in the registry, so ``Job.attach`` can still fetch it later.
+POLL_FAILURE_LIMIT = 300.0
+STDERR_TAIL_CHARS = 4000
+
+
+def exception_from_outcome(outcome: Outcome, *, job_id: str | None = None) -> BaseException:
+    """The exception a failed call re-raises: the original one with its remote traceback,
+    or a :class:`JobError` naming the type when the original could not be unpickled here."""
+    exc = outcome.exception
+    if exc is not None:
+        if exc.__traceback__ is None and outcome.traceback:
+            exc.__cause__ = RemoteTraceback(outcome.traceback)
+            try:
+                exc.remote_traceback = outcome.traceback  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+        return exc
+    return JobError(
+        f"the job raised {outcome.error_type}: {outcome.error_message} "
+        "(the exception could not be unpickled here, so it is reported as a JobError)",
+        job_id=job_id,
+        error_type=outcome.error_type,
+        remote_traceback=outcome.traceback,
+    )
+
+
+def missing_outcome_error(handle: JobHandle, status: JobStatus, stderr_tail: str | None) -> JobError:
+    """The error for a call that wrote no result, chosen by the job's final state."""
+    if status.state is JobState.COMPLETED:
+        cls: type[JobError] = JobLostError
+        message = f"job {handle.job_id} finished but wrote no result for this call"
+    else:
+        cls = error_for_state(status.state)
+        message = f"job {handle.job_id} ended {status.state.value} without a result"
+    return cls(
+        message,
+        job_id=handle.job_id,
+        state=status.state,
+        reason=status.reason,
+        stderr_tail=stderr_tail or None,
+    )
+
+
+def tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+class ClusterFuture(concurrent.futures.Future[Any]):
+    """A ``concurrent.futures.Future`` for one call; ``job_id`` and ``handle`` name its job.
+
+    ``cancel()`` cancels the scheduler job too (pending or running); for an array it
+    does so once every future of the array has been cancelled.
+    """
+
+    def __init__(self, job: _ActiveJob, index: int) -> None:
+        super().__init__()
+        self._job = job
+        self.index = index
+
+    @property
+    def job_id(self) -> str:
+        return self._job.handle.job_id
+
+    @property
+    def handle(self) -> JobHandle:
+        return self._job.handle
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        if not super().cancel():
+            return False
+        self._job.manager.cancelled(self._job)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<ClusterFuture job={self.job_id} index={self.index} state={self._state}>"
+
+
+@attrs.define(eq=False)
+class _ActiveJob:
+    manager: JobManager
+    handle: JobHandle
+    scheduler: Scheduler
+    config: ClusterConfig
+    futures: list[ClusterFuture] = attrs.field(factory=list)
+    failing_since: float | None = None
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        return (self.scheduler.name, *self.config.connection_key)
+
+
+@attrs.define
+class _Group:
+    next_poll: float
+    interval: float = _MIN_INTERVAL
+
+
+class JobManager:
+    """Owns every unfinished job of this process and the poller thread that finishes them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _ActiveJob] = {}
+        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self._woken: set[str] = set()
+        self._event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- submission -------------------------------------------------------
+    def submit(self, spec: JobSpec, scheduler: Scheduler) -> list[ClusterFuture]:
+        from clustrix import registry
+        from clustrix.plugins import get_plugin_manager
+
+        handle = scheduler.submit(spec, wake=lambda: self._wake(scheduler.name))
+        job = _ActiveJob(self, handle, scheduler, spec.config)
+        job.futures = [ClusterFuture(job, i) for i in range(spec.size)]
+        if getattr(scheduler.impl, "persistent", True):
+            registry.record(spec, handle)
+        get_plugin_manager().hook.clustrix_job_submitted(spec=spec, handle=handle)
+        log.debug("clustrix.job_submitted", job_id=handle.job_id, scheduler=scheduler.name, size=spec.size)
+        self.watch(job)
+        return job.futures
+
+    def watch(self, job: _ActiveJob) -> None:
+        with self._lock:
+            self._jobs[job.handle.job_id] = job
+            group = self._groups.get(job.group)
+            now = time.monotonic()
+            if group is None:
+                self._groups[job.group] = _Group(next_poll=now + _MIN_INTERVAL)
+            else:
+                group.interval = _MIN_INTERVAL
+                group.next_poll = min(group.next_poll, now + _MIN_INTERVAL)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="clustrix-poller", daemon=True)
+                self._thread.start()
+        self._event.set()
+
+    def _wake(self, scheduler_name: str) -> None:
+        with self._lock:
+            self._woken.add(scheduler_name)
+        self._event.set()
+
+    def cancelled(self, job: _ActiveJob) -> None:
+        """A future of ``job`` was cancelled; cancel the job once all of them are."""
+        if all(f.cancelled() for f in job.futures):
+            try:
+                job.scheduler.cancel(job.handle, job.config)
+            except Exception as exc:  # noqa: BLE001 - the future is cancelled either way
+                log.warning("clustrix.cancel_failed", job_id=job.handle.job_id, error=str(exc))
+            with self._lock:
+                self._jobs.pop(job.handle.job_id, None)
+            self._record_final(job, JobStatus(state=JobState.CANCELLED, reason="cancelled by the user"))
+
+    # ---- the poller -------------------------------------------------------
+    def _due_groups(self) -> tuple[dict[tuple[Any, ...], list[_ActiveJob]], float]:
+        now = time.monotonic()
+        with self._lock:
+            members: dict[tuple[Any, ...], list[_ActiveJob]] = {}
+            for job in self._jobs.values():
+                members.setdefault(job.group, []).append(job)
+            for key in list(self._groups):
+                if key not in members:
+                    del self._groups[key]
+            due = {}
+            woken, self._woken = self._woken, set()
+            for key, jobs in members.items():
+                group = self._groups.setdefault(key, _Group(next_poll=now))
+                if group.next_poll <= now or key[0] in woken:
+                    due[key] = jobs
+            # a wake for a scheduler whose job is not registered yet stays pending
+            self._woken |= {name for name in woken if not any(k[0] == name for k in members)}
+            wait = min((g.next_poll for g in self._groups.values()), default=now + 3600) - now
+        return due, max(0.0, wait)
+
+    def _run(self) -> None:
+        while True:
+            due, wait = self._due_groups()
+            for key, jobs in due.items():
+                try:
+                    self._poll_group(jobs)
+                except Exception as exc:  # noqa: BLE001 - the poller must survive anything
+                    log.warning("clustrix.poll_round_failed", group=str(key), error=repr(exc))
+                with self._lock:
+                    group = self._groups.get(key)
+                    if group is not None:
+                        group.interval = min(group.interval * _BACKOFF, float(jobs[0].config.get("job_poll_interval", 1.0)))
+                        group.next_poll = time.monotonic() + group.interval
+            if not due:
+                with self._lock:
+                    if not self._jobs:
+                        self._thread = None
+                        return
+                self._event.wait(wait)
+                self._event.clear()
+
+    def _poll_group(self, jobs: list[_ActiveJob]) -> None:
+        scheduler, config = jobs[0].scheduler, jobs[0].config
+        try:
+            statuses = scheduler.poll([job.handle for job in jobs], config)
+        except Exception as exc:  # noqa: BLE001
+            now = time.monotonic()
+            for job in jobs:
+                job.failing_since = job.failing_since or now
+                if now - job.failing_since > POLL_FAILURE_LIMIT:
+                    self._fail(job, JobError(
+                        f"could not poll job {job.handle.job_id} for {POLL_FAILURE_LIMIT:.0f} s: {exc}; "
+                        f"it may still finish: use clustrix.Job.attach({job.handle.job_id!r}) later",
+                        job_id=job.handle.job_id,
+                    ))
+            log.warning("clustrix.poll_failed", scheduler=scheduler.name, error=repr(exc))
+            return
+        for job in jobs:
+            job.failing_since = None
+            status = statuses.get(job.handle.job_id)
+            if status is not None and status.state.final:
+                self._finish(job, status)
+
+    def _finish(self, job: _ActiveJob, status: JobStatus) -> None:
+        with self._lock:
+            self._jobs.pop(job.handle.job_id, None)
+        try:
+            outcomes = job.scheduler.fetch(job.handle, job.config)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(job, JobError(f"could not fetch the results of job {job.handle.job_id}: {exc}", job_id=job.handle.job_id))
+            return
+        resolve_futures(job.futures, outcomes, job.handle, status, lambda: self._stderr_tail(job))
+        self._record_final(job, status)
+
+    def _stderr_tail(self, job: _ActiveJob) -> str:
+        try:
+            return tail(job.scheduler.read_logs(job.handle, job.config, "stderr"))
+        except Exception:  # noqa: BLE001 - a missing log must not hide the real error
+            return ""
+
+    def _fail(self, job: _ActiveJob, error: BaseException) -> None:
+        with self._lock:
+            self._jobs.pop(job.handle.job_id, None)
+        for future in job.futures:
+            _set(future, error=error)
+
+    def _record_final(self, job: _ActiveJob, status: JobStatus) -> None:
+        if getattr(job.scheduler.impl, "persistent", True):
+            from clustrix import registry
+
+            try:
+                registry.update_state(job.handle.job_id, status)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("clustrix.registry_update_failed", job_id=job.handle.job_id, error=repr(exc))
+
+
+def _set(future: concurrent.futures.Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled meanwhile
+
+
+def resolve_futures(
+    futures: Sequence[concurrent.futures.Future[Any]],
+    outcomes: Sequence[Outcome | None],
+    handle: JobHandle,
+    status: JobStatus,
+    stderr_tail: Any,
+) -> None:
+    """Set each future from its outcome; ``stderr_tail()`` is called at most once, if needed."""
+    tail_text: list[str] = []
+    for future, outcome in zip(futures, outcomes):
+        if future.done():
+            continue
+        if outcome is None:
+            if not tail_text:
+                tail_text.append(stderr_tail())
+            _set(future, error=missing_outcome_error(handle, status, tail_text[0]))
+        elif outcome.ok:
+            _set(future, value=outcome.value)
+        else:
+            _set(future, error=exception_from_outcome(outcome, job_id=handle.job_id))
+
+
+_manager: JobManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_manager() -> JobManager:
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = JobManager()
+        return _manager
