@@ -1,0 +1,39 @@
+"""Fixtures for the SLURM tests: the real single-node cluster and a clean plugin/config state."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.testbed import slurm as slurm_testbed
+from tests.testbed.system import unavailable
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> slurm_testbed.SlurmTestbed:
+    """The testbed cluster, started once per session (or reused when already healthy)."""
+    try:
+        bed = slurm_testbed.start()
+    except Exception as exc:  # noqa: BLE001 - any failure to start is "unavailable"
+        unavailable(f"SLURM testbed: {type(exc).__name__}: {exc}")
+        raise
+    sys.stderr.write(
+        f"\n[slurm testbed] {'reused' if bed.reused else 'started'} in {bed.bring_up_seconds:.2f} s "
+        f"(cgroups={bed.cgroups}, accounting={bed.accounting})\n"
+    )
+    return bed
+
+
+@pytest.fixture
+def fresh_plugins() -> Iterator[None]:
+    from clustrix.plugins import reset_plugins
+
+    reset_plugins()
+    yield
+    reset_plugins()

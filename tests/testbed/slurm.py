@@ -1,0 +1,395 @@
+"""A real single-node SLURM cluster for the tests: munge, MariaDB, slurmdbd, slurmctld, slurmd.
+
+:func:`start` installs the Debian packages (one apt call), writes ``/etc/slurm``,
+starts every daemon by hand (there is no systemd here and ``policy-rc.d`` refuses
+service starts) and waits until ``sinfo`` shows the node idle. It is idempotent: a
+cluster that is already up and healthy is reused, so several test sessions (and the
+PBS tests, which drive SLURM through its Torque wrappers) can share one.
+:func:`stop` ends the daemons by their pid files.
+
+The configuration is tuned for tests (see ``/work/shared/testbed-notes.md``):
+one-second scheduling, ``OverSubscribe=FORCE:8`` so arrays run 16 at a time on two
+CPUs, cgroups (``task/cgroup``, ``ConstrainRAMSpace``) so a memory overrun ends
+``OUT_OF_MEMORY``, and accounting through slurmdbd + MariaDB (unix socket only) so
+``sacct`` works. A second partition ``short`` (``MaxTime=5`` minutes) lets tests ask
+for something the cluster will never run.
+
+Run ``python -m tests.testbed.slurm start|stop|status`` by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from tests.testbed.system import apt_install, wait_for
+
+PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
+CLUSTER_NAME = "clustrix"
+ETC = Path("/etc/slurm")
+RUN = Path("/run/slurm")
+LOG = Path("/var/log/slurm")
+SPOOL_CTLD = Path("/var/spool/slurmctld")
+SPOOL_D = Path("/var/spool/slurmd")
+MYSQL_RUN = Path("/run/mysqld")
+MYSQL_SOCKET = MYSQL_RUN / "mysqld.sock"
+DB_NAME = "slurm_acct_db"
+DB_USER = "slurm"
+DB_PASSWORD = "clustrix-testbed"  # local unix-socket database of a throwaway testbed
+#: The unprivileged user that other testbeds (sshd) log in as; it must be able to submit.
+TEST_USER = "clustrix-test"
+
+PID_FILES = {
+    "slurmd": RUN / "slurmd.pid",
+    "slurmctld": RUN / "slurmctld.pid",
+    "slurmdbd": RUN / "slurmdbd.pid",
+    "mariadbd": MYSQL_RUN / "mysqld.pid",
+    "munged": Path("/run/munge/munged.pid"),
+}
+
+
+@attrs.frozen
+class SlurmTestbed:
+    """A running cluster: its node and partitions, whether cgroups and accounting are on."""
+
+    node: str
+    cpus: int
+    real_memory_mb: int
+    partition: str = "debug"
+    short_partition: str = "short"
+    short_max_minutes: int = 5
+    cgroups: bool = True
+    accounting: bool = True
+    bring_up_seconds: float = 0.0
+    reused: bool = False
+
+
+def node_name() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def real_memory_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024 - 2048
+    raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+def cgroup_v1_memory_available() -> bool:
+    return Path("/sys/fs/cgroup/memory").is_dir() and Path("/sys/fs/cgroup/freezer").is_dir()
+
+
+def render_slurm_conf(*, node: str, cpus: int, memory_mb: int, cgroups: bool, accounting: bool) -> str:
+    """The slurm.conf of the testbed (a pure function, so the config can be read in one place)."""
+    lines = [
+        f"ClusterName={CLUSTER_NAME}",
+        f"SlurmctldHost={node}(127.0.0.1)",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        "MpiDefault=none",
+        f"StateSaveLocation={SPOOL_CTLD}",
+        f"SlurmdSpoolDir={SPOOL_D}",
+        f"SlurmctldPidFile={PID_FILES['slurmctld']}",
+        f"SlurmdPidFile={PID_FILES['slurmd']}",
+        f"SlurmctldLogFile={LOG / 'slurmctld.log'}",
+        f"SlurmdLogFile={LOG / 'slurmd.log'}",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+        "ReturnToService=2",
+        "MinJobAge=300",
+        "MaxArraySize=10001",
+        "MaxJobCount=100000",
+        "KillWait=5",
+        "SchedulerType=sched/backfill",
+        "SchedulerParameters=sched_interval=1,bf_interval=1,sched_min_interval=0,batch_sched_delay=0,default_queue_depth=1000",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_CPU_Memory",
+        "DefMemPerCPU=256",
+        "JobCompType=jobcomp/filetxt",
+        f"JobCompLoc={LOG / 'jobcomp.log'}",
+    ]
+    if cgroups:
+        lines += ["ProctrackType=proctrack/cgroup", "TaskPlugin=task/cgroup,task/affinity"]
+    else:
+        lines += ["ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none"]
+    if accounting:
+        lines += [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=localhost",
+            "AccountingStoragePort=6819",
+            "JobAcctGatherType=jobacct_gather/linux",
+            "JobAcctGatherFrequency=5",
+        ]
+    else:
+        lines += ["AccountingStorageType=accounting_storage/none"]
+    lines += [
+        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} Sockets=1 CoresPerSocket={cpus} ThreadsPerCore=1 "
+        f"RealMemory={memory_mb} State=UNKNOWN",
+        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8",
+        "PartitionName=short Nodes=ALL Default=NO MaxTime=5 State=UP OverSubscribe=FORCE:8",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_cgroup_conf() -> str:
+    return "\n".join(
+        [
+            "CgroupPlugin=cgroup/v1",
+            "CgroupAutomount=yes",
+            "ConstrainCores=yes",
+            "ConstrainRAMSpace=yes",
+            "ConstrainSwapSpace=yes",
+            "",
+        ]
+    )
+
+
+def render_slurmdbd_conf() -> str:
+    return "\n".join(
+        [
+            "AuthType=auth/munge",
+            "DbdHost=localhost",
+            "DbdPort=6819",
+            "SlurmUser=root",
+            f"PidFile={PID_FILES['slurmdbd']}",
+            f"LogFile={LOG / 'slurmdbd.log'}",
+            "DebugLevel=info",
+            "StorageType=accounting_storage/mysql",
+            "StorageHost=localhost",
+            f"StorageLoc={DB_NAME}",
+            f"StorageUser={DB_USER}",
+            f"StoragePass={DB_PASSWORD}",
+            "",
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------
+# process helpers
+# ---------------------------------------------------------------------------
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=timeout, **kw)  # type: ignore[call-overload]
+
+
+def _ok(argv: Sequence[str]) -> bool:
+    try:
+        return _run(argv, check=False, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def node_state(node: str) -> str:
+    try:
+        proc = _run(["sinfo", "--noheader", "--node", node, "--format=%T"], check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else ""
+
+
+def healthy(node: str) -> bool:
+    """Every daemon is alive, the node is usable and accounting answers."""
+    if not all(_pid_alive(p) for p in PID_FILES.values()):
+        return False
+    state = node_state(node).rstrip("*~#")
+    if state not in {"idle", "mixed", "allocated", "completing"}:
+        return False
+    return _ok(["sacct", "--noheader", "-X", "-n", "--starttime=now-1minutes"])
+
+
+def _write(path: Path, text: str, *, mode: int = 0o644, owner: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    if owner:
+        shutil.chown(path, owner, owner)
+
+
+# ---------------------------------------------------------------------------
+# bring-up
+# ---------------------------------------------------------------------------
+
+
+def _start_munge() -> None:
+    if _pid_alive(PID_FILES["munged"]):
+        return
+    key = Path("/etc/munge/munge.key")
+    if not key.exists():
+        _run(["mungekey", "--create", "--keyfile", str(key)])
+        shutil.chown(key, "munge", "munge")
+        key.chmod(0o400)
+    run_dir = Path("/run/munge")
+    run_dir.mkdir(mode=0o755, exist_ok=True)
+    shutil.chown(run_dir, "munge", "munge")
+    _run(["runuser", "-u", "munge", "--", "munged", "--force"])
+    wait_for(lambda: _ok(["sh", "-c", "munge -n | unmunge"]), timeout=20, what="munged answering")
+
+
+def _mysql(sql: str) -> None:
+    _run(["mariadb", f"--socket={MYSQL_SOCKET}", "-u", "root", "-e", sql])
+
+
+def _start_mariadb() -> None:
+    if not _pid_alive(PID_FILES["mariadbd"]):
+        MYSQL_RUN.mkdir(mode=0o755, exist_ok=True)
+        shutil.chown(MYSQL_RUN, "mysql", "mysql")
+        log = open(LOG / "mariadbd.log", "ab")  # noqa: SIM115 - handed to the daemon
+        subprocess.Popen(
+            [
+                "mariadbd",
+                "--user=mysql",
+                "--skip-networking",
+                f"--socket={MYSQL_SOCKET}",
+                f"--pid-file={PID_FILES['mariadbd']}",
+                "--innodb-buffer-pool-size=256M",
+                "--innodb-lock-wait-timeout=900",
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(lambda: _ok(["mariadb-admin", f"--socket={MYSQL_SOCKET}", "ping"]), timeout=60, what="mariadbd answering")
+    _mysql(
+        f"CREATE DATABASE IF NOT EXISTS {DB_NAME}; "
+        f"CREATE USER IF NOT EXISTS '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}'; "
+        f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'localhost'; FLUSH PRIVILEGES;"
+    )
+
+
+def _start_slurmdbd() -> None:
+    if not _pid_alive(PID_FILES["slurmdbd"]):
+        _run(["slurmdbd"])
+    wait_for(lambda: _ok(["sacctmgr", "-n", "list", "cluster"]), timeout=60, what="slurmdbd answering")
+    listed = _run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], check=False).stdout.split()
+    if CLUSTER_NAME not in listed:
+        _run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME])
+
+
+def _ensure_test_user() -> None:
+    """Create the unprivileged submitter (the sshd testbed may have made it already)."""
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        _run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=False)
+        _run(["usermod", "-p", "*", TEST_USER], check=False)
+
+
+def _configure(node: str, cpus: int, memory_mb: int, cgroups: bool, accounting: bool) -> None:
+    for directory in (RUN, LOG, SPOOL_CTLD, SPOOL_D):
+        directory.mkdir(parents=True, exist_ok=True)
+    _write(ETC / "slurm.conf", render_slurm_conf(node=node, cpus=cpus, memory_mb=memory_mb, cgroups=cgroups, accounting=accounting))
+    _write(ETC / "cgroup.conf", render_cgroup_conf())
+    _write(ETC / "slurmdbd.conf", render_slurmdbd_conf(), mode=0o600)
+
+
+def start(*, cgroups: bool | None = None, accounting: bool = True) -> SlurmTestbed:
+    """Bring the cluster up (or reuse a healthy one) and return what it offers."""
+    began = time.monotonic()
+    node = node_name()
+    cpus = os.cpu_count() or 1
+    memory_mb = real_memory_mb()
+    if cgroups is None:
+        cgroups = cgroup_v1_memory_available()
+    if healthy(node):
+        text = (ETC / "slurm.conf").read_text()
+        return SlurmTestbed(
+            node=node,
+            cpus=cpus,
+            real_memory_mb=memory_mb,
+            cgroups="task/cgroup" in text,
+            accounting="accounting_storage/slurmdbd" in text,
+            bring_up_seconds=time.monotonic() - began,
+            reused=True,
+        )
+    apt_install(PACKAGES)
+    _configure(node, cpus, memory_mb, cgroups, accounting)
+    _ensure_test_user()
+    _start_munge()
+    if accounting:
+        _start_mariadb()
+        _start_slurmdbd()
+    if not _pid_alive(PID_FILES["slurmctld"]):
+        _run(["slurmctld"])
+    wait_for(lambda: _ok(["scontrol", "ping"]), timeout=60, what="slurmctld answering")
+    if not _pid_alive(PID_FILES["slurmd"]):
+        proc = _run(["slurmd", "-N", node], check=False)
+        if proc.returncode != 0 and cgroups:
+            # cgroups could not be set up: fall back to the configuration without them
+            stop()
+            return start(cgroups=False, accounting=accounting)
+    try:
+        wait_for(lambda: node_state(node).rstrip("*~#") == "idle", timeout=60, what=f"node {node} idle in sinfo", interval=0.1)
+    except TimeoutError:
+        _run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], check=False)
+        wait_for(lambda: node_state(node).rstrip("*~#") == "idle", timeout=30, what=f"node {node} idle in sinfo", interval=0.1)
+    return SlurmTestbed(
+        node=node,
+        cpus=cpus,
+        real_memory_mb=memory_mb,
+        cgroups=cgroups,
+        accounting=accounting,
+        bring_up_seconds=time.monotonic() - began,
+    )
+
+
+def stop() -> None:
+    """End the daemons by their pid files (in reverse start order)."""
+    for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
+        pid_file = PID_FILES[name]
+        if not _pid_alive(pid_file):
+            continue
+        pid = int(pid_file.read_text().split()[0])
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _pid_alive(pid_file):
+            time.sleep(0.05)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "status"
+    if command == "start":
+        bed = start()
+        print(bed)
+    elif command == "stop":
+        stop()
+    else:
+        print("healthy" if healthy(node_name()) else "not running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
