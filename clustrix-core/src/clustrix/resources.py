@@ -75,7 +75,7 @@ def parse_time(value: str | int | float, *, parameter: str = "time") -> int:
         # D-HH, D-HH:MM, D-HH:MM:SS
         parts += ["0"] * (3 - len(parts))
     elif re.fullmatch(r"\d+", text):
-        parts = ["0", text, "0"]
+        parts = [str(int(text) // 60), str(int(text) % 60), "0"]
     elif re.fullmatch(r"\d+:\d{1,2}", text):
         parts = ["0", *text.split(":")]
     elif re.fullmatch(r"\d+:\d{1,2}:\d{1,2}", text):

@@ -1,0 +1,211 @@
+"""The ``clustrix`` command: configuration, installed plugins, and jobs in the registry.
+
+Every command takes ``--json`` for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import pickle
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from clustrix import registry
+from clustrix.config import config_path, get_config
+from clustrix.errors import ClustrixError
+from clustrix.job import Job
+from clustrix.plugins import installed_plugins, transport_for
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    config = get_config()
+    data = {"config_file": str(config_path()), "profile": config.profile, "values": config.as_dict()}
+    lines = [f"# config file: {config_path()}", f"# profile: {config.profile or '(none)'}"]
+    lines += [f"{key} = {value!r}" for key, value in sorted(config.as_dict().items())]
+    _print(data, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    infos = installed_plugins()
+    data = [
+        {"name": i.name, "distribution": i.distribution, "version": i.version, "schedulers": list(i.schedulers)}
+        for i in infos
+    ]
+    lines = [f"{'PLUGIN':<12} {'DISTRIBUTION':<22} {'VERSION':<10} SCHEDULERS"]
+    lines += [f"{i.name:<12} {i.distribution or '-':<22} {i.version or '-':<10} {', '.join(i.schedulers) or '-'}" for i in infos]
+    _print(data, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    records = registry.list_jobs(limit=args.limit, unfinished_only=args.running)
+    data = [r.to_dict() for r in records]
+    lines = [f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {'SUBMITTED':<19}  NAME"]
+    lines += [
+        f"{r.job_id:<30} {r.scheduler:<10} {r.handle.native_id or '-':<12} {r.state.value:<14} {r.size:>5}  "
+        f"{_when(r.submitted_at):<19}  {r.name}"
+        for r in records
+    ]
+    _print(data, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    job = Job.attach(args.job_id)
+    status = job.status()
+    data = {**job.record.to_dict(), "state": status.state.value, "reason": status.reason, "exit_code": status.exit_code}
+    text = f"{job.job_id}: {status.state.value}" + (f" ({status.reason})" if status.reason else "")
+    _print(data, args.json, text)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    job = Job.attach(args.job_id)
+    stream = "stderr" if args.stderr else "stdout"
+    text = job.logs(stream)
+    _print({"job_id": job.job_id, "stream": stream, "text": text}, args.json, text.rstrip("\n"))
+    return 0
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    job = Job.attach(args.job_id)
+    results = job.results(timeout=args.timeout) if args.wait else _finished_results(job)
+    value: Any = results if job.handle.size > 1 else results[0]
+    if args.output:
+        with open(args.output, "wb") as fh:
+            pickle.dump(value, fh)
+        _print({"job_id": job.job_id, "output": args.output}, args.json, f"result pickled to {args.output}")
+    else:
+        _print({"job_id": job.job_id, "result": value}, args.json, repr(value))
+    return 0
+
+
+def _finished_results(job: Job) -> list[Any]:
+    status = job.status()
+    if not status.state.final:
+        raise ClustrixError(f"job {job.job_id} is {status.state.value}; use --wait to block until it finishes")
+    return job.results()
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = Job.attach(args.job_id)
+    ok = job.cancel()
+    _print({"job_id": job.job_id, "cancelled": ok}, args.json, f"{job.job_id}: {'cancelled' if ok else 'not cancelled'}")
+    return 0 if ok else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the configuration end to end: scheduler plugin, connection, remote Python, work dir."""
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, func: Any, describe: Any = str) -> Any:
+        try:
+            value = func()
+        except Exception as exc:  # noqa: BLE001 - every failure is a finding to report
+            checks.append({"check": name, "ok": False, "detail": f"{type(exc).__name__}: {exc}"})
+            return None
+        checks.append({"check": name, "ok": True, "detail": describe(value)})
+        return value
+
+    from clustrix.plugins import get_scheduler
+
+    config = check(
+        "configuration",
+        get_config,
+        lambda c: f"cluster_type={c.cluster_type} profile={c.profile} (file {config_path()})",
+    )
+    if config is not None:
+        check("scheduler plugin", lambda: f"{config.cluster_type} ({type(get_scheduler(config.cluster_type).impl).__name__})")
+        transport = check(
+            "connection (host key checked)",
+            lambda: transport_for(config),
+            lambda t: f"{type(t).__name__} to {t.host}",
+        )
+        if transport is not None:
+            python = config.get("python_executable") or "python3"
+            check(
+                "remote python",
+                lambda: transport.run(
+                    [python, "-c", "import sys; print(sys.version.split()[0], sys.executable)"], check=True, timeout=60
+                ).stdout.strip(),
+            )
+
+            def work_dir() -> str:
+                path = transport.expand(config.remote_work_dir)
+                transport.makedirs(path)
+                mode = transport.stat(path).st_mode & 0o777
+                if mode & 0o077:
+                    raise PermissionError(f"{path} has mode {mode:o}: other users can reach it; chmod 700 it")
+                return f"{path} (mode {mode:o})"
+
+            check("remote work dir", work_dir)
+    ok = all(c["ok"] for c in checks)
+    lines = [f"[{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks]
+    _print({"ok": ok, "checks": checks}, args.json, "\n".join(lines))
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clustrix", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log clustrix events to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    config = sub.add_parser("config", help="show the resolved configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print every key with its value (secrets left out)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_config_show)
+
+    add("plugins", cmd_plugins, "installed scheduler plugins and their versions")
+    jobs = add("jobs", cmd_jobs, "jobs in the local registry, newest first")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--running", action="store_true", help="only jobs that have not finished")
+    add("status", cmd_status, "ask the scheduler for a job's state").add_argument("job_id")
+    logs = add("logs", cmd_logs, "print a job's stdout (or --stderr)")
+    logs.add_argument("job_id")
+    logs.add_argument("--stderr", action="store_true")
+    result = add("result", cmd_result, "fetch a finished job's result")
+    result.add_argument("job_id")
+    result.add_argument("--wait", action="store_true", help="block until the job finishes")
+    result.add_argument("--timeout", type=float, default=None)
+    result.add_argument("-o", "--output", help="write the pickled result to this file instead of printing it")
+    add("cancel", cmd_cancel, "cancel a job, pending or running").add_argument("job_id")
+    add("doctor", cmd_doctor, "check the configuration, connection, remote python and work dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except (ClustrixError, KeyError, ValueError, TimeoutError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"clustrix: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

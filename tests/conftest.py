@@ -1,0 +1,36 @@
+"""Fixtures shared by every test folder: an isolated configuration and job registry."""
+
+from __future__ import annotations
+
+import os
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import clustrix.config
+import clustrix.plugins
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # test modules decorate functions at import time, before any fixture runs
+    os.environ["CLUSTRIX_DISABLE_PLUGINS"] = "broken"
+
+
+@pytest.fixture(autouse=True)
+def isolated_clustrix(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test gets its own config file location and registry, and no CLUSTRIX_* leaks in."""
+    home = tmp_path_factory.mktemp("clustrix-home")
+    for name in list(os.environ):
+        if name.startswith("CLUSTRIX_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CLUSTRIX_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("CLUSTRIX_DATA_DIR", str(home / "data"))
+    # the test plugin distribution ships a deliberately broken plugin; only its own test loads it
+    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken")
+    clustrix.plugins.reset_plugins()
+    clustrix.config.reset_config()
+    yield home
+    clustrix.config.reset_config()
+    clustrix.plugins.reset_plugins()

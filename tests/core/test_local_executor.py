@@ -1,0 +1,217 @@
+"""The local backend through the public API: call, submit, map, Executor, errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import clustrix
+from clustrix import JobError, cluster, execute_loop_parallel
+from clustrix.local import choose_executor, uses_io
+
+
+@cluster(cores=2)
+def square(x: int) -> int:
+    return x * x
+
+
+@cluster
+def pid_of_worker(_: int) -> int:
+    return os.getpid()
+
+
+@cluster
+def fail_with_value_error(x: int) -> None:
+    raise ValueError(f"bad value {x}")
+
+
+class UnpicklableError(Exception):
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("this exception refuses to be pickled")
+
+
+@cluster(executor="process")
+def fail_unpicklably() -> None:
+    raise UnpicklableError("cannot travel")
+
+
+def test_calling_blocks_and_returns_the_result() -> None:
+    assert square(7) == 49
+
+
+def test_decorator_without_arguments_keeps_the_function_name_and_doc() -> None:
+    @cluster
+    def documented() -> int:
+        """Docstring."""
+        return 1
+
+    assert documented.__name__ == "documented"
+    assert documented.__doc__ == "Docstring."
+    assert documented() == 1
+
+
+def test_submit_returns_a_future_with_a_job_id() -> None:
+    future = square.submit(5)
+    assert isinstance(future, concurrent.futures.Future)
+    assert future.result(timeout=30) == 25
+    assert future.job_id
+
+
+def test_map_returns_results_in_order_and_runs_in_other_processes() -> None:
+    assert square.map(range(50)) == [x * x for x in range(50)]
+    assert os.getpid() not in set(pid_of_worker.map(range(8)))
+
+
+def test_map_of_many_arguments_zips_iterables_like_builtin_map() -> None:
+    add = cluster(lambda a, b: a + b)
+    assert add.map([1, 2, 3], [10, 20, 30]) == [11, 22, 33]
+    assert add.map([], []) == []
+
+
+def test_lambdas_and_closures_run_in_processes() -> None:
+    offset = 100
+
+    def closure(x: int) -> tuple[int, int]:
+        return x + offset, os.getpid()
+
+    results = cluster(executor="process")(closure).map([1, 2])
+    assert [r[0] for r in results] == [101, 102]
+    assert all(pid != os.getpid() for _, pid in results)
+    assert cluster(executor="process")(lambda: "lambda ran")() == "lambda ran"
+
+
+def test_remote_exception_keeps_its_type_message_and_remote_traceback() -> None:
+    with pytest.raises(ValueError, match="bad value 3") as info:
+        fail_with_value_error(3)
+    cause = info.value.__cause__
+    assert isinstance(cause, clustrix.RemoteTraceback)
+    assert "fail_with_value_error" in cause.traceback_text
+    assert "raise ValueError" in cause.traceback_text
+
+
+def test_map_raises_the_first_failing_calls_exception() -> None:
+    def maybe_fail(x: int) -> int:
+        if x in (3, 5):
+            raise KeyError(f"item {x}")
+        return x
+
+    with pytest.raises(KeyError, match="item 3"):
+        cluster(executor="process")(maybe_fail).map(range(8))
+
+
+def test_unpicklable_exception_becomes_job_error_with_type_message_and_traceback() -> None:
+    with pytest.raises(JobError) as info:
+        fail_unpicklably()
+    error = info.value
+    assert error.error_type is not None and error.error_type.endswith("UnpicklableError")
+    assert "cannot travel" in str(error)
+    assert error.remote_traceback is not None and "fail_unpicklably" in error.remote_traceback
+
+
+def test_unpicklable_return_value_is_reported_as_the_calls_error() -> None:
+    with pytest.raises(TypeError, match="return value could not be pickled"):
+        cluster(executor="process")(lambda: threading.Lock())()
+
+
+def test_threads_on_request_share_the_process_and_return_unpicklable_values() -> None:
+    lock_maker = cluster(executor="thread")(lambda: (threading.Lock(), os.getpid()))
+    lock, pid = lock_maker()
+    assert pid == os.getpid()
+    assert hasattr(lock, "acquire")
+
+
+def test_auto_executor_picks_threads_for_io_and_processes_for_computation() -> None:
+    def reads_a_file(path: str) -> str:
+        with open(path) as fh:
+            return fh.read()
+
+    def computes(n: int) -> int:
+        return sum(i * i for i in range(n))
+
+    assert uses_io(reads_a_file) and not uses_io(computes)
+    assert choose_executor(reads_a_file, "auto") == "thread"
+    assert choose_executor(computes, "auto") == "process"
+    assert choose_executor(reads_a_file, "process") == "process"
+
+
+def test_execute_loop_parallel_binds_the_loop_variable_and_keeps_order() -> None:
+    def scaled(i: int, factor: int) -> int:
+        return i * factor
+
+    assert execute_loop_parallel(scaled, "i", range(20), func_kwargs={"factor": 3}) == [3 * i for i in range(20)]
+    with pytest.raises(ValueError, match="loop_var='i'"):
+        execute_loop_parallel(scaled, "i", range(3), func_kwargs={"i": 1})
+
+
+def test_executor_is_a_concurrent_futures_executor() -> None:
+    with clustrix.Executor(cores=2) as executor:
+        assert isinstance(executor, concurrent.futures.Executor)
+        future = executor.submit(pow, 2, 10)
+        assert list(executor.map(abs, [-1, -2, 3])) == [1, 2, 3]
+        assert future.result() == 1024
+    with pytest.raises(RuntimeError, match="shutdown"):
+        executor.submit(abs, 1)
+
+
+def test_cancelling_a_queued_local_call_cancels_it() -> None:
+    blocker = cluster(executor="thread", max_workers=1)(lambda: time.sleep(1.0))
+    first = blocker.submit()
+    second = blocker.submit()
+    assert second.cancel()
+    assert second.cancelled()
+    first.result(timeout=30)
+    with pytest.raises(concurrent.futures.CancelledError):
+        second.result()
+
+
+def test_function_defined_in_main_runs_in_a_process(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            from clustrix import cluster
+
+            def helper(x):
+                return x + 1
+
+            @cluster(executor="process")
+            def main_function(x):
+                return helper(x), os.getpid()
+
+            if __name__ == "__main__":
+                value, pid = main_function(41)
+                assert pid != os.getpid()
+                print(value)
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "42"
+
+
+def test_a_killed_worker_fails_the_call_with_a_job_error_and_the_pool_recovers() -> None:
+    killer = cluster(executor="process")(lambda: os._exit(9))
+    with pytest.raises(JobError, match="without a result"):
+        killer()
+    assert square(3) == 9
+
+
+def test_a_decorated_function_sent_to_a_worker_runs_there_instead_of_resubmitting() -> None:
+    import cloudpickle
+
+    from clustrix.runner import execute_call
+
+    # a @cluster function that reaches a worker (e.g. passed as an argument) is unwrapped
+    ok, encoded = execute_call(pickle.loads(cloudpickle.dumps(square)), (6,), {})
+    assert ok
+    assert pickle.loads(pickle.loads(encoded)["value"]) == 36
