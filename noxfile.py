@@ -1,0 +1,235 @@
+"""Build, test, lint, type-check and document every clustrix distribution.
+
+Every session installs the distributions as *wheels built from the current source
+in this nox run* (never editable, never a cached build), so packaging mistakes and
+undeclared dependencies show up here instead of on a user's machine:
+
+- ``tests-<dist>`` installs clustrix-core plus only that one plugin;
+- ``tests-all`` installs everything together;
+- ``build`` builds each sdist and a wheel from it, installs all wheels into a
+  fresh environment and runs ``clustrix plugins``.
+
+``nox`` runs the default sessions; ``bash scripts/test.sh`` runs those plus every
+``tests-<dist>`` session, as CI does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import nox
+from nox.command import CommandFailed
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "types", "docs", "build", "tests-all"]
+nox.options.error_on_external_run = True
+
+ROOT = Path(__file__).resolve().parent
+PYTHON = os.environ.get("CLUSTRIX_NOX_PYTHON", "3.11")
+
+#: Short name -> (distribution directory, import name).
+DISTRIBUTIONS = {
+    "core": ("clustrix-core", "clustrix"),
+    "slurm": ("clustrix-slurm", "clustrix_slurm"),
+    "pbs": ("clustrix-pbs", "clustrix_pbs"),
+    "sge": ("clustrix-sge", "clustrix_sge"),
+    "k8s": ("clustrix-k8s", "clustrix_k8s"),
+    "ssh": ("clustrix-ssh", "clustrix_ssh"),
+}
+TEST_PLUGIN = ROOT / "tests" / "plugins" / "clustrix-testsched"
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+TEST_RESULTS = ROOT / "build" / "test-results"
+
+_wheel_dir: Path | None = None
+
+
+def _uses_uv(session: nox.Session) -> bool:
+    return getattr(session.virtualenv, "venv_backend", None) == "uv"
+
+
+def _build(session: nox.Session, project: Path, outdir: Path, *, sdist: bool) -> None:
+    """Build ``project`` into ``outdir``: a wheel, or an sdist and a wheel built from that sdist."""
+    kinds = [] if sdist else ["--wheel"]
+    if _uses_uv(session):
+        session.run("uv", "build", "--quiet", *kinds, "--out-dir", str(outdir), str(project))
+    else:
+        session.install("build")
+        session.run("python", "-m", "build", *kinds, "--outdir", str(outdir), str(project))
+
+
+def _local_projects() -> dict[str, Path]:
+    """The distribution directories that exist now (plus the test plugin), by short name."""
+    projects = {
+        name: ROOT / path for name, (path, _) in DISTRIBUTIONS.items() if (ROOT / path / "pyproject.toml").exists()
+    }
+    if (TEST_PLUGIN / "pyproject.toml").exists():
+        projects["testsched"] = TEST_PLUGIN
+    return projects
+
+
+def _dist_names() -> list[str]:
+    """Short names of the distributions (not the test plugin) that exist now."""
+    return [name for name in _local_projects() if name in DISTRIBUTIONS]
+
+
+def _wheels(session: nox.Session, *names: str) -> dict[str, Path]:
+    """Wheels of the named local distributions (default: all), each built from the current source once per nox run."""
+    global _wheel_dir
+    if _wheel_dir is None:
+        _wheel_dir = Path(tempfile.mkdtemp(prefix="clustrix-wheels-"))
+        atexit.register(shutil.rmtree, _wheel_dir, ignore_errors=True)
+    projects = _local_projects()
+    wheels: dict[str, Path] = {}
+    for name in names or projects:
+        if name not in projects:
+            session.error(f"{name} has no pyproject.toml to build")
+        outdir = _wheel_dir / name
+        if not outdir.exists():
+            _build(session, projects[name], outdir, sdist=False)
+        found = sorted(outdir.glob("*.whl"))
+        if len(found) != 1:
+            session.error(f"expected one wheel for {projects[name].name} in {outdir}, found {found}")
+        wheels[name] = found[0]
+    return wheels
+
+
+def _install_wheels(session: nox.Session, wheels: list[Path], *extra: str) -> None:
+    """Install ``wheels`` with their dependencies, then force those exact files over anything cached."""
+    files = [str(w) for w in wheels]
+    session.install(*files, *extra)
+    session.install("--force-reinstall", "--no-deps", *files)
+
+
+def _has_tests(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        p for pattern in ("test_*.py", "*_test.py") for p in folder.rglob(pattern) if "testbed" not in p.parts
+    )
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    TEST_RESULTS.mkdir(parents=True, exist_ok=True)
+    junit = TEST_RESULTS / f"{session.name}.xml"
+    session.run("pytest", f"--junitxml={junit}", *paths, *session.posargs)
+
+
+def _make_dist_tests(short: str) -> None:
+    test_dir = "tests/core" if short == "core" else f"tests/{short}"
+
+    @nox.session(name=f"tests-{short}", python=PYTHON)
+    def tests(session: nox.Session) -> None:
+        if not (ROOT / DISTRIBUTIONS[short][0] / "pyproject.toml").exists():
+            session.skip(f"{DISTRIBUTIONS[short][0]} does not exist yet")
+        if not _has_tests(ROOT / test_dir):
+            session.skip(f"{test_dir} has no tests yet")
+        names = ["core"] if short == "core" else ["core", short]
+        if "testsched" in _local_projects():
+            names.append("testsched")
+        _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
+        _pytest(session, test_dir)
+
+    tests.__doc__ = (
+        f"Run {test_dir} against clustrix-core"
+        + ("" if short == "core" else f" plus only {DISTRIBUTIONS[short][0]}")
+        + " (wheels of the current source)."
+    )
+
+
+for _short in DISTRIBUTIONS:
+    _make_dist_tests(_short)
+
+
+@nox.session(name="tests-all", python=PYTHON)
+def tests_all(session: nox.Session) -> None:
+    """Run the whole test suite with every distribution installed together."""
+    if not _has_tests(ROOT / "tests"):
+        session.skip("tests/ has no tests yet")
+    _install_wheels(session, list(_wheels(session).values()), *TEST_DEPS)
+    _pytest(session, "tests")
+
+
+def _lint_targets() -> list[str]:
+    targets = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("clustrix-*/src") if p.is_dir())
+    return [*targets, "tests", "noxfile.py", "docs/conf.py"]
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the sources, the tests and this file."""
+    session.install(RUFF)
+    targets = _lint_targets()
+    session.run("ruff", "check", *targets, *session.posargs)
+    session.run("ruff", "format", "--check", *targets)
+
+
+@nox.session(python=PYTHON)
+def types(session: nox.Session) -> None:
+    """mypy over each distribution's src, against the others installed as wheels."""
+    _install_wheels(session, list(_wheels(session, *_dist_names()).values()), MYPY, "types-paramiko", "tomli")
+    failed = []
+    for path, _ in DISTRIBUTIONS.values():
+        src = ROOT / path / "src"
+        if src.is_dir():
+            # each distribution alone: its imports of the others resolve to the installed wheels (py.typed)
+            try:
+                session.run("mypy", str(src.relative_to(ROOT)), *session.posargs)
+            except CommandFailed:
+                failed.append(path)
+    if failed:
+        session.error(f"mypy found errors in: {', '.join(failed)}")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs with warnings as errors; autodoc imports the installed wheels."""
+    _install_wheels(session, list(_wheels(session, *_dist_names()).values()), "-r", "docs/requirements.txt")
+    out = ROOT / "docs" / "_build" / "html"
+    shutil.rmtree(out, ignore_errors=True)
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", str(out), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Build every sdist and a wheel from it into dist/, install all wheels together, run `clustrix plugins`."""
+    out = ROOT / "dist"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    for short, (path, _) in DISTRIBUTIONS.items():
+        project = ROOT / path
+        if not (project / "pyproject.toml").exists():
+            session.error(f"{path}/pyproject.toml is missing: {short} cannot be built")
+        _build(session, project, out, sdist=True)
+    wheels = sorted(out.glob("*.whl"))
+    sdists = sorted(out.glob("*.tar.gz"))
+    if len(wheels) != len(DISTRIBUTIONS) or len(sdists) != len(DISTRIBUTIONS):
+        session.error(f"expected {len(DISTRIBUTIONS)} wheels and sdists in dist/, found {wheels} and {sdists}")
+    _install_wheels(session, wheels)
+    imports = ", ".join(module for _, module in DISTRIBUTIONS.values())
+    session.run("python", "-c", f"import {imports}")
+    session.run("clustrix", "plugins")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmark the local executor; writes benchmarks/results/local.json."""
+    script = ROOT / "benchmarks" / "bench_local.py"
+    if not script.exists():
+        session.skip("benchmarks/bench_local.py does not exist yet")
+    _install_wheels(session, [_wheels(session, "core")["core"]], "joblib")
+    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    session.run("python", str(script), "--output", "benchmarks/results/local.json", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def example(session: nox.Session) -> None:
+    """Run examples/quickstart.py against an installed clustrix-core."""
+    script = ROOT / "examples" / "quickstart.py"
+    if not script.exists():
+        session.skip("examples/quickstart.py does not exist yet")
+    _install_wheels(session, [_wheels(session, "core")["core"]])
+    session.run("python", str(script), *session.posargs)
