@@ -1,0 +1,175 @@
+"""One authenticated SSH connection (through ProxyJump hops if configured), kept alive.
+
+:class:`Connection` opens lazily, sends keepalives, and reopens after the link dropped;
+it also owns the connection's one SFTP session. Auth follows OpenSSH's order as far as
+paramiko allows: identity files (``key_file`` first), the ssh-agent, default keys in
+``~/.ssh``, and a password only when one was configured.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import paramiko
+
+from clustrix.log import get_logger
+from clustrix_ssh import hostkeys
+from clustrix_ssh.errors import HostKeyError, SSHConnectionError
+from clustrix_ssh.target import Target, load_ssh_config, resolve_jump
+
+log = get_logger("clustrix.ssh")
+
+KEEPALIVE_SECONDS = 15
+CONNECT_TIMEOUT = 20.0
+MAX_JUMPS = 8
+
+
+def _connect_client(
+    target: Target,
+    *,
+    known_hosts_file: str | None,
+    policy: str,
+    sock: Any = None,
+) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    hostkeys.configure_client(client, target, known_hosts_file=known_hosts_file, policy=policy)
+    try:
+        client.connect(
+            target.hostname,
+            port=target.port,
+            username=target.user,
+            password=target.password,
+            key_filename=list(target.identity_files) or None,
+            allow_agent=True,
+            look_for_keys=not target.identity_files,
+            timeout=CONNECT_TIMEOUT,
+            banner_timeout=CONNECT_TIMEOUT,
+            auth_timeout=CONNECT_TIMEOUT,
+            sock=sock,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise hostkeys.changed_key_error(target, exc, known_hosts_file) from None
+    except HostKeyError:
+        client.close()
+        raise
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        tried = ", ".join(target.identity_files) or "the ssh-agent and ~/.ssh/id_*"
+        raise SSHConnectionError(
+            f"authentication as {target.user!r} on {target.known_hosts_name} failed ({exc}); tried {tried}"
+            + ("" if target.password is None else " and the configured password")
+            + ". Set key_file=, or add an IdentityFile to ~/.ssh/config (see docs/ssh-setup.md)."
+        ) from exc
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        client.close()
+        raise SSHConnectionError(
+            f"cannot connect to {target.known_hosts_name} as {target.user!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    transport = client.get_transport()
+    assert transport is not None
+    transport.set_keepalive(KEEPALIVE_SECONDS)
+    return client
+
+
+class Connection:
+    """A lazily opened, self-healing SSH connection to one target; safe to share between threads."""
+
+    def __init__(self, target: Target, *, known_hosts_file: str | None = None, policy: str = "reject") -> None:
+        self.target = target
+        self.known_hosts_file = known_hosts_file
+        self.policy = policy
+        self._lock = threading.RLock()
+        self._client: paramiko.SSHClient | None = None
+        self._jumps: list[paramiko.SSHClient] = []
+        self._sftp: paramiko.SFTPClient | None = None
+        self.sftp_lock = threading.RLock()
+        self.generation = 0  # counts (re)connections, for tests and logs
+
+    # -- state ----------------------------------------------------------------
+
+    def is_active(self) -> bool:
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        return bool(transport is not None and transport.is_active())
+
+    def client(self) -> paramiko.SSHClient:
+        """The connected client, (re)connecting if the link is down."""
+        with self._lock:
+            if self._client is None or not self.is_active():
+                self._open()
+            assert self._client is not None
+            return self._client
+
+    def transport(self) -> paramiko.Transport:
+        transport = self.client().get_transport()
+        assert transport is not None
+        return transport
+
+    def sftp(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session (opened on first use, reopened after a reconnect)."""
+        with self._lock:
+            client = self.client()
+            if self._sftp is None:
+                self._sftp = client.open_sftp()
+            return self._sftp
+
+    # -- opening and closing -------------------------------------------------------
+
+    def _open(self) -> None:
+        self._close_quietly()
+        sock: Any = None
+        jumps: list[paramiko.SSHClient] = []
+        ssh_config = load_ssh_config() if self.target.proxy_jump else None
+        hops = [resolve_jump(hop, ssh_config) for hop in self.target.proxy_jump[:MAX_JUMPS]]
+        try:
+            for index, hop in enumerate(hops):
+                jump = _connect_client(hop, known_hosts_file=self.known_hosts_file, policy=self.policy, sock=sock)
+                jumps.append(jump)
+                nxt = hops[index + 1] if index + 1 < len(hops) else self.target
+                jump_transport = jump.get_transport()
+                assert jump_transport is not None
+                try:
+                    sock = jump_transport.open_channel("direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0))
+                except (paramiko.SSHException, OSError) as exc:
+                    raise SSHConnectionError(
+                        f"jump host {hop.known_hosts_name} could not open a tunnel to {nxt.known_hosts_name}: {exc}"
+                    ) from exc
+            client = _connect_client(self.target, known_hosts_file=self.known_hosts_file, policy=self.policy, sock=sock)
+        except BaseException:
+            for jump in reversed(jumps):
+                jump.close()
+            raise
+        self._client = client
+        self._jumps = jumps
+        self.generation += 1
+        log.debug(
+            "clustrix.ssh_connected",
+            host=self.target.hostname,
+            port=self.target.port,
+            user=self.target.user,
+            via=[h.known_hosts_name for h in hops],
+            generation=self.generation,
+        )
+
+    def _close_quietly(self) -> None:
+        for closable in [self._sftp, self._client, *reversed(self._jumps)]:
+            if closable is not None:
+                try:
+                    closable.close()
+                except (OSError, EOFError, paramiko.SSHException, socket.error):
+                    pass
+        self._sftp = None
+        self._client = None
+        self._jumps = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_quietly()
+
+    def reset(self) -> None:
+        """Drop the current link (after an error showed it is dead); the next use reconnects."""
+        with self._lock:
+            self._close_quietly()

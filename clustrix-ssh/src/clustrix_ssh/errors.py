@@ -1,0 +1,21 @@
+"""Errors of the SSH transport; each message says what to do about it."""
+
+from __future__ import annotations
+
+from clustrix.errors import ClustrixError, ConfigurationError
+
+
+class SSHConnectionError(ClustrixError, ConnectionError):
+    """The SSH connection could not be opened or authenticated."""
+
+
+class HostKeyError(ConfigurationError):
+    """The server's host key is not trusted: unknown, or different from the one on record."""
+
+
+class UnknownHostKeyError(HostKeyError):
+    """No known_hosts entry for the server, and the policy does not add new ones."""
+
+
+class ChangedHostKeyError(HostKeyError):
+    """The server presented a key different from the known_hosts entry (always refused)."""

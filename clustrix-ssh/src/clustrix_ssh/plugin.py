@@ -1,0 +1,40 @@
+"""The ``ssh`` entry point: the SSH transport for every scheduler, and the plain ``ssh`` backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from clustrix.hookspecs import hookimpl
+from clustrix_ssh.transport import SSHTransport, get_transport
+
+if TYPE_CHECKING:
+    from clustrix.config import ClusterConfig
+
+
+def transport_from_config(config: ClusterConfig) -> SSHTransport:
+    """The pooled transport for the connection settings of ``config``."""
+    return get_transport(
+        config.cluster_host,
+        port=config.get("cluster_port"),
+        user=config.get("username"),
+        key_file=config.get("key_file"),
+        password=config.get("password"),
+        known_hosts_file=config.get("known_hosts_file"),
+        host_key_policy=config.get("host_key_policy") or "reject",
+        forward_agent=bool(config.get("forward_agent")),
+    )
+
+
+@hookimpl
+def clustrix_make_transport(config: ClusterConfig) -> SSHTransport | None:
+    if not config.get("cluster_host"):
+        return None
+    return transport_from_config(config)
+
+
+@hookimpl
+def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
+    from clustrix_ssh.scheduler import SSHScheduler
+
+    register("ssh", SSHScheduler())

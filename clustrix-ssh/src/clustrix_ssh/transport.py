@@ -1,0 +1,366 @@
+"""``SSHTransport``: clustrix's :class:`clustrix.transport.Transport` over paramiko.
+
+Commands run on exec channels, files move over the connection's SFTP session. An
+operation that fails because the link dropped is retried once after reconnecting;
+an operation that fails on a live link raises at once. Transports are pooled: one per
+(user, host, port) per process (:func:`get_transport`), shared by threads.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import secrets
+import select
+import socket
+import stat as stat_module
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import paramiko
+import paramiko.agent
+
+from clustrix.transport import CommandError, CommandResult
+from clustrix_ssh.command import render_command
+from clustrix_ssh.connection import Connection
+from clustrix_ssh.errors import SSHConnectionError
+from clustrix_ssh.target import Target, resolve_target
+
+T = TypeVar("T")
+
+#: Failures that mean "the link is gone" when the connection is no longer active.
+_LINK_ERRORS = (paramiko.SSHException, EOFError, OSError, socket.error)
+_CHUNK = 1 << 20
+
+
+class SSHTransport:
+    """Run commands and move files on one SSH host; see :class:`clustrix.transport.Transport`."""
+
+    def __init__(self, target: Target, *, known_hosts_file: str | None = None, host_key_policy: str = "reject") -> None:
+        self.target = target
+        self.host = target.alias
+        self.connection = Connection(target, known_hosts_file=known_hosts_file, policy=host_key_policy)
+        self._home: str | None = None
+        self._home_generation = -1
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.target.user}@{self.target.known_hosts_name})"
+
+    # -- the retry-once rule -------------------------------------------------------------
+
+    def _with_reconnect(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; if it failed because the link died, reconnect and run it once more."""
+        try:
+            self.connection.client()
+            return operation()
+        except SSHConnectionError:
+            raise
+        except _LINK_ERRORS:
+            if self.connection.is_active():
+                raise
+            self.connection.reset()
+        return operation()
+
+    # -- commands ----------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        """Run ``argv`` remotely; every element, env value and the cwd are shell-quoted."""
+        command = render_command(argv, env=env, cwd=None if cwd is None else self.expand(cwd))
+        result = self.run_shell(command, input=input, timeout=timeout, argv=tuple(argv))
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+    def run_shell(
+        self, command: str, *, input: bytes | None = None, timeout: float | None = None, argv: tuple[str, ...] | None = None
+    ) -> CommandResult:
+        """Run a command line that is already shell code (scripts rendered by clustrix itself).
+
+        A link that is down before the command starts is reopened and the command sent
+        once more; a link that drops while the command runs is an error, because the
+        command may or may not have run.
+        """
+
+        def attempt() -> CommandResult:
+            channel = self.connection.transport().open_session()
+            return self._exec(channel, command, input, timeout, argv or ("sh", "-c", command))
+
+        return self._with_reconnect(attempt)
+
+    def _exec(
+        self,
+        channel: paramiko.Channel,
+        command: str,
+        input: bytes | None,
+        timeout: float | None,
+        argv: tuple[str, ...],
+    ) -> CommandResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            if self.target.forward_agent:
+                paramiko.agent.AgentRequestHandler(channel)
+            channel.exec_command(command)
+        except BaseException:
+            channel.close()
+            raise
+        try:
+            feeder = None
+            if input:
+                feeder = threading.Thread(target=_feed, args=(channel, input), daemon=True)
+                feeder.start()
+            else:
+                channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                if channel.recv_ready():
+                    out += channel.recv(_CHUNK)
+                    continue
+                if channel.recv_stderr_ready():
+                    err += channel.recv_stderr(_CHUNK)
+                    continue
+                if channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                    _drain(channel, out, err)  # EOF came after all data: what arrived since is buffered
+                    break
+                if not self.connection.is_active():
+                    raise SSHConnectionError(
+                        f"the SSH connection to {self.target.known_hosts_name} dropped while {argv[0]!r} ran; "
+                        "it may or may not have completed"
+                    )
+                wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if wait <= 0:
+                    raise subprocess.TimeoutExpired(list(argv), timeout or 0, bytes(out), bytes(err))
+                select.select([channel], [], [], wait)
+            code = channel.recv_exit_status()
+            if feeder is not None:
+                feeder.join(timeout=1)
+        finally:
+            channel.close()
+        return CommandResult(argv, code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    # -- files ------------------------------------------------------------------
+
+    def _sftp_call(self, operation: Callable[[paramiko.SFTPClient], T]) -> T:
+        def attempt() -> T:
+            with self.connection.sftp_lock:
+                return operation(self.connection.sftp())
+
+        return self._with_reconnect(attempt)
+
+    def expand(self, remote_path: str) -> str:
+        """``~`` and ``~/x`` become the remote home; other paths are returned unchanged."""
+        if remote_path != "~" and not remote_path.startswith("~/"):
+            return remote_path
+        if self._home is None or self._home_generation != self.connection.generation:
+            self._home = self._sftp_call(lambda sftp: sftp.normalize("."))
+            self._home_generation = self.connection.generation
+        return self._home if remote_path == "~" else posixpath.join(self._home, remote_path[2:])
+
+    def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
+        """Replace ``remote_path`` atomically: write a private temporary file, then rename it."""
+        path = self.expand(remote_path)
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            _upload(sftp, path, lambda fh: fh.write(data), mode)
+
+        self._sftp_call(write)
+
+    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+        path = self.expand(remote_path)
+        mode = stat_module.S_IMODE(os.stat(local_path).st_mode) & 0o700 or 0o600
+
+        def copy(sftp: paramiko.SFTPClient) -> None:
+            def body(fh: paramiko.SFTPFile) -> None:
+                with open(local_path, "rb") as src:
+                    while block := src.read(_CHUNK):
+                        fh.write(block)
+
+            _upload(sftp, path, body, mode)
+
+        self._sftp_call(copy)
+
+    def read_bytes(self, remote_path: str) -> bytes:
+        path = self.expand(remote_path)
+
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            with sftp.open(path, "rb") as fh:
+                fh.prefetch()
+                return fh.read()
+
+        return self._sftp_call(read)
+
+    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
+        path = self.expand(remote_path)
+        local = Path(local_path)
+        tmp = local.with_name(f".{local.name}.{secrets.token_hex(4)}.part")
+
+        def fetch(sftp: paramiko.SFTPClient) -> None:
+            try:
+                with open(tmp, "wb") as out:
+                    sftp.getfo(path, out)
+                os.replace(tmp, local)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        self._sftp_call(fetch)
+
+    def exists(self, remote_path: str) -> bool:
+        try:
+            self.stat(remote_path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def stat(self, remote_path: str) -> os.stat_result:
+        path = self.expand(remote_path)
+        attributes = self._sftp_call(lambda sftp: sftp.stat(path))
+        return os.stat_result(
+            (
+                attributes.st_mode or 0,
+                0,
+                0,
+                1,
+                attributes.st_uid or 0,
+                attributes.st_gid or 0,
+                attributes.st_size or 0,
+                int(attributes.st_atime or 0),
+                int(attributes.st_mtime or 0),
+                int(attributes.st_mtime or 0),
+            )
+        )
+
+    def listdir(self, remote_path: str) -> list[str]:
+        path = self.expand(remote_path)
+        return self._sftp_call(lambda sftp: sftp.listdir(path))
+
+    def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
+        """Create ``remote_path`` and missing parents with ``mode``; the leaf gets ``mode`` even if it existed."""
+        path = self.expand(remote_path)
+        self._sftp_call(lambda sftp: _makedirs(sftp, path, mode))
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _drain(channel: paramiko.Channel, out: bytearray, err: bytearray) -> None:
+    while channel.recv_ready():
+        out += channel.recv(_CHUNK)
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(_CHUNK)
+
+
+def _feed(channel: paramiko.Channel, data: bytes) -> None:
+    try:
+        channel.sendall(data)
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the command ended early or the link dropped; the reader reports it
+
+
+def _upload(sftp: paramiko.SFTPClient, path: str, body: Callable[[paramiko.SFTPFile], object], mode: int) -> None:
+    directory, name = posixpath.split(path)
+    tmp = posixpath.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with sftp.open(tmp, "wb") as fh:
+            sftp.chmod(tmp, mode)  # before any byte is written: never readable by others
+            fh.set_pipelined(True)
+            body(fh)
+        sftp.posix_rename(tmp, path)
+    except BaseException:
+        try:
+            sftp.remove(tmp)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        raise
+
+
+def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
+    try:
+        attributes = sftp.stat(path)
+    except FileNotFoundError:
+        parent = posixpath.dirname(path.rstrip("/"))
+        if parent and parent != path:
+            _ensure_dir(sftp, parent, mode)
+        try:
+            sftp.mkdir(path, mode)
+        except OSError:
+            if not stat_module.S_ISDIR(sftp.stat(path).st_mode or 0):
+                raise
+        sftp.chmod(path, mode)
+        return
+    if not stat_module.S_ISDIR(attributes.st_mode or 0):
+        raise NotADirectoryError(f"{path} exists and is not a directory")
+    if stat_module.S_IMODE(attributes.st_mode or 0) != mode:
+        sftp.chmod(path, mode)
+
+
+def _ensure_dir(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
+    """Create ``path`` (and parents) if missing, leaving existing directories' modes alone."""
+    try:
+        sftp.stat(path)
+        return
+    except FileNotFoundError:
+        pass
+    parent = posixpath.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        _ensure_dir(sftp, parent, mode)
+    try:
+        sftp.mkdir(path, mode)
+    except OSError:
+        if not stat_module.S_ISDIR(sftp.stat(path).st_mode or 0):
+            raise
+
+
+# -- the per-process pool -------------------------------------------------------------
+
+_pool: dict[tuple[str, str, int], SSHTransport] = {}
+_pool_lock = threading.Lock()
+
+
+def get_transport(
+    host: str,
+    *,
+    port: int | None = None,
+    user: str | None = None,
+    key_file: str | None = None,
+    password: str | None = None,
+    known_hosts_file: str | None = None,
+    host_key_policy: str = "reject",
+    forward_agent: bool = False,
+) -> SSHTransport:
+    """The process's shared transport to (user, host, port), created on first use."""
+    target = resolve_target(
+        host,
+        port=port,
+        user=user,
+        key_file=key_file,
+        password=password,
+        forward_agent=forward_agent or None,
+    )
+    with _pool_lock:
+        transport = _pool.get(target.pool_key)
+        if transport is None:
+            transport = SSHTransport(target, known_hosts_file=known_hosts_file, host_key_policy=host_key_policy)
+            _pool[target.pool_key] = transport
+        return transport
+
+
+def close_all() -> None:
+    """Close every pooled connection (tests; the pool reconnects on next use)."""
+    with _pool_lock:
+        transports = list(_pool.values())
+        _pool.clear()
+    for transport in transports:
+        transport.close()
