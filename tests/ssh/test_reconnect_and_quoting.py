@@ -1,0 +1,70 @@
+"""The transport heals a dropped link, and every value reaching the remote shell arrives intact."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clustrix_ssh import SSHTransport, get_transport
+from tests.testbed.sshd import SSHServer
+
+pytestmark = pytest.mark.testbed_ssh
+
+
+def connect(sshd: SSHServer) -> SSHTransport:
+    return get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts)
+
+
+def test_commands_and_files_work_again_after_sshd_restarts(sshd: SSHServer) -> None:
+    transport = connect(sshd)
+    assert transport.run(["echo", "before"]).stdout == "before\n"
+    transport.write_bytes("~/reconnect.txt", b"1")
+    sshd.restart()  # kills the listener and every open connection
+    assert transport.run(["echo", "after"]).stdout == "after\n"
+    assert transport.read_bytes("~/reconnect.txt") == b"1"
+    assert transport.connection.generation == 2
+
+
+# Text that survives a UTF-8 round trip and has no NUL (no argv element can carry one),
+# weighted towards what shells treat specially.
+SHELL_TEXT = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(list("'\"`$\\!*?[]{}()<>|&;#~=%^ \t\n\r-")),
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.lists(SHELL_TEXT, min_size=1, max_size=4), value=SHELL_TEXT)
+def test_argv_and_env_values_reach_the_program_byte_identical(sshd: SSHServer, args: list[str], value: str) -> None:
+    transport = connect(sshd)
+    script = 'for a in "$@"; do printf "%s\\0" "$a"; done; printf "%s" "$CLUSTRIX_VALUE"'
+    result = transport.run(["sh", "-c", script, "sh", *args], env={"CLUSTRIX_VALUE": value})
+    assert result.ok, result.stderr
+    *echoed, env_value = result.stdout.split("\0")
+    assert echoed == args
+    assert env_value == value
+
+
+SAFE_NAME = st.text(
+    alphabet=st.one_of(st.sampled_from(list("'\"`$\\!*?[]{}()<>|&;#~=% -\n")), st.characters(min_codepoint=0x41, max_codepoint=0x24F)),
+    min_size=1,
+    max_size=30,
+).filter(lambda s: s not in {".", ".."} and "/" not in s)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=SAFE_NAME, data=st.binary(max_size=64))
+def test_paths_with_metacharacters_work_for_files_and_as_cwd(sshd: SSHServer, name: str, data: bytes) -> None:
+    transport = connect(sshd)
+    directory = f"~/meta/{name}"
+    transport.makedirs(directory)
+    transport.write_bytes(f"{directory}/{name}", data)
+    assert transport.read_bytes(f"{directory}/{name}") == data
+    result = transport.run(["sh", "-c", 'pwd; cat -- "$1"', "sh", name], cwd=directory)
+    assert result.ok, result.stderr
+    assert result.stdout.encode(errors="surrogateescape").startswith(transport.expand(directory).encode())
+    assert result.stdout.endswith(data.decode(errors="replace"))
