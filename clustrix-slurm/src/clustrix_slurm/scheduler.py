@@ -1,0 +1,306 @@
+"""The SLURM scheduler: its methods are the routed scheduler hooks of clustrix core.
+
+All I/O goes through a :class:`clustrix.transport.Transport` (local on the login node,
+SSH from a laptop), so the same code serves both. Per poll round it reads the jobs'
+exit-code files and then asks SLURM once (``squeue``) about every job still open;
+``sacct`` is asked only about jobs ``squeue`` no longer knows (older than ``MinJobAge``).
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+from clustrix import jobdir, runner
+from clustrix.errors import JobError
+from clustrix.hookspecs import hookimpl
+from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.log import get_logger
+from clustrix.plugins import transport_for
+from clustrix.transport import CommandError, CommandResult, Transport
+
+from clustrix_slurm import parse
+from clustrix_slurm.script import SbatchRequest, ScriptOptions, log_name, render_sbatch, validate_options, validate_resources
+from clustrix_slurm.status import job_status
+
+log = get_logger("clustrix.slurm")
+
+SCRIPT_NAME = "job.sbatch"
+#: How long a job may be unknown to both squeue and sacct before it is reported lost.
+LOST_AFTER_SECONDS = 60.0
+#: sbatch messages that mean "try again", not "your request is wrong".
+_TRANSIENT = ("temporarily unavailable", "socket timed out", "unable to contact", "connection refused", "try again")
+#: How many task logs ``read_logs`` concatenates at most (the failed ones first).
+MAX_LOGS = 5
+
+
+class SbatchRejectedError(JobError, ValueError):
+    """SLURM refused the job at submission; the message is sbatch's own."""
+
+
+@attrs.frozen
+class SiteInfo:
+    """What this plugin reads once per cluster from ``scontrol show config``."""
+
+    max_array_size: int
+    accounting: bool
+
+
+def tasks_for(size: int, calls_per_task: int | None, max_array_size: int) -> int:
+    """How many array tasks a job of ``size`` calls gets: ``calls_per_task`` calls each, at most ``MaxArraySize``."""
+    wanted = math.ceil(size / calls_per_task) if calls_per_task else size
+    return max(1, min(wanted, size, max_array_size))
+
+
+def exit_files_present(names: Sequence[str], n_tasks: int) -> bool:
+    present = {posixpath.basename(runner.exit_name(t)) for t in range(n_tasks)}
+    return present.issubset(names)
+
+
+class SlurmScheduler:
+    """``cluster_type="slurm"``: each submit is one ``sbatch --parsable`` of a job array."""
+
+    name = "slurm"
+
+    def __init__(self, transport_factory: Callable[[Any], Transport] = transport_for) -> None:
+        self._transport_factory = transport_factory
+        self._lock = threading.Lock()
+        self._transports: dict[tuple[Any, ...], Transport] = {}
+        self._sites: dict[tuple[Any, ...], SiteInfo] = {}
+        self._unknown_since: dict[str, float] = {}
+        self._fatal_cancelled: set[str] = set()
+
+    # ---- connections ------------------------------------------------------
+    def transport(self, config: Any) -> Transport:
+        """One transport per connection (host, port, user), kept for the process's life."""
+        key = config.connection_key
+        with self._lock:
+            transport = self._transports.get(key)
+            if transport is None:
+                transport = self._transport_factory(config)
+                self._transports[key] = transport
+            return transport
+
+    def site(self, config: Any, transport: Transport) -> SiteInfo:
+        """``MaxArraySize`` and whether accounting is on, read once per cluster."""
+        key = config.connection_key
+        with self._lock:
+            info = self._sites.get(key)
+        if info is None:
+            result = transport.run(["scontrol", "show", "config"], timeout=60)
+            values = parse.parse_scontrol_config(result.stdout) if result.ok else {}
+            info = SiteInfo(parse.max_array_size(values), parse.accounting_enabled(values))
+            with self._lock:
+                self._sites[key] = info
+        return info
+
+    # ---- submit -----------------------------------------------------------
+    @hookimpl
+    def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
+        config = spec.config
+        validate_resources(spec.resources)
+        options = ScriptOptions.from_config(config)
+        validate_options(options)
+        transport = self.transport(config)
+        site = self.site(config, transport)
+        n_tasks = tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), site.max_array_size)
+        tasks = jobdir.plan_tasks(spec.size, n_tasks)
+        base = config.get("remote_work_dir") if config is not None else "~/.clustrix"
+        job_dir = jobdir.stage(transport, base or "~/.clustrix", spec, tasks)
+        request = SbatchRequest(
+            job_id=spec.job_id,
+            name=spec.name,
+            job_dir=job_dir,
+            n_tasks=len(tasks),
+            n_calls=spec.size,
+            resources=spec.resources,
+            options=options,
+        )
+        script_path = posixpath.join(job_dir, SCRIPT_NAME)
+        transport.write_bytes(script_path, render_sbatch(request).encode(), mode=0o700)
+        native_id = self._sbatch(transport, script_path)
+        log.info("clustrix.job_submitted", job_id=spec.job_id, native_id=native_id, tasks=len(tasks), calls=spec.size)
+        return JobHandle(
+            job_id=spec.job_id,
+            scheduler=self.name,
+            size=spec.size,
+            native_id=native_id,
+            host=transport.host,
+            job_dir=job_dir,
+            data={"tasks": len(tasks), "script": script_path},
+        )
+
+    def _sbatch(self, transport: Transport, script_path: str) -> str:
+        argv = ["sbatch", "--parsable", script_path]
+        result: CommandResult | None = None
+        for attempt in range(4):
+            result = transport.run(argv, timeout=120)
+            if result.ok:
+                return parse.parse_sbatch_parsable(result.stdout)
+            message = result.stderr.lower()
+            if not any(word in message for word in _TRANSIENT):
+                break
+            time.sleep(0.5 * 2**attempt)
+        assert result is not None
+        reason = result.stderr.strip() or result.stdout.strip() or f"sbatch exited {result.returncode}"
+        raise SbatchRejectedError(f"SLURM refused the job: {reason}", reason=reason, state=JobState.FAILED)
+
+    # ---- poll -------------------------------------------------------------
+    @hookimpl
+    def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:
+        transport = self.transport(config)
+        statuses: dict[str, JobStatus] = {}
+        open_handles: list[JobHandle] = []
+        for handle in handles:
+            codes = self._exit_codes_if_all(transport, handle)
+            if codes is not None:
+                statuses[handle.job_id] = job_status((), _n_tasks(handle), codes)
+            else:
+                open_handles.append(handle)
+        if not open_handles:
+            return statuses
+
+        records = self._squeue(transport, [h.native_id for h in open_handles if h.native_id])
+        unresolved: list[JobHandle] = []
+        for handle in open_handles:
+            status = self._combine(transport, handle, records.get(handle.native_id or "", []))
+            if status is None:
+                unresolved.append(handle)
+            else:
+                statuses[handle.job_id] = status
+        if unresolved and self.site(config, transport).accounting:
+            records = self._sacct(transport, [h.native_id for h in unresolved if h.native_id])
+            still = []
+            for handle in unresolved:
+                status = self._combine(transport, handle, records.get(handle.native_id or "", []))
+                if status is None:
+                    still.append(handle)
+                else:
+                    statuses[handle.job_id] = status
+            unresolved = still
+        now = time.monotonic()
+        for handle in unresolved:
+            since = self._unknown_since.setdefault(handle.job_id, now)
+            if now - since > LOST_AFTER_SECONDS:
+                statuses[handle.job_id] = JobStatus(
+                    state=JobState.FAILED,
+                    reason=f"SLURM no longer knows job {handle.native_id} (neither squeue nor sacct report it)",
+                )
+        for job_id, status in statuses.items():
+            if status.state.final:
+                self._unknown_since.pop(job_id, None)
+        self._cancel_never_runnable(transport, handles, statuses)
+        return statuses
+
+    def _exit_codes_if_all(self, transport: Transport, handle: JobHandle) -> dict[int, int] | None:
+        """Every task's exit code when every task wrote its exit-code file (one listdir otherwise)."""
+        if not handle.job_dir:
+            return None
+        try:
+            names = transport.listdir(posixpath.join(handle.job_dir, runner.OUT_DIR))
+        except FileNotFoundError:
+            return None
+        n_tasks = _n_tasks(handle)
+        if not exit_files_present(names, n_tasks):
+            return None
+        codes = jobdir.finished_tasks(transport, handle.job_dir)
+        return codes if len([t for t in codes if t < n_tasks]) >= n_tasks else None
+
+    def _combine(self, transport: Transport, handle: JobHandle, records: list[parse.TaskRecord]) -> JobStatus | None:
+        if not records:
+            return None
+        n_tasks = _n_tasks(handle)
+        status = job_status(records, n_tasks, {})
+        if status is not None and status.state.final and handle.job_dir:
+            # tasks may have finished between the file check and the query: read their codes now
+            codes = jobdir.finished_tasks(transport, handle.job_dir)
+            status = job_status(records, n_tasks, codes)
+        return status
+
+    def _squeue(self, transport: Transport, native_ids: list[str]) -> dict[str, list[parse.TaskRecord]]:
+        if not native_ids:
+            return {}
+        result = transport.run(parse.squeue_argv(native_ids), timeout=60)
+        if not result.ok:
+            if "invalid job id" in result.stderr.lower():
+                return {}  # every job listed has left slurmctld's memory
+            raise CommandError(result)
+        return _group(parse.parse_squeue(result.stdout))
+
+    def _sacct(self, transport: Transport, native_ids: list[str]) -> dict[str, list[parse.TaskRecord]]:
+        if not native_ids:
+            return {}
+        result = transport.run(parse.sacct_argv(native_ids), timeout=60)
+        if not result.ok:
+            raise CommandError(result)
+        return _group(parse.parse_sacct(result.stdout))
+
+    def _cancel_never_runnable(
+        self, transport: Transport, handles: Sequence[JobHandle], statuses: Mapping[str, JobStatus]
+    ) -> None:
+        """A job SLURM will never start is reported FAILED; take it out of the queue too."""
+        for handle in handles:
+            status = statuses.get(handle.job_id)
+            if (
+                status is not None
+                and status.state is JobState.FAILED
+                and (status.reason or "").startswith("SLURM will never start")
+                and handle.job_id not in self._fatal_cancelled
+                and handle.native_id
+            ):
+                self._fatal_cancelled.add(handle.job_id)
+                transport.run(["scancel", handle.native_id], timeout=60)
+                log.info("clustrix.job_never_runnable", job_id=handle.job_id, native_id=handle.native_id, reason=status.reason)
+
+    # ---- fetch, cancel, logs ---------------------------------------------
+    @hookimpl
+    def clustrix_fetch(self, handle: JobHandle, config: Any) -> Sequence[Outcome | None]:
+        if not handle.job_dir:
+            return [None] * handle.size
+        return jobdir.read_outcomes(self.transport(config), handle.job_dir, handle.size)
+
+    @hookimpl
+    def clustrix_cancel(self, handle: JobHandle, config: Any) -> bool:
+        if not handle.native_id:
+            return False
+        result = self.transport(config).run(["scancel", handle.native_id], timeout=60)
+        log.info("clustrix.job_cancelled", job_id=handle.job_id, native_id=handle.native_id, ok=result.ok)
+        return result.ok
+
+    @hookimpl
+    def clustrix_read_logs(self, handle: JobHandle, config: Any, stream: str) -> str:
+        """The task logs of ``stream``; for an array, the failed tasks' (at most :data:`MAX_LOGS`)."""
+        if not handle.job_dir or not handle.native_id:
+            return ""
+        transport = self.transport(config)
+        n_tasks = _n_tasks(handle)
+        tasks = list(range(n_tasks))
+        if n_tasks > 1:
+            codes = jobdir.finished_tasks(transport, handle.job_dir)
+            failed = [t for t in tasks if codes.get(t) != 0]
+            tasks = failed or tasks
+        parts = []
+        for task in tasks[:MAX_LOGS]:
+            path = posixpath.join(handle.job_dir, log_name(handle.native_id, task, stream))
+            try:
+                text = transport.read_bytes(path).decode(errors="replace")
+            except FileNotFoundError:
+                continue
+            parts.append(f"==> array task {task} <==\n{text}" if n_tasks > 1 else text)
+        return "\n".join(parts)
+
+
+def _n_tasks(handle: JobHandle) -> int:
+    return int(handle.data.get("tasks", handle.size))
+
+
+def _group(records: list[parse.TaskRecord]) -> dict[str, list[parse.TaskRecord]]:
+    grouped: dict[str, list[parse.TaskRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.job_id, []).append(record)
+    return grouped

@@ -1,0 +1,124 @@
+"""The sbatch script is a pure function of resources and configuration, checked against golden files.
+
+Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+import pytest
+from clustrix.resources import Resources
+from clustrix_slurm.script import (
+    SbatchRequest,
+    ScriptOptions,
+    array_spec,
+    memory_megabytes,
+    render_sbatch,
+    validate_resources,
+)
+
+from tests.slurm.conftest import GOLDEN
+
+JOB_DIR = "/home/me/.clustrix/20250101-000000-abcdefabcdef"
+
+
+def request(resources: Resources, *, options: ScriptOptions | None = None, n_tasks: int = 1, n_calls: int = 1, name: str = "monte_carlo") -> SbatchRequest:
+    return SbatchRequest(
+        job_id="20250101-000000-abcdefabcdef",
+        name=name,
+        job_dir=JOB_DIR,
+        n_tasks=n_tasks,
+        n_calls=n_calls,
+        resources=resources,
+        options=options or ScriptOptions(python="/opt/py/bin/python3"),
+    )
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("CLUSTRIX_UPDATE_GOLDEN") == "1" or not path.exists():
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_single_call_script_matches_golden_file():
+    resources = Resources.parse(cores=16, memory="32GB", time="04:00:00", partition="compute")
+    check_golden("single_call.sbatch", render_sbatch(request(resources)))
+
+
+def test_throttled_array_with_every_option_matches_golden_file():
+    resources = Resources.parse(
+        cores=2,
+        memory="4GiB",
+        time="1-12:00:00",
+        queue="gpu",
+        gpus=2,
+        account="proj 42",
+        qos="high",
+        constraint="a100&ib",
+        reservation="maint",
+        gpu_type="a100",
+        exclusive=True,
+        sbatch_directives=["--licenses=matlab:1", "--mail-type=END"],
+    )
+    options = ScriptOptions(
+        python="/opt/my env/bin/python",
+        module_loads=("gcc/12.2", "cuda/12"),
+        conda_env_name="sim env",
+        pre_execution_commands=("source ~/site.sh", "ulimit -c 0"),
+        environment_variables=(("OMP_NUM_THREADS", "2"), ("GREETING", "it's $HOME")),
+        max_parallel_jobs=10,
+    )
+    text = render_sbatch(request(resources, options=options, n_tasks=100, n_calls=1000, name="hyper param search"))
+    check_golden("array_all_options.sbatch", text)
+
+
+def test_no_requeue_and_no_resources_gives_a_minimal_script():
+    check_golden("minimal_no_requeue.sbatch", render_sbatch(request(Resources.parse(requeue=False))))
+
+
+def test_rendered_script_is_valid_bash():
+    resources = Resources.parse(cores=1, account="a'b\"c", sbatch_directives=["--comment=x y"])
+    options = ScriptOptions(environment_variables=(("X", "$(rm -rf /) `id` 'q'"),), module_loads=("a;b",))
+    script = render_sbatch(request(resources, options=options))
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    assert "export X=" + shlex.quote("$(rm -rf /) `id` 'q'") in script
+    assert "module load 'a;b'" in script
+
+
+def test_memory_is_rounded_up_to_whole_mebibytes():
+    assert memory_megabytes(32 * 1000**3) == 30518
+    assert memory_megabytes(1) == 1
+    assert memory_megabytes(4 * 1024**3) == 4096
+
+
+def test_array_throttle_only_when_it_limits_something():
+    assert array_spec(100, 10) == "0-99%10"
+    assert array_spec(5, 10) == "0-4"
+    assert array_spec(1, None) == "0-0"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"acount": "x"}, "'acount'"),
+        ({"account": ""}, "account="),
+        ({"exclusive": "yes"}, "exclusive="),
+        ({"sbatch_directives": "--licenses=x"}, "sbatch_directives="),
+        ({"sbatch_directives": ["licenses=x"]}, "licenses=x"),
+        ({"sbatch_directives": ["--a\n#SBATCH --b"]}, "sbatch_directives item"),
+        ({"calls_per_task": 0}, "calls_per_task="),
+    ],
+)
+def test_resources_sbatch_cannot_express_are_refused_naming_the_parameter(extra, message):
+    with pytest.raises(ValueError, match=message.replace("\n", "")):
+        validate_resources(Resources.parse(**extra))
+
+
+def test_environment_variable_names_must_be_shell_names():
+    options = ScriptOptions(environment_variables=(("BAD-NAME", "1"),))
+    with pytest.raises(ValueError, match="BAD-NAME"):
+        render_sbatch(request(Resources(), options=options))
