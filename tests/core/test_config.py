@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clustrix import cluster, configure, get_config
+from clustrix.config import resolve_config
+from clustrix.errors import ConfigurationError
+
+PROFILES = """
+remote_work_dir = "/scratch/me"
+job_poll_interval = 7
+
+[profiles.hpc]
+cluster_type = "slurm"
+cluster_host = "login.hpc.example"
+default_partition = "gpu"
+module_loads = ["cuda/12"]
+
+[profiles.k8s]
+cluster_type = "kubernetes"
+namespace = "science"
+"""
+
+
+@pytest.fixture
+def config_file(isolated_clustrix: Path) -> Path:
+    path = isolated_clustrix / "config.toml"
+    path.write_text(PROFILES)
+    return path
+
+
+def test_nothing_configured_means_the_local_executor() -> None:
+    config = get_config()
+    assert config.cluster_type == "local"
+    assert config.remote_work_dir == "~/.clustrix"
+
+
+def test_configure_sets_the_original_keys() -> None:
+    configure(cluster_type="slurm", cluster_host="my-slurm-cluster", username="me", key_file="~/.ssh/clustrix_key")
+    config = get_config()
+    assert (config.cluster_type, config.cluster_host, config.username) == ("slurm", "my-slurm-cluster", "me")
+
+
+def test_unknown_key_is_a_value_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="unknown configuration key 'clustr_type'"):
+        configure(clustr_type="slurm")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("cluster_port", "22", "cluster_port='22'"),
+        ("job_poll_interval", 0, "job_poll_interval=0"),
+        ("executor", "gpu", "executor='gpu'.*'thread'"),
+        ("default_memory", "lots", "default_memory='lots'"),
+        ("default_time", "1 hour", "default_time='1 hour'"),
+        ("module_loads", [1], "module_loads"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_fix(key: str, value: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        configure(**{key: value})
+
+
+def test_file_top_level_keys_apply_and_profiles_are_picked_by_name(config_file: Path) -> None:
+    assert get_config().remote_work_dir == "/scratch/me"
+    assert get_config().job_poll_interval == 7
+    configure(profile="hpc")
+    config = get_config()
+    assert (config.cluster_type, config.default_partition, config.module_loads) == ("slurm", "gpu", ["cuda/12"])
+
+
+def test_a_function_profile_overrides_the_process_profile_for_that_function_only(config_file: Path) -> None:
+    configure(profile="hpc")
+
+    @cluster(profile="k8s")
+    def on_k8s() -> None: ...
+
+    @cluster
+    def on_hpc() -> None: ...
+
+    assert on_k8s.config().cluster_type == "kubernetes"
+    assert on_k8s.config().namespace == "science"
+    assert on_hpc.config().cluster_type == "slurm"
+
+
+def test_an_undefined_profile_names_the_file_and_the_table_to_add(config_file: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"profile='gpu' is not defined in .*config.toml; add a \[profiles.gpu\]"):
+        resolve_config(profile="gpu")
+
+
+def test_unknown_key_in_the_file_names_it_and_the_file(isolated_clustrix: Path) -> None:
+    (isolated_clustrix / "config.toml").write_text('[profiles.x]\nclustertype = "slurm"\n')
+    with pytest.raises(ConfigurationError, match=r"'clustertype' in \[profiles.x\]"):
+        resolve_config(profile="x")
+
+
+def test_environment_variables_override_everything(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(profile="hpc", job_poll_interval=3.0)
+    monkeypatch.setenv("CLUSTRIX_CLUSTER_TYPE", "local")
+    monkeypatch.setenv("CLUSTRIX_JOB_POLL_INTERVAL", "0.5")
+    monkeypatch.setenv("CLUSTRIX_MODULE_LOADS", '["gcc/12", "openmpi"]')
+    monkeypatch.setenv("CLUSTRIX_CLEANUP_ON_SUCCESS", "yes")
+    config = get_config()
+    assert config.cluster_type == "local"
+    assert config.job_poll_interval == 0.5
+    assert config.module_loads == ["gcc/12", "openmpi"]
+    assert config.cleanup_on_success is True
+
+
+def test_profile_can_come_from_the_environment(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTRIX_PROFILE", "k8s")
+    assert get_config().cluster_type == "kubernetes"
+
+
+def test_passwords_are_left_out_of_the_printable_configuration() -> None:
+    configure(password="hunter2")
+    assert "password" not in get_config().as_dict()
+    assert get_config().as_dict(include_secrets=True)["password"] == "hunter2"
+
+
+def test_cluster_keywords_that_are_config_keys_configure_that_function() -> None:
+    @cluster(cores=2, cluster_type="local", executor="thread", account="proj42")
+    def f() -> None: ...
+
+    assert f.config().executor == "thread"
+    assert f.resources.extra == {"account": "proj42"}
+    with pytest.raises(ValueError, match="executor='gpu'"):
+        cluster(executor="gpu")(f.func)

@@ -1,0 +1,185 @@
+"""Plugins: entry-point loading, routing to one scheduler, third-party schedulers, hooks."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import clustrix
+from clustrix import Job, JobState, cluster, configure, hookspecs
+from clustrix.errors import SchedulerNotFoundError
+from clustrix.plugins import (
+    PluginWarning,
+    get_plugin_manager,
+    get_scheduler,
+    installed_plugins,
+    reset_plugins,
+    scheduler_names,
+)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_local_is_an_ordinary_plugin_from_the_entry_point_group() -> None:
+    local = next(info for info in installed_plugins() if info.name == "local")
+    assert local.distribution == "clustrix-core"
+    assert local.schedulers == ("local",)
+
+
+def test_a_third_party_scheduler_is_one_module_plus_an_entry_point() -> None:
+    info = next(info for info in installed_plugins() if info.name == "subprocess")
+    assert info.distribution == "clustrix-testsched"
+    assert "subprocess" in scheduler_names()
+
+
+def test_a_plugin_that_fails_to_import_is_a_warning_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLUSTRIX_DISABLE_PLUGINS")
+    reset_plugins()
+    with pytest.warns(PluginWarning, match=r"plugin 'broken' \(clustrix_testsched_broken, from clustrix-testsched\)"):
+        get_plugin_manager()
+    assert "local" in scheduler_names()
+
+
+def test_plugins_can_be_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,subprocess")
+    reset_plugins()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "subprocess" not in scheduler_names()
+    assert not [w for w in caught if "broken" in str(w.message) or "subprocess" in str(w.message)]
+
+
+def test_unknown_cluster_type_names_the_distribution_to_install() -> None:
+    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='lsf'.*pip install clustrix-lsf"):
+        get_scheduler("lsf")
+    # a project-maintained scheduler under another distribution's name
+    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='torque'.*pip install clustrix-pbs"):
+        get_scheduler("torque")
+
+
+def test_calling_with_an_uninstalled_scheduler_fails_before_submitting() -> None:
+    configure(cluster_type="lsf")
+
+    @cluster
+    def f() -> int:
+        return 1
+
+    with pytest.raises(SchedulerNotFoundError, match="pip install clustrix-lsf"):
+        f()
+
+
+def test_plugin_declared_config_keys_are_accepted() -> None:
+    configure(testsched_marker="yes")
+    assert clustrix.get_config().testsched_marker == "yes"
+
+
+def test_third_party_scheduler_runs_calls_through_the_remote_runner(tmp_path: Path) -> None:
+    import clustrix_testsched
+
+    @cluster(cluster_type="subprocess", remote_work_dir=str(tmp_path / "jobs"))
+    def where(x: int) -> tuple[int, str]:
+        import os
+
+        return x * 2, os.environ.get("CLUSTRIX_PROBE", "none")
+
+    future = where.submit(21)
+    assert future.result(timeout=60) == (42, "none")
+    assert where.map(range(10)) == [(2 * x, "none") for x in range(10)]
+    # routed to exactly this scheduler, wrapped by the other plugin's hook wrapper, observed
+    assert future.job_id in clustrix_testsched.SUBMITTED
+    assert "subprocess" in clustrix_testsched.WRAPPED
+    job_dir = Path(future.handle.job_dir)
+    assert job_dir.stat().st_mode & 0o777 == 0o700
+    assert (job_dir / "out" / "task-0.exit").read_text().strip() == "0"
+
+
+def test_hook_wrappers_of_other_plugins_wrap_every_scheduler() -> None:
+    import clustrix_testsched
+
+    before = clustrix_testsched.WRAPPED.count("local")
+    assert cluster(lambda: 1)() == 1
+    assert clustrix_testsched.WRAPPED.count("local") == before + 1
+
+
+def test_environment_capture_merges_every_plugins_snapshot() -> None:
+    from clustrix.plugins import capture_environment
+
+    snapshot = capture_environment(clustrix.get_config())
+    assert snapshot["testsched"] is True
+
+
+def test_exceptions_raised_by_a_runner_keep_their_type(tmp_path: Path) -> None:
+    @cluster(cluster_type="subprocess", remote_work_dir=str(tmp_path))
+    def bad() -> None:
+        raise LookupError("nothing here")
+
+    with pytest.raises(LookupError, match="nothing here") as info:
+        bad()
+    assert "bad" in info.value.__cause__.traceback_text  # type: ignore[union-attr]
+
+
+def test_a_result_is_fetched_by_a_new_process_after_the_submitter_was_killed(tmp_path: Path) -> None:
+    submitter = tmp_path / "submit.py"
+    submitter.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys, time
+            from clustrix import cluster
+
+            @cluster(cluster_type="subprocess", remote_work_dir={str(tmp_path / "jobs")!r})
+            def slow_square(x):
+                time.sleep(2)
+                return x * x
+
+            future = slow_square.submit(12)
+            print(future.job_id, flush=True)
+            time.sleep(60)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(submitter)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    job_id = proc.stdout.readline().strip()
+    proc.kill()
+    proc.wait()
+    assert job_id
+    job = Job.attach(job_id[:20])
+    assert job.job_id == job_id
+    assert job.result(timeout=60) == 144
+    assert job.status().state is JobState.COMPLETED
+
+
+def test_cancel_of_a_running_job_through_the_future(tmp_path: Path) -> None:
+    @cluster(cluster_type="subprocess", remote_work_dir=str(tmp_path))
+    def sleeper() -> None:
+        time.sleep(60)
+
+    future = sleeper.submit()
+    time.sleep(0.5)
+    assert future.cancel()
+    job = Job.attach(future.job_id)
+    assert job.record.state is JobState.CANCELLED
+
+
+def _signature(name: str) -> str:
+    sig = inspect.signature(getattr(hookspecs, name))
+    params = ", ".join(sig.parameters)
+    return f"{name}({params})"
+
+
+def test_every_hookspec_is_documented_with_its_exact_signature() -> None:
+    text = (DOCS / "hooks.md").read_text()
+    names = [n for n in dir(hookspecs) if n.startswith("clustrix_")]
+    assert names
+    for name in names:
+        assert _signature(name) in text, f"docs/hooks.md does not document {_signature(name)}"
+    documented = set(re.findall(r"(clustrix_\w+)\(", text))
+    assert documented <= set(names), f"docs/hooks.md documents hooks that do not exist: {documented - set(names)}"

@@ -1,0 +1,106 @@
+"""The remote runner, run directly as ``python -m clustrix.runner JOBDIR``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clustrix.jobdir import decode_outcome, finished_tasks, plan_tasks, read_outcomes, stage
+from clustrix.jobs import JobSpec
+from clustrix.transport import LocalTransport
+
+
+def _run(job_dir: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clustrix.runner", job_dir, *extra], capture_output=True, text=True, timeout=120
+    )
+
+
+def _stage(tmp_path: Path, arguments: list[tuple[tuple[object, ...], dict[str, object]]], tasks: list[list[int]]) -> str:
+    def divide(a: float, b: float) -> float:  # a local function travels by value, like a notebook's
+        return a / b
+
+    spec = JobSpec(name="divide", func=divide, arguments=arguments)
+    return stage(LocalTransport(), str(tmp_path / "work"), spec, tasks)
+
+
+def test_runner_writes_each_outcome_and_an_exit_code_file_per_task(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((6, 3), {}), ((1, 0), {}), ((5,), {"b": 2})], plan_tasks(3, 2))
+    first = _run(job_dir, "--task", "0")
+    second = _run(job_dir, "--task", "1")
+    assert (first.returncode, second.returncode) == (1, 0)  # task 0 holds the ZeroDivisionError
+    assert finished_tasks(LocalTransport(), job_dir) == {0: 1, 1: 0}
+    outcomes = read_outcomes(LocalTransport(), job_dir, 3)
+    assert outcomes[0] is not None and outcomes[0].value == 2
+    assert outcomes[1] is not None and isinstance(outcomes[1].exception, ZeroDivisionError)
+    assert "divide" in (outcomes[1].traceback or "")
+    assert outcomes[2] is not None and outcomes[2].value == 2.5
+
+
+def test_runner_takes_the_task_from_the_scheduler_environment(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((1, 1), {}), ((4, 2), {})], plan_tasks(2))
+    subprocess.run(
+        [sys.executable, "-m", "clustrix.runner", job_dir],
+        env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"},
+        check=True,
+        timeout=120,
+    )
+    outcomes = read_outcomes(LocalTransport(), job_dir, 2)
+    assert outcomes[0] is None
+    assert outcomes[1] is not None and outcomes[1].value == 2
+
+
+def test_job_directories_and_files_are_private_to_the_user(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
+    _run(job_dir)
+    for path in [Path(job_dir), Path(job_dir) / "out"]:
+        assert path.stat().st_mode & 0o777 == 0o700
+    for path in [Path(job_dir) / "payload.pkl", *Path(job_dir, "out").iterdir()]:
+        assert path.stat().st_mode & 0o077 == 0
+
+
+def test_runner_refuses_a_payload_other_users_could_write(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
+    os.chmod(Path(job_dir) / "payload.pkl", 0o666)
+    result = _run(job_dir)
+    assert result.returncode == 3
+    assert "writable by other users: refusing to unpickle" in result.stderr
+    assert not (Path(job_dir) / "out" / "0.pkl").exists()
+
+
+def test_client_refuses_outcomes_from_a_directory_other_users_could_write(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
+    _run(job_dir)
+    os.chmod(Path(job_dir) / "out", 0o777)
+    with pytest.raises(PermissionError, match="refusing to unpickle"):
+        read_outcomes(LocalTransport(), job_dir, 1)
+
+
+def test_an_unknown_task_number_is_an_error(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
+    result = _run(job_dir, "--task", "5")
+    assert result.returncode != 0
+    assert "task 5 is not in 0..0" in result.stderr
+
+
+def test_outcome_with_an_exception_class_missing_here_keeps_type_and_message() -> None:
+    import pickle
+
+    record = {"ok": False, "exception": b"not a pickle", "type": "remote_mod.RemoteOnly", "message": "m", "traceback": "tb"}
+    outcome = decode_outcome(pickle.dumps(record))
+    assert outcome.exception is None
+    assert (outcome.error_type, outcome.error_message, outcome.traceback) == ("remote_mod.RemoteOnly", "m", "tb")
+
+
+@pytest.mark.parametrize(("size", "max_tasks"), [(1, None), (10, 3), (10000, 7), (5, 100), (0, 3)])
+def test_plan_tasks_covers_every_call_once_in_balanced_contiguous_tasks(size: int, max_tasks: int | None) -> None:
+    tasks = plan_tasks(size, max_tasks)
+    assert [i for task in tasks for i in task] == list(range(size))
+    if tasks:
+        sizes = [len(t) for t in tasks]
+        assert max(sizes) - min(sizes) <= 1
+        assert len(tasks) <= (max_tasks or size)
