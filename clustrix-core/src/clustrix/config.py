@@ -200,7 +200,8 @@ _state = _State()
 
 
 def _check_keys(values: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-    keys = known_keys()
+    # plugins are loaded only for a key core does not know
+    keys = CORE_DEFAULTS if all(key in CORE_DEFAULTS for key in values) else known_keys()
     checked = {}
     for key, value in values.items():
         if key not in keys:

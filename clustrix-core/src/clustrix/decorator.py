@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, overload
 
-from clustrix.config import ClusterConfig, known_keys, resolve_config
+import attrs
+
+from clustrix.config import CORE_DEFAULTS, ClusterConfig, resolve_config
 from clustrix.config import _check_keys as check_config_keys
 from clustrix.futures import ClusterFuture, get_manager
 from clustrix.jobs import JobSpec
-from clustrix.plugins import capture_environment, get_scheduler
+from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys
 from clustrix.resources import Resources
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
@@ -26,12 +28,16 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     Keywords that are configuration keys (``cluster_type``, ``executor``, ...) override the
     configuration for this function; every other keyword is a backend-specific resource
     (``account``, ``qos``, ``cpu_limit``, ...) passed through to the scheduler plugin.
+
+    Only core's keys are known here: decorating must not load plugins, because worker
+    processes re-import ``__main__`` and would load every plugin again. Keys declared
+    by plugins are moved from the extras to the configuration at the first submission.
     """
     options = dict(options)
     profile = options.pop("profile", None)
     if profile is not None and (not isinstance(profile, str) or not profile):
         raise ValueError(f"profile={profile!r} is not valid: use the name of a [profiles.NAME] table")
-    keys = known_keys()
+    keys = CORE_DEFAULTS
     config_overrides = {k: options.pop(k) for k in list(options) if k in keys}
     resource_args = {k: options.pop(k) for k in _RESOURCE_KEYS if k in options}
     resources = Resources.parse(**resource_args, **options)
@@ -76,6 +82,19 @@ class ClusterFunction:
         self.resources = resources or Resources()
         self.config_overrides = {k: v for k, v in (config_overrides or {}).items() if v is not None}
         self.profile = profile
+        self._plugin_keys_moved = False
+
+    def _move_plugin_keys(self) -> None:
+        """Move extras that installed plugins declare as configuration keys into the overrides."""
+        if self._plugin_keys_moved:
+            return
+        declared = plugin_config_keys()
+        moved = {k: v for k, v in self.resources.extra.items() if k in declared}
+        if moved:
+            self.config_overrides = {**self.config_overrides, **check_config_keys(moved, where="@cluster(...)")}
+            extra = {k: v for k, v in self.resources.extra.items() if k not in moved}
+            self.resources = attrs.evolve(self.resources, extra=extra)
+        self._plugin_keys_moved = True
 
     def __repr__(self) -> str:
         return f"<cluster function {getattr(self.func, '__qualname__', self.func)!r}>"
@@ -104,6 +123,7 @@ class ClusterFunction:
 
     def config(self) -> ClusterConfig:
         """The configuration this function would be submitted with now."""
+        self._move_plugin_keys()
         return resolve_config(profile=self.profile, overrides=self.config_overrides)
 
     def _submit(self, arguments: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ClusterFuture]:

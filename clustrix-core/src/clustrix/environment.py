@@ -1,0 +1,524 @@
+"""Environment replication: capture the local Python environment, rebuild it once per hash remotely.
+
+The snapshot (from :func:`capture_environment`, also the core
+``clustrix_capture_environment`` hookimpl) lists the interpreter's major.minor and every
+installed distribution with its source: ``pypi`` (``name==version``), ``vcs`` (a pinned
+``git+`` URL), ``local`` or ``editable`` (installed from a path on this machine).
+
+On the remote side (an SSH host, or a batch scheduler's login node), one venv is built
+per environment key under ``<remote_work_dir>/envs/<key>`` from the pinned requirements,
+with uv when the remote has it, else ``python3 -m venv`` + pip, under a lock, and reused
+from then on (a marker file is written last). Local and editable distributions are built
+into wheels here, shipped to ``<remote_work_dir>/wheels/`` and unpacked into
+``<remote_work_dir>/local/<name>-<digest>``, which jobs put first on ``PYTHONPATH``: editing
+a local project ships a new overlay without rebuilding the venv.
+
+The functions that render shell scripts are pure, so schedulers other than ``ssh`` (a
+SLURM login node) run the same scripts through their own transport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import posixpath
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+import attrs
+import platformdirs
+
+from clustrix.errors import ClustrixError, ConfigurationError
+from clustrix.hookspecs import hookimpl
+from clustrix.log import get_logger
+
+if TYPE_CHECKING:
+    from clustrix.config import ClusterConfig
+    from clustrix.transport import Transport
+
+log = get_logger("clustrix.environment")
+
+#: The venv brings its own installer; pinning it would only slow the build.
+NOT_REPLICATED = frozenset({"pip"})
+READY_MARKER = ".clustrix-ready"
+MISMATCH_EXIT = 42
+BUILD_FAILED_EXIT = 43
+_SKIP_DIRS = {
+    ".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "build", "dist", ".nox", ".tox",
+    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "node_modules",
+}  # fmt: skip
+
+
+class PythonVersionMismatchError(ConfigurationError):
+    """The remote Python's major.minor differs from the local one (pickles may not load)."""
+
+
+class EnvironmentBuildError(ClustrixError):
+    """The remote environment could not be built; the message carries the build log's tail."""
+
+
+# ---------------------------------------------------------------------------
+# capture (local)
+# ---------------------------------------------------------------------------
+
+
+def normalize_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _direct_url(dist: importlib.metadata.Distribution) -> dict[str, Any] | None:
+    text = dist.read_text("direct_url.json")
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _file_path(url: str) -> str | None:
+    parsed = urlparse(url)
+    return unquote(parsed.path) if parsed.scheme == "file" else None
+
+
+def tree_digest(path: Path) -> str:
+    """A cheap fingerprint of a source tree: relative paths, sizes and mtimes (16 hex digits)."""
+    digest = hashlib.sha256()
+    if path.is_file():
+        stat = path.stat()
+        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.endswith(".egg-info"))
+        for name in sorted(files):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            full = Path(root, name)
+            try:
+                stat = full.stat()
+            except OSError:
+                continue
+            digest.update(f"{full.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def describe_distribution(dist: importlib.metadata.Distribution) -> dict[str, Any]:
+    """One snapshot entry: name, version, source, and for local sources the path and digest."""
+    name = normalize_name(dist.metadata["Name"] or "")
+    entry: dict[str, Any] = {"name": name, "version": dist.version, "source": "pypi"}
+    direct = _direct_url(dist)
+    if direct is None:
+        return entry
+    url = str(direct.get("url", ""))
+    if "vcs_info" in direct:
+        vcs = direct["vcs_info"]
+        entry["source"] = "vcs"
+        entry["requirement"] = f"{name} @ {vcs.get('vcs', 'git')}+{url}@{vcs.get('commit_id', '')}"
+        return entry
+    path = _file_path(url)
+    if path is None:  # an archive from an URL: pip can fetch it again
+        entry["source"] = "url"
+        entry["requirement"] = f"{name} @ {url}"
+        return entry
+    editable = bool(direct.get("dir_info", {}).get("editable"))
+    entry["source"] = "editable" if editable else "local"
+    entry["path"] = path
+    entry["digest"] = tree_digest(Path(path)) if Path(path).exists() else "missing"
+    return entry
+
+
+def environment_hash(python: str, distributions: Iterable[Mapping[str, Any]]) -> str:
+    """sha256 over the interpreter's major.minor and the sorted (name, version, source) list.
+
+    Local digests are left out on purpose: editing a local project changes its overlay,
+    not the venv.
+    """
+    items = sorted((d["name"], d["version"], d["source"], d.get("requirement", "")) for d in distributions)
+    return hashlib.sha256(json.dumps([python, items]).encode()).hexdigest()
+
+
+def capture_environment() -> dict[str, Any]:
+    """The snapshot of this interpreter: Python version and every importable distribution."""
+    seen: dict[str, dict[str, Any]] = {}
+    for dist in importlib.metadata.distributions():
+        try:
+            entry = describe_distribution(dist)
+        except Exception:  # noqa: BLE001 - one broken metadata dir must not stop the capture
+            continue
+        if entry["name"] and entry["name"] not in seen and entry["name"] not in NOT_REPLICATED:
+            seen[entry["name"]] = entry
+    distributions = sorted(seen.values(), key=lambda d: d["name"])
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return {
+        "python": python,
+        "python_full": sys.version.split()[0],
+        "distributions": distributions,
+        "hash": environment_hash(python, distributions),
+    }
+
+
+@hookimpl
+def clustrix_capture_environment(config: ClusterConfig) -> dict[str, Any] | None:
+    """Core's contribution to the snapshot: Python and pip distributions."""
+    return capture_environment()
+
+
+# ---------------------------------------------------------------------------
+# rendering (pure)
+# ---------------------------------------------------------------------------
+
+
+def activation_lines(
+    *,
+    module_loads: Sequence[str] = (),
+    conda_env_name: str | None = None,
+    pre_execution_commands: Sequence[str] = (),
+    environment_variables: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Shell lines that prepare a job's shell: modules, conda, the user's commands, variables.
+
+    Module and conda names and every variable value are quoted; ``pre_execution_commands``
+    are the user's own shell code and are used as written.
+    """
+    lines = [f"module load {shlex.quote(name)}" for name in module_loads]
+    if conda_env_name:
+        lines.append('. "$(conda info --base)/etc/profile.d/conda.sh"')
+        lines.append(f"conda activate {shlex.quote(conda_env_name)}")
+    lines.extend(pre_execution_commands)
+    for key, value in (environment_variables or {}).items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigurationError(f"environment_variables key {key!r} is not a valid variable name")
+        lines.append(f"export {key}={shlex.quote(str(value))}")
+    return lines
+
+
+def activation_from_config(config: ClusterConfig | Mapping[str, Any]) -> list[str]:
+    get = config.get
+    return activation_lines(
+        module_loads=get("module_loads") or (),
+        conda_env_name=get("conda_env_name"),
+        pre_execution_commands=get("pre_execution_commands") or (),
+        environment_variables=get("environment_variables") or {},
+    )
+
+
+def environment_key(snapshot: Mapping[str, Any], activation: Sequence[str]) -> str:
+    """The venv's directory name: the snapshot hash plus what chose the base interpreter."""
+    text = json.dumps([snapshot.get("hash", ""), list(activation)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def requirements(snapshot: Mapping[str, Any]) -> list[str]:
+    """The pinned requirement lines the venv is built from (local sources are overlays)."""
+    lines = []
+    for dist in snapshot.get("distributions", []):
+        if dist["source"] == "pypi":
+            lines.append(f"{dist['name']}=={dist['version']}")
+        elif dist["source"] in {"vcs", "url"}:
+            lines.append(dist["requirement"])
+    return lines
+
+
+def render_version_check(python: str, expected: str | None, *, allow_mismatch: bool) -> str:
+    """Shell that exits ``MISMATCH_EXIT`` naming both versions if ``python`` is not ``expected``."""
+    if not expected or allow_mismatch:
+        return (
+            f"command -v {python} >/dev/null 2>&1 || "
+            f"{{ printf 'clustrix-env: no %s on PATH\\n' {python} >&2; exit {BUILD_FAILED_EXIT}; }}"
+        )
+    probe = shlex.quote("import sys; print('%d.%d' % sys.version_info[:2])")
+    return "\n".join(
+        [
+            f"remote_version=$({python} -c {probe} 2>/dev/null) || remote_version=none",
+            f'if [ "$remote_version" != {shlex.quote(expected)} ]; then',
+            f"  printf 'clustrix-env: python-mismatch remote=%s local=%s python=%s\\n' \"$remote_version\" {shlex.quote(expected)} {python} >&2",
+            f"  exit {MISMATCH_EXIT}",
+            "fi",
+        ]
+    )
+
+
+def render_build_script(
+    *,
+    work_dir: str,
+    key: str,
+    requirement_lines: Sequence[str],
+    python_version: str | None,
+    activation: Sequence[str] = (),
+    base_python: str = "python3",
+    allow_mismatch: bool = False,
+    overlays: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The POSIX sh script that makes ``<work_dir>/envs/<key>`` exist and be complete.
+
+    ``work_dir`` must be absolute (expanded). ``overlays`` are (remote wheel path, target
+    dir) pairs unpacked with the venv's Python if the target is missing. Prints
+    ``clustrix-env: ready PATH`` with the venv's python on success.
+    """
+    q = shlex.quote
+    env_dir = posixpath.join(work_dir, "envs", key)
+    py = q(base_python)
+    lines = ["set -u", "umask 077", *activation, render_version_check(py, python_version, allow_mismatch=allow_mismatch)]
+    lines += [
+        f"env_dir={q(env_dir)}",
+        'lock="$env_dir.lock"',
+        'log="$env_dir.log"',
+        f'if [ ! -f "$env_dir/{READY_MARKER}" ]; then',
+        '  mkdir -p "$(dirname "$env_dir")" || exit 1',
+        "  me=\"$(hostname):$$\"; waited=0",
+        '  until mkdir "$lock" 2>/dev/null; do',
+        '    holder=$(cat "$lock/owner" 2>/dev/null || echo "")',
+        '    case "$holder" in "$(hostname)":*) kill -0 "${holder##*:}" 2>/dev/null || { rm -rf "$lock"; continue; } ;; esac',
+        "    waited=$((waited + 1))",
+        f'    [ "$waited" -gt 3600 ] && {{ echo "clustrix-env: gave up waiting for $lock (held by $holder)" >&2; exit {BUILD_FAILED_EXIT}; }}',
+        "    sleep 1",
+        "  done",
+        '  echo "$me" > "$lock/owner"',
+        "  trap 'rm -rf \"$lock\"' EXIT",
+        f'  if [ ! -f "$env_dir/{READY_MARKER}" ]; then',
+        '    rm -rf "$env_dir"',
+        '    printf "%s\\n" ' + " ".join(q(r) for r in requirement_lines) + ' > "$env_dir.requirements.txt"'
+        if requirement_lines
+        else '    : > "$env_dir.requirements.txt"',
+        "    if command -v uv >/dev/null 2>&1; then",
+        f'      {{ uv venv --quiet --python {py} "$env_dir" &&',
+        '        uv pip install --quiet --no-deps --python "$env_dir/bin/python" -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
+        "    else",
+        f'      {{ {py} -m venv "$env_dir" &&',
+        '        "$env_dir/bin/python" -m pip install --quiet --no-deps --disable-pip-version-check --no-input'
+        ' -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
+        "    fi",
+        "    status=$?",
+        '    if [ "$status" -ne 0 ]; then',
+        '      echo "clustrix-env: build-failed $env_dir" >&2; tail -n 40 "$log" >&2',
+        f"      exit {BUILD_FAILED_EXIT}",
+        "    fi",
+        f'    date > "$env_dir/{READY_MARKER}"',
+        '    echo "clustrix-env: built $env_dir"',
+        "  fi",
+        '  rm -rf "$lock"; trap - EXIT',
+        "fi",
+    ]
+    for wheel, target in overlays:
+        lines += [
+            f"if [ ! -f {q(posixpath.join(target, READY_MARKER))} ]; then",
+            f"  tmp={q(target)}.tmp.$$",
+            f'  rm -rf "$tmp" && "$env_dir/bin/python" -m zipfile -e {q(wheel)} "$tmp" &&'
+            f' date > "$tmp/{READY_MARKER}" && {{ mv "$tmp" {q(target)} 2>/dev/null || rm -rf "$tmp"; }}',
+            f'  [ -f {q(posixpath.join(target, READY_MARKER))} ] || {{ echo "clustrix-env: cannot unpack {wheel}" >&2; exit {BUILD_FAILED_EXIT}; }}',
+            "fi",
+        ]
+    lines.append('echo "clustrix-env: ready $env_dir/bin/python"')
+    return "\n".join(lines) + "\n"
+
+
+def pythonpath_line(paths: Sequence[str]) -> str | None:
+    """``export PYTHONPATH=...`` putting ``paths`` (quoted) before any existing entries."""
+    if not paths:
+        return None
+    joined = ":".join(shlex.quote(p) for p in paths)
+    return f'export PYTHONPATH={joined}"${{PYTHONPATH:+:$PYTHONPATH}}"'
+
+
+# ---------------------------------------------------------------------------
+# local wheels (I/O on this machine)
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class LocalWheel:
+    """A local or editable distribution built into a wheel, named by its source digest."""
+
+    name: str
+    digest: str
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.digest}"
+
+
+_wheel_lock = threading.Lock()
+
+
+def wheel_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("clustrix")) / "wheels"
+
+
+def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
+    """The wheel for a local/editable distribution, built once per source digest and cached."""
+    name, digest, source = dist["name"], dist.get("digest", "missing"), Path(dist["path"])
+    if not source.exists():
+        raise EnvironmentBuildError(
+            f"distribution {name!r} was installed from {source}, which no longer exists; "
+            "reinstall it or uninstall it before submitting"
+        )
+    out = wheel_cache_dir() / f"{name}-{digest}"
+    with _wheel_lock:
+        existing = sorted(out.glob("*.whl")) if out.is_dir() else []
+        if existing:
+            return LocalWheel(name, digest, existing[0])
+        if source.is_file() and source.suffix == ".whl":
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, out / source.name)
+            return LocalWheel(name, digest, out / source.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out.parent if out.parent.exists() else None))
+        errors = []
+        for isolation in (["--no-build-isolation"], []):
+            argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", *isolation, "-w", str(tmp), str(source)]
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            built = sorted(tmp.glob("*.whl"))
+            if proc.returncode == 0 and built:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(out, ignore_errors=True)
+                tmp.rename(out)
+                return LocalWheel(name, digest, out / built[0].name)
+            errors.append(proc.stderr.strip()[-1500:])
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EnvironmentBuildError(
+            f"distribution {name!r} is installed from {source} ({dist['source']}) and could not be built into a wheel "
+            f"to ship to the remote side. Fix its packaging, or install it from an index. pip said:\n{errors[-1]}"
+        )
+
+
+def local_distributions(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [d for d in snapshot.get("distributions", []) if d["source"] in {"local", "editable"}]
+
+
+# ---------------------------------------------------------------------------
+# preparing a remote (I/O through a transport)
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RemoteEnvironment:
+    """How a job runs in the replicated environment: a python, and shell lines to run first."""
+
+    python: str
+    prelude: tuple[str, ...] = ()
+    built: bool = False  # True if this call built the venv (not merely found it)
+
+
+_prepared: dict[tuple[Any, ...], RemoteEnvironment] = {}
+_prepared_lock = threading.Lock()
+
+
+def forget_prepared() -> None:
+    """Forget which remotes were prepared in this process (tests)."""
+    with _prepared_lock:
+        _prepared.clear()
+
+
+def _interpret_failure(stderr: str, expected: str | None) -> ClustrixError:
+    if "clustrix-env: python-mismatch" in stderr:
+        found = re.search(r"remote=(\S+) local=(\S+) python=(\S+)", stderr)
+        remote, local, python = found.groups() if found else ("?", expected, "python3")
+        return PythonVersionMismatchError(
+            f"the remote {python} is Python {remote} but this Python is {local}: pickled functions and results may "
+            f"not load across versions, so nothing was submitted. Point python_executable= at a Python {local} on "
+            f"the remote side (or load one with module_loads= / conda_env_name=), or set allow_python_mismatch=True "
+            f"to try anyway."
+        )
+    return EnvironmentBuildError(f"building the remote environment failed:\n{stderr.strip()[-4000:]}")
+
+
+def prepare_remote_environment(
+    transport: Transport, config: ClusterConfig, snapshot: Mapping[str, Any] | None
+) -> RemoteEnvironment:
+    """Make the replicated environment exist on ``transport``'s host; return how to use it.
+
+    Runs at most one remote script per (host, environment, settings) in this process.
+    With ``python_executable`` set, that interpreter is used as it is (after the version
+    check); with an empty snapshot, ``python3`` is.
+    """
+    activation = activation_from_config(config)
+    expected = (snapshot or {}).get("python")
+    allow = bool(config.get("allow_python_mismatch"))
+    explicit = config.get("python_executable")
+    locals_ = local_distributions(snapshot or {})
+    cache_key = (
+        transport.host,
+        config.get("cluster_port"),
+        config.get("username"),
+        config.get("remote_work_dir"),
+        explicit,
+        tuple(activation),
+        allow,
+        (snapshot or {}).get("hash"),
+        tuple((d["name"], d.get("digest")) for d in locals_),
+    )
+    with _prepared_lock:
+        if cache_key in _prepared:
+            return _prepared[cache_key]
+
+    if explicit or not (snapshot or {}).get("distributions"):
+        python = explicit or "python3"
+        script = "\n".join(["set -u", *activation, render_version_check(shlex.quote(python), expected, allow_mismatch=allow)])
+        result = transport.run(["sh", "-c", script])
+        if not result.ok:
+            raise _interpret_failure(result.stderr, expected)
+        prepared = RemoteEnvironment(python=python, prelude=tuple(activation))
+    else:
+        prepared = _build(transport, config, snapshot or {}, activation, expected, allow, locals_)
+    with _prepared_lock:
+        _prepared[cache_key] = prepared
+    return prepared
+
+
+def _build(
+    transport: Transport,
+    config: ClusterConfig,
+    snapshot: Mapping[str, Any],
+    activation: list[str],
+    expected: str | None,
+    allow: bool,
+    locals_: list[Mapping[str, Any]],
+) -> RemoteEnvironment:
+    work_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
+    key = environment_key(snapshot, activation)
+    overlays: list[tuple[str, str]] = []
+    if locals_:
+        wheels = [build_local_wheel(d) for d in locals_]
+        transport.makedirs(posixpath.join(work_dir, "wheels"))
+        transport.makedirs(posixpath.join(work_dir, "local"))
+        for wheel in wheels:
+            remote_dir = posixpath.join(work_dir, "wheels", wheel.label)
+            remote_wheel = posixpath.join(remote_dir, wheel.path.name)
+            if not transport.exists(remote_wheel):
+                transport.makedirs(remote_dir)
+                transport.put(wheel.path, remote_wheel)
+            overlays.append((remote_wheel, posixpath.join(work_dir, "local", wheel.label)))
+    script = render_build_script(
+        work_dir=work_dir,
+        key=key,
+        requirement_lines=requirements(snapshot),
+        python_version=expected,
+        activation=activation,
+        allow_mismatch=allow,
+        overlays=overlays,
+    )
+    log.info("clustrix.environment_check", host=transport.host, key=key, distributions=len(snapshot.get("distributions", [])))
+    result = transport.run(["sh", "-c", script])
+    if not result.ok:
+        raise _interpret_failure(result.stderr, expected)
+    ready = [line for line in result.stdout.splitlines() if line.startswith("clustrix-env: ready ")]
+    if not ready:
+        raise EnvironmentBuildError(f"the environment script printed no ready line:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    prelude = list(activation)
+    path_line = pythonpath_line([target for _, target in overlays])
+    if path_line:
+        prelude.append(path_line)
+    built = "clustrix-env: built" in result.stdout
+    return RemoteEnvironment(python=ready[-1].split(" ", 2)[2], prelude=tuple(prelude), built=built)
