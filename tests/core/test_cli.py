@@ -11,9 +11,7 @@ from clustrix import cluster
 
 
 def clustrix(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clustrix.cli", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "clustrix.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_plugins_lists_schedulers_with_distribution_and_version() -> None:

@@ -87,7 +87,9 @@ def test_a_function_profile_overrides_the_process_profile_for_that_function_only
 
 
 def test_an_undefined_profile_names_the_file_and_the_table_to_add(config_file: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"profile='gpu' is not defined in .*config.toml; add a \[profiles.gpu\]"):
+    with pytest.raises(
+        ConfigurationError, match=r"profile='gpu' is not defined in .*config.toml; add a \[profiles.gpu\]"
+    ):
         resolve_config(profile="gpu")
 
 

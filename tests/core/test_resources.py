@@ -69,7 +69,9 @@ def test_format_time_round_trips_through_parse_time() -> None:
         ({"partition": ""}, "partition"),
     ],
 )
-def test_cluster_rejects_bad_resources_when_the_function_is_decorated(kwargs: dict[str, object], parameter: str) -> None:
+def test_cluster_rejects_bad_resources_when_the_function_is_decorated(
+    kwargs: dict[str, object], parameter: str
+) -> None:
     with pytest.raises(ValueError, match=rf"^{parameter}="):
 
         @cluster(**kwargs)  # type: ignore[arg-type]

@@ -20,7 +20,9 @@ def _run(job_dir: str, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _stage(tmp_path: Path, arguments: list[tuple[tuple[object, ...], dict[str, object]]], tasks: list[list[int]]) -> str:
+def _stage(
+    tmp_path: Path, arguments: list[tuple[tuple[object, ...], dict[str, object]]], tasks: list[list[int]]
+) -> str:
     def divide(a: float, b: float) -> float:  # a local function travels by value, like a notebook's
         return a / b
 
@@ -90,7 +92,13 @@ def test_an_unknown_task_number_is_an_error(tmp_path: Path) -> None:
 def test_outcome_with_an_exception_class_missing_here_keeps_type_and_message() -> None:
     import pickle
 
-    record = {"ok": False, "exception": b"not a pickle", "type": "remote_mod.RemoteOnly", "message": "m", "traceback": "tb"}
+    record = {
+        "ok": False,
+        "exception": b"not a pickle",
+        "type": "remote_mod.RemoteOnly",
+        "message": "m",
+        "traceback": "tb",
+    }
     outcome = decode_outcome(pickle.dumps(record))
     assert outcome.exception is None
     assert (outcome.error_type, outcome.error_message, outcome.traceback) == ("remote_mod.RemoteOnly", "m", "tb")

@@ -48,7 +48,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for i in infos
     ]
     lines = [f"{'PLUGIN':<12} {'DISTRIBUTION':<22} {'VERSION':<10} SCHEDULERS"]
-    lines += [f"{i.name:<12} {i.distribution or '-':<22} {i.version or '-':<10} {', '.join(i.schedulers) or '-'}" for i in infos]
+    lines += [
+        f"{i.name:<12} {i.distribution or '-':<22} {i.version or '-':<10} {', '.join(i.schedulers) or '-'}"
+        for i in infos
+    ]
     _print(data, args.json, "\n".join(lines))
     return 0
 
@@ -106,7 +109,9 @@ def _finished_results(job: Job) -> list[Any]:
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = Job.attach(args.job_id)
     ok = job.cancel()
-    _print({"job_id": job.job_id, "cancelled": ok}, args.json, f"{job.job_id}: {'cancelled' if ok else 'not cancelled'}")
+    _print(
+        {"job_id": job.job_id, "cancelled": ok}, args.json, f"{job.job_id}: {'cancelled' if ok else 'not cancelled'}"
+    )
     return 0 if ok else 1
 
 
@@ -131,7 +136,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         lambda c: f"cluster_type={c.cluster_type} profile={c.profile} (file {config_path()})",
     )
     if config is not None:
-        check("scheduler plugin", lambda: f"{config.cluster_type} ({type(get_scheduler(config.cluster_type).impl).__name__})")
+        check(
+            "scheduler plugin",
+            lambda: f"{config.cluster_type} ({type(get_scheduler(config.cluster_type).impl).__name__})",
+        )
         transport = check(
             "connection (host key checked)",
             lambda: transport_for(config),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +30,10 @@ import platformdirs
 from clustrix.errors import ConfigurationError
 from clustrix.resources import Resources
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 #: The original clustrix keys and their defaults.
 CORE_DEFAULTS: dict[str, Any] = {
@@ -129,7 +130,12 @@ class ClusterConfig:
     @property
     def connection_key(self) -> tuple[Any, ...]:
         """Jobs with the same key share a connection and a poll query."""
-        return (self.values.get("cluster_type"), self.values.get("cluster_host"), self.values.get("cluster_port"), self.values.get("username"))
+        return (
+            self.values.get("cluster_type"),
+            self.values.get("cluster_host"),
+            self.values.get("cluster_port"),
+            self.values.get("username"),
+        )
 
 
 def _convert(key: str, value: Any, default: Any) -> Any:
@@ -140,23 +146,30 @@ def _convert(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, str):
             return [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigurationError(f"{key}={value!r} is not valid: use a list of strings, e.g. {key}=['module load gcc']")
+            raise ConfigurationError(
+                f"{key}={value!r} is not valid: use a list of strings, e.g. {key}=['module load gcc']"
+            )
         return list(value)
     if key == "environment_variables":
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise ConfigurationError(f"{key}={value!r} is not valid: use a mapping, e.g. {key}={{'OMP_NUM_THREADS': '4'}}")
+            raise ConfigurationError(
+                f"{key}={value!r} is not valid: use a mapping, e.g. {key}={{'OMP_NUM_THREADS': '4'}}"
+            )
         return {k: str(v) for k, v in value.items()}
-    if key == "cluster_port":
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-            raise ConfigurationError(f"cluster_port={value!r} is not valid: use a TCP port number, e.g. cluster_port=22")
-    if key == "job_poll_interval":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigurationError(f"job_poll_interval={value!r} is not valid: use a positive number of seconds, e.g. 5")
-    if key in {"max_parallel_jobs", "max_workers"} and value is not None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{key}={value!r} is not valid: use a whole number >= 1, or None")
+    if key == "cluster_port" and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536):
+        raise ConfigurationError(f"cluster_port={value!r} is not valid: use a TCP port number, e.g. cluster_port=22")
+    if key == "job_poll_interval" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise ConfigurationError(f"job_poll_interval={value!r} is not valid: use a positive number of seconds, e.g. 5")
+    if (
+        key in {"max_parallel_jobs", "max_workers"}
+        and value is not None
+        and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
+    ):
+        raise ConfigurationError(f"{key}={value!r} is not valid: use a whole number >= 1, or None")
     if key == "cluster_type" and (not isinstance(value, str) or not value):
-        raise ConfigurationError(f"cluster_type={value!r} is not valid: use a scheduler name such as 'local' or 'slurm'")
+        raise ConfigurationError(
+            f"cluster_type={value!r} is not valid: use a scheduler name such as 'local' or 'slurm'"
+        )
     return value
 
 
@@ -222,7 +235,7 @@ def _read_file() -> dict[str, Any]:
     if cache and cache[0] == path and cache[1] == mtime:
         return cache[2]
     try:
-        data = tomllib.loads(path.read_text())
+        data: dict[str, Any] = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
     _state.file_cache = (path, mtime, data)
@@ -249,7 +262,8 @@ def resolve_config(*, profile: str | None = None, overrides: Mapping[str, Any] |
         if active not in profiles:
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigurationError(
-                f"profile={active!r} is not defined in {path}; add a [profiles.{active}] table (defined profiles: {known})"
+                f"profile={active!r} is not defined in {path}; "
+                f"add a [profiles.{active}] table (defined profiles: {known})"
             )
         values.update(_check_keys(profiles[active], where=f"[profiles.{active}] of {path}"))
     if overrides:

@@ -109,7 +109,9 @@ class ClusterFunction:
 
     def submit_map(self, *iterables: Iterable[Any]) -> list[ClusterFuture]:
         """Submit one call per item (one job array on a batch scheduler); return the futures."""
-        arguments = [(tuple(items), {}) for items in zip(*iterables)]
+        arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            (tuple(items), {}) for items in zip(*iterables, strict=False)
+        ]
         return self._submit(arguments) if arguments else []
 
     def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> list[Any]:
@@ -144,7 +146,7 @@ class ClusterFunction:
 
 def gather(futures: list[ClusterFuture], *, timeout: float | None = None) -> list[Any]:
     """Wait for ``futures`` and return their results in order; raise the first error in order."""
-    done, not_done = concurrent.futures.wait(futures, timeout=timeout)
+    _done, not_done = concurrent.futures.wait(futures, timeout=timeout)
     if not_done:
         raise TimeoutError(f"{len(not_done)} of {len(futures)} calls had not finished after {timeout} s")
     return [f.result() for f in futures]
@@ -216,14 +218,14 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._futures.discard(future)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:  # type: ignore[override]
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
         future = self._function(fn).submit(*args, **kwargs)
         self._track([future])
         return future
 
-    def map(  # type: ignore[override]
+    def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
     ) -> Iterator[Any]:
         if self._shutdown:

@@ -220,7 +220,9 @@ class JobManager:
                 with self._lock:
                     group = self._groups.get(key)
                     if group is not None:
-                        group.interval = min(group.interval * _BACKOFF, float(jobs[0].config.get("job_poll_interval", 1.0)))
+                        group.interval = min(
+                            group.interval * _BACKOFF, float(jobs[0].config.get("job_poll_interval", 1.0))
+                        )
                         group.next_poll = time.monotonic() + group.interval
             if not due:
                 with self._lock:
@@ -239,11 +241,14 @@ class JobManager:
             for job in jobs:
                 job.failing_since = job.failing_since or now
                 if now - job.failing_since > POLL_FAILURE_LIMIT:
-                    self._fail(job, JobError(
-                        f"could not poll job {job.handle.job_id} for {POLL_FAILURE_LIMIT:.0f} s: {exc}; "
-                        f"it may still finish: use clustrix.Job.attach({job.handle.job_id!r}) later",
-                        job_id=job.handle.job_id,
-                    ))
+                    self._fail(
+                        job,
+                        JobError(
+                            f"could not poll job {job.handle.job_id} for {POLL_FAILURE_LIMIT:.0f} s: {exc}; "
+                            f"it may still finish: use clustrix.Job.attach({job.handle.job_id!r}) later",
+                            job_id=job.handle.job_id,
+                        ),
+                    )
             log.warning("clustrix.poll_failed", scheduler=scheduler.name, error=repr(exc))
             return
         for job in jobs:
@@ -258,7 +263,10 @@ class JobManager:
         try:
             outcomes = job.scheduler.fetch(job.handle, job.config)
         except Exception as exc:  # noqa: BLE001
-            self._fail(job, JobError(f"could not fetch the results of job {job.handle.job_id}: {exc}", job_id=job.handle.job_id))
+            self._fail(
+                job,
+                JobError(f"could not fetch the results of job {job.handle.job_id}: {exc}", job_id=job.handle.job_id),
+            )
             return
         resolve_futures(job.futures, outcomes, job.handle, status, lambda: self._stderr_tail(job))
         self._record_final(job, status)
@@ -304,7 +312,7 @@ def resolve_futures(
 ) -> None:
     """Set each future from its outcome; ``stderr_tail()`` is called at most once, if needed."""
     tail_text: list[str] = []
-    for future, outcome in zip(futures, outcomes):
+    for future, outcome in zip(futures, outcomes, strict=False):
         if future.done():
             continue
         if outcome is None:

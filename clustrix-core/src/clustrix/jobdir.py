@@ -35,10 +35,11 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
 
 def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]]) -> bytes:
     """The bytes of ``payload.pkl`` for ``spec``."""
-    return cloudpickle.dumps(
+    data: bytes = cloudpickle.dumps(
         {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks]},
         protocol=pickle.HIGHEST_PROTOCOL,
     )
+    return data
 
 
 def job_dir_for(base_dir: str, spec: JobSpec) -> str:

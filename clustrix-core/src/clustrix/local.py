@@ -103,7 +103,9 @@ _pools = _Pools()
 atexit.register(_pools.shutdown)
 
 
-def _run_in_thread(func: Callable[..., Any], arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Outcome]:
+def _run_in_thread(
+    func: Callable[..., Any], arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> list[Outcome]:
     """Threads share memory: outcomes are built directly, nothing is pickled."""
     outcomes = []
     for args, kwargs in arguments:
@@ -153,6 +155,7 @@ class LocalScheduler:
         chunks = plan_tasks(spec.size, workers * _CHUNKS_PER_WORKER if spec.size > 1 else 1)
         func = inspect.unwrap(spec.func)
         futures: list[concurrent.futures.Future[Any]] = []
+        future: concurrent.futures.Future[Any]
         try:
             for chunk in chunks:
                 arguments = [spec.arguments[i] for i in chunk]
@@ -168,7 +171,9 @@ class LocalScheduler:
             raise
         with self._lock:
             self._jobs[spec.job_id] = _LocalJob(kind, pool, chunks, futures)
-        return JobHandle(job_id=spec.job_id, scheduler="local", size=spec.size, host="localhost", data={"executor": kind})
+        return JobHandle(
+            job_id=spec.job_id, scheduler="local", size=spec.size, host="localhost", data={"executor": kind}
+        )
 
     def _job(self, handle: JobHandle) -> _LocalJob | None:
         with self._lock:
@@ -205,11 +210,11 @@ class LocalScheduler:
         outcomes: list[Outcome | None] = [None] * handle.size
         if job is None:
             return outcomes
-        for chunk, future in zip(job.chunks, job.futures):
+        for chunk, future in zip(job.chunks, job.futures, strict=False):
             if future.cancelled() or future.exception() is not None:
                 continue
             results = future.result()
-            for index, result in zip(chunk, results):
+            for index, result in zip(chunk, results, strict=False):
                 outcomes[index] = decode_outcome(result) if isinstance(result, bytes) else result
         return outcomes
 
@@ -252,7 +257,11 @@ def execute_loop_parallel(
         raise ValueError(f"loop_var={loop_var!r} is also given in func_kwargs; pass it only as loop_var")
     bound = ClusterFunction(
         _LoopBody(func, loop_var, tuple(func_args), kwargs),
-        config_overrides={"cluster_type": "local", "executor": choose_executor(func, executor), "max_workers": max_workers},
+        config_overrides={
+            "cluster_type": "local",
+            "executor": choose_executor(func, executor),
+            "max_workers": max_workers,
+        },
     )
     return bound.map(iterable)
 

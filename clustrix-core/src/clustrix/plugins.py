@@ -159,12 +159,12 @@ def _build() -> None:
                     PluginWarning,
                     stacklevel=3,
                 )
-        dist = ep.dist
+        distribution = ep.dist
         infos.append(
             PluginInfo(
                 name=ep_name,
-                distribution=dist.name if dist else None,
-                version=dist.version if dist else None,
+                distribution=distribution.name if distribution else None,
+                version=distribution.version if distribution else None,
                 schedulers=tuple(sorted(set(schedulers) - before)),
             )
         )
@@ -238,11 +238,14 @@ def transport_for(config: ClusterConfig) -> Transport:
     from clustrix.transport import LocalTransport
 
     host = config.get("cluster_host")
-    if not host or host in {"localhost", "127.0.0.1"} and config.get("cluster_port") in (None, 22) and not config.get("username"):
+    if not host or (
+        host in {"localhost", "127.0.0.1"} and config.get("cluster_port") in (None, 22) and not config.get("username")
+    ):
         return LocalTransport()
     transport = get_plugin_manager().hook.clustrix_make_transport(config=config)
     if transport is None:
         raise ConfigurationError(
-            f"cluster_host={host!r} needs a remote transport and none is installed; install it with: pip install clustrix-ssh"
+            f"cluster_host={host!r} needs a remote transport and none is installed; "
+            "install it with: pip install clustrix-ssh"
         )
     return transport  # type: ignore[no-any-return]

@@ -62,7 +62,7 @@ def parse_time(value: str | int | float, *, parameter: str = "time") -> int:
     if isinstance(value, (int, float)):
         if value <= 0:
             raise ValueError(f"{parameter}={value!r} must be positive: use {_TIME_HINT}")
-        return int(round(value * 60))
+        return round(value * 60)
     if not isinstance(value, str):
         raise ValueError(f"{parameter}={value!r} is not valid: use {_TIME_HINT}")
     text = value.strip()

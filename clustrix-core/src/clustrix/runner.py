@@ -58,7 +58,8 @@ def check_private(path: str, st: os.stat_result | None = None, *, uid: int | Non
 def _dumps(obj: Any) -> bytes:
     import cloudpickle
 
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return data
 
 
 def encode_outcome_ok(value: Any) -> bytes:
@@ -69,7 +70,7 @@ def encode_outcome_error(exc: BaseException) -> bytes:
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         exc_bytes: bytes | None = _dumps(exc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unpicklable exception still travels as type, message, traceback
         exc_bytes = None
     record = {
         "ok": False,

@@ -37,20 +37,19 @@ class CommandError(RuntimeError):
 
     def __init__(self, result: CommandResult) -> None:
         self.result = result
-        super().__init__(
-            f"command {' '.join(result.argv)!r} exited {result.returncode}: {result.stderr.strip() or result.stdout.strip()}"
-        )
+        output = result.stderr.strip() or result.stdout.strip()
+        super().__init__(f"command {' '.join(result.argv)!r} exited {result.returncode}: {output}")
 
 
 @runtime_checkable
 class Transport(Protocol):
     """The operations a scheduler plugin may use on the machine where the scheduler runs.
 
-    Paths are strings on that machine; ``~`` at the start of a path means the remote
-    user's home. ``makedirs`` creates private (0700) directories by default, and
-    ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
-``stat`` returns an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
-``stat``, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
+        Paths are strings on that machine; ``~`` at the start of a path means the remote
+        user's home. ``makedirs`` creates private (0700) directories by default, and
+        ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
+    ``stat`` returns an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
+    ``stat``, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
     """
 
     host: str

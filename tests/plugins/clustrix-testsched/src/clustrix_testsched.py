@@ -37,9 +37,10 @@ class SubprocessScheduler:
         python = spec.config.python_executable or sys.executable
         pids = []
         for task in range(len(tasks)):
-            with open(os.path.join(job_dir, f"task-{task}.out"), "wb") as out, open(
-                os.path.join(job_dir, f"task-{task}.err"), "wb"
-            ) as err:
+            with (
+                open(os.path.join(job_dir, f"task-{task}.out"), "wb") as out,
+                open(os.path.join(job_dir, f"task-{task}.err"), "wb") as err,
+            ):
                 proc = subprocess.Popen(
                     runner_argv(python, job_dir, task), stdout=out, stderr=err, start_new_session=True
                 )
@@ -85,7 +86,9 @@ class SubprocessScheduler:
         texts = []
         for task in range(handle.data["tasks"]):
             try:
-                with open(os.path.join(handle.job_dir, f"task-{task}.{suffix}"), encoding="utf-8", errors="replace") as fh:
+                with open(
+                    os.path.join(handle.job_dir, f"task-{task}.{suffix}"), encoding="utf-8", errors="replace"
+                ) as fh:
                     texts.append(fh.read())
             except FileNotFoundError:
                 pass
