@@ -149,17 +149,51 @@ def environment_hash(python: str, distributions: Iterable[Mapping[str, Any]]) ->
     return hashlib.sha256(json.dumps([python, items]).encode()).hexdigest()
 
 
-def capture_environment() -> dict[str, Any]:
-    """The snapshot of this interpreter: Python version and every importable distribution."""
-    seen: dict[str, dict[str, Any]] = {}
+def _requirement_names(dist: importlib.metadata.Distribution) -> list[str]:
+    """Names a distribution depends on, leaving out those needed only for extras."""
+    names = []
+    for line in dist.requires or []:
+        if "extra ==" in line or "extra==" in line:
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match:
+            names.append(normalize_name(match.group(1)))
+    return names
+
+
+def _closure(installed: Mapping[str, importlib.metadata.Distribution], roots: Iterable[str]) -> set[str]:
+    wanted: set[str] = set()
+    todo = [normalize_name(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in wanted or name not in installed:
+            continue
+        wanted.add(name)
+        todo.extend(_requirement_names(installed[name]))
+    return wanted
+
+
+def capture_environment(roots: Iterable[str] | None = None) -> dict[str, Any]:
+    """The snapshot of this interpreter: Python version and its importable distributions.
+
+    With ``roots``, only those distributions and what they require (transitively) are
+    listed, e.g. ``["clustrix-core", "numpy"]`` for a function that needs only numpy;
+    ``clustrix-core`` and ``cloudpickle`` are always included, as the remote runner needs them.
+    """
+    installed: dict[str, importlib.metadata.Distribution] = {}
     for dist in importlib.metadata.distributions():
+        name = normalize_name(dist.metadata["Name"] or "")
+        if name and name not in installed:
+            installed[name] = dist
+    keep = None if roots is None else _closure(installed, [*roots, "clustrix-core", "cloudpickle"])
+    distributions = []
+    for name, dist in sorted(installed.items()):
+        if name in NOT_REPLICATED or (keep is not None and name not in keep):
+            continue
         try:
-            entry = describe_distribution(dist)
+            distributions.append(describe_distribution(dist))
         except Exception:  # noqa: BLE001 - one broken metadata dir must not stop the capture
             continue
-        if entry["name"] and entry["name"] not in seen and entry["name"] not in NOT_REPLICATED:
-            seen[entry["name"]] = entry
-    distributions = sorted(seen.values(), key=lambda d: d["name"])
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     return {
         "python": python,
@@ -171,8 +205,13 @@ def capture_environment() -> dict[str, Any]:
 
 @hookimpl
 def clustrix_capture_environment(config: ClusterConfig) -> dict[str, Any] | None:
-    """Core's contribution to the snapshot: Python and pip distributions."""
-    return capture_environment()
+    """Core's contribution to the snapshot: Python and pip distributions.
+
+    ``replicate_distributions`` (a list of names), when configured, limits the snapshot
+    to those distributions and their requirements.
+    """
+    roots = config.get("replicate_distributions") if hasattr(config, "get") else None
+    return capture_environment(roots)
 
 
 # ---------------------------------------------------------------------------
@@ -214,9 +253,21 @@ def activation_from_config(config: ClusterConfig | Mapping[str, Any]) -> list[st
     )
 
 
-def environment_key(snapshot: Mapping[str, Any], activation: Sequence[str]) -> str:
-    """The venv's directory name: the snapshot hash plus what chose the base interpreter."""
-    text = json.dumps([snapshot.get("hash", ""), list(activation)])
+def base_selection(config: ClusterConfig | Mapping[str, Any]) -> list[str]:
+    """The activation lines that can change which ``python3`` builds the venv (not plain variables)."""
+    return activation_lines(
+        module_loads=config.get("module_loads") or (),
+        conda_env_name=config.get("conda_env_name"),
+        pre_execution_commands=config.get("pre_execution_commands") or (),
+    )
+
+
+def environment_key(snapshot: Mapping[str, Any], base_lines: Sequence[str]) -> str:
+    """The venv's directory name: the snapshot hash plus what chose the base interpreter.
+
+    ``environment_variables`` are left out: changing one must not rebuild the venv.
+    """
+    text = json.dumps([snapshot.get("hash", ""), list(base_lines)])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -270,14 +321,18 @@ def render_build_script(
     q = shlex.quote
     env_dir = posixpath.join(work_dir, "envs", key)
     py = q(base_python)
-    lines = ["set -u", "umask 077", *activation, render_version_check(py, python_version, allow_mismatch=allow_mismatch)]
+    lines = [
+        "umask 077",
+        *activation,
+        render_version_check(py, python_version, allow_mismatch=allow_mismatch),
+    ]
     lines += [
         f"env_dir={q(env_dir)}",
         'lock="$env_dir.lock"',
         'log="$env_dir.log"',
         f'if [ ! -f "$env_dir/{READY_MARKER}" ]; then',
         '  mkdir -p "$(dirname "$env_dir")" || exit 1',
-        "  me=\"$(hostname):$$\"; waited=0",
+        '  me="$(hostname):$$"; waited=0',
         '  until mkdir "$lock" 2>/dev/null; do',
         '    holder=$(cat "$lock/owner" 2>/dev/null || echo "")',
         '    case "$holder" in "$(hostname)":*) kill -0 "${holder##*:}" 2>/dev/null || { rm -rf "$lock"; continue; } ;; esac',
@@ -316,7 +371,7 @@ def render_build_script(
             f"if [ ! -f {q(posixpath.join(target, READY_MARKER))} ]; then",
             f"  tmp={q(target)}.tmp.$$",
             f'  rm -rf "$tmp" && "$env_dir/bin/python" -m zipfile -e {q(wheel)} "$tmp" &&'
-            f' date > "$tmp/{READY_MARKER}" && {{ mv "$tmp" {q(target)} 2>/dev/null || rm -rf "$tmp"; }}',
+            f' date > "$tmp/{READY_MARKER}" && {{ [ -e {q(target)} ] || mv "$tmp" {q(target)}; rm -rf "$tmp"; }}',
             f'  [ -f {q(posixpath.join(target, READY_MARKER))} ] || {{ echo "clustrix-env: cannot unpack {wheel}" >&2; exit {BUILD_FAILED_EXIT}; }}',
             "fi",
         ]
@@ -377,7 +432,18 @@ def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
         tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out.parent if out.parent.exists() else None))
         errors = []
         for isolation in (["--no-build-isolation"], []):
-            argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", *isolation, "-w", str(tmp), str(source)]
+            argv = [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--quiet",
+                *isolation,
+                "-w",
+                str(tmp),
+                str(source),
+            ]
             proc = subprocess.run(argv, capture_output=True, text=True, check=False)
             built = sorted(tmp.glob("*.whl"))
             if proc.returncode == 0 and built:
@@ -465,7 +531,9 @@ def prepare_remote_environment(
 
     if explicit or not (snapshot or {}).get("distributions"):
         python = explicit or "python3"
-        script = "\n".join(["set -u", *activation, render_version_check(shlex.quote(python), expected, allow_mismatch=allow)])
+        script = "\n".join(
+            [*activation, render_version_check(shlex.quote(python), expected, allow_mismatch=allow)]
+        )
         result = transport.run(["sh", "-c", script])
         if not result.ok:
             raise _interpret_failure(result.stderr, expected)
@@ -487,7 +555,7 @@ def _build(
     locals_: list[Mapping[str, Any]],
 ) -> RemoteEnvironment:
     work_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
-    key = environment_key(snapshot, activation)
+    key = environment_key(snapshot, base_selection(config))
     overlays: list[tuple[str, str]] = []
     if locals_:
         wheels = [build_local_wheel(d) for d in locals_]
@@ -509,13 +577,17 @@ def _build(
         allow_mismatch=allow,
         overlays=overlays,
     )
-    log.info("clustrix.environment_check", host=transport.host, key=key, distributions=len(snapshot.get("distributions", [])))
+    log.info(
+        "clustrix.environment_check", host=transport.host, key=key, distributions=len(snapshot.get("distributions", []))
+    )
     result = transport.run(["sh", "-c", script])
     if not result.ok:
         raise _interpret_failure(result.stderr, expected)
     ready = [line for line in result.stdout.splitlines() if line.startswith("clustrix-env: ready ")]
     if not ready:
-        raise EnvironmentBuildError(f"the environment script printed no ready line:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise EnvironmentBuildError(
+            f"the environment script printed no ready line:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     prelude = list(activation)
     path_line = pythonpath_line([target for _, target in overlays])
     if path_line:

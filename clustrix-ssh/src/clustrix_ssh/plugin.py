@@ -38,3 +38,9 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
     from clustrix_ssh.scheduler import SSHScheduler
 
     register("ssh", SSHScheduler())
+
+
+@hookimpl
+def clustrix_config_keys() -> dict[str, object]:
+    """``replicate_distributions``: limit environment replication to these distributions (and their requirements)."""
+    return {"replicate_distributions": None}
