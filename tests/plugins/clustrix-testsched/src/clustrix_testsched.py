@@ -27,6 +27,9 @@ WRAPPED: list[str] = []
 class SubprocessScheduler:
     """Runs each array task as a ``python -m clustrix.runner`` process of its own."""
 
+    #: the runner uses this very interpreter: there is no environment to rebuild
+    needs_environment = False
+
     def __init__(self) -> None:
         self.transport = LocalTransport()
 
