@@ -1,0 +1,160 @@
+"""The ssh backend against the real sshd: submit, poll, fetch, cancel, logs, survival."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from clustrix.jobs import JobState
+from tests.ssh.helpers import config_for, run, scheduler, submit, wait
+from tests.testbed.sshd import SSHServer
+
+pytestmark = pytest.mark.testbed_ssh
+# test functions are pickled by value: the remote side has no "tests" package
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def whoami(x: int) -> tuple[int, str, str]:
+    import getpass
+    import sys as remote_sys
+
+    return x * 2, getpass.getuser(), remote_sys.executable
+
+
+def explode(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_a_call_runs_as_the_remote_user_in_the_replicated_venv(ssh_config: dict[str, Any], sshd: SSHServer) -> None:
+    (outcome,) = run(config_for(ssh_config), whoami, (21,))
+    assert outcome is not None and outcome.ok
+    value, user, executable = outcome.value
+    assert (value, user) == (42, sshd.user)
+    assert executable.startswith(f"{sshd.home}/.clustrix/envs/")
+
+
+def test_a_raising_function_comes_back_as_its_exception(ssh_config: dict[str, Any]) -> None:
+    (outcome,) = run(config_for(ssh_config), explode, ("bad value",))
+    assert outcome is not None and not outcome.ok
+    assert isinstance(outcome.exception, ValueError) and str(outcome.exception) == "bad value"
+    assert "in explode" in (outcome.traceback or "")
+
+
+def test_an_array_returns_every_call_in_order_with_bounded_parallelism(ssh_config: dict[str, Any]) -> None:
+    config = config_for(ssh_config, max_parallel_jobs=2)
+    handle = submit(config, whoami, *[(i,) for i in range(7)])
+    status = wait(config, handle)
+    assert status.state is JobState.COMPLETED and status.exit_code == 0
+    outcomes = scheduler().fetch(handle, config)
+    assert [o.value[0] for o in outcomes if o is not None] == [2 * i for i in range(7)]
+
+
+def chatty() -> str:
+    print("to stdout", flush=True)
+    print("to stderr", file=sys.stderr, flush=True)
+    return "ok"
+
+
+def test_logs_hold_the_jobs_stdout_and_stderr(ssh_config: dict[str, Any]) -> None:
+    config = config_for(ssh_config)
+    handle = submit(config, chatty)
+    wait(config, handle)
+    assert "to stdout" in scheduler().read_logs(handle, config, "stdout")
+    assert "to stderr" in scheduler().read_logs(handle, config, "stderr")
+
+
+def spawn_and_sleep(pid_file: str) -> None:
+    import subprocess
+    import time as remote_time
+
+    child = subprocess.Popen(["sleep", "300"])
+    with open(pid_file, "w") as fh:
+        fh.write(f"{os.getpid()} {child.pid}")
+    remote_time.sleep(300)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def test_cancel_kills_the_whole_process_group(ssh_config: dict[str, Any], sshd: SSHServer) -> None:
+    config = config_for(ssh_config)
+    pid_file = f"{sshd.home}/cancel-{time.monotonic_ns()}.pid"
+    handle = submit(config, spawn_and_sleep, (pid_file,))
+    deadline = time.monotonic() + 30
+    while not os.path.exists(pid_file) or not Path(pid_file).read_text():
+        assert time.monotonic() < deadline, scheduler().read_logs(handle, config, "stderr")
+        time.sleep(0.1)
+    runner_pid, child_pid = map(int, Path(pid_file).read_text().split())
+    assert scheduler().poll([handle], config)[handle.job_id].state is JobState.RUNNING
+    assert scheduler().cancel(handle, config)
+    assert _gone(runner_pid) and _gone(child_pid)
+    assert wait(config, handle).state is JobState.CANCELLED
+    assert scheduler().fetch(handle, config) == [None]
+
+
+def killed_runner() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_runner_killed_without_an_exit_file_is_failed(ssh_config: dict[str, Any]) -> None:
+    config = config_for(ssh_config)
+    handle = submit(config, killed_runner)
+    status = wait(config, handle)
+    assert status.state is JobState.FAILED and "exit file" in (status.reason or "")
+
+
+def nap_then_answer(seconds: float) -> str:
+    import time as remote_time
+
+    remote_time.sleep(seconds)
+    return "survived"
+
+
+def test_a_job_survives_sshd_restarting_while_it_runs(ssh_config: dict[str, Any], sshd: SSHServer) -> None:
+    config = config_for(ssh_config)
+    handle = submit(config, nap_then_answer, (2.0,))
+    sshd.restart()  # drops the connection that started the job
+    assert scheduler().poll([handle], config)[handle.job_id].state is JobState.RUNNING
+    assert wait(config, handle).state is JobState.COMPLETED
+    (outcome,) = scheduler().fetch(handle, config)
+    assert outcome is not None and outcome.value == "survived"
+
+
+def reverse(data: bytes) -> bytes:
+    return data[::-1]
+
+
+def test_a_20_mb_argument_and_result_round_trip(ssh_config: dict[str, Any]) -> None:
+    data = os.urandom(20 * 1024 * 1024)
+    started = time.perf_counter()
+    (outcome,) = run(config_for(ssh_config), reverse, (data,))
+    elapsed = time.perf_counter() - started
+    assert outcome is not None and outcome.value == data[::-1]
+    print(f"20 MB argument + 20 MB result over the ssh backend: {elapsed:.2f} s")
+
+
+def test_one_poll_round_is_one_remote_command_for_many_jobs(ssh_config: dict[str, Any], sshd: SSHServer) -> None:
+    config = config_for(ssh_config)
+    handles = [submit(config, whoami, (i,)) for i in range(4)]
+    for handle in handles:
+        wait(config, handle)
+    before = _exec_requests(sshd)
+    statuses = scheduler().poll(handles, config)
+    assert {s.state for s in statuses.values()} == {JobState.COMPLETED} and len(statuses) == 4
+    assert _exec_requests(sshd) - before == 1
+
+
+def _exec_requests(sshd: SSHServer) -> int:
+    # sshd at LogLevel VERBOSE does not log exec requests; count sessions opened instead
+    return Path(sshd.directory, "sshd.log").read_text().count("Starting session: command")
