@@ -219,6 +219,7 @@ class Executor(concurrent.futures.Executor):
             self._futures.discard(future)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+        """Submit ``fn(*args, **kwargs)``; return its future."""
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
         future = self._function(fn).submit(*args, **kwargs)
@@ -228,6 +229,10 @@ class Executor(concurrent.futures.Executor):
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
     ) -> Iterator[Any]:
+        """Submit one call per item as one job array; yield the results in order.
+
+        ``chunksize`` is accepted for compatibility: packing is the scheduler's business.
+        """
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
         futures = self._function(fn).submit_map(*iterables)
@@ -242,6 +247,7 @@ class Executor(concurrent.futures.Executor):
         return results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new calls; optionally cancel pending ones and wait for the rest."""
         self._shutdown = True
         with self._lock:
             pending = list(self._futures)

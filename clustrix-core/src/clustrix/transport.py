@@ -45,9 +45,9 @@ class CommandError(RuntimeError):
 class Transport(Protocol):
     """The operations a scheduler plugin may use on the machine where the scheduler runs.
 
-        Paths are strings on that machine; ``~`` at the start of a path means the remote
-        user's home. ``makedirs`` creates private (0700) directories by default, and
-        ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
+    Paths are strings on that machine; ``~`` at the start of a path means the remote
+    user's home. ``makedirs`` creates private (0700) directories by default, and
+    ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
     ``stat`` returns an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
     ``stat``, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
     """
