@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from clustrix_slurm import parse
-
 from tests.testbed import slurm as testbed
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -20,7 +20,7 @@ def slurm_cluster() -> slurm_testbed.SlurmTestbed:
     """The testbed cluster, started once per session (or reused when already healthy)."""
     try:
         bed = slurm_testbed.start()
-    except Exception as exc:  # noqa: BLE001 - any failure to start is "unavailable"
+    except Exception as exc:
         unavailable(f"SLURM testbed: {type(exc).__name__}: {exc}")
         raise
     sys.stderr.write(
@@ -37,3 +37,14 @@ def fresh_plugins() -> Iterator[None]:
     reset_plugins()
     yield
     reset_plugins()
+
+
+@pytest.fixture(autouse=True)
+def _pickle_test_functions_by_value(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Jobs cannot import test modules (pytest names them by file), so ship their functions whole."""
+    import cloudpickle
+
+    module = request.module
+    cloudpickle.register_pickle_by_value(module)
+    yield
+    cloudpickle.unregister_pickle_by_value(module)

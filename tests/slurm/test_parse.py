@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from clustrix.jobs import JobState
 from clustrix_slurm import parse
 from clustrix_slurm.states import NATIVE_STATES, never_runnable, to_job_state
 from clustrix_slurm.status import job_status
-
 from tests.slurm.conftest import FIXTURES
 
 

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 
 import pytest
+
 from clustrix.resources import Resources
 from clustrix_slurm.script import (
     SbatchRequest,
@@ -19,13 +20,19 @@ from clustrix_slurm.script import (
     render_sbatch,
     validate_resources,
 )
-
 from tests.slurm.conftest import GOLDEN
 
 JOB_DIR = "/home/me/.clustrix/20250101-000000-abcdefabcdef"
 
 
-def request(resources: Resources, *, options: ScriptOptions | None = None, n_tasks: int = 1, n_calls: int = 1, name: str = "monte_carlo") -> SbatchRequest:
+def request(
+    resources: Resources,
+    *,
+    options: ScriptOptions | None = None,
+    n_tasks: int = 1,
+    n_calls: int = 1,
+    name: str = "monte_carlo",
+) -> SbatchRequest:
     return SbatchRequest(
         job_id="20250101-000000-abcdefabcdef",
         name=name,

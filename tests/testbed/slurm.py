@@ -194,7 +194,9 @@ def _pid_alive(pid_file: Path) -> bool:
     return True
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 60, **kw: object
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=timeout, **kw)  # type: ignore[call-overload]
 
 
@@ -275,7 +277,9 @@ def _start_mariadb() -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for(lambda: _ok(["mariadb-admin", f"--socket={MYSQL_SOCKET}", "ping"]), timeout=60, what="mariadbd answering")
+        wait_for(
+            lambda: _ok(["mariadb-admin", f"--socket={MYSQL_SOCKET}", "ping"]), timeout=60, what="mariadbd answering"
+        )
     _mysql(
         f"CREATE DATABASE IF NOT EXISTS {DB_NAME}; "
         f"CREATE USER IF NOT EXISTS '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}'; "
@@ -304,7 +308,10 @@ def _ensure_test_user() -> None:
 def _configure(node: str, cpus: int, memory_mb: int, cgroups: bool, accounting: bool) -> None:
     for directory in (RUN, LOG, SPOOL_CTLD, SPOOL_D):
         directory.mkdir(parents=True, exist_ok=True)
-    _write(ETC / "slurm.conf", render_slurm_conf(node=node, cpus=cpus, memory_mb=memory_mb, cgroups=cgroups, accounting=accounting))
+    _write(
+        ETC / "slurm.conf",
+        render_slurm_conf(node=node, cpus=cpus, memory_mb=memory_mb, cgroups=cgroups, accounting=accounting),
+    )
     _write(ETC / "cgroup.conf", render_cgroup_conf())
     _write(ETC / "slurmdbd.conf", render_slurmdbd_conf(), mode=0o600)
 
@@ -345,10 +352,20 @@ def start(*, cgroups: bool | None = None, accounting: bool = True) -> SlurmTestb
             stop()
             return start(cgroups=False, accounting=accounting)
     try:
-        wait_for(lambda: node_state(node).rstrip("*~#") == "idle", timeout=60, what=f"node {node} idle in sinfo", interval=0.1)
+        wait_for(
+            lambda: node_state(node).rstrip("*~#") == "idle",
+            timeout=60,
+            what=f"node {node} idle in sinfo",
+            interval=0.1,
+        )
     except TimeoutError:
         _run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], check=False)
-        wait_for(lambda: node_state(node).rstrip("*~#") == "idle", timeout=30, what=f"node {node} idle in sinfo", interval=0.1)
+        wait_for(
+            lambda: node_state(node).rstrip("*~#") == "idle",
+            timeout=30,
+            what=f"node {node} idle in sinfo",
+            interval=0.1,
+        )
     return SlurmTestbed(
         node=node,
         cpus=cpus,

@@ -171,5 +171,8 @@ def max_array_size(config: dict[str, str], default: int = 1001) -> int:
 
 def accounting_enabled(config: dict[str, str]) -> bool:
     """True when ``sacct`` can answer (accounting goes to slurmdbd)."""
-    return config.get("AccountingStorageType", "accounting_storage/none") not in {"accounting_storage/none", "(null)", ""}
-
+    return config.get("AccountingStorageType", "accounting_storage/none") not in {
+        "accounting_storage/none",
+        "(null)",
+        "",
+    }

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from clustrix.hookspecs import hookimpl
-
 from clustrix_slurm.scheduler import SlurmScheduler
 
 

@@ -82,6 +82,8 @@ class SbatchRequest:
     n_calls: int
     resources: Resources
     options: ScriptOptions
+    #: The runner shipped as a file into the job directory; None runs ``python -m clustrix.runner``.
+    runner_path: str | None = None
 
 
 def validate_resources(resources: Resources) -> None:
@@ -104,11 +106,14 @@ def validate_resources(resources: Resources) -> None:
     directives = resources.extra.get("sbatch_directives")
     if directives is not None:
         if isinstance(directives, str) or not isinstance(directives, Sequence):
-            raise ValueError(f"sbatch_directives={directives!r} is not valid: use a list such as ['--licenses=matlab:1']")
+            raise ValueError(
+                f"sbatch_directives={directives!r} is not valid: use a list such as ['--licenses=matlab:1']"
+            )
         for item in directives:
             if not isinstance(item, str) or not item.startswith("-") or "\n" in item:
                 raise ValueError(
-                    f"sbatch_directives item {item!r} is not valid: use one sbatch option per item, e.g. '--licenses=matlab:1'"
+                    f"sbatch_directives item {item!r} is not valid: "
+                    "use one sbatch option per item, e.g. '--licenses=matlab:1'"
                 )
     if resources.gpus == 0 and resources.extra.get("gpu_type"):
         raise ValueError("gpu_type is set but gpus=0: ask for gpus >= 1")
@@ -189,20 +194,25 @@ def environment_lines(options: ScriptOptions) -> list[str]:
     return lines
 
 
+def runner_line(request: SbatchRequest) -> str:
+    """The runner for this array task; a shipped runner file skips importing the clustrix package."""
+    if request.runner_path is None:
+        return jobdir.runner_shell_command(request.options.python, request.job_dir, "SLURM_ARRAY_TASK_ID")
+    argv = [request.options.python, request.runner_path, request.job_dir]
+    return shlex.join(argv) + ' --task "${SLURM_ARRAY_TASK_ID}"'
+
+
 def render_sbatch(request: SbatchRequest) -> str:
     """The whole sbatch script: directives, environment set-up, then the runner for this array task."""
     validate_resources(request.resources)
     validate_options(request.options)
     lines = ["#!/bin/bash"]
     lines.extend(f"#SBATCH {option}" for option in sbatch_options(request))
-    lines.append(
-        f"# clustrix job {request.job_id}: {request.n_calls} call(s) in {request.n_tasks} array task(s)"
-    )
+    lines.append(f"# clustrix job {request.job_id}: {request.n_calls} call(s) in {request.n_tasks} array task(s)")
     setup = environment_lines(request.options)
     if setup:
         lines.append("set -e")
         lines.extend(setup)
         lines.append("set +e")
-    runner = jobdir.runner_shell_command(request.options.python, request.job_dir, "SLURM_ARRAY_TASK_ID")
-    lines.append(f"exec {runner}")
+    lines.append(f"exec {runner_line(request)}")
     return "\n".join(lines) + "\n"

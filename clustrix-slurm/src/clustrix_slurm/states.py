@@ -111,7 +111,7 @@ def to_job_state(text: str) -> JobState:
 
 def never_runnable(reason: str | None) -> bool:
     """True when a pending job's reason says it can never start as submitted."""
-    return bool(reason) and reason_word(reason) in NEVER_RUNNABLE_REASONS
+    return reason is not None and reason_word(reason) in NEVER_RUNNABLE_REASONS
 
 
 def reason_word(reason: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from clustrix.jobs import JobState, JobStatus
-
 from clustrix_slurm.parse import TaskRecord
 from clustrix_slurm.states import FAILURE_PRIORITY, explain_reason, never_runnable, to_job_state
 
@@ -69,9 +68,7 @@ def job_status(records: Iterable[TaskRecord], n_tasks: int, exit_codes: Mapping[
         return JobStatus(state=state, reason=by_task[task].reason)
     if unknown:
         return None
-    if all(s is JobState.COMPLETED for s in states.values()) and not any(
-        by_task[t].exit_code for t in states
-    ):
+    if all(s is JobState.COMPLETED for s in states.values()) and not any(by_task[t].exit_code for t in states):
         # SLURM says done but a task left no exit-code file: core reports the lost calls
         return JobStatus(state=JobState.COMPLETED, reason="the runner wrote no exit-code file", exit_code=0)
     worst = min(states, key=lambda t: (FAILURE_PRIORITY.index(states[t]) if states[t] in FAILURE_PRIORITY else 99, t))
@@ -80,4 +77,3 @@ def job_status(records: Iterable[TaskRecord], n_tasks: int, exit_codes: Mapping[
     if state is JobState.COMPLETED:
         state = JobState.FAILED
     return JobStatus(state=state, reason=_describe(record, worst, n_tasks), exit_code=record.exit_code)
-

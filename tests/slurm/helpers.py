@@ -1,0 +1,86 @@
+"""Shared helpers of the SLURM tests: configuration, a counting transport, polling to the end."""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from clustrix.config import ClusterConfig, resolve_config
+from clustrix.jobs import JobHandle, JobStatus
+from clustrix.transport import CommandResult, LocalTransport
+
+#: The job's Python: it has clustrix-core and cloudpickle installed.
+PYTHON = sys.executable
+
+
+def slurm_config(work_dir: str, **overrides: Any) -> ClusterConfig:
+    return resolve_config(
+        overrides={
+            "cluster_type": "slurm",
+            "remote_work_dir": work_dir,
+            "python_executable": PYTHON,
+            "job_poll_interval": 0.2,
+            **overrides,
+        }
+    )
+
+
+class CountingTransport(LocalTransport):
+    """The real local transport, counting the commands run through it by program name."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # type: ignore[override]
+        self.counts[argv[0]] += 1
+        return super().run(argv, **kwargs)
+
+
+def poll_until_final(
+    scheduler: Any, handle: JobHandle, config: ClusterConfig, *, timeout: float, interval: float = 0.2
+) -> tuple[JobStatus, int]:
+    """Poll one job until its state is final; return the status and the number of poll rounds."""
+    deadline = time.monotonic() + timeout
+    rounds = 0
+    while True:
+        rounds += 1
+        status = scheduler.poll([handle], config).get(handle.job_id)
+        if status is not None and status.state.final:
+            return status, rounds
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {handle.native_id} still {status} after {timeout} s")
+        time.sleep(interval)
+
+
+def wait_for_state(
+    scheduler: Any, handle: JobHandle, config: ClusterConfig, state: str, *, timeout: float
+) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = scheduler.poll([handle], config).get(handle.job_id)
+        if status is not None and status.state.value == state:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job {handle.native_id} never reached {state}")
+
+
+class Direct:
+    """Calls a scheduler object's hook methods with the facade's names (submit, poll, fetch, ...)."""
+
+    def __init__(self, impl: Any) -> None:
+        self.impl = impl
+
+    def submit(self, spec: Any, wake: Any) -> JobHandle:
+        return self.impl.clustrix_submit(spec=spec, wake=wake)
+
+    def poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Any:
+        return self.impl.clustrix_poll(handles=handles, config=config)
+
+    def fetch(self, handle: JobHandle, config: ClusterConfig) -> Any:
+        return self.impl.clustrix_fetch(handle=handle, config=config)
+
+    def cancel(self, handle: JobHandle, config: ClusterConfig) -> Any:
+        return self.impl.clustrix_cancel(handle=handle, config=config)

@@ -1,0 +1,169 @@
+"""The SLURM scheduler against the real testbed cluster, driven through its hooks (local transport)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from clustrix.jobs import JobSpec, JobState
+from clustrix.plugins import get_scheduler
+from clustrix.resources import Resources
+from clustrix_slurm import SbatchRejectedError, SlurmScheduler
+from tests.slurm.helpers import CountingTransport, Direct, poll_until_final, slurm_config, wait_for_state
+
+pytestmark = pytest.mark.testbed_slurm
+
+
+@pytest.fixture
+def config(slurm_cluster, tmp_path):
+    return slurm_config(str(tmp_path / "jobs"))
+
+
+@pytest.fixture
+def scheduler(slurm_cluster, fresh_plugins):
+    return get_scheduler("slurm")
+
+
+def spec(func, calls, config, **resources):
+    return JobSpec(
+        name=getattr(func, "__name__", "job"),
+        func=func,
+        arguments=[(tuple(args), {}) for args in calls],
+        resources=Resources.parse(**resources),
+        config=config,
+    )
+
+
+def double(x):
+    return 2 * x
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise ValueError(f"bad value {x}")
+    return x
+
+
+def sleep_forever():
+    time.sleep(3600)
+
+
+def eat_memory(megabytes):
+    block = bytearray(megabytes * 2**20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(5)
+    return len(block)
+
+
+def test_a_single_call_returns_its_value(scheduler, config):
+    handle = scheduler.submit(
+        spec(double, [(21,)], config, cores=1, memory="200MB", time="00:05:00"), wake=lambda: None
+    )
+    assert handle.native_id and handle.native_id.isdigit()
+    status, _ = poll_until_final(scheduler, handle, config, timeout=60)
+    assert status.state is JobState.COMPLETED
+    [outcome] = scheduler.fetch(handle, config)
+    assert outcome.ok and outcome.value == 42
+
+
+def test_a_call_raising_valueerror_brings_the_exception_and_traceback_back(scheduler, config):
+    handle = scheduler.submit(spec(fail_on_three, [(3,)], config), wake=lambda: None)
+    status, _ = poll_until_final(scheduler, handle, config, timeout=60)
+    assert status.state is JobState.FAILED
+    [outcome] = scheduler.fetch(handle, config)
+    assert isinstance(outcome.exception, ValueError)
+    assert str(outcome.exception) == "bad value 3"
+    assert "fail_on_three" in outcome.traceback
+
+
+def test_a_map_of_100_calls_is_one_sbatch_and_one_squeue_per_poll_round(slurm_cluster, config, fresh_plugins):
+    transport = CountingTransport()
+    scheduler = Direct(SlurmScheduler(transport_factory=lambda _config: transport))
+    handle = scheduler.submit(spec(double, [(i,) for i in range(100)], config), wake=lambda: None)
+    assert transport.counts["sbatch"] == 1
+    assert handle.data["tasks"] == 100
+    status, rounds = poll_until_final(scheduler, handle, config, timeout=120)
+    assert status.state is JobState.COMPLETED
+    assert transport.counts["squeue"] <= rounds
+    assert transport.counts["sacct"] == 0
+    assert transport.counts["sbatch"] == 1
+    outcomes = scheduler.fetch(handle, config)
+    assert [o.value for o in outcomes] == [2 * i for i in range(100)]
+
+
+def test_calls_per_task_packs_many_calls_into_each_array_task(scheduler, config):
+    handle = scheduler.submit(spec(double, [(i,) for i in range(50)], config, calls_per_task=10), wake=lambda: None)
+    assert handle.data["tasks"] == 5
+    status, _ = poll_until_final(scheduler, handle, config, timeout=60)
+    assert status.state is JobState.COMPLETED
+    assert [o.value for o in scheduler.fetch(handle, config)] == [2 * i for i in range(50)]
+
+
+def test_an_array_with_one_failing_call_keeps_the_other_results(scheduler, config):
+    handle = scheduler.submit(
+        spec(fail_on_three, [(i,) for i in range(6)], config, calls_per_task=2), wake=lambda: None
+    )
+    status, _ = poll_until_final(scheduler, handle, config, timeout=60)
+    assert status.state is JobState.FAILED
+    outcomes = scheduler.fetch(handle, config)
+    assert [o.ok for o in outcomes] == [True, True, True, False, True, True]
+    assert isinstance(outcomes[3].exception, ValueError)
+
+
+def test_a_memory_overrun_ends_out_of_memory(scheduler, config, slurm_cluster):
+    if not slurm_cluster.cgroups:
+        pytest.fail("the testbed runs without cgroups, so SLURM cannot enforce --mem")
+    handle = scheduler.submit(spec(eat_memory, [(400,)], config, memory="100M", time="00:05:00"), wake=lambda: None)
+    status, _ = poll_until_final(scheduler, handle, config, timeout=60)
+    assert status.state is JobState.OUT_OF_MEMORY
+    assert "OUT_OF_MEMORY" in status.reason
+    assert scheduler.fetch(handle, config) == [None]
+
+
+@pytest.mark.slow
+def test_a_time_limit_overrun_ends_timeout(scheduler, config):
+    handle = scheduler.submit(spec(sleep_forever, [()], config, time="00:01:00"), wake=lambda: None)
+    status, _ = poll_until_final(scheduler, handle, config, timeout=150, interval=1)
+    assert status.state is JobState.TIMEOUT
+    assert "TimeLimit" in status.reason
+
+
+def test_cancelling_a_running_job_ends_it_cancelled(scheduler, config):
+    handle = scheduler.submit(spec(sleep_forever, [()], config), wake=lambda: None)
+    wait_for_state(scheduler, handle, config, "RUNNING", timeout=30)
+    assert scheduler.cancel(handle, config)
+    status, _ = poll_until_final(scheduler, handle, config, timeout=30)
+    assert status.state is JobState.CANCELLED
+
+
+def test_memory_beyond_any_node_is_refused_at_submit_with_slurms_message(scheduler, config, slurm_cluster):
+    too_much = f"{slurm_cluster.real_memory_mb * 4}M"
+    with pytest.raises(SbatchRejectedError, match="Requested node configuration is not available") as info:
+        scheduler.submit(spec(double, [(1,)], config, memory=too_much), wake=lambda: None)
+    assert isinstance(info.value, ValueError)
+
+
+def test_a_time_beyond_the_partition_limit_fails_fast_and_leaves_the_queue(scheduler, config, slurm_cluster):
+    job = spec(double, [(1,)], config, partition=slurm_cluster.short_partition, time="02:00:00")
+    handle = scheduler.submit(job, wake=lambda: None)
+    started = time.monotonic()
+    status, _ = poll_until_final(scheduler, handle, config, timeout=30)
+    assert time.monotonic() - started < 10
+    assert status.state is JobState.FAILED
+    assert re.search("Partition(TimeLimit|Config)", status.reason)
+    later = wait_for_state(scheduler, handle, config, "FAILED", timeout=5)
+    assert later.state is JobState.FAILED
+
+    queue = subprocess.run(
+        ["squeue", "--noheader", "--jobs", handle.native_id, "--format=%T"], capture_output=True, text=True
+    )
+    assert "PENDING" not in queue.stdout
+
+
+def test_unknown_resource_options_are_refused_before_anything_is_submitted(scheduler, config):
+    with pytest.raises(ValueError, match="'acount'"):
+        scheduler.submit(spec(double, [(1,)], config, acount="proj"), wake=lambda: None)
