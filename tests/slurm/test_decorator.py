@@ -10,9 +10,9 @@ import textwrap
 import time
 
 import pytest
+
 from clustrix import Job, JobCancelledError, JobOutOfMemoryError, cluster, reset_config
 from clustrix_slurm import SbatchRejectedError
-
 from tests.slurm.helpers import PYTHON
 
 pytestmark = pytest.mark.testbed_slurm
