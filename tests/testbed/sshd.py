@@ -35,8 +35,8 @@ def ensure_user(name: str = TEST_USER) -> pwd.struct_passwd:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
-    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+        subprocess.run([shutil.which("useradd") or "/usr/sbin/useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+    subprocess.run([shutil.which("usermod") or "/usr/sbin/usermod", "-p", "*", name], check=True, capture_output=True)
     return pwd.getpwnam(name)
 
 
@@ -173,7 +173,7 @@ class SSHServer:
     def run_as_user(self, script: str) -> subprocess.CompletedProcess[str]:
         """Run a shell script as the test user on this machine, bypassing ssh (test assertions)."""
         return subprocess.run(
-            ["runuser", "-u", self.user, "--", "sh", "-c", script],
+            [shutil.which("runuser") or "/usr/sbin/runuser", "-u", self.user, "--", "sh", "-c", script],
             capture_output=True,
             text=True,
             check=False,
