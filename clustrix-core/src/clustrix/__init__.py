@@ -6,29 +6,45 @@
 ...     return x * x
 >>> square.map(range(4))
 [0, 1, 4, 9]
+
+Names are imported lazily: ``python -m clustrix.runner`` on a compute node then imports
+only the runner (standard library and cloudpickle), not the whole client.
 """
 
-from clustrix.config import configure, get_config, reset_config
-from clustrix.decorator import ClusterFunction, Executor, cluster
-from clustrix.errors import (
-    ClustrixError,
-    ConfigurationError,
-    JobCancelledError,
-    JobError,
-    JobLostError,
-    JobOutOfMemoryError,
-    JobTimeoutError,
-    RemoteTraceback,
-    SchedulerNotFoundError,
-)
-from clustrix.futures import ClusterFuture
-from clustrix.hookspecs import hookimpl
-from clustrix.job import Job
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.local import execute_loop_parallel
-from clustrix.resources import Resources
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "configure": "clustrix.config",
+    "get_config": "clustrix.config",
+    "reset_config": "clustrix.config",
+    "ClusterFunction": "clustrix.decorator",
+    "Executor": "clustrix.decorator",
+    "cluster": "clustrix.decorator",
+    "ClustrixError": "clustrix.errors",
+    "ConfigurationError": "clustrix.errors",
+    "JobCancelledError": "clustrix.errors",
+    "JobError": "clustrix.errors",
+    "JobLostError": "clustrix.errors",
+    "JobOutOfMemoryError": "clustrix.errors",
+    "JobTimeoutError": "clustrix.errors",
+    "RemoteTraceback": "clustrix.errors",
+    "SchedulerNotFoundError": "clustrix.errors",
+    "ClusterFuture": "clustrix.futures",
+    "hookimpl": "clustrix.hookspecs",
+    "Job": "clustrix.job",
+    "JobHandle": "clustrix.jobs",
+    "JobSpec": "clustrix.jobs",
+    "JobState": "clustrix.jobs",
+    "JobStatus": "clustrix.jobs",
+    "Outcome": "clustrix.jobs",
+    "execute_loop_parallel": "clustrix.local",
+    "Resources": "clustrix.resources",
+}
 
 __all__ = [
     "ClusterFunction",
@@ -57,3 +73,38 @@ __all__ = [
     "hookimpl",
     "reset_config",
 ]
+
+if TYPE_CHECKING:
+    from clustrix.config import configure, get_config, reset_config
+    from clustrix.decorator import ClusterFunction, Executor, cluster
+    from clustrix.errors import (
+        ClustrixError,
+        ConfigurationError,
+        JobCancelledError,
+        JobError,
+        JobLostError,
+        JobOutOfMemoryError,
+        JobTimeoutError,
+        RemoteTraceback,
+        SchedulerNotFoundError,
+    )
+    from clustrix.futures import ClusterFuture
+    from clustrix.hookspecs import hookimpl
+    from clustrix.job import Job
+    from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
+    from clustrix.local import execute_loop_parallel
+    from clustrix.resources import Resources
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'clustrix' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
