@@ -21,7 +21,7 @@ def sshd() -> Iterator[SSHServer]:
     """A private sshd on 127.0.0.1, key auth for the unprivileged user clustrix-test."""
     try:
         server = start_sshd()
-    except Exception as exc:  # noqa: BLE001 - any failure to start is "testbed unavailable"
+    except Exception as exc:
         unavailable(f"could not start sshd: {type(exc).__name__}: {exc}")
         raise
     yield server

@@ -25,7 +25,9 @@ def config_for(server_config: dict[str, Any], **extra: Any) -> ClusterConfig:
 
 
 def submit(config: ClusterConfig, func: Callable[..., Any], *calls: tuple[Any, ...]) -> JobHandle:
-    spec = JobSpec(name=getattr(func, "__name__", "f"), func=func, arguments=[(c, {}) for c in calls or [()]], config=config)
+    spec = JobSpec(
+        name=getattr(func, "__name__", "f"), func=func, arguments=[(c, {}) for c in calls or [()]], config=config
+    )
     return scheduler().submit(spec, wake=lambda: None)
 
 

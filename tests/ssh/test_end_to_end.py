@@ -61,7 +61,9 @@ def test_a_function_defined_in_main_runs_remotely(tmp_path: Path, options: dict[
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == 50
 
 
-def test_a_result_is_fetched_by_a_new_process_after_the_submitter_was_killed(tmp_path: Path, options: dict[str, Any]) -> None:
+def test_a_result_is_fetched_by_a_new_process_after_the_submitter_was_killed(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
     proc = run_script(tmp_path, options, "submit-and-die")
     assert proc.returncode == -9, proc.stderr
     job_id = proc.stdout.split()[0]

@@ -75,9 +75,12 @@ VALUE = st.text(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=VALUE, module=VALUE)
 def test_activation_values_reach_the_remote_shell_byte_identical(sshd: SSHServer, value: str, module: str) -> None:
-    transport = get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts)
+    transport = get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
+    )
     lines = environment.activation_lines(
-        module_loads=[module], pre_execution_commands=["module() { printf '%s\\0' \"$2\"; }"],
+        module_loads=[module],
+        pre_execution_commands=["module() { printf '%s\\0' \"$2\"; }"],
         environment_variables={"CLUSTRIX_V": value},
     )  # a stand-in `module` function echoes the name it was asked to load
     lines.insert(0, lines.pop(1))  # define the function before it is used
@@ -93,12 +96,14 @@ def environment_value() -> str:
 
 
 @pytest.mark.testbed_ssh
-def test_variables_and_a_work_dir_with_metacharacters_reach_the_job(ssh_config: dict[str, Any], sshd: SSHServer) -> None:
-    odd = "it's \"$HOME\" `id` $(id) ; & | \\ \n ü"
+def test_variables_and_a_work_dir_with_metacharacters_reach_the_job(
+    ssh_config: dict[str, Any], sshd: SSHServer
+) -> None:
+    odd = 'it\'s "$HOME" `id` $(id) ; & | \\ \n ü'
     config = config_for(ssh_config, environment_variables={"CLUSTRIX_ODD": odd}, remote_work_dir="~/odd dir/it's $x")
     (outcome,) = run(config, environment_value)
     assert outcome is not None and outcome.value == odd
-    assert sshd.run_as_user("ls -d \"$HOME/odd dir/it's \\$x\"/envs").returncode == 0
+    assert sshd.run_as_user('ls -d "$HOME/odd dir/it\'s \\$x"/envs').returncode == 0
 
 
 @pytest.mark.testbed_ssh
@@ -111,14 +116,20 @@ def test_a_python_major_minor_mismatch_is_refused_before_anything_is_submitted(
         run(config, environment_value)
     assert "allow_python_mismatch=True" in str(caught.value)
     assert sshd.run_as_user("test -e ~/mismatch-work").returncode != 0  # nothing was written remotely
-    transport = get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts)
+    transport = get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
+    )
     allowed = config_for(ssh_config, python_executable=f"{sshd.home}/python3.9", allow_python_mismatch=True)
     assert environment.prepare_remote_environment(transport, allowed, {"python": "3.11"}).python.endswith("python3.9")
 
 
 @pytest.mark.testbed_ssh
-def test_a_second_submission_with_the_same_environment_builds_nothing(ssh_config: dict[str, Any], sshd: SSHServer) -> None:
-    transport = get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts)
+def test_a_second_submission_with_the_same_environment_builds_nothing(
+    ssh_config: dict[str, Any], sshd: SSHServer
+) -> None:
+    transport = get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
+    )
     config = config_for(ssh_config)
     snapshot = environment.capture_environment(REPLICATE)
     first = environment.prepare_remote_environment(transport, config, snapshot)  # builds if this machine never did
@@ -138,11 +149,11 @@ def test_concurrent_builds_of_one_environment_build_it_once(ssh_config: dict[str
     """Two builders race for a fresh key: the lock lets one build and the other reuse it."""
     import concurrent.futures
 
-    transport = get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts)
-    work = transport.expand(f"~/race-{time.monotonic_ns()}")
-    script = environment.render_build_script(
-        work_dir=work, key="k", requirement_lines=[], python_version=None
+    transport = get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
     )
+    work = transport.expand(f"~/race-{time.monotonic_ns()}")
+    script = environment.render_build_script(work_dir=work, key="k", requirement_lines=[], python_version=None)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: transport.run(["sh", "-c", script]), range(2)))
     assert all(r.ok for r in results), [r.stderr for r in results]

@@ -42,7 +42,9 @@ def test_destination_strings_split_like_openssh() -> None:
 def test_unknown_host_key_is_refused_with_instructions(sshd: SSHServer, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    transport = get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=str(empty))
+    transport = get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=str(empty)
+    )
     with pytest.raises(UnknownHostKeyError) as caught:
         transport.run(["true"])
     message = str(caught.value)
@@ -55,8 +57,12 @@ def test_unknown_host_key_is_refused_with_instructions(sshd: SSHServer, tmp_path
 def test_accept_new_records_the_key_and_reuses_it(sshd: SSHServer, tmp_path: Path) -> None:
     known = tmp_path / "new_known_hosts"
     transport = get_transport(
-        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file,
-        known_hosts_file=str(known), host_key_policy="accept-new",
+        sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_file,
+        known_hosts_file=str(known),
+        host_key_policy="accept-new",
     )
     assert transport.run(["true"]).ok
     kind, key = sshd.host_public_key.split()[:2]
@@ -66,7 +72,9 @@ def test_accept_new_records_the_key_and_reuses_it(sshd: SSHServer, tmp_path: Pat
     from clustrix_ssh import close_all
 
     close_all()
-    again = get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=str(known))
+    again = get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=str(known)
+    )
     assert again.run(["true"]).ok
 
 
@@ -76,8 +84,12 @@ def test_changed_host_key_is_refused_even_with_accept_new(sshd: SSHServer, tmp_p
     known = tmp_path / "known_hosts"
     known.write_text(f"[{sshd.host}]:{sshd.port} {other.get_name()} {other.get_base64()}\n")
     transport = get_transport(
-        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file,
-        known_hosts_file=str(known), host_key_policy="accept-new",
+        sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_file,
+        known_hosts_file=str(known),
+        host_key_policy="accept-new",
     )
     with pytest.raises(ChangedHostKeyError, match="CHANGED") as caught:
         transport.run(["true"])

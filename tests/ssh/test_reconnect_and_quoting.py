@@ -13,7 +13,9 @@ pytestmark = pytest.mark.testbed_ssh
 
 
 def connect(sshd: SSHServer) -> SSHTransport:
-    return get_transport(sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts)
+    return get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
+    )
 
 
 def test_commands_and_files_work_again_after_sshd_restarts(sshd: SSHServer) -> None:
@@ -50,7 +52,9 @@ def test_argv_and_env_values_reach_the_program_byte_identical(sshd: SSHServer, a
 
 
 SAFE_NAME = st.text(
-    alphabet=st.one_of(st.sampled_from(list("'\"`$\\!*?[]{}()<>|&;#~=% -\n")), st.characters(min_codepoint=0x41, max_codepoint=0x24F)),
+    alphabet=st.one_of(
+        st.sampled_from(list("'\"`$\\!*?[]{}()<>|&;#~=% -\n")), st.characters(min_codepoint=0x41, max_codepoint=0x24F)
+    ),
     min_size=1,
     max_size=30,
 ).filter(lambda s: s not in {".", ".."} and "/" not in s)

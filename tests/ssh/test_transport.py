@@ -18,7 +18,12 @@ pytestmark = pytest.mark.testbed_ssh
 
 def connect(sshd: SSHServer, **extra: object) -> SSHTransport:
     return get_transport(
-        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts, **extra  # type: ignore[arg-type]
+        sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_file,
+        known_hosts_file=sshd.known_hosts,
+        **extra,  # type: ignore[arg-type]
     )
 
 

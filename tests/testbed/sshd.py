@@ -35,7 +35,11 @@ def ensure_user(name: str = TEST_USER) -> pwd.struct_passwd:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run([shutil.which("useradd") or "/usr/sbin/useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+        subprocess.run(
+            [shutil.which("useradd") or "/usr/sbin/useradd", "-m", "-s", "/bin/bash", name],
+            check=True,
+            capture_output=True,
+        )
     subprocess.run([shutil.which("usermod") or "/usr/sbin/usermod", "-p", "*", name], check=True, capture_output=True)
     return pwd.getpwnam(name)
 

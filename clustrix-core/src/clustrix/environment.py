@@ -531,9 +531,7 @@ def prepare_remote_environment(
 
     if explicit or not (snapshot or {}).get("distributions"):
         python = explicit or "python3"
-        script = "\n".join(
-            [*activation, render_version_check(shlex.quote(python), expected, allow_mismatch=allow)]
-        )
+        script = "\n".join([*activation, render_version_check(shlex.quote(python), expected, allow_mismatch=allow)])
         result = transport.run(["sh", "-c", script])
         if not result.ok:
             raise _interpret_failure(result.stderr, expected)

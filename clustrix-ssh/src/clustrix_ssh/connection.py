@@ -8,7 +8,6 @@ paramiko allows: identity files (``key_file`` first), the ssh-agent, default key
 
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any
 
@@ -159,7 +158,7 @@ class Connection:
             if closable is not None:
                 try:
                     closable.close()
-                except (OSError, EOFError, paramiko.SSHException, socket.error):
+                except (OSError, EOFError, paramiko.SSHException):
                     pass
         self._sftp = None
         self._client = None

@@ -78,9 +78,7 @@ class AcceptNew(paramiko.MissingHostKeyPolicy):
         append_known_host(self.path, hostname, key)
 
 
-def configure_client(
-    client: paramiko.SSHClient, target: Target, *, known_hosts_file: str | None, policy: str
-) -> None:
+def configure_client(client: paramiko.SSHClient, target: Target, *, known_hosts_file: str | None, policy: str) -> None:
     """Load the known_hosts files that apply to ``target`` and set the missing-key policy."""
     if policy not in POLICIES:
         raise ValueError(f"host_key_policy={policy!r} is not valid: use one of {', '.join(map(repr, POLICIES))}")
@@ -99,7 +97,9 @@ def configure_client(
         client.set_missing_host_key_policy(RejectUnknown(target, known_hosts_file))
 
 
-def changed_key_error(target: Target, exc: paramiko.BadHostKeyException, known_hosts_file: str | None) -> ChangedHostKeyError:
+def changed_key_error(
+    target: Target, exc: paramiko.BadHostKeyException, known_hosts_file: str | None
+) -> ChangedHostKeyError:
     """The error for a server whose key differs from the one on record."""
     return ChangedHostKeyError(
         f"the host key of {target.known_hosts_name} has CHANGED: it offered {fingerprint(exc.key)}, "

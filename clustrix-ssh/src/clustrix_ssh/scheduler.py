@@ -64,7 +64,14 @@ class SSHScheduler:
                 f"starting job {spec.job_id} on {transport.host} failed (exit {result.returncode}): "
                 f"{result.stderr.strip() or result.stdout.strip()}"
             )
-        log.info("clustrix.job_submitted", scheduler="ssh", job_id=spec.job_id, host=transport.host, pgid=pgid, size=spec.size)
+        log.info(
+            "clustrix.job_submitted",
+            scheduler="ssh",
+            job_id=spec.job_id,
+            host=transport.host,
+            pgid=pgid,
+            size=spec.size,
+        )
         return JobHandle(
             job_id=spec.job_id,
             scheduler="ssh",

@@ -25,7 +25,9 @@ CANCELLED = "cancelled"
 POLL_WORDS = ("done", "running", "gone", "cancelled")
 
 
-def render_driver(*, python: str, job_dir: str, n_tasks: int, parallel: int | None, cores: int | None, prelude: Sequence[str]) -> str:
+def render_driver(
+    *, python: str, job_dir: str, n_tasks: int, parallel: int | None, cores: int | None, prelude: Sequence[str]
+) -> str:
     """The script that runs in the job's own session: prepare the shell, run every task, bounded.
 
     ``parallel`` (``max_parallel_jobs``) caps concurrent runner processes; without it,
@@ -36,7 +38,7 @@ def render_driver(*, python: str, job_dir: str, n_tasks: int, parallel: int | No
         limit = f"P={int(parallel)}"
     else:
         per_call = max(1, int(cores or 1))
-        limit = f"P=$(( $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) / {per_call} )); [ \"$P\" -ge 1 ] || P=1"
+        limit = f'P=$(( $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) / {per_call} )); [ "$P" -ge 1 ] || P=1'
     tasks = " ".join(str(t) for t in range(n_tasks))
     return "\n".join(
         [
@@ -101,8 +103,8 @@ def render_poll(items: Sequence[PollItem]) -> str:
     lines = [
         "live=$(ps -e -o pgid= -o stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1}' | tr '\\n' ' ')",
         'alive() { if [ -n "$live" ]; then case " $live " in *" $1 "*) return 0;; esac; return 1; fi; kill -0 "-$1" 2>/dev/null; }',
-        "finished() { n=0; for f in \"$1\"/out/task-*.exit; do [ -f \"$f\" ] && n=$((n + 1)); done; [ \"$n\" -ge \"$2\" ]; }",
-        "worst() { cat \"$1\"/out/task-*.exit 2>/dev/null | sort -n | tail -n 1; }",
+        'finished() { n=0; for f in "$1"/out/task-*.exit; do [ -f "$f" ] && n=$((n + 1)); done; [ "$n" -ge "$2" ]; }',
+        'worst() { cat "$1"/out/task-*.exit 2>/dev/null | sort -n | tail -n 1; }',
         "check() {",
         '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; return; fi',
         '  if alive "$3"; then echo "$1 running"; return; fi',
@@ -124,7 +126,9 @@ def render_cancel(*, job_dir: str, pgid: int, grace_seconds: float = 5.0) -> str
             f"touch {q(posixpath.join(job_dir, CANCELLED))} 2>/dev/null",
             f"kill -TERM -{int(pgid)} 2>/dev/null || exit 0",
             f"i=0; while [ $i -lt {steps} ] && kill -0 -{int(pgid)} 2>/dev/null; do",
-            "  if ! ps -e -o pgid= -o stat= 2>/dev/null | awk -v g=" + str(int(pgid)) + " '$1 == g && $2 !~ /^Z/ {f=1} END {exit !f}'; then break; fi",
+            "  if ! ps -e -o pgid= -o stat= 2>/dev/null | awk -v g="
+            + str(int(pgid))
+            + " '$1 == g && $2 !~ /^Z/ {f=1} END {exit !f}'; then break; fi",
             "  sleep 0.1; i=$((i + 1)); done",
             f"kill -KILL -{int(pgid)} 2>/dev/null",
             "exit 0",

@@ -85,7 +85,12 @@ class SSHTransport:
         return result
 
     def run_shell(
-        self, command: str, *, input: bytes | None = None, timeout: float | None = None, argv: tuple[str, ...] | None = None
+        self,
+        command: str,
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        argv: tuple[str, ...] | None = None,
     ) -> CommandResult:
         """Run a command line that is already shell code (scripts rendered by clustrix itself).
 
@@ -197,7 +202,8 @@ class SSHTransport:
         def read(sftp: paramiko.SFTPClient) -> bytes:
             with sftp.open(path, "rb") as fh:
                 fh.prefetch()
-                return fh.read()
+                data: bytes = fh.read()
+                return data
 
         return self._sftp_call(read)
 
@@ -265,7 +271,7 @@ def _feed(channel: paramiko.Channel, data: bytes) -> None:
     # paramiko's sendall re-slices what is left after every packet: with bytes that is
     # quadratic (100 MB went at 1 MB/s); memoryview slices are free.
     try:
-        channel.sendall(memoryview(data))  # type: ignore[arg-type]
+        channel.sendall(memoryview(data))
         channel.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
         pass  # the command ended early or the link dropped; the reader reports it
