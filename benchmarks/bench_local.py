@@ -242,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": (tiny, list(range(TINY_CALLS))),
         "cpu": (spin, [n_spin] * CPU_CALLS),
     }
-    expected = {name: [func(x) for x in items] if name == "tiny" else [spin(n_spin)] * CPU_CALLS for name, (func, items) in cases.items()}
+    expected = {
+        name: [func(x) for x in items] if name == "tiny" else [spin(n_spin)] * CPU_CALLS
+        for name, (func, items) in cases.items()
+    }
 
     contenders: list[Contender] = [Serial(), Clustrix(), Joblib(), Pool()]
     cold: dict[str, float] = {}
@@ -330,11 +333,15 @@ def main(argv: list[str] | None = None) -> int:
         f"\nResults: median of {repeats} warm runs each (after one untimed warm-up per contender and case); "
         f"{WORKERS} workers.\n"
         f"  tiny = map over {TINY_CALLS:,} calls of x + 1; ratio = median / joblib median (lower is better)\n"
-        f"  cpu  = {CPU_CALLS} calls of a pure-Python loop taking ~{spin_seconds:.2f} s of CPU each; ratio = serial median / median (higher is better)\n"
+        f"  cpu  = {CPU_CALLS} calls of a pure-Python loop taking ~{spin_seconds:.2f} s of CPU each; "
+        "ratio = serial median / median (higher is better)\n"
         "  targets apply to clustrix (issue 2); the other rows are for reference\n"
     )
     for i, row in enumerate(table):
-        line = "  ".join(cell.ljust(w) if j < 2 or j >= 5 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths)))
+        line = "  ".join(
+            cell.ljust(w) if j < 2 or j >= 5 else cell.rjust(w)
+            for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
         print(line.rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
