@@ -216,13 +216,19 @@ def build(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmark the local executor; writes benchmarks/results/local.json."""
-    script = ROOT / "benchmarks" / "bench_local.py"
-    if not script.exists():
-        session.skip("benchmarks/bench_local.py does not exist yet")
-    _install_wheels(session, [_wheels(session, "core")["core"]], "joblib")
+    """Run every benchmarks/bench_*.py; each writes benchmarks/results/<name>.json and prints a table.
+
+    Every distribution is installed (the remote benchmarks need their testbeds, which
+    tests/testbed starts), plus the libraries compared against: joblib, submitit.
+    """
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    if not scripts:
+        session.skip("benchmarks/ has no bench_*.py yet")
+    _install_wheels(session, list(_wheels(session).values()), "joblib", "submitit", "pytest", "attrs")
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    session.run("python", str(script), "--output", "benchmarks/results/local.json", *session.posargs)
+    for script in scripts:
+        name = script.stem.removeprefix("bench_")
+        session.run("python", str(script), "--output", f"benchmarks/results/{name}.json", *session.posargs)
 
 
 @nox.session(python=PYTHON)
