@@ -65,6 +65,8 @@ CORE_DEFAULTS: dict[str, Any] = {
     "host_key_policy": "reject",
     "forward_agent": False,
     "allow_python_mismatch": False,
+    # environment replication: limit the remote venv to these distributions (and their requirements)
+    "replicate_distributions": None,
     # kubernetes (the original's names)
     "namespace": "default",
     "image": None,
