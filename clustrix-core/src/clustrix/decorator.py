@@ -120,15 +120,26 @@ class ClusterFunction:
         The first failed call's exception is raised (after all calls have finished or
         ``timeout`` seconds have passed).
         """
-        futures = self.submit_map(*iterables)
-        return gather(futures, timeout=timeout)
+        arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            (tuple(items), {}) for items in zip(*iterables, strict=False)
+        ]
+        if not arguments:
+            return []
+        (whole,) = self._submit(arguments, whole=True)
+        try:
+            result: list[Any] = whole.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the {len(arguments)} calls had not all finished after {timeout} s") from None
+        return result
 
     def config(self) -> ClusterConfig:
         """The configuration this function would be submitted with now."""
         self._move_plugin_keys()
         return resolve_config(profile=self.profile, overrides=self.config_overrides)
 
-    def _submit(self, arguments: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ClusterFuture]:
+    def _submit(
+        self, arguments: list[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
+    ) -> list[ClusterFuture]:
         config = self.config()
         scheduler = get_scheduler(config.cluster_type)
         resources = self.resources.with_defaults(config.default_resources)
@@ -141,15 +152,7 @@ class ClusterFunction:
             config=config,
             environment=environment,
         )
-        return get_manager().submit(spec, scheduler)
-
-
-def gather(futures: list[ClusterFuture], *, timeout: float | None = None) -> list[Any]:
-    """Wait for ``futures`` and return their results in order; raise the first error in order."""
-    _done, not_done = concurrent.futures.wait(futures, timeout=timeout)
-    if not_done:
-        raise TimeoutError(f"{len(not_done)} of {len(futures)} calls had not finished after {timeout} s")
-    return [f.result() for f in futures]
+        return get_manager().submit(spec, scheduler, whole=whole)
 
 
 @overload

@@ -83,10 +83,12 @@ class ClusterFuture(concurrent.futures.Future[Any]):
     """A ``concurrent.futures.Future`` for one call; ``job_id`` and ``handle`` name its job.
 
     ``cancel()`` cancels the scheduler job too (pending or running); for an array it
-    does so once every future of the array has been cancelled.
+    does so once every future of the array has been cancelled. A future with
+    ``index=None`` stands for a whole array: its result is the list of every call's
+    result, in order (what ``.map()`` waits on, without a future per call).
     """
 
-    def __init__(self, job: _ActiveJob, index: int) -> None:
+    def __init__(self, job: _ActiveJob, index: int | None) -> None:
         super().__init__()
         self._job = job
         self.index = index
@@ -143,13 +145,14 @@ class JobManager:
         self._thread: threading.Thread | None = None
 
     # ---- submission -------------------------------------------------------
-    def submit(self, spec: JobSpec, scheduler: Scheduler) -> list[ClusterFuture]:
+    def submit(self, spec: JobSpec, scheduler: Scheduler, *, whole: bool = False) -> list[ClusterFuture]:
+        """Submit ``spec``; return a future per call, or with ``whole`` one future for all of them."""
         from clustrix import registry
         from clustrix.plugins import get_plugin_manager
 
         handle = scheduler.submit(spec, wake=lambda: self._wake(scheduler.name))
         job = _ActiveJob(self, handle, scheduler, spec.config)
-        job.futures = [ClusterFuture(job, i) for i in range(spec.size)]
+        job.futures = [ClusterFuture(job, None)] if whole else [ClusterFuture(job, i) for i in range(spec.size)]
         if getattr(scheduler.impl, "persistent", True):
             registry.record(spec, handle)
         get_plugin_manager().hook.clustrix_job_submitted(spec=spec, handle=handle)
@@ -268,7 +271,11 @@ class JobManager:
                 JobError(f"could not fetch the results of job {job.handle.job_id}: {exc}", job_id=job.handle.job_id),
             )
             return
-        resolve_futures(job.futures, outcomes, job.handle, status, lambda: self._stderr_tail(job))
+        stderr_tail = lambda: self._stderr_tail(job)  # noqa: E731 - read only if a call wrote no result
+        if job.futures and job.futures[0].index is None:
+            resolve_whole(job.futures[0], outcomes, job.handle, status, stderr_tail)
+        else:
+            resolve_futures(job.futures, outcomes, job.handle, status, stderr_tail)
         self._record_final(job, status)
 
     def _stderr_tail(self, job: _ActiveJob) -> str:
@@ -323,6 +330,26 @@ def resolve_futures(
             _set(future, value=outcome.value)
         else:
             _set(future, error=exception_from_outcome(outcome, job_id=handle.job_id))
+
+
+def resolve_whole(
+    future: concurrent.futures.Future[Any],
+    outcomes: Sequence[Outcome | None],
+    handle: JobHandle,
+    status: JobStatus,
+    stderr_tail: Any,
+) -> None:
+    """Set one future to every call's value in order, or to the first failed call's error."""
+    values = []
+    for outcome in outcomes:
+        if outcome is None:
+            _set(future, error=missing_outcome_error(handle, status, stderr_tail()))
+            return
+        if not outcome.ok:
+            _set(future, error=exception_from_outcome(outcome, job_id=handle.job_id))
+            return
+        values.append(outcome.value)
+    _set(future, value=values)
 
 
 _manager: JobManager | None = None

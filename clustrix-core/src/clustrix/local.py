@@ -28,7 +28,7 @@ import cloudpickle
 from clustrix.hookspecs import hookimpl
 from clustrix.jobdir import decode_outcome, plan_tasks
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.runner import execute_batch
+from clustrix.runner import encode_outcome_error, unwrap
 
 #: Names whose use in a function's source makes ``executor="auto"`` choose threads, as the
 #: original clustrix did: the function mostly waits on files, sockets or other programs.
@@ -103,6 +103,46 @@ _pools = _Pools()
 atexit.register(_pools.shutdown)
 
 
+def _run_chunk(payload: bytes) -> bytes:
+    """What a worker process runs: a chunk of calls, with one pickle for all their results.
+
+    Encoding each result on its own cost more than the tiny calls themselves; errors are
+    encoded per call (type, message, traceback), and a value that cannot be pickled
+    becomes that call's ``TypeError``, as in the remote runner.
+    """
+    func, arguments = pickle.loads(payload)
+    func = unwrap(func)
+    values: list[Any] = []
+    errors: dict[int, bytes] = {}
+    for index, (args, kwargs) in enumerate(arguments):
+        try:
+            values.append(func(*args, **kwargs))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - carried to the caller's future
+            values.append(None)
+            errors[index] = encode_outcome_error(exc)
+    try:
+        data: bytes = cloudpickle.dumps((values, errors), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - find the values that cannot travel and report them per call
+        for index, value in enumerate(values):
+            if index in errors:
+                continue
+            try:
+                cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001
+                values[index] = None
+                message = f"the function's return value could not be pickled: {type(exc).__name__}: {exc}"
+                errors[index] = encode_outcome_error(TypeError(message))
+        data = cloudpickle.dumps((values, errors), protocol=pickle.HIGHEST_PROTOCOL)
+    return data
+
+
+def _decode_chunk(data: bytes) -> list[Outcome]:
+    values, errors = pickle.loads(data)
+    return [decode_outcome(errors[i]) if i in errors else Outcome(ok=True, value=v) for i, v in enumerate(values)]
+
+
 def _run_in_thread(
     func: Callable[..., Any], arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
 ) -> list[Outcome]:
@@ -161,7 +201,7 @@ class LocalScheduler:
                 arguments = [spec.arguments[i] for i in chunk]
                 if kind == "process":
                     payload = cloudpickle.dumps((func, arguments), protocol=pickle.HIGHEST_PROTOCOL)
-                    future = pool.submit(execute_batch, payload)
+                    future = pool.submit(_run_chunk, payload)
                 else:
                     future = pool.submit(_run_in_thread, func, arguments)
                 future.add_done_callback(lambda _f: wake())
@@ -210,12 +250,13 @@ class LocalScheduler:
         outcomes: list[Outcome | None] = [None] * handle.size
         if job is None:
             return outcomes
-        for chunk, future in zip(job.chunks, job.futures, strict=False):
+        for chunk, future in zip(job.chunks, job.futures, strict=True):
             if future.cancelled() or future.exception() is not None:
                 continue
-            results = future.result()
-            for index, result in zip(chunk, results, strict=False):
-                outcomes[index] = decode_outcome(result) if isinstance(result, bytes) else result
+            result = future.result()
+            chunk_outcomes = _decode_chunk(result) if isinstance(result, bytes) else result
+            for index, outcome in zip(chunk, chunk_outcomes, strict=True):
+                outcomes[index] = outcome
         return outcomes
 
     @hookimpl
