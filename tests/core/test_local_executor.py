@@ -215,3 +215,25 @@ def test_a_decorated_function_sent_to_a_worker_runs_there_instead_of_resubmittin
     ok, encoded = execute_call(pickle.loads(cloudpickle.dumps(square)), (6,), {})
     assert ok
     assert pickle.loads(pickle.loads(encoded)["value"]) == 36
+
+
+def test_a_script_without_a_main_guard_runs_in_processes_once(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            from clustrix import cluster
+
+            @cluster(executor="process")
+            def worker_pid(_):
+                return os.getpid()
+
+            pids = worker_pid.map(range(8))
+            print("ran", len(pids), os.getpid() not in pids)
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ran 8 True"

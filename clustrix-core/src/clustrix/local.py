@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import inspect
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ import sys
 import textwrap
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -60,6 +61,32 @@ def choose_executor(func: Callable[..., Any], executor: str) -> str:
 def default_workers(requested: int | None = None) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(requested, cpus) if requested else cpus)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start worker processes without re-running the user's script in them.
+
+    forkserver and spawn workers normally re-import ``__main__`` (as ``__mp_main__``),
+    which re-runs a script's top-level code: without an ``if __name__ == "__main__":``
+    guard that code submits again and the pool breaks. Calls travel with cloudpickle,
+    which carries functions and classes of ``__main__`` by value, so the workers do not
+    need the script: hide its path while processes start.
+    """
+    main = sys.modules.get("__main__")
+    saved = getattr(main, "__file__", None)
+    if main is None or saved is None:
+        yield
+        return
+    with _hide_lock:
+        del main.__file__
+        try:
+            yield
+        finally:
+            main.__file__ = saved
+
+
+_hide_lock = threading.Lock()
 
 
 class _Pools:
@@ -196,16 +223,18 @@ class LocalScheduler:
         func = inspect.unwrap(spec.func)
         futures: list[concurrent.futures.Future[Any]] = []
         future: concurrent.futures.Future[Any]
+        hidden = _main_module_hidden() if kind == "process" else contextlib.nullcontext()
         try:
-            for chunk in chunks:
-                arguments = [spec.arguments[i] for i in chunk]
-                if kind == "process":
-                    payload = cloudpickle.dumps((func, arguments), protocol=pickle.HIGHEST_PROTOCOL)
-                    future = pool.submit(_run_chunk, payload)
-                else:
-                    future = pool.submit(_run_in_thread, func, arguments)
-                future.add_done_callback(lambda _f: wake())
-                futures.append(future)
+            with hidden:
+                for chunk in chunks:
+                    arguments = [spec.arguments[i] for i in chunk]
+                    if kind == "process":
+                        payload = cloudpickle.dumps((func, arguments), protocol=pickle.HIGHEST_PROTOCOL)
+                        future = pool.submit(_run_chunk, payload)
+                    else:
+                        future = pool.submit(_run_in_thread, func, arguments)
+                    future.add_done_callback(lambda _f: wake())
+                    futures.append(future)
         except concurrent.futures.process.BrokenProcessPool:
             _pools.discard(pool)
             raise
