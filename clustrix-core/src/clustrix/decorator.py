@@ -20,6 +20,8 @@ from clustrix.plugins import capture_environment, get_scheduler, plugin_config_k
 from clustrix.resources import Resources
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
+#: Shared by every mapped call (never mutated: calls receive ``**kwargs`` copies); pickled once per payload.
+_NO_KWARGS: dict[str, Any] = {}
 
 
 def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], str | None]:
@@ -110,7 +112,7 @@ class ClusterFunction:
     def submit_map(self, *iterables: Iterable[Any]) -> list[ClusterFuture]:
         """Submit one call per item (one job array on a batch scheduler); return the futures."""
         arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (tuple(items), {}) for items in zip(*iterables, strict=False)
+            (items, _NO_KWARGS) for items in zip(*iterables, strict=False)
         ]
         return self._submit(arguments) if arguments else []
 
@@ -121,7 +123,7 @@ class ClusterFunction:
         ``timeout`` seconds have passed).
         """
         arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (tuple(items), {}) for items in zip(*iterables, strict=False)
+            (items, _NO_KWARGS) for items in zip(*iterables, strict=False)
         ]
         if not arguments:
             return []
