@@ -46,6 +46,11 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     return resources, check_config_keys(config_overrides, where="@cluster(...)"), profile
 
 
+def _mapped_arguments(iterables: tuple[Iterable[Any], ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """One ``(args, kwargs)`` pair per item, zipped like the builtin ``map``."""
+    return [(items, _NO_KWARGS) for items in zip(*iterables, strict=False)]
+
+
 class _EnvironmentCache:
     """One environment snapshot per distinct configuration: capturing lists every distribution."""
 
@@ -111,9 +116,7 @@ class ClusterFunction:
 
     def submit_map(self, *iterables: Iterable[Any]) -> list[ClusterFuture]:
         """Submit one call per item (one job array on a batch scheduler); return the futures."""
-        arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (items, _NO_KWARGS) for items in zip(*iterables, strict=False)
-        ]
+        arguments = _mapped_arguments(iterables)
         return self._submit(arguments) if arguments else []
 
     def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> list[Any]:
@@ -122,9 +125,7 @@ class ClusterFunction:
         The first failed call's exception is raised (after all calls have finished or
         ``timeout`` seconds have passed).
         """
-        arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            (items, _NO_KWARGS) for items in zip(*iterables, strict=False)
-        ]
+        arguments = _mapped_arguments(iterables)
         if not arguments:
             return []
         (whole,) = self._submit(arguments, whole=True)
