@@ -12,6 +12,7 @@ import shlex
 import stat
 from collections.abc import Sequence
 
+import attrs
 import cloudpickle
 
 from clustrix import runner
@@ -33,10 +34,10 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
     return tasks
 
 
-def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]]) -> bytes:
-    """The bytes of ``payload.pkl`` for ``spec``."""
+def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False) -> bytes:
+    """The bytes of ``payload.pkl`` for ``spec``; ``claim`` turns on dynamic packing (see :mod:`clustrix.runner`)."""
     data: bytes = cloudpickle.dumps(
-        {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks]},
+        {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim},
         protocol=pickle.HIGHEST_PROTOCOL,
     )
     return data
@@ -46,15 +47,44 @@ def job_dir_for(base_dir: str, spec: JobSpec) -> str:
     return posixpath.join(base_dir, spec.job_id)
 
 
-def stage(transport: Transport, base_dir: str, spec: JobSpec, tasks: Sequence[Sequence[int]]) -> str:
+def stage(
+    transport: Transport, base_dir: str, spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False
+) -> str:
     """Create the private job directory under ``base_dir`` and write the payload; return its path."""
     base = transport.expand(base_dir)
     transport.makedirs(base)
     job_dir = job_dir_for(base, spec)
     transport.makedirs(job_dir)
     transport.makedirs(posixpath.join(job_dir, runner.OUT_DIR))
-    transport.write_bytes(posixpath.join(job_dir, runner.PAYLOAD), encode_payload(spec, tasks))
+    transport.write_bytes(posixpath.join(job_dir, runner.PAYLOAD), encode_payload(spec, tasks, claim=claim))
     return job_dir
+
+
+@attrs.frozen
+class OutcomeFiles:
+    """Which calls have written their outcome (and which of those failed), from one listing of ``out/``."""
+
+    done: frozenset[int]
+    failed: frozenset[int]
+    exit_tasks: frozenset[int]
+
+    def complete(self, size: int) -> bool:
+        """True when every call ``0..size-1`` has its outcome file."""
+        return len(self.done) >= size and all(i in self.done for i in range(size))
+
+
+def outcome_files(names: Sequence[str]) -> OutcomeFiles:
+    """Read a listing of ``out/`` (pure): outcome files, failure markers and exit-code files."""
+    done, failed, exits = set(), set(), set()
+    for name in names:
+        stem, _, suffix = name.partition(".")
+        if suffix == "pkl" and stem.isdigit():
+            done.add(int(stem))
+        elif suffix == "failed" and stem.isdigit():
+            failed.add(int(stem))
+        elif suffix == "exit" and stem.startswith("task-") and stem[5:].isdigit():
+            exits.add(int(stem[5:]))
+    return OutcomeFiles(frozenset(done), frozenset(failed & done), frozenset(exits))
 
 
 def runner_argv(python: str, job_dir: str, task: str | int | None = None) -> list[str]:

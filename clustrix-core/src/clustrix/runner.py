@@ -8,8 +8,11 @@ single file next to the payload and run with any Python that has cloudpickle.
 Job directory layout (shared by every batch scheduler plugin)::
 
     JOBDIR/                 0700, owned by the submitting user
-      payload.pkl           {"func", "arguments", "tasks"}; cloudpickled
+      payload.pkl           {"func", "arguments", "tasks", "claim"}; cloudpickled
       out/<index>.pkl       one outcome per call index, written atomically
+      out/<index>.failed    empty marker, made before the outcome of a call that raised
+      out/<index>.claim     (claim mode) which array task runs the call: "<task>\n<host pid>"
+      out/<index>.ckpt      (checkpoints) the call to run instead: cloudpickled (func, args, kwargs)
       out/task-<N>.exit     the runner's exit code for array task N
       stdout / stderr       (names chosen by the scheduler plugin)
 
@@ -17,24 +20,63 @@ Job directory layout (shared by every batch scheduler plugin)::
 may be packed into one task). An outcome file holds a plain pickled dict:
 ``{"ok": True, "value": <cloudpickle bytes>}`` or ``{"ok": False, "exception":
 <cloudpickle bytes or None>, "type": "mod.Name", "message": str, "traceback": str}``.
+
+**Claim mode** (``"claim": True``, dynamic packing): ``tasks[N]`` is only task N's own
+share. Each call is taken by creating ``out/<index>.claim`` exclusively; a task runs its
+own share first and then steals every call nobody has claimed, so whichever tasks the
+scheduler starts first do all the work, and tasks that start later find nothing left and
+exit at once. A call whose outcome exists is never run again, and a claim made by this
+same array task in an earlier run (it was requeued or preempted) is taken over, so a
+restarted task is an idempotent re-run.
+
+**Checkpoints and requeue**: when ``CLUSTRIX_REQUEUE_ARGV`` (a JSON argv, e.g.
+``["scontrol", "requeue", "123_4"]``) is set, ``SIGUSR2`` asks the task to stop and come
+back. If the running call's callable has a ``checkpoint(*args, **kwargs)`` method, it is
+called; it returns the call to run on restart, as a ``(func, args, kwargs)`` tuple or an
+object with ``function`` (or ``func``), ``args`` and ``kwargs`` attributes (submitit's
+``DelayedSubmission`` fits), or None for "no checkpoint". The new call is written to
+``out/<index>.ckpt`` atomically, the requeue argv is run, and the runner exits without an
+exit-code file. Without a checkpoint the running call is left to finish, and the task then
+requeues itself if it has calls left, instead of starting one it may not finish.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import signal
+import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 PAYLOAD = "payload.pkl"
 OUT_DIR = "out"
+#: The environment variable holding the JSON argv that requeues this array task.
+REQUEUE_ENV = "CLUSTRIX_REQUEUE_ARGV"
+#: The runner's exit code after it asked to be requeued (no exit-code file is written).
+REQUEUED_EXIT = 75
 
 
 def outcome_name(index: int) -> str:
     return f"{OUT_DIR}/{index}.pkl"
+
+
+def failed_name(index: int) -> str:
+    return f"{OUT_DIR}/{index}.failed"
+
+
+def claim_name(index: int) -> str:
+    return f"{OUT_DIR}/{index}.claim"
+
+
+def checkpoint_name(index: int) -> str:
+    return f"{OUT_DIR}/{index}.ckpt"
 
 
 def exit_name(task: int) -> str:
@@ -138,6 +180,166 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def as_call(value: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """What ``checkpoint()`` returned, as ``(func, args, kwargs)``.
+
+    Accepts a 3-tuple, or an object with ``function``/``func``, ``args`` and ``kwargs``.
+    """
+    if isinstance(value, (tuple, list)) and len(value) == 3:
+        func, args, kwargs = value
+    else:
+        func = getattr(value, "function", None) or getattr(value, "func", None)
+        args, kwargs = getattr(value, "args", None), getattr(value, "kwargs", None)
+        if func is None or args is None or kwargs is None:
+            raise TypeError(
+                f"checkpoint() returned {type(value).__name__}; return (func, args, kwargs) "
+                "or an object with function, args and kwargs attributes"
+            )
+    if not callable(func):
+        raise TypeError(f"checkpoint() returned {func!r} as the function to resume, which is not callable")
+    return func, tuple(args), dict(kwargs)
+
+
+def call_order(n_calls: int, own: Sequence[int]) -> list[int]:
+    """The order a claiming task tries calls in: its own share, then the others from after it."""
+    seen = set(own)
+    start = (max(own) + 1) if own else 0
+    rest = [(start + k) % n_calls for k in range(n_calls)] if n_calls else []
+    return [*own, *(i for i in rest if i not in seen)]
+
+
+class _TaskRun:
+    """One run of one array task: the calls it takes, and what a SIGUSR2 makes it do."""
+
+    def __init__(self, job_dir: str, task: int, payload: dict[str, Any]) -> None:
+        self.job_dir = job_dir
+        self.task = task
+        self.func = payload["func"]
+        self.arguments = payload["arguments"]
+        self.tasks = payload.get("tasks") or [list(range(len(self.arguments)))]
+        self.claim = bool(payload.get("claim"))
+        self.owner = str(task)
+        self.current: tuple[int, Any, Any, Any] | None = None
+        self.stop_requested = False
+        self.requeue_argv: list[str] | None = None
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.job_dir, name)
+
+    # ---- claims -----------------------------------------------------------
+    def try_claim(self, index: int) -> bool:
+        """Take call ``index`` unless it is done or another task has it; our own old claim is ours."""
+        if os.path.exists(self.path(outcome_name(index))):
+            return False
+        claim = self.path(claim_name(index))
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                with open(claim, encoding="utf-8", errors="replace") as fh:
+                    holder = fh.readline().strip()
+            except FileNotFoundError:
+                return False
+            if holder != self.owner:
+                return False  # a task we cannot see runs it (or ran it and was not requeued)
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{self.owner}\n{socket.gethostname()} {os.getpid()}\n")
+        # an earlier run of this task may have finished it just before being stopped
+        return not os.path.exists(self.path(outcome_name(index)))
+
+    def indices(self) -> list[int]:
+        own = list(self.tasks[self.task])
+        if not self.claim:
+            return own
+        done = {name[: -len(".pkl")] for name in os.listdir(self.path(OUT_DIR)) if name.endswith(".pkl")}
+        return [i for i in call_order(len(self.arguments), own) if str(i) not in done]
+
+    # ---- running ----------------------------------------------------------
+    def run(self) -> int:
+        failed = False
+        for index in self.indices():
+            if self.stop_requested:
+                self.requeue_and_exit()
+            if self.claim and not self.try_claim(index):
+                continue
+            failed = not self.run_call(index) or failed
+        code = 1 if failed else 0
+        _write_atomic(self.path(exit_name(self.task)), f"{code}\n".encode())
+        return code
+
+    def run_call(self, index: int) -> bool:
+        func = self.func
+        args, kwargs = self.arguments[index]
+        checkpoint = self.path(checkpoint_name(index))
+        if os.path.exists(checkpoint):
+            check_private(checkpoint)
+            with open(checkpoint, "rb") as fh:
+                func, args, kwargs = pickle.load(fh)
+            print(f"clustrix.runner: call {index} resumes from its checkpoint", file=sys.stderr, flush=True)
+        self.current = (index, func, args, kwargs)
+        try:
+            ok, encoded = execute_call(func, args, kwargs)
+        finally:
+            self.current = None
+        if not ok:
+            _write_atomic(self.path(failed_name(index)), b"")
+        _write_atomic(self.path(outcome_name(index)), encoded)
+        if os.path.exists(checkpoint):
+            os.unlink(checkpoint)
+        return ok
+
+    # ---- SIGUSR2: checkpoint, requeue -------------------------------------
+    def install_signal_handler(self) -> None:
+        text = os.environ.get(REQUEUE_ENV)
+        if not text:
+            return
+        argv = json.loads(text)
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise SystemExit(f"clustrix.runner: {REQUEUE_ENV} must be a JSON list of strings, not {text!r}")
+        self.requeue_argv = argv
+        signal.signal(signal.SIGUSR2, self.on_signal)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        current = self.current
+        if current is None:
+            self.stop_requested = True
+            return
+        index, func, args, kwargs = current
+        method = getattr(unwrap(func), "checkpoint", None)
+        resumed = None
+        if callable(method):
+            try:
+                returned = method(*args, **kwargs)
+                resumed = None if returned is None else as_call(returned)
+            except Exception:  # noqa: BLE001 - a broken checkpoint leaves the call running
+                print("clustrix.runner: checkpoint() failed; the call keeps running", file=sys.stderr)
+                traceback.print_exc()
+        if resumed is None:
+            self.stop_requested = True  # let the call finish, then come back for the rest
+            return
+        _write_atomic(self.path(checkpoint_name(index)), _dumps(resumed))
+        print(f"clustrix.runner: call {index} checkpointed", file=sys.stderr, flush=True)
+        self.requeue_and_exit()
+
+    def requeue_and_exit(self) -> None:
+        """Ask the scheduler to run this task again and exit without an exit-code file."""
+        argv = self.requeue_argv or []
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+            ok, detail = result.returncode == 0, (result.stderr or result.stdout).strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ok, detail = False, str(exc)
+        if not ok:
+            print(f"clustrix.runner: requeue failed ({' '.join(argv)}): {detail}", file=sys.stderr, flush=True)
+            self.stop_requested = False
+            return
+        print(f"clustrix.runner: task {self.task} requeued", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(REQUEUED_EXIT)
+
+
 def run_task(job_dir: str, task: int) -> int:
     """Run array task ``task`` of the job in ``job_dir``; return the exit code to use."""
     check_private(job_dir)
@@ -147,20 +349,11 @@ def run_task(job_dir: str, task: int) -> int:
     os.makedirs(out_dir, mode=0o700, exist_ok=True)
     with open(payload_path, "rb") as fh:
         payload = pickle.load(fh)
-    func = payload["func"]
-    arguments = payload["arguments"]
-    tasks = payload.get("tasks") or [list(range(len(arguments)))]
-    if not 0 <= task < len(tasks):
-        raise SystemExit(f"clustrix.runner: task {task} is not in 0..{len(tasks) - 1}")
-    failed = False
-    for index in tasks[task]:
-        args, kwargs = arguments[index]
-        ok, encoded = execute_call(func, args, kwargs)
-        failed = failed or not ok
-        _write_atomic(os.path.join(job_dir, outcome_name(index)), encoded)
-    code = 1 if failed else 0
-    _write_atomic(os.path.join(job_dir, exit_name(task)), f"{code}\n".encode())
-    return code
+    run = _TaskRun(job_dir, task, payload)
+    if not 0 <= task < len(run.tasks):
+        raise SystemExit(f"clustrix.runner: task {task} is not in 0..{len(run.tasks) - 1}")
+    run.install_signal_handler()
+    return run.run()
 
 
 def _task_from_environment() -> int:

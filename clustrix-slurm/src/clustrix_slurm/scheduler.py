@@ -34,7 +34,7 @@ from clustrix_slurm.script import (
     validate_options,
     validate_resources,
 )
-from clustrix_slurm.status import job_status, status_from_exit_codes
+from clustrix_slurm.status import job_status, status_from_exit_codes, status_from_outcomes
 
 log = get_logger("clustrix.slurm")
 
@@ -63,14 +63,13 @@ class SiteInfo:
 
 
 def tasks_for(size: int, calls_per_task: int | None, max_array_size: int) -> int:
-    """How many array tasks a job of ``size`` calls gets: ``calls_per_task`` calls each, at most ``MaxArraySize``."""
+    """How many array tasks a job of ``size`` calls gets: ``calls_per_task`` calls each, at most ``MaxArraySize``.
+
+    With dynamic packing this is the most parallelism the job can have: tasks that start
+    early steal the calls of tasks still pending, so tiny calls finish in the first few tasks.
+    """
     wanted = math.ceil(size / calls_per_task) if calls_per_task else size
     return max(1, min(wanted, size, max_array_size))
-
-
-def exit_files_present(names: Sequence[str], n_tasks: int) -> bool:
-    present = {posixpath.basename(runner.exit_name(t)) for t in range(n_tasks)}
-    return present.issubset(names)
 
 
 class SlurmScheduler:
@@ -85,6 +84,7 @@ class SlurmScheduler:
         self._sites: dict[tuple[Any, ...], SiteInfo] = {}
         self._unknown_since: dict[str, float] = {}
         self._never_runnable: dict[str, JobStatus] = {}
+        self._swept: set[str] = set()
 
     # ---- connections ------------------------------------------------------
     def transport(self, config: Any) -> Transport:
@@ -122,7 +122,7 @@ class SlurmScheduler:
         n_tasks = tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), site.max_array_size)
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
         base = config.get("remote_work_dir") if config is not None else "~/.clustrix"
-        job_dir = jobdir.stage(transport, base or "~/.clustrix", spec, tasks)
+        job_dir = jobdir.stage(transport, base or "~/.clustrix", spec, tasks, claim=True)
         request = SbatchRequest(
             job_id=spec.job_id,
             name=spec.name,
@@ -174,9 +174,9 @@ class SlurmScheduler:
             if handle.job_id in self._never_runnable:  # we cancelled it: keep SLURM's first answer
                 statuses[handle.job_id] = self._never_runnable[handle.job_id]
                 continue
-            codes = self._exit_codes_if_all(transport, handle)
-            if codes is not None:
-                statuses[handle.job_id] = status_from_exit_codes(codes)
+            status = self._status_from_files(transport, handle)
+            if status is not None:
+                statuses[handle.job_id] = status
             else:
                 open_handles.append(handle)
         if not open_handles:
@@ -214,19 +214,41 @@ class SlurmScheduler:
         self._cancel_never_runnable(transport, handles, statuses)
         return statuses
 
-    def _exit_codes_if_all(self, transport: Transport, handle: JobHandle) -> dict[int, int] | None:
-        """Every task's exit code when every task wrote its exit-code file (one listdir otherwise)."""
+    def _status_from_files(self, transport: Transport, handle: JobHandle) -> JobStatus | None:
+        """The job's final status when its files say it is over (one listdir), else None.
+
+        Every call's outcome present means done, even with array tasks still pending (they
+        are cancelled, once, to free the queue). Every task's exit-code file present means
+        done too (a call may have written nothing: core reports it as lost).
+        """
         if not handle.job_dir:
             return None
         try:
             names = transport.listdir(posixpath.join(handle.job_dir, runner.OUT_DIR))
         except FileNotFoundError:
             return None
+        files = jobdir.outcome_files(names)
         n_tasks = _n_tasks(handle)
-        if not exit_files_present(names, n_tasks):
+        all_exits = all(t in files.exit_tasks for t in range(n_tasks))
+        if files.complete(handle.size):
+            if not all_exits and n_tasks > 1:
+                self._sweep(transport, handle)
+            return status_from_outcomes(files)
+        if not all_exits:
             return None
         codes = jobdir.finished_tasks(transport, handle.job_dir)
-        return codes if len([t for t in codes if t < n_tasks]) >= n_tasks else None
+        return status_from_exit_codes(codes) if all(t in codes for t in range(n_tasks)) else None
+
+    def _sweep(self, transport: Transport, handle: JobHandle) -> None:
+        """Cancel the array tasks still pending once every call is done (they would find no work).
+
+        Running tasks are left alone: they are only writing their exit-code files.
+        """
+        if handle.job_id in self._swept or not handle.native_id:
+            return
+        self._swept.add(handle.job_id)
+        result = transport.run(["scancel", "--state=PENDING", handle.native_id], timeout=60)
+        log.info("clustrix.job_swept", job_id=handle.job_id, native_id=handle.native_id, ok=result.ok)
 
     def _combine(self, transport: Transport, handle: JobHandle, records: list[parse.TaskRecord]) -> JobStatus | None:
         if not records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from clustrix.jobdir import OutcomeFiles
 from clustrix.jobs import JobState, JobStatus
 from clustrix_slurm.parse import TaskRecord
 from clustrix_slurm.states import FAILURE_PRIORITY, explain_reason, never_runnable, to_job_state
@@ -19,6 +20,19 @@ def status_from_exit_codes(exit_codes: Mapping[int, int]) -> JobStatus:
         state=JobState.FAILED,
         reason=f"a call raised an exception (array task(s) {', '.join(map(str, failed[:10]))})",
         exit_code=worst,
+    )
+
+
+def status_from_outcomes(files: OutcomeFiles) -> JobStatus:
+    """Every call wrote its outcome: the job is over for clustrix, whatever tasks still wait in SLURM."""
+    if not files.failed:
+        return JobStatus(state=JobState.COMPLETED, exit_code=0)
+    failed = sorted(files.failed)
+    more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+    return JobStatus(
+        state=JobState.FAILED,
+        reason=f"a call raised an exception (call(s) {', '.join(map(str, failed[:10]))}{more})",
+        exit_code=1,
     )
 
 
