@@ -183,3 +183,20 @@ def test_every_hookspec_is_documented_with_its_exact_signature() -> None:
         assert _signature(name) in text, f"docs/hooks.md does not document {_signature(name)}"
     documented = set(re.findall(r"(clustrix_\w+)\(", text))
     assert documented <= set(names), f"docs/hooks.md documents hooks that do not exist: {documented - set(names)}"
+
+
+def test_cleanup_on_success_removes_the_job_directory_only_when_every_call_succeeded(tmp_path: Path) -> None:
+    @cluster(cluster_type="subprocess", remote_work_dir=str(tmp_path), cleanup_on_success=True)
+    def maybe(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    good = maybe.submit(1)
+    assert good.result(timeout=60) == 1
+    bad = maybe.submit(-1)
+    with pytest.raises(ValueError):
+        bad.result(timeout=60)
+    time.sleep(0.2)  # the directory is removed right after the future resolves
+    assert not Path(good.handle.job_dir).exists()
+    assert Path(bad.handle.job_dir).exists()  # kept for inspection: a call failed

@@ -12,6 +12,7 @@ scheduler's reason and the tail of the job's stderr.
 from __future__ import annotations
 
 import concurrent.futures
+import posixpath
 import threading
 import time
 from collections.abc import Sequence
@@ -277,6 +278,8 @@ class JobManager:
         else:
             resolve_futures(job.futures, outcomes, job.handle, status, stderr_tail)
         self._record_final(job, status)
+        if job.config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
+            remove_job_dir(job.handle, job.config)
 
     def _stderr_tail(self, job: _ActiveJob) -> str:
         try:
@@ -298,6 +301,22 @@ class JobManager:
                 registry.update_state(job.handle.job_id, status)
             except Exception as exc:  # noqa: BLE001
                 log.warning("clustrix.registry_update_failed", job_id=job.handle.job_id, error=repr(exc))
+
+
+def remove_job_dir(handle: JobHandle, config: ClusterConfig) -> None:
+    """``cleanup_on_success``: delete a job's directory once every call's result is home.
+
+    Only a directory named after the job id is removed, through the job's transport.
+    """
+    job_dir = handle.job_dir
+    if not job_dir or posixpath.basename(job_dir.rstrip("/")) != handle.job_id:
+        return
+    from clustrix.plugins import transport_for
+
+    try:
+        transport_for(config).run(["rm", "-rf", "--", job_dir], timeout=120)
+    except Exception as exc:  # noqa: BLE001 - the results are home; a leftover directory is harmless
+        log.warning("clustrix.cleanup_failed", job_id=handle.job_id, job_dir=job_dir, error=repr(exc))
 
 
 def _set(future: concurrent.futures.Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:
