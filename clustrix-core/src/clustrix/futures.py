@@ -155,7 +155,10 @@ class JobManager:
         job = _ActiveJob(self, handle, scheduler, spec.config)
         job.futures = [ClusterFuture(job, None)] if whole else [ClusterFuture(job, i) for i in range(spec.size)]
         if getattr(scheduler.impl, "persistent", True):
-            registry.record(spec, handle)
+            try:
+                registry.record(spec, handle)
+            except Exception as exc:  # noqa: BLE001 - the job runs; the live future still gets its result
+                log.warning("clustrix.registry_record_failed", job_id=handle.job_id, error=repr(exc))
         get_plugin_manager().hook.clustrix_job_submitted(spec=spec, handle=handle)
         log.debug("clustrix.job_submitted", job_id=handle.job_id, scheduler=scheduler.name, size=spec.size)
         self.watch(job)
@@ -241,37 +244,40 @@ class JobManager:
         try:
             statuses = scheduler.poll([job.handle for job in jobs], config)
         except Exception as exc:  # noqa: BLE001
-            now = time.monotonic()
-            for job in jobs:
-                job.failing_since = job.failing_since or now
-                if now - job.failing_since > POLL_FAILURE_LIMIT:
-                    self._fail(
-                        job,
-                        JobError(
-                            f"could not poll job {job.handle.job_id} for {POLL_FAILURE_LIMIT:.0f} s: {exc}; "
-                            f"it may still finish: use clustrix.Job.attach({job.handle.job_id!r}) later",
-                            job_id=job.handle.job_id,
-                        ),
-                    )
             log.warning("clustrix.poll_failed", scheduler=scheduler.name, error=repr(exc))
+            for job in jobs:
+                self._failed_attempt(job, "poll", exc)
             return
         for job in jobs:
-            job.failing_since = None
             status = statuses.get(job.handle.job_id)
             if status is not None and status.state.final:
-                self._finish(job, status)
+                self._finish(job, status)  # a failing fetch keeps counting from its first failure
+            else:
+                job.failing_since = None
 
-    def _finish(self, job: _ActiveJob, status: JobStatus) -> None:
-        with self._lock:
-            self._jobs.pop(job.handle.job_id, None)
-        try:
-            outcomes = job.scheduler.fetch(job.handle, job.config)
-        except Exception as exc:  # noqa: BLE001
+    def _failed_attempt(self, job: _ActiveJob, what: str, exc: Exception) -> None:
+        """A poll or fetch failed (connection gone, scheduler down): retry until the limit."""
+        now = time.monotonic()
+        job.failing_since = job.failing_since or now
+        if now - job.failing_since > POLL_FAILURE_LIMIT:
             self._fail(
                 job,
-                JobError(f"could not fetch the results of job {job.handle.job_id}: {exc}", job_id=job.handle.job_id),
+                JobError(
+                    f"could not {what} job {job.handle.job_id} for {POLL_FAILURE_LIMIT:.0f} s: {exc}; "
+                    f"it may still finish: use clustrix.Job.attach({job.handle.job_id!r}) later",
+                    job_id=job.handle.job_id,
+                ),
             )
+
+    def _finish(self, job: _ActiveJob, status: JobStatus) -> None:
+        try:
+            outcomes = job.scheduler.fetch(job.handle, job.config)
+        except Exception as exc:  # noqa: BLE001 - stays watched: the next round polls and fetches again
+            log.warning("clustrix.fetch_failed", job_id=job.handle.job_id, error=repr(exc))
+            self._failed_attempt(job, "fetch the results of", exc)
             return
+        with self._lock:
+            self._jobs.pop(job.handle.job_id, None)
         stderr_tail = lambda: self._stderr_tail(job)  # noqa: E731 - read only if a call wrote no result
         if job.futures and job.futures[0].index is None:
             resolve_whole(job.futures[0], outcomes, job.handle, status, stderr_tail)
