@@ -108,6 +108,8 @@ def render_slurm_conf(*, node: str, cpus: int, memory_mb: int, cgroups: bool, ac
         "SlurmdDebug=info",
         "ReturnToService=2",
         "MinJobAge=300",
+        # a requeued job waits cred_expire before it may start again (default 120 s)
+        "AuthInfo=cred_expire=5",
         "MaxArraySize=10001",
         "MaxJobCount=100000",
         "KillWait=5",
@@ -326,15 +328,23 @@ def start(*, cgroups: bool | None = None, accounting: bool = True) -> SlurmTestb
         cgroups = cgroup_v1_memory_available()
     if healthy(node):
         text = (ETC / "slurm.conf").read_text()
-        return SlurmTestbed(
-            node=node,
-            cpus=cpus,
-            real_memory_mb=memory_mb,
-            cgroups="task/cgroup" in text,
-            accounting="accounting_storage/slurmdbd" in text,
-            bring_up_seconds=time.monotonic() - began,
-            reused=True,
+        running_cgroups, running_accounting = "task/cgroup" in text, "accounting_storage/slurmdbd" in text
+        wanted = render_slurm_conf(
+            node=node, cpus=cpus, memory_mb=memory_mb, cgroups=running_cgroups, accounting=running_accounting
         )
+        if text == wanted:
+            return SlurmTestbed(
+                node=node,
+                cpus=cpus,
+                real_memory_mb=memory_mb,
+                cgroups=running_cgroups,
+                accounting=running_accounting,
+                bring_up_seconds=time.monotonic() - began,
+                reused=True,
+            )
+        # a cluster started with an older version of this file: restart it with the current config
+        stop()
+        cgroups, accounting = running_cgroups, running_accounting
     apt_install(PACKAGES)
     _configure(node, cpus, memory_mb, cgroups, accounting)
     _ensure_test_user()

@@ -44,6 +44,10 @@ SCRIPT_NAME = "job.sbatch"
 RUNNER_NAME = "clustrix_runner.py"
 #: How long a job may be unknown to both squeue and sacct before it is reported lost.
 LOST_AFTER_SECONDS = 60.0
+#: How long a job may stay PREEMPTED without being requeued before it counts as ended.
+#: With PreemptMode=REQUEUE SLURM moves it to REQUEUED/PENDING at once; PREEMPTED that
+#: lasts means PreemptMode=CANCEL (or a non-requeueable job), which is final.
+PREEMPTED_FINAL_AFTER = 60.0
 #: sbatch messages that mean "try again", not "your request is wrong".
 _TRANSIENT = ("temporarily unavailable", "socket timed out", "unable to contact", "connection refused", "try again")
 #: How many task logs ``read_logs`` concatenates at most (the failed ones first).
@@ -85,6 +89,7 @@ class SlurmScheduler:
         self._unknown_since: dict[str, float] = {}
         self._never_runnable: dict[str, JobStatus] = {}
         self._swept: set[str] = set()
+        self._preempted_since: dict[str, float] = {}
 
     # ---- connections ------------------------------------------------------
     def transport(self, config: Any) -> Transport:
@@ -208,8 +213,9 @@ class SlurmScheduler:
                     state=JobState.FAILED,
                     reason=f"SLURM no longer knows job {handle.native_id} (neither squeue nor sacct report it)",
                 )
-        for job_id, status in statuses.items():
-            if status.state.final:
+        for job_id, status in list(statuses.items()):
+            statuses[job_id] = self._settle_preempted(job_id, status, now)
+            if statuses[job_id].state.final:
                 self._unknown_since.pop(job_id, None)
         self._cancel_never_runnable(transport, handles, statuses)
         return statuses
@@ -238,6 +244,21 @@ class SlurmScheduler:
             return None
         codes = jobdir.finished_tasks(transport, handle.job_dir)
         return status_from_exit_codes(codes) if all(t in codes for t in range(n_tasks)) else None
+
+    def _settle_preempted(self, job_id: str, status: JobStatus, now: float) -> JobStatus:
+        """PREEMPTED is transient while SLURM requeues; if it lasts, the job has ended."""
+        if status.state is not JobState.PREEMPTED:
+            self._preempted_since.pop(job_id, None)
+            return status
+        since = self._preempted_since.setdefault(job_id, now)
+        if now - since <= PREEMPTED_FINAL_AFTER:
+            return status
+        self._preempted_since.pop(job_id, None)
+        return JobStatus(
+            state=JobState.FAILED,
+            reason=f"{status.reason or 'PREEMPTED'}: preempted and not requeued within {PREEMPTED_FINAL_AFTER:.0f} s",
+            exit_code=status.exit_code,
+        )
 
     def _sweep(self, transport: Transport, handle: JobHandle) -> None:
         """Cancel the array tasks still pending once every call is done (they would find no work).

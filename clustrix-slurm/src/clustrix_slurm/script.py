@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from clustrix import jobdir
+from clustrix import jobdir, runner
 from clustrix.resources import Resources, format_time
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(account="proj", qos="high")``).
@@ -31,8 +31,14 @@ EXTRA_KEYS: dict[str, str] = {
     "requeue": "--requeue (default True) or --no-requeue",
     "job_name": "--job-name (default: the function's name)",
     "sbatch_directives": "extra sbatch options, one per item, e.g. ['--licenses=matlab:1']",
-    "calls_per_task": "how many calls of a map one array task runs (default: 1, more above MaxArraySize)",
+    "calls_per_task": "how many calls of a map each array task owns (default: 1); idle tasks steal unclaimed calls",
+    "signal_delay": "seconds before the time limit that SLURM sends SIGUSR2 for checkpoint() (default 60; 0: never)",
 }
+
+#: ``signal_delay`` when ``time`` is set and the option is not given.
+DEFAULT_SIGNAL_DELAY = 60
+#: SLURM's limit for ``--signal=...@delay``.
+MAX_SIGNAL_DELAY = 65535
 
 #: Where SLURM writes a task's standard output and error inside the job directory.
 STDOUT_PATTERN = "slurm-%A_%a.out"
@@ -103,6 +109,11 @@ def validate_resources(resources: Resources) -> None:
     calls = resources.extra.get("calls_per_task")
     if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
         raise ValueError(f"calls_per_task={calls!r} is not valid: use a whole number >= 1")
+    delay = resources.extra.get("signal_delay")
+    if delay is not None and (
+        isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_SIGNAL_DELAY
+    ):
+        raise ValueError(f"signal_delay={delay!r} is not valid: use whole seconds from 0 to {MAX_SIGNAL_DELAY}")
     directives = resources.extra.get("sbatch_directives")
     if directives is not None:
         if isinstance(directives, str) or not isinstance(directives, Sequence):
@@ -178,9 +189,32 @@ def sbatch_options(request: SbatchRequest) -> list[str]:
         options.append(_option("--gpus", f"{gpu_type}:{r.gpus}" if gpu_type else r.gpus))
     if extra.get("exclusive"):
         options.append("--exclusive")
-    options.append("--requeue" if extra.get("requeue", True) else "--no-requeue")
+    options.append("--requeue" if requeueable(request) else "--no-requeue")
+    delay = signal_delay(request.resources)
+    if delay:
+        # B: signals the batch shell only, which is the runner (the script execs it)
+        options.append(_option("--signal", f"B:USR2@{delay}"))
     options.extend(extra.get("sbatch_directives") or ())
     return options
+
+
+def requeueable(request: SbatchRequest) -> bool:
+    return bool(request.resources.extra.get("requeue", True))
+
+
+def signal_delay(resources: Resources) -> int:
+    """Seconds before the time limit that the runner gets SIGUSR2; 0 when there is no limit or it is off."""
+    if resources.time is None:
+        return 0
+    delay = resources.extra.get("signal_delay")
+    return int(DEFAULT_SIGNAL_DELAY if delay is None else delay)
+
+
+def requeue_export_line() -> str:
+    """Tells the runner how to requeue its own array task: a JSON argv (job ids are digits, JSON-safe)."""
+    head, tail = '["scontrol", "requeue", "', '"]'
+    task = '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"'
+    return f"export {runner.REQUEUE_ENV}={shlex.quote(head)}{task}{shlex.quote(tail)}"
 
 
 def environment_lines(options: ScriptOptions) -> list[str]:
@@ -209,10 +243,16 @@ def render_sbatch(request: SbatchRequest) -> str:
     lines = ["#!/bin/bash"]
     lines.extend(f"#SBATCH {option}" for option in sbatch_options(request))
     lines.append(f"# clustrix job {request.job_id}: {request.n_calls} call(s) in {request.n_tasks} array task(s)")
+    if signal_delay(request.resources):
+        # an early SIGUSR2 must not kill the shell or Python before the runner's handler is set
+        lines.append("trap '' USR2")
     setup = environment_lines(request.options)
     if setup:
         lines.append("set -e")
         lines.extend(setup)
         lines.append("set +e")
+    if requeueable(request):
+        lines.append(requeue_export_line())
+    # exec: the runner is the batch shell, so SIGUSR2 (--signal=B:...) and scancel reach Python
     lines.append(f"exec {runner_line(request)}")
     return "\n".join(lines) + "\n"
