@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.testbed import slurm as slurm_testbed
+from tests.testbed.sshd import SSHServer, start_sshd
 from tests.testbed.system import unavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,6 +30,42 @@ def slurm_cluster() -> slurm_testbed.SlurmTestbed:
         f"(cgroups={bed.cgroups}, accounting={bed.accounting})\n"
     )
     return bed
+
+
+@pytest.fixture(scope="session")
+def sshd(slurm_cluster: slurm_testbed.SlurmTestbed) -> Iterator[SSHServer]:
+    """The real sshd on 127.0.0.1, logging in as the unprivileged clustrix-test (who may submit to SLURM)."""
+    try:
+        server = start_sshd(slurm_testbed.TEST_USER)
+    except Exception as exc:
+        unavailable(f"sshd testbed: {type(exc).__name__}: {exc}")
+        raise
+    yield server
+    server.cleanup()
+
+
+#: The transports every key end-to-end test runs through.
+TRANSPORTS = ("local", "ssh")
+#: Over SSH the job runs in a venv the login node builds once per environment hash; clustrix-core's
+#: closure is enough (the remote python3 is Debian's, whose patch level the whole dev venv does not fit).
+REPLICATE = ["clustrix-core"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Configuration keys that reach SLURM locally (login node) or over the real sshd (from a laptop)."""
+    if request.param == "local":
+        return {"remote_work_dir": str(tmp_path / "jobs"), "python_executable": sys.executable}
+    server: SSHServer = request.getfixturevalue("sshd")
+    return {
+        "cluster_host": server.host,
+        "cluster_port": server.port,
+        "username": server.user,
+        "key_file": server.key_file,
+        "known_hosts_file": server.known_hosts,
+        "replicate_distributions": REPLICATE,
+        "remote_work_dir": "~/.clustrix/slurm-tests",  # one venv for the session; job dirs are unique
+    }
 
 
 @pytest.fixture

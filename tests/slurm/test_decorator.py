@@ -13,21 +13,16 @@ import pytest
 
 from clustrix import Job, JobCancelledError, JobOutOfMemoryError, cluster, reset_config
 from clustrix_slurm import SbatchRejectedError
-from tests.slurm.helpers import PYTHON
 
 pytestmark = pytest.mark.testbed_slurm
 
 
 @pytest.fixture
-def slurm_options(slurm_cluster, tmp_path, monkeypatch, fresh_plugins):
+def slurm_options(slurm_cluster, transport_options, tmp_path, monkeypatch, fresh_plugins):
+    """``@cluster`` options for SLURM, once on the login node itself and once over SSH."""
     monkeypatch.setenv("CLUSTRIX_DATA_DIR", str(tmp_path / "registry"))
     reset_config()
-    yield {
-        "cluster_type": "slurm",
-        "remote_work_dir": str(tmp_path / "jobs"),
-        "python_executable": PYTHON,
-        "job_poll_interval": 0.2,
-    }
+    yield {"cluster_type": "slurm", "job_poll_interval": 0.2, **transport_options}
     reset_config()
 
 
@@ -49,9 +44,9 @@ def test_map_returns_results_in_order_from_one_job_array(slurm_options):
     def square(x):
         return x * x
 
-    futures = square.submit_map(range(30))
+    futures = square.submit_map(range(100))
     assert len({f.job_id for f in futures}) == 1
-    assert [f.result(timeout=120) for f in futures] == [x * x for x in range(30)]
+    assert [f.result(timeout=120) for f in futures] == [x * x for x in range(100)]
 
 
 def test_an_out_of_memory_job_raises_joboutofmemoryerror_with_slurms_reason(slurm_options):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from clustrix import runner
+from clustrix.config import resolve_config
 from clustrix.jobdir import plan_tasks, read_outcomes, stage
 from clustrix.jobs import JobSpec, JobState, JobStatus
 from clustrix.plugins import get_scheduler
@@ -152,6 +153,12 @@ def config(slurm_cluster: object, tmp_path: Path) -> Any:
     return slurm_config(str(tmp_path / "jobs"))
 
 
+@pytest.fixture
+def either_config(slurm_cluster: object, transport_options: dict[str, Any]) -> Any:
+    """SLURM on the login node, or over SSH as clustrix-test (whose runner then requeues its own task)."""
+    return resolve_config(overrides={"cluster_type": "slurm", "job_poll_interval": 0.2, **transport_options})
+
+
 def submit(config: Any, func: Any, calls: list[tuple[Any, ...]], **resources: Any) -> Any:
     spec = JobSpec(
         name=getattr(func, "__name__", type(func).__name__),
@@ -165,7 +172,8 @@ def submit(config: Any, func: Any, calls: list[tuple[Any, ...]], **resources: An
 
 
 @pytest.mark.testbed_slurm
-def test_a_running_job_requeued_by_scontrol_still_delivers_its_result(config: Any, fresh_plugins: None) -> None:
+def test_a_running_job_requeued_by_scontrol_still_delivers_its_result(either_config: Any, fresh_plugins: None) -> None:
+    config = either_config
     scheduler, handle = submit(config, double_and_restarts, [(21, 3.0)])
     wait_for_state(scheduler, handle, config, "RUNNING", timeout=30)
     subprocess.run(["scontrol", "requeue", f"{handle.native_id}_0"], check=True, capture_output=True)
@@ -177,8 +185,9 @@ def test_a_running_job_requeued_by_scontrol_still_delivers_its_result(config: An
 
 @pytest.mark.testbed_slurm
 def test_a_checkpointing_callable_signalled_with_usr2_resumes_from_its_checkpoint(
-    config: Any, fresh_plugins: None
+    either_config: Any, fresh_plugins: None
 ) -> None:
+    config = either_config
     scheduler, handle = submit(config, CountTo(step_seconds=0.1), [(60,)])
     wait_for_state(scheduler, handle, config, "RUNNING", timeout=30)
     wait_for_file(Path(handle.job_dir, runner.claim_name(0)))

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from clustrix import jobdir, runner
+from clustrix import environment, jobdir, runner
 from clustrix.errors import JobError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -123,6 +123,7 @@ class SlurmScheduler:
         options = ScriptOptions.from_config(config)
         validate_options(options)
         transport = self.transport(config)
+        options = self._with_environment(options, spec, transport)
         site = self.site(config, transport)
         n_tasks = tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), site.max_array_size)
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
@@ -153,6 +154,23 @@ class SlurmScheduler:
             job_dir=job_dir,
             data={"tasks": len(tasks), "script": script_path},
         )
+
+    def _with_environment(self, options: ScriptOptions, spec: JobSpec, transport: Transport) -> ScriptOptions:
+        """The job's Python, from environment replication (the same as the ssh backend's).
+
+        The login node checks ``python_executable`` (or builds and reuses a venv per
+        environment hash) once per process; the batch script then runs that Python.
+        A Python major.minor mismatch is refused here, before anything is submitted.
+        """
+        config = spec.config
+        if config is None:
+            return options
+        snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
+        prepared = environment.prepare_remote_environment(transport, config, snapshot)
+        activation = environment.activation_from_config(config)
+        prelude = list(prepared.prelude)
+        extra = prelude[len(activation) :] if prelude[: len(activation)] == activation else prelude
+        return attrs.evolve(options, python=prepared.python, extra_setup=tuple(extra))
 
     def _sbatch(self, transport: Transport, script_path: str) -> str:
         argv = ["sbatch", "--parsable", script_path]

@@ -62,6 +62,8 @@ class ScriptOptions:
     pre_execution_commands: tuple[str, ...] = ()
     environment_variables: tuple[tuple[str, str], ...] = ()
     max_parallel_jobs: int | None = None
+    #: Shell lines from environment replication (e.g. a PYTHONPATH overlay), run after the exports.
+    extra_setup: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Any) -> ScriptOptions:
@@ -225,6 +227,7 @@ def environment_lines(options: ScriptOptions) -> list[str]:
         lines.append(f"conda activate {shlex.quote(options.conda_env_name)}")
     lines.extend(options.pre_execution_commands)
     lines.extend(f"export {name}={shlex.quote(value)}" for name, value in options.environment_variables)
+    lines.extend(options.extra_setup)
     return lines
 
 
