@@ -13,6 +13,7 @@ import cloudpickle
 import pytest
 
 from clustrix.jobs import JobState
+from clustrix_ssh.scheduler import SSHScheduler
 from tests.ssh.helpers import config_for, run, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer
 
@@ -144,15 +145,20 @@ def test_a_20_mb_argument_and_result_round_trip(ssh_config: dict[str, Any]) -> N
     print(f"20 MB argument + 20 MB result over the ssh backend: {elapsed:.2f} s")
 
 
-def test_one_poll_round_is_one_remote_command_for_many_jobs(ssh_config: dict[str, Any], sshd: SSHServer) -> None:
+def test_jobs_this_process_does_not_watch_are_polled_and_fetched_in_one_remote_command(
+    ssh_config: dict[str, Any], sshd: SSHServer
+) -> None:
     config = config_for(ssh_config)
     handles = [submit(config, whoami, (i,)) for i in range(4)]
     for handle in handles:
         wait(config, handle)
+    other_process = SSHScheduler()  # knows nothing of these jobs, like Job.attach elsewhere
     before = _exec_requests(sshd)
-    statuses = scheduler().poll(handles, config)
+    statuses = other_process.clustrix_poll(handles, config)
     assert {s.state for s in statuses.values()} == {JobState.COMPLETED} and len(statuses) == 4
-    assert _exec_requests(sshd) - before == 1
+    outcomes = [other_process.clustrix_fetch(handle, config) for handle in handles]
+    assert [o.value[0] for (o,) in outcomes if o is not None] == [0, 2, 4, 6]
+    assert _exec_requests(sshd) - before == 1  # the poll carried the outcomes
 
 
 def _exec_requests(sshd: SSHServer) -> int:

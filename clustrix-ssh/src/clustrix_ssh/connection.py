@@ -23,6 +23,41 @@ log = get_logger("clustrix.ssh")
 KEEPALIVE_SECONDS = 15
 CONNECT_TIMEOUT = 20.0
 MAX_JUMPS = 8
+#: Channel window for commands and SFTP: paramiko's 2 MB default halves bulk throughput.
+WINDOW_SIZE = 16 * 1024 * 1024
+
+
+class Counters:
+    """Network operations on one connection: command channels opened and SFTP requests sent.
+
+    Each is at least one round trip; benchmarks and tests read them to count what a call costs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.commands = 0
+        self.sftp_requests = 0
+
+    def add(self, *, commands: int = 0, sftp_requests: int = 0) -> None:
+        with self._lock:
+            self.commands += commands
+            self.sftp_requests += sftp_requests
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"commands": self.commands, "sftp_requests": self.sftp_requests}
+
+
+class CountingSFTPClient(paramiko.SFTPClient):
+    """An SFTP client that counts the requests it sends (see :class:`Counters`)."""
+
+    counters: Counters | None = None
+
+    def _async_request(self, fileobj: Any, t: int, *args: Any) -> int:
+        if self.counters is not None:
+            self.counters.add(sftp_requests=1)
+        num: int = super()._async_request(fileobj, t, *args)  # type: ignore[misc]
+        return num
 
 
 def _connect_client(
@@ -83,9 +118,10 @@ class Connection:
         self._lock = threading.RLock()
         self._client: paramiko.SSHClient | None = None
         self._jumps: list[paramiko.SSHClient] = []
-        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp: CountingSFTPClient | None = None
         self.sftp_lock = threading.RLock()
         self.generation = 0  # counts (re)connections, for tests and logs
+        self.counters = Counters()
 
     # -- state ----------------------------------------------------------------
 
@@ -107,12 +143,24 @@ class Connection:
         assert transport is not None
         return transport
 
+    def open_command_channel(self) -> paramiko.Channel:
+        """A new session channel with a large window (counted as one command)."""
+        channel = self.transport().open_session(window_size=WINDOW_SIZE)
+        self.counters.add(commands=1)
+        return channel
+
     def sftp(self) -> paramiko.SFTPClient:
         """The connection's SFTP session (opened on first use, reopened after a reconnect)."""
         with self._lock:
             client = self.client()
             if self._sftp is None:
-                self._sftp = client.open_sftp()
+                transport = client.get_transport()
+                assert transport is not None
+                sftp = CountingSFTPClient.from_transport(transport, window_size=WINDOW_SIZE)
+                if sftp is None:
+                    raise SSHConnectionError(f"{self.target.known_hosts_name} refused to open an SFTP session")
+                sftp.counters = self.counters
+                self._sftp = sftp
             return self._sftp
 
     # -- opening and closing -------------------------------------------------------

@@ -39,8 +39,3 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
 
     register("ssh", SSHScheduler())
 
-
-@hookimpl
-def clustrix_config_keys() -> dict[str, object]:
-    """``replicate_distributions``: limit environment replication to these distributions (and their requirements)."""
-    return {"replicate_distributions": None}

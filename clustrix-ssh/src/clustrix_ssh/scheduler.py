@@ -2,41 +2,75 @@
 
 Submit is one remote command: it creates the private job directory, stores the payload
 sent on stdin, and starts the runner processes detached (``setsid nohup``) so the job
-survives a dropped connection or the caller's exit. Poll is one remote command for all
-watched jobs; fetch reads the outcome files; cancel kills the job's process group.
+survives a dropped connection or the caller's exit. A *watch* command then waits on the
+remote side until the job is final and prints its state with the outcome files inline,
+and wakes core's poller: a warm call costs two commands. Jobs without a watch (more than
+:data:`MAX_WATCHES` at once, a lost connection, or attached from another process) are
+polled: one remote command per round for all of them, which also carries the outcomes of
+the finished ones. Fetch uses what the watch or poll brought back; outcomes too large to
+inline come back in one more command. Cancel kills the job's process group.
 """
 
 from __future__ import annotations
 
+import collections
 import posixpath
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from clustrix import environment, jobdir
+import attrs
+
+from clustrix import environment, jobdir, runner
 from clustrix.errors import ClustrixError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix.plugins import transport_for
 from clustrix_ssh import scripts
+from clustrix_ssh.command import render_command
+from clustrix_ssh.report import Report, parse_report
 
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
+    from clustrix.transport import Transport
 
 log = get_logger("clustrix.ssh")
 
 #: At most this many runner tasks per job; calls beyond it are packed into the tasks.
 MAX_TASKS = 64
+#: Watch commands open at once per connection (OpenSSH allows 10 sessions per connection
+#: by default: the rest stay free for submits and polls). Further jobs are polled.
+MAX_WATCHES = 4
+#: A watch command gives up after this long and is sent again while the job runs.
+WATCH_SECONDS = 120.0
+#: Final jobs whose outcomes this process holds, waiting for fetch (oldest dropped first).
+MAX_REMEMBERED = 1024
 
 
 class SubmitError(ClustrixError):
     """The remote host did not start the job; the message carries the remote stderr."""
 
 
+@attrs.frozen
+class _Final:
+    """A final job as a watch or poll reported it: its status and its outcome files, if inlined."""
+
+    status: JobStatus
+    files: dict[int, bytes] | None
+    unsafe: bool = False
+
+
 class SSHScheduler:
     """Scheduler hooks for ``cluster_type="ssh"``; the routed methods are pluggy hookimpls."""
 
     needs_environment = True
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._final: collections.OrderedDict[str, _Final] = collections.OrderedDict()
+        self._watched: set[str] = set()
+        self._watches_per_host: dict[int, int] = {}
 
     @hookimpl
     def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
@@ -72,7 +106,7 @@ class SSHScheduler:
             pgid=pgid,
             size=spec.size,
         )
-        return JobHandle(
+        handle = JobHandle(
             job_id=spec.job_id,
             scheduler="ssh",
             size=spec.size,
@@ -81,21 +115,92 @@ class SSHScheduler:
             job_dir=job_dir,
             data={"pgid": pgid, "tasks": len(tasks), "python": env.python},
         )
+        self._start_watch(transport, handle, wake)
+        return handle
 
     @hookimpl
     def clustrix_poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]:
-        if not handles:
-            return {}
-        items = [
-            scripts.PollItem(h.job_id, h.job_dir or "", int(h.data["pgid"]), int(h.data.get("tasks", h.size)))
-            for h in handles
-        ]
-        result = transport_for(config).run(["sh", "-c", scripts.render_poll(items)])
-        return parse_poll(result.stdout)
+        statuses: dict[str, JobStatus] = {}
+        ask: list[JobHandle] = []
+        with self._lock:
+            for handle in handles:
+                known = self._final.get(handle.job_id)
+                if known is not None:
+                    statuses[handle.job_id] = known.status
+                elif handle.job_id in self._watched:
+                    statuses[handle.job_id] = JobStatus(state=JobState.RUNNING)  # its watch reports the end
+                else:
+                    ask.append(handle)
+        if ask:
+            report = _run_report(transport_for(config), scripts.render_poll([_poll_item(h) for h in ask]))
+            self._remember(report)
+            statuses.update({h.job_id: report.statuses[h.job_id] for h in ask if h.job_id in report.statuses})
+        return statuses
 
     @hookimpl
     def clustrix_fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
-        return jobdir.read_outcomes(transport_for(config), _job_dir(handle), handle.size)
+        with self._lock:
+            known = self._final.pop(handle.job_id, None)
+        files = None if known is None else known.files
+        if known is not None and known.unsafe:
+            raise _unsafe(handle)
+        if files is None:
+            transport = transport_for(config)
+            raw = hasattr(transport, "run_bytes")
+            script = scripts.render_fetch(job_id=handle.job_id, job_dir=_job_dir(handle), raw=raw)
+            report = _run_report(transport, script, raw=raw)
+            if handle.job_id in report.unsafe:
+                raise _unsafe(handle)
+            files = report.outcomes.get(handle.job_id)
+            if files is None:
+                raise ClustrixError(f"fetching the outcomes of job {handle.job_id} from {transport.host} printed none")
+        return [jobdir.decode_outcome(files[i]) if i in files else None for i in range(handle.size)]
+
+    # -- watches and what they learned ------------------------------------------------
+
+    def _start_watch(self, transport: Transport, handle: JobHandle, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if self._watches_per_host.get(id(transport), 0) >= MAX_WATCHES:
+                return  # polled instead
+            self._watches_per_host[id(transport)] = self._watches_per_host.get(id(transport), 0) + 1
+            self._watched.add(handle.job_id)
+        thread = threading.Thread(
+            target=self._watch, args=(transport, handle, wake), name=f"clustrix-ssh-watch-{handle.job_id}", daemon=True
+        )
+        thread.start()
+
+    def _watch(self, transport: Transport, handle: JobHandle, wake: Callable[[], None]) -> None:
+        """Send watch commands until the job is final; on any failure leave the job to the poller."""
+        item = _poll_item(handle)
+        try:
+            while True:
+                report = _run_report(transport, scripts.render_watch(item, seconds=WATCH_SECONDS))
+                status = report.statuses.get(handle.job_id)
+                if status is None or not status.state.final:
+                    if status is not None and status.state is JobState.RUNNING:
+                        continue
+                    break
+                self._remember(report)
+                break
+        except Exception as exc:  # noqa: BLE001 - the poller takes over; it reports lasting failures
+            log.debug("clustrix.ssh_watch_failed", job_id=handle.job_id, error=repr(exc))
+        finally:
+            with self._lock:
+                self._watched.discard(handle.job_id)
+                self._watches_per_host[id(transport)] -= 1
+            wake()
+
+    def _remember(self, report: Report) -> None:
+        with self._lock:
+            for job_id, status in report.statuses.items():
+                if not status.state.final:
+                    continue
+                self._final[job_id] = _Final(
+                    status=status, files=report.outcomes.get(job_id), unsafe=job_id in report.unsafe
+                )
+                self._final.move_to_end(job_id)
+            while len(self._final) > MAX_REMEMBERED:
+                self._final.popitem(last=False)
 
     @hookimpl
     def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
@@ -129,27 +234,33 @@ def _parse_pgid(stdout: str) -> int | None:
     return None
 
 
+def _poll_item(handle: JobHandle) -> scripts.PollItem:
+    return scripts.PollItem(
+        handle.job_id, _job_dir(handle), int(handle.data["pgid"]), int(handle.data.get("tasks", handle.size))
+    )
+
+
+def _unsafe(handle: JobHandle) -> runner.UnsafePathError:
+    return runner.UnsafePathError(
+        f"job {handle.job_id}: {handle.job_dir} on {handle.host}, its out/ or an outcome file is not owned by the "
+        "login user or is writable by other users: refusing to unpickle it"
+    )
+
+
+def _run_report(transport: Transport, script: str, *, raw: bool = False) -> Report:
+    """Run one report script; raw bytes through the SSH transport, text (base64 frames) elsewhere."""
+    run_bytes = getattr(transport, "run_bytes", None)
+    if run_bytes is not None:
+        _code, out, _err = run_bytes(render_command(["sh", "-c", script]))
+        return parse_report(out)
+    if raw:
+        raise ValueError("raw outcome frames need a transport with run_bytes")
+    return parse_report(transport.run(["sh", "-c", script]).stdout.encode())
+
+
 def parse_poll(stdout: str) -> dict[str, JobStatus]:
-    """Map the poll script's lines to job states (see :data:`scripts.POLL_WORDS`)."""
-    statuses: dict[str, JobStatus] = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) < 2 or parts[1] not in scripts.POLL_WORDS:
-            continue
-        job_id, word = parts[0], parts[1]
-        if word == "done":
-            code = int(parts[2]) if len(parts) > 2 and parts[2].lstrip("-").isdigit() else None
-            statuses[job_id] = JobStatus(state=JobState.COMPLETED, exit_code=code)
-        elif word == "running":
-            statuses[job_id] = JobStatus(state=JobState.RUNNING)
-        elif word == "cancelled":
-            statuses[job_id] = JobStatus(state=JobState.CANCELLED, reason="cancelled: the process group was killed")
-        else:
-            statuses[job_id] = JobStatus(
-                state=JobState.FAILED,
-                reason="the job's processes are gone and not every task wrote its exit file (killed, or the runner crashed)",
-            )
-    return statuses
+    """Map a poll report's lines to job states (see :mod:`clustrix_ssh.report`)."""
+    return parse_report(stdout.encode()).statuses
 
 
 __all__ = ["SSHScheduler", "SubmitError", "parse_poll"]

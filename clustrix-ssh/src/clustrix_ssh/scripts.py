@@ -21,8 +21,6 @@ STDERR = "stderr"
 DRIVER = "driver.sh"
 CANCELLED = "cancelled"
 
-#: Sent by a poll: "<job id> done <max exit code>" | "<job id> running" | "<job id> gone" | "<job id> cancelled"
-POLL_WORDS = ("done", "running", "gone", "cancelled")
 
 
 def render_driver(
@@ -92,29 +90,114 @@ class PollItem:
     n_tasks: int
 
 
+#: Outcomes of a finished job up to this many bytes in total ride inline (base64) in the
+#: poll or watch command's output, so fetching them costs no further round trip.
+INLINE_LIMIT = 1024 * 1024
+
+#: Shell functions shared by the poll, watch and fetch scripts.
+#:
+#: ``private DIR`` is the remote half of "nothing is unpickled from a place another user
+#: can write": the job dir, its ``out/`` and every outcome file must be owned by the login
+#: user, not group/other-writable, and of their expected type (``find`` does not follow a
+#: symlink given as a starting point, so a symlink fails ``-type``). Any output of ``find``,
+#: including its own errors, means "refuse".
+#:
+#: ``outcomes ID DIR MODE`` prints one frame: ``ID outcomes N TOTAL ENCODING``, N lines
+#: ``SIZE INDEX``, ``ID data``, the concatenated outcome files (base64 lines, or exactly
+#: TOTAL raw bytes), and ``ID end``. ``MODE`` is ``raw``, ``base64``, or ``auto`` (base64
+#: if TOTAL <= the inline limit and ``base64`` exists, else the line ``ID outcomes-deferred``).
+#: A job whose files fail ``private`` gets the line ``ID unsafe`` instead.
+_PREAMBLE = [
+    "uid=$(id -u)",
+    'live=""',
+    "refresh() {",
+    "  live=$(ps -e -o pgid= -o stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1}' | tr '\\n' ' ')",
+    "}",
+    "alive() {",
+    '  if [ -n "$live" ]; then case " $live " in *" $1 "*) return 0;; esac; return 1; fi',
+    '  kill -0 "-$1" 2>/dev/null',
+    "}",
+    "finished() {",
+    '  n=0; for f in "$1"/out/task-*.exit; do [ -f "$f" ] && n=$((n + 1)); done; [ "$n" -ge "$2" ]',
+    "}",
+    'worst() { cat "$1"/out/task-*.exit 2>/dev/null | sort -n | tail -n 1; }',
+    "unsafe_entries() {",
+    '  find "$1" "$1/out" -prune \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type d \\) -print 2>&1',
+    '  find "$1/out" -name \'*.pkl\' \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type f \\) -print 2>&1',
+    "}",
+    'private() { [ -z "$(unsafe_entries "$1")" ]; }',
+    "outcomes() {",
+    '  id=$1; dir=$2; mode=$3',
+    '  if ! private "$dir"; then echo "$id unsafe"; return; fi',
+    '  set -- "$dir"/out/*.pkl',
+    '  if [ ! -e "$1" ]; then printf \'%s outcomes 0 0 base64\\n%s data\\n%s end\\n\' "$id" "$id" "$id"; return; fi',
+    "  sizes=$(wc -c -- \"$@\" | awk -v n=$# 'NR <= n {p = $0; sub(/.*\\//, \"\", p); sub(/\\.pkl$/, \"\", p); print $1, p}')",
+    "  total=$(printf '%s\\n' \"$sizes\" | awk '{t += $1} END {print t + 0}')",
+    '  if [ "$mode" = auto ]; then',
+    f'    if [ "$total" -le {INLINE_LIMIT} ] && command -v base64 >/dev/null 2>&1; then mode=base64; else',
+    '      echo "$id outcomes-deferred $total"; return',
+    "    fi",
+    "  fi",
+    '  printf \'%s outcomes %s %s %s\\n%s\\n%s data\\n\' "$id" $# "$total" "$mode" "$sizes" "$id"',
+    '  if [ "$mode" = raw ]; then cat -- "$@"; echo; else cat -- "$@" | base64; fi',
+    '  echo "$id end"',
+    "}",
+    "check() {",
+    '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; outcomes "$1" "$2" auto; return; fi',
+    '  if alive "$3"; then echo "$1 running"; return; fi',
+    '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; outcomes "$1" "$2" auto; return; fi',
+    f'  if [ -e "$2/{CANCELLED}" ]; then echo "$1 cancelled"; else echo "$1 gone"; fi',
+    '  outcomes "$1" "$2" auto',
+    "}",
+]
+
+
 def render_poll(items: Sequence[PollItem]) -> str:
     """One script that reports every job: exit files first, then whether its process group lives.
 
     A group counts as alive if ``ps`` lists a non-zombie member (where ``ps`` is missing,
     ``kill -0`` decides); exit files are checked again after, so a job that finished
-    between the two checks is ``done``, not ``gone``.
+    between the two checks is ``done``, not ``gone``. A job in a final state is followed by
+    its outcomes (see ``outcomes`` above), so fetching it needs no further command.
     """
     q = shlex.quote
-    lines = [
-        "live=$(ps -e -o pgid= -o stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1}' | tr '\\n' ' ')",
-        'alive() { if [ -n "$live" ]; then case " $live " in *" $1 "*) return 0;; esac; return 1; fi; kill -0 "-$1" 2>/dev/null; }',
-        'finished() { n=0; for f in "$1"/out/task-*.exit; do [ -f "$f" ] && n=$((n + 1)); done; [ "$n" -ge "$2" ]; }',
-        'worst() { cat "$1"/out/task-*.exit 2>/dev/null | sort -n | tail -n 1; }',
-        "check() {",
-        '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; return; fi',
-        '  if alive "$3"; then echo "$1 running"; return; fi',
-        '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; return; fi',
-        f'  if [ -e "$2/{CANCELLED}" ]; then echo "$1 cancelled"; else echo "$1 gone"; fi',
-        "}",
-    ]
+    lines = [*_PREAMBLE, "refresh"]
     for item in items:
         lines.append(f"check {q(item.job_id)} {q(item.job_dir)} {int(item.pgid)} {int(item.n_tasks)}")
     return "\n".join(lines) + "\n"
+
+
+def render_watch(item: PollItem, *, seconds: float, interval: float = 0.05) -> str:
+    """Wait on the remote side until the job is final (or ``seconds`` passed), then report it.
+
+    Exit files are looked for every ``interval``; whether the process group still lives,
+    about once a second. The report is the poll's (``ID done|running|...`` plus outcomes),
+    so a watched call costs its submit and this one command.
+    """
+    q = shlex.quote
+    ticks = max(1, int(seconds / interval))
+    every = max(1, int(1.0 / interval))
+    job_dir = q(item.job_dir)
+    return "\n".join(
+        [
+            *_PREAMBLE,
+            "refresh; i=0",
+            f"while ! finished {job_dir} {int(item.n_tasks)}; do",
+            f"  if [ $((i % {every})) -eq {every - 1} ]; then refresh; alive {int(item.pgid)} || break; fi",
+            f'  i=$((i + 1)); [ "$i" -ge {ticks} ] && break',
+            f"  sleep {interval} 2>/dev/null || sleep 1",
+            "done",
+            "refresh",
+            f"check {q(item.job_id)} {job_dir} {int(item.pgid)} {int(item.n_tasks)}",
+            "",
+        ]
+    )
+
+
+def render_fetch(*, job_id: str, job_dir: str, raw: bool) -> str:
+    """Print the job's outcome frame: raw bytes when the transport returns bytes, else base64."""
+    q = shlex.quote
+    return "\n".join([*_PREAMBLE, f"outcomes {q(job_id)} {q(job_dir)} {'raw' if raw else 'base64'}", ""])
 
 
 def render_cancel(*, job_dir: str, pgid: int, grace_seconds: float = 5.0) -> str:

@@ -98,12 +98,29 @@ class SSHTransport:
         once more; a link that drops while the command runs is an error, because the
         command may or may not have run.
         """
+        full_argv = argv or ("sh", "-c", command)
+        code, out, err = self.run_bytes(command, input=input, timeout=timeout, argv=full_argv)
+        return CommandResult(full_argv, code, out.decode(errors="replace"), err.decode(errors="replace"))
 
-        def attempt() -> CommandResult:
-            channel = self.connection.transport().open_session()
+    def run_bytes(
+        self,
+        command: str,
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        argv: tuple[str, ...] | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Like :meth:`run_shell`, but stdout and stderr come back as raw bytes (binary results)."""
+
+        def attempt() -> tuple[int, bytes, bytes]:
+            channel = self.connection.open_command_channel()
             return self._exec(channel, command, input, timeout, argv or ("sh", "-c", command))
 
         return self._with_reconnect(attempt)
+
+    def operations(self) -> dict[str, int]:
+        """Command channels opened and SFTP requests sent on this host so far (each >= 1 round trip)."""
+        return self.connection.counters.snapshot()
 
     def _exec(
         self,
@@ -112,7 +129,7 @@ class SSHTransport:
         input: bytes | None,
         timeout: float | None,
         argv: tuple[str, ...],
-    ) -> CommandResult:
+    ) -> tuple[int, bytes, bytes]:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             if self.target.forward_agent:
@@ -153,7 +170,7 @@ class SSHTransport:
                 feeder.join(timeout=1)
         finally:
             channel.close()
-        return CommandResult(argv, code, out.decode(errors="replace"), err.decode(errors="replace"))
+        return code, bytes(out), bytes(err)
 
     # -- files ------------------------------------------------------------------
 
