@@ -199,7 +199,10 @@ def _pid_alive(pid_file: Path) -> bool:
 def _run(
     argv: Sequence[str], *, check: bool = True, timeout: float = 60, **kw: object
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=timeout, **kw)  # type: ignore[call-overload]
+    result: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+        list(argv), capture_output=True, text=True, check=check, timeout=timeout, **kw
+    )
+    return result
 
 
 def _ok(argv: Sequence[str]) -> bool:
