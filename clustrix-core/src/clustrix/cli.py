@@ -140,11 +140,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             "scheduler plugin",
             lambda: f"{config.cluster_type} ({type(get_scheduler(config.cluster_type).impl).__name__})",
         )
-        transport = check(
-            "connection (host key checked)",
-            lambda: transport_for(config),
-            lambda t: f"{type(t).__name__} to {t.host}",
-        )
+        def connect() -> Any:
+            transport = transport_for(config)
+            transport.expand("~")  # a remote transport connects (and checks the host key) here
+            return transport
+
+        transport = check("connection (host key checked)", connect, lambda t: f"{type(t).__name__} to {t.host}")
         if transport is not None:
             python = config.get("python_executable") or "python3"
             check(

@@ -1,0 +1,58 @@
+"""``clustrix doctor`` over SSH, configured only by ``CLUSTRIX_*`` variables, as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.testbed.sshd import SSHServer
+
+pytestmark = pytest.mark.testbed_ssh
+
+
+def doctor(sshd: SSHServer, home: Path, **overrides: Any) -> tuple[int, dict[str, Any]]:
+    settings = {**sshd.config(), **overrides}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "CLUSTRIX_CONFIG": str(home / "no-config.toml"),
+        "XDG_DATA_HOME": str(home / "data"),
+        **{f"CLUSTRIX_{key.upper()}": str(value) for key, value in settings.items()},
+    }
+    env.pop("SSH_AUTH_SOCK", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clustrix.cli", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_doctor_passes_every_check_against_the_sshd_with_a_pinned_host_key(
+    sshd: SSHServer, isolated_home: Path
+) -> None:
+    code, report = doctor(sshd, isolated_home)
+    assert code == 0 and report["ok"], report
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["remote python"]["detail"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}.")
+    assert checks["remote work dir"]["detail"].startswith(f"{sshd.home}/.clustrix (mode 700)")
+
+
+def test_doctor_fails_on_an_unknown_host_key_and_says_how_to_trust_it(sshd: SSHServer, isolated_home: Path) -> None:
+    empty = isolated_home / "empty_known_hosts"
+    empty.write_text("")
+    code, report = doctor(sshd, isolated_home, known_hosts_file=str(empty))
+    assert code == 1 and not report["ok"]
+    (failure,) = [c for c in report["checks"] if not c["ok"]]  # nothing after the connection is attempted
+    assert failure["check"] == "connection (host key checked)"
+    assert "UnknownHostKeyError" in failure["detail"] and "ssh-keyscan" in failure["detail"], report
