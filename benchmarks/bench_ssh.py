@@ -80,7 +80,10 @@ def raw_ssh_true(server: Any) -> None:
 
 def env_markers(transport: Any, work_dir: str) -> dict[str, str]:
     """Every ready marker under ``work_dir/envs`` with its mtime: a build adds or changes one."""
-    script = f'for m in {shlex.quote(work_dir)}/envs/*/.clustrix-ready; do [ -f "$m" ] && echo "$(stat -c %Y.%Z "$m") $m"; done'
+    script = (
+        f"for m in {shlex.quote(work_dir)}/envs/*/.clustrix-ready; do "
+        '[ -f "$m" ] && echo "$(stat -c %Y.%Z "$m") $m"; done'
+    )
     result = transport.run(["sh", "-c", script])
     return {line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in result.stdout.splitlines() if " " in line}
 
@@ -99,7 +102,7 @@ def run_benchmark(repeats: int) -> dict[str, Any]:
     try:
         work_dir = f"~/.clustrix-bench-{secrets.token_hex(4)}"
         options = {**server.config(), "replicate_distributions": REPLICATE, "remote_work_dir": work_dir}
-        transport = transport_for(resolve_config(overrides=options))
+        transport: Any = transport_for(resolve_config(overrides=options))  # SSHTransport: counts operations
         remote_work_dir = transport.expand(work_dir)
         results: dict[str, Any] = {"remote_work_dir": remote_work_dir}
 
@@ -189,7 +192,12 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, bool]]:
             "",
             "",
         ),
-        ("    raw SFTP put, same run", f"{results['raw_sftp_mb_s']:.0f} MB/s ({results['raw_sftp_put_s']:.2f} s)", "", ""),
+        (
+            "    raw SFTP put, same run",
+            f"{results['raw_sftp_mb_s']:.0f} MB/s ({results['raw_sftp_put_s']:.2f} s)",
+            "",
+            "",
+        ),
         (
             "    ratio",
             f"{results['throughput_ratio'] * 100:.0f}%",

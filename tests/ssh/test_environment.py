@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 import cloudpickle
 import pytest
@@ -62,10 +62,11 @@ def test_activation_quotes_module_conda_names_and_values() -> None:
         environment.activation_lines(environment_variables={"A B": "1"})
 
 
+NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 VALUE = st.text(
     alphabet=st.one_of(
         st.sampled_from(list("'\"`$\\!*?[]{}()<>|&;#~=% \t\n-")),
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        st.characters(blacklist_categories=NO_SURROGATES, blacklist_characters="\x00"),
     ),
     max_size=40,
 )

@@ -100,7 +100,8 @@ def test_changed_host_key_is_refused_even_with_accept_new(sshd: SSHServer, tmp_p
 @pytest.mark.testbed_ssh
 def test_user_ssh_config_alias_is_honoured(sshd: SSHServer, isolated_home: Path) -> None:
     (isolated_home / ".ssh" / "config").write_text(
-        f"Host testbed\n  HostName {sshd.host}\n  Port {sshd.port}\n  User {sshd.user}\n  IdentityFile {sshd.key_file}\n"
+        f"Host testbed\n  HostName {sshd.host}\n  Port {sshd.port}\n"
+        f"  User {sshd.user}\n  IdentityFile {sshd.key_file}\n"
     )
     (isolated_home / ".ssh" / "known_hosts").write_text(Path(sshd.known_hosts).read_text())
     transport = get_transport("testbed")

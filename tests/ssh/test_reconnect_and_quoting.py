@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from clustrix_ssh import SSHTransport, get_transport
 from tests.testbed.sshd import SSHServer
 
 pytestmark = pytest.mark.testbed_ssh
+NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 
 
 def connect(sshd: SSHServer) -> SSHTransport:
@@ -33,7 +36,7 @@ def test_commands_and_files_work_again_after_sshd_restarts(sshd: SSHServer) -> N
 SHELL_TEXT = st.text(
     alphabet=st.one_of(
         st.sampled_from(list("'\"`$\\!*?[]{}()<>|&;#~=%^ \t\n\r-")),
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        st.characters(blacklist_categories=NO_SURROGATES, blacklist_characters="\x00"),
     ),
     max_size=40,
 )

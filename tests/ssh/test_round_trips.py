@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from typing import Any
@@ -63,12 +64,13 @@ def test_outcomes_writable_by_other_users_are_refused(
     config = config_for(ssh_config)
     handle = submit(config, identity, (b"small" if inlined else b"y" * (scripts.INLINE_LIMIT * 2),))
     wait(config, handle)
+    assert handle.job_dir is not None
     path = {
         "job dir": handle.job_dir,
         "out dir": f"{handle.job_dir}/out",
         "outcome file": f"{handle.job_dir}/{runner.outcome_name(0)}",
     }[target]
-    assert sshd.run_as_user(f"chmod g+w '{path}'").returncode == 0
+    assert sshd.run_as_user(f"chmod g+w {shlex.quote(path)}").returncode == 0
     other_process = SSHScheduler()
     other_process.clustrix_poll([handle], config)
     with pytest.raises(runner.UnsafePathError, match="refusing to unpickle"):
@@ -80,7 +82,9 @@ def test_an_outcome_replaced_by_a_symlink_is_refused(ssh_config: dict[str, Any],
     handle = submit(config, identity, (1,))
     wait(config, handle)
     outcome = f"{handle.job_dir}/{runner.outcome_name(0)}"
-    assert sshd.run_as_user(f"cp '{outcome}' /tmp/elsewhere.pkl && ln -sf /tmp/elsewhere.pkl '{outcome}'").returncode == 0
+    elsewhere = f"{sshd.home}/elsewhere.pkl"
+    script = f"cp {shlex.quote(outcome)} {elsewhere} && ln -sf {elsewhere} {shlex.quote(outcome)}"
+    assert sshd.run_as_user(script).returncode == 0
     other_process = SSHScheduler()
     other_process.clustrix_poll([handle], config)
     with pytest.raises(runner.UnsafePathError):

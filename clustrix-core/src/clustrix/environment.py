@@ -294,7 +294,8 @@ def render_version_check(python: str, expected: str | None, *, allow_mismatch: b
         [
             f"remote_version=$({python} -c {probe} 2>/dev/null) || remote_version=none",
             f'if [ "$remote_version" != {shlex.quote(expected)} ]; then',
-            f"  printf 'clustrix-env: python-mismatch remote=%s local=%s python=%s\\n' \"$remote_version\" {shlex.quote(expected)} {python} >&2",
+            "  printf 'clustrix-env: python-mismatch remote=%s local=%s python=%s\\n' "
+            f'"$remote_version" {shlex.quote(expected)} {python} >&2',
             f"  exit {MISMATCH_EXIT}",
             "fi",
         ]
@@ -335,9 +336,14 @@ def render_build_script(
         '  me="$(hostname):$$"; waited=0',
         '  until mkdir "$lock" 2>/dev/null; do',
         '    holder=$(cat "$lock/owner" 2>/dev/null || echo "")',
-        '    case "$holder" in "$(hostname)":*) kill -0 "${holder##*:}" 2>/dev/null || { rm -rf "$lock"; continue; } ;; esac',
+        '    case "$holder" in',
+        '      "$(hostname)":*) kill -0 "${holder##*:}" 2>/dev/null || { rm -rf "$lock"; continue; } ;;',
+        "    esac",
         "    waited=$((waited + 1))",
-        f'    [ "$waited" -gt 3600 ] && {{ echo "clustrix-env: gave up waiting for $lock (held by $holder)" >&2; exit {BUILD_FAILED_EXIT}; }}',
+        '    [ "$waited" -gt 3600 ] && {',
+        '      echo "clustrix-env: gave up waiting for $lock (held by $holder)" >&2',
+        f"      exit {BUILD_FAILED_EXIT}",
+        "    }",
         "    sleep 1",
         "  done",
         '  echo "$me" > "$lock/owner"',
@@ -349,7 +355,8 @@ def render_build_script(
         else '    : > "$env_dir.requirements.txt"',
         "    if command -v uv >/dev/null 2>&1; then",
         f'      {{ uv venv --quiet --python {py} "$env_dir" &&',
-        '        uv pip install --quiet --no-deps --python "$env_dir/bin/python" -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
+        '        uv pip install --quiet --no-deps --python "$env_dir/bin/python"'
+        ' -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
         "    else",
         f'      {{ {py} -m venv "$env_dir" &&',
         '        "$env_dir/bin/python" -m pip install --quiet --no-deps --disable-pip-version-check --no-input'
@@ -372,7 +379,9 @@ def render_build_script(
             f"  tmp={q(target)}.tmp.$$",
             f'  rm -rf "$tmp" && "$env_dir/bin/python" -m zipfile -e {q(wheel)} "$tmp" &&'
             f' date > "$tmp/{READY_MARKER}" && {{ [ -e {q(target)} ] || mv "$tmp" {q(target)}; rm -rf "$tmp"; }}',
-            f'  [ -f {q(posixpath.join(target, READY_MARKER))} ] || {{ echo "clustrix-env: cannot unpack {wheel}" >&2; exit {BUILD_FAILED_EXIT}; }}',
+            f"  [ -f {q(posixpath.join(target, READY_MARKER))} ] || {{",
+            f"    printf 'clustrix-env: cannot unpack %s\\n' {q(wheel)} >&2; exit {BUILD_FAILED_EXIT}",
+            "  }",
             "fi",
         ]
     lines.append('echo "clustrix-env: ready $env_dir/bin/python"')

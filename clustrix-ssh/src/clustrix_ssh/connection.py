@@ -56,7 +56,7 @@ class CountingSFTPClient(paramiko.SFTPClient):
     def _async_request(self, fileobj: Any, t: int, *args: Any) -> int:
         if self.counters is not None:
             self.counters.add(sftp_requests=1)
-        num: int = super()._async_request(fileobj, t, *args)  # type: ignore[misc]
+        num: int = super()._async_request(fileobj, t, *args)
         return num
 
 

@@ -101,11 +101,12 @@ def changed_key_error(
     target: Target, exc: paramiko.BadHostKeyException, known_hosts_file: str | None
 ) -> ChangedHostKeyError:
     """The error for a server whose key differs from the one on record."""
+    record = os.path.expanduser(known_hosts_file or "~/.ssh/known_hosts")
     return ChangedHostKeyError(
         f"the host key of {target.known_hosts_name} has CHANGED: it offered {fingerprint(exc.key)}, "
         f"but known_hosts has {fingerprint(exc.expected_key)}. This may be a man-in-the-middle attack, "
         f"or the host was reinstalled. clustrix refuses to connect under every host_key_policy. If the "
         f"administrator confirms the new key, remove the old entry with "
-        f"{shlex.join(['ssh-keygen', '-R', target.known_hosts_name, '-f', os.path.expanduser(known_hosts_file or '~/.ssh/known_hosts')])} "
+        f"{shlex.join(['ssh-keygen', '-R', target.known_hosts_name, '-f', record])} "
         f"and trust the new one."
     )

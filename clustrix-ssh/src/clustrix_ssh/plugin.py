@@ -38,4 +38,3 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
     from clustrix_ssh.scheduler import SSHScheduler
 
     register("ssh", SSHScheduler())
-

@@ -25,9 +25,7 @@ from clustrix.jobs import JobState, JobStatus
 #: Sent by a poll or watch: "<id> done <max exit code>" | "<id> running" | "<id> gone" | "<id> cancelled"
 STATE_WORDS = ("done", "running", "gone", "cancelled")
 
-GONE_REASON = (
-    "the job's processes are gone and not every task wrote its exit file (killed, or the runner crashed)"
-)
+GONE_REASON = "the job's processes are gone and not every task wrote its exit file (killed, or the runner crashed)"
 
 
 class ReportError(ValueError):
@@ -94,8 +92,8 @@ def _read_frame(
     sizes: list[tuple[int, int]] = []
     for _ in range(count):
         line, pos = _read_line(data, pos, job_id)
-        size, index = line.split()
-        sizes.append((int(index), int(size)))
+        size_text, index_text = line.split()
+        sizes.append((int(index_text), int(size_text)))
     line, pos = _read_line(data, pos, job_id)
     if line != f"{job_id} data":
         raise ReportError(f"the outcome frame of job {job_id} has no data line (found {line[:80]!r})")

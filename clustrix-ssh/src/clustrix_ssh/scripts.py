@@ -22,7 +22,6 @@ DRIVER = "driver.sh"
 CANCELLED = "cancelled"
 
 
-
 def render_driver(
     *, python: str, job_dir: str, n_tasks: int, parallel: int | None, cores: int | None, prelude: Sequence[str]
 ) -> str:
@@ -36,7 +35,10 @@ def render_driver(
         limit = f"P={int(parallel)}"
     else:
         per_call = max(1, int(cores or 1))
-        limit = f'P=$(( $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) / {per_call} )); [ "$P" -ge 1 ] || P=1'
+        limit = (
+            "P=$(( $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
+            f' / {per_call} )); [ "$P" -ge 1 ] || P=1'
+        )
     tasks = " ".join(str(t) for t in range(n_tasks))
     return "\n".join(
         [
@@ -121,17 +123,21 @@ _PREAMBLE = [
     '  n=0; for f in "$1"/out/task-*.exit; do [ -f "$f" ] && n=$((n + 1)); done; [ "$n" -ge "$2" ]',
     "}",
     'worst() { cat "$1"/out/task-*.exit 2>/dev/null | sort -n | tail -n 1; }',
+    # each outcome file's "SIZE INDEX" from wc's "SIZE PATH" lines, without wc's total line
+    """sizes_awk='NR <= n {p = $0; sub(/.*\\//, "", p); sub(/\\.pkl$/, "", p); print $1, p}'""",
     "unsafe_entries() {",
     '  find "$1" "$1/out" -prune \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type d \\) -print 2>&1',
     '  find "$1/out" -name \'*.pkl\' \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type f \\) -print 2>&1',
     "}",
     'private() { [ -z "$(unsafe_entries "$1")" ]; }',
     "outcomes() {",
-    '  id=$1; dir=$2; mode=$3',
+    "  id=$1; dir=$2; mode=$3",
     '  if ! private "$dir"; then echo "$id unsafe"; return; fi',
     '  set -- "$dir"/out/*.pkl',
-    '  if [ ! -e "$1" ]; then printf \'%s outcomes 0 0 base64\\n%s data\\n%s end\\n\' "$id" "$id" "$id"; return; fi',
-    "  sizes=$(wc -c -- \"$@\" | awk -v n=$# 'NR <= n {p = $0; sub(/.*\\//, \"\", p); sub(/\\.pkl$/, \"\", p); print $1, p}')",
+    '  if [ ! -e "$1" ]; then',
+    '    printf \'%s outcomes 0 0 base64\\n%s data\\n%s end\\n\' "$id" "$id" "$id"; return',
+    "  fi",
+    '  sizes=$(wc -c -- "$@" | awk -v n=$# "$sizes_awk")',
     "  total=$(printf '%s\\n' \"$sizes\" | awk '{t += $1} END {print t + 0}')",
     '  if [ "$mode" = auto ]; then',
     f'    if [ "$total" -le {INLINE_LIMIT} ] && command -v base64 >/dev/null 2>&1; then mode=base64; else',
@@ -170,22 +176,24 @@ def render_poll(items: Sequence[PollItem]) -> str:
 def render_watch(item: PollItem, *, seconds: float, interval: float = 0.05) -> str:
     """Wait on the remote side until the job is final (or ``seconds`` passed), then report it.
 
-    Exit files are looked for every ``interval``; whether the process group still lives,
-    about once a second. The report is the poll's (``ID done|running|...`` plus outcomes),
-    so a watched call costs its submit and this one command.
+    Exit files are looked for every 10 ms for the first half second (a quick call's result
+    is noticed at once), then every ``interval``; whether the process group still lives and
+    the time limit, every 20 looks. The report is the poll's (``ID done|running|...`` plus
+    outcomes), so a watched call costs its submit and this one command.
     """
     q = shlex.quote
-    ticks = max(1, int(seconds / interval))
-    every = max(1, int(1.0 / interval))
     job_dir = q(item.job_dir)
     return "\n".join(
         [
             *_PREAMBLE,
-            "refresh; i=0",
+            "refresh; i=0; d=0.01; start=$(date +%s)",
             f"while ! finished {job_dir} {int(item.n_tasks)}; do",
-            f"  if [ $((i % {every})) -eq {every - 1} ]; then refresh; alive {int(item.pgid)} || break; fi",
-            f'  i=$((i + 1)); [ "$i" -ge {ticks} ] && break',
-            f"  sleep {interval} 2>/dev/null || sleep 1",
+            f'  i=$((i + 1)); [ "$i" -eq 50 ] && d={float(interval)}',
+            "  if [ $((i % 20)) -eq 0 ]; then",
+            f"    refresh; alive {int(item.pgid)} || break",
+            f"    [ $(($(date +%s) - start)) -ge {int(seconds)} ] && break",
+            "  fi",
+            '  sleep "$d" 2>/dev/null || sleep 1',
             "done",
             "refresh",
             f"check {q(item.job_id)} {job_dir} {int(item.pgid)} {int(item.n_tasks)}",
