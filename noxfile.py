@@ -41,9 +41,13 @@ DISTRIBUTIONS = {
     "ssh": ("clustrix-ssh", "clustrix_ssh"),
 }
 TEST_PLUGIN = ROOT / "tests" / "plugins" / "clustrix-testsched"
+#: Distributions a plugin's tests also need: the batch schedulers are tested through
+#: both transports, local and over SSH, and the SSH transport lives in clustrix-ssh.
+TEST_ALSO_NEEDS = {"slurm": ["ssh"], "pbs": ["ssh"], "sge": ["ssh"]}
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
+TYPES_PARAMIKO = "types-paramiko==5.1.0.20261030"
 TEST_RESULTS = ROOT / "build" / "test-results"
 
 _wheel_dir: Path | None = None
@@ -127,7 +131,7 @@ def _make_dist_tests(short: str) -> None:
             session.skip(f"{DISTRIBUTIONS[short][0]} does not exist yet")
         if not _has_tests(ROOT / test_dir):
             session.skip(f"{test_dir} has no tests yet")
-        names = ["core"] if short == "core" else ["core", short]
+        names = ["core"] if short == "core" else ["core", short, *TEST_ALSO_NEEDS.get(short, [])]
         if "testsched" in _local_projects():
             names.append("testsched")
         _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
@@ -136,6 +140,7 @@ def _make_dist_tests(short: str) -> None:
     tests.__doc__ = (
         f"Run {test_dir} against clustrix-core"
         + ("" if short == "core" else f" plus only {DISTRIBUTIONS[short][0]}")
+        + "".join(f" and {DISTRIBUTIONS[n][0]} (its SSH transport)" for n in TEST_ALSO_NEEDS.get(short, []))
         + " (wheels of the current source)."
     )
 
@@ -170,7 +175,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def types(session: nox.Session) -> None:
     """mypy over each distribution's src, against the others installed as wheels."""
-    _install_wheels(session, list(_wheels(session, *_dist_names()).values()), MYPY, "types-paramiko", "tomli")
+    _install_wheels(session, list(_wheels(session, *_dist_names()).values()), MYPY, TYPES_PARAMIKO, "tomli")
     failed = []
     for path, _ in DISTRIBUTIONS.values():
         src = ROOT / path / "src"

@@ -35,9 +35,7 @@ def unavailable(reason: str) -> None:
 def missing_packages(packages: Iterable[str]) -> list[str]:
     missing = []
     for name in packages:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False)
         if "install ok installed" not in proc.stdout:
             missing.append(name)
     return missing

@@ -140,6 +140,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             "scheduler plugin",
             lambda: f"{config.cluster_type} ({type(get_scheduler(config.cluster_type).impl).__name__})",
         )
+
         def connect() -> Any:
             transport = transport_for(config)
             transport.expand("~")  # a remote transport connects (and checks the host key) here

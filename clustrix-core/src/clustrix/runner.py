@@ -11,7 +11,7 @@ Job directory layout (shared by every batch scheduler plugin)::
       payload.pkl           {"func", "arguments", "tasks", "claim"}; cloudpickled
       out/<index>.pkl       one outcome per call index, written atomically
       out/<index>.failed    empty marker, made before the outcome of a call that raised
-      out/<index>.claim     (claim mode) which array task runs the call: "<task>\n<host pid>"
+      out/<index>.claim     (claim mode) which array task runs the call: "<task>\\n<host pid>"
       out/<index>.ckpt      (checkpoints) the call to run instead: cloudpickled (func, args, kwargs)
       out/task-<N>.exit     the runner's exit code for array task N
       stdout / stderr       (names chosen by the scheduler plugin)
@@ -153,15 +153,6 @@ def execute_call(func: Any, args: Any, kwargs: Any) -> tuple[bool, bytes]:
     except Exception as exc:  # noqa: BLE001 - an unpicklable result is the call's failure
         error = TypeError(f"the function's return value could not be pickled: {type(exc).__name__}: {exc}")
         return False, encode_outcome_error(error)
-
-
-def execute_batch(payload: bytes) -> list[bytes]:
-    """Run ``cloudpickle.dumps((func, [(args, kwargs), ...]))`` and return encoded outcomes.
-
-    This is what the local process pool runs in its workers.
-    """
-    func, arguments = pickle.loads(payload)
-    return [execute_call(func, args, kwargs)[1] for args, kwargs in arguments]
 
 
 def _write_atomic(path: str, data: bytes) -> None:

@@ -56,7 +56,7 @@ class CountingSFTPClient(paramiko.SFTPClient):
     def _async_request(self, fileobj: Any, t: int, *args: Any) -> int:
         if self.counters is not None:
             self.counters.add(sftp_requests=1)
-        num: int = super()._async_request(fileobj, t, *args)
+        num: int = super()._async_request(fileobj, t, *args)  # type: ignore[misc]  # private, absent from the stubs
         return num
 
 
@@ -75,7 +75,8 @@ def _connect_client(
             port=target.port,
             username=target.user,
             password=target.password,
-            key_filename=list(target.identity_files) or None,
+            # paramiko takes a list of files too; the stubs only say str
+            key_filename=list(target.identity_files) or None,  # type: ignore[arg-type]
             allow_agent=True,
             look_for_keys=not target.identity_files,
             timeout=CONNECT_TIMEOUT,

@@ -288,7 +288,7 @@ def _feed(channel: paramiko.Channel, data: bytes) -> None:
     # paramiko's sendall re-slices what is left after every packet: with bytes that is
     # quadratic (100 MB went at 1 MB/s); memoryview slices are free.
     try:
-        channel.sendall(memoryview(data))
+        channel.sendall(memoryview(data))  # type: ignore[arg-type]  # any buffer works; the stubs say bytes
         channel.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
         pass  # the command ended early or the link dropped; the reader reports it
