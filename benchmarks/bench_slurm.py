@@ -225,16 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="clustrix-bench-slurm-")
     os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
     try:
-        ssh_options = {
-            "cluster_type": "slurm",
-            "cluster_host": server.host,
-            "cluster_port": server.port,
-            "username": server.user,
-            "key_file": server.key_file,
-            "known_hosts_file": server.known_hosts,
-            "replicate_distributions": REPLICATE,
-            "remote_work_dir": "~/.clustrix/bench",
-        }
+        ssh_options = server.config(
+            cluster_type="slurm", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/bench"
+        )
         local_options = {
             "cluster_type": "slurm",
             "remote_work_dir": os.path.join(work, "jobs"),

@@ -57,15 +57,12 @@ def transport_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[st
     if request.param == "local":
         return {"remote_work_dir": str(tmp_path / "jobs"), "python_executable": sys.executable}
     server: SSHServer = request.getfixturevalue("sshd")
-    return {
-        "cluster_host": server.host,
-        "cluster_port": server.port,
-        "username": server.user,
-        "key_file": server.key_file,
-        "known_hosts_file": server.known_hosts,
-        "replicate_distributions": REPLICATE,
-        "remote_work_dir": "~/.clustrix/slurm-tests",  # one venv for the session; job dirs are unique
-    }
+    options = server.config(
+        replicate_distributions=REPLICATE,
+        remote_work_dir="~/.clustrix/slurm-tests",  # one venv for the session; job dirs are unique
+    )
+    del options["cluster_type"]  # each test module sets cluster_type="slurm" itself
+    return options
 
 
 @pytest.fixture

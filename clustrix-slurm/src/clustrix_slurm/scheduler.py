@@ -206,23 +206,10 @@ class SlurmScheduler:
             return statuses
 
         records = self._squeue(transport, [h.native_id for h in open_handles if h.native_id])
-        unresolved: list[JobHandle] = []
-        for handle in open_handles:
-            status = self._combine(transport, handle, records.get(handle.native_id or "", []))
-            if status is None:
-                unresolved.append(handle)
-            else:
-                statuses[handle.job_id] = status
+        unresolved = self._statuses_from_records(transport, open_handles, records, statuses)
         if unresolved and self.site(config, transport).accounting:
             records = self._sacct(transport, [h.native_id for h in unresolved if h.native_id])
-            still = []
-            for handle in unresolved:
-                status = self._combine(transport, handle, records.get(handle.native_id or "", []))
-                if status is None:
-                    still.append(handle)
-                else:
-                    statuses[handle.job_id] = status
-            unresolved = still
+            unresolved = self._statuses_from_records(transport, unresolved, records, statuses)
         now = time.monotonic()
         for handle in unresolved:
             since = self._unknown_since.setdefault(handle.job_id, now)
@@ -288,6 +275,23 @@ class SlurmScheduler:
         self._swept.add(handle.job_id)
         result = transport.run(["scancel", "--state=PENDING", handle.native_id], timeout=60)
         log.info("clustrix.job_swept", job_id=handle.job_id, native_id=handle.native_id, ok=result.ok)
+
+    def _statuses_from_records(
+        self,
+        transport: Transport,
+        handles: Sequence[JobHandle],
+        records: Mapping[str, list[parse.TaskRecord]],
+        statuses: dict[str, JobStatus],
+    ) -> list[JobHandle]:
+        """Put into ``statuses`` what ``records`` (squeue's or sacct's) say; return the handles they leave open."""
+        unresolved = []
+        for handle in handles:
+            status = self._combine(transport, handle, records.get(handle.native_id or "", []))
+            if status is None:
+                unresolved.append(handle)
+            else:
+                statuses[handle.job_id] = status
+        return unresolved
 
     def _combine(self, transport: Transport, handle: JobHandle, records: list[parse.TaskRecord]) -> JobStatus | None:
         if not records:

@@ -315,14 +315,7 @@ def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
     try:
         attributes = sftp.stat(path)
     except FileNotFoundError:
-        parent = posixpath.dirname(path.rstrip("/"))
-        if parent and parent != path:
-            _ensure_dir(sftp, parent, mode)
-        try:
-            sftp.mkdir(path, mode)
-        except OSError:
-            if not stat_module.S_ISDIR(sftp.stat(path).st_mode or 0):
-                raise
+        _create_dir(sftp, path, mode)
         sftp.chmod(path, mode)
         return
     if not stat_module.S_ISDIR(attributes.st_mode or 0):
@@ -335,9 +328,12 @@ def _ensure_dir(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
     """Create ``path`` (and parents) if missing, leaving existing directories' modes alone."""
     try:
         sftp.stat(path)
-        return
     except FileNotFoundError:
-        pass
+        _create_dir(sftp, path, mode)
+
+
+def _create_dir(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
+    """Make the missing ``path`` after its parents; another process making it first is fine."""
     parent = posixpath.dirname(path.rstrip("/"))
     if parent and parent != path:
         _ensure_dir(sftp, parent, mode)
