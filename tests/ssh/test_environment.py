@@ -97,14 +97,16 @@ def environment_value() -> str:
 
 
 @pytest.mark.testbed_ssh
-def test_variables_and_a_work_dir_with_metacharacters_reach_the_job(
+def test_variables_and_a_work_dir_with_metacharacters_and_the_word_task_reach_the_job(
     ssh_config: dict[str, Any], sshd: SSHServer
 ) -> None:
     odd = 'it\'s "$HOME" `id` $(id) ; & | \\ \n ü'
-    config = config_for(ssh_config, environment_variables={"CLUSTRIX_ODD": odd}, remote_work_dir="~/odd dir/it's $x")
+    config = config_for(
+        ssh_config, environment_variables={"CLUSTRIX_ODD": odd}, remote_work_dir="~/odd dir/it's $x TASKS"
+    )
     (outcome,) = run(config, environment_value)
     assert outcome is not None and outcome.value == odd
-    assert sshd.run_as_user('ls -d "$HOME/odd dir/it\'s \\$x"/envs').returncode == 0
+    assert sshd.run_as_user('ls -d "$HOME/odd dir/it\'s \\$x TASKS"/envs').returncode == 0
 
 
 @pytest.mark.testbed_ssh

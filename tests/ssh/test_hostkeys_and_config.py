@@ -32,6 +32,12 @@ def test_explicit_settings_win_over_ssh_config_except_the_default_port() -> None
     assert resolve_target("hpc", port=2201, ssh_config=config).port == 2201
 
 
+def test_forwardagent_in_ssh_config_does_not_forward_the_agent_only_forward_agent_true_does() -> None:
+    config = paramiko.SSHConfig.from_text("Host *\n  ForwardAgent yes\n")
+    assert resolve_target("hpc", ssh_config=config).forward_agent is False
+    assert resolve_target("hpc", forward_agent=True, ssh_config=config).forward_agent is True
+
+
 def test_destination_strings_split_like_openssh() -> None:
     assert split_destination("bob@bastion:2022") == ("bob", "bastion", 2022)
     assert split_destination("bastion") == (None, "bastion", None)
@@ -124,3 +130,22 @@ def test_proxyjump_goes_through_the_jump_hosts_channel(sshd: SSHServer, isolated
     assert transport.run(["id", "-un"]).stdout.strip() == sshd.user
     assert len(transport.connection._jumps) == 1
     assert transport.connection._jumps[0].get_transport().is_active()
+
+
+@pytest.mark.testbed_ssh
+def test_a_reject_policy_never_reuses_a_connection_opened_with_accept_new(sshd: SSHServer, tmp_path: Path) -> None:
+    trusting = get_transport(
+        sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_file,
+        known_hosts_file=str(tmp_path / "recorded"),
+        host_key_policy="accept-new",
+    )
+    assert trusting.run(["true"]).ok
+    strict = get_transport(
+        sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=str(tmp_path / "empty")
+    )
+    assert strict is not trusting
+    with pytest.raises(UnknownHostKeyError):
+        strict.run(["true"])

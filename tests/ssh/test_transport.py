@@ -107,3 +107,20 @@ def test_one_pooled_connection_serves_many_threads(sshd: SSHServer) -> None:
         t.join()
     assert sorted(results, key=int) == [str(i) for i in range(8)]
     assert transport.connection.generation == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "cwd", "named"),
+    [
+        (["echo", "a\x00b"], None, None, "an argv element"),
+        (["true"], {"X": "a\x00b"}, None, "an environment value"),
+        (["true"], None, "/tmp/a\x00b", "cwd"),
+    ],
+)
+def test_a_nul_byte_anywhere_in_a_command_is_refused_before_it_is_sent(
+    argv: list[str], env: dict[str, str] | None, cwd: str | None, named: str
+) -> None:
+    from clustrix_ssh.command import render_command
+
+    with pytest.raises(ValueError, match=f"{named} contains a NUL byte"):
+        render_command(argv, env=env, cwd=cwd)

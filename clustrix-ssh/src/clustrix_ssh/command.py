@@ -29,9 +29,9 @@ def render_command(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
     """The remote command line for ``argv``: ``cd``, exports, then the argv, all quoted."""
     if not argv:
         raise ValueError("cannot run an empty argv")
-    for element in argv:
-        if "\x00" in element:
-            raise ValueError("an argv element contains a NUL byte, which no remote program can receive")
+    for what, values in (("an argv element", argv), ("an environment value", (env or {}).values()), ("cwd", [cwd])):
+        if any(value is not None and "\x00" in str(value) for value in values):
+            raise ValueError(f"{what} contains a NUL byte, which no remote program can receive")
     parts = []
     if cwd is not None:
         parts.append(f"cd {shlex.quote(cwd)} || exit 125")

@@ -45,7 +45,7 @@ def render_driver(
             *prelude,
             f"cd {q(job_dir)} || exit 1",
             limit,
-            f"printf '%s\\n' {tasks} | xargs -P \"$P\" -I TASK {q(python)} -m clustrix.runner {q(job_dir)} --task TASK",
+            f"printf '%s\\n' {tasks} | xargs -n 1 -P \"$P\" {q(python)} -m clustrix.runner {q(job_dir)} --task",
             "",
         ]
     )

@@ -79,7 +79,7 @@ def resolve_target(
     user: str | None = None,
     key_file: str | None = None,
     password: str | None = None,
-    forward_agent: bool | None = None,
+    forward_agent: bool = False,
     ssh_config: paramiko.SSHConfig | None = None,
 ) -> Target:
     """Merge explicit settings with the ssh config entry for ``host`` (an alias or a name)."""
@@ -99,8 +99,8 @@ def resolve_target(
     jump = entry.get("proxyjump", "")
     hops = () if not jump or jump.lower() == "none" else tuple(h.strip() for h in jump.split(",") if h.strip())
     known = tuple(os.path.expanduser(p) for p in entry.get("userknownhostsfile", "").split() if p.lower() != "none")
-    if forward_agent is None:
-        forward_agent = entry.get("forwardagent", "no").lower() == "yes"
+    # ssh_config's ForwardAgent is deliberately not read: a "Host *" default there must not
+    # hand the agent to every cluster; only clustrix's own forward_agent=True does.
     return Target(
         alias=host,
         hostname=entry.get("hostname", host),

@@ -346,7 +346,7 @@ def _create_dir(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
 
 # -- the per-process pool -------------------------------------------------------------
 
-_pool: dict[tuple[str, str, int], SSHTransport] = {}
+_pool: dict[tuple[object, ...], SSHTransport] = {}
 _pool_lock = threading.Lock()
 
 
@@ -368,13 +368,16 @@ def get_transport(
         user=user,
         key_file=key_file,
         password=password,
-        forward_agent=forward_agent or None,
+        forward_agent=forward_agent,
     )
+    # one connection per (user, host, port) and security settings: a caller asking for
+    # host_key_policy="reject" never gets a connection opened (or reopened) with accept-new
+    key = (*target.pool_key, host_key_policy, known_hosts_file, target.identity_files, target.forward_agent)
     with _pool_lock:
-        transport = _pool.get(target.pool_key)
+        transport = _pool.get(key)
         if transport is None:
             transport = SSHTransport(target, known_hosts_file=known_hosts_file, host_key_policy=host_key_policy)
-            _pool[target.pool_key] = transport
+            _pool[key] = transport
         return transport
 
 
