@@ -164,3 +164,38 @@ def test_jobs_this_process_does_not_watch_are_polled_and_fetched_in_one_remote_c
 def _exec_requests(sshd: SSHServer) -> int:
     # sshd at LogLevel VERBOSE does not log exec requests; count sessions opened instead
     return Path(sshd.directory, "sshd.log").read_text().count("Starting session: command")
+
+
+def test_a_work_dir_other_users_can_write_is_refused_before_a_job_is_written(
+    ssh_config: dict[str, Any], sshd: SSHServer
+) -> None:
+    from clustrix_ssh.scheduler import SubmitError
+
+    assert sshd.run_as_user("rm -rf ~/shared-work && mkdir ~/shared-work && chmod 777 ~/shared-work").returncode == 0
+    config = config_for(ssh_config, remote_work_dir="~/shared-work")
+    with pytest.raises(SubmitError, match=r"remote_work_dir .*shared-work must be a directory you own .*chmod go-w"):
+        submit(config, whoami, (1,))
+    # no job directory was made (the environment is prepared first, but nothing runs from it)
+    assert sshd.run_as_user("find ~/shared-work -name payload.pkl").stdout == ""
+
+
+def test_cancel_and_poll_leave_alone_a_process_group_that_reused_a_dead_jobs_id(
+    ssh_config: dict[str, Any], sshd: SSHServer
+) -> None:
+    import attrs
+
+    config = config_for(ssh_config)
+    handle = submit(config, whoami, (1,))
+    assert wait(config, handle).state is JobState.COMPLETED
+    # an unrelated program of the same user now leads a process group: pretend it got the job's id
+    started = sshd.run_as_user("setsid sleep 60 >/dev/null 2>&1 </dev/null & echo $!")
+    stranger = int(started.stdout.strip())
+    try:
+        sshd.run_as_user(f"rm -f {handle.job_dir}/out/task-*.exit")  # the job now looks unfinished
+        reused = attrs.evolve(handle, native_id=str(stranger), data={**handle.data, "pgid": stranger})
+        fresh = SSHScheduler()
+        assert fresh.clustrix_poll([reused], config)[handle.job_id].state is not JobState.RUNNING
+        fresh.clustrix_cancel(reused, config)
+        assert sshd.run_as_user(f"kill -0 {stranger}").returncode == 0, "cancel killed an unrelated process"
+    finally:
+        sshd.run_as_user(f"kill {stranger}")

@@ -63,15 +63,24 @@ def render_launch(*, base_dir: str, job_dir: str, driver: str) -> str:
     driver_path = posixpath.join(job_dir, DRIVER)
     out = posixpath.join(job_dir, runner.OUT_DIR)
     detach = (
-        'if command -v setsid >/dev/null 2>&1; then detach="setsid"; else detach=""; fi; '
-        f"$detach nohup sh {q(driver_path)} </dev/null >{q(posixpath.join(job_dir, STDOUT))} "
+        f"setsid nohup sh {q(driver_path)} </dev/null >{q(posixpath.join(job_dir, STDOUT))} "
         f"2>{q(posixpath.join(job_dir, STDERR))} &"
     )
     return "\n".join(
         [
             "umask 077",
+            # without its own session the job's process group is not one clustrix can find or kill
+            "command -v setsid >/dev/null 2>&1 || "
+            "{ echo 'clustrix: setsid (util-linux) is not installed on this host; the ssh backend needs it "
+            "to detach jobs' >&2; exit 3; }",
             "set -e",
+            "uid=$(id -u)",
             f"mkdir -p {q(base_dir)}",
+            # whoever can write the base directory could swap a job directory before it is read
+            f'if [ -n "$(find {q(base_dir)} -prune {_NOT_PRIVATE_DIR} -print 2>&1)" ]; then',
+            "  printf 'clustrix: remote_work_dir %s must be a directory you own that no other user can write "
+            f"(chmod go-w it, or choose another remote_work_dir)\\n' {q(base_dir)} >&2; exit 4",
+            "fi",
             f"mkdir -m 700 {q(job_dir)} {q(out)}",
             f"cat > {q(payload + '.tmp')}",
             f"mv {q(payload + '.tmp')} {q(payload)}",
@@ -91,6 +100,10 @@ class PollItem:
     pgid: int
     n_tasks: int
 
+
+#: ``find`` tests true for a directory that is not private: not owned by ``$uid``, group or
+#: other writable, or not a directory at all (a symlink given as a start is not followed).
+_NOT_PRIVATE_DIR = '\\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type d \\)'
 
 #: Outcomes of a finished job up to this many bytes in total ride inline (base64) in the
 #: poll or watch command's output, so fetching them costs no further round trip.
@@ -112,11 +125,18 @@ INLINE_LIMIT = 1024 * 1024
 _PREAMBLE = [
     "uid=$(id -u)",
     'live=""',
+    # the live processes as "PGID STAT ARGS" lines (empty where ps is missing)
     "refresh() {",
-    "  live=$(ps -e -o pgid= -o stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1}' | tr '\\n' ' ')",
+    "  live=$(ps -ww -e -o pgid= -o stat= -o args= 2>/dev/null | awk '$2 !~ /^Z/')",
     "}",
+    # alive PGID JOBID: a live process of that group runs something of that job, whose id
+    # is in the job dir's name (ASCII, unlike some paths ps would print as "?"); a process
+    # group id reused by an unrelated program, long after the job died, does not count
     "alive() {",
-    '  if [ -n "$live" ]; then case " $live " in *" $1 "*) return 0;; esac; return 1; fi',
+    '  if [ -n "$live" ]; then',
+    '    printf \'%s\\n\' "$live" | D="$2" awk -v g="$1" \'$1 == g && index($0, ENVIRON["D"]) {f = 1} END {exit !f}\'',
+    "    return",
+    "  fi",
     '  kill -0 "-$1" 2>/dev/null',
     "}",
     "finished() {",
@@ -126,7 +146,7 @@ _PREAMBLE = [
     # each outcome file's "SIZE INDEX" from wc's "SIZE PATH" lines, without wc's total line
     """sizes_awk='NR <= n {p = $0; sub(/.*\\//, "", p); sub(/\\.pkl$/, "", p); print $1, p}'""",
     "unsafe_entries() {",
-    '  find "$1" "$1/out" -prune \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type d \\) -print 2>&1',
+    f'  find "$1" "$1/out" "$1/.." -prune {_NOT_PRIVATE_DIR} -print 2>&1',
     '  find "$1/out" -name \'*.pkl\' \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type f \\) -print 2>&1',
     "}",
     'private() { [ -z "$(unsafe_entries "$1")" ]; }',
@@ -150,7 +170,7 @@ _PREAMBLE = [
     "}",
     "check() {",
     '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; outcomes "$1" "$2" auto; return; fi',
-    '  if alive "$3"; then echo "$1 running"; return; fi',
+    '  if alive "$3" "$1"; then echo "$1 running"; return; fi',
     '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; outcomes "$1" "$2" auto; return; fi',
     f'  if [ -e "$2/{CANCELLED}" ]; then echo "$1 cancelled"; else echo "$1 gone"; fi',
     '  outcomes "$1" "$2" auto',
@@ -190,7 +210,7 @@ def render_watch(item: PollItem, *, seconds: float, interval: float = 0.05) -> s
             f"while ! finished {job_dir} {int(item.n_tasks)}; do",
             f'  i=$((i + 1)); [ "$i" -eq 50 ] && d={float(interval)}',
             "  if [ $((i % 20)) -eq 0 ]; then",
-            f"    refresh; alive {int(item.pgid)} || break",
+            f"    refresh; alive {int(item.pgid)} {q(item.job_id)} || break",
             f"    [ $(($(date +%s) - start)) -ge {int(seconds)} ] && break",
             "  fi",
             '  sleep "$d" 2>/dev/null || sleep 1',
@@ -214,6 +234,10 @@ def render_cancel(*, job_dir: str, pgid: int, grace_seconds: float = 5.0) -> str
     steps = max(1, int(grace_seconds * 10))
     return "\n".join(
         [
+            *_PREAMBLE,
+            "refresh",
+            # a finished job's group id may since belong to another program of this user: leave it
+            f"alive {int(pgid)} {q(posixpath.basename(job_dir))} || exit 0",
             f"touch {q(posixpath.join(job_dir, CANCELLED))} 2>/dev/null",
             f"kill -TERM -{int(pgid)} 2>/dev/null || exit 0",
             f"i=0; while [ $i -lt {steps} ] && kill -0 -{int(pgid)} 2>/dev/null; do",
