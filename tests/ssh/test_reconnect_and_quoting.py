@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import pytest
@@ -29,6 +30,32 @@ def test_commands_and_files_work_again_after_sshd_restarts(sshd: SSHServer) -> N
     assert transport.run(["echo", "after"]).stdout == "after\n"
     assert transport.read_bytes("~/reconnect.txt") == b"1"
     assert transport.connection.generation == 2
+
+
+def test_a_link_that_drops_while_a_command_runs_raises_sshconnectionerror(sshd: SSHServer) -> None:
+    import threading
+
+    from clustrix_ssh import SSHConnectionError
+
+    transport = connect(sshd)
+    assert transport.run(["true"]).ok
+    caught: list[BaseException] = []
+
+    def long_command() -> None:
+        try:
+            transport.run(["sleep", "20"])
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            caught.append(exc)
+
+    runner = threading.Thread(target=long_command)
+    runner.start()
+    time.sleep(1.0)
+    sshd.restart()  # every open connection is killed mid-command
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert len(caught) == 1 and isinstance(caught[0], SSHConnectionError), caught
+    assert "may or may not have completed" in str(caught[0])
+    assert transport.run(["echo", "again"]).stdout == "again\n"  # the next command reconnects
 
 
 # Text that survives a UTF-8 round trip and has no NUL (no argv element can carry one),

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -111,13 +110,14 @@ class SSHServer:
             raise RuntimeError(f"port {self.port} on 127.0.0.1 is busy: refusing to start a second sshd on it")
         log = Path(self.directory) / "sshd.log"
         log.write_text("")
-        self._process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(Path(self.directory) / "sshd_config")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "ab"),  # noqa: SIM115 - handed to the child
-            start_new_session=True,
-        )
+        with open(log, "ab") as log_file:  # the child keeps its own copy of the descriptor
+            self._process = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(Path(self.directory) / "sshd_config")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+            )
         expected = f"Server listening on 127.0.0.1 port {self.port}"
 
         def ready() -> bool:
@@ -235,13 +235,3 @@ def listening(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def banner(host: str, port: int, timeout: float = 5.0) -> str:
-    """The SSH identification line a server sends first (a cheap liveness check)."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        deadline = time.monotonic() + timeout
-        data = b""
-        while b"\n" not in data and time.monotonic() < deadline:
-            data += sock.recv(256)
-        return data.decode(errors="replace").strip()

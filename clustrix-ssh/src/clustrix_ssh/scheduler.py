@@ -174,7 +174,10 @@ class SSHScheduler:
         item = _poll_item(handle)
         try:
             while True:
-                report = _run_report(transport, scripts.render_watch(item, seconds=WATCH_SECONDS))
+                # a half-open link would otherwise block this thread until TCP gives up (~15 min)
+                report = _run_report(
+                    transport, scripts.render_watch(item, seconds=WATCH_SECONDS), timeout=WATCH_SECONDS + 60
+                )
                 status = report.statuses.get(handle.job_id)
                 if status is None or not status.state.final:
                     if status is not None and status.state is JobState.RUNNING:
@@ -247,20 +250,15 @@ def _unsafe(handle: JobHandle) -> runner.UnsafePathError:
     )
 
 
-def _run_report(transport: Transport, script: str, *, raw: bool = False) -> Report:
+def _run_report(transport: Transport, script: str, *, raw: bool = False, timeout: float | None = None) -> Report:
     """Run one report script; raw bytes through the SSH transport, text (base64 frames) elsewhere."""
     run_bytes = getattr(transport, "run_bytes", None)
     if run_bytes is not None:
-        _code, out, _err = run_bytes(render_command(["sh", "-c", script]))
+        _code, out, _err = run_bytes(render_command(["sh", "-c", script]), timeout=timeout)
         return parse_report(out)
     if raw:
         raise ValueError("raw outcome frames need a transport with run_bytes")
-    return parse_report(transport.run(["sh", "-c", script]).stdout.encode())
+    return parse_report(transport.run(["sh", "-c", script], timeout=timeout).stdout.encode())
 
 
-def parse_poll(stdout: str) -> dict[str, JobStatus]:
-    """Map a poll report's lines to job states (see :mod:`clustrix_ssh.report`)."""
-    return parse_report(stdout.encode()).statuses
-
-
-__all__ = ["SSHScheduler", "SubmitError", "parse_poll"]
+__all__ = ["SSHScheduler", "SubmitError"]

@@ -166,6 +166,14 @@ class SSHTransport:
                     raise subprocess.TimeoutExpired(list(argv), timeout or 0, bytes(out), bytes(err))
                 select.select([channel], [], [], wait)
             code = channel.recv_exit_status()
+            link = channel.get_transport()
+            if code == -1 and (link is None or not link.is_active()):
+                # paramiko closes every channel when the link dies, which looks like an exit
+                # without a status: the command may or may not have run to the end
+                raise SSHConnectionError(
+                    f"the SSH connection to {self.target.known_hosts_name} dropped while {argv[0]!r} ran; "
+                    "it may or may not have completed"
+                )
             if feeder is not None:
                 feeder.join(timeout=1)
         finally:
