@@ -93,6 +93,25 @@ def test_an_undefined_profile_names_the_file_and_the_table_to_add(config_file: P
         resolve_config(profile="gpu")
 
 
+def test_configure_with_an_undefined_profile_raises_and_leaves_the_process_usable(config_file: Path) -> None:
+    with pytest.raises(ConfigurationError, match="profile='nope' is not defined"):
+        configure(profile="nope")
+    assert get_config().profile is None
+    configure(profile="hpc")
+    assert get_config().cluster_type == "slurm"
+
+
+@pytest.mark.parametrize("given", ["numpy, attrs", ["numpy", "attrs"], ("numpy", "attrs")])
+def test_replicate_distributions_takes_a_comma_separated_string_or_a_list(given: object) -> None:
+    configure(replicate_distributions=given)
+    assert get_config().get("replicate_distributions") == ["numpy", "attrs"]
+
+
+def test_replicate_distributions_from_the_environment_is_split_at_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTRIX_REPLICATE_DISTRIBUTIONS", "numpy,attrs")
+    assert get_config().get("replicate_distributions") == ["numpy", "attrs"]
+
+
 def test_unknown_key_in_the_file_names_it_and_the_file(isolated_clustrix: Path) -> None:
     (isolated_clustrix / "config.toml").write_text('[profiles.x]\nclustertype = "slurm"\n')
     with pytest.raises(ConfigurationError, match=r"'clustertype' in \[profiles.x\]"):

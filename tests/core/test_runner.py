@@ -82,6 +82,45 @@ def test_client_refuses_outcomes_from_a_directory_other_users_could_write(tmp_pa
         read_outcomes(LocalTransport(), job_dir, 1)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root (CI runs as root)")
+def test_client_refuses_outcomes_owned_by_another_user_even_if_only_they_can_write_them(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
+    _run(job_dir)
+    for path in [Path(job_dir), Path(job_dir) / "out", Path(job_dir) / "out" / "0.pkl"]:
+        os.chown(path, 65534, 65534)  # nobody: mode 0700/0600 still, but theirs
+    with pytest.raises(PermissionError, match=r"belongs to uid 65534, not to the login user"):
+        read_outcomes(LocalTransport(), job_dir, 1)
+
+
+def test_client_refuses_outcomes_under_a_work_dir_other_users_could_write(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
+    _run(job_dir)
+    os.chmod(Path(job_dir).parent, 0o777)  # anyone could swap the job directory for their own
+    with pytest.raises(PermissionError, match="writable by other users"):
+        read_outcomes(LocalTransport(), job_dir, 1)
+
+
+def test_a_value_whose_class_is_missing_here_becomes_that_calls_error_not_a_fetch_failure() -> None:
+    import pickle
+    import types
+
+    from clustrix.runner import encode_outcome_ok
+
+    module = types.ModuleType("clustrix_vanishing_module")
+    exec("class Thing:\n    pass\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        record = encode_outcome_ok(module.Thing())
+    finally:
+        del sys.modules[module.__name__]
+    assert b"clustrix_vanishing_module" in pickle.loads(record)["value"]  # by reference, not by value
+    outcome = decode_outcome(record)
+    assert not outcome.ok
+    assert outcome.error_type == "ModuleNotFoundError"
+    assert "cannot be unpickled here" in (outcome.error_message or "")
+    assert "clustrix_vanishing_module" in (outcome.error_message or "")
+
+
 def test_an_unknown_task_number_is_an_error(tmp_path: Path) -> None:
     job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
     result = _run(job_dir, "--task", "5")

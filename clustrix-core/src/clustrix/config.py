@@ -152,6 +152,14 @@ def _convert(key: str, value: Any, default: Any) -> Any:
                 f"{key}={value!r} is not valid: use a list of strings, e.g. {key}=['module load gcc']"
             )
         return list(value)
+    if key == "replicate_distributions" and value is not None:
+        if isinstance(value, str):  # "numpy, attrs" (also how CLUSTRIX_REPLICATE_DISTRIBUTIONS arrives)
+            value = [part.strip() for part in value.split(",")]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigurationError(
+                f"{key}={value!r} is not valid: use a list of distribution names, e.g. {key}=['numpy', 'attrs']"
+            )
+        return [v for v in value if v]
     if key == "environment_variables":
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise ConfigurationError(
@@ -293,12 +301,12 @@ def configure(*, profile: str | None = None, **settings: Any) -> None:
             time=checked.get("default_time"),
             parameter_prefix="default_",
         )
+    if profile is not None:
+        resolve_config(profile=profile)  # an unknown profile raises here, before anything changes
     with _state.lock:
         _state.overrides.update(checked)
         if profile is not None:
             _state.profile = profile
-    if profile is not None:
-        resolve_config()
 
 
 def get_config() -> ClusterConfig:

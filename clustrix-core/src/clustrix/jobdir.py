@@ -6,6 +6,7 @@ these functions, so the layout documented in :mod:`clustrix.runner` lives in one
 
 from __future__ import annotations
 
+import os
 import pickle
 import posixpath
 import shlex
@@ -17,7 +18,7 @@ import cloudpickle
 
 from clustrix import runner
 from clustrix.jobs import JobSpec, Outcome
-from clustrix.transport import Transport
+from clustrix.transport import LocalTransport, Transport
 
 
 def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
@@ -107,7 +108,15 @@ def decode_outcome(data: bytes) -> Outcome:
     """Turn an outcome file's bytes into an :class:`Outcome` (see :mod:`clustrix.runner`)."""
     record = pickle.loads(data)
     if record["ok"]:
-        return Outcome(ok=True, value=pickle.loads(record["value"]))
+        try:
+            value = pickle.loads(record["value"])
+        except Exception as exc:  # noqa: BLE001 - e.g. the value's class is not importable here
+            return Outcome(
+                ok=False,
+                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+                error_message=f"the call returned a value that cannot be unpickled here: {type(exc).__name__}: {exc}",
+            )
+        return Outcome(ok=True, value=value)
     exception = None
     if record.get("exception") is not None:
         try:
@@ -123,18 +132,40 @@ def decode_outcome(data: bytes) -> Outcome:
     )
 
 
-def check_private_remote(transport: Transport, path: str) -> None:
-    """Refuse to read from ``path`` if a user other than its owner could have written it."""
+def check_private_remote(transport: Transport, path: str, *, owner: int | None = None) -> None:
+    """Refuse to read from ``path`` if another user could have written it.
+
+    ``path`` must not be group or other writable and, when ``owner`` (a uid) is given,
+    must belong to that user.
+    """
     st = transport.stat(path)
+    if owner is not None and st.st_uid != owner:
+        raise runner.UnsafePathError(
+            f"{path} on {transport.host} belongs to uid {st.st_uid}, not to the login user (uid {owner}): "
+            "refusing to unpickle it"
+        )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise runner.UnsafePathError(f"{path} on {transport.host} is writable by other users: refusing to unpickle it")
 
 
+def _login_uid(transport: Transport) -> int:
+    """The uid the transport acts as: this process's, or the owner of the remote home."""
+    if isinstance(transport, LocalTransport):
+        return os.geteuid()
+    return transport.stat(transport.expand("~")).st_uid
+
+
 def read_outcomes(transport: Transport, job_dir: str, size: int) -> list[Outcome | None]:
-    """Read every call's outcome of a finished job; None where a call wrote none."""
-    check_private_remote(transport, job_dir)
+    """Read every call's outcome of a finished job; None where a call wrote none.
+
+    The work dir above the job, the job dir, ``out/`` and each outcome file must belong
+    to the login user and be writable by nobody else.
+    """
+    owner = _login_uid(transport)
+    check_private_remote(transport, posixpath.dirname(job_dir.rstrip("/")), owner=owner)
+    check_private_remote(transport, job_dir, owner=owner)
     out_dir = posixpath.join(job_dir, runner.OUT_DIR)
-    check_private_remote(transport, out_dir)
+    check_private_remote(transport, out_dir, owner=owner)
     present = set(transport.listdir(out_dir))
     outcomes: list[Outcome | None] = []
     for index in range(size):
@@ -143,7 +174,7 @@ def read_outcomes(transport: Transport, job_dir: str, size: int) -> list[Outcome
             outcomes.append(None)
             continue
         path = posixpath.join(job_dir, name)
-        check_private_remote(transport, path)
+        check_private_remote(transport, path, owner=owner)
         outcomes.append(decode_outcome(transport.read_bytes(path)))
     return outcomes
 
