@@ -162,15 +162,50 @@ def test_executor_is_a_concurrent_futures_executor() -> None:
         executor.submit(abs, 1)
 
 
-def test_cancelling_a_queued_local_call_cancels_it() -> None:
-    blocker = cluster(executor="thread", max_workers=1)(lambda: time.sleep(1.0))
-    first = blocker.submit()
-    second = blocker.submit()
+def test_cancelling_a_queued_local_call_cancels_it_and_it_never_runs() -> None:
+    ran: list[int] = []
+
+    def nap(tag: int) -> None:
+        ran.append(tag)
+        time.sleep(1.0)
+
+    blocker = cluster(executor="thread", max_workers=1)(nap)
+    first = blocker.submit(1)
+    second = blocker.submit(2)
     assert second.cancel()
     assert second.cancelled()
     first.result(timeout=30)
     with pytest.raises(concurrent.futures.CancelledError):
         second.result()
+    time.sleep(0.2)
+    assert ran == [1]
+    from clustrix.plugins import get_scheduler
+
+    assert second.job_id not in get_scheduler("local").impl._jobs  # nothing kept for a cancelled job
+
+
+def test_execute_loop_parallel_stays_on_the_local_cores_whatever_clustrix_variables_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLUSTRIX_CLUSTER_TYPE", "slurm")
+    monkeypatch.setenv("CLUSTRIX_EXECUTOR", "process")
+
+    def where(i: int) -> tuple[int, int]:
+        import os
+
+        return i, os.getpid()
+
+    # threads of this very process: not a SLURM job, not a process pool
+    assert execute_loop_parallel(where, "i", range(5), executor="thread") == [(i, os.getpid()) for i in range(5)]
+
+
+def test_sys_exit_in_a_thread_call_comes_back_as_that_calls_systemexit() -> None:
+    def leave() -> None:
+        sys.exit(3)
+
+    with pytest.raises(SystemExit) as info:
+        cluster(executor="thread")(leave)()
+    assert info.value.code == 3
 
 
 def test_function_defined_in_main_runs_in_a_process(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -109,11 +110,13 @@ def test_hook_wrappers_of_other_plugins_wrap_every_scheduler() -> None:
     assert clustrix_testsched.WRAPPED.count("local") == before + 1
 
 
-def test_environment_capture_merges_every_plugins_snapshot() -> None:
+def test_environment_capture_merges_every_plugins_snapshot_and_core_keys_win() -> None:
     from clustrix.plugins import capture_environment
 
     snapshot = capture_environment(clustrix.get_config())
     assert snapshot["testsched"] is True
+    assert snapshot["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"  # not the plugin's "0.0"
+    assert "clustrix-core" in str(snapshot["distributions"]) and snapshot["hash"]
 
 
 def test_exceptions_raised_by_a_runner_keep_their_type(tmp_path: Path) -> None:
@@ -164,9 +167,29 @@ def test_cancel_of_a_running_job_through_the_future(tmp_path: Path) -> None:
 
     future = sleeper.submit()
     time.sleep(0.5)
+    (pid,) = future.handle.data["pids"]
+    assert _running(pid)
     assert future.cancel()
     job = Job.attach(future.job_id)
     assert job.record.state is JobState.CANCELLED
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid), "the runner process still runs after cancel"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (reaps it if it is our exited child)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _signature(name: str) -> str:
@@ -197,6 +220,6 @@ def test_cleanup_on_success_removes_the_job_directory_only_when_every_call_succe
     bad = maybe.submit(-1)
     with pytest.raises(ValueError):
         bad.result(timeout=60)
-    time.sleep(0.2)  # the directory is removed right after the future resolves
+    # the directory is removed before the future resolves: no wait needed
     assert not Path(good.handle.job_dir).exists()
     assert Path(bad.handle.job_dir).exists()  # kept for inspection: a call failed

@@ -47,7 +47,7 @@ def test_time_accepts_slurm_forms_and_minutes(text: str | int, seconds: int) -> 
     assert parse_time(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["1 hour", "00:61:00", "1-25:00:00", "abc", "0", 0, -5, "::"])
+@pytest.mark.parametrize("bad", ["1 hour", "00:61:00", "1-25:00:00", "abc", "0", 0, -5, 0.001, "::"])
 def test_time_rejects_bad_values_naming_the_parameter_and_the_forms(bad: object) -> None:
     with pytest.raises(ValueError, match=r"time=.*HH:MM:SS"):
         parse_time(bad)  # type: ignore[arg-type]

@@ -203,7 +203,7 @@ def capture_environment(roots: Iterable[str] | None = None) -> dict[str, Any]:
     }
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # called first, so its keys win (see clustrix.plugins.capture_environment)
 def clustrix_capture_environment(config: ClusterConfig) -> dict[str, Any] | None:
     """Core's contribution to the snapshot: Python and pip distributions.
 

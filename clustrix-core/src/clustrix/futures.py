@@ -188,12 +188,14 @@ class JobManager:
         """A future of ``job`` was cancelled; cancel the job once all of them are."""
         if all(f.cancelled() for f in job.futures):
             try:
-                job.scheduler.cancel(job.handle, job.config)
+                stopped = job.scheduler.cancel(job.handle, job.config)
             except Exception as exc:  # noqa: BLE001 - the future is cancelled either way
                 log.warning("clustrix.cancel_failed", job_id=job.handle.job_id, error=str(exc))
+                stopped = False
             with self._lock:
                 self._jobs.pop(job.handle.job_id, None)
-            self._record_final(job, JobStatus(state=JobState.CANCELLED, reason="cancelled by the user"))
+            if stopped:  # else the registry keeps the job's last known state: it may still run
+                self._record_final(job, JobStatus(state=JobState.CANCELLED, reason="cancelled by the user"))
 
     # ---- the poller -------------------------------------------------------
     def _due_groups(self) -> tuple[dict[tuple[Any, ...], list[_ActiveJob]], float]:
@@ -278,14 +280,15 @@ class JobManager:
             return
         with self._lock:
             self._jobs.pop(job.handle.job_id, None)
+        # the registry and the job dir are settled first: whoever .result() wakes sees them final
+        self._record_final(job, status)
+        if job.config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
+            remove_job_dir(job.handle, job.config)
         stderr_tail = lambda: self._stderr_tail(job)  # noqa: E731 - read only if a call wrote no result
         if job.futures and job.futures[0].index is None:
             resolve_whole(job.futures[0], outcomes, job.handle, status, stderr_tail)
         else:
             resolve_futures(job.futures, outcomes, job.handle, status, stderr_tail)
-        self._record_final(job, status)
-        if job.config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
-            remove_job_dir(job.handle, job.config)
 
     def _stderr_tail(self, job: _ActiveJob) -> str:
         try:

@@ -26,6 +26,8 @@ from typing import Any
 import attrs
 import cloudpickle
 
+from clustrix.config import ClusterConfig
+from clustrix.decorator import ClusterFunction
 from clustrix.hookspecs import hookimpl
 from clustrix.jobdir import decode_outcome, plan_tasks
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -178,7 +180,9 @@ def _run_in_thread(
     for args, kwargs in arguments:
         try:
             outcomes.append(Outcome(ok=True, value=func(*args, **kwargs)))
-        except Exception as exc:  # noqa: BLE001 - carried to the caller's future
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too, as in a process: carried to the future
             outcomes.append(
                 Outcome(
                     ok=False,
@@ -293,7 +297,11 @@ class LocalScheduler:
         job = self._job(handle)
         if job is None:
             return False
-        return all([f.cancel() or f.done() for f in job.futures])
+        stopped = all([f.cancel() or f.done() for f in job.futures])
+        if stopped:  # nothing will fetch a cancelled job: forget it here
+            with self._lock:
+                self._jobs.pop(handle.job_id, None)
+        return stopped
 
     @hookimpl
     def clustrix_read_logs(self) -> str:
@@ -320,12 +328,10 @@ def execute_loop_parallel(
     The original clustrix's loop helper: the loop over ``iterable`` is split into chunks
     that run on the local cores (processes, or threads for I/O-bound functions).
     """
-    from clustrix.decorator import ClusterFunction
-
     kwargs = dict(func_kwargs or {})
     if loop_var in kwargs:
         raise ValueError(f"loop_var={loop_var!r} is also given in func_kwargs; pass it only as loop_var")
-    bound = ClusterFunction(
+    bound = _LocalOnly(
         _LoopBody(func, loop_var, tuple(func_args), kwargs),
         config_overrides={
             "cluster_type": "local",
@@ -334,6 +340,14 @@ def execute_loop_parallel(
         },
     )
     return bound.map(iterable)
+
+
+class _LocalOnly(ClusterFunction):
+    """A function pinned to the local cores: its own keys win over CLUSTRIX_* variables too."""
+
+    def config(self) -> ClusterConfig:
+        config = super().config()
+        return attrs.evolve(config, values={**config.values, **self.config_overrides})
 
 
 @attrs.frozen

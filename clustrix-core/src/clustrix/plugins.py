@@ -79,7 +79,19 @@ class Scheduler:
 
     def fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
         outcomes = self._caller("clustrix_fetch")(handle=handle, config=config)
-        return [None] * handle.size if outcomes is None else outcomes
+        if outcomes is None:
+            return [None] * handle.size
+        outcomes = list(outcomes)
+        if len(outcomes) != handle.size:
+            # a future without its outcome would wait for ever: missing calls count as lost
+            warnings.warn(
+                f"scheduler {self.name!r} fetched {len(outcomes)} outcomes for job {handle.job_id} of "
+                f"{handle.size} calls; the missing ones are reported as ended without a result",
+                PluginWarning,
+                stacklevel=2,
+            )
+            outcomes = (outcomes + [None] * handle.size)[: handle.size]
+        return outcomes
 
     def cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
         return bool(self._caller("clustrix_cancel")(handle=handle, config=config))
@@ -226,10 +238,11 @@ def plugin_config_keys() -> dict[str, Any]:
 
 def capture_environment(config: ClusterConfig) -> dict[str, Any]:
     snapshot: dict[str, Any] = {}
-    # pluggy returns the results last-registered first; merge so that earlier plugins win ties
-    for part in reversed(get_plugin_manager().hook.clustrix_capture_environment(config=config)):
-        if part:
-            snapshot.update(part)
+    # results come in call order, core's (tryfirst) first; a key once set is never overwritten,
+    # so no plugin can replace core's python, distributions or hash
+    for part in get_plugin_manager().hook.clustrix_capture_environment(config=config):
+        for key, value in (part or {}).items():
+            snapshot.setdefault(key, value)
     return snapshot
 
 

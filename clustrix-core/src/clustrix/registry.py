@@ -52,11 +52,13 @@ def database_path() -> Path:
 def _connect() -> Iterator[sqlite3.Connection]:
     path = database_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    new = not path.exists()
+    if path.parent.stat().st_mode & 0o077:
+        os.chmod(path.parent, 0o700)  # hosts, users and paths of your jobs are nobody else's business
+    if not path.exists():
+        # made 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     try:
-        if new:
-            os.chmod(path, 0o600)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute(_SCHEMA)
