@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import os
 import re
@@ -223,3 +224,18 @@ def test_cleanup_on_success_removes_the_job_directory_only_when_every_call_succe
     # the directory is removed before the future resolves: no wait needed
     assert not Path(good.handle.job_dir).exists()
     assert Path(bad.handle.job_dir).exists()  # kept for inspection: a call failed
+
+
+def test_an_attached_arrays_result_is_its_first_call_and_results_raise_the_failing_calls_error(
+    tmp_path: Path,
+) -> None:
+    @cluster(cluster_type="subprocess", remote_work_dir=str(tmp_path))
+    def inverse(x: int) -> float:
+        return 1 / x
+
+    futures = inverse.submit_map([4, 0])
+    concurrent.futures.wait(futures, timeout=60)
+    job = Job.attach(futures[0].job_id)
+    assert job.result(timeout=60) == 0.25  # call 1 failing does not hide call 0's value
+    with pytest.raises(ZeroDivisionError):
+        job.results(timeout=60)

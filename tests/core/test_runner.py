@@ -121,6 +121,17 @@ def test_a_value_whose_class_is_missing_here_becomes_that_calls_error_not_a_fetc
     assert "clustrix_vanishing_module" in (outcome.error_message or "")
 
 
+def test_a_rerun_task_skips_calls_whose_outcome_exists(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((6, 3), {}), ((8, 2), {})], [[0, 1]])  # one task, two calls, no claims
+    assert _run(job_dir, "--task", "0").returncode == 0
+    out = Path(job_dir) / "out"
+    kept = (out / "0.pkl").stat().st_ino
+    (out / "1.pkl").unlink()  # as if the task was requeued after call 0 and before call 1 finished
+    assert _run(job_dir, "--task", "0").returncode == 0
+    assert (out / "0.pkl").stat().st_ino == kept  # not run (and rewritten) again
+    assert [o.value for o in read_outcomes(LocalTransport(), job_dir, 2) if o is not None] == [2.0, 4.0]
+
+
 def test_an_unknown_task_number_is_an_error(tmp_path: Path) -> None:
     job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
     result = _run(job_dir, "--task", "5")

@@ -252,10 +252,6 @@ def _read_file() -> dict[str, Any]:
     return data
 
 
-def available_profiles() -> list[str]:
-    return sorted(_read_file().get("profiles", {}))
-
-
 def resolve_config(*, profile: str | None = None, overrides: Mapping[str, Any] | None = None) -> ClusterConfig:
     """The configuration for one use: process-wide settings plus ``profile`` and ``overrides``."""
     keys = known_keys()

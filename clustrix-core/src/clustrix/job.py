@@ -68,15 +68,19 @@ class Job:
 
     def results(self, timeout: float | None = None) -> list[Any]:
         """Every call's result in order (an array job); raises the first call's error."""
-        status = self.wait(timeout)
-        outcomes = self.scheduler.fetch(self.handle, self.config)
-        futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(self.handle.size)]
-        resolve_futures(futures, outcomes, self.handle, status, lambda: tail(self.logs("stderr")))
-        return [f.result() for f in futures]
+        return [f.result() for f in self._resolved(timeout, self.handle.size)]
 
     def result(self, timeout: float | None = None) -> Any:
-        """The result of a single call (the first call of an array)."""
-        return self.results(timeout)[0]
+        """The result of a single call, or of the first call of an array (its error, if it failed)."""
+        return self._resolved(timeout, 1)[0].result()
+
+    def _resolved(self, timeout: float | None, count: int) -> list[concurrent.futures.Future[Any]]:
+        """Futures set from the first ``count`` calls' outcomes, once the job is final."""
+        status = self.wait(timeout)
+        outcomes = self.scheduler.fetch(self.handle, self.config)[:count]
+        futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(count)]
+        resolve_futures(futures, outcomes, self.handle, status, lambda: tail(self.logs("stderr")))
+        return futures
 
     def cancel(self) -> bool:
         cancelled = self.scheduler.cancel(self.handle, self.config)

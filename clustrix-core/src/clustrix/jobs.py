@@ -42,15 +42,6 @@ def new_job_id() -> str:
 
 
 @attrs.frozen(kw_only=True)
-class Call:
-    """One function call: the function and its arguments, as Python objects."""
-
-    func: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
 class JobSpec:
     """Everything a scheduler needs to run one job: one call, or many calls as one array.
 

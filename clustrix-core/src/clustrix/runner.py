@@ -241,10 +241,10 @@ class _TaskRun:
 
     def indices(self) -> list[int]:
         own = list(self.tasks[self.task])
-        if not self.claim:
-            return own
+        # a call whose outcome exists (a requeued or restarted task) is never run again
         done = {name[: -len(".pkl")] for name in os.listdir(self.path(OUT_DIR)) if name.endswith(".pkl")}
-        return [i for i in call_order(len(self.arguments), own) if str(i) not in done]
+        order = call_order(len(self.arguments), own) if self.claim else own
+        return [i for i in order if str(i) not in done]
 
     # ---- running ----------------------------------------------------------
     def run(self) -> int:
