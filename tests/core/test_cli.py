@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,21 @@ def test_doctor_checks_the_local_setup(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["ok"], data
     assert {c["check"] for c in data["checks"]} >= {"configuration", "remote python", "remote work dir"}
+
+
+def test_doctor_reports_a_work_dir_others_can_reach_and_leaves_its_mode_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    result = subprocess.run(
+        [sys.executable, "-m", "clustrix.cli", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CLUSTRIX_REMOTE_WORK_DIR": str(shared)},
+    )
+    data = json.loads(result.stdout)
+    (work,) = [c for c in data["checks"] if c["check"] == "remote work dir"]
+    assert not work["ok"] and "mode 755" in work["detail"] and "chmod 700" in work["detail"]
+    assert result.returncode == 1
+    assert shared.stat().st_mode & 0o777 == 0o755  # reported, not silently changed

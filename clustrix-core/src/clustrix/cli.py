@@ -158,8 +158,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
             def work_dir() -> str:
                 path = transport.expand(config.remote_work_dir)
-                transport.makedirs(path)
-                mode = transport.stat(path).st_mode & 0o777
+                try:
+                    mode = transport.stat(path).st_mode & 0o777  # as found: makedirs would chmod it
+                except FileNotFoundError:
+                    transport.makedirs(path)
+                    return f"{path} (created, mode 700)"
                 if mode & 0o077:
                     raise PermissionError(f"{path} has mode {mode:o}: other users can reach it; chmod 700 it")
                 return f"{path} (mode {mode:o})"
