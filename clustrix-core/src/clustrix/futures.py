@@ -125,7 +125,11 @@ class _ActiveJob:
 
     @property
     def group(self) -> tuple[Any, ...]:
-        return (self.scheduler.name, *self.config.connection_key)
+        """Jobs polled together, with the first one's config: same scheduler, host and access."""
+        access = tuple(
+            self.config.get(key) for key in ("key_file", "known_hosts_file", "host_key_policy", "remote_work_dir")
+        )
+        return (self.scheduler.name, *self.config.connection_key, *access)
 
 
 @attrs.define

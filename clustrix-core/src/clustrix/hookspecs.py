@@ -140,7 +140,9 @@ def clustrix_poll(handles: Sequence[JobHandle], config: ClusterConfig) -> Mappin
     Stops at first non-None result.
 
     :param handles: the jobs to report on; all of them share one connection (host, port, user).
-    :param config: the configuration they were submitted with.
+    :param config: the configuration they were submitted with (core polls together only
+        jobs whose scheduler, host, port, user, key, known_hosts file, host-key policy and
+        ``remote_work_dir`` agree, and passes the first one's configuration).
     :return: a mapping of ``handle.job_id`` to status; a missing job id means "unknown
         this round" and is asked again later.
     """
