@@ -283,32 +283,17 @@ def main(argv: list[str] | None = None) -> int:
         "map100": {name: summary(times) for name, times in mapped.items()},
     }
     med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
+    #: (case, clustrix contender, reference contender, what the reference is called, target ratio)
+    comparisons = [
+        ("single", "clustrix over SSH", "submitit (local)", "submitit", SINGLE_TARGET),
+        ("map100", "clustrix over SSH", "submitit (local)", "submitit map_array", MAP_VS_SUBMITIT_TARGET),
+        ("map100", "clustrix over SSH", "raw sbatch --array", "raw sbatch --array", MAP_VS_RAW_TARGET),
+        ("map100", "clustrix (local)", "submitit (local)", "submitit map_array", MAP_VS_SUBMITIT_TARGET),
+        ("map100", "clustrix (local)", "raw sbatch --array", "raw sbatch --array", MAP_VS_RAW_TARGET),
+    ]
     targets = [
-        (
-            "single: clustrix over SSH / submitit",
-            med["single"]["clustrix over SSH"] / med["single"]["submitit (local)"],
-            SINGLE_TARGET,
-        ),
-        (
-            "map100: clustrix over SSH / submitit map_array",
-            med["map100"]["clustrix over SSH"] / med["map100"]["submitit (local)"],
-            MAP_VS_SUBMITIT_TARGET,
-        ),
-        (
-            "map100: clustrix over SSH / raw sbatch --array",
-            med["map100"]["clustrix over SSH"] / med["map100"]["raw sbatch --array"],
-            MAP_VS_RAW_TARGET,
-        ),
-        (
-            "map100: clustrix (local) / submitit map_array",
-            med["map100"]["clustrix (local)"] / med["map100"]["submitit (local)"],
-            MAP_VS_SUBMITIT_TARGET,
-        ),
-        (
-            "map100: clustrix (local) / raw sbatch --array",
-            med["map100"]["clustrix (local)"] / med["map100"]["raw sbatch --array"],
-            MAP_VS_RAW_TARGET,
-        ),
+        (f"{case}: {ours} / {label}", med[case][ours] / med[case][theirs], target)
+        for case, ours, theirs, label, target in comparisons
     ]
     command_checks: list[tuple[dict[str, Any], int, bool]] = []
     for entry in counts:
