@@ -149,3 +149,14 @@ def test_a_reject_policy_never_reuses_a_connection_opened_with_accept_new(sshd: 
     assert strict is not trusting
     with pytest.raises(UnknownHostKeyError):
         strict.run(["true"])
+
+
+def test_a_proxyjump_chain_longer_than_clustrix_follows_is_an_error_not_silently_cut() -> None:
+    from clustrix_ssh import SSHConnectionError, SSHTransport
+    from clustrix_ssh.connection import MAX_JUMPS
+
+    hops = ",".join(f"hop{i}" for i in range(MAX_JUMPS + 1))
+    config = paramiko.SSHConfig.from_text(f"Host far\n  ProxyJump {hops}\n")
+    transport = SSHTransport(resolve_target("far", ssh_config=config))
+    with pytest.raises(SSHConnectionError, match=f"has {MAX_JUMPS + 1} hops; clustrix follows at most {MAX_JUMPS}"):
+        transport.run(["true"])

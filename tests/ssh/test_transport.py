@@ -124,3 +124,11 @@ def test_a_nul_byte_anywhere_in_a_command_is_refused_before_it_is_sent(
 
     with pytest.raises(ValueError, match=f"{named} contains a NUL byte"):
         render_command(argv, env=env, cwd=cwd)
+
+
+def test_files_work_again_after_the_sftp_session_alone_was_closed(sshd: SSHServer) -> None:
+    transport = connect(sshd)
+    transport.write_bytes("~/sftp-again.txt", b"x")
+    transport.connection.sftp().close()  # the server ended the session; the SSH link is still up
+    assert transport.connection.is_active()
+    assert transport.read_bytes("~/sftp-again.txt") == b"x"

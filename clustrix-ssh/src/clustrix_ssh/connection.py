@@ -154,6 +154,9 @@ class Connection:
         """The connection's SFTP session (opened on first use, reopened after a reconnect)."""
         with self._lock:
             client = self.client()
+            channel = None if self._sftp is None else self._sftp.get_channel()
+            if channel is not None and channel.closed:  # the session ended, the connection did not
+                self._sftp = None
             if self._sftp is None:
                 transport = client.get_transport()
                 assert transport is not None
@@ -171,7 +174,12 @@ class Connection:
         sock: Any = None
         jumps: list[paramiko.SSHClient] = []
         ssh_config = load_ssh_config() if self.target.proxy_jump else None
-        hops = [resolve_jump(hop, ssh_config) for hop in self.target.proxy_jump[:MAX_JUMPS]]
+        if len(self.target.proxy_jump) > MAX_JUMPS:
+            raise SSHConnectionError(
+                f"ProxyJump for {self.target.alias} has {len(self.target.proxy_jump)} hops; "
+                f"clustrix follows at most {MAX_JUMPS}"
+            )
+        hops = [resolve_jump(hop, ssh_config) for hop in self.target.proxy_jump]
         try:
             for index, hop in enumerate(hops):
                 jump = _connect_client(hop, known_hosts_file=self.known_hosts_file, policy=self.policy, sock=sock)
