@@ -239,3 +239,25 @@ def test_an_attached_arrays_result_is_its_first_call_and_results_raise_the_faili
     assert job.result(timeout=60) == 0.25  # call 1 failing does not hide call 0's value
     with pytest.raises(ZeroDivisionError):
         job.results(timeout=60)
+
+
+def test_a_plugin_fetching_too_few_outcomes_is_warned_about_and_the_missing_calls_count_as_lost() -> None:
+    import pluggy
+
+    from clustrix.jobs import JobHandle, Outcome
+    from clustrix.plugins import PluginWarning, Scheduler
+
+    class ShortFetch:
+        @hookspecs.hookimpl
+        def clustrix_fetch(self, handle: JobHandle) -> list[Outcome]:
+            return [Outcome(ok=True, value=1)]
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    impl = ShortFetch()
+    pm.register(impl)
+    scheduler = Scheduler("short", impl, pm, lambda: [])
+    handle = JobHandle(job_id="j", scheduler="short", size=3)
+    with pytest.warns(PluginWarning, match="'short' fetched 1 outcomes for job j of 3 calls"):
+        outcomes = scheduler.fetch(handle, clustrix.get_config())
+    assert [o.value if o else None for o in outcomes] == [1, None, None]
