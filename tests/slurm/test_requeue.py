@@ -24,6 +24,7 @@ from clustrix_slurm import SlurmScheduler
 from clustrix_slurm.scheduler import PREEMPTED_FINAL_AFTER
 from clustrix_slurm.states import to_job_state
 from tests.slurm.helpers import poll_until_final, slurm_config, wait_for_state
+from tests.testbed.slurm import SlurmTestbed
 
 
 class CountTo:
@@ -57,6 +58,14 @@ def slow_double(x: int) -> int:
 def double_and_restarts(x: int, nap: float) -> tuple[int, str]:
     time.sleep(nap)
     return 2 * x, os.environ.get("SLURM_RESTART_COUNT", "0")
+
+
+def double_once_restarted(x: int) -> tuple[int, str]:
+    """Runs until killed on the first run; returns at once on a requeued one."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if restarts == "0":
+        time.sleep(300)
+    return 2 * x, restarts
 
 
 # ---- the runner alone: SIGUSR2 with a requeue argv ---------------------------
@@ -199,6 +208,71 @@ def test_a_checkpointing_callable_signalled_with_usr2_resumes_from_its_checkpoin
     assert outcome.value["total"] == sum(range(60))
     assert 0 < outcome.value["resumed_from"] < 60
     assert outcome.value["restarts"] == "1"
+
+
+def preempt_with_an_urgent_job(bed: SlurmTestbed) -> str:
+    """Submit a job to the urgent partition that needs the whole node's memory, so SLURM must
+    preempt what runs there (every other job holds at least DefMemPerCPU)."""
+    argv = ["sbatch", "--parsable", f"--partition={bed.urgent_partition}", f"--mem={bed.real_memory_mb}M"]
+    submitted = subprocess.run(
+        [*argv, "--output=/dev/null", "--wrap=sleep 1"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return submitted.stdout.strip().split(";")[0]
+
+
+def recorded_states(job_id: str) -> list[str]:
+    """Every state accounting recorded for the job's runs (sacct --duplicates lists the requeued ones too)."""
+    listed = subprocess.run(
+        ["sacct", "--duplicates", "--noheader", "--parsable2", "--format=State", "-X", "-j", job_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.testbed_slurm
+def test_a_job_preempted_by_a_higher_tier_partition_runs_again_and_delivers_its_result(
+    slurm_cluster: SlurmTestbed, config: Any, fresh_plugins: None
+) -> None:
+    """No time= so no --signal: the call runs on through GraceTime, is killed, and SLURM
+    requeues the task, which runs the call again from the start."""
+    scheduler, handle = submit(config, double_once_restarted, [(21,)])
+    wait_for_state(scheduler, handle, config, "RUNNING", timeout=30)
+    wait_for_file(Path(handle.job_dir, runner.claim_name(0)))
+    urgent = preempt_with_an_urgent_job(slurm_cluster)
+    status, _ = poll_until_final(scheduler, handle, config, timeout=120)
+    assert status.state is JobState.COMPLETED, status
+    [outcome] = scheduler.fetch(handle, config)
+    assert outcome.value == (42, "1")  # the run after the preemption delivered it
+    assert recorded_states(urgent) == ["COMPLETED"]
+    if slurm_cluster.accounting:
+        assert "PREEMPTED" in recorded_states(handle.native_id), recorded_states(handle.native_id)
+
+
+@pytest.mark.testbed_slurm
+def test_a_preempted_checkpointing_callable_gets_sigusr2_in_its_grace_time_and_resumes_from_its_checkpoint(
+    slurm_cluster: SlurmTestbed, either_config: Any, fresh_plugins: None
+) -> None:
+    """With time= the job has --signal=B:USR2@60; the cluster sends it at preemption
+    (preempt_send_user_signal), so checkpoint() runs before GraceTime is up."""
+    config = either_config
+    steps = 100  # 10 s of work, so the preemption lands mid-call
+    scheduler, handle = submit(config, CountTo(step_seconds=0.1), [(steps,)], time="00:10:00")
+    wait_for_state(scheduler, handle, config, "RUNNING", timeout=30)
+    wait_for_file(Path(handle.job_dir, runner.claim_name(0)))
+    time.sleep(1.0)
+    urgent = preempt_with_an_urgent_job(slurm_cluster)
+    status, _ = poll_until_final(scheduler, handle, config, timeout=120)
+    assert status.state is JobState.COMPLETED, status
+    [outcome] = scheduler.fetch(handle, config)
+    assert outcome.value["total"] == sum(range(steps))
+    assert 0 < outcome.value["resumed_from"] < steps  # it went on from where the preemption stopped it
+    assert outcome.value["restarts"] == "1"
+    assert recorded_states(urgent) == ["COMPLETED"]
 
 
 @pytest.mark.testbed_slurm

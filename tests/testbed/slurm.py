@@ -57,6 +57,11 @@ PID_FILES = {
 }
 
 
+#: seconds a preempted job keeps running after its --signal before SLURM kills and requeues it
+GRACE_SECONDS = 5
+PREEMPTIBLE = f"PriorityTier=1 GraceTime={GRACE_SECONDS}"
+
+
 @attrs.frozen
 class SlurmTestbed:
     """A running cluster: its node and partitions, whether cgroups and accounting are on."""
@@ -67,6 +72,9 @@ class SlurmTestbed:
     partition: str = "debug"
     short_partition: str = "short"
     short_max_minutes: int = 5
+    #: jobs here preempt (requeue) jobs of the other partitions when they need their resources
+    urgent_partition: str = "urgent"
+    grace_seconds: int = GRACE_SECONDS
     cgroups: bool = True
     accounting: bool = True
     bring_up_seconds: float = 0.0
@@ -119,6 +127,11 @@ def render_slurm_conf(*, node: str, cpus: int, memory_mb: int, cgroups: bool, ac
         "SelectTypeParameters=CR_CPU_Memory",
         "DefMemPerCPU=256",
         "JobCompType=jobcomp/filetxt",
+        # preemption as a site runs it: the urgent partition's jobs requeue the others', which
+        # get their --signal (SIGUSR2 for checkpoint()) at once and GraceTime seconds to act on it
+        "PreemptType=preempt/partition_prio",
+        "PreemptMode=REQUEUE",
+        "SlurmctldParameters=preempt_send_user_signal",
         f"JobCompLoc={LOG / 'jobcomp.log'}",
     ]
     if cgroups:
@@ -138,8 +151,9 @@ def render_slurm_conf(*, node: str, cpus: int, memory_mb: int, cgroups: bool, ac
     lines += [
         f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} Sockets=1 CoresPerSocket={cpus} ThreadsPerCore=1 "
         f"RealMemory={memory_mb} State=UNKNOWN",
-        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8",
-        "PartitionName=short Nodes=ALL Default=NO MaxTime=5 State=UP OverSubscribe=FORCE:8",
+        f"PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8 {PREEMPTIBLE}",
+        f"PartitionName=short Nodes=ALL Default=NO MaxTime=5 State=UP OverSubscribe=FORCE:8 {PREEMPTIBLE}",
+        "PartitionName=urgent Nodes=ALL Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF",
     ]
     return "\n".join(lines) + "\n"
 
