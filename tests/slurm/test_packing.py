@@ -18,6 +18,8 @@ from clustrix.jobdir import outcome_files, plan_tasks, read_outcomes, stage
 from clustrix.jobs import JobSpec, JobState
 from clustrix.resources import Resources
 from clustrix.transport import LocalTransport
+from clustrix_slurm.scheduler import tasks_for
+from clustrix_slurm.script import array_spec
 from clustrix_slurm.status import status_from_outcomes
 from tests.slurm.helpers import Direct, poll_until_final, slurm_config
 
@@ -119,6 +121,18 @@ def test_the_listing_reader_ignores_temporary_and_foreign_files() -> None:
     assert files.failed == {1}  # a marker without its outcome is a call still being written
     assert files.exit_tasks == {0}
     assert files.complete(2) and not files.complete(3)
+
+
+def test_a_map_larger_than_maxarraysize_is_one_array_with_task_ids_below_it() -> None:
+    n_calls, max_array_size = 25_000, 10_001  # the testbed's MaxArraySize; the default is 1001
+    n_tasks = tasks_for(n_calls, None, max_array_size)
+    assert n_tasks == max_array_size
+    assert array_spec(n_tasks, None) == "0-10000"  # SLURM refuses an index >= MaxArraySize
+    tasks = plan_tasks(n_calls, n_tasks)
+    assert sorted(i for share in tasks for i in share) == list(range(n_calls))  # every call is in a share
+    assert {len(share) for share in tasks} == {2, 3}
+    assert tasks_for(100, 25, max_array_size) == 4  # calls_per_task packs further
+    assert tasks_for(3, 25, max_array_size) == 1
 
 
 def test_a_claiming_task_tries_its_own_share_first_then_the_calls_after_it() -> None:

@@ -46,8 +46,9 @@ def request(
 
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
-    if os.environ.get("CLUSTRIX_UPDATE_GOLDEN") == "1" or not path.exists():
+    if os.environ.get("CLUSTRIX_UPDATE_GOLDEN") == "1":
         path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with CLUSTRIX_UPDATE_GOLDEN=1 to write it"
     assert text == path.read_text()
 
 
