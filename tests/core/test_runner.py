@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from clustrix import runner
 from clustrix.jobdir import decode_outcome, finished_tasks, plan_tasks, read_outcomes, stage
 from clustrix.jobs import JobSpec
 from clustrix.transport import LocalTransport
@@ -40,7 +43,23 @@ def test_runner_writes_each_outcome_and_an_exit_code_file_per_task(tmp_path: Pat
     assert outcomes[0] is not None and outcomes[0].value == 2
     assert outcomes[1] is not None and isinstance(outcomes[1].exception, ZeroDivisionError)
     assert "divide" in (outcomes[1].traceback or "")
+    assert f'File "{__file__}"' in (outcomes[1].traceback or "")  # not cloudpickle's <dynamic-code>
+    assert "return a / b" in (outcomes[1].traceback or "")  # so the source line is shown too
     assert outcomes[2] is not None and outcomes[2].value == 2.5
+
+
+def test_functions_travel_by_value_with_their_file_name_nested_code_included() -> None:
+    def outer(x: int) -> int:
+        def inner() -> int:
+            return x + 1
+
+        return inner()
+
+    loaded = pickle.loads(runner.dumps(outer))
+    assert loaded(1) == 2
+    assert loaded.__code__.co_filename == __file__
+    nested = [c for c in loaded.__code__.co_consts if isinstance(c, types.CodeType)]
+    assert [c.co_filename for c in nested] == [__file__]
 
 
 def test_runner_takes_the_task_from_the_scheduler_environment(tmp_path: Path) -> None:

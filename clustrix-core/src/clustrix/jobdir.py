@@ -14,7 +14,6 @@ import stat
 from collections.abc import Sequence
 
 import attrs
-import cloudpickle
 
 from clustrix import runner
 from clustrix.jobs import JobSpec, Outcome
@@ -37,11 +36,9 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
 
 def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False) -> bytes:
     """The bytes of ``payload.pkl`` for ``spec``; ``claim`` turns on dynamic packing (see :mod:`clustrix.runner`)."""
-    data: bytes = cloudpickle.dumps(
-        {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim},
-        protocol=pickle.HIGHEST_PROTOCOL,
+    return runner.dumps(
+        {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
     )
-    return data
 
 
 def job_dir_for(base_dir: str, spec: JobSpec) -> str:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
-import cloudpickle
 
+from clustrix import runner
 from clustrix.config import ClusterConfig
 from clustrix.decorator import ClusterFunction
 from clustrix.hookspecs import hookimpl
@@ -152,18 +152,18 @@ def _run_chunk(payload: bytes) -> bytes:
             values.append(None)
             errors[index] = encode_outcome_error(exc)
     try:
-        data: bytes = cloudpickle.dumps((values, errors), protocol=pickle.HIGHEST_PROTOCOL)
+        data: bytes = runner.dumps((values, errors))
     except Exception:  # noqa: BLE001 - find the values that cannot travel and report them per call
         for index, value in enumerate(values):
             if index in errors:
                 continue
             try:
-                cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                runner.dumps(value)
             except Exception as exc:  # noqa: BLE001
                 values[index] = None
                 message = f"the function's return value could not be pickled: {type(exc).__name__}: {exc}"
                 errors[index] = encode_outcome_error(TypeError(message))
-        data = cloudpickle.dumps((values, errors), protocol=pickle.HIGHEST_PROTOCOL)
+        data = runner.dumps((values, errors))
     return data
 
 
@@ -233,7 +233,7 @@ class LocalScheduler:
                 for chunk in chunks:
                     arguments = [spec.arguments[i] for i in chunk]
                     if kind == "process":
-                        payload = cloudpickle.dumps((func, arguments), protocol=pickle.HIGHEST_PROTOCOL)
+                        payload = runner.dumps((func, arguments))
                         future = pool.submit(_run_chunk, payload)
                     else:
                         future = pool.submit(_run_in_thread, func, arguments)

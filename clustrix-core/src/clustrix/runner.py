@@ -42,6 +42,7 @@ requeues itself if it has calls left, instead of starting one it may not finish.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -52,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,21 +99,52 @@ def check_private(path: str, st: os.stat_result | None = None, *, uid: int | Non
         raise UnsafePathError(f"{path} is writable by other users: refusing to unpickle it")
 
 
-def _dumps(obj: Any) -> bytes:
-    import cloudpickle
+#: The file name cloudpickle (3.1.3 and later) gives every code object it pickles by value,
+#: so that payloads do not depend on where code was defined.
+DYNAMIC_CODE = "<dynamic-code>"
+_pickler_class: Any = None
 
-    data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return data
+
+def _pickler() -> Any:
+    """A cloudpickle Pickler that keeps each code object's real file name.
+
+    Functions decorated with ``@cluster`` always travel by value (their module attribute is
+    the wrapper), so without this a traceback from the job names ``<dynamic-code>`` instead
+    of the user's file, and shows no source line even where the file exists.
+    """
+    global _pickler_class
+    if _pickler_class is None:
+        import cloudpickle
+
+        class KeepFilenames(cloudpickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                if type(obj) is types.CodeType:
+                    reduce = self.dispatch_table.get(types.CodeType)
+                    if reduce is not None:
+                        constructor, args = reduce(obj)
+                        kept = (obj.co_filename if isinstance(a, str) and a == DYNAMIC_CODE else a for a in args)
+                        return constructor, tuple(kept)
+                return super().reducer_override(obj)
+
+        _pickler_class = KeepFilenames
+    return _pickler_class
+
+
+def dumps(obj: Any) -> bytes:
+    """cloudpickle ``obj`` (highest protocol), keeping code objects' file names."""
+    buffer = io.BytesIO()
+    _pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
 
 
 def encode_outcome_ok(value: Any) -> bytes:
-    return pickle.dumps({"ok": True, "value": _dumps(value)}, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps({"ok": True, "value": dumps(value)}, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def encode_outcome_error(exc: BaseException) -> bytes:
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        exc_bytes: bytes | None = _dumps(exc)
+        exc_bytes: bytes | None = dumps(exc)
     except Exception:  # noqa: BLE001 - an unpicklable exception still travels as type, message, traceback
         exc_bytes = None
     record = {
@@ -309,7 +342,7 @@ class _TaskRun:
         if resumed is None:
             self.stop_requested = True  # let the call finish, then come back for the rest
             return
-        _write_atomic(self.path(checkpoint_name(index)), _dumps(resumed))
+        _write_atomic(self.path(checkpoint_name(index)), dumps(resumed))
         print(f"clustrix.runner: call {index} checkpointed", file=sys.stderr, flush=True)
         self.requeue_and_exit()
 
