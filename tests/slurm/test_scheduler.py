@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from clustrix.environment import EnvironmentBuildError
 from clustrix.jobs import JobSpec, JobState
 from clustrix.plugins import get_scheduler
 from clustrix.resources import Resources
@@ -168,3 +172,29 @@ def test_a_time_beyond_the_partition_limit_fails_fast_and_leaves_the_queue(sched
 def test_unknown_resource_options_are_refused_before_anything_is_submitted(scheduler, config):
     with pytest.raises(ValueError, match="'acount'"):
         scheduler.submit(spec(double, [(1,)], config, acount="proj"), wake=lambda: None)
+
+
+def test_a_python_with_cloudpickle_alone_runs_jobs_and_one_without_it_is_refused_before_submit(
+    scheduler, tmp_path, fresh_plugins
+):
+    """The batch script runs the runner file shipped with the job, so clustrix need not be
+    installed in python_executable; cloudpickle must be, and its absence is caught up front."""
+    import cloudpickle
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(cloudpickle.__file__).parent, site / "cloudpickle")
+    with_cloudpickle = tmp_path / "python-with-cloudpickle-only"
+    with_cloudpickle.write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(str(site))} exec /usr/bin/python3 "$@"\n')
+    with_cloudpickle.chmod(0o755)
+    assert subprocess.run([with_cloudpickle, "-c", "import clustrix"], capture_output=True).returncode != 0
+
+    config = slurm_config(str(tmp_path / "jobs"), python_executable=str(with_cloudpickle))
+    handle = scheduler.submit(spec(double, [(21,)], config), wake=lambda: None)
+    status, _ = poll_until_final(scheduler, handle, config, timeout=60)
+    assert status.state is JobState.COMPLETED, status
+    assert [o.value for o in scheduler.fetch(handle, config)] == [42]
+
+    bare = slurm_config(str(tmp_path / "bare-jobs"), python_executable="/usr/bin/python3")
+    with pytest.raises(EnvironmentBuildError, match="No module named 'cloudpickle'"):
+        scheduler.submit(spec(double, [(21,)], bare), wake=lambda: None)
+    assert not (tmp_path / "bare-jobs").exists()  # refused before anything was staged

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clustrix import environment
-from clustrix.environment import PythonVersionMismatchError
+from clustrix.environment import EnvironmentBuildError, PythonVersionMismatchError
 from clustrix_ssh import get_transport
 from tests.ssh.helpers import REPLICATE, config_for, run
 from tests.testbed.sshd import SSHServer
@@ -124,6 +124,18 @@ def test_a_python_major_minor_mismatch_is_refused_before_anything_is_submitted(
     )
     allowed = config_for(ssh_config, python_executable=f"{sshd.home}/python3.9", allow_python_mismatch=True)
     assert environment.prepare_remote_environment(transport, allowed, {"python": "3.11"}).python.endswith("python3.9")
+
+
+@pytest.mark.testbed_ssh
+def test_a_python_executable_without_clustrix_is_refused_before_anything_is_submitted(
+    ssh_config: dict[str, Any], sshd: SSHServer
+) -> None:
+    config = config_for(ssh_config, python_executable="/usr/bin/python3", remote_work_dir="~/no-clustrix-work")
+    with pytest.raises(EnvironmentBuildError, match=r"the remote Python /usr/bin/python3 cannot run") as caught:
+        run(config, environment_value)
+    assert "No module named 'clustrix'" in str(caught.value)
+    assert "pip install 'clustrix-core==" in str(caught.value)
+    assert sshd.run_as_user("test -e ~/no-clustrix-work").returncode != 0  # nothing was written remotely
 
 
 @pytest.mark.testbed_ssh

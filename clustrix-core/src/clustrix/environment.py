@@ -302,6 +302,20 @@ def render_version_check(python: str, expected: str | None, *, allow_mismatch: b
     )
 
 
+#: What a job's Python must import: the runner (``python -m clustrix.runner``) and cloudpickle,
+#: which loads the pickled call. A plugin that ships the runner file needs only cloudpickle.
+RUNNER_MODULES = ("clustrix.runner", "cloudpickle")
+
+
+def render_import_check(python: str, modules: Sequence[str] = RUNNER_MODULES) -> str:
+    """Shell that exits ``BUILD_FAILED_EXIT``, naming ``python`` and its error, if it cannot import ``modules``."""
+    return (
+        f"import_error=$({python} -c {shlex.quote('import ' + ', '.join(modules))} 2>&1 >/dev/null) || "
+        f"{{ printf 'clustrix-env: cannot-import python=%s\\n%s\\n' {python} \"$import_error\" >&2; "
+        f"exit {BUILD_FAILED_EXIT}; }}"
+    )
+
+
 def render_build_script(
     *,
     work_dir: str,
@@ -506,17 +520,32 @@ def _interpret_failure(stderr: str, expected: str | None) -> ClustrixError:
             f"the remote side (or load one with module_loads= / conda_env_name=), or set allow_python_mismatch=True "
             f"to try anyway."
         )
+    if "clustrix-env: cannot-import python=" in stderr:
+        _, _, rest = stderr.partition("clustrix-env: cannot-import python=")
+        python, _, error = rest.partition("\n")
+        reason = error.strip().splitlines()[-1] if error.strip() else "no error text"
+        version = importlib.metadata.version("clustrix-core")
+        return EnvironmentBuildError(
+            f"the remote Python {python} cannot run clustrix jobs ({reason}), so nothing was submitted. Install "
+            f"clustrix-core in it (pip install 'clustrix-core=={version}'), or leave python_executable unset so "
+            f"clustrix builds a venv replicating this environment."
+        )
     return EnvironmentBuildError(f"building the remote environment failed:\n{stderr.strip()[-4000:]}")
 
 
 def prepare_remote_environment(
-    transport: Transport, config: ClusterConfig, snapshot: Mapping[str, Any] | None
+    transport: Transport,
+    config: ClusterConfig,
+    snapshot: Mapping[str, Any] | None,
+    *,
+    needs: Sequence[str] = RUNNER_MODULES,
 ) -> RemoteEnvironment:
     """Make the replicated environment exist on ``transport``'s host; return how to use it.
 
     Runs at most one remote script per (host, environment, settings) in this process.
-    With ``python_executable`` set, that interpreter is used as it is (after the version
-    check); with an empty snapshot, ``python3`` is.
+    With ``python_executable`` set, that interpreter is used as it is, after checking its
+    version and that it imports the modules in ``needs``; with an empty snapshot,
+    ``python3`` is (checked the same way).
     """
     activation = activation_from_config(config)
     expected = (snapshot or {}).get("python")
@@ -533,6 +562,7 @@ def prepare_remote_environment(
         allow,
         (snapshot or {}).get("hash"),
         tuple((d["name"], d.get("digest")) for d in locals_),
+        tuple(needs),
     )
     with _prepared_lock:
         if cache_key in _prepared:
@@ -540,7 +570,9 @@ def prepare_remote_environment(
 
     if explicit or not (snapshot or {}).get("distributions"):
         python = explicit or "python3"
-        script = "\n".join([*activation, render_version_check(shlex.quote(python), expected, allow_mismatch=allow)])
+        quoted = shlex.quote(python)
+        checks = [render_version_check(quoted, expected, allow_mismatch=allow), render_import_check(quoted, needs)]
+        script = "\n".join([*activation, *checks])
         result = transport.run(["sh", "-c", script])
         if not result.ok:
             raise _interpret_failure(result.stderr, expected)

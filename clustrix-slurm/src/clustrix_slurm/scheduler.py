@@ -166,7 +166,8 @@ class SlurmScheduler:
         if config is None:
             return options
         snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
-        prepared = environment.prepare_remote_environment(transport, config, snapshot)
+        # the job runs the runner file shipped with it, so its Python needs only cloudpickle
+        prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=("cloudpickle",))
         activation = environment.activation_from_config(config)
         prelude = list(prepared.prelude)
         extra = prelude[len(activation) :] if prelude[: len(activation)] == activation else prelude
