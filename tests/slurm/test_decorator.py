@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -86,6 +87,46 @@ def test_future_cancel_scancels_a_running_job(slurm_options):
         time.sleep(0.1)
     assert "CANCELLED" in state.stdout
     assert issubclass(JobCancelledError, concurrent.futures.CancelledError)
+
+
+def test_clustrix_cancel_from_a_new_process_scancels_a_running_job(slurm_options):
+    """The submitting process exits; ``clustrix cancel ID`` from another one ends the running job."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from clustrix import cluster
+        @cluster(**{slurm_options!r})
+        def nap():
+            time.sleep(600)
+        print(nap.submit().job_id)
+        """
+    )
+    submitted = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    native = Job.attach(job_id).handle.native_id
+    deadline = time.monotonic() + 30
+    while "RUNNING" not in slurm_states(native) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "RUNNING" in slurm_states(native)
+
+    cancel = subprocess.run(
+        [sys.executable, "-m", "clustrix.cli", "cancel", job_id, "--json"], capture_output=True, text=True
+    )
+    assert cancel.returncode == 0, cancel.stderr
+    assert json.loads(cancel.stdout) == {"job_id": job_id, "cancelled": True}
+    deadline = time.monotonic() + 30
+    while "CANCELLED" not in slurm_states(native) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "CANCELLED" in slurm_states(native)
+    status = subprocess.run(
+        [sys.executable, "-m", "clustrix.cli", "status", job_id, "--json"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(status.stdout)["state"] == "CANCELLED"
+
+
+def slurm_states(native_id: str) -> str:
+    listed = subprocess.run(["squeue", "-h", "-t", "all", "-j", native_id, "-o", "%T"], capture_output=True, text=True)
+    return listed.stdout
 
 
 def test_an_impossible_request_fails_at_submit_with_slurms_message(slurm_options, slurm_cluster):

@@ -33,6 +33,8 @@ SCRIPT = textwrap.dedent(
 
     if sys.argv[2] == "call":
         print(json.dumps(square_plus(7, offset=1)))
+    elif sys.argv[2] == "submit-long":
+        print(square_plus.submit(9, nap=600.0).job_id, flush=True)
     else:
         future = square_plus.submit(9, nap=3.0)
         print(future.job_id, flush=True)
@@ -69,6 +71,29 @@ def test_a_result_is_fetched_by_a_new_process_after_the_submitter_was_killed(
     job_id = proc.stdout.split()[0]
     job = Job.attach(job_id)
     assert job.result(timeout=60) == 81
+
+
+def live_members(pgid: int) -> int:
+    """Processes of the group that are not zombies (the sshd host is this machine)."""
+    listed = subprocess.run(["ps", "-e", "-o", "pgid=,stat="], capture_output=True, text=True, check=True)
+    return sum(1 for line in listed.stdout.splitlines() if line.split()[0] == str(pgid) and line.split()[1][0] != "Z")
+
+
+def test_clustrix_cancel_from_a_new_process_kills_the_remote_job(tmp_path: Path, options: dict[str, Any]) -> None:
+    proc = run_script(tmp_path, options, "submit-long")
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.split()[0]
+    pgid = Job.attach(job_id).handle.data["pgid"]
+    assert live_members(pgid) > 0  # the call is running
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cancel = subprocess.run(
+        [sys.executable, "-m", "clustrix.cli", "cancel", job_id, "--json"], capture_output=True, text=True, env=env
+    )
+    assert cancel.returncode == 0, cancel.stderr
+    assert json.loads(cancel.stdout) == {"job_id": job_id, "cancelled": True}
+    assert Job.attach(job_id).wait(timeout=30).state.value == "CANCELLED"
+    assert live_members(pgid) == 0  # nothing of the job's process group runs on
 
 
 def test_the_decorator_returns_values_and_reraises_remote_exceptions(options: dict[str, Any]) -> None:
