@@ -56,3 +56,11 @@ def test_doctor_fails_on_an_unknown_host_key_and_says_how_to_trust_it(sshd: SSHS
     (failure,) = [c for c in report["checks"] if not c["ok"]]  # nothing after the connection is attempted
     assert failure["check"] == "connection (host key checked)"
     assert "UnknownHostKeyError" in failure["detail"] and "ssh-keyscan" in failure["detail"], report
+
+
+def test_doctor_fails_on_a_python_executable_without_cloudpickle(sshd: SSHServer, isolated_home: Path) -> None:
+    code, report = doctor(sshd, isolated_home, python_executable="/usr/bin/python3")
+    assert code == 1 and not report["ok"]
+    (failure,) = [c for c in report["checks"] if not c["ok"]]
+    assert failure["check"] == "remote python"
+    assert "No module named 'cloudpickle'" in failure["detail"], report

@@ -149,11 +149,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         transport = check("connection (host key checked)", connect, lambda t: f"{type(t).__name__} to {t.host}")
         if transport is not None:
             python = config.get("python_executable") or "python3"
+            probe = "import sys; print(sys.version.split()[0], sys.executable)"
+            if config.get("python_executable"):
+                # the job's own Python (no venv is built for it) must load the pickled call
+                probe = "import cloudpickle; " + probe
             check(
                 "remote python",
-                lambda: transport.run(
-                    [python, "-c", "import sys; print(sys.version.split()[0], sys.executable)"], check=True, timeout=60
-                ).stdout.strip(),
+                lambda: transport.run([python, "-c", probe], check=True, timeout=60).stdout.strip(),
             )
 
             def work_dir() -> str:
