@@ -57,9 +57,9 @@ PID_FILES = {
 }
 
 
-#: seconds a preempted job keeps running after its --signal before SLURM kills and requeues it
-GRACE_SECONDS = 5
-PREEMPTIBLE = f"PriorityTier=1 GraceTime={GRACE_SECONDS}"
+#: the partitions whose jobs the urgent partition's preempt; a preempted job keeps running
+#: GraceTime seconds after its --signal before SLURM kills and requeues it
+PREEMPTIBLE = "PriorityTier=1 GraceTime=5"
 
 
 @attrs.frozen
@@ -74,7 +74,6 @@ class SlurmTestbed:
     short_max_minutes: int = 5
     #: jobs here preempt (requeue) jobs of the other partitions when they need their resources
     urgent_partition: str = "urgent"
-    grace_seconds: int = GRACE_SECONDS
     cgroups: bool = True
     accounting: bool = True
     bring_up_seconds: float = 0.0
@@ -127,12 +126,12 @@ def render_slurm_conf(*, node: str, cpus: int, memory_mb: int, cgroups: bool, ac
         "SelectTypeParameters=CR_CPU_Memory",
         "DefMemPerCPU=256",
         "JobCompType=jobcomp/filetxt",
+        f"JobCompLoc={LOG / 'jobcomp.log'}",
         # preemption as a site runs it: the urgent partition's jobs requeue the others', which
         # get their --signal (SIGUSR2 for checkpoint()) at once and GraceTime seconds to act on it
         "PreemptType=preempt/partition_prio",
         "PreemptMode=REQUEUE",
         "SlurmctldParameters=preempt_send_user_signal",
-        f"JobCompLoc={LOG / 'jobcomp.log'}",
     ]
     if cgroups:
         lines += ["ProctrackType=proctrack/cgroup", "TaskPlugin=task/cgroup,task/affinity"]
