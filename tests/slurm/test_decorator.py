@@ -63,6 +63,17 @@ def test_an_out_of_memory_job_raises_joboutofmemoryerror_with_slurms_reason(slur
     assert "OUT_OF_MEMORY" in str(info.value)
 
 
+def wait_for_squeue_state(native_id: str, state: str, timeout: float = 30) -> str:
+    """squeue's states of the job (finished ones included), once ``state`` is among them or at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        argv = ["squeue", "-h", "-t", "all", "-j", native_id, "-o", "%T"]
+        listed = subprocess.run(argv, capture_output=True, text=True).stdout
+        if state in listed or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.1)
+
+
 def test_future_cancel_scancels_a_running_job(slurm_options):
     @cluster(**slurm_options)
     def nap():
@@ -70,22 +81,11 @@ def test_future_cancel_scancels_a_running_job(slurm_options):
 
     future = nap.submit()
     native = future.handle.native_id
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        state = subprocess.run(["squeue", "-h", "-j", native, "-o", "%T"], capture_output=True, text=True).stdout
-        if "RUNNING" in state:
-            break
-        time.sleep(0.1)
+    wait_for_squeue_state(native, "RUNNING")
     assert future.cancel()
     with pytest.raises(concurrent.futures.CancelledError):
         future.result()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        state = subprocess.run(["squeue", "-h", "-t", "all", "-j", native, "-o", "%T"], capture_output=True, text=True)
-        if "CANCELLED" in state.stdout:
-            break
-        time.sleep(0.1)
-    assert "CANCELLED" in state.stdout
+    assert "CANCELLED" in wait_for_squeue_state(native, "CANCELLED")
     assert issubclass(JobCancelledError, concurrent.futures.CancelledError)
 
 
@@ -104,29 +104,18 @@ def test_clustrix_cancel_from_a_new_process_scancels_a_running_job(slurm_options
     submitted = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     job_id = submitted.stdout.strip().splitlines()[-1]
     native = Job.attach(job_id).handle.native_id
-    deadline = time.monotonic() + 30
-    while "RUNNING" not in slurm_states(native) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "RUNNING" in slurm_states(native)
+    assert "RUNNING" in wait_for_squeue_state(native, "RUNNING")
 
     cancel = subprocess.run(
         [sys.executable, "-m", "clustrix.cli", "cancel", job_id, "--json"], capture_output=True, text=True
     )
     assert cancel.returncode == 0, cancel.stderr
     assert json.loads(cancel.stdout) == {"job_id": job_id, "cancelled": True}
-    deadline = time.monotonic() + 30
-    while "CANCELLED" not in slurm_states(native) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "CANCELLED" in slurm_states(native)
+    assert "CANCELLED" in wait_for_squeue_state(native, "CANCELLED")
     status = subprocess.run(
         [sys.executable, "-m", "clustrix.cli", "status", job_id, "--json"], capture_output=True, text=True, check=True
     )
     assert json.loads(status.stdout)["state"] == "CANCELLED"
-
-
-def slurm_states(native_id: str) -> str:
-    listed = subprocess.run(["squeue", "-h", "-t", "all", "-j", native_id, "-o", "%T"], capture_output=True, text=True)
-    return listed.stdout
 
 
 def test_an_impossible_request_fails_at_submit_with_slurms_message(slurm_options, slurm_cluster):
