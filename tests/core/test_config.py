@@ -20,7 +20,7 @@ module_loads = ["cuda/12"]
 
 [profiles.k8s]
 cluster_type = "kubernetes"
-namespace = "science"
+job_poll_interval = 2
 """
 
 
@@ -82,7 +82,7 @@ def test_a_function_profile_overrides_the_process_profile_for_that_function_only
     def on_hpc() -> None: ...
 
     assert on_k8s.config().cluster_type == "kubernetes"
-    assert on_k8s.config().namespace == "science"
+    assert on_k8s.config().job_poll_interval == 2
     assert on_hpc.config().cluster_type == "slurm"
 
 

@@ -35,7 +35,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-#: The original clustrix keys and their defaults.
+#: The original clustrix keys and their defaults. Scheduler-specific keys (``namespace``,
+#: ``image``, ``kubeconfig``, ...) are declared by their plugins through ``clustrix_config_keys``.
 CORE_DEFAULTS: dict[str, Any] = {
     "cluster_type": "local",
     "cluster_host": None,
@@ -67,10 +68,6 @@ CORE_DEFAULTS: dict[str, Any] = {
     "allow_python_mismatch": False,
     # environment replication: limit the remote venv to these distributions (and their requirements)
     "replicate_distributions": None,
-    # kubernetes (the original's names)
-    "namespace": "default",
-    "image": None,
-    "kubeconfig": None,
 }
 
 _LIST_KEYS = {"module_loads", "pre_execution_commands"}

@@ -1,9 +1,5 @@
-"""clustrix-k8s: the ``cluster_type="kubernetes"`` plugin for clustrix.
+"""clustrix-k8s: the ``cluster_type="kubernetes"`` plugin for clustrix (Kubernetes Jobs through the official client)."""
 
-The backend is registered so clustrix knows the name, but submitting a job raises
-:class:`NotImplementedError`: Kubernetes support is not implemented in this release.
-"""
-
-from clustrix_k8s.plugin import KubernetesScheduler
+from clustrix_k8s.scheduler import KubernetesScheduler
 
 __all__ = ["KubernetesScheduler"]

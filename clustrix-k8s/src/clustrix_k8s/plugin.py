@@ -1,34 +1,23 @@
-"""Entry point ``kubernetes``: registers the Kubernetes scheduler, which is not implemented yet."""
+"""Entry point ``kubernetes``: registers the Kubernetes scheduler and declares its configuration keys."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import Any
 
 from clustrix.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from clustrix.jobs import JobSpec
+from clustrix_k8s.options import CONFIG_KEYS
 
 NAME = "kubernetes"
-NOT_IMPLEMENTED = (
-    "the kubernetes backend (clustrix-k8s) is registered but not implemented in this release of clustrix: "
-    "no job was submitted. Follow or upvote its issue in the clustrix issue tracker, or use "
-    "cluster_type='slurm', 'ssh' or 'local' meanwhile."
-)
 
 
-class KubernetesScheduler:
-    """The ``kubernetes`` scheduler: Kubernetes Jobs (through the Kubernetes API).
-
-    Every submission raises NotImplementedError.
-    """
-
-    @hookimpl
-    def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> NoReturn:
-        raise NotImplementedError(NOT_IMPLEMENTED)
+@hookimpl
+def clustrix_config_keys() -> dict[str, Any]:
+    return dict(CONFIG_KEYS)
 
 
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
+    from clustrix_k8s.scheduler import KubernetesScheduler
+
     register(NAME, KubernetesScheduler())

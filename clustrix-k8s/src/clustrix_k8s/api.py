@@ -1,0 +1,207 @@
+"""The Kubernetes API as this backend uses it: JSON in and out through the official client.
+
+Replies are read as raw JSON (``_preload_content=False``): a list of Secrets holding a
+50 MB result, or of a thousand Jobs, is parsed once by ``json`` instead of being turned
+into model objects. Every request is counted (:attr:`KubeApi.calls`), so benchmarks and
+tests can state the API calls a job costs. A 401 or 403 becomes
+:class:`KubernetesPermissionError`, naming the verb, resource and namespace the
+credentials lack, which is what the Role in ``docs/kubernetes.md`` must grant.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from clustrix.errors import ClustrixError, ConfigurationError
+
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#: API group and plural of every resource the backend touches.
+RESOURCES = {
+    "jobs": ("batch", "v1"),
+    "secrets": ("", "v1"),
+    "pods": ("", "v1"),
+    "serviceaccounts": ("", "v1"),
+    "roles": ("rbac.authorization.k8s.io", "v1"),
+    "rolebindings": ("rbac.authorization.k8s.io", "v1"),
+}
+
+
+class KubernetesAPIError(ClustrixError):
+    """The API server refused or failed a request; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubernetesPermissionError(KubernetesAPIError, PermissionError):
+    """The credentials may not do what the backend needs (HTTP 401 or 403)."""
+
+
+def _path(resource: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    group, version = RESOURCES[resource]
+    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    path = f"{base}/namespaces/{namespace}/{resource}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+def permission_message(status: int, verb: str, resource: str, namespace: str, body: str) -> str:
+    """What a 401/403 means for the user, naming the RBAC rule that is missing (pure)."""
+    try:
+        detail = json.loads(body).get("message", "")
+    except (ValueError, AttributeError):
+        detail = body.strip()[:300]
+    if status == 401:
+        return (
+            f"the Kubernetes API server rejected the credentials (401 Unauthorized) while trying to {verb} "
+            f"{resource} in namespace {namespace!r}: the token or certificate of your kubeconfig is invalid or "
+            f"expired; log in again or check kubeconfig/kube_context. ({detail})"
+        )
+    group = RESOURCES.get(resource.split("/")[0], ("", ""))[0]
+    group_text = f'apiGroups: ["{group}"]' if group else 'apiGroups: [""]'
+    return (
+        f"the Kubernetes API refused to {verb} {resource} in namespace {namespace!r} (403 Forbidden): the Role "
+        f'bound to your user needs the verb "{verb}" on resource "{resource}" ({group_text}); see the Role in '
+        f"docs/kubernetes.md. Server said: {detail}"
+    )
+
+
+class KubeApi:
+    """One API client (kubeconfig file and context, or in-cluster), with counted JSON requests."""
+
+    def __init__(self, api_client: Any, server: str) -> None:
+        self.client = api_client
+        self.server = server
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def request(
+        self,
+        method: str,
+        verb: str,
+        resource: str,
+        namespace: str,
+        *,
+        name: str | None = None,
+        subresource: str | None = None,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        raw: bool = False,
+        timeout: float = 120.0,
+    ) -> Any:
+        """One HTTP request; the parsed JSON reply (the text with ``raw``); errors translated."""
+        from kubernetes.client.exceptions import ApiException
+
+        with self._lock:
+            self.calls[f"{verb} {resource}{'/' + subresource if subresource else ''}"] += 1
+        path = _path(resource, namespace, name, subresource)
+        try:
+            response = self.client.call_api(
+                path,
+                method,
+                query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except ApiException as exc:
+            text = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+            what = f"{resource}/{subresource}" if subresource else resource
+            if exc.status in (401, 403):
+                raise KubernetesPermissionError(
+                    permission_message(exc.status, verb, what, namespace, text), status=exc.status
+                ) from None
+            reason = ""
+            try:
+                reason = json.loads(text).get("reason", "")
+                text = json.loads(text).get("message", text)
+            except (ValueError, AttributeError):
+                pass
+            raise KubernetesAPIError(
+                f"the Kubernetes API could not {verb} {what} in namespace {namespace!r} ({exc.status}): {text}",
+                status=exc.status,
+                reason=reason,
+            ) from None
+        data = response[0].data if isinstance(response, tuple) else response.data
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        if raw:
+            return text
+        return json.loads(text) if text else None
+
+    def version(self) -> dict[str, Any]:
+        """The server's ``/version`` (major, minor, gitVersion)."""
+        with self._lock:
+            self.calls["get version"] += 1
+        response = self.client.call_api(
+            "/version",
+            "GET",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=60,
+        )
+        data = response[0].data if isinstance(response, tuple) else response.data
+        return dict(json.loads(data))
+
+    def total_calls(self) -> int:
+        with self._lock:
+            return sum(self.calls.values())
+
+
+_apis: dict[tuple[Any, ...], KubeApi] = {}
+_apis_lock = threading.Lock()
+
+
+def api_for(config: Any) -> KubeApi:
+    """The shared client for ``kubeconfig``/``kube_context`` (or in-cluster config), made once."""
+    kubeconfig = config.get("kubeconfig")
+    context = config.get("kube_context")
+    key = (kubeconfig, context)
+    with _apis_lock:
+        api = _apis.get(key)
+        if api is not None:
+            return api
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        configuration = client.Configuration()
+        try:
+            if (
+                kubeconfig is None
+                and context is None
+                and os.path.exists(IN_CLUSTER_TOKEN)
+                and os.environ.get("KUBERNETES_SERVICE_HOST")
+            ):
+                kube_config.load_incluster_config(client_configuration=configuration)
+            else:
+                path = os.path.expanduser(kubeconfig) if kubeconfig else None
+                kube_config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+        except (kube_config.ConfigException, OSError, TypeError) as exc:
+            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise ConfigurationError(
+                f"cannot load the Kubernetes configuration ({where}{', context ' + context if context else ''}): "
+                f"{exc}; set kubeconfig= to a kubeconfig file (and kube_context= to one of its contexts), "
+                "or run inside a pod with a ServiceAccount"
+            ) from None
+        api = KubeApi(client.ApiClient(configuration), configuration.host)
+        _apis[key] = api
+        return api
+
+
+def forget_clients() -> None:
+    """Drop the cached clients (tests that switch credentials)."""
+    with _apis_lock:
+        _apis.clear()

@@ -1,0 +1,209 @@
+"""The program a clustrix pod runs (standard library only; shipped in the payload Secret).
+
+It is the pod side of the results channel documented in ``docs/kubernetes.md``:
+
+1. join the payload chunks mounted from the job's Secrets (``payload`` keys, in order of
+   the mount directories ``0, 1, ...``) and check their SHA-256 against ``meta.json``;
+2. write them to a private job directory and run this task's calls with the clustrix
+   runner shipped next to this file (``clustrix_runner.py``);
+3. send every outcome back as Secrets owned by the Job, created through the API server
+   with the pod's ServiceAccount token: each call's outcome bytes are cut into parts of
+   at most :data:`PART_BYTES`, packed into Secrets of at most :data:`SECRET_BYTES`, and
+   signed with HMAC-SHA256 under the job's key from ``meta.json`` (so the submitter
+   accepts only what this job wrote); every Secret of one attempt carries the attempt's
+   name and the number of Secrets it wrote, so an incomplete attempt is never read;
+4. exit with the runner's exit code (non-zero when a call raised), so the Job's
+   ``backoffLimit`` retries failed calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import ssl
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+from typing import Any
+
+MOUNT = "/var/run/clustrix/payload"
+ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: One call's outcome is cut into parts of this size at most.
+PART_BYTES = 512 * 1024
+#: The data of one result Secret stays below this (the API limit is 1 MiB).
+SECRET_BYTES = 700 * 1024
+#: How long sending results may keep failing (API server restarting) before the pod gives up.
+UPLOAD_PATIENCE = 600.0
+
+
+def read_payload(mount: str = MOUNT) -> tuple[dict[str, Any], bytes, str]:
+    """``meta.json``, the joined payload bytes and the runner source from the mounted Secrets."""
+    with open(os.path.join(mount, "0", "meta.json"), encoding="utf-8") as fh:
+        meta = json.load(fh)
+    parts = []
+    for index in range(int(meta["chunks"])):
+        with open(os.path.join(mount, str(index), "payload"), "rb") as fh:
+            parts.append(fh.read())
+    payload = b"".join(parts)
+    if hashlib.sha256(payload).hexdigest() != meta["sha256"]:
+        raise SystemExit("clustrix bootstrap: the payload read from the job's Secrets is corrupt (SHA-256 differs)")
+    with open(os.path.join(mount, "0", "clustrix_runner.py"), encoding="utf-8") as fh:
+        runner_source = fh.read()
+    return meta, payload, runner_source
+
+
+def pack_outcomes(outcomes: dict[int, bytes], key: bytes) -> list[dict[str, bytes]]:
+    """The data of each result Secret: ``<index>.<part>.<parts>`` keys and ``<index>.mac`` signatures."""
+    entries: list[tuple[str, bytes]] = []
+    for index in sorted(outcomes):
+        data = outcomes[index]
+        pieces = [data[i : i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
+        for number, piece in enumerate(pieces):
+            entries.append((f"{index}.{number}.{len(pieces)}", piece))
+        entries.append((f"{index}.mac", hmac.new(key, data, hashlib.sha256).hexdigest().encode()))
+    secrets: list[dict[str, bytes]] = []
+    current: dict[str, bytes] = {}
+    size = 0
+    for name, value in entries:
+        if current and size + len(value) > SECRET_BYTES:
+            secrets.append(current)
+            current, size = {}, 0
+        current[name] = value
+        size += len(value)
+    if current:
+        secrets.append(current)
+    return secrets
+
+
+def _api_request(method: str, path: str, body: dict[str, Any]) -> int:
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if ":" in host:
+        host = f"[{host}]"
+    with open(os.path.join(ACCOUNT_DIR, "token"), encoding="utf-8") as fh:
+        token = fh.read().strip()
+    context = ssl.create_default_context(cafile=os.path.join(ACCOUNT_DIR, "ca.crt"))
+    request = urllib.request.Request(
+        f"https://{host}:{port}{path}",
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        if exc.code in (401, 403):
+            raise SystemExit(
+                f"clustrix bootstrap: the pod's ServiceAccount may not create Secrets in its namespace "
+                f"({exc.code}): {detail}; grant it the clustrix-runner Role (docs/kubernetes.md)"
+            ) from None
+        if exc.code == 409:
+            return 409
+        if exc.code < 500 and exc.code != 429:
+            raise SystemExit(f"clustrix bootstrap: sending results failed ({exc.code}): {detail}") from None
+        raise OSError(f"HTTP {exc.code}: {detail}") from None
+
+
+def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
+    """Create the result Secrets of this attempt (retrying while the API server is unreachable)."""
+    env = os.environ
+    namespace = env["CLUSTRIX_NAMESPACE"]
+    pod = env["CLUSTRIX_POD_NAME"]
+    attempt = hashlib.sha256(pod.encode()).hexdigest()[:10]
+    stamp = str(time.time_ns())
+    packed = pack_outcomes(outcomes, bytes.fromhex(meta["key"]))
+    owner = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": env["CLUSTRIX_JOB_NAME"],
+        "uid": env["CLUSTRIX_JOB_UID"],
+    }
+    for seq, data in enumerate(packed):
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": f"{meta['prefix']}-r{task}-{attempt}-{seq}",
+                "namespace": namespace,
+                "labels": {**meta["labels"], "clustrix.io/kind": "result", "clustrix.io/task": str(task)},
+                "annotations": {
+                    "clustrix.io/attempt": pod,
+                    "clustrix.io/stamp": stamp,
+                    "clustrix.io/secrets": str(len(packed)),
+                },
+                "ownerReferences": [owner] if owner["uid"] else [],
+            },
+            "data": {name: base64.b64encode(value).decode() for name, value in data.items()},
+        }
+        started = time.monotonic()
+        delay = 0.2
+        while True:
+            try:
+                _api_request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
+                break
+            except OSError as exc:
+                if time.monotonic() - started > UPLOAD_PATIENCE:
+                    raise SystemExit(
+                        f"clustrix bootstrap: could not send results for {UPLOAD_PATIENCE:.0f} s: {exc}"
+                    ) from exc
+                print(f"clustrix bootstrap: sending results failed ({exc}); retrying", file=sys.stderr, flush=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def task_number() -> int:
+    for name in ("CLUSTRIX_TASK_ID", "JOB_COMPLETION_INDEX"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def main() -> int:
+    meta, payload, runner_source = read_payload(os.environ.get("CLUSTRIX_PAYLOAD_MOUNT", MOUNT))
+    task = task_number()
+    job_dir = tempfile.mkdtemp(prefix="clustrix-")
+    os.makedirs(os.path.join(job_dir, "out"), mode=0o700)
+    fd = os.open(os.path.join(job_dir, "payload.pkl"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(payload)
+    del payload
+    runner_path = os.path.join(job_dir, "clustrix_runner.py")
+    with open(runner_path, "w", encoding="utf-8") as fh:
+        fh.write(runner_source)
+    spec = importlib.util.spec_from_file_location("clustrix_runner", runner_path)
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    try:
+        code = int(runner.run_task(job_dir, task))
+    except SystemExit:
+        raise
+    except BaseException:  # noqa: BLE001 - e.g. the payload needs a module this image lacks
+        traceback.print_exc()
+        print("clustrix bootstrap: the runner failed before running the calls (see above)", file=sys.stderr)
+        return 2
+    outcomes: dict[int, bytes] = {}
+    out_dir = os.path.join(job_dir, "out")
+    for name in os.listdir(out_dir):
+        stem, _, suffix = name.partition(".")
+        if suffix == "pkl" and stem.isdigit():
+            with open(os.path.join(out_dir, name), "rb") as fh:
+                outcomes[int(stem)] = fh.read()
+    upload(outcomes, meta, task)
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The Kubernetes objects of one clustrix job, rendered as plain dicts (pure).
+
+- payload Secrets ``clustrix-<id>-payload-<n>``: the cloudpickled calls in chunks, the
+  first also holding ``meta.json``, ``bootstrap.py`` and ``clustrix_runner.py``; the
+  payload never travels in args or env;
+- one Indexed Job (``completionMode: Indexed``) where the server supports it, else one
+  Job per array task (``clustrix-<id>-t<n>``), each pod running ``bootstrap.py``;
+- the runner identity (ServiceAccount, Role, RoleBinding) that lets pods write their
+  result Secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from clustrix_k8s.bootstrap import MOUNT
+from clustrix_k8s.options import JobOptions
+
+#: Payload bytes per Secret (the API limit for a Secret's data is 1 MiB).
+CHUNK_BYTES = 700 * 1024
+#: At most this many payload Secrets per job (about 44 MiB of calls and arguments).
+MAX_CHUNKS = 64
+JOB_ID_LABEL = "clustrix.io/job-id"
+KIND_LABEL = "clustrix.io/kind"
+MANAGED_LABEL = "app.kubernetes.io/managed-by"
+CONTAINER = "clustrix"
+
+
+class PayloadTooLargeError(ValueError):
+    """The cloudpickled calls exceed what the payload Secrets can carry."""
+
+
+def prefix(job_id: str) -> str:
+    """The name prefix of every object of the job: a DNS label (``clustrix-<job id>``)."""
+    return f"clustrix-{job_id}".lower()
+
+
+def base_labels(job_id: str, options: JobOptions) -> dict[str, str]:
+    return {**options.labels, JOB_ID_LABEL: job_id, MANAGED_LABEL: "clustrix"}
+
+
+def _secret(name: str, namespace: str, labels: Mapping[str, str], data: Mapping[str, bytes]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+
+
+def payload_secrets(
+    job_id: str,
+    options: JobOptions,
+    payload: bytes,
+    *,
+    key: bytes,
+    bootstrap_source: str,
+    runner_source: str,
+    requirements: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """The payload Secrets of a job; :class:`PayloadTooLargeError` before anything is created."""
+    chunks = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
+    if len(chunks) > MAX_CHUNKS:
+        raise PayloadTooLargeError(
+            f"the job's calls and arguments pickle to {len(payload) / 2**20:.1f} MiB, more than the "
+            f"{MAX_CHUNKS * CHUNK_BYTES / 2**20:.0f} MiB that {MAX_CHUNKS} payload Secrets can carry: pass large "
+            "data by reference (object storage, a volume, a URL) instead of as an argument"
+        )
+    labels = {**base_labels(job_id, options), KIND_LABEL: "payload"}
+    meta = {
+        "chunks": len(chunks),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "key": key.hex(),
+        "prefix": prefix(job_id),
+        "labels": {JOB_ID_LABEL: job_id, MANAGED_LABEL: "clustrix"},
+    }
+    secrets = []
+    for number, chunk in enumerate(chunks):
+        data = {"payload": chunk}
+        if number == 0:
+            data.update(
+                {
+                    "meta.json": json.dumps(meta).encode(),
+                    "bootstrap.py": bootstrap_source.encode(),
+                    "clustrix_runner.py": runner_source.encode(),
+                    "requirements.txt": "".join(f"{line}\n" for line in requirements).encode(),
+                }
+            )
+        secrets.append(_secret(f"{prefix(job_id)}-payload-{number}", options.namespace, labels, data))
+    return secrets
+
+
+def container_command(options: JobOptions) -> list[str]:
+    """``sh -c`` that installs the environment if asked, runs the user's set-up, then the bootstrap."""
+    python = shlex.quote(options.python)
+    lines = ["set -e"]
+    if options.pip_requirements:
+        lines += [
+            'CLUSTRIX_SITE="$(mktemp -d)"',
+            f"{python} -m pip install --quiet --no-cache-dir --disable-pip-version-check "
+            f'--target "$CLUSTRIX_SITE" -r {shlex.quote(MOUNT + "/0/requirements.txt")}',
+            'export PYTHONPATH="$CLUSTRIX_SITE${PYTHONPATH:+:$PYTHONPATH}"',
+        ]
+    lines += list(options.pre_commands)
+    lines.append(f"exec {python} {shlex.quote(MOUNT + '/0/bootstrap.py')}")
+    return ["/bin/sh", "-c", "\n".join(lines)]
+
+
+def _field(path: str) -> dict[str, Any]:
+    return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int | None, indexed: bool) -> dict[str, Any]:
+    """The pod template: one container running the bootstrap with the payload Secrets mounted."""
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in options.environment_variables.items()]
+    env += [
+        {"name": "CLUSTRIX_NAMESPACE", **_field("metadata.namespace")},
+        {"name": "CLUSTRIX_POD_NAME", **_field("metadata.name")},
+        {"name": "CLUSTRIX_JOB_NAME", **_field("metadata.labels['job-name']")},
+        {"name": "CLUSTRIX_JOB_UID", **_field("metadata.labels['controller-uid']")},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if indexed:
+        env.append(
+            {"name": "CLUSTRIX_TASK_ID", **_field("metadata.annotations['batch.kubernetes.io/job-completion-index']")}
+        )
+    else:
+        env.append({"name": "CLUSTRIX_TASK_ID", "value": str(task or 0)})
+    resources: dict[str, Any] = {}
+    if options.requests:
+        resources["requests"] = dict(options.requests)
+    if options.limits:
+        resources["limits"] = dict(options.limits)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": options.image,
+        "command": container_command(options),
+        "env": env,
+        "resources": resources,
+        "volumeMounts": [
+            {"name": f"payload-{n}", "mountPath": f"{MOUNT}/{n}", "readOnly": True} for n in range(n_chunks)
+        ],
+    }
+    if options.image_pull_policy:
+        container["imagePullPolicy"] = options.image_pull_policy
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": options.service_account,
+        "containers": [container],
+        "volumes": [
+            {"name": f"payload-{n}", "secret": {"secretName": f"{prefix(job_id)}-payload-{n}", "defaultMode": 0o400}}
+            for n in range(n_chunks)
+        ],
+    }
+    if options.node_selector:
+        spec["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        spec["tolerations"] = [dict(t) for t in options.tolerations]
+    if options.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in options.image_pull_secrets]
+    labels = base_labels(job_id, options)
+    if task is not None:
+        labels["clustrix.io/task"] = str(task)
+    return {"metadata": {"labels": labels, "annotations": dict(options.annotations)}, "spec": spec}
+
+
+def job_manifest(
+    job_id: str,
+    name: str,
+    options: JobOptions,
+    n_chunks: int,
+    *,
+    n_tasks: int,
+    task: int | None,
+    indexed: bool,
+    parallelism: int | None = None,
+    function_name: str = "",
+) -> dict[str, Any]:
+    """A Job running ``n_tasks`` indexed pods, or the single pod of array task ``task``."""
+    labels = {**base_labels(job_id, options), KIND_LABEL: "job"}
+    if task is not None:
+        labels["clustrix.io/task"] = str(task)
+    annotations = {**options.annotations}
+    if function_name:
+        annotations["clustrix.io/function"] = function_name[:200]
+    spec: dict[str, Any] = {
+        "backoffLimit": options.backoff_limit,
+        "template": pod_template(job_id, options, n_chunks, task=task, indexed=indexed),
+    }
+    if indexed:
+        spec.update(
+            completionMode="Indexed",
+            completions=n_tasks,
+            parallelism=min(n_tasks, parallelism or n_tasks),
+        )
+    if options.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = options.active_deadline_seconds
+    if options.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = options.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": options.namespace, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
+    """An ownerReference to a created Job, so deleting the Job deletes what it owns."""
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}
+
+
+def runner_identity(namespace: str, account: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ServiceAccount, Role and RoleBinding that let pods create their result Secrets."""
+    meta = {"name": account, "namespace": namespace, "labels": {MANAGED_LABEL: "clustrix"}}
+    return [
+        ("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
+        (
+            "roles",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": meta,
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}],
+            },
+        ),
+        (
+            "rolebindings",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": meta,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            },
+        ),
+    ]

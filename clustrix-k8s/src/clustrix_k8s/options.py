@@ -1,0 +1,214 @@
+"""The Kubernetes configuration keys, and the validated options of one submission (pure).
+
+Every key is declared to core through ``clustrix_config_keys``, so ``configure()``,
+profiles, ``CLUSTRIX_*`` variables and per-function ``@cluster(...)`` keywords accept
+them. :func:`job_options` checks them all and raises ``ValueError`` naming the key and
+the fix before anything is created in the cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from clustrix.resources import Resources, parse_memory
+
+#: Keys this plugin adds to the configuration, with their defaults.
+CONFIG_KEYS: dict[str, Any] = {
+    "namespace": "default",
+    "image": None,
+    "image_pull_policy": None,
+    "image_pull_secrets": [],
+    "kubeconfig": None,
+    "kube_context": None,
+    "service_account": None,
+    "node_selector": {},
+    "tolerations": [],
+    "labels": {},
+    "annotations": {},
+    "ttl_seconds_after_finished": None,
+    "backoff_limit": 0,
+    "cpu_limit": None,
+    "memory_limit": None,
+    "pending_timeout": 120.0,
+    "replicate_environment": None,
+}
+
+#: The ServiceAccount pods run as unless ``service_account`` names another.
+RUNNER_ACCOUNT = "clustrix-runner"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+@attrs.frozen(kw_only=True)
+class JobOptions:
+    """Everything that shapes the Kubernetes objects of one job, checked."""
+
+    namespace: str
+    image: str
+    image_pull_policy: str | None
+    image_pull_secrets: tuple[str, ...]
+    service_account: str
+    node_selector: dict[str, str]
+    tolerations: tuple[dict[str, Any], ...]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    ttl_seconds_after_finished: int | None
+    backoff_limit: int
+    requests: dict[str, str]
+    limits: dict[str, str]
+    active_deadline_seconds: int | None
+    python: str
+    pip_requirements: tuple[str, ...]
+    environment_variables: dict[str, str]
+    pre_commands: tuple[str, ...]
+    pending_timeout: float
+
+
+def _fail(key: str, value: Any, fix: str) -> ValueError:
+    return ValueError(f"{key}={value!r} is not valid for cluster_type='kubernetes': {fix}")
+
+
+def _string_map(key: str, value: Any, *, check_keys: bool) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise _fail(key, value, f"use a mapping of strings, e.g. {key}={{'team': 'physics'}}")
+    for k, v in value.items():
+        if check_keys and not _LABEL_KEY.match(k):
+            raise _fail(
+                key, value, f"{k!r} is not a valid label key (letters, digits, '-', '_', '.', optional prefix/)"
+            )
+        if key in {"labels", "node_selector"} and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+            raise _fail(key, value, f"{v!r} is not a valid label value (at most 63 letters, digits, '-', '_', '.')")
+    return dict(value)
+
+
+def cpu_quantity(key: str, value: Any) -> str:
+    """A CPU amount as a Kubernetes quantity: ``2``, ``0.5`` or ``"500m"``."""
+    if isinstance(value, bool) or value is None:
+        raise _fail(key, value, f"use a number of cores or millicores, e.g. {key}=2 or {key}='500m'")
+    text = str(value)
+    if not _CPU.match(text) or float(text.rstrip("m") or 0) <= 0:
+        raise _fail(key, value, f"use a positive number of cores or millicores, e.g. {key}=2 or {key}='500m'")
+    return text
+
+
+def memory_quantity(key: str, value: Any) -> str:
+    """A memory amount in bytes as a Kubernetes quantity; accepts ``"2GB"``, ``"512Mi"``, bytes."""
+    try:
+        return str(parse_memory(value, parameter=key))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (for cluster_type='kubernetes')") from None
+
+
+def _count(key: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(key, value, f"use a whole number >= {minimum}")
+    return value
+
+
+def job_options(config: Any, resources: Resources, environment: Mapping[str, Any]) -> JobOptions:
+    """Check the configuration and resources of one submission; ``ValueError`` names what is wrong."""
+    get = config.get
+    for key in ("partition", "queue"):
+        if getattr(resources, key) is not None:
+            raise ValueError(
+                f"{key}={getattr(resources, key)!r} has no meaning on Kubernetes: use node_selector={{...}} "
+                "or tolerations=[...] to choose nodes"
+            )
+    for key in ("module_loads", "conda_env_name"):
+        if get(key):
+            raise ValueError(
+                f"{key}={get(key)!r} cannot be used with cluster_type='kubernetes' (pods have no modules or "
+                "conda set-up): use an image that contains the software, or python_executable"
+            )
+    unknown = set(resources.extra) - {"calls_per_task"}
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        known = ", ".join(sorted(CONFIG_KEYS))
+        raise ValueError(f"@cluster got option(s) {names} that the kubernetes backend does not know; known: {known}")
+    namespace = get("namespace") or "default"
+    if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
+        raise _fail("namespace", namespace, "use a DNS label such as 'default' or 'science'")
+    python_version = str(environment.get("python") or "")
+    image = get("image")
+    if image is None:
+        if not python_version:
+            raise ValueError("image is not set and the local Python version is unknown: set image='python:3.11-slim'")
+        image = f"python:{python_version}-slim"
+    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+        raise _fail("image", image, "use an image reference such as 'python:3.11-slim'")
+    policy = get("image_pull_policy")
+    if policy is not None and policy not in _PULL_POLICIES:
+        raise _fail("image_pull_policy", policy, "use one of " + ", ".join(_PULL_POLICIES))
+    pull_secrets = get("image_pull_secrets") or []
+    if isinstance(pull_secrets, str):
+        pull_secrets = [pull_secrets]
+    if not all(isinstance(s, str) and _DNS_LABEL.match(s) for s in pull_secrets):
+        raise _fail("image_pull_secrets", pull_secrets, "use a list of Secret names, e.g. ['regcred']")
+    account = get("service_account") or RUNNER_ACCOUNT
+    if not isinstance(account, str) or not _DNS_LABEL.match(account):
+        raise _fail("service_account", account, "use the name of a ServiceAccount in the namespace")
+    tolerations = get("tolerations") or []
+    if not isinstance(tolerations, (list, tuple)) or not all(isinstance(t, Mapping) for t in tolerations):
+        raise _fail("tolerations", tolerations, "use a list of mappings, e.g. [{'key': 'gpu', 'operator': 'Exists'}]")
+    ttl = get("ttl_seconds_after_finished")
+    if ttl is not None:
+        ttl = _count("ttl_seconds_after_finished", ttl, minimum=0)
+    backoff = _count("backoff_limit", get("backoff_limit") if get("backoff_limit") is not None else 0, minimum=0)
+    pending = get("pending_timeout")
+    if isinstance(pending, bool) or not isinstance(pending, (int, float)) or pending <= 0:
+        raise _fail("pending_timeout", pending, "use a positive number of seconds, e.g. 120")
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if resources.cores is not None:
+        requests["cpu"] = str(resources.cores)
+    if resources.memory is not None:
+        requests["memory"] = str(resources.memory)
+    if get("cpu_limit") is not None:
+        limits["cpu"] = cpu_quantity("cpu_limit", get("cpu_limit"))
+    if get("memory_limit") is not None:
+        limits["memory"] = memory_quantity("memory_limit", get("memory_limit"))
+    if resources.gpus:
+        limits["nvidia.com/gpu"] = str(resources.gpus)
+    python = get("python_executable") or "python"
+    replicate = get("replicate_environment")
+    if replicate is None:
+        replicate = get("image") is None and get("python_executable") is None
+    from clustrix import environment as env_module
+
+    requirements = tuple(env_module.requirements(environment)) if replicate else ()
+    if replicate and not any(r.lower().startswith("cloudpickle") for r in requirements):
+        requirements = (*requirements, "cloudpickle")
+    variables = dict(get("environment_variables") or {})
+    for name in variables:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise _fail("environment_variables", variables, f"{name!r} is not a valid variable name")
+    return JobOptions(
+        namespace=namespace,
+        image=image,
+        image_pull_policy=policy,
+        image_pull_secrets=tuple(pull_secrets),
+        service_account=account,
+        node_selector=_string_map("node_selector", get("node_selector"), check_keys=True),
+        tolerations=tuple(dict(t) for t in tolerations),
+        labels=_string_map("labels", get("labels"), check_keys=True),
+        annotations=_string_map("annotations", get("annotations"), check_keys=True),
+        ttl_seconds_after_finished=ttl,
+        backoff_limit=backoff,
+        requests=requests,
+        limits=limits,
+        active_deadline_seconds=resources.time,
+        python=python,
+        pip_requirements=requirements,
+        environment_variables=variables,
+        pre_commands=tuple(get("pre_execution_commands") or ()),
+        pending_timeout=float(pending),
+    )

@@ -1,0 +1,388 @@
+"""``cluster_type="kubernetes"``: each submission is a Kubernetes Job (or one per array task).
+
+Submit: validate every option, pickle the calls into payload Secrets (refused with a
+clear error when too large, before anything is created), make sure the runner
+ServiceAccount exists, create the Job(s), then make the payload Secrets owned by them
+(deleting the Jobs deletes everything). A ``map`` becomes one Indexed Job where the
+server supports it (checked once per namespace by a server-side dry run), else one
+Job per array task; calls are packed into at most ``max_parallel_jobs`` (default
+:data:`MAX_TASKS`) tasks.
+
+Poll: one list of Jobs per namespace per round, by label selector, for every open job
+of that namespace; a list of Pods only when a Job failed (was it OOMKilled?) or has
+waited longer than ``pending_timeout`` without its pods starting. Fetch: one list of
+the job's result Secrets (see :mod:`clustrix_k8s.bootstrap`). Cancel: delete the Jobs
+with foreground propagation, so their pods and Secrets go too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import secrets as secrets_module
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from clustrix import jobdir, runner
+from clustrix.hookspecs import hookimpl
+from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.log import get_logger
+from clustrix_k8s import bootstrap, manifests, results, states
+from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
+from clustrix_k8s.options import RUNNER_ACCOUNT, job_options
+
+log = get_logger("clustrix.k8s")
+
+NAME = "kubernetes"
+#: Array tasks (pods) per map unless ``max_parallel_jobs`` or ``calls_per_task`` say otherwise.
+MAX_TASKS = 10
+#: Job ids per label selector (``clustrix.io/job-id in (...)``) in one list request.
+SELECTOR_IDS = 100
+#: How many pods' logs ``read_logs`` joins at most (failed pods first).
+MAX_LOGS = 5
+
+
+def n_tasks_for(size: int, calls_per_task: Any, max_parallel: Any) -> int:
+    """How many array tasks (pods) a job of ``size`` calls gets."""
+    if calls_per_task:
+        return max(1, min(size, math.ceil(size / int(calls_per_task))))
+    return max(1, min(size, int(max_parallel or MAX_TASKS)))
+
+
+def _selector(job_ids: Sequence[str], extra: str = "") -> str:
+    text = f"{manifests.JOB_ID_LABEL} in ({','.join(job_ids)})"
+    return f"{text},{extra}" if extra else text
+
+
+def _source(module: Any) -> str:
+    return inspect.getsource(module)
+
+
+class KubernetesScheduler:
+    """Scheduler hooks for ``cluster_type="kubernetes"``; the routed methods are pluggy hookimpls."""
+
+    needs_environment = True
+
+    def __init__(self, api_factory: Callable[[Any], KubeApi] = api_for) -> None:
+        self._api_factory = api_factory
+        self._lock = threading.Lock()
+        self._indexed: dict[tuple[str, str], bool] = {}
+        self._accounts: set[tuple[str, str, str]] = set()
+        self._started: set[str] = set()
+        self._stuck: dict[str, JobStatus] = {}
+
+    # ---- submit -----------------------------------------------------------
+    @hookimpl
+    def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
+        config = spec.config
+        options = job_options(config, spec.resources, spec.environment or {})
+        n_tasks = n_tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), config.get("max_parallel_jobs"))
+        tasks = jobdir.plan_tasks(spec.size, n_tasks)
+        key = secrets_module.token_bytes(32)
+        payload_objects = manifests.payload_secrets(
+            spec.job_id,
+            options,
+            jobdir.encode_payload(spec, tasks),
+            key=key,
+            bootstrap_source=_source(bootstrap),
+            runner_source=_source(runner),
+            requirements=options.pip_requirements,
+        )
+        api = self._api_factory(config)
+        if config.get("service_account") is None:
+            self._ensure_runner_account(api, options.namespace)
+        indexed = len(tasks) > 1 and self.supports_indexed(api, options.namespace)
+        prefix = manifests.prefix(spec.job_id)
+        if indexed or len(tasks) == 1:
+            manifests_ = [
+                manifests.job_manifest(
+                    spec.job_id,
+                    prefix,
+                    options,
+                    len(payload_objects),
+                    n_tasks=len(tasks),
+                    task=None if indexed else 0,
+                    indexed=indexed,
+                    parallelism=config.get("max_parallel_jobs"),
+                    function_name=spec.name,
+                )
+            ]
+        else:
+            manifests_ = [
+                manifests.job_manifest(
+                    spec.job_id,
+                    f"{prefix}-t{task}",
+                    options,
+                    len(payload_objects),
+                    n_tasks=1,
+                    task=task,
+                    indexed=False,
+                    function_name=spec.name,
+                )
+                for task in range(len(tasks))
+            ]
+        ns = options.namespace
+        created: list[dict[str, Any]] = []
+        try:
+            for secret in payload_objects:
+                api.request("POST", "create", "secrets", ns, body=secret)
+            for manifest in manifests_:
+                created.append(api.request("POST", "create", "jobs", ns, body=manifest))
+            owners = [manifests.owner_reference(job) for job in created]
+            for secret in payload_objects:
+                api.request(
+                    "PATCH",
+                    "patch",
+                    "secrets",
+                    ns,
+                    name=secret["metadata"]["name"],
+                    body={"metadata": {"ownerReferences": owners}},
+                    content_type="application/merge-patch+json",
+                )
+        except BaseException:
+            self._delete_everything(api, ns, spec.job_id)
+            raise
+        log.info(
+            "clustrix.job_submitted",
+            scheduler=NAME,
+            job_id=spec.job_id,
+            jobs=len(created),
+            tasks=len(tasks),
+            calls=spec.size,
+            namespace=ns,
+            indexed=indexed,
+        )
+        return JobHandle(
+            job_id=spec.job_id,
+            scheduler=NAME,
+            size=spec.size,
+            native_id=created[0]["metadata"]["name"],
+            host=api.server,
+            data={
+                "namespace": ns,
+                "jobs": [job["metadata"]["name"] for job in created],
+                "tasks": len(tasks),
+                "indexed": indexed,
+                "key": key.hex(),
+                "pending_timeout": options.pending_timeout,
+            },
+        )
+
+    def supports_indexed(self, api: KubeApi, namespace: str) -> bool:
+        """Whether the server keeps ``completionMode: Indexed`` (one server-side dry run, remembered)."""
+        cache_key = (api.server, namespace)
+        with self._lock:
+            known = self._indexed.get(cache_key)
+        if known is not None:
+            return known
+        probe = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"generateName": "clustrix-probe-", "namespace": namespace},
+            "spec": {
+                "completionMode": "Indexed",
+                "completions": 2,
+                "parallelism": 1,
+                "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "probe", "image": "probe"}]}},
+            },
+        }
+        try:
+            reply = api.request("POST", "create", "jobs", namespace, body=probe, query={"dryRun": "All"})
+            supported = (reply.get("spec") or {}).get("completionMode") == "Indexed"
+        except KubernetesAPIError as exc:
+            if exc.status in (401, 403):
+                raise
+            supported = False
+        with self._lock:
+            self._indexed[cache_key] = supported
+        log.debug("clustrix.k8s_indexed_jobs", server=api.server, namespace=namespace, supported=supported)
+        return supported
+
+    def _ensure_runner_account(self, api: KubeApi, namespace: str) -> None:
+        """Make sure the ServiceAccount pods run as may create Secrets (created once if missing)."""
+        cache_key = (api.server, namespace, RUNNER_ACCOUNT)
+        if cache_key in self._accounts:
+            return
+        try:
+            api.request("GET", "get", "serviceaccounts", namespace, name=RUNNER_ACCOUNT)
+        except KubernetesAPIError as exc:
+            if exc.status != 404:
+                raise
+            try:
+                for resource, body in manifests.runner_identity(namespace, RUNNER_ACCOUNT):
+                    try:
+                        api.request("POST", "create", resource, namespace, body=body)
+                    except KubernetesAPIError as create_error:
+                        if create_error.status != 409:
+                            raise
+            except KubernetesAPIError as create_error:
+                raise KubernetesAPIError(
+                    f"the ServiceAccount {RUNNER_ACCOUNT!r} that clustrix pods run as does not exist in namespace "
+                    f"{namespace!r} and could not be created: {create_error}. Ask an administrator to apply the "
+                    "runner Role of docs/kubernetes.md, or set service_account= to an account that may create "
+                    "Secrets in this namespace",
+                    status=create_error.status,
+                ) from None
+            self._wait_account_token(api, namespace)
+        self._accounts.add(cache_key)
+
+    def _wait_account_token(self, api: KubeApi, namespace: str, timeout: float = 30.0) -> None:
+        """Wait until a new ServiceAccount has its token Secret: before Kubernetes 1.24 pods are refused until then."""
+        version = api.version()
+        if (int(version.get("major") or 1), int("".join(c for c in version.get("minor", "0") if c.isdigit()) or 0)) >= (
+            1,
+            24,
+        ):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            account = api.request("GET", "get", "serviceaccounts", namespace, name=RUNNER_ACCOUNT)
+            if account.get("secrets"):
+                return
+            time.sleep(0.2)
+
+    def _delete_everything(self, api: KubeApi, namespace: str, job_id: str) -> None:
+        """Remove what a failed submit created: its Jobs (and their pods), its Secrets."""
+        for resource in ("jobs", "secrets"):
+            try:
+                api.request(
+                    "DELETE",
+                    "deletecollection",
+                    resource,
+                    namespace,
+                    query={"labelSelector": f"{manifests.JOB_ID_LABEL}={job_id}", "propagationPolicy": "Foreground"},
+                )
+            except KubernetesAPIError as exc:
+                log.warning("clustrix.k8s_cleanup_failed", job_id=job_id, resource=resource, error=str(exc))
+
+    # ---- poll -------------------------------------------------------------
+    @hookimpl
+    def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:
+        api = self._api_factory(config)
+        by_namespace: dict[str, list[JobHandle]] = {}
+        statuses: dict[str, JobStatus] = {}
+        for handle in handles:
+            stuck = self._stuck.get(handle.job_id)
+            if stuck is not None:
+                statuses[handle.job_id] = stuck
+            else:
+                by_namespace.setdefault(str(handle.data.get("namespace", "default")), []).append(handle)
+        for namespace, members in by_namespace.items():
+            for start in range(0, len(members), SELECTOR_IDS):
+                group = members[start : start + SELECTOR_IDS]
+                statuses.update(self._poll_namespace(api, namespace, group))
+        return statuses
+
+    def _poll_namespace(self, api: KubeApi, namespace: str, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        ids = [h.job_id for h in handles]
+        listing = api.request(
+            "GET", "list", "jobs", namespace, query={"labelSelector": _selector(ids, f"{manifests.KIND_LABEL}=job")}
+        )
+        jobs_of: dict[str, list[dict[str, Any]]] = {}
+        for item in listing.get("items") or []:
+            jobs_of.setdefault(item["metadata"]["labels"][manifests.JOB_ID_LABEL], []).append(item)
+        now = time.time()
+        need_pods = [
+            h
+            for h in handles
+            if states.needs_pods(
+                jobs_of.get(h.job_id, []),
+                now=now,
+                pending_timeout=float(h.data.get("pending_timeout", 120.0)),
+                started=h.job_id in self._started,
+            )
+        ]
+        pods_of: dict[str, list[dict[str, Any]]] = {}
+        if need_pods:
+            pods = api.request(
+                "GET", "list", "pods", namespace, query={"labelSelector": _selector([h.job_id for h in need_pods])}
+            )
+            for item in pods.get("items") or []:
+                pods_of.setdefault(item["metadata"]["labels"][manifests.JOB_ID_LABEL], []).append(item)
+        statuses: dict[str, JobStatus] = {}
+        for handle in handles:
+            jobs = jobs_of.get(handle.job_id, [])
+            pods = pods_of.get(handle.job_id) if handle in need_pods else None
+            if pods is not None and states.pods_started(pods):
+                self._started.add(handle.job_id)
+            status = states.job_status(
+                jobs,
+                len(handle.data.get("jobs") or [1]),
+                pods,
+                now=now,
+                pending_timeout=float(handle.data.get("pending_timeout", 120.0)),
+            )
+            if status is None:
+                continue
+            if status.state is JobState.FAILED and not all(states.final_condition(j) for j in jobs):
+                # stuck pending: fail fast and free the cluster
+                self._stuck[handle.job_id] = status
+                self._delete_jobs(api, handle)
+            if status.state.final:
+                self._started.discard(handle.job_id)
+            statuses[handle.job_id] = status
+        return statuses
+
+    # ---- fetch ------------------------------------------------------------
+    @hookimpl
+    def clustrix_fetch(self, handle: JobHandle, config: Any) -> Sequence[Outcome | None]:
+        api = self._api_factory(config)
+        namespace = str(handle.data.get("namespace", "default"))
+        listing = api.request(
+            "GET",
+            "list",
+            "secrets",
+            namespace,
+            query={"labelSelector": f"{manifests.JOB_ID_LABEL}={handle.job_id},{manifests.KIND_LABEL}=result"},
+        )
+        found = results.outcome_bytes(listing.get("items") or [], bytes.fromhex(str(handle.data["key"])))
+        outcomes = [jobdir.decode_outcome(found[i]) if i in found else None for i in range(handle.size)]
+        self._stuck.pop(handle.job_id, None)
+        if config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
+            self._delete_jobs(api, handle)
+        return outcomes
+
+    # ---- cancel, logs -----------------------------------------------------
+    def _delete_jobs(self, api: KubeApi, handle: JobHandle) -> None:
+        api.request(
+            "DELETE",
+            "deletecollection",
+            "jobs",
+            str(handle.data.get("namespace", "default")),
+            query={"labelSelector": f"{manifests.JOB_ID_LABEL}={handle.job_id}", "propagationPolicy": "Foreground"},
+        )
+
+    @hookimpl
+    def clustrix_cancel(self, handle: JobHandle, config: Any) -> bool:
+        self._delete_jobs(self._api_factory(config), handle)
+        return True
+
+    @hookimpl
+    def clustrix_read_logs(self, handle: JobHandle, config: Any, stream: str) -> str:
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"stream={stream!r} is not valid: use 'stdout' or 'stderr'")
+        api = self._api_factory(config)
+        namespace = str(handle.data.get("namespace", "default"))
+        pods = api.request(
+            "GET", "list", "pods", namespace, query={"labelSelector": f"{manifests.JOB_ID_LABEL}={handle.job_id}"}
+        )
+        items = sorted(
+            pods.get("items") or [],
+            key=lambda p: (
+                (p.get("status") or {}).get("phase") != "Failed",
+                p["metadata"].get("creationTimestamp", ""),
+            ),
+        )
+        texts = []
+        for pod in items[:MAX_LOGS]:
+            name = pod["metadata"]["name"]
+            try:
+                text = api.request("GET", "get", "pods", namespace, name=name, subresource="log", raw=True)
+            except KubernetesAPIError as exc:
+                if exc.status in (400, 404):  # not started yet, or gone
+                    continue
+                raise
+            texts.append(text if len(items) == 1 else f"==> pod {name} <==\n{text}")
+        return "\n".join(texts)

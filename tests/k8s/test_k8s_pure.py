@@ -1,0 +1,227 @@
+"""Pure parts of clustrix-k8s: options, manifests, the results channel, state mapping (no cluster needed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clustrix.config import ClusterConfig
+from clustrix.jobs import JobState
+from clustrix.resources import Resources
+from clustrix_k8s import bootstrap, manifests, results, states
+from clustrix_k8s.api import permission_message
+from clustrix_k8s.options import CONFIG_KEYS, job_options
+
+ENV = {"python": "3.11", "distributions": [], "hash": "x"}
+
+
+def _config(**values: Any) -> ClusterConfig:
+    return ClusterConfig({**CONFIG_KEYS, "cluster_type": "kubernetes", **values})
+
+
+def test_resources_become_requests_limits_gpus_and_the_deadline() -> None:
+    options = job_options(
+        _config(cpu_limit="500m", memory_limit="1Gi", backoff_limit=3, ttl_seconds_after_finished=60),
+        Resources.parse(cores=2, memory="512MB", time="00:10:00", gpus=1),
+        ENV,
+    )
+    job = manifests.job_manifest("20260101-000000-abc", "clustrix-x", options, 1, n_tasks=1, task=0, indexed=False)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "512000000"},
+        "limits": {"cpu": "500m", "memory": str(2**30), "nvidia.com/gpu": "1"},
+    }
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["backoffLimit"] == 3
+    assert job["spec"]["ttlSecondsAfterFinished"] == 60
+    assert container["image"] == "python:3.11-slim"
+
+
+def test_scheduling_options_reach_the_pod_template() -> None:
+    options = job_options(
+        _config(
+            namespace="science",
+            service_account="trainer",
+            node_selector={"disktype": "ssd"},
+            tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            labels={"team": "physics"},
+            annotations={"note": "x y"},
+            image="registry.example/me/py:1",
+            image_pull_secrets=["regcred"],
+            image_pull_policy="Always",
+        ),
+        Resources(),
+        ENV,
+    )
+    job = manifests.job_manifest("id-1", "clustrix-id-1", options, 2, n_tasks=4, task=None, indexed=True)
+    spec = job["spec"]["template"]["spec"]
+    assert job["metadata"]["namespace"] == "science"
+    assert spec["serviceAccountName"] == "trainer"
+    assert spec["nodeSelector"] == {"disktype": "ssd"}
+    assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["containers"][0]["imagePullPolicy"] == "Always"
+    assert job["metadata"]["labels"]["team"] == "physics"
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"note": "x y"}
+    assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 4)
+    assert [v["secret"]["secretName"] for v in spec["volumes"]] == [
+        "clustrix-id-1-payload-0",
+        "clustrix-id-1-payload-1",
+    ]
+    # a user image is taken as prepared: no pip install at container start
+    assert "pip install" not in spec["containers"][0]["command"][2]
+
+
+def test_the_default_image_replicates_the_environment_with_pip_at_container_start() -> None:
+    env = {**ENV, "distributions": [{"name": "numpy", "version": "2.0.0", "source": "pypi"}]}
+    options = job_options(_config(), Resources(), env)
+    command = manifests.container_command(options)[2]
+    assert "python -m pip install" in command and "--target" in command
+    assert options.pip_requirements == ("numpy==2.0.0", "cloudpickle")
+
+
+@pytest.mark.parametrize(
+    ("values", "resources", "match"),
+    [
+        ({"cpu_limit": "lots"}, {}, "cpu_limit='lots'"),
+        ({"memory_limit": "2XB"}, {}, "memory_limit='2XB'"),
+        ({"backoff_limit": -1}, {}, "backoff_limit=-1"),
+        ({"namespace": "Not_A_Label"}, {}, "namespace='Not_A_Label'"),
+        ({"labels": {"team": "has space"}}, {}, "valid label value"),
+        ({"image_pull_policy": "Sometimes"}, {}, "image_pull_policy='Sometimes'"),
+        ({"module_loads": ["gcc"]}, {}, "module_loads"),
+        ({}, {"partition": "gpu"}, "partition='gpu' has no meaning on Kubernetes"),
+        ({}, {"qos": "high"}, "option\\(s\\) qos"),
+        ({"pending_timeout": 0}, {}, "pending_timeout=0"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_key(values: dict[str, Any], resources: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        job_options(_config(**values), Resources.parse(**resources), ENV)
+
+
+def test_a_payload_too_large_for_its_secrets_is_refused_before_anything_is_created() -> None:
+    options = job_options(_config(), Resources(), ENV)
+    big = b"x" * (manifests.MAX_CHUNKS * manifests.CHUNK_BYTES + 1)
+    with pytest.raises(manifests.PayloadTooLargeError, match="pass large data by reference"):
+        manifests.payload_secrets("id", options, big, key=b"k", bootstrap_source="", runner_source="")
+
+
+def _as_listing(secrets: list[dict[str, bytes]], *, task: int, attempt: str, stamp: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "metadata": {
+                "labels": {"clustrix.io/task": str(task)},
+                "annotations": {
+                    "clustrix.io/attempt": attempt,
+                    "clustrix.io/stamp": str(stamp),
+                    "clustrix.io/secrets": str(len(secrets)),
+                },
+            },
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        }
+        for data in secrets
+    ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.dictionaries(st.integers(0, 20), st.binary(max_size=3 * bootstrap.PART_BYTES // 2), max_size=4))
+def test_outcomes_packed_into_secrets_come_back_byte_for_byte(outcomes: dict[int, bytes]) -> None:
+    packed = bootstrap.pack_outcomes(outcomes, b"key")
+    assert all(sum(len(v) for v in data.values()) <= bootstrap.SECRET_BYTES for data in packed)
+    assert results.outcome_bytes(_as_listing(packed, task=0, attempt="a", stamp=1), b"key") == outcomes
+
+
+def test_the_newest_complete_attempt_wins_and_incomplete_or_forged_ones_are_ignored() -> None:
+    first = _as_listing(bootstrap.pack_outcomes({0: b"failed"}, b"key"), task=0, attempt="pod-a", stamp=1)
+    second = _as_listing(bootstrap.pack_outcomes({0: b"succeeded"}, b"key"), task=0, attempt="pod-b", stamp=2)
+    assert results.outcome_bytes(first + second, b"key") == {0: b"succeeded"}
+    big = bootstrap.pack_outcomes({0: b"y" * (3 * bootstrap.SECRET_BYTES)}, b"key")
+    partial = _as_listing(big, task=0, attempt="pod-c", stamp=3)[:-1]
+    assert results.outcome_bytes(first + second + partial, b"key") == {0: b"succeeded"}
+    forged = _as_listing(bootstrap.pack_outcomes({0: b"forged"}, b"other key"), task=0, attempt="pod-d", stamp=4)
+    assert results.outcome_bytes(forged, b"key") == {}
+
+
+def _job(conditions: list[dict[str, str]] | None = None, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "j", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"conditions": conditions or [], **status},
+    }
+
+
+def _pod(phase: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"phase": phase, **status},
+    }
+
+
+T0 = states.parse_time("2026-01-01T00:00:00Z") or 0.0
+
+
+@pytest.mark.parametrize(
+    ("jobs", "pods", "state"),
+    [
+        ([_job([{"type": "Complete", "status": "True"}])], None, JobState.COMPLETED),
+        ([_job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}])], None, JobState.TIMEOUT),
+        (
+            [_job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])],
+            [_pod("Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}])],
+            JobState.OUT_OF_MEMORY,
+        ),
+        (
+            [_job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])],
+            [_pod("Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1, "reason": "Error"}}}])],
+            JobState.FAILED,
+        ),
+        ([], None, JobState.CANCELLED),
+        ([_job(active=1)], None, JobState.RUNNING),
+        ([_job()], None, JobState.PENDING),
+        (
+            [_job(active=1)],
+            [
+                _pod(
+                    "Pending",
+                    containerStatuses=[{"state": {"waiting": {"reason": "ImagePullBackOff", "message": "m"}}}],
+                )
+            ],
+            JobState.FAILED,
+        ),
+        (
+            [_job(active=1)],
+            [_pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "message": "0/1 nodes"}])],
+            JobState.FAILED,
+        ),
+    ],
+)
+def test_kubernetes_states_map_to_clustrix_states(jobs: list[Any], pods: list[Any] | None, state: JobState) -> None:
+    status = states.job_status(jobs, 1, pods, now=T0 + 200, pending_timeout=120)
+    assert status is not None and status.state is state
+
+
+def test_a_stuck_pod_within_its_grace_is_still_pending_or_running() -> None:
+    pods = [_pod("Pending", containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}])]
+    status = states.job_status([_job(active=1)], 1, pods, now=T0 + 5, pending_timeout=120)
+    assert status is not None and not status.state.final
+
+
+def test_a_round_needs_the_pods_only_for_failed_or_long_pending_jobs() -> None:
+    failed = _job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+    assert states.needs_pods([failed], now=T0, pending_timeout=120, started=False)
+    assert not states.needs_pods([_job(active=1)], now=T0 + 5, pending_timeout=120, started=False)
+    assert states.needs_pods([_job(active=1)], now=T0 + 200, pending_timeout=120, started=False)
+    assert not states.needs_pods([_job(active=1)], now=T0 + 200, pending_timeout=120, started=True)
+
+
+def test_a_403_names_the_verb_the_resource_and_its_api_group() -> None:
+    body = json.dumps({"message": 'jobs.batch is forbidden: User "bob" cannot create resource "jobs"'})
+    text = permission_message(403, "create", "jobs", "science", body)
+    assert 'needs the verb "create" on resource "jobs" (apiGroups: ["batch"])' in text
+    assert "namespace 'science'" in text and 'User "bob"' in text
+    assert "401 Unauthorized" in permission_message(401, "list", "jobs", "science", "{}")
