@@ -13,7 +13,7 @@ the API server, etcd and the controllers are the real ones. It
   in ``ErrImagePull``/``ImagePullBackOff`` with a Warning event, as a missing image does;
 - runs each container's ``command`` + ``args`` (with ``$(VAR)`` expansion) as a local
   process, its environment built from ``value``, ``secretKeyRef``, ``configMapKeyRef``
-  and ``fieldRef`` entries, its secret, configMap and emptyDir volumes written to a
+  and ``fieldRef`` entries, its secret, configMap, emptyDir and hostPath volumes written to a
   private directory and bind-mounted at their ``mountPath`` in a private mount
   namespace (``unshare -m``); a container waits in ``CreateContainerConfigError`` while
   a referenced Secret or ConfigMap is missing;
@@ -414,8 +414,14 @@ class Kubelet:
             elif volume.empty_dir is not None:
                 paths[volume.name] = target
                 continue
+            elif volume.host_path is not None:
+                Path(volume.host_path.path).mkdir(parents=True, exist_ok=True)
+                paths[volume.name] = Path(volume.host_path.path)
+                continue
             else:
-                raise MissingReference(f"volume {volume.name!r}: only secret, configMap and emptyDir are supported")
+                raise MissingReference(
+                    f"volume {volume.name!r}: only secret, configMap, emptyDir and hostPath are supported"
+                )
             chosen = [(i.key, i.path, i.mode) for i in items] if items else [(k, k, None) for k in data]
             for key, rel, item_mode in chosen:
                 path = target / rel

@@ -76,6 +76,22 @@ def permission_message(status: int, verb: str, resource: str, namespace: str, bo
     )
 
 
+def _error(status: int, text: str, verb: str, what: str, namespace: str) -> KubernetesAPIError:
+    if status in (401, 403):
+        return KubernetesPermissionError(permission_message(status, verb, what, namespace, text), status=status)
+    reason = ""
+    try:
+        parsed = json.loads(text)
+        reason, text = parsed.get("reason", ""), parsed.get("message", text)
+    except (ValueError, AttributeError):
+        pass
+    return KubernetesAPIError(
+        f"the Kubernetes API could not {verb} {what} in namespace {namespace!r} ({status}): {text}",
+        status=status,
+        reason=reason,
+    )
+
+
 class KubeApi:
     """One API client (kubeconfig file and context, or in-cluster), with counted JSON requests."""
 
@@ -101,59 +117,64 @@ class KubeApi:
         timeout: float = 120.0,
     ) -> Any:
         """One HTTP request; the parsed JSON reply (the text with ``raw``); errors translated."""
-        from kubernetes.client.exceptions import ApiException
 
         with self._lock:
             self.calls[f"{verb} {resource}{'/' + subresource if subresource else ''}"] += 1
         path = _path(resource, namespace, name, subresource)
+        what = f"{resource}/{subresource}" if subresource else resource
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        status, data = self._send(method, path, params, headers, body, timeout)
+        text = data.decode(errors="replace") if isinstance(data, bytes) else str(data or "")
+        if not 200 <= status <= 299:
+            raise _error(status, text, verb, what, namespace)
+        if raw:
+            return text
+        return json.loads(text) if text else None
+
+    def _send(
+        self, method: str, path: str, params: list[tuple[str, Any]], headers: dict[str, str], body: Any, timeout: float
+    ) -> tuple[int, Any]:
+        """One HTTP exchange through the client, whichever generation of the generated client is installed."""
+        from kubernetes.client.exceptions import ApiException
+
+        client = self.client
         try:
-            response = self.client.call_api(
+            if hasattr(client, "param_serialize"):  # kubernetes >= 35: serialize, then send
+                method_, url, headers_, body_, post = client.param_serialize(
+                    method=method,
+                    resource_path=path,
+                    query_params=params,
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                )
+                response = client.call_api(
+                    method_, url, header_params=headers_, body=body_, post_params=post, _request_timeout=timeout
+                )
+                return int(response.status), response.read()
+            response = client.call_api(
                 path,
                 method,
-                query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
+                query_params=params,
+                header_params=headers,
                 body=body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
                 _request_timeout=timeout,
             )
+            raw = response[0] if isinstance(response, tuple) else response
+            return int(raw.status), raw.data
         except ApiException as exc:
-            text = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
-            what = f"{resource}/{subresource}" if subresource else resource
-            if exc.status in (401, 403):
-                raise KubernetesPermissionError(
-                    permission_message(exc.status, verb, what, namespace, text), status=exc.status
-                ) from None
-            reason = ""
-            try:
-                reason = json.loads(text).get("reason", "")
-                text = json.loads(text).get("message", text)
-            except (ValueError, AttributeError):
-                pass
-            raise KubernetesAPIError(
-                f"the Kubernetes API could not {verb} {what} in namespace {namespace!r} ({exc.status}): {text}",
-                status=exc.status,
-                reason=reason,
-            ) from None
-        data = response[0].data if isinstance(response, tuple) else response.data
-        text = data.decode() if isinstance(data, bytes) else str(data)
-        if raw:
-            return text
-        return json.loads(text) if text else None
+            return int(exc.status or 0), exc.body or b""
 
     def version(self) -> dict[str, Any]:
         """The server's ``/version`` (major, minor, gitVersion)."""
         with self._lock:
             self.calls["get version"] += 1
-        response = self.client.call_api(
-            "/version",
-            "GET",
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=60,
-        )
-        data = response[0].data if isinstance(response, tuple) else response.data
+        status, data = self._send("GET", "/version", [], {"Accept": "application/json"}, None, 60.0)
+        if status != 200:
+            raise _error(status, data.decode(errors="replace"), "get", "/version", "")
         return dict(json.loads(data))
 
     def total_calls(self) -> int:

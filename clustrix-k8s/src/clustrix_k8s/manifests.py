@@ -144,7 +144,8 @@ def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int |
         "env": env,
         "resources": resources,
         "volumeMounts": [
-            {"name": f"payload-{n}", "mountPath": f"{MOUNT}/{n}", "readOnly": True} for n in range(n_chunks)
+            *({"name": f"payload-{n}", "mountPath": f"{MOUNT}/{n}", "readOnly": True} for n in range(n_chunks)),
+            *(dict(m) for m in options.volume_mounts),
         ],
     }
     if options.image_pull_policy:
@@ -154,8 +155,14 @@ def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int |
         "serviceAccountName": options.service_account,
         "containers": [container],
         "volumes": [
-            {"name": f"payload-{n}", "secret": {"secretName": f"{prefix(job_id)}-payload-{n}", "defaultMode": 0o400}}
-            for n in range(n_chunks)
+            *(
+                {
+                    "name": f"payload-{n}",
+                    "secret": {"secretName": f"{prefix(job_id)}-payload-{n}", "defaultMode": 0o400},
+                }
+                for n in range(n_chunks)
+            ),
+            *(dict(v) for v in options.volumes),
         ],
     }
     if options.node_selector:

@@ -35,6 +35,8 @@ CONFIG_KEYS: dict[str, Any] = {
     "memory_limit": None,
     "pending_timeout": 120.0,
     "replicate_environment": None,
+    "volumes": [],
+    "volume_mounts": [],
 }
 
 #: The ServiceAccount pods run as unless ``service_account`` names another.
@@ -69,6 +71,8 @@ class JobOptions:
     environment_variables: dict[str, str]
     pre_commands: tuple[str, ...]
     pending_timeout: float
+    volumes: tuple[dict[str, Any], ...] = ()
+    volume_mounts: tuple[dict[str, Any], ...] = ()
 
 
 def _fail(key: str, value: Any, fix: str) -> ValueError:
@@ -112,6 +116,14 @@ def _count(key: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _fail(key, value, f"use a whole number >= {minimum}")
     return value
+
+
+def _mappings(key: str, value: Any, example: str) -> tuple[dict[str, Any], ...]:
+    if not value:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, Mapping) and v.get("name") for v in value):
+        raise _fail(key, value, f"use a list of Kubernetes {key} objects with names, e.g. {example}")
+    return tuple(dict(v) for v in value)
 
 
 def job_options(config: Any, resources: Resources, environment: Mapping[str, Any]) -> JobOptions:
@@ -187,6 +199,14 @@ def job_options(config: Any, resources: Resources, environment: Mapping[str, Any
     requirements = tuple(env_module.requirements(environment)) if replicate else ()
     if replicate and not any(r.lower().startswith("cloudpickle") for r in requirements):
         requirements = (*requirements, "cloudpickle")
+    volumes = _mappings("volumes", get("volumes"), "[{'name': 'data', 'persistentVolumeClaim': {'claimName': 'data'}}]")
+    mounts = _mappings("volume_mounts", get("volume_mounts"), "[{'name': 'data', 'mountPath': '/data'}]")
+    names = {v.get("name") for v in volumes}
+    for mount in mounts:
+        if mount.get("name") not in names or not str(mount.get("mountPath", "")).startswith("/"):
+            raise _fail(
+                "volume_mounts", mounts, "each mount needs the name of one of volumes=[...] and an absolute mountPath"
+            )
     variables = dict(get("environment_variables") or {})
     for name in variables:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -211,4 +231,6 @@ def job_options(config: Any, resources: Resources, environment: Mapping[str, Any
         environment_variables=variables,
         pre_commands=tuple(get("pre_execution_commands") or ()),
         pending_timeout=float(pending),
+        volumes=volumes,
+        volume_mounts=mounts,
     )
