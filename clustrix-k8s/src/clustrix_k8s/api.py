@@ -20,6 +20,7 @@ from typing import Any
 from clustrix.errors import ClustrixError, ConfigurationError
 
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 #: API group and plural of every resource the backend touches.
 RESOURCES = {
     "jobs": ("batch", "v1"),
@@ -95,9 +96,11 @@ def _error(status: int, text: str, verb: str, what: str, namespace: str) -> Kube
 class KubeApi:
     """One API client (kubeconfig file and context, or in-cluster), with counted JSON requests."""
 
-    def __init__(self, api_client: Any, server: str) -> None:
+    def __init__(self, api_client: Any, server: str, namespace: str = "default") -> None:
         self.client = api_client
         self.server = server
+        #: The namespace of the kubeconfig context, or the pod's own in the cluster.
+        self.namespace = namespace
         self.calls: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
@@ -199,6 +202,7 @@ def api_for(config: Any) -> KubeApi:
         from kubernetes import config as kube_config
 
         configuration = client.Configuration()
+        namespace = "default"
         try:
             if (
                 kubeconfig is None
@@ -207,9 +211,14 @@ def api_for(config: Any) -> KubeApi:
                 and os.environ.get("KUBERNETES_SERVICE_HOST")
             ):
                 kube_config.load_incluster_config(client_configuration=configuration)
+                with open(IN_CLUSTER_NAMESPACE, encoding="utf-8") as fh:
+                    namespace = fh.read().strip() or namespace
             else:
                 path = os.path.expanduser(kubeconfig) if kubeconfig else None
                 kube_config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+                contexts, active = kube_config.list_kube_config_contexts(config_file=path)
+                chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+                namespace = ((chosen or {}).get("context") or {}).get("namespace") or namespace
         except (kube_config.ConfigException, OSError, TypeError) as exc:
             where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise ConfigurationError(
@@ -217,7 +226,7 @@ def api_for(config: Any) -> KubeApi:
                 f"{exc}; set kubeconfig= to a kubeconfig file (and kube_context= to one of its contexts), "
                 "or run inside a pod with a ServiceAccount"
             ) from None
-        api = KubeApi(client.ApiClient(configuration), configuration.host)
+        api = KubeApi(client.ApiClient(configuration), configuration.host, namespace)
         _apis[key] = api
         return api
 

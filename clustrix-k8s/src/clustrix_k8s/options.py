@@ -18,7 +18,7 @@ from clustrix.resources import Resources, parse_memory
 
 #: Keys this plugin adds to the configuration, with their defaults.
 CONFIG_KEYS: dict[str, Any] = {
-    "namespace": "default",
+    "namespace": None,
     "image": None,
     "image_pull_policy": None,
     "image_pull_secrets": [],
@@ -126,8 +126,14 @@ def _mappings(key: str, value: Any, example: str) -> tuple[dict[str, Any], ...]:
     return tuple(dict(v) for v in value)
 
 
-def job_options(config: Any, resources: Resources, environment: Mapping[str, Any]) -> JobOptions:
-    """Check the configuration and resources of one submission; ``ValueError`` names what is wrong."""
+def job_options(
+    config: Any, resources: Resources, environment: Mapping[str, Any], *, default_namespace: str = "default"
+) -> JobOptions:
+    """Check the configuration and resources of one submission; ``ValueError`` names what is wrong.
+
+    ``default_namespace`` is used when ``namespace`` is not set: the kubeconfig context's
+    namespace, or the pod's own when running inside the cluster.
+    """
     get = config.get
     for key in ("partition", "queue"):
         if getattr(resources, key) is not None:
@@ -146,7 +152,7 @@ def job_options(config: Any, resources: Resources, environment: Mapping[str, Any
         names = ", ".join(sorted(unknown))
         known = ", ".join(sorted(CONFIG_KEYS))
         raise ValueError(f"@cluster got option(s) {names} that the kubernetes backend does not know; known: {known}")
-    namespace = get("namespace") or "default"
+    namespace = get("namespace") or default_namespace
     if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
         raise _fail("namespace", namespace, "use a DNS label such as 'default' or 'science'")
     python_version = str(environment.get("python") or "")

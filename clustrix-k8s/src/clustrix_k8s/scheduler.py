@@ -77,7 +77,8 @@ class KubernetesScheduler:
     @hookimpl
     def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
         config = spec.config
-        options = job_options(config, spec.resources, spec.environment or {})
+        api = self._api_factory(config)
+        options = job_options(config, spec.resources, spec.environment or {}, default_namespace=api.namespace)
         n_tasks = n_tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), config.get("max_parallel_jobs"))
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
         key = secrets_module.token_bytes(32)
@@ -90,7 +91,6 @@ class KubernetesScheduler:
             runner_source=_source(runner),
             requirements=options.pip_requirements,
         )
-        api = self._api_factory(config)
         if config.get("service_account") is None:
             self._ensure_runner_account(api, options.namespace)
         indexed = len(tasks) > 1 and self.supports_indexed(api, options.namespace)

@@ -1,0 +1,63 @@
+"""The two tutorials of docs/kubernetes.md (examples/kubernetes_*.py), run as written against the testbed."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from clustrix import configure
+from tests.testbed.k8s import KubeCluster
+
+pytestmark = pytest.mark.testbed_k8s
+
+
+def _example(name: str) -> Iterator[ModuleType]:
+    import cloudpickle
+
+    module = importlib.import_module(f"examples.{name}")
+    cloudpickle.register_pickle_by_value(module)  # pods cannot import the examples folder
+    yield module
+    cloudpickle.unregister_pickle_by_value(module)
+
+
+@pytest.fixture
+def training() -> Iterator[ModuleType]:
+    yield from _example("kubernetes_training")
+
+
+@pytest.fixture
+def checkpointing() -> Iterator[ModuleType]:
+    yield from _example("kubernetes_checkpoint")
+
+
+def test_training_workers_with_cpu_and_memory_limits_average_to_the_true_weights(
+    k8s_config: dict[str, Any], kube: KubeCluster, training: ModuleType
+) -> None:
+    configure(**k8s_config)
+    weights = training.train(n_workers=4)
+    assert all(abs(w - t) < 0.05 for w, t in zip(weights, training.TRUE_WEIGHTS, strict=True))
+    from kubernetes import client
+
+    jobs = client.BatchV1Api(kube.api()).list_namespaced_job("default", label_selector="app.kubernetes.io/managed-by")
+    limits = [
+        j.spec.template.spec.containers[0].resources.limits
+        for j in jobs.items
+        if j.metadata.annotations.get("clustrix.io/function") == "train_worker"
+    ]
+    assert limits and all(lim == {"cpu": "1", "memory": str(512 * 2**20)} for lim in limits)
+
+
+def test_a_crashed_pod_is_retried_and_resumes_from_its_checkpoint(
+    k8s_config: dict[str, Any], tmp_path: Path, checkpointing: ModuleType
+) -> None:
+    volume = checkpointing.checkpoint_volume()
+    # the testbed has no storage provisioner: a hostPath volume stands in for the PersistentVolumeClaim
+    volume["volumes"] = [{"name": "checkpoints", "hostPath": {"path": str(tmp_path)}}]
+    configure(**k8s_config, **volume)
+    state = checkpointing.long_sum(100, "tutorial", crash_at=55)
+    assert state == {"step": 100, "total": sum(range(100)), "resumed_from": 50, "attempts": 2}
