@@ -207,9 +207,9 @@ def job_options(
         requirements = (*requirements, "cloudpickle")
     volumes = _mappings("volumes", get("volumes"), "[{'name': 'data', 'persistentVolumeClaim': {'claimName': 'data'}}]")
     mounts = _mappings("volume_mounts", get("volume_mounts"), "[{'name': 'data', 'mountPath': '/data'}]")
-    names = {v.get("name") for v in volumes}
+    volume_names = {v.get("name") for v in volumes}
     for mount in mounts:
-        if mount.get("name") not in names or not str(mount.get("mountPath", "")).startswith("/"):
+        if mount.get("name") not in volume_names or not str(mount.get("mountPath", "")).startswith("/"):
             raise _fail(
                 "volume_mounts", mounts, "each mount needs the name of one of volumes=[...] and an absolute mountPath"
             )
