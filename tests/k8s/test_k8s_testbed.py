@@ -1,0 +1,109 @@
+"""The testbed kubelet behaves as a node agent must for the backend's tests to mean something."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from clustrix import Job, cluster, configure
+from tests.testbed.k8s import KubeCluster
+
+pytestmark = pytest.mark.testbed_k8s
+
+
+def _wait_phase(core: Any, name: str, phases: set[str], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = core.read_namespaced_pod(name, "default")
+        if pod.status.phase in phases:
+            return pod
+        assert time.monotonic() < deadline, f"pod {name} stayed {pod.status.phase}"
+        time.sleep(0.2)
+
+
+def test_env_from_secrets_config_maps_and_fields_and_a_config_map_volume_reach_the_process(kube: KubeCluster) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api())
+    core.create_namespaced_secret("default", {"metadata": {"name": "tb-secret"}, "stringData": {"token": "s3cret"}})
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "tb-config"}, "data": {"mode": "fast", "settings.ini": "[a]\nb = 1\n"}}
+    )
+    script = (
+        "import os; print(os.environ['TOKEN'], os.environ['MODE'], os.environ['POD'], os.environ['PLAIN']);"
+        "print(open('/etc/tb-config/settings.ini').read().strip())"
+    )
+    pod = {
+        "metadata": {"name": "tb-env", "labels": {"app": "tb"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3.11-slim",
+                    "command": [sys.executable, "-c", script],
+                    "env": [
+                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tb-secret", "key": "token"}}},
+                        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "tb-config", "key": "mode"}}},
+                        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "PLAIN", "value": "v-$(MODE)"},
+                    ],
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/tb-config"}],
+                }
+            ],
+            "volumes": [{"name": "config", "configMap": {"name": "tb-config"}}],
+        },
+    }
+    core.create_namespaced_pod("default", pod)
+    finished = _wait_phase(core, "tb-env", {"Succeeded", "Failed"})
+    log = core.read_namespaced_pod_log("tb-env", "default")  # through the API server's proxy to the kubelet
+    assert finished.status.phase == "Succeeded", log
+    assert finished.status.container_statuses[0].state.terminated.exit_code == 0
+    assert log.splitlines() == ["s3cret fast tb-env v-fast", "[a]", "b = 1"]
+
+
+def test_a_failing_container_reports_its_exit_code_and_deletion_kills_a_running_one(kube: KubeCluster) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api())
+
+    def pod(name: str, code: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "python:3.11", "command": [sys.executable, "-c", code]}],
+            },
+        }
+
+    core.create_namespaced_pod("default", pod("tb-exit", "raise SystemExit(7)"))
+    core.create_namespaced_pod("default", pod("tb-sleep", "import time; time.sleep(600)"))
+    failed = _wait_phase(core, "tb-exit", {"Succeeded", "Failed"})
+    assert (failed.status.phase, failed.status.container_statuses[0].state.terminated.exit_code) == ("Failed", 7)
+    running = _wait_phase(core, "tb-sleep", {"Running"})
+    pid = int(running.status.container_statuses[0].container_id.rsplit("/", 1)[1])
+    core.delete_namespaced_pod("tb-sleep", "default")
+    deadline = time.monotonic() + 30
+    while any(p.metadata.name == "tb-sleep" for p in core.list_namespaced_pod("default").items):
+        assert time.monotonic() < deadline, "the deleted pod was never removed"
+        time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_job_logs_come_from_the_pod_through_the_api_server(k8s_config: dict[str, Any]) -> None:
+    configure(**k8s_config)
+
+    @cluster
+    def chatty() -> int:
+        print("hello from the pod", flush=True)
+        return 1
+
+    future = chatty.submit()
+    assert future.result(timeout=120) == 1
+    assert "hello from the pod" in Job.attach(future.job_id).logs()
