@@ -29,17 +29,18 @@ import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the control plane up
+
+from benchmarks.bench_slurm import rotated, summary  # noqa: E402 - after the sys.path line
 
 MAP_SIZE = 100
 NAMESPACE = "default"
@@ -141,11 +142,6 @@ def wait_until_idle(api_client: Any, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def rotated(items: Sequence[Any], shift: int) -> list[Any]:
-    shift %= len(items)
-    return [*items[shift:], *items[:shift]]
-
-
 def timed(api_client: Any, func: Callable[[], Any], expected: Any) -> float:
     wait_until_idle(api_client)
     start = time.perf_counter()
@@ -154,10 +150,6 @@ def timed(api_client: Any, func: Callable[[], Any], expected: Any) -> float:
     if value != expected:
         raise RuntimeError(f"wrong result: {value!r}")
     return elapsed
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import pytest
-import yaml
 
 from clustrix import cluster, configure
 from clustrix.config import resolve_config
 from clustrix_k8s.api import api_for
 from clustrix_k8s.scheduler import KubernetesScheduler
-from tests.k8s.test_k8s_rbac import RBAC
+from tests.k8s import rbac_setup
 from tests.testbed.k8s import KubeCluster
 
 pytestmark = pytest.mark.testbed_k8s
@@ -23,27 +21,9 @@ NAMESPACE = "in-cluster"
 @pytest.fixture(scope="module")
 def pod_submitter(kube: KubeCluster) -> str:
     """A namespace with the documented Roles, the submitter Role bound to the ServiceAccount ``notebook``."""
-    from kubernetes import client, utils
-
-    api = kube.api()
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
-    kube.wait_service_account(NAMESPACE)
-    core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": "notebook"}})
-    for document in (d for d in yaml.safe_load_all(RBAC.read_text()) if d):
-        document["metadata"]["namespace"] = NAMESPACE
-        for subject in document.get("subjects") or []:
-            subject.update(
-                {"kind": "ServiceAccount", "name": "notebook", "namespace": NAMESPACE}
-                if subject["kind"] == "User"
-                else {"namespace": NAMESPACE}
-            )
-            subject.pop("apiGroup", None)
-        utils.create_from_dict(api, document, namespace=NAMESPACE)
-    deadline = time.monotonic() + 30
-    while not all(core.read_namespaced_service_account(n, NAMESPACE).secrets for n in ("notebook", "clustrix-runner")):
-        assert time.monotonic() < deadline, "the ServiceAccounts got no token"
-        time.sleep(0.2)
+    rbac_setup.apply(
+        kube, NAMESPACE, {"kind": "ServiceAccount", "name": "notebook", "namespace": NAMESPACE}, accounts=("notebook",)
+    )
     return NAMESPACE
 
 

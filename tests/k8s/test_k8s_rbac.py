@@ -2,47 +2,25 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from clustrix import cluster, configure
 from clustrix_k8s.api import KubernetesPermissionError
+from tests.k8s import rbac_setup
 from tests.testbed.k8s import LIMITED_USER, KubeCluster
 
 pytestmark = pytest.mark.testbed_k8s
-RBAC = Path(__file__).resolve().parents[2] / "docs" / "kubernetes-rbac.yaml"
 NAMESPACE = "rbac-test"
 
 
-def _documents(namespace: str) -> list[dict[str, Any]]:
-    documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
-    for document in documents:
-        document["metadata"]["namespace"] = namespace
-        for subject in document.get("subjects") or []:
-            if subject["kind"] == "User":
-                subject["name"] = LIMITED_USER
-            else:
-                subject["namespace"] = namespace
-    return documents
+SUBMITTER = {"kind": "User", "name": LIMITED_USER, "apiGroup": "rbac.authorization.k8s.io"}
 
 
 @pytest.fixture(scope="module")
 def limited_namespace(kube: KubeCluster) -> str:
-    from kubernetes import client, utils
-
-    api = kube.api()
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
-    kube.wait_service_account(NAMESPACE)
-    for document in _documents(NAMESPACE):
-        utils.create_from_dict(api, document, namespace=NAMESPACE)
-    deadline = time.monotonic() + 30
-    while not client.CoreV1Api(api).read_namespaced_service_account("clustrix-runner", NAMESPACE).secrets:
-        assert time.monotonic() < deadline, "the runner ServiceAccount got no token"
-        time.sleep(0.2)
+    rbac_setup.apply(kube, NAMESPACE, SUBMITTER)
     return NAMESPACE
 
 
@@ -75,7 +53,7 @@ def test_a_missing_verb_is_named_in_the_error(
     rbac = client.RbacAuthorizationV1Api(kube.api())
     (role,) = [
         d
-        for d in _documents(limited_namespace)
+        for d in rbac_setup.documents(limited_namespace, SUBMITTER)
         if d["kind"] == "Role" and d["metadata"]["name"] == "clustrix-submitter"
     ]
     rules = [

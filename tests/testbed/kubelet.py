@@ -335,32 +335,23 @@ class Kubelet:
             except Exception:  # noqa: BLE001 - the API server may be restarting
                 time.sleep(min(0.2 * (attempt + 1), 2))
 
-    def secret_data(self, namespace: str, name: str, optional: bool = False) -> dict[str, bytes]:
+    def object_data(self, kind: str, namespace: str, name: str, optional: bool = False) -> dict[str, bytes]:
+        """The data of Secret or ConfigMap ``name`` (``kind`` ``"secret"`` or ``"configmap"``) as bytes."""
         from kubernetes.client.exceptions import ApiException
 
+        read = self.core.read_namespaced_secret if kind == "secret" else self.core.read_namespaced_config_map
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            found = read(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 if optional:
                     return {}
-                raise MissingReference(f'secret "{name}" not found') from None
+                raise MissingReference(f'{kind} "{name}" not found') from None
             raise
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-
-    def config_map_data(self, namespace: str, name: str, optional: bool = False) -> dict[str, bytes]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            cm = self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                if optional:
-                    return {}
-                raise MissingReference(f'configmap "{name}" not found') from None
-            raise
-        data = {k: v.encode() for k, v in (cm.data or {}).items()}
-        data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+        if kind == "secret":
+            return {k: base64.b64decode(v) for k, v in (found.data or {}).items()}
+        data = {k: v.encode() for k, v in (found.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (found.binary_data or {}).items()})
         return data
 
     def environment(self, pod: Any, container: Any) -> dict[str, str]:
@@ -377,17 +368,15 @@ class Kubelet:
             source = item.value_from
             if source is None:
                 env[item.name] = expand(item.value or "", env)
-            elif source.secret_key_ref is not None:
-                ref = source.secret_key_ref
-                data = self.secret_data(namespace, ref.name, bool(ref.optional))
+            elif source.secret_key_ref is not None or source.config_map_key_ref is not None:
+                kind, ref = (
+                    ("secret", source.secret_key_ref)
+                    if source.secret_key_ref
+                    else ("configmap", source.config_map_key_ref)
+                )
+                data = self.object_data(kind, namespace, ref.name, bool(ref.optional))
                 if ref.key not in data and not ref.optional:
-                    raise MissingReference(f"couldn't find key {ref.key} in Secret {namespace}/{ref.name}")
-                env[item.name] = data.get(ref.key, b"").decode()
-            elif source.config_map_key_ref is not None:
-                ref = source.config_map_key_ref
-                data = self.config_map_data(namespace, ref.name, bool(ref.optional))
-                if ref.key not in data and not ref.optional:
-                    raise MissingReference(f"couldn't find key {ref.key} in ConfigMap {namespace}/{ref.name}")
+                    raise MissingReference(f"couldn't find key {ref.key} in {kind} {namespace}/{ref.name}")
                 env[item.name] = data.get(ref.key, b"").decode()
             elif source.field_ref is not None:
                 env[item.name] = field_path(pod, source.field_ref.field_path)
@@ -406,10 +395,12 @@ class Kubelet:
             target = root / volume.name
             target.mkdir(mode=0o755, parents=True, exist_ok=True)
             if volume.secret is not None:
-                data = self.secret_data(namespace, volume.secret.secret_name, bool(volume.secret.optional))
+                data = self.object_data("secret", namespace, volume.secret.secret_name, bool(volume.secret.optional))
                 items, mode = volume.secret.items, volume.secret.default_mode
             elif volume.config_map is not None:
-                data = self.config_map_data(namespace, volume.config_map.name, bool(volume.config_map.optional))
+                data = self.object_data(
+                    "configmap", namespace, volume.config_map.name, bool(volume.config_map.optional)
+                )
                 items, mode = volume.config_map.items, volume.config_map.default_mode
             elif volume.empty_dir is not None:
                 paths[volume.name] = target
