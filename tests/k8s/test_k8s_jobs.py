@@ -157,6 +157,29 @@ def test_cancel_deletes_the_job_and_its_pods(k8s_config: dict[str, Any], kube: K
         time.sleep(0.2)
 
 
+def test_arguments_larger_than_one_secret_travel_split_over_several(
+    k8s_config: dict[str, Any], kube: KubeCluster
+) -> None:
+    configure(**k8s_config)
+
+    @cluster
+    def digest(data: bytes) -> str:
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+
+    data = os.urandom(3 * 2**20)
+    future = digest.submit(data)
+    assert future.result(timeout=120) == hashlib.sha256(data).hexdigest()
+    from kubernetes import client
+
+    secrets = client.CoreV1Api(kube.api()).list_namespaced_secret(
+        "default", label_selector=f"clustrix.io/job-id={future.job_id},clustrix.io/kind=payload"
+    )
+    assert len(secrets.items) == 5
+    assert all(s.metadata.owner_references[0].kind == "Job" for s in secrets.items)
+
+
 def test_a_50_mb_result_comes_back_intact(k8s_config: dict[str, Any]) -> None:
     configure(**k8s_config)
 

@@ -26,7 +26,7 @@ def _config(**values: Any) -> ClusterConfig:
 
 def test_resources_become_requests_limits_gpus_and_the_deadline() -> None:
     options = job_options(
-        _config(cpu_limit="500m", memory_limit="1Gi", backoff_limit=3, ttl_seconds_after_finished=60),
+        _config(cpu_limit="2500m", memory_limit="1Gi", backoff_limit=3, ttl_seconds_after_finished=60),
         Resources.parse(cores=2, memory="512MB", time="00:10:00", gpus=1),
         ENV,
     )
@@ -34,7 +34,7 @@ def test_resources_become_requests_limits_gpus_and_the_deadline() -> None:
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {
         "requests": {"cpu": "2", "memory": "512000000"},
-        "limits": {"cpu": "500m", "memory": str(2**30), "nvidia.com/gpu": "1"},
+        "limits": {"cpu": "2500m", "memory": str(2**30), "nvidia.com/gpu": "1"},
     }
     assert job["spec"]["activeDeadlineSeconds"] == 600
     assert job["spec"]["backoffLimit"] == 3
@@ -98,6 +98,9 @@ def test_the_default_image_replicates_the_environment_with_pip_at_container_star
         ({}, {"partition": "gpu"}, "partition='gpu' has no meaning on Kubernetes"),
         ({}, {"qos": "high"}, "option\\(s\\) qos"),
         ({"pending_timeout": 0}, {}, "pending_timeout=0"),
+        ({"cpu_limit": "500m"}, {"cores": 2}, "cores=2 asks for more than cpu_limit='500m'"),
+        ({"memory_limit": "1GB"}, {"memory": "2GB"}, "more than memory_limit='1GB'"),
+        ({"volume_mounts": [{"name": "x", "mountPath": "/x"}]}, {}, "volume_mounts"),
     ],
 )
 def test_bad_options_are_refused_naming_the_key(values: dict[str, Any], resources: dict[str, Any], match: str) -> None:
@@ -217,6 +220,47 @@ def test_a_round_needs_the_pods_only_for_failed_or_long_pending_jobs() -> None:
     assert not states.needs_pods([_job(active=1)], now=T0 + 5, pending_timeout=120, started=False)
     assert states.needs_pods([_job(active=1)], now=T0 + 200, pending_timeout=120, started=False)
     assert not states.needs_pods([_job(active=1)], now=T0 + 200, pending_timeout=120, started=True)
+
+
+def test_an_api_server_error_carries_its_status_and_message() -> None:
+    """HTTP 500 and 410 from a server (faults the testbed cannot produce on demand) become KubernetesAPIError."""
+    import http.server
+    import threading
+
+    from clustrix_k8s.api import KubeApi, KubernetesAPIError
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            code = 410 if "secrets" in self.path else 500
+            body = json.dumps({"kind": "Status", "message": f"injected {code}", "reason": "Expired"}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from kubernetes import client
+
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+        api = KubeApi(client.ApiClient(configuration), configuration.host)
+        with pytest.raises(
+            KubernetesAPIError, match=r"could not list jobs in namespace 'ns' \(500\): injected 500"
+        ) as info:
+            api.request("GET", "list", "jobs", "ns")
+        assert info.value.status == 500
+        with pytest.raises(KubernetesAPIError, match="injected 410") as gone:
+            api.request("GET", "list", "secrets", "ns")
+        assert (gone.value.status, gone.value.reason) == (410, "Expired")
+        assert api.total_calls() == 2
+    finally:
+        server.shutdown()
 
 
 def test_a_403_names_the_verb_the_resource_and_its_api_group() -> None:

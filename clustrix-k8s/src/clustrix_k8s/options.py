@@ -104,6 +104,10 @@ def cpu_quantity(key: str, value: Any) -> str:
     return text
 
 
+def _cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
 def memory_quantity(key: str, value: Any) -> str:
     """A memory amount in bytes as a Kubernetes quantity; accepts ``"2GB"``, ``"512Mi"``, bytes."""
     try:
@@ -194,6 +198,16 @@ def job_options(
         limits["cpu"] = cpu_quantity("cpu_limit", get("cpu_limit"))
     if get("memory_limit") is not None:
         limits["memory"] = memory_quantity("memory_limit", get("memory_limit"))
+    if "cpu" in requests and "cpu" in limits and _cores(requests["cpu"]) > _cores(limits["cpu"]):
+        raise ValueError(
+            f"cores={resources.cores} asks for more than cpu_limit={get('cpu_limit')!r}: Kubernetes refuses a request "
+            "above its limit; raise cpu_limit or lower cores"
+        )
+    if "memory" in requests and "memory" in limits and int(requests["memory"]) > int(limits["memory"]):
+        raise ValueError(
+            f"memory={requests['memory']} bytes asks for more than memory_limit={get('memory_limit')!r}: Kubernetes "
+            "refuses a request above its limit; raise memory_limit or lower memory"
+        )
     if resources.gpus:
         limits["nvidia.com/gpu"] = str(resources.gpus)
     python = get("python_executable") or "python"
