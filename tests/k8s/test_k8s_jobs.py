@@ -270,3 +270,36 @@ def test_a_job_survives_an_api_server_restart_while_it_runs(k8s_config: dict[str
         time.sleep(0.2)
     kube.restart_apiserver(down_seconds=2)
     assert future.result(timeout=180) == "still here"
+
+
+def test_without_a_prepared_image_the_environment_is_pip_installed_at_container_start(
+    k8s_config: dict[str, Any],
+) -> None:
+    from tests.testbed.system import apt_install
+
+    system_python = "/usr/bin/python3"
+    apt_install(["python3-pip"])
+    probe = subprocess.run(
+        [system_python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+    )
+    if probe.stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip(f"{system_python} is Python {probe.stdout.strip()}, the tests run {sys.version_info[:2]}")
+    # Debian's python3 has no cloudpickle: the pod can run the call only if the pip step installed it
+    assert subprocess.run([system_python, "-c", "import cloudpickle"], capture_output=True).returncode != 0
+    configure(
+        **{**k8s_config, "python_executable": system_python},
+        replicate_environment=True,
+        replicate_distributions=["cloudpickle"],
+    )
+
+    @cluster
+    def where() -> tuple[str, str]:
+        import sys
+
+        import cloudpickle
+
+        return sys.executable, cloudpickle.__file__
+
+    executable, module = where()
+    assert executable == system_python
+    assert not module.startswith("/usr/")
