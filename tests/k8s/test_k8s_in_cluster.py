@@ -9,7 +9,7 @@ import pytest
 
 from clustrix import cluster, configure
 from clustrix.config import resolve_config
-from clustrix_k8s.api import api_for
+from clustrix_k8s.api import KubeApi, api_for
 from clustrix_k8s.scheduler import KubernetesScheduler
 from tests.k8s import rbac_setup
 from tests.testbed.k8s import KubeCluster
@@ -61,12 +61,11 @@ def test_map_uses_one_job_per_task_where_the_server_has_no_indexed_jobs(
     k8s_config: dict[str, Any], kube: KubeCluster
 ) -> None:
     configure(**k8s_config)
-    config = resolve_config()
-    api = api_for(config)
-    before = api.total_calls()
+    shared = api_for(resolve_config())
+    counted = KubeApi(shared.client, shared.server, shared.namespace)
     # Kubernetes 1.20 drops completionMode from a dry-run Job: map falls back to a Job per task
-    assert KubernetesScheduler().supports_indexed(api, "default") is False
-    assert api.total_calls() == before + 1
+    assert KubernetesScheduler().supports_indexed(counted, "default") is False
+    assert dict(counted.calls) == {"create jobs": 1}
 
     @cluster(max_parallel_jobs=4)
     def plus_one(x: int) -> int:
@@ -77,3 +76,24 @@ def test_map_uses_one_job_per_task_where_the_server_has_no_indexed_jobs(
     handle = futures[0].handle
     assert handle.data["indexed"] is False
     assert len(handle.data["jobs"]) == 4
+
+
+def test_one_poll_round_lists_the_jobs_of_a_namespace_once_for_all_open_jobs(k8s_config: dict[str, Any]) -> None:
+    configure(**k8s_config)
+
+    @cluster
+    def nap(seconds: float) -> float:
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+    futures = [nap.submit(3), nap.submit(3), *nap.submit_map([3, 3, 3])]
+    handles = list({f.handle.job_id: f.handle for f in futures}.values())
+    config = resolve_config()
+    shared = api_for(config)
+    counted = KubeApi(shared.client, shared.server, shared.namespace)  # its own counter: the poller thread polls too
+    statuses = KubernetesScheduler(api_factory=lambda _: counted).clustrix_poll(handles, config)
+    assert set(statuses) == {h.job_id for h in handles}
+    assert dict(counted.calls) == {"list jobs": 1}
+    assert [f.result(timeout=120) for f in futures] == [3, 3, 3, 3, 3]
