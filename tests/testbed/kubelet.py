@@ -17,7 +17,7 @@ the API server, etcd and the controllers are the real ones. It
   private directory and bind-mounted at their ``mountPath`` in a private mount
   namespace (``unshare -m``); a container waits in ``CreateContainerConfigError`` while
   a referenced Secret or ConfigMap is missing;
-- enforces ``resources.limits.memory`` with a memory cgroup and reports ``OOMKilled``
+- enforces ``resources.limits.memory`` with a memory cgroup (v1 or v2) and reports ``OOMKilled``
   (exit code 137) when the kernel's OOM killer ended the container;
 - reports Running, then Succeeded/Failed with each container's exit code and reason;
 - on deletion sends SIGTERM to the process group, SIGKILL after the grace period, then
@@ -52,7 +52,8 @@ from typing import Any
 
 NODE = "local-node"
 DEFAULT_PULLABLE = r"^((docker\.io/)?(library/)?python:[0-9][0-9.]*(-[a-z0-9.]+)*|clustrix-testbed/.+)$"
-CGROUP_ROOT = Path("/sys/fs/cgroup/memory/clustrix-kubelet")
+CGROUP_V1 = Path("/sys/fs/cgroup/memory")
+CGROUP_V2 = Path("/sys/fs/cgroup")
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _UNITS = {
     "": 1,
@@ -423,19 +424,44 @@ class Kubelet:
         return paths
 
     def memory_cgroup(self, uid: str, container: Any) -> Path | None:
+        """A memory cgroup limited to the container's ``limits.memory`` (cgroup v1, else v2), or None."""
         limits = (container.resources and container.resources.limits) or {}
-        if "memory" not in limits or not CGROUP_ROOT.parent.is_dir():
+        if "memory" not in limits:
             return None
-        path = CGROUP_ROOT / f"{uid}-{container.name}"
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "memory.limit_in_bytes").write_text(str(int(parse_quantity(limits["memory"]))))
-        swap = path / "memory.memsw.limit_in_bytes"
-        if swap.exists():
+        limit = str(int(parse_quantity(limits["memory"])))
+        name = f"{uid}-{container.name}"
+        if CGROUP_V1.is_dir():
+            path = CGROUP_V1 / "clustrix-kubelet" / name
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "memory.limit_in_bytes").write_text(limit)
             try:
-                swap.write_text(str(int(parse_quantity(limits["memory"]))))
+                (path / "memory.memsw.limit_in_bytes").write_text(limit)  # no escape into swap
             except OSError:
                 pass
-        return path
+            return path
+        if (CGROUP_V2 / "cgroup.controllers").exists():
+            parent = CGROUP_V2 / "clustrix-kubelet"
+            parent.mkdir(exist_ok=True)
+            for level in (CGROUP_V2, parent):
+                if "memory" not in (level / "cgroup.subtree_control").read_text().split():
+                    (level / "cgroup.subtree_control").write_text("+memory")
+            path = parent / name
+            path.mkdir(exist_ok=True)
+            (path / "memory.max").write_text(limit)
+            (path / "memory.swap.max").write_text("0")
+            return path
+        raise RuntimeError("no memory cgroup (v1 or v2) to enforce limits.memory with")
+
+    @staticmethod
+    def oom_killed(cgroup: Path) -> bool:
+        """Whether the OOM killer ended a process of ``cgroup`` (v1 ``memory.oom_control``, v2 ``memory.events``)."""
+        for name in ("memory.oom_control", "memory.events"):
+            try:
+                lines = (cgroup / name).read_text().splitlines()
+            except OSError:
+                continue
+            return any(line.startswith("oom_kill ") and int(line.split()[1]) > 0 for line in lines)
+        return False
 
     def run_pod(self, pod: Any) -> None:
         try:
@@ -579,15 +605,8 @@ class Kubelet:
                 break
         code = proc.wait()
         exit_code = 128 - code if code < 0 else code
-        oom = False
+        oom = cgroup is not None and self.oom_killed(cgroup)
         if cgroup is not None:
-            try:
-                oom = "oom_kill 1" in (cgroup / "memory.oom_control").read_text() or any(
-                    line.startswith("oom_kill ") and int(line.split()[1]) > 0
-                    for line in (cgroup / "memory.oom_control").read_text().splitlines()
-                )
-            except OSError:
-                oom = False
             try:
                 cgroup.rmdir()
             except OSError:

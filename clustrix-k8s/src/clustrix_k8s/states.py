@@ -123,11 +123,12 @@ def job_status(
                     state=JobState.FAILED,
                     reason=f"{reason} (still so after pending_timeout={pending_timeout:g} s; the Job was deleted)",
                 )
-    started = any(
-        ((job.get("status") or {}).get("active") or (job.get("status") or {}).get("succeeded")) for job in jobs
-    )
     if pods is not None:
-        started = pods_started(pods) or (started and any(p.get("status", {}).get("phase") == "Running" for p in pods))
+        started = any((p.get("status") or {}).get("phase") not in (None, "Pending") for p in pods)
+    else:  # without the pods, a Job with an active or finished pod counts as running
+        started = any(
+            (job.get("status") or {}).get("active") or (job.get("status") or {}).get("succeeded") for job in jobs
+        )
     return JobStatus(state=JobState.RUNNING if started else JobState.PENDING)
 
 
