@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from clustrix import Job, cluster, configure
-from clustrix.errors import JobError, JobOutOfMemoryError, JobTimeoutError
+from clustrix.errors import JobCancelledError, JobError, JobOutOfMemoryError, JobTimeoutError
 from tests.testbed.k8s import KubeCluster
 
 pytestmark = pytest.mark.testbed_k8s
@@ -155,6 +155,9 @@ def test_cancel_deletes_the_job_and_its_pods(k8s_config: dict[str, Any], kube: K
     while _pods_of(kube, future.job_id) or _jobs_of(kube, future.job_id):
         assert time.monotonic() < deadline, "pods or the Job are still there after cancel"
         time.sleep(0.2)
+    # the submitting process sees its Job gone: the call ends cancelled
+    with pytest.raises(JobCancelledError, match="deleted"):
+        future.result(timeout=60)
 
 
 def test_arguments_larger_than_one_secret_travel_split_over_several(

@@ -66,7 +66,7 @@ def test_env_from_secrets_config_maps_and_fields_and_a_config_map_volume_reach_t
     assert log.splitlines() == ["s3cret fast tb-env v-fast", "[a]", "b = 1"]
 
 
-def test_a_failing_container_reports_its_exit_code_and_deletion_kills_a_running_one(kube: KubeCluster) -> None:
+def test_exit_codes_active_deadline_and_deletion_end_containers_as_on_a_node(kube: KubeCluster) -> None:
     from kubernetes import client
 
     core = client.CoreV1Api(kube.api())
@@ -81,10 +81,16 @@ def test_a_failing_container_reports_its_exit_code_and_deletion_kills_a_running_
             },
         }
 
+    late = pod("tb-late", "import time; time.sleep(600)")
+    late["spec"]["activeDeadlineSeconds"] = 1
+    core.create_namespaced_pod("default", late)
     core.create_namespaced_pod("default", pod("tb-exit", "raise SystemExit(7)"))
     core.create_namespaced_pod("default", pod("tb-sleep", "import time; time.sleep(600)"))
     failed = _wait_phase(core, "tb-exit", {"Succeeded", "Failed"})
     assert (failed.status.phase, failed.status.container_statuses[0].state.terminated.exit_code) == ("Failed", 7)
+    ended = _wait_phase(core, "tb-late", {"Succeeded", "Failed"})
+    assert (ended.status.phase, ended.status.reason) == ("Failed", "DeadlineExceeded")
+    assert ended.status.container_statuses[0].state.terminated.exit_code == 137
     running = _wait_phase(core, "tb-sleep", {"Running"})
     pid = int(running.status.container_statuses[0].container_id.rsplit("/", 1)[1])
     core.delete_namespaced_pod("tb-sleep", "default")
