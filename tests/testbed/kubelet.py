@@ -478,6 +478,19 @@ class Kubelet:
         event = self.deleting.get(uid)
         return bool(event and event.wait(seconds))
 
+    def report_waiting(self, pod: Any, scheduled: dict[str, Any], reason: str, message: str) -> None:
+        """Report the pod Pending, its container waiting for ``reason``."""
+        container = pod.spec.containers[0]
+        waiting = {
+            "name": container.name,
+            "ready": False,
+            "restartCount": 0,
+            "image": container.image,
+            "imageID": "",
+            "state": {"waiting": {"reason": reason, "message": message}},
+        }
+        self.patch_status(pod, {"phase": "Pending", "conditions": [scheduled], "containerStatuses": [waiting]})
+
     def _run_pod(self, pod: Any) -> None:
         uid = pod.metadata.uid
         container = pod.spec.containers[0]
@@ -493,15 +506,7 @@ class Kubelet:
             )
             self.event(pod, "Failed", message)
             for reason in ("ErrImagePull", "ImagePullBackOff"):
-                waiting = {
-                    "name": container.name,
-                    "ready": False,
-                    "restartCount": 0,
-                    "image": container.image,
-                    "imageID": "",
-                    "state": {"waiting": {"reason": reason, "message": message}},
-                }
-                self.patch_status(pod, {"phase": "Pending", "conditions": [scheduled], "containerStatuses": [waiting]})
+                self.report_waiting(pod, scheduled, reason, message)
                 if self._wait_deleted(uid, 1.0):
                     return self.finalize(pod)
             while not self._wait_deleted(uid, 5.0):
@@ -514,15 +519,7 @@ class Kubelet:
                 mounts = self.volumes(pod, pod_dir / "volumes")
                 break
             except MissingReference as exc:
-                waiting = {
-                    "name": container.name,
-                    "ready": False,
-                    "restartCount": 0,
-                    "image": container.image,
-                    "imageID": "",
-                    "state": {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}},
-                }
-                self.patch_status(pod, {"phase": "Pending", "conditions": [scheduled], "containerStatuses": [waiting]})
+                self.report_waiting(pod, scheduled, "CreateContainerConfigError", str(exc))
                 if self._wait_deleted(uid, 1.0):
                     return self.finalize(pod)
         argv = [expand(part, env) for part in [*(container.command or []), *(container.args or [])]]
