@@ -84,3 +84,17 @@ def test_a_co_user_reading_every_process_arguments_never_sees_a_secret(options: 
     lines = out.splitlines()
     assert int(lines[0]) > 1, err
     assert lines[1:] == [], f"mallory read the secret in: {lines[1:]}"
+
+
+def test_a_work_dir_others_can_write_is_refused_and_left_as_it_was(options: dict[str, Any]) -> None:
+    """SLURM used to chmod such a directory to 0700 and use it: whatever was planted in it stayed."""
+    base, user = work_dir(options)
+    shared = base.parent / f"shared-{secrets.token_hex(4)}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    os.chown(shared, *cousers.ids(user))
+    remote = str(shared) if user == "root" else f"~/{shared.relative_to(Path(os.path.expanduser(f'~{user}')))}"
+    with pytest.raises(UnsafePathError, match=rf"{shared} on .* is writable by other users.*chmod 700 it"):
+        cluster(**{**options, "remote_work_dir": remote})(read_canary)()
+    assert oct(shared.stat().st_mode & 0o777) == oct(0o777)
+    assert list(shared.iterdir()) == []
