@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from clustrix import cluster, configure, get_config, registry
 from clustrix.config import resolve_config
 from clustrix.errors import ConfigurationError
+from clustrix.jobdir import decode_outcome
 from clustrix.jobs import JobHandle, JobSpec
 
 SECRET = "s3cret-Tok3n"
@@ -65,3 +67,12 @@ def test_a_value_with_a_line_break_is_refused_when_configured(key: str, monkeypa
 def test_a_partition_or_queue_with_a_line_break_is_refused_at_decoration(keyword: str) -> None:
     with pytest.raises(ValueError, match=rf"{keyword}=.*single-line"):
         cluster(**{keyword: "debug\n#SBATCH --uid=0"})(print)
+
+
+@pytest.mark.parametrize("data", [b"not a pickle", pickle.dumps(["a", "list"])], ids=["garbage", "not-a-record"])
+def test_an_outcome_file_that_is_no_outcome_record_fails_its_call_once_instead_of_failing_the_fetch(
+    data: bytes,
+) -> None:
+    outcome = decode_outcome(data)
+    assert not outcome.ok
+    assert outcome.error_message is not None and "the outcome file could not be read" in outcome.error_message
