@@ -24,6 +24,7 @@ from typing import TypeVar
 import paramiko
 import paramiko.agent
 
+from clustrix import remote_script
 from clustrix.transport import CommandError, CommandResult
 from clustrix_ssh.command import render_command
 from clustrix_ssh.connection import Connection
@@ -77,8 +78,19 @@ class SSHTransport:
         timeout: float | None = None,
         check: bool = False,
     ) -> CommandResult:
-        """Run ``argv`` remotely; every element, env value and the cwd are shell-quoted."""
+        """Run ``argv`` remotely; every element, env value and the cwd are shell-quoted.
+
+        With ``env``, the exports travel on stdin ahead of ``input`` (see
+        :mod:`clustrix.remote_script`), so no value is in any process's arguments.
+        """
         command = render_command(argv, env=env, cwd=None if cwd is None else self.expand(cwd))
+        if env:
+            data = remote_script.script_input(command, input or b"")
+            command = render_command(list(remote_script.BOOTSTRAP_ARGV))
+            result = self.run_shell(command, input=data, timeout=timeout, argv=tuple(argv))
+            if check and not result.ok:
+                raise CommandError(result)
+            return result
         result = self.run_shell(command, input=input, timeout=timeout, argv=tuple(argv))
         if check and not result.ok:
             raise CommandError(result)
@@ -256,28 +268,19 @@ class SSHTransport:
 
     def stat(self, remote_path: str) -> os.stat_result:
         path = self.expand(remote_path)
-        attributes = self._sftp_call(lambda sftp: sftp.stat(path))
-        return os.stat_result(
-            (
-                attributes.st_mode or 0,
-                0,
-                0,
-                1,
-                attributes.st_uid or 0,
-                attributes.st_gid or 0,
-                attributes.st_size or 0,
-                int(attributes.st_atime or 0),
-                int(attributes.st_mtime or 0),
-                int(attributes.st_mtime or 0),
-            )
-        )
+        return _stat_result(self._sftp_call(lambda sftp: sftp.stat(path)))
+
+    def lstat(self, remote_path: str) -> os.stat_result:
+        """Like :meth:`stat`, but a symbolic link is described itself, not followed."""
+        path = self.expand(remote_path)
+        return _stat_result(self._sftp_call(lambda sftp: sftp.lstat(path)))
 
     def listdir(self, remote_path: str) -> list[str]:
         path = self.expand(remote_path)
         return self._sftp_call(lambda sftp: sftp.listdir(path))
 
     def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
-        """Create ``remote_path`` and missing parents with ``mode``; the leaf gets ``mode`` even if it existed."""
+        """Create ``remote_path`` and missing parents with ``mode``; an existing directory is left as it is."""
         path = self.expand(remote_path)
         self._sftp_call(lambda sftp: _makedirs(sftp, path, mode))
 
@@ -319,6 +322,23 @@ def _upload(sftp: paramiko.SFTPClient, path: str, body: Callable[[paramiko.SFTPF
         raise
 
 
+def _stat_result(attributes: paramiko.SFTPAttributes) -> os.stat_result:
+    return os.stat_result(
+        (
+            attributes.st_mode or 0,
+            0,
+            0,
+            1,
+            attributes.st_uid or 0,
+            attributes.st_gid or 0,
+            attributes.st_size or 0,
+            int(attributes.st_atime or 0),
+            int(attributes.st_mtime or 0),
+            int(attributes.st_mtime or 0),
+        )
+    )
+
+
 def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
     try:
         attributes = sftp.stat(path)
@@ -328,8 +348,6 @@ def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
         return
     if not stat_module.S_ISDIR(attributes.st_mode or 0):
         raise NotADirectoryError(f"{path} exists and is not a directory")
-    if stat_module.S_IMODE(attributes.st_mode or 0) != mode:
-        sftp.chmod(path, mode)
 
 
 def _ensure_dir(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:

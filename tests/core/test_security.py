@@ -1,0 +1,126 @@
+"""Secrets stay out of reprs and the registry; values that become script lines hold no line break."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clustrix import cluster, configure, get_config, registry, remote_script
+from clustrix.config import resolve_config
+from clustrix.errors import ConfigurationError
+from clustrix.jobdir import decode_outcome
+from clustrix.jobs import JobHandle, JobSpec
+from clustrix.transport import LocalTransport
+
+SECRET = "s3cret-Tok3n"
+
+
+def test_the_repr_of_a_configuration_shows_no_password_and_no_variable_value() -> None:
+    configure(password=SECRET, environment_variables={"API_TOKEN": SECRET + "-env"})
+    config = get_config()
+    spec = JobSpec(name="f", func=print, arguments=[((), {})], config=config)
+    for text in (repr(config), str(config), repr(spec)):
+        assert SECRET not in text
+        assert "API_TOKEN" in text and "password" in text  # the names are still there to debug with
+    assert config.password == SECRET  # the value itself is unchanged
+
+
+def test_the_registry_stores_variable_names_but_no_values_and_no_password(isolated_clustrix: Path) -> None:
+    configure(password=SECRET, environment_variables={"API_TOKEN": SECRET + "-env"})
+    spec = JobSpec(name="f", func=print, arguments=[((), {})], config=get_config())
+    registry.record(spec, JobHandle(job_id=spec.job_id, scheduler="ssh"))
+    stored = registry.get(spec.job_id).config
+    assert stored["environment_variable_names"] == ["API_TOKEN"]
+    assert "environment_variables" not in stored and "password" not in stored
+    for path in (isolated_clustrix / "data").iterdir():  # the database and its WAL, byte for byte
+        assert SECRET.encode() not in path.read_bytes(), path.name
+
+
+SINGLE_LINE = {
+    "remote_work_dir": "/scratch/me\n#SBATCH --uid=0",
+    "python_executable": "python3\ntouch /tmp/x",
+    "conda_env_name": "env\nrm -rf ~",
+    "default_partition": "debug\n#SBATCH --qos=high",
+    "default_queue": "debug\r#PBS -q x",
+    "cluster_host": "host\nx",
+    "module_loads": ["gcc\nid"],
+    "pre_execution_commands": ["ok", "first\nsecond"],
+}
+
+
+@pytest.mark.parametrize("key", sorted(SINGLE_LINE))
+def test_a_value_with_a_line_break_is_refused_when_configured(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    value: Any = SINGLE_LINE[key]
+    with pytest.raises(ConfigurationError, match=rf"{key}.*line break"):
+        configure(**{key: value})
+    with pytest.raises(ConfigurationError, match=rf"{key}.*line break"):
+        resolve_config(overrides={key: value})
+    if isinstance(value, str):
+        monkeypatch.setenv(f"CLUSTRIX_{key.upper()}", value)
+        with pytest.raises(ConfigurationError, match=rf"{key}.*line break"):
+            get_config()
+
+
+@pytest.mark.parametrize("keyword", ["partition", "queue"])
+def test_a_partition_or_queue_with_a_line_break_is_refused_at_decoration(keyword: str) -> None:
+    with pytest.raises(ValueError, match=rf"{keyword}=.*single-line"):
+        cluster(**{keyword: "debug\n#SBATCH --uid=0"})(print)
+
+
+@pytest.mark.parametrize("data", [b"not a pickle", pickle.dumps(["a", "list"])], ids=["garbage", "not-a-record"])
+def test_an_outcome_file_that_is_no_outcome_record_fails_its_call_once_instead_of_failing_the_fetch(
+    data: bytes,
+) -> None:
+    outcome = decode_outcome(data)
+    assert not outcome.ok
+    assert outcome.error_message is not None and "the outcome file could not be read" in outcome.error_message
+
+
+def _check(work: Path, *subdirs: Path) -> Exception | None:
+    """Run the remote work-dir check on this machine; the refusal it reports, or None."""
+    script = remote_script.CHECK_FUNCTIONS + "\n".join(
+        remote_script.render_work_dir_check(str(work), [str(d) for d in subdirs])
+    )
+    result = remote_script.run_script(LocalTransport(), script)
+    error = remote_script.unsafe_from_stderr(result.stderr, "localhost")
+    assert (error is None) == result.ok, result.stderr
+    return error
+
+
+def test_a_missing_work_dir_is_created_0700_under_a_sticky_shared_parent(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert _check(shared / "me" / "work", shared / "me" / "work" / "envs") is None
+    for path in (shared / "me", shared / "me" / "work", shared / "me" / "work" / "envs"):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+
+
+def test_a_work_dir_below_a_parent_others_can_write_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone may rename what is inside
+    error = _check(shared / "work")
+    assert error is not None and f"{shared} on localhost is on the way to the work directory" in str(error)
+    assert not (shared / "work").exists()
+
+
+def test_a_work_dir_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    error = _check(tmp_path / "link")
+    assert error is not None and "is a symbolic link" in str(error)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root (CI runs as root)")
+def test_a_planted_envs_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    (work / "envs").mkdir(mode=0o700)
+    os.chown(work / "envs", 65534, 65534)
+    error = _check(work, work / "envs")
+    assert error is not None and f"{work / 'envs'} on localhost belongs to another user" in str(error)
