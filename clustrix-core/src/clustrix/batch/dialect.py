@@ -239,15 +239,16 @@ class Dialect:
         for field in sorted(self.unsupported):
             value = getattr(resources, field, None)
             if value not in (None, 0, ""):
-                raise ValueError(
-                    f"{field}={value!r}: {self.label or self.name} cannot limit {field}; leave it unset for this scheduler"
-                )
+                who = self.label or self.name
+                raise ValueError(f"{field}={value!r}: {who} cannot limit {field}; leave it unset for this scheduler")
         unknown = sorted(set(resources.extra) - set(self.extras))
         if unknown:
             known = ", ".join(sorted(self.extras)) or "none"
-            raise ValueError(
-                f"{self.label or self.name} does not understand {', '.join(map(repr, unknown))}; its options are: {known}"
-            )
+            names = ", ".join(map(repr, unknown))
+            raise ValueError(f"{self.label or self.name} does not understand {names}; its options are: {known}")
+        calls = resources.extra.get("calls_per_task")
+        if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
+            raise ValueError(f"calls_per_task={calls!r} is not valid: use a whole number >= 1")
         self.validate_extras(resources)
 
     def validate_extras(self, resources: Resources) -> None:
@@ -427,7 +428,12 @@ class Dialect:
 
     # ================================================================== logs
     def log_name(self, native_id: str, task: int, stream: str) -> str:
-        """*Required.* The file name (in the job directory) of ``stream`` (``"stdout"``/``"stderr"``) of native task ``task``."""
+        """*Required.* The file name (in the job directory) of ``stream`` of native task ``task``.
+
+        ``stream`` is ``"stdout"`` or ``"stderr"``.
+
+        Names must be made of ``[A-Za-z0-9_.+%:-]`` (the engine lists them in one shell command).
+        """
         raise NotImplementedError
 
 
