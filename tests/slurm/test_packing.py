@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from clustrix import runner
-from clustrix.jobdir import outcome_files, plan_tasks, read_outcomes, stage
+from clustrix.batch.engine import tasks_for
 from clustrix.batch.status import status_from_outcomes
+from clustrix.jobdir import outcome_files, plan_tasks, read_outcomes, stage
 from clustrix.jobs import JobSpec, JobState
 from clustrix.resources import Resources
 from clustrix.transport import LocalTransport
-from clustrix.batch.engine import tasks_for
 from clustrix_slurm.script import array_spec
 from tests.slurm.helpers import Direct, poll_until_final, slurm_config
 

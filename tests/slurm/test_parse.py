@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from clustrix.jobs import JobState
 from clustrix.batch.status import job_status as engine_job_status
+from clustrix.jobs import JobState
 from clustrix_slurm import parse
 from clustrix_slurm.dialect import SlurmDialect, to_job_state
 from clustrix_slurm.states import NATIVE_STATES, never_runnable
+from tests.slurm.conftest import FIXTURES
 
 DIALECT = SlurmDialect()
 
 
 def job_status(records, n_tasks, exits):
     return engine_job_status(DIALECT, records, n_tasks, exits)
-from tests.slurm.conftest import FIXTURES
 
 
 def fixture(name: str) -> str:

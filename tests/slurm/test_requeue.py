@@ -298,10 +298,11 @@ def test_requeued_and_held_states_keep_the_job_waiting() -> None:
 
 def test_preempted_is_waited_on_and_reported_failed_only_if_never_requeued() -> None:
     scheduler = SlurmScheduler()
+    LIMIT = SlurmDialect.preempted_final_after
     preempted = JobStatus(state=JobState.PREEMPTED, reason="PREEMPTED")
     assert scheduler._settle_preempted("j", preempted, 100.0).state is JobState.PREEMPTED
-    assert scheduler._settle_preempted("j", preempted, 100.0 + SlurmDialect.preempted_final_after - 1).state is JobState.PREEMPTED
-    ended = scheduler._settle_preempted("j", preempted, 100.0 + SlurmDialect.preempted_final_after + 1)
+    assert scheduler._settle_preempted("j", preempted, 100.0 + LIMIT - 1).state is JobState.PREEMPTED
+    ended = scheduler._settle_preempted("j", preempted, 100.0 + LIMIT + 1)
     assert ended.state is JobState.FAILED
     assert "not requeued" in (ended.reason or "")
     requeued = JobStatus(state=JobState.PENDING, reason="BeginTime")

@@ -163,6 +163,6 @@ def test_environment_variable_names_must_be_shell_names():
 def test_the_task_runs_the_shipped_runner_file_with_its_slurm_array_index():
     script = render(Resources())
     assert script.splitlines()[-1] == (
-        f"exec /opt/py/bin/python3 {JOB_DIR}/{RUNNER_NAME} {JOB_DIR} --task \"${{SLURM_ARRAY_TASK_ID:-0}}\""
+        f'exec /opt/py/bin/python3 {JOB_DIR}/{RUNNER_NAME} {JOB_DIR} --task "${{SLURM_ARRAY_TASK_ID:-0}}"'
     )
     assert "-m clustrix.runner" not in script
