@@ -10,7 +10,6 @@ import os
 import pickle
 import posixpath
 import shlex
-import stat
 from collections.abc import Sequence
 
 import attrs
@@ -110,7 +109,7 @@ def decode_outcome(data: bytes) -> Outcome:
         except Exception as exc:  # noqa: BLE001 - e.g. the value's class is not importable here
             return Outcome(
                 ok=False,
-                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+                error_type=runner.type_name(exc).removeprefix("builtins."),
                 error_message=f"the call returned a value that cannot be unpickled here: {type(exc).__name__}: {exc}",
             )
         return Outcome(ok=True, value=value)
@@ -129,20 +128,12 @@ def decode_outcome(data: bytes) -> Outcome:
     )
 
 
-def check_private_remote(transport: Transport, path: str, *, owner: int | None = None) -> None:
-    """Refuse to read from ``path`` if another user could have written it.
+def check_private_remote(transport: Transport, path: str, *, owner: int) -> None:
+    """Refuse to read ``path`` on the transport's host unless ``owner`` (a uid) owns it and nobody else can write it.
 
-    ``path`` must not be group or other writable and, when ``owner`` (a uid) is given,
-    must belong to that user.
+    The same rule as :func:`clustrix.runner.check_private`, on the remote file's ``stat``.
     """
-    st = transport.stat(path)
-    if owner is not None and st.st_uid != owner:
-        raise runner.UnsafePathError(
-            f"{path} on {transport.host} belongs to uid {st.st_uid}, not to the login user (uid {owner}): "
-            "refusing to unpickle it"
-        )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise runner.UnsafePathError(f"{path} on {transport.host} is writable by other users: refusing to unpickle it")
+    runner.check_private(f"{path} on {transport.host}", transport.stat(path), uid=owner)
 
 
 def _login_uid(transport: Transport) -> int:

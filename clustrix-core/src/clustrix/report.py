@@ -24,7 +24,10 @@ import binascii
 import shlex
 from typing import TYPE_CHECKING
 
+from clustrix.runner import UnsafePathError
+
 if TYPE_CHECKING:
+    from clustrix.jobs import JobHandle
     from clustrix.transport import Transport
 
 #: ``find`` tests true for a directory that is not private: not owned by ``$uid``, group or
@@ -147,3 +150,11 @@ def run_script(
         return int(code), bytes(out), bytes(err)
     result = transport.run(["sh", "-c", script], input=input, timeout=timeout)
     return result.returncode, result.stdout.encode(), result.stderr.encode()
+
+
+def unsafe_outcomes(handle: JobHandle) -> UnsafePathError:
+    """The error for a job whose report said ``unsafe``: its files could have been written by another user."""
+    return UnsafePathError(
+        f"job {handle.job_id}: {handle.job_dir} on {handle.host}, its out/ or an outcome file is not owned by the "
+        "login user or is writable by other users: refusing to unpickle it"
+    )

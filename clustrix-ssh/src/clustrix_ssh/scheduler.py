@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix import environment, jobdir, runner
+from clustrix import environment, jobdir
 from clustrix.errors import ClustrixError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix.plugins import transport_for
-from clustrix.report import run_script
+from clustrix.report import run_script, unsafe_outcomes
 from clustrix_ssh import scripts
 from clustrix_ssh.report import Report, parse_report
 
@@ -143,14 +143,14 @@ class SSHScheduler:
             known = self._final.pop(handle.job_id, None)
         files = None if known is None else known.files
         if known is not None and known.unsafe:
-            raise _unsafe(handle)
+            raise unsafe_outcomes(handle)
         if files is None:
             transport = transport_for(config)
             raw = hasattr(transport, "run_bytes")
             script = scripts.render_fetch(job_id=handle.job_id, job_dir=_job_dir(handle), raw=raw)
             report = _run_report(transport, script, raw=raw)
             if handle.job_id in report.unsafe:
-                raise _unsafe(handle)
+                raise unsafe_outcomes(handle)
             files = report.outcomes.get(handle.job_id)
             if files is None:
                 raise ClustrixError(f"fetching the outcomes of job {handle.job_id} from {transport.host} printed none")
@@ -240,13 +240,6 @@ def _parse_pgid(stdout: str) -> int | None:
 def _poll_item(handle: JobHandle) -> scripts.PollItem:
     return scripts.PollItem(
         handle.job_id, _job_dir(handle), int(handle.data["pgid"]), int(handle.data.get("tasks", handle.size))
-    )
-
-
-def _unsafe(handle: JobHandle) -> runner.UnsafePathError:
-    return runner.UnsafePathError(
-        f"job {handle.job_id}: {handle.job_dir} on {handle.host}, its out/ or an outcome file is not owned by the "
-        "login user or is writable by other users: refusing to unpickle it"
     )
 
 

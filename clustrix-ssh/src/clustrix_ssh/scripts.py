@@ -183,10 +183,14 @@ def render_fetch(*, job_id: str, job_dir: str, raw: bool) -> str:
     return "\n".join([*_PREAMBLE, f"outcomes {q(job_id)} {q(job_dir)} {'raw' if raw else 'base64'}", ""])
 
 
-def render_cancel(*, job_dir: str, pgid: int, grace_seconds: float = 5.0) -> str:
+#: How long a cancelled job's processes get after SIGTERM before SIGKILL.
+CANCEL_GRACE_SECONDS = 5.0
+
+
+def render_cancel(*, job_dir: str, pgid: int) -> str:
     """Mark the job cancelled, TERM its process group, and KILL what is left after the grace period."""
     q = shlex.quote
-    steps = max(1, int(grace_seconds * 10))
+    steps = int(CANCEL_GRACE_SECONDS * 10)
     return "\n".join(
         [
             *_PREAMBLE,

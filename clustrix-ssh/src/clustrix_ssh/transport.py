@@ -19,7 +19,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 import paramiko
@@ -232,21 +231,6 @@ class SSHTransport:
                 return data
 
         return self._sftp_call(read)
-
-    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
-        path = self.expand(remote_path)
-        local = Path(local_path)
-        tmp = local.with_name(f".{local.name}.{secrets.token_hex(4)}.part")
-
-        def fetch(sftp: paramiko.SFTPClient) -> None:
-            try:
-                with open(tmp, "wb") as out:
-                    sftp.getfo(path, out)
-                os.replace(tmp, local)
-            finally:
-                tmp.unlink(missing_ok=True)
-
-        self._sftp_call(fetch)
 
     def exists(self, remote_path: str) -> bool:
         try:

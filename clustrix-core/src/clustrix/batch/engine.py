@@ -46,7 +46,7 @@ from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix.plugins import transport_for
-from clustrix.report import run_script
+from clustrix.report import run_script, unsafe_outcomes
 from clustrix.transport import Transport
 
 log = get_logger("clustrix.batch")
@@ -434,7 +434,7 @@ class BatchScheduler:
         with self._lock:
             known = self._final.pop(handle.job_id, None)
         if known is not None and known.unsafe:
-            raise _unsafe(handle)
+            raise unsafe_outcomes(handle)
         files = None if known is None else known.files
         if files is None:
             transport = self.transport(config if config is not None else _EMPTY_CONFIG)
@@ -443,7 +443,7 @@ class BatchScheduler:
             _code, out, err = run_script(transport, script, timeout=None)
             report = parse_report(out, "", {handle.job_id})
             if handle.job_id in report.unsafe:
-                raise _unsafe(handle)
+                raise unsafe_outcomes(handle)
             files = report.outcomes.get(handle.job_id)
             if files is None:
                 raise ClustrixError(
@@ -498,10 +498,3 @@ def _connection_key(config: Any) -> tuple[Any, ...]:
 
 def _runner_source() -> str:
     return Path(runner.__file__).read_text()
-
-
-def _unsafe(handle: JobHandle) -> runner.UnsafePathError:
-    return runner.UnsafePathError(
-        f"job {handle.job_id}: {handle.job_dir} on {handle.host}, its out/ or an outcome file is not owned by the "
-        "login user or is writable by other users: refusing to unpickle it"
-    )
