@@ -1,26 +1,16 @@
 """Reading what the poll, watch and fetch scripts print (pure; see :mod:`clustrix_ssh.scripts`).
 
 A report is a sequence of lines ``ID WORD ...`` for job states, each final job followed by
-its outcome frame::
-
-    ID outcomes N TOTAL ENCODING     ENCODING is base64 or raw
-    SIZE INDEX                       N lines, in the order the files follow
-    ID data
-    <the concatenated outcome files: base64 lines, or TOTAL raw bytes and a newline>
-    ID end
-
-or by ``ID outcomes-deferred TOTAL`` (too large to inline: fetch sends one command for
-them) or ``ID unsafe REASON ENTRY`` (a job file could have been written by another user).
+its outcome frame, ``ID outcomes-deferred TOTAL`` or ``ID unsafe REASON ENTRY`` (see
+:mod:`clustrix.report`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import attrs
 
 from clustrix.jobs import JobState, JobStatus
+from clustrix.report import Frames, ReportError
 
 #: Sent by a poll or watch: "<id> done <max exit code>" | "<id> running" | "<id> gone" | "<id> cancelled"
 STATE_WORDS = ("done", "running", "gone", "cancelled")
@@ -28,19 +18,11 @@ STATE_WORDS = ("done", "running", "gone", "cancelled")
 GONE_REASON = "the job's processes are gone and not every task wrote its exit file (killed, or the runner crashed)"
 
 
-class ReportError(ValueError):
-    """The remote script's output is not a well-formed report (truncated, or not ours)."""
-
-
 @attrs.define
-class Report:
+class Report(Frames):
     """Job states, and for final jobs their outcome files (call index to bytes) or why not."""
 
     statuses: dict[str, JobStatus] = attrs.field(factory=dict)
-    outcomes: dict[str, dict[int, bytes]] = attrs.field(factory=dict)
-    deferred: set[str] = attrs.field(factory=set)
-    #: job id -> (reason word, entry relative to the job dir) of a job whose files may not be trusted
-    unsafe: dict[str, tuple[str, str]] = attrs.field(factory=dict)
 
 
 def _status(words: list[str]) -> JobStatus:
@@ -67,58 +49,11 @@ def parse_report(data: bytes) -> Report:
         pos = newline + 1
         if len(words) < 2:
             continue
-        job_id, word = words[0], words[1]
-        if word in STATE_WORDS:
-            report.statuses[job_id] = _status(words)
-        elif word == "unsafe":
-            report.unsafe[job_id] = (words[2], words[3]) if len(words) >= 4 else ("unchecked", ".")
-        elif word == "outcomes-deferred":
-            report.deferred.add(job_id)
-        elif word == "outcomes" and len(words) == 5:
-            files, pos = _read_frame(data, pos, job_id, int(words[2]), int(words[3]), words[4])
-            report.outcomes[job_id] = files
+        if words[1] in STATE_WORDS:
+            report.statuses[words[0]] = _status(words)
+        else:
+            pos = report.read(data, pos, words) or pos
     return report
 
 
-def _read_line(data: bytes, pos: int, job_id: str) -> tuple[str, int]:
-    newline = data.find(b"\n", pos)
-    if newline < 0:
-        raise ReportError(f"the outcome frame of job {job_id} is cut short")
-    return data[pos:newline].decode(errors="replace"), newline + 1
-
-
-def _read_frame(
-    data: bytes, pos: int, job_id: str, count: int, total: int, encoding: str
-) -> tuple[dict[int, bytes], int]:
-    sizes: list[tuple[int, int]] = []
-    for _ in range(count):
-        line, pos = _read_line(data, pos, job_id)
-        size_text, index_text = line.split()
-        sizes.append((int(index_text), int(size_text)))
-    line, pos = _read_line(data, pos, job_id)
-    if line != f"{job_id} data":
-        raise ReportError(f"the outcome frame of job {job_id} has no data line (found {line[:80]!r})")
-    if encoding == "raw":
-        blob = data[pos : pos + total]
-        pos += total
-        _, pos = _read_line(data, pos, job_id)  # the newline after the raw bytes
-        line, pos = _read_line(data, pos, job_id)
-    else:
-        end_marker = f"\n{job_id} end\n".encode()
-        end = data.find(end_marker, pos - 1)
-        if end < 0:
-            raise ReportError(f"the outcome frame of job {job_id} has no end line")
-        try:
-            blob = base64.b64decode(b"".join(data[pos:end].split()), validate=True)
-        except binascii.Error as exc:
-            raise ReportError(f"the outcomes of job {job_id} are not valid base64: {exc}") from exc
-        pos = end + 1
-        line, pos = _read_line(data, pos, job_id)
-    if line != f"{job_id} end" or len(blob) != total or sum(size for _, size in sizes) != total:
-        raise ReportError(f"the outcome frame of job {job_id} is inconsistent ({len(blob)} of {total} bytes)")
-    files: dict[int, bytes] = {}
-    offset = 0
-    for index, size in sizes:
-        files[index] = blob[offset : offset + size]
-        offset += size
-    return files, pos
+__all__ = ["GONE_REASON", "STATE_WORDS", "Report", "ReportError", "parse_report"]
