@@ -67,9 +67,9 @@ class SiteOptions:
     @classmethod
     def from_config(cls, config: Any) -> SiteOptions:
         get = config.get if config is not None else (lambda key, default=None: default)
-        pe = get("sge_pe") or cls.pe
-        memory = get("sge_memory_resources")
-        memory = tuple([memory] if isinstance(memory, str) else memory or cls.memory_resources)
+        pe = get("sge_pe") or CONFIG_KEYS["sge_pe"]
+        memory = get("sge_memory_resources") or CONFIG_KEYS["sge_memory_resources"]
+        memory = tuple([memory] if isinstance(memory, str) else memory)
         _check_name("sge_pe", pe)
         _check_complexes("sge_memory_resources", memory)
         return cls(pe=pe, memory_resources=memory)
