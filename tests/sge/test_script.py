@@ -195,7 +195,9 @@ def test_requeue_exports_qmod_rj_of_this_task_and_traps_the_notify_signal():
 def test_grid_engine_accepts_the_golden_scripts(sge_cell, tmp_path, golden):
     """``qsub -w v``: the real qmaster parses every directive and finds a queue that could run it."""
     text = (GOLDEN / golden).read_text().replace(JOB_DIR, str(tmp_path))
-    text = text.replace("#$ -l scratch=10G\n", "")  # a site complex the testbed does not define
+    # a site complex the testbed does not define; mem_free is a load value here, not a consumable
+    # (qsub -w v then finds no PE slots for it), so the verified script asks s_vmem in its place
+    text = text.replace("#$ -l scratch=10G\n", "").replace("#$ -l mem_free=", "#$ -l s_vmem=")
     path = tmp_path / golden
     path.write_text(text)
     env = {**os.environ, **sge_testbed.ENV}
