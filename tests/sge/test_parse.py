@@ -137,6 +137,9 @@ def test_a_limit_kill_is_told_apart_by_memory_peak_then_by_wall_clock():
     # the same kill with neither limit reached (an h_cpu limit, say) is a plain failure with SGE's words
     neither = parse.AccountingRecord(job_id="1", task=None, failed=37, failed_text="qmaster enforced", wallclock=1)
     assert classify(neither)[0] == "FAILED"
+    # qdel of a -notify job: SIGUSR2 first, the runner checkpointed and exited with its requeue code
+    deleted = parse.AccountingRecord(job_id="1", task=1, failed=0, exit_status=75)
+    assert classify(deleted)[0] == "CANCELLED"
     rescheduled = parse.AccountingRecord(job_id="1", task=1, failed=25, failed_text="rescheduling", exit_status=0)
     assert to_job_state(classify(rescheduled)[0]) is JobState.PENDING
 

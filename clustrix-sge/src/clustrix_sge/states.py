@@ -13,6 +13,7 @@ into one of the history words of :data:`HISTORY_STATES`.
 from __future__ import annotations
 
 from clustrix.jobs import JobState
+from clustrix.runner import REQUEUED_EXIT
 from clustrix_sge.parse import AccountingRecord, memory_bytes, seconds
 
 #: Letter combinations ``qstat`` prints, each with its meaning (upper-cased, as the engine normalises words).
@@ -126,8 +127,10 @@ def classify(record: AccountingRecord) -> tuple[str, str | None]:
     - ``failed 100`` with exit status 137: killed once running, which is what ``qdel`` does:
       ``CANCELLED``.
     - ``failed 25``: the run ended in rescheduling; the task is queued again (``RESCHEDULED``).
-    - any other failure, or a non-zero exit: ``FAILED``, or ``OUT_OF_MEMORY`` when the job was
-      killed (137) or failed with its peak virtual memory near ``h_vmem``.
+    - ``failed 0`` with the runner's requeue exit code (75) and no rescheduling: ``qdel`` of a
+      ``-notify`` job, whose SIGUSR2 made the runner checkpoint first: ``CANCELLED``.
+    - any other failure, or a non-zero exit: ``FAILED``, or ``OUT_OF_MEMORY`` when the job's
+      peak virtual memory reached ``h_vmem``.
     """
     detail = _detail(record)
     if record.failed == FAILED_RESCHEDULED:
@@ -140,6 +143,10 @@ def classify(record: AccountingRecord) -> tuple[str, str | None]:
         return "FAILED", detail
     if record.failed == FAILED_AFTER_JOB and record.exit_status == KILLED:
         return "CANCELLED", f"deleted while running ({detail})"
+    if record.failed == 0 and record.exit_status == REQUEUED_EXIT:
+        # with -notify, qdel sends SIGUSR2 first: the runner checkpointed and asked for a requeue,
+        # but the deletion went on (qmod -rj does not revive a job being deleted)
+        return "CANCELLED", f"deleted while its runner checkpointed ({detail})"
     if record.failed == 0 and record.exit_status == 0:
         return "COMPLETED", None
     if near_memory_limit(record):
