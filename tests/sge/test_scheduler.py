@@ -200,3 +200,22 @@ def fresh_plugins():
     reset_plugins()
     yield
     reset_plugins()
+
+
+def nap_and_double(x: int) -> int:
+    time.sleep(0.2)
+    return 2 * x
+
+
+def test_pending_tasks_are_deleted_once_every_call_is_done(local):
+    """Two tasks at a time (-tc 2) steal all 30 calls; the tasks still queued are then qdel'd, never run."""
+    configure(max_parallel_jobs=2)
+    futures = cluster()(nap_and_double).submit_map(range(30))
+    assert [f.result(timeout=120) for f in futures] == [2 * x for x in range(30)]
+    native_id = futures[0].handle.native_id
+    deadline = time.monotonic() + 60
+    while sge("qstat", "-j", native_id).returncode == 0:
+        assert time.monotonic() < deadline, f"array {native_id} is still queued"
+        time.sleep(0.2)
+    ran = sge("qacct", "-j", native_id).stdout.count("\ntaskid")
+    assert 2 <= ran <= 6, f"{ran} of 30 tasks ran"

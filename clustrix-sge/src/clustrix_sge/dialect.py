@@ -100,6 +100,9 @@ class SGEDialect(Dialect):
     def cancel_argv(self, native_id: str) -> list[str]:
         return ["qdel", native_id]
 
+    def sweep_argv(self, native_id: str) -> list[str] | None:
+        return parse.sweep_argv(native_id)
+
     def requeue_argv(self) -> list[str] | None:
         # needs -r y (the requeue extra, on by default); the task is queued again and restarts
         return ["qmod", "-rj", "${JOB_ID}.${SGE_TASK_ID}"]

@@ -52,6 +52,20 @@ exit 0
 _HISTORY_PROGRAM = 'for id in "$@"; do qacct -j "$id" || :; done'
 
 
+#: ``sh -c`` program that deletes the still *pending* tasks of array ``$1`` (every call is done):
+#: their ranges from ``qstat -xml`` (``1-5:1``, ``5,6``), each handed to ``qdel JOB -t RANGE``.
+_SWEEP_PROGRAM = """qstat -xml | awk -F'[<>]' -v id="$1" '/<JB_job_number>/ {n = $3} /<state>/ {s = $3}
+  /<tasks>/ {if (n == id && s ~ /^h?qw$/) print $3}' | tr ',' '\\n' | while read -r range; do
+  qdel "$1" -t "$range"
+done
+"""
+
+
+def sweep_argv(native_id: str) -> list[str]:
+    """Delete the array's pending tasks (running ones finish writing their exit files)."""
+    return ["sh", "-c", _SWEEP_PROGRAM, "sh", native_id]
+
+
 def status_argv(native_ids: Sequence[str]) -> list[str]:
     """One command per poll round: ``qstat -xml`` for all the user's jobs (+ ``qstat -j`` for errored ones)."""
     return ["sh", "-c", _STATUS_PROGRAM, "sh", *native_ids]
