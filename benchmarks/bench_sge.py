@@ -1,0 +1,344 @@
+"""Benchmark clustrix-sge against raw qsub on the real Grid Engine testbed.
+
+Run with ``nox -s bench`` (or ``python benchmarks/bench_sge.py --output FILE`` as root in a
+venv with clustrix-core, clustrix-sge and clustrix-ssh). It starts the Grid Engine and sshd
+testbeds of ``tests/testbed`` (or reuses a healthy cell).
+
+Cases (issue 10), every contender in one run, runs interleaved round-robin:
+
+(a) ``single``: one trivial call's round trip (submit, run, result back), on the submit host
+    and over SSH to the 127.0.0.1 sshd as the unprivileged ``clustrix-test``, against a raw
+    ``qsub -sync y -b y true``. Target: clustrix at most 1.0x raw + 0.5 s.
+(b) ``map100``: ``.map`` over 100 trivial calls against a raw ``qsub -sync y -t 1-100 -b y true``.
+    Target: clustrix at most 1.5x raw.
+(c) ``commands``: what clustrix runs for one map of 100 calls, counted by wrapping its
+    transport: remote commands (one ``qsub``, one command per poll round holding the one
+    ``qstat -xml``, no ``qacct``) and SFTP requests (none: every operation is one command).
+
+Each timed run starts when the cell is idle (no job in ``qstat``), and the order of the
+contenders rotates from run to run. clustrix uses its default polling. Figures are medians
+of ``--repeats`` runs (at least 5) with min and max. A benchmark reports and never asserts:
+the exit code is 0 even when a target is missed; the table says MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.testbed brings the cell and sshd up
+
+SINGLE_TARGET = (1.0, 0.5)  # clustrix <= 1.0 x raw qsub -sync y + 0.5 s
+MAP_TARGET = 1.5  # clustrix map <= 1.5 x raw qsub -t 1-100 -sync y
+MAP_SIZE = 100
+#: The remote venv holds clustrix-core's closure (the sshd user's python3 is Debian's).
+REPLICATE = ["clustrix-core"]
+#: Transport methods that are SFTP requests over SSH (the engine should need none).
+FILE_METHODS = ("put", "get", "write_bytes", "read_bytes", "exists", "stat", "listdir", "makedirs")
+
+
+def trivial(x: int) -> int:
+    return x + 1
+
+
+def sge_env() -> dict[str, str]:
+    from tests.testbed import sge as sge_testbed
+
+    return {**os.environ, **sge_testbed.ENV}
+
+
+# ---- counting commands ------------------------------------------------------------------
+class Counter:
+    """What went through the scheduler's transports: each remote command's text, and file requests."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.files: collections.Counter[str] = collections.Counter()
+
+    def reset(self) -> None:
+        self.commands.clear()
+        self.files.clear()
+
+    def summary(self) -> dict[str, Any]:
+        def having(word: str) -> int:
+            return sum(1 for c in self.commands if word in c)
+
+        polls = [c for c in self.commands if "qstat -xml" in c and "qsub" not in c]
+        return {
+            "remote_commands": len(self.commands),
+            "submit_commands_with_qsub": having("qsub"),
+            "poll_rounds": len(polls),
+            "qstat_xml_per_poll_round": max((c.count("out=$(qstat -xml)") for c in polls), default=0),
+            "qacct_commands": having("qacct"),
+            "qconf_commands": having("qconf"),
+            "other_commands": len(self.commands) - having("qsub") - len(polls),
+            "sftp_requests": sum(self.files.values()),
+        }
+
+
+class CountingTransport:
+    """Wraps a transport: records each command and counts file (SFTP) requests."""
+
+    def __init__(self, inner: Any, counter: Counter) -> None:
+        self.inner = inner
+        self.host = inner.host
+        self.counter = counter
+        if hasattr(inner, "run_bytes"):
+            self.run_bytes = self._run_bytes
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
+        self.counter.commands.append(" ".join(argv))
+        return self.inner.run(argv, **kwargs)
+
+    def _run_bytes(self, command: str, **kwargs: Any) -> Any:
+        self.counter.commands.append(command)
+        return self.inner.run_bytes(command, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in FILE_METHODS:
+            self.counter.files[name] += 1
+        return getattr(self.inner, name)
+
+
+def count_commands() -> Counter:
+    """Route the registered sge scheduler's transports through a :class:`CountingTransport`."""
+    from clustrix.plugins import get_scheduler, transport_for
+
+    counter = Counter()
+    impl: Any = get_scheduler("sge").impl
+    impl._transport_factory = lambda config: CountingTransport(transport_for(config), counter)
+    return counter
+
+
+# ---- contenders -------------------------------------------------------------------------
+class Contender:
+    name = ""
+    description = ""
+
+    def single(self) -> int:
+        raise NotImplementedError
+
+    def map(self) -> list[int]:
+        raise NotImplementedError
+
+
+class Clustrix(Contender):
+    def __init__(self, name: str, options: dict[str, Any], description: str) -> None:
+        from clustrix import cluster
+
+        self.name = name
+        self.description = description
+        self.function = cluster(cores=1, memory="200MB", time="00:05:00", **options)(trivial)
+
+    def single(self) -> int:
+        value: int = self.function(1)
+        return value
+
+    def map(self) -> list[int]:
+        return list(self.function.map(range(MAP_SIZE)))
+
+
+class RawQsub(Contender):
+    name = "raw qsub -sync y"
+    description = (
+        "qsub -sync y -b y true (single) and qsub -sync y -t 1-100 -b y true (map100), "
+        "output to /dev/null; qsub returns when every task has ended"
+    )
+
+    def __init__(self, work: str) -> None:
+        self.work = work
+
+    def _qsub(self, *args: str) -> None:
+        subprocess.run(
+            ["qsub", "-sync", "y", "-N", "raw", "-o", "/dev/null", "-e", "/dev/null", *args, "-b", "y", "true"],
+            capture_output=True,
+            check=True,
+            cwd=self.work,
+            env=sge_env(),
+        )
+
+    def single(self) -> int:
+        self._qsub()
+        return 2
+
+    def map(self) -> list[int]:
+        self._qsub("-t", f"1-{MAP_SIZE}")
+        return [trivial(x) for x in range(MAP_SIZE)]
+
+
+# ---- running ----------------------------------------------------------------------------
+def wait_until_idle(timeout: float = 120) -> None:
+    """Every timed run starts on a quiet cell: no job of anyone in qstat."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True, check=False, env=sge_env()).stdout
+        if not out.strip():
+            return
+        time.sleep(0.1)
+
+
+def rotated(items: Sequence[Any], shift: int) -> list[Any]:
+    shift %= len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def timed(func: Callable[[], Any], expected: Any) -> float:
+    wait_until_idle()
+    start = time.perf_counter()
+    value = func()
+    elapsed = time.perf_counter() - start
+    if value != expected:
+        raise RuntimeError(f"wrong result: {value!r}")
+    return elapsed
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="benchmarks/results/sge.json")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    repeats = max(5, args.repeats)
+
+    from tests.testbed import sge as sge_testbed
+    from tests.testbed.sshd import start_sshd
+
+    bed = sge_testbed.start()
+    server = start_sshd(sge_testbed.TEST_USER)
+    work = tempfile.mkdtemp(prefix="clustrix-bench-sge-")
+    os.chmod(work, 0o700)
+    os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
+    try:
+        ssh_options = server.config(
+            cluster_type="sge", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/bench-sge"
+        )
+        local_options = {
+            "cluster_type": "sge",
+            "remote_work_dir": os.path.join(work, "jobs"),
+            "python_executable": sys.executable,
+        }
+        over_ssh = Clustrix(
+            "clustrix over SSH",
+            ssh_options,
+            "clustrix-sge through clustrix-ssh to 127.0.0.1 as clustrix-test, replicated venv, default polling",
+        )
+        on_host = Clustrix("clustrix (local)", local_options, "clustrix-sge on the submit host, default polling")
+        raw = RawQsub(work)
+        counter = count_commands()
+
+        print(f"SGE testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
+        print("warm-up (environment check/venv build, connections, imports) ...", flush=True)
+        contenders: list[Contender] = [over_ssh, on_host, raw]
+        for contender in contenders:
+            contender.single()
+            contender.map()
+
+        expected_map = [trivial(x) for x in range(MAP_SIZE)]
+        single: dict[str, list[float]] = {c.name: [] for c in contenders}
+        mapped: dict[str, list[float]] = {c.name: [] for c in contenders}
+        for r in range(repeats):
+            for contender in rotated(contenders, r):
+                single[contender.name].append(timed(contender.single, 2))
+            for contender in rotated(contenders, r):
+                mapped[contender.name].append(timed(contender.map, expected_map))
+            print(f"  run {r + 1}/{repeats} done", flush=True)
+
+        counts: list[dict[str, Any]] = []
+        for counted in (over_ssh, on_host):
+            wait_until_idle()
+            counter.reset()
+            counted.map()
+            counts.append({"contender": counted.name, **counter.summary()})
+    finally:
+        server.cleanup()
+
+    figures = {
+        "single": {name: summary(times) for name, times in single.items()},
+        "map100": {name: summary(times) for name, times in mapped.items()},
+    }
+    med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
+    factor, offset = SINGLE_TARGET
+    targets = []
+    for ours in (over_ssh.name, on_host.name):
+        allowed = factor * med["single"][raw.name] + offset
+        targets.append(
+            (f"single: {ours} vs {factor}x raw + {offset} s", med["single"][ours], allowed, f"<= {allowed:.2f} s")
+        )
+        allowed = MAP_TARGET * med["map100"][raw.name]
+        targets.append((f"map100: {ours} vs {MAP_TARGET}x raw", med["map100"][ours], allowed, f"<= {allowed:.2f} s"))
+    command_checks = []
+    for entry in counts:
+        ok = (
+            entry["submit_commands_with_qsub"] == 1
+            and entry["qstat_xml_per_poll_round"] <= 1
+            and entry["qacct_commands"] == 0
+            and entry["sftp_requests"] == 0
+        )
+        command_checks.append((entry, ok))
+
+    print(f"\nSGE benchmark: medians of {repeats} runs (min-max), seconds\n")
+    print(f"{'case':<8} {'contender':<22} {'median':>8} {'min':>8} {'max':>8}")
+    print("-" * 58)
+    for case, data in figures.items():
+        for name, f in data.items():
+            print(f"{case:<8} {name:<22} {f['median']:8.2f} {f['min']:8.2f} {f['max']:8.2f}")
+    print("\ntargets:")
+    misses = []
+    for label, value, allowed, words in targets:
+        verdict = "met" if value <= allowed else "MISS"
+        if verdict == "MISS":
+            misses.append(label)
+        print(f"  {label:<48} {value:6.2f} s ({words})  {verdict}")
+    print("\nwhat one map of 100 calls ran:")
+    for entry, ok in command_checks:
+        if not ok:
+            misses.append(f"commands ({entry['contender']})")
+        print(
+            f"  {entry['contender']:<20} {entry['remote_commands']} remote command(s): "
+            f"{entry['submit_commands_with_qsub']} qsub, {entry['poll_rounds']} poll round(s) with "
+            f"{entry['qstat_xml_per_poll_round']} qstat -xml each, {entry['qacct_commands']} qacct, "
+            f"{entry['qconf_commands']} qconf, {entry['other_commands']} other (fetch, environment); "
+            f"{entry['sftp_requests']} SFTP request(s)  {'met' if ok else 'MISS'}"
+        )
+    print(f"\n*** MISS: {'; '.join(misses)} ***" if misses else "\nall clustrix-sge targets met")
+
+    report = {
+        "benchmark": "sge",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "testbed": {"slots": bed.slots, "schedule_interval_s": 1},
+        "repeats": repeats,
+        "contenders": {c.name: c.description for c in contenders},
+        "figures": figures,
+        "targets": [
+            {"what": label, "seconds": round(value, 3), "allowed": round(allowed, 3), "met": value <= allowed}
+            for label, value, allowed, _ in targets
+        ],
+        "commands_per_map": [{**entry, "met": ok} for entry, ok in command_checks],
+        "missed": misses,
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nfigures written to {os.path.relpath(output)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
