@@ -60,7 +60,22 @@ def main() -> None:
     ids["held"] = job("-N", "held", "-h", "-b", "y", "true")
     ids["held_array"] = job("-N", "held_array", "-h", "-t", "1-5", "-b", "y", "true")
     ids["error"] = job("-N", "error", "-wd", "/nonexistent/clustrix", "-b", "y", "true")
-    ids["pe"] = job("-N", "pe", "-pe", testbed.PE, "2", "-q", testbed.SHORT_QUEUE, "-P", testbed.PROJECT, "-A", "acct42", "-b", "y", "true")
+    ids["pe"] = job(
+        "-N",
+        "pe",
+        "-pe",
+        testbed.PE,
+        "2",
+        "-q",
+        testbed.SHORT_QUEUE,
+        "-P",
+        testbed.PROJECT,
+        "-A",
+        "acct42",
+        "-b",
+        "y",
+        "true",
+    )
     time.sleep(3)
     run(["qmod", "-sj", ids["suspended"]])
     time.sleep(2)

@@ -49,7 +49,9 @@ REPLICATE = ["clustrix-core"]
 
 
 @pytest.fixture(params=TRANSPORTS)
-def transport_options(request: pytest.FixtureRequest, tmp_path: Path, sge_cell: sge_testbed.SGETestbed) -> dict[str, Any]:
+def transport_options(
+    request: pytest.FixtureRequest, tmp_path: Path, sge_cell: sge_testbed.SGETestbed
+) -> dict[str, Any]:
     """Configuration keys that reach SGE locally (submit host) or over the real sshd (from a laptop)."""
     if request.param == "local":
         work = tmp_path / "jobs"

@@ -205,7 +205,14 @@ def test_qconf_gives_max_aj_tasks_with_continued_lines_and_zero_meaning_unlimite
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("200M", 200 * 1024**2), ("271.191MB", math.ceil(271.191 * 1024**2)), ("4.457KB", 4564), ("1G", 1024**3), ("0.000B", 0), ("x", None)],
+    [
+        ("200M", 200 * 1024**2),
+        ("271.191MB", math.ceil(271.191 * 1024**2)),
+        ("4.457KB", 4564),
+        ("1G", 1024**3),
+        ("0.000B", 0),
+        ("x", None),
+    ],
 )
 def test_grid_engine_memory_values_are_1024_based(text, expected):
     assert parse.memory_bytes(text) == expected

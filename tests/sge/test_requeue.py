@@ -77,5 +77,7 @@ def test_qdel_of_a_checkpointing_job_cancels_it_instead_of_requeueing(sge_cell, 
     with pytest.raises(JobCancelledError, match="deleted while its runner checkpointed"):
         future.result(timeout=60)
     time.sleep(3)  # a requeue would show the task queued again by now
-    listed = subprocess.run(["qstat", "-j", native_id], capture_output=True, text=True, env={**os.environ, **sge_testbed.ENV})
+    listed = subprocess.run(
+        ["qstat", "-j", native_id], capture_output=True, text=True, env={**os.environ, **sge_testbed.ENV}
+    )
     assert listed.returncode != 0, listed.stdout

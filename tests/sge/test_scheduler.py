@@ -172,7 +172,9 @@ def test_a_map_of_100_calls_is_one_qsub_and_one_qstat_per_poll_round(local, fres
     transport = CountingTransport()
     scheduler = SGEScheduler(transport_factory=lambda _config: transport)
     config = resolve_config()
-    spec = JobSpec(name="square", func=square, arguments=[((i,), {}) for i in range(100)], resources=Resources(), config=config)
+    spec = JobSpec(
+        name="square", func=square, arguments=[((i,), {}) for i in range(100)], resources=Resources(), config=config
+    )
     handle = scheduler.clustrix_submit(spec=spec, wake=lambda: None)
     submits = [c for c in transport.commands if "qsub" in c]
     assert len(submits) == 1 and handle.data["tasks"] == 100

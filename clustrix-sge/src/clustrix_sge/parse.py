@@ -7,6 +7,7 @@ cannot drift apart. Captured real output of Son of Grid Engine 8.1.9 is kept und
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import xml.etree.ElementTree as ElementTree
@@ -41,11 +42,11 @@ printf '%s\\n' "$out"
 errored=$(printf '%s\\n' "$out" | awk -F'[<>]' '/<JB_job_number>/ {n = $3} /<state>/ {if ($3 ~ /E/) print n}')
 for id in "$@"; do
   for e in $errored; do
-    if [ "$id" = "$e" ]; then printf '%s%s\\n' '""" + DETAILS_MARK + """' "$id"; qstat -j "$id"; break; fi
+    if [ "$id" = "$e" ]; then printf '%s%s\\n' '@MARK@' "$id"; qstat -j "$id"; break; fi
   done
 done
 exit 0
-"""
+""".replace("@MARK@", DETAILS_MARK)
 
 #: ``sh -c`` program of the history query: ``qacct -j`` for each listed job (``qacct`` takes one id);
 #: an id not in the accounting file yet prints to stderr and is skipped.
@@ -153,7 +154,7 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def memory_bytes(text: str) -> int | None:
-    """``"200M"``, ``"271.191MB"``, ``"4.457KB"``, ``"1G"``, ``"0.000B"`` -> bytes (Grid Engine's K/M/G are 1024-based)."""
+    """``"200M"``, ``"271.191MB"``, ``"4.457KB"``, ``"1G"``, ``"0.000B"`` -> bytes (K/M/G are 1024-based here)."""
     match = _MEMORY.match(text)
     if not match:
         return None
@@ -281,7 +282,7 @@ def category_limits(category: str) -> dict[str, str]:
     """``-q short.q -l h_rt=3,h_vmem=200M -pe smp 2`` -> ``{"h_rt": "3", "h_vmem": "200M"}``."""
     limits: dict[str, str] = {}
     words = category.split()
-    for flag, value in zip(words, words[1:]):
+    for flag, value in itertools.pairwise(words):
         if flag in ("-l", "-hard"):
             for item in value.split(","):
                 name, sep, setting = item.partition("=")

@@ -159,7 +159,11 @@ def _detail(record: AccountingRecord) -> str:
     if record.exit_status is not None:
         parts.append(f"exit_status {record.exit_status}")
     if record.wallclock is not None:
-        parts.append(f"wallclock {record.wallclock} s" + (f" of h_rt {record.limits['h_rt']}" if "h_rt" in record.limits else ""))
+        parts.append(
+            f"wallclock {record.wallclock} s" + (f" of h_rt {record.limits['h_rt']}" if "h_rt" in record.limits else "")
+        )
     if record.maxvmem is not None and "h_vmem" in record.limits:
-        parts.append(f"maxvmem {record.maxvmem / 1024**2:.1f} MiB of h_vmem {record.limits['h_vmem']} x {record.slots} slot(s)")
+        parts.append(
+            f"maxvmem {record.maxvmem / 1024**2:.1f} MiB of h_vmem {record.limits['h_vmem']} x {record.slots} slot(s)"
+        )
     return ", ".join(parts)
