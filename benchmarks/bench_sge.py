@@ -81,7 +81,7 @@ class Counter:
             "remote_commands": len(self.commands),
             "submit_commands_with_qsub": having("qsub"),
             "poll_rounds": len(polls),
-            "qstat_xml_per_poll_round": max((c.count("out=$(qstat -xml)") for c in polls), default=0),
+            "qstat_xml_per_poll_round": max((c.count("out=$(qstat -xml") for c in polls), default=0),
             "qacct_commands": having("qacct"),
             "qconf_commands": having("qconf"),
             "other_commands": len(self.commands) - having("qsub") - len(polls),

@@ -407,6 +407,13 @@ def _terminate(pid: int | None) -> None:
         time.sleep(0.05)
 
 
+def restart_qmaster() -> None:
+    """Stop sge_qmaster and start it again (running jobs stay with the execd); return when it answers."""
+    _terminate(_pid(QMASTER_PID))
+    _start_qmaster()
+    wait_for(lambda: queue_instances_usable(host_name()), timeout=60, what="queues usable again", interval=0.2)
+
+
 def stop() -> None:
     """End sge_execd, then sge_qmaster, by their pid files (running jobs are killed by the execd)."""
     _terminate(execd_pid())

@@ -34,10 +34,11 @@ __all__ = [
 #: The line the status command prints before the ``qstat -j`` details of a job in an error state.
 DETAILS_MARK = "#clustrix-qstat-j "
 
-#: ``sh -c`` program of the status query: one ``qstat -xml``, then ``qstat -j`` for the listed jobs
+#: ``sh -c`` program of the status query: one ``qstat -xml`` of the user's own jobs (a site may
+#: make ``qstat`` list everyone's by default), then ``qstat -j`` for the listed jobs
 #: (positional arguments) that are in an error state (``E`` in their state), so the reason comes
 #: back in the same command. Only the user's own listed jobs are ever detailed.
-_STATUS_PROGRAM = """out=$(qstat -xml) || { rc=$?; printf '%s\\n' "$out"; exit "$rc"; }
+_STATUS_PROGRAM = """out=$(qstat -xml -u "$(id -un)") || { rc=$?; printf '%s\\n' "$out"; exit "$rc"; }
 printf '%s\\n' "$out"
 errored=$(printf '%s\\n' "$out" | awk -F'[<>]' '/<JB_job_number>/ {n = $3} /<state>/ {if ($3 ~ /E/) print n}')
 for id in "$@"; do
@@ -55,7 +56,7 @@ _HISTORY_PROGRAM = 'for id in "$@"; do qacct -j "$id" || :; done'
 
 #: ``sh -c`` program that deletes the still *pending* tasks of array ``$1`` (every call is done):
 #: their ranges from ``qstat -xml`` (``1-5:1``, ``5,6``), each handed to ``qdel JOB -t RANGE``.
-_SWEEP_PROGRAM = """qstat -xml | awk -F'[<>]' -v id="$1" '/<JB_job_number>/ {n = $3} /<state>/ {s = $3}
+_SWEEP_PROGRAM = """qstat -xml -u "$(id -un)" | awk -F'[<>]' -v id="$1" '/<JB_job_number>/ {n = $3} /<state>/ {s = $3}
   /<tasks>/ {if (n == id && s ~ /^h?qw$/) print $3}' | tr ',' '\\n' | while read -r range; do
   qdel "$1" -t "$range"
 done
