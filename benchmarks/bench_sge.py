@@ -23,29 +23,32 @@ the exit code is 0 even when a target is missed; the table says MISS.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import datetime
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cell and sshd up
 
+from harness import (  # noqa: E402
+    Contender,
+    arguments,
+    clustrix_pair,
+    print_figures,
+    run_cases,
+    summary,
+    write_report,
+)
+
 SINGLE_TARGET = (1.0, 0.5)  # clustrix <= 1.0 x raw qsub -sync y + 0.5 s
 MAP_TARGET = 1.5  # clustrix map <= 1.5 x raw qsub -t 1-100 -sync y
 MAP_SIZE = 100
-#: The remote venv holds clustrix-core's closure (the sshd user's python3 is Debian's).
-REPLICATE = ["clustrix-core"]
 #: Transport methods that are SFTP requests over SSH (the engine should need none).
 FILE_METHODS = ("put", "get", "write_bytes", "read_bytes", "exists", "stat", "listdir", "makedirs")
 
@@ -124,33 +127,6 @@ def count_commands() -> Counter:
 
 
 # ---- contenders -------------------------------------------------------------------------
-class Contender:
-    name = ""
-    description = ""
-
-    def single(self) -> int:
-        raise NotImplementedError
-
-    def map(self) -> list[int]:
-        raise NotImplementedError
-
-
-class Clustrix(Contender):
-    def __init__(self, name: str, options: dict[str, Any], description: str) -> None:
-        from clustrix import cluster
-
-        self.name = name
-        self.description = description
-        self.function = cluster(cores=1, memory="200MB", time="00:05:00", **options)(trivial)
-
-    def single(self) -> int:
-        value: int = self.function(1)
-        return value
-
-    def map(self) -> list[int]:
-        return list(self.function.map(range(MAP_SIZE)))
-
-
 class RawQsub(Contender):
     name = "raw qsub -sync y"
     description = (
@@ -190,31 +166,8 @@ def wait_until_idle(timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
-def rotated(items: Sequence[Any], shift: int) -> list[Any]:
-    shift %= len(items)
-    return [*items[shift:], *items[:shift]]
-
-
-def timed(func: Callable[[], Any], expected: Any) -> float:
-    wait_until_idle()
-    start = time.perf_counter()
-    value = func()
-    elapsed = time.perf_counter() - start
-    if value != expected:
-        raise RuntimeError(f"wrong result: {value!r}")
-    return elapsed
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/sge.json")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    repeats = max(5, args.repeats)
+    output, repeats = arguments(__doc__ or "", "benchmarks/results/sge.json", argv)
 
     from tests.testbed import sge as sge_testbed
     from tests.testbed.sshd import start_sshd
@@ -225,39 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(work, 0o700)
     os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
     try:
-        ssh_options = server.config(
-            cluster_type="sge", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/bench-sge"
-        )
-        local_options = {
-            "cluster_type": "sge",
-            "remote_work_dir": os.path.join(work, "jobs"),
-            "python_executable": sys.executable,
-        }
-        over_ssh = Clustrix(
-            "clustrix over SSH",
-            ssh_options,
-            "clustrix-sge through clustrix-ssh to 127.0.0.1 as clustrix-test, replicated venv, default polling",
-        )
-        on_host = Clustrix("clustrix (local)", local_options, "clustrix-sge on the submit host, default polling")
+        over_ssh, on_host = clustrix_pair("sge", server, work, trivial, MAP_SIZE, host="submit host")
         raw = RawQsub(work)
         counter = count_commands()
 
         print(f"SGE testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
-        print("warm-up (environment check/venv build, connections, imports) ...", flush=True)
         contenders: list[Contender] = [over_ssh, on_host, raw]
-        for contender in contenders:
-            contender.single()
-            contender.map()
-
-        expected_map = [trivial(x) for x in range(MAP_SIZE)]
-        single: dict[str, list[float]] = {c.name: [] for c in contenders}
-        mapped: dict[str, list[float]] = {c.name: [] for c in contenders}
-        for r in range(repeats):
-            for contender in rotated(contenders, r):
-                single[contender.name].append(timed(contender.single, 2))
-            for contender in rotated(contenders, r):
-                mapped[contender.name].append(timed(contender.map, expected_map))
-            print(f"  run {r + 1}/{repeats} done", flush=True)
+        single, mapped = run_cases(
+            contenders,
+            contenders,
+            repeats=repeats,
+            expected_single=2,
+            expected_map=[trivial(x) for x in range(MAP_SIZE)],
+            wait_until_idle=wait_until_idle,
+        )
 
         counts: list[dict[str, Any]] = []
         for counted in (over_ssh, on_host):
@@ -292,12 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         command_checks.append((entry, ok))
 
-    print(f"\nSGE benchmark: medians of {repeats} runs (min-max), seconds\n")
-    print(f"{'case':<8} {'contender':<22} {'median':>8} {'min':>8} {'max':>8}")
-    print("-" * 58)
-    for case, data in figures.items():
-        for name, f in data.items():
-            print(f"{case:<8} {name:<22} {f['median']:8.2f} {f['min']:8.2f} {f['max']:8.2f}")
+    print_figures(f"SGE benchmark: medians of {repeats} runs (min-max), seconds", figures)
     print("\ntargets:")
     misses = []
     for label, value, allowed, words in targets:
@@ -319,9 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n*** MISS: {'; '.join(misses)} ***" if misses else "\nall clustrix-sge targets met")
 
     report = {
-        "benchmark": "sge",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "testbed": {"slots": bed.slots, "schedule_interval_s": 1},
         "repeats": repeats,
         "contenders": {c.name: c.description for c in contenders},
@@ -333,10 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands_per_map": [{**entry, "met": ok} for entry, ok in command_checks],
         "missed": misses,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nfigures written to {os.path.relpath(output)}")
+    write_report(output, "sge", report)
     return 0
 
 

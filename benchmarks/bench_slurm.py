@@ -25,31 +25,27 @@ the exit code is 0 even when a target is missed; the table says MISS.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import datetime
 import importlib.metadata
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cluster and sshd up
 
+import harness  # noqa: E402
+from harness import Contender, arguments, print_figures, summary, write_report  # noqa: E402
+
 SINGLE_TARGET = 1.0  # clustrix over SSH / submitit, at most
 MAP_VS_SUBMITIT_TARGET = 0.5  # clustrix map / submitit map_array, at most
 MAP_VS_RAW_TARGET = 1.5  # clustrix map / raw sbatch --array, at most
 MAP_SIZE = 100
-#: The remote venv holds clustrix-core's closure (the sshd user's python3 is Debian's).
-REPLICATE = ["clustrix-core"]
 
 
 def trivial(x: int) -> int:
@@ -85,32 +81,7 @@ class CountingTransport:
 
 
 # ---- contenders -------------------------------------------------------------------------
-class Contender:
-    name = ""
-    description = ""
-
-    def single(self) -> int:
-        raise NotImplementedError
-
-    def map(self) -> list[int]:
-        raise NotImplementedError
-
-
-class Clustrix(Contender):
-    def __init__(self, name: str, options: dict[str, Any], description: str) -> None:
-        from clustrix import cluster
-
-        self.name = name
-        self.description = description
-        self.function = cluster(cores=1, memory="200MB", time="00:05:00", **options)(trivial)
-
-    def single(self) -> int:
-        value: int = self.function(1)
-        return value
-
-    def map(self) -> list[int]:
-        return list(self.function.map(range(MAP_SIZE)))
-
+class Clustrix(harness.Clustrix):
     def counting_transport(self) -> CountingTransport:
         """Swap the scheduler's cached transport for a counting wrapper (after a warm-up call)."""
         from clustrix.plugins import get_scheduler
@@ -191,31 +162,8 @@ def wait_until_idle(timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def rotated(items: Sequence[Any], shift: int) -> list[Any]:
-    shift %= len(items)
-    return [*items[shift:], *items[:shift]]
-
-
-def timed(func: Callable[[], Any], expected: Any) -> float:
-    wait_until_idle()
-    start = time.perf_counter()
-    value = func()
-    elapsed = time.perf_counter() - start
-    if value != expected:
-        raise RuntimeError(f"wrong result: {value!r}")
-    return elapsed
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/slurm.json")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    repeats = max(5, args.repeats)
+    output, repeats = arguments(__doc__ or "", "benchmarks/results/slurm.json", argv)
 
     from tests.testbed import slurm as slurm_testbed
     from tests.testbed.sshd import start_sshd
@@ -225,41 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="clustrix-bench-slurm-")
     os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
     try:
-        ssh_options = server.config(
-            cluster_type="slurm", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/bench"
-        )
-        local_options = {
-            "cluster_type": "slurm",
-            "remote_work_dir": os.path.join(work, "jobs"),
-            "python_executable": sys.executable,
-        }
-        over_ssh = Clustrix(
-            "clustrix over SSH",
-            ssh_options,
-            "clustrix-slurm through clustrix-ssh to 127.0.0.1 as clustrix-test, replicated venv, default polling",
-        )
-        on_login = Clustrix("clustrix (local)", local_options, "clustrix-slurm on the login node, default polling")
+        over_ssh, on_login = harness.clustrix_pair("slurm", server, work, trivial, MAP_SIZE, kind=Clustrix)
         submitit = Submitit(os.path.join(work, "submitit"))
         raw = RawSbatch()
 
         print(f"SLURM testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
-        print("warm-up (environment check/venv build, connections, imports) ...", flush=True)
         singles: list[Contender] = [over_ssh, on_login, submitit]
         maps: list[Contender] = [over_ssh, on_login, submitit, raw]
-        for contender in singles:
-            contender.single()
-        for contender in maps:
-            contender.map()
-
-        expected_map = [trivial(x) for x in range(MAP_SIZE)]
-        single: dict[str, list[float]] = {c.name: [] for c in singles}
-        mapped: dict[str, list[float]] = {c.name: [] for c in maps}
-        for r in range(repeats):
-            for contender in rotated(singles, r):
-                single[contender.name].append(timed(contender.single, 2))
-            for contender in rotated(maps, r):
-                mapped[contender.name].append(timed(contender.map, expected_map))
-            print(f"  run {r + 1}/{repeats} done", flush=True)
+        single, mapped = harness.run_cases(
+            singles,
+            maps,
+            repeats=repeats,
+            expected_single=2,
+            expected_map=[trivial(x) for x in range(MAP_SIZE)],
+            wait_until_idle=wait_until_idle,
+        )
 
         counts: list[dict[str, Any]] = []
         for counted in (over_ssh, on_login):
@@ -302,12 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = c.get("sbatch", 0) == 1 and status <= max(1, entry["poll_rounds"])
         command_checks.append((entry, status, ok))
 
-    print(f"\nSLURM benchmark: medians of {repeats} runs (min-max), seconds\n")
-    print(f"{'case':<8} {'contender':<22} {'median':>8} {'min':>8} {'max':>8}")
-    print("-" * 58)
-    for case, data in figures.items():
-        for name, f in data.items():
-            print(f"{case:<8} {name:<22} {f['median']:8.2f} {f['min']:8.2f} {f['max']:8.2f}")
+    print_figures(f"SLURM benchmark: medians of {repeats} runs (min-max), seconds", figures)
     print("\ntargets:")
     misses = []
     for label, ratio, target in targets:
@@ -331,9 +254,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\nall clustrix-slurm targets met")
 
     report = {
-        "benchmark": "slurm",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "testbed": {"cpus": bed.cpus, "cgroups": bed.cgroups, "accounting": bed.accounting},
         "repeats": repeats,
         "contenders": {c.name: c.description for c in (over_ssh, on_login, submitit, raw)},
@@ -345,10 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands_per_map": [{**entry, "status_commands": status, "met": ok} for entry, status, ok in command_checks],
         "missed": misses,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nfigures written to {os.path.relpath(output)}")
+    write_report(output, "slurm", report)
     return 0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.testbed import sge as sge_testbed
 from tests.testbed.sshd import SSHServer, start_sshd
-from tests.testbed.system import unavailable
+from tests.testbed.system import start_or_unavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden"
@@ -20,11 +20,7 @@ GOLDEN = Path(__file__).parent / "golden"
 @pytest.fixture(scope="session")
 def sge_cell() -> sge_testbed.SGETestbed:
     """The testbed cell, started once per session (or reused when healthy and configured by this version)."""
-    try:
-        bed = sge_testbed.start()
-    except Exception as exc:
-        unavailable(f"SGE testbed: {type(exc).__name__}: {exc}")
-        raise
+    bed = start_or_unavailable("SGE testbed", sge_testbed.start)
     sys.stderr.write(f"\n[sge testbed] {'reused' if bed.reused else 'started'} in {bed.bring_up_seconds:.2f} s\n")
     return bed
 
@@ -32,11 +28,7 @@ def sge_cell() -> sge_testbed.SGETestbed:
 @pytest.fixture(scope="session")
 def sge_sshd(sge_cell: sge_testbed.SGETestbed) -> Iterator[SSHServer]:
     """The real sshd on 127.0.0.1, logging in as the unprivileged clustrix-test (who may submit to SGE)."""
-    try:
-        server = start_sshd(sge_testbed.TEST_USER)
-    except Exception as exc:
-        unavailable(f"sshd testbed: {type(exc).__name__}: {exc}")
-        raise
+    server = start_or_unavailable("sshd testbed", lambda: start_sshd(sge_testbed.TEST_USER))
     yield server
     server.cleanup()
 
@@ -64,11 +56,5 @@ def transport_options(
 
 
 @pytest.fixture(autouse=True)
-def _pickle_test_functions_by_value(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Jobs cannot import test modules (pytest names them by file), so ship their functions whole."""
-    import cloudpickle
-
-    module = request.module
-    cloudpickle.register_pickle_by_value(module)
-    yield
-    cloudpickle.unregister_pickle_by_value(module)
+def _pickle_test_functions_by_value(pickle_test_module_by_value: None) -> None:
+    """Every test module here ships its functions to jobs by value (see tests/conftest.py)."""

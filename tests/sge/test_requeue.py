@@ -9,6 +9,7 @@ is rerunnable, ``-r y``): the task is queued again and resumes from its checkpoi
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -24,38 +25,39 @@ from tests.testbed import sge as sge_testbed
 pytestmark = pytest.mark.testbed_sge
 
 
-class CountTo:
-    """Counts to ``n`` in steps of ``step_seconds``; ``checkpoint`` resumes from the last step reached."""
+def step(seed: int, i: int) -> int:
+    """Step ``i`` of walk ``seed``: the same on every run, so a resumed walk ends where an unbroken one would."""
+    return 1 if random.Random(seed * 1_000_003 + i).random() < 0.5 else -1
+
+
+class Walk:
+    """A slow random walk that can checkpoint: ``checkpoint()`` resumes from the position reached."""
 
     def __init__(self, step_seconds: float = 0.5) -> None:
         self.step_seconds = step_seconds
-        self.reached = 0
+        self.position = 0
+        self.steps_done = 0
 
-    def __call__(self, n: int, start: int = 0, resumed_from: int | None = None) -> dict[str, Any]:
-        total = 0
-        for i in range(start, n):
+    def __call__(self, n_steps: int, seed: int, position: int = 0, start: int = 0) -> dict[str, Any]:
+        self.position, self.steps_done = position, start
+        for i in range(start, n_steps):
             time.sleep(self.step_seconds)
-            total += i
-            self.reached = i + 1
-        return {
-            "total": total + sum(range(start)),
-            "resumed_from": resumed_from,
-            # Grid Engine sets RESTARTED=1 in a job that runs again after qmod -rj
-            "restarted": os.environ.get("RESTARTED"),
-            "job": os.environ.get("JOB_ID"),
-        }
+            self.position += step(seed, i)
+            self.steps_done = i + 1
+        # Grid Engine sets RESTARTED=1 in a job that runs again after qmod -rj
+        return {"position": self.position, "resumed_at": start, "restarted": os.environ.get("RESTARTED")}
 
-    def checkpoint(self, n: int, start: int = 0, resumed_from: int | None = None) -> tuple[Any, tuple[Any, ...], dict]:
-        return self, (n,), {"start": self.reached, "resumed_from": self.reached}
+    def checkpoint(self, n_steps: int, seed: int, position: int = 0, start: int = 0) -> tuple[Any, ...]:
+        return self, (n_steps, seed), {"position": self.position, "start": self.steps_done}
 
 
 def test_a_checkpointing_call_past_h_rt_is_requeued_and_resumes(transport_options):
     """Over SSH the unprivileged clustrix-test's own runner runs qmod -rj on its task."""
     configure(**transport_options, job_poll_interval=0.3)
-    count = cluster(time="00:00:10")(CountTo(step_seconds=0.5))
-    result = count.submit(40).result(timeout=180)  # 20 s of work under a 10 s h_rt
-    assert result["total"] == sum(range(40))
-    assert result["resumed_from"] is not None and result["resumed_from"] > 0
+    walk = cluster(time="00:00:10")(Walk(step_seconds=0.5))
+    result = walk.submit(40, 7).result(timeout=180)  # 20 s of walking under a 10 s h_rt
+    assert result["position"] == sum(step(7, i) for i in range(40))
+    assert result["resumed_at"] > 0  # the run that delivered it started from the checkpoint
     assert result["restarted"] == "1"
 
 
@@ -64,7 +66,7 @@ def test_qdel_of_a_checkpointing_job_cancels_it_instead_of_requeueing(sge_cell, 
     work = tmp_path / "jobs"
     work.mkdir(mode=0o700)
     configure(cluster_type="sge", remote_work_dir=str(work), python_executable=sys.executable, job_poll_interval=0.2)
-    future = cluster(time="00:05:00")(CountTo(step_seconds=0.5)).submit(600)
+    future = cluster(time="00:05:00")(Walk(step_seconds=0.5)).submit(600, 1)
     job = Job.attach(future.job_id)
     deadline = time.monotonic() + 60
     while job.status().state is not JobState.RUNNING:

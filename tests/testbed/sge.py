@@ -40,7 +40,7 @@ from pathlib import Path
 import attrs
 
 from clustrix_sge.parse import parse_qconf
-from tests.testbed.system import apt_install, wait_for
+from tests.testbed.system import apt_install, host_name, pid_from_file, succeeds, terminate, testbed_main, wait_for
 
 PACKAGES = ("gridengine-common", "gridengine-client", "gridengine-master", "gridengine-exec")
 SGE_ROOT = Path("/var/lib/gridengine")
@@ -76,10 +76,6 @@ class SGETestbed:
     slots: int = QUEUE_SLOTS
     bring_up_seconds: float = 0.0
     reused: bool = False
-
-
-def host_name() -> str:
-    return socket.gethostname().split(".")[0]
 
 
 def preseed(host: str) -> str:
@@ -228,24 +224,7 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60) -> sub
 
 
 def _ok(argv: Sequence[str]) -> bool:
-    try:
-        return _run(argv, check=False, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def _pid(pid_file: Path) -> int | None:
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return succeeds(argv, env=_env())
 
 
 def execd_pid_files() -> list[Path]:
@@ -255,7 +234,7 @@ def execd_pid_files() -> list[Path]:
 
 def execd_pid() -> int | None:
     for pid_file in execd_pid_files():
-        pid = _pid(pid_file)
+        pid = pid_from_file(pid_file)
         if pid is not None:
             return pid
     return None
@@ -283,7 +262,7 @@ def queue_instances_usable(host: str) -> bool:
 
 def healthy(host: str) -> bool:
     """Both daemons alive, configured by this file, queues usable."""
-    if _pid(QMASTER_PID) is None or execd_pid() is None:
+    if pid_from_file(QMASTER_PID) is None or execd_pid() is None:
         return False
     try:
         stamp = STAMP.read_text().strip()
@@ -358,7 +337,7 @@ def _ensure_test_user() -> None:
 
 
 def _start_qmaster() -> None:
-    if _pid(QMASTER_PID) is None:
+    if pid_from_file(QMASTER_PID) is None:
         Path("/run/gridengine").mkdir(exist_ok=True)
         _run(["/usr/sbin/sge_qmaster"])
     wait_for(lambda: _ok(["qconf", "-sh"]), timeout=60, what="sge_qmaster answering", interval=0.1)
@@ -391,45 +370,22 @@ def start() -> SGETestbed:
     return SGETestbed(host=host, bring_up_seconds=time.monotonic() - began)
 
 
-def _terminate(pid: int | None) -> None:
-    if pid is None:
-        return
-    try:
-        os.kill(pid, 15)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-
-
 def restart_qmaster() -> None:
     """Stop sge_qmaster and start it again (running jobs stay with the execd); return when it answers."""
-    _terminate(_pid(QMASTER_PID))
+    terminate(pid_from_file(QMASTER_PID))
     _start_qmaster()
     wait_for(lambda: queue_instances_usable(host_name()), timeout=60, what="queues usable again", interval=0.2)
 
 
 def stop() -> None:
     """End sge_execd, then sge_qmaster, by their pid files (running jobs are killed by the execd)."""
-    _terminate(execd_pid())
-    _terminate(_pid(QMASTER_PID))
+    terminate(execd_pid())
+    terminate(pid_from_file(QMASTER_PID))
     STAMP.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "status"
-    if command == "start":
-        print(start())
-    elif command == "stop":
-        stop()
-    else:
-        print("healthy" if healthy(host_name()) else "not running")
-    return 0
+    return testbed_main(argv, start=start, stop=stop, healthy=lambda: healthy(host_name()))
 
 
 if __name__ == "__main__":
