@@ -394,6 +394,17 @@ def stop() -> None:
         terminate(pid_from_file(PID_FILES[name]), timeout=20)
 
 
+def restart_controller() -> None:
+    """Stop slurmctld and start it again while jobs run; it recovers them from its state files."""
+    pid_file = PID_FILES["slurmctld"]
+    if _pid_alive(pid_file):
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 15)
+        wait_for(lambda: not _pid_alive(pid_file), timeout=30, what="slurmctld to stop")
+    _run(["slurmctld"])
+    wait_for(lambda: _ok(["scontrol", "ping"]), timeout=60, what="slurmctld answering again")
+
+
 def main(argv: list[str]) -> int:
     return testbed_main(argv, start=start, stop=stop, healthy=lambda: healthy(node_name()))
 
