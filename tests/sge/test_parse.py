@@ -158,8 +158,9 @@ def test_a_limit_kill_is_told_apart_by_memory_peak_then_by_wall_clock():
         ("s", JobState.RUNNING),
         ("S", JobState.RUNNING),
         ("T", JobState.RUNNING),
-        ("dr", JobState.RUNNING),
-        ("dt", JobState.RUNNING),
+        ("dr", JobState.CANCELLED),  # qdel'd: it ends after the notify time, and never runs again
+        ("dt", JobState.CANCELLED),
+        ("dqw", JobState.CANCELLED),
         ("hr", JobState.RUNNING),
         ("Rs", JobState.RUNNING),
         ("", JobState.UNKNOWN),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clustrix import JobError, JobOutOfMemoryError, JobTimeoutError, cluster, configure
+from clustrix import JobError, JobOutOfMemoryError, cluster, configure
 from clustrix.batch.engine import SubmitRejectedError
 from clustrix.transport import CommandResult, LocalTransport
 from clustrix_sge import SGEScheduler
@@ -69,8 +69,7 @@ def square(x: int) -> tuple[int, str | None, str | None]:
     return x * x, os.environ.get("JOB_ID"), os.environ.get("SGE_TASK_ID")
 
 
-def test_a_call_gets_its_slots_and_per_slot_h_vmem_and_a_map_is_one_array(transport_options):
-    configure(**transport_options, job_poll_interval=0.2)
+def test_a_call_gets_its_slots_and_per_slot_h_vmem_and_a_map_is_one_array(local):
     facts = cluster(cores=2, memory="600MB", time="00:05:00")(job_facts)()
     assert facts["slots"] == "2"
     assert facts["queue"] == sge_testbed.QUEUE
@@ -94,14 +93,12 @@ def test_queue_selection_project_and_account_reach_grid_engine(local):
     assert cluster()(job_facts)()["queue"] == sge_testbed.QUEUE
 
 
-def test_a_request_no_queue_can_run_is_refused_at_submit_with_grid_engines_words(local):
-    never = cluster(queue=sge_testbed.SHORT_QUEUE, time="01:00:00")(square)
-    with pytest.raises(SubmitRejectedError, match="no suitable queues") as info:
-        never.submit(1)
-    assert isinstance(info.value, ValueError)
+def test_an_unknown_parallel_environment_is_refused_at_submit_with_grid_engines_words(local):
+    """qsub -w e: nothing is queued (a time beyond the queue's h_rt is the conformance suite's case)."""
     unknown_pe = cluster(cores=2, pe="no-such-pe")(square)
-    with pytest.raises(SubmitRejectedError, match='parallel environment "no-such-pe" does not exist'):
+    with pytest.raises(SubmitRejectedError, match='parallel environment "no-such-pe" does not exist') as info:
         unknown_pe.submit(1)
+    assert isinstance(info.value, ValueError)
 
 
 def test_a_job_in_error_state_fails_with_the_reason_and_is_deleted(local):
@@ -115,16 +112,6 @@ def test_a_job_in_error_state_fails_with_the_reason_and_is_deleted(local):
     while sge("qstat", "-j", native_id).returncode == 0:  # qdel'd: it leaves the queue
         assert time.monotonic() < deadline, f"job {native_id} is still queued"
         time.sleep(0.2)
-
-
-def sleep_for(seconds: float) -> str:
-    time.sleep(seconds)
-    return "woke"
-
-
-def test_h_rt_overrun_is_a_timeout(local):
-    with pytest.raises(JobTimeoutError, match="killed at its h_rt limit"):
-        cluster(time="00:00:03")(sleep_for)(120)
 
 
 def two_processes_of(megabytes: int) -> int:

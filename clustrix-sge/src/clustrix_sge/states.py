@@ -29,11 +29,13 @@ QSTAT_STATES: dict[str, JobState] = {
     "HR": JobState.RUNNING,
     "S": JobState.RUNNING,
     "RS": JobState.RUNNING,
-    "DR": JobState.RUNNING,
-    "DT": JobState.RUNNING,
-    "DS": JobState.RUNNING,
-    "DQW": JobState.PENDING,
-    "DHQW": JobState.PENDING,
+    # qdel'd: the job ends (after the -notify warning, the queue's notify time) and never runs again
+    "DR": JobState.CANCELLED,
+    "DT": JobState.CANCELLED,
+    "DS": JobState.CANCELLED,
+    "DRR": JobState.CANCELLED,
+    "DQW": JobState.CANCELLED,
+    "DHQW": JobState.CANCELLED,
     "EQW": JobState.PENDING,
     "EHQW": JobState.PENDING,
 }
@@ -67,7 +69,7 @@ _LETTERS = {
     "s": "suspended (qmod -usj resumes it)",
     "S": "suspended: its queue is suspended",
     "T": "suspended: its queue passed a suspend threshold",
-    "d": "being deleted",
+    "d": "deleted (qdel)",
     "t": "being transferred to the execution host",
     "R": "restarted (rescheduled)",
     "E": "in an error state",
@@ -76,6 +78,8 @@ _LETTERS = {
 
 def letters_state(code: str) -> JobState:
     """A letter combination not listed in :data:`QSTAT_STATES`, read letter by letter."""
+    if "d" in code:
+        return JobState.CANCELLED
     if "E" in code or "q" in code or "w" in code:
         return JobState.PENDING
     if any(letter in code for letter in "rtsST"):
