@@ -11,9 +11,13 @@ Cases (issue 10), every contender in one run, runs interleaved round-robin:
     ``qsub -sync y -b y true``. Target: clustrix at most 1.0x raw + 0.5 s.
 (b) ``map100``: ``.map`` over 100 trivial calls against a raw ``qsub -sync y -t 1-100 -b y true``.
     Target: clustrix at most 1.5x raw.
-(c) ``commands``: what clustrix runs for one map of 100 calls, counted by wrapping its
-    transport: remote commands (one ``qsub``, one command per poll round holding the one
-    ``qstat -xml``, no ``qacct``) and SFTP requests (none: every operation is one command).
+(c) ``operations``: remote commands and SFTP requests of each operation (the first submit
+    of a process, a later submit, each poll round, the fetch) for one call and for a map of
+    100, driven through the scheduler hooks and counted by the SSH transport itself (and by a
+    counting local transport on the submit host). The submit command is the one ``qsub``,
+    a poll round's command runs the one ``qstat -xml``. Targets: a submit is at most 2
+    commands (1 once the environment was checked), a poll round 1, a fetch at most 1, and no
+    SFTP request.
 
 Each timed run starts when the cell is idle (no job in ``qstat``), and the order of the
 contenders rotates from run to run. clustrix uses its default polling. Figures are medians
@@ -23,13 +27,11 @@ the exit code is 0 even when a target is missed; the table says MISS.
 
 from __future__ import annotations
 
-import collections
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,10 @@ from harness import (  # noqa: E402
     Contender,
     arguments,
     clustrix_pair,
+    count_operations,
+    operations_met,
     print_figures,
+    print_operations,
     run_cases,
     summary,
     write_report,
@@ -49,8 +54,6 @@ from harness import (  # noqa: E402
 SINGLE_TARGET = (1.0, 0.5)  # clustrix <= 1.0 x raw qsub -sync y + 0.5 s
 MAP_TARGET = 1.5  # clustrix map <= 1.5 x raw qsub -t 1-100 -sync y
 MAP_SIZE = 100
-#: Transport methods that are SFTP requests over SSH (the engine should need none).
-FILE_METHODS = ("put", "get", "write_bytes", "read_bytes", "exists", "stat", "listdir", "makedirs")
 
 
 def trivial(x: int) -> int:
@@ -61,69 +64,6 @@ def sge_env() -> dict[str, str]:
     from tests.testbed import sge as sge_testbed
 
     return {**os.environ, **sge_testbed.ENV}
-
-
-# ---- counting commands ------------------------------------------------------------------
-class Counter:
-    """What went through the scheduler's transports: each remote command's text, and file requests."""
-
-    def __init__(self) -> None:
-        self.commands: list[str] = []
-        self.files: collections.Counter[str] = collections.Counter()
-
-    def reset(self) -> None:
-        self.commands.clear()
-        self.files.clear()
-
-    def summary(self) -> dict[str, Any]:
-        def having(word: str) -> int:
-            return sum(1 for c in self.commands if word in c)
-
-        polls = [c for c in self.commands if "qstat -xml" in c and "qsub" not in c]
-        return {
-            "remote_commands": len(self.commands),
-            "submit_commands_with_qsub": having("qsub"),
-            "poll_rounds": len(polls),
-            "qstat_xml_per_poll_round": max((c.count("out=$(qstat -xml") for c in polls), default=0),
-            "qacct_commands": having("qacct"),
-            "qconf_commands": having("qconf"),
-            "other_commands": len(self.commands) - having("qsub") - len(polls),
-            "sftp_requests": sum(self.files.values()),
-        }
-
-
-class CountingTransport:
-    """Wraps a transport: records each command and counts file (SFTP) requests."""
-
-    def __init__(self, inner: Any, counter: Counter) -> None:
-        self.inner = inner
-        self.host = inner.host
-        self.counter = counter
-        if hasattr(inner, "run_bytes"):
-            self.run_bytes = self._run_bytes
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
-        self.counter.commands.append(" ".join(argv))
-        return self.inner.run(argv, **kwargs)
-
-    def _run_bytes(self, command: str, **kwargs: Any) -> Any:
-        self.counter.commands.append(command)
-        return self.inner.run_bytes(command, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in FILE_METHODS:
-            self.counter.files[name] += 1
-        return getattr(self.inner, name)
-
-
-def count_commands() -> Counter:
-    """Route the registered sge scheduler's transports through a :class:`CountingTransport`."""
-    from clustrix.plugins import get_scheduler, transport_for
-
-    counter = Counter()
-    impl: Any = get_scheduler("sge").impl
-    impl._transport_factory = lambda config: CountingTransport(transport_for(config), counter)
-    return counter
 
 
 # ---- contenders -------------------------------------------------------------------------
@@ -167,6 +107,8 @@ def wait_until_idle(timeout: float = 120) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from clustrix_sge import SGEScheduler
+
     output, repeats = arguments(__doc__ or "", "benchmarks/results/sge.json", argv)
 
     from tests.testbed import sge as sge_testbed
@@ -180,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         over_ssh, on_host = clustrix_pair("sge", server, work, trivial, MAP_SIZE, host="submit host")
         raw = RawQsub(work)
-        counter = count_commands()
 
         print(f"SGE testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         contenders: list[Contender] = [over_ssh, on_host, raw]
@@ -194,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         counts: list[dict[str, Any]] = []
-        for counted in (over_ssh, on_host):
-            wait_until_idle()
-            counter.reset()
-            counted.map()
-            counts.append({"contender": counted.name, **counter.summary()})
+        for counted, local in ((over_ssh, False), (on_host, True)):
+            for size in (1, MAP_SIZE):
+                wait_until_idle()
+                ops = count_operations(SGEScheduler, trivial, counted.options, size, local=local)
+                counts.append({"contender": counted.name, **ops})
     finally:
         server.cleanup()
 
@@ -216,15 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         allowed = MAP_TARGET * med["map100"][raw.name]
         targets.append((f"map100: {ours} vs {MAP_TARGET}x raw", med["map100"][ours], allowed, f"<= {allowed:.2f} s"))
-    command_checks = []
-    for entry in counts:
-        ok = (
-            entry["submit_commands_with_qsub"] == 1
-            and entry["qstat_xml_per_poll_round"] <= 1
-            and entry["qacct_commands"] == 0
-            and entry["sftp_requests"] == 0
-        )
-        command_checks.append((entry, ok))
+    command_checks = [(entry, operations_met(entry)) for entry in counts]
 
     print_figures(f"SGE benchmark: medians of {repeats} runs (min-max), seconds", figures)
     print("\ntargets:")
@@ -234,17 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if verdict == "MISS":
             misses.append(label)
         print(f"  {label:<48} {value:6.2f} s ({words})  {verdict}")
-    print("\nwhat one map of 100 calls ran:")
-    for entry, ok in command_checks:
-        if not ok:
-            misses.append(f"commands ({entry['contender']})")
-        print(
-            f"  {entry['contender']:<20} {entry['remote_commands']} remote command(s): "
-            f"{entry['submit_commands_with_qsub']} qsub, {entry['poll_rounds']} poll round(s) with "
-            f"{entry['qstat_xml_per_poll_round']} qstat -xml each, {entry['qacct_commands']} qacct, "
-            f"{entry['qconf_commands']} qconf, {entry['other_commands']} other (fetch, environment); "
-            f"{entry['sftp_requests']} SFTP request(s)  {'met' if ok else 'MISS'}"
-        )
+    print_operations(command_checks, misses)
     print(f"\n*** MISS: {'; '.join(misses)} ***" if misses else "\nall clustrix-sge targets met")
 
     report = {
@@ -256,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             {"what": label, "seconds": round(value, 3), "allowed": round(allowed, 3), "met": value <= allowed}
             for label, value, allowed, _ in targets
         ],
-        "commands_per_map": [{**entry, "met": ok} for entry, ok in command_checks],
+        "operations": [{**entry, "met": ok} for entry, ok in command_checks],
         "missed": misses,
     }
     write_report(output, "sge", report)

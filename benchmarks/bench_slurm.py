@@ -13,8 +13,12 @@ Cases (issue 4), every contender in one run, runs interleaved round-robin:
     node), submitit ``map_array``, and a raw ``sbatch --array=0-99 --wrap true`` waited for
     by polling ``squeue`` every 0.1 s. Targets: clustrix at most 0.5x submitit and at
     most 1.5x raw sbatch.
-(c) ``commands``: the scheduler commands clustrix runs for one ``map`` call, counted by
-    wrapping its transport: one ``sbatch``, at most one status command per poll round.
+(c) ``operations``: remote commands and SFTP requests of each operation (the first submit
+    of a process, a later submit, each poll round, the fetch) for one call and for a map of
+    100, driven through the scheduler hooks and counted by the SSH transport itself (and by a
+    counting local transport on the login node). Targets: a submit is at most 2 commands
+    (1 once the environment was checked), a poll round 1, a fetch at most 1, and no SFTP
+    request for payloads under 1 MiB.
 
 Each timed run starts when the cluster is idle (no job pending, running or completing),
 and the order of the contenders rotates from run to run. Every contender uses its default
@@ -25,22 +29,20 @@ the exit code is 0 even when a target is missed; the table says MISS.
 
 from __future__ import annotations
 
-import collections
 import importlib.metadata
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cluster and sshd up
 
-import harness  # noqa: E402
-from harness import Contender, arguments, print_figures, summary, write_report  # noqa: E402
+import harness  # noqa: E402  (benchmarks/, the script's own folder)
+from harness import Contender, operations_met, print_figures, print_operations, summary  # noqa: E402
 
 SINGLE_TARGET = 1.0  # clustrix over SSH / submitit, at most
 MAP_VS_SUBMITIT_TARGET = 0.5  # clustrix map / submitit map_array, at most
@@ -52,49 +54,7 @@ def trivial(x: int) -> int:
     return x + 1
 
 
-# ---- counting commands ------------------------------------------------------------------
-class CountingTransport:
-    """Wraps a transport: counts commands by program name and listings of job ``out/`` dirs."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.host = inner.host
-        self.commands: collections.Counter[str] = collections.Counter()
-        self.listings = 0
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
-        self.commands[argv[0]] += 1
-        return self.inner.run(argv, **kwargs)
-
-    def listdir(self, path: str) -> list[str]:
-        if path.endswith("/out"):
-            self.listings += 1
-        result: list[str] = self.inner.listdir(path)
-        return result
-
-    def reset(self) -> None:
-        self.commands.clear()
-        self.listings = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 # ---- contenders -------------------------------------------------------------------------
-class Clustrix(harness.Clustrix):
-    def counting_transport(self) -> CountingTransport:
-        """Swap the scheduler's cached transport for a counting wrapper (after a warm-up call)."""
-        from clustrix.plugins import get_scheduler
-
-        impl: Any = get_scheduler("slurm").impl
-        key = self.function.config().connection_key
-        transport = impl._transports[key]
-        if not isinstance(transport, CountingTransport):
-            transport = CountingTransport(transport)
-            impl._transports[key] = transport
-        return transport
-
-
 class Submitit(Contender):
     name = "submitit (local)"
 
@@ -163,7 +123,9 @@ def wait_until_idle(timeout: float = 60) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    output, repeats = arguments(__doc__ or "", "benchmarks/results/slurm.json", argv)
+    from clustrix_slurm import SlurmScheduler
+
+    output, repeats = harness.arguments(__doc__ or "", "benchmarks/results/slurm.json", argv)
 
     from tests.testbed import slurm as slurm_testbed
     from tests.testbed.sshd import start_sshd
@@ -173,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="clustrix-bench-slurm-")
     os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
     try:
-        over_ssh, on_login = harness.clustrix_pair("slurm", server, work, trivial, MAP_SIZE, kind=Clustrix)
+        over_ssh, on_login = harness.clustrix_pair("slurm", server, work, trivial, MAP_SIZE)
         submitit = Submitit(os.path.join(work, "submitit"))
         raw = RawSbatch()
 
@@ -190,19 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         counts: list[dict[str, Any]] = []
-        for counted in (over_ssh, on_login):
-            transport = counted.counting_transport()
-            transport.reset()
-            wait_until_idle()
-            counted.map()
-            counts.append(
-                {
-                    "contender": counted.name,
-                    "commands": dict(transport.commands),
-                    # one listing of out/ per poll round, plus one when the results are fetched
-                    "poll_rounds": max(0, transport.listings - 1),
-                }
-            )
+        for counted, local in ((over_ssh, False), (on_login, True)):
+            for size in (1, MAP_SIZE):
+                wait_until_idle()
+                ops = harness.count_operations(SlurmScheduler, trivial, counted.options, size, local=local)
+                counts.append({"contender": counted.name, **ops})
     finally:
         server.cleanup()
 
@@ -223,12 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"{case}: {ours} / {label}", med[case][ours] / med[case][theirs], target)
         for case, ours, theirs, label, target in comparisons
     ]
-    command_checks: list[tuple[dict[str, Any], int, bool]] = []
-    for entry in counts:
-        c = entry["commands"]
-        status = c.get("squeue", 0) + c.get("sacct", 0)
-        ok = c.get("sbatch", 0) == 1 and status <= max(1, entry["poll_rounds"])
-        command_checks.append((entry, status, ok))
+    command_checks = [(entry, operations_met(entry)) for entry in counts]
 
     print_figures(f"SLURM benchmark: medians of {repeats} runs (min-max), seconds", figures)
     print("\ntargets:")
@@ -238,16 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if verdict == "MISS":
             misses.append(label)
         print(f"  {label:<50} {ratio:5.2f}x (target <= {target}x)  {verdict}")
-    print("\nscheduler commands for one map of 100 calls:")
-    for entry, status, ok in command_checks:
-        verdict = "met" if ok else "MISS"
-        if not ok:
-            misses.append(f"commands ({entry['contender']})")
-        listed = ", ".join(f"{k} x{v}" for k, v in sorted(entry["commands"].items()))
-        print(
-            f"  {entry['contender']:<20} {listed}; {entry['poll_rounds']} poll round(s), "
-            f"{status} status command(s)  {verdict}"
-        )
+    print_operations(command_checks, misses)
     if misses:
         print(f"\n*** MISS: {'; '.join(misses)} ***")
     else:
@@ -262,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             {"what": label, "ratio": round(ratio, 3), "target": target, "met": ratio <= target}
             for label, ratio, target in targets
         ],
-        "commands_per_map": [{**entry, "status_commands": status, "met": ok} for entry, status, ok in command_checks],
+        "operations": [{**entry, "met": ok} for entry, ok in command_checks],
         "missed": misses,
     }
-    write_report(output, "slurm", report)
+    harness.write_report(output, "slurm", report)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""What the scheduler benchmarks share: contenders, timed runs on an idle cluster, medians, the table.
+"""What the scheduler benchmarks share: contenders, timed runs on an idle cluster, medians, operation counts.
 
 ``bench_slurm.py`` and ``bench_sge.py`` import it (a script's own folder is on ``sys.path``).
 """
@@ -93,6 +93,7 @@ class Clustrix(Contender):
 
         self.name = name
         self.description = description
+        self.options = options
         self.map_size = map_size
         self.function = cluster(cores=1, memory="200MB", time="00:05:00", **options)(function)
 
@@ -111,7 +112,6 @@ def clustrix_pair(
     function: Callable[[int], int],
     map_size: int,
     *,
-    kind: type[Clustrix] = Clustrix,
     host: str = "login node",
 ) -> tuple[Clustrix, Clustrix]:
     """The two clustrix contenders: over the testbed sshd as its unprivileged user, and on this host."""
@@ -129,14 +129,14 @@ def clustrix_pair(
     }
     dist = f"clustrix-{cluster_type}"
     return (
-        kind(
+        Clustrix(
             "clustrix over SSH",
             over_ssh,
             f"{dist} through clustrix-ssh to 127.0.0.1 as {server.user}, replicated venv, default polling",
             function,
             map_size,
         ),
-        kind("clustrix (local)", local, f"{dist} on the {host}, default polling", function, map_size),
+        Clustrix("clustrix (local)", local, f"{dist} on the {host}, default polling", function, map_size),
     )
 
 
@@ -164,3 +164,120 @@ def run_cases(
             mapped[contender.name].append(timed(contender.map, expected_map, wait_until_idle))
         print(f"  run {r + 1}/{repeats} done", flush=True)
     return single, mapped
+
+
+# ---- counting operations ----------------------------------------------------------------
+class CountingLocal:
+    """A local transport that counts the commands run through it (each one a round trip over SSH)."""
+
+    def __init__(self) -> None:
+        from clustrix.transport import LocalTransport
+
+        self.inner = LocalTransport()
+        self.host = self.inner.host
+        self.commands = 0
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
+        self.commands += 1
+        return self.inner.run(argv, **kwargs)
+
+    def operations(self) -> dict[str, int]:
+        return {"commands": self.commands, "sftp_requests": 0}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {key: after[key] - before[key] for key in ("commands", "sftp_requests")}
+
+
+def count_operations(
+    scheduler_class: Callable[..., Any],
+    function: Callable[[int], int],
+    options: dict[str, Any],
+    size: int,
+    *,
+    local: bool,
+) -> dict[str, Any]:
+    """Commands and SFTP requests of each operation of one job of ``size`` calls, driven through the hooks.
+
+    ``submit_first`` is the first submit of a process (the environment check runs once);
+    ``submit`` a later one; ``poll_round`` each round until final; ``fetch`` bringing the results back.
+    The SSH transport counts its own; on this host a :class:`CountingLocal` does.
+    """
+    from clustrix import environment
+    from clustrix.config import resolve_config
+    from clustrix.jobs import JobSpec
+    from clustrix.plugins import transport_for
+
+    config = resolve_config(overrides=options)
+    transport: Any = CountingLocal() if local else transport_for(config)
+    scheduler = scheduler_class(transport_factory=lambda _config: transport)
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((i,), {}) for i in range(size)]
+
+    def spec() -> JobSpec:
+        return JobSpec(name=function.__name__, func=function, arguments=calls, config=config)
+
+    environment.forget_prepared()
+    before = transport.operations()
+    scheduler.clustrix_submit(spec=spec(), wake=lambda: None)
+    first = _delta(before, transport.operations())
+    before = transport.operations()
+    handle = scheduler.clustrix_submit(spec=spec(), wake=lambda: None)
+    submit = _delta(before, transport.operations())
+    rounds: list[dict[str, int]] = []
+    while True:
+        before = transport.operations()
+        status = scheduler.clustrix_poll(handles=[handle], config=config).get(handle.job_id)
+        rounds.append(_delta(before, transport.operations()))
+        if status is not None and status.state.final:
+            break
+        time.sleep(0.2)
+    before = transport.operations()
+    outcomes = scheduler.clustrix_fetch(handle=handle, config=config)
+    fetch = _delta(before, transport.operations())
+    if [o.value for o in outcomes if o is not None] != [function(i) for i in range(size)]:
+        raise RuntimeError("wrong results while counting operations")
+    worst_round = {key: max(r[key] for r in rounds) for key in ("commands", "sftp_requests")}
+    return {
+        "calls": size,
+        "submit_first": first,
+        "submit": submit,
+        "poll_rounds": len(rounds),
+        "poll_round_max": worst_round,
+        "fetch": fetch,
+    }
+
+
+def operations_met(entry: Mapping[str, Any]) -> bool:
+    """A submit at most 2 commands (1 once the environment was checked), a poll round 1, a fetch at most 1, no SFTP."""
+    return bool(
+        entry["submit_first"]["commands"] <= 2
+        and entry["submit"]["commands"] <= 1
+        and entry["submit"]["sftp_requests"] == 0
+        and entry["poll_round_max"]["commands"] <= 1
+        and entry["poll_round_max"]["sftp_requests"] == 0
+        and entry["fetch"]["commands"] <= 1
+        and entry["fetch"]["sftp_requests"] == 0
+    )
+
+
+def print_operations(checks: Sequence[tuple[Mapping[str, Any], bool]], misses: list[str]) -> None:
+    """The operations table; a missed target is added to ``misses``."""
+    print("\nremote operations per job (commands / SFTP requests):")
+    header = f"{'calls':>5} {'1st submit':>11} {'submit':>8} {'poll round':>11} {'rounds':>7} {'fetch':>7}"
+    print(f"  {'contender':<20} {header}")
+
+    def pair(ops: Mapping[str, int]) -> str:
+        return f"{ops['commands']}/{ops['sftp_requests']}"
+
+    for entry, ok in checks:
+        if not ok:
+            misses.append(f"operations ({entry['contender']}, {entry['calls']} calls)")
+        print(
+            f"  {entry['contender']:<20} {entry['calls']:>5} {pair(entry['submit_first']):>11} "
+            f"{pair(entry['submit']):>8} {pair(entry['poll_round_max']):>11} {entry['poll_rounds']:>7} "
+            f"{pair(entry['fetch']):>7}  {'met' if ok else 'MISS'}"
+        )
+    print("  (targets: first submit <= 2 commands, later ones 1; a poll round 1; fetch <= 1; no SFTP request)")

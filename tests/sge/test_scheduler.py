@@ -147,7 +147,9 @@ class CountingTransport(LocalTransport):
         self.commands: list[str] = []
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # type: ignore[override]
-        self.commands.append(" ".join(argv))
+        # the script travels on stdin behind a constant bootstrap argv: record both
+        stdin = kwargs.get("input") or b""
+        self.commands.append(" ".join(argv) + "\n" + bytes(stdin).decode(errors="replace"))
         return super().run(argv, **kwargs)
 
 
