@@ -90,3 +90,29 @@ def test_qdel_of_a_checkpointing_job_cancels_it_instead_of_requeueing(sge_cell, 
     time.sleep(3)  # a requeue would show the task queued again by now
     assert not listed()
     assert "clustrix.runner: call 0 checkpointed" in Job.attach(future.job_id).logs("stderr")
+
+
+def double_once_restarted(x: int) -> tuple[int, str | None]:
+    """Runs until killed on the first run; returns at once when Grid Engine runs it again."""
+    restarted = os.environ.get("RESTARTED")
+    if restarted != "1":
+        time.sleep(300)
+    return 2 * x, restarted
+
+
+def test_a_running_task_requeued_by_qmod_rj_still_delivers_its_result(sge_cell, tmp_path):
+    """An administrator's ``qmod -rj JOB.TASK`` (the job is rerunnable, -r y): the rerun delivers the result."""
+    work = tmp_path / "jobs"
+    work.mkdir(mode=0o700)
+    configure(cluster_type="sge", remote_work_dir=str(work), python_executable=sys.executable, job_poll_interval=0.3)
+    future = cluster(time="00:10:00")(double_once_restarted).submit(21)
+    job = Job.attach(future.job_id)
+    deadline = time.monotonic() + 60
+    while job.status().state is not JobState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(2)  # the runner has started the call
+    env = {**os.environ, **sge_testbed.ENV}
+    requeue = subprocess.run(["qmod", "-rj", f"{future.handle.native_id}.1"], capture_output=True, text=True, env=env)
+    assert requeue.returncode == 0, requeue.stderr
+    assert future.result(timeout=180) == (42, "1")
