@@ -29,141 +29,32 @@ the exit code is 0 even when a target is missed; the table says MISS.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import importlib.metadata
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cluster and sshd up
 
+import harness  # noqa: E402  (benchmarks/, the script's own folder)
+from harness import Contender, operations_met, print_figures, print_operations, summary  # noqa: E402
+
 SINGLE_TARGET = 1.0  # clustrix over SSH / submitit, at most
 MAP_VS_SUBMITIT_TARGET = 0.5  # clustrix map / submitit map_array, at most
 MAP_VS_RAW_TARGET = 1.5  # clustrix map / raw sbatch --array, at most
 MAP_SIZE = 100
-#: The remote venv holds clustrix-core's closure (the sshd user's python3 is Debian's).
-REPLICATE = ["clustrix-core"]
 
 
 def trivial(x: int) -> int:
     return x + 1
 
 
-# ---- counting operations ----------------------------------------------------------------
-class CountingLocal:
-    """A local transport that counts the commands run through it (each one a round trip over SSH)."""
-
-    def __init__(self) -> None:
-        from clustrix.transport import LocalTransport
-
-        self.inner = LocalTransport()
-        self.host = self.inner.host
-        self.commands = 0
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
-        self.commands += 1
-        return self.inner.run(argv, **kwargs)
-
-    def operations(self) -> dict[str, int]:
-        return {"commands": self.commands, "sftp_requests": 0}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {key: after[key] - before[key] for key in ("commands", "sftp_requests")}
-
-
-def count_operations(options: dict[str, Any], size: int, *, local: bool) -> dict[str, Any]:
-    """Commands and SFTP requests of each operation of one job of ``size`` calls, driven through the hooks.
-
-    ``submit_first`` is the first submit of a process (the environment check runs once);
-    ``submit`` a later one; ``poll_round`` each round until final; ``fetch`` bringing the results back.
-    """
-    from clustrix import environment
-    from clustrix.config import resolve_config
-    from clustrix.jobs import JobSpec
-    from clustrix.plugins import transport_for
-    from clustrix_slurm import SlurmScheduler
-
-    config = resolve_config(overrides=options)
-    transport: Any = CountingLocal() if local else transport_for(config)
-    scheduler = SlurmScheduler(transport_factory=lambda _config: transport)
-    arguments = [((i,), {}) for i in range(size)]
-
-    def spec() -> JobSpec:
-        return JobSpec(name="trivial", func=trivial, arguments=arguments, config=config)
-
-    environment.forget_prepared()
-    before = transport.operations()
-    scheduler.clustrix_submit(spec=spec(), wake=lambda: None)
-    first = _delta(before, transport.operations())
-    before = transport.operations()
-    handle = scheduler.clustrix_submit(spec=spec(), wake=lambda: None)
-    submit = _delta(before, transport.operations())
-    rounds: list[dict[str, int]] = []
-    while True:
-        before = transport.operations()
-        status = scheduler.clustrix_poll(handles=[handle], config=config).get(handle.job_id)
-        rounds.append(_delta(before, transport.operations()))
-        if status is not None and status.state.final:
-            break
-        time.sleep(0.2)
-    before = transport.operations()
-    outcomes = scheduler.clustrix_fetch(handle=handle, config=config)
-    fetch = _delta(before, transport.operations())
-    if [o.value for o in outcomes if o is not None] != [trivial(i) for i in range(size)]:
-        raise RuntimeError("wrong results while counting operations")
-    worst_round = {key: max(r[key] for r in rounds) for key in ("commands", "sftp_requests")}
-    return {
-        "calls": size,
-        "submit_first": first,
-        "submit": submit,
-        "poll_rounds": len(rounds),
-        "poll_round_max": worst_round,
-        "fetch": fetch,
-    }
-
-
 # ---- contenders -------------------------------------------------------------------------
-class Contender:
-    name = ""
-    description = ""
-
-    def single(self) -> int:
-        raise NotImplementedError
-
-    def map(self) -> list[int]:
-        raise NotImplementedError
-
-
-class Clustrix(Contender):
-    def __init__(self, name: str, options: dict[str, Any], description: str) -> None:
-        from clustrix import cluster
-
-        self.name = name
-        self.description = description
-        self.function = cluster(cores=1, memory="200MB", time="00:05:00", **options)(trivial)
-
-    def single(self) -> int:
-        value: int = self.function(1)
-        return value
-
-    def map(self) -> list[int]:
-        return list(self.function.map(range(MAP_SIZE)))
-
-
 class Submitit(Contender):
     name = "submitit (local)"
 
@@ -231,31 +122,10 @@ def wait_until_idle(timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def rotated(items: Sequence[Any], shift: int) -> list[Any]:
-    shift %= len(items)
-    return [*items[shift:], *items[:shift]]
-
-
-def timed(func: Callable[[], Any], expected: Any) -> float:
-    wait_until_idle()
-    start = time.perf_counter()
-    value = func()
-    elapsed = time.perf_counter() - start
-    if value != expected:
-        raise RuntimeError(f"wrong result: {value!r}")
-    return elapsed
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/slurm.json")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    repeats = max(5, args.repeats)
+    from clustrix_slurm import SlurmScheduler
+
+    output, repeats = harness.arguments(__doc__ or "", "benchmarks/results/slurm.json", argv)
 
     from tests.testbed import slurm as slurm_testbed
     from tests.testbed.sshd import start_sshd
@@ -265,50 +135,28 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="clustrix-bench-slurm-")
     os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
     try:
-        ssh_options = server.config(
-            cluster_type="slurm", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/bench"
-        )
-        local_options = {
-            "cluster_type": "slurm",
-            "remote_work_dir": os.path.join(work, "jobs"),
-            "python_executable": sys.executable,
-        }
-        over_ssh = Clustrix(
-            "clustrix over SSH",
-            ssh_options,
-            "clustrix-slurm through clustrix-ssh to 127.0.0.1 as clustrix-test, replicated venv, default polling",
-        )
-        on_login = Clustrix("clustrix (local)", local_options, "clustrix-slurm on the login node, default polling")
+        over_ssh, on_login = harness.clustrix_pair("slurm", server, work, trivial, MAP_SIZE)
         submitit = Submitit(os.path.join(work, "submitit"))
         raw = RawSbatch()
 
         print(f"SLURM testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
-        print("warm-up (environment check/venv build, connections, imports) ...", flush=True)
         singles: list[Contender] = [over_ssh, on_login, submitit]
         maps: list[Contender] = [over_ssh, on_login, submitit, raw]
-        for contender in singles:
-            contender.single()
-        for contender in maps:
-            contender.map()
-
-        expected_map = [trivial(x) for x in range(MAP_SIZE)]
-        single: dict[str, list[float]] = {c.name: [] for c in singles}
-        mapped: dict[str, list[float]] = {c.name: [] for c in maps}
-        for r in range(repeats):
-            for contender in rotated(singles, r):
-                single[contender.name].append(timed(contender.single, 2))
-            for contender in rotated(maps, r):
-                mapped[contender.name].append(timed(contender.map, expected_map))
-            print(f"  run {r + 1}/{repeats} done", flush=True)
+        single, mapped = harness.run_cases(
+            singles,
+            maps,
+            repeats=repeats,
+            expected_single=2,
+            expected_map=[trivial(x) for x in range(MAP_SIZE)],
+            wait_until_idle=wait_until_idle,
+        )
 
         counts: list[dict[str, Any]] = []
-        for name, options, local in (
-            ("clustrix over SSH", ssh_options, False),
-            ("clustrix (local)", local_options, True),
-        ):
+        for counted, local in ((over_ssh, False), (on_login, True)):
             for size in (1, MAP_SIZE):
                 wait_until_idle()
-                counts.append({"contender": name, **count_operations(options, size, local=local)})
+                ops = harness.count_operations(SlurmScheduler, trivial, counted.options, size, local=local)
+                counts.append({"contender": counted.name, **ops})
     finally:
         server.cleanup()
 
@@ -329,25 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         (f"{case}: {ours} / {label}", med[case][ours] / med[case][theirs], target)
         for case, ours, theirs, label, target in comparisons
     ]
-    command_checks: list[tuple[dict[str, Any], bool]] = []
-    for entry in counts:
-        ok = (
-            entry["submit_first"]["commands"] <= 2
-            and entry["submit"]["commands"] <= 1
-            and entry["submit"]["sftp_requests"] == 0
-            and entry["poll_round_max"]["commands"] <= 1
-            and entry["poll_round_max"]["sftp_requests"] == 0
-            and entry["fetch"]["commands"] <= 1
-            and entry["fetch"]["sftp_requests"] == 0
-        )
-        command_checks.append((entry, ok))
+    command_checks = [(entry, operations_met(entry)) for entry in counts]
 
-    print(f"\nSLURM benchmark: medians of {repeats} runs (min-max), seconds\n")
-    print(f"{'case':<8} {'contender':<22} {'median':>8} {'min':>8} {'max':>8}")
-    print("-" * 58)
-    for case, data in figures.items():
-        for name, f in data.items():
-            print(f"{case:<8} {name:<22} {f['median']:8.2f} {f['min']:8.2f} {f['max']:8.2f}")
+    print_figures(f"SLURM benchmark: medians of {repeats} runs (min-max), seconds", figures)
     print("\ntargets:")
     misses = []
     for label, ratio, target in targets:
@@ -355,32 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         if verdict == "MISS":
             misses.append(label)
         print(f"  {label:<50} {ratio:5.2f}x (target <= {target}x)  {verdict}")
-    print("\nremote operations per job (commands / SFTP requests):")
-    header = f"{'calls':>5} {'1st submit':>11} {'submit':>8} {'poll round':>11} {'rounds':>7} {'fetch':>7}"
-    print(f"  {'contender':<20} {header}")
-    for entry, ok in command_checks:
-        verdict = "met" if ok else "MISS"
-        if not ok:
-            misses.append(f"operations ({entry['contender']}, {entry['calls']} calls)")
-
-        def pair(ops: dict[str, int]) -> str:
-            return f"{ops['commands']}/{ops['sftp_requests']}"
-
-        print(
-            f"  {entry['contender']:<20} {entry['calls']:>5} {pair(entry['submit_first']):>11} "
-            f"{pair(entry['submit']):>8} {pair(entry['poll_round_max']):>11} {entry['poll_rounds']:>7} "
-            f"{pair(entry['fetch']):>7}  {verdict}"
-        )
-    print("  (targets: first submit <= 2 commands, later ones 1; a poll round 1; fetch <= 1; no SFTP request)")
+    print_operations(command_checks, misses)
     if misses:
         print(f"\n*** MISS: {'; '.join(misses)} ***")
     else:
         print("\nall clustrix-slurm targets met")
 
     report = {
-        "benchmark": "slurm",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "testbed": {"cpus": bed.cpus, "cgroups": bed.cgroups, "accounting": bed.accounting},
         "repeats": repeats,
         "contenders": {c.name: c.description for c in (over_ssh, on_login, submitit, raw)},
@@ -392,10 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "operations": [{**entry, "met": ok} for entry, ok in command_checks],
         "missed": misses,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nfigures written to {os.path.relpath(output)}")
+    harness.write_report(output, "slurm", report)
     return 0
 
 

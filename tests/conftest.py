@@ -34,3 +34,17 @@ def isolated_clustrix(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     yield home
     clustrix.config.reset_config()
     clustrix.plugins.reset_plugins()
+
+
+@pytest.fixture
+def pickle_test_module_by_value(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Jobs cannot import test modules (pytest names them by file), so ship the module's functions whole.
+
+    Scheduler test folders use it from an autouse fixture of their conftest.
+    """
+    import cloudpickle
+
+    module = request.module
+    cloudpickle.register_pickle_by_value(module)
+    yield
+    cloudpickle.unregister_pickle_by_value(module)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.testbed import slurm as slurm_testbed
 from tests.testbed.sshd import SSHServer, start_sshd
-from tests.testbed.system import unavailable
+from tests.testbed.system import start_or_unavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden"
@@ -20,11 +20,7 @@ GOLDEN = Path(__file__).parent / "golden"
 @pytest.fixture(scope="session")
 def slurm_cluster() -> slurm_testbed.SlurmTestbed:
     """The testbed cluster, started once per session (or reused when already healthy)."""
-    try:
-        bed = slurm_testbed.start()
-    except Exception as exc:
-        unavailable(f"SLURM testbed: {type(exc).__name__}: {exc}")
-        raise
+    bed = start_or_unavailable("SLURM testbed", slurm_testbed.start)
     sys.stderr.write(
         f"\n[slurm testbed] {'reused' if bed.reused else 'started'} in {bed.bring_up_seconds:.2f} s "
         f"(cgroups={bed.cgroups}, accounting={bed.accounting})\n"
@@ -35,11 +31,7 @@ def slurm_cluster() -> slurm_testbed.SlurmTestbed:
 @pytest.fixture(scope="session")
 def sshd(slurm_cluster: slurm_testbed.SlurmTestbed) -> Iterator[SSHServer]:
     """The real sshd on 127.0.0.1, logging in as the unprivileged clustrix-test (who may submit to SLURM)."""
-    try:
-        server = start_sshd(slurm_testbed.TEST_USER)
-    except Exception as exc:
-        unavailable(f"sshd testbed: {type(exc).__name__}: {exc}")
-        raise
+    server = start_or_unavailable("sshd testbed", lambda: start_sshd(slurm_testbed.TEST_USER))
     yield server
     server.cleanup()
 
@@ -75,11 +67,5 @@ def fresh_plugins() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _pickle_test_functions_by_value(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Jobs cannot import test modules (pytest names them by file), so ship their functions whole."""
-    import cloudpickle
-
-    module = request.module
-    cloudpickle.register_pickle_by_value(module)
-    yield
-    cloudpickle.unregister_pickle_by_value(module)
+def _pickle_test_functions_by_value(pickle_test_module_by_value: None) -> None:
+    """Every test module here ships its functions to jobs by value (see tests/conftest.py)."""

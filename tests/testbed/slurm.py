@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import attrs
 
-from tests.testbed.system import apt_install, wait_for
+from tests.testbed.system import apt_install, host_name, pid_from_file, succeeds, terminate, testbed_main, wait_for
 
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
 CLUSTER_NAME = "clustrix"
@@ -81,7 +80,7 @@ class SlurmTestbed:
 
 
 def node_name() -> str:
-    return socket.gethostname().split(".")[0]
+    return host_name()
 
 
 def real_memory_mb() -> int:
@@ -196,17 +195,7 @@ def render_slurmdbd_conf() -> str:
 
 
 def _pid_alive(pid_file: Path) -> bool:
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_from_file(pid_file) is not None
 
 
 def _run(
@@ -219,10 +208,7 @@ def _run(
 
 
 def _ok(argv: Sequence[str]) -> bool:
-    try:
-        return _run(argv, check=False, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    return succeeds(argv)
 
 
 def node_state(node: str) -> str:
@@ -405,21 +391,7 @@ def start(*, cgroups: bool | None = None, accounting: bool = True) -> SlurmTestb
 def stop() -> None:
     """End the daemons by their pid files (in reverse start order)."""
     for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
-        pid_file = PID_FILES[name]
-        if not _pid_alive(pid_file):
-            continue
-        pid = int(pid_file.read_text().split()[0])
-        try:
-            os.kill(pid, 15)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and _pid_alive(pid_file):
-            time.sleep(0.05)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        terminate(pid_from_file(PID_FILES[name]), timeout=20)
 
 
 def restart_controller() -> None:
@@ -434,15 +406,7 @@ def restart_controller() -> None:
 
 
 def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "status"
-    if command == "start":
-        bed = start()
-        print(bed)
-    elif command == "stop":
-        stop()
-    else:
-        print("healthy" if healthy(node_name()) else "not running")
-    return 0
+    return testbed_main(argv, start=start, stop=stop, healthy=lambda: healthy(node_name()))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -30,6 +32,18 @@ def unavailable(reason: str) -> None:
     if in_ci():
         pytest.fail(f"testbed unavailable in CI: {reason}", pytrace=False)
     pytest.skip(f"testbed unavailable: {reason}")
+
+
+T = TypeVar("T")
+
+
+def start_or_unavailable(what: str, start: Callable[[], T]) -> T:
+    """``start()`` a testbed; when it cannot start, fail in CI and skip elsewhere, naming it and why."""
+    try:
+        return start()
+    except Exception as exc:
+        unavailable(f"{what}: {type(exc).__name__}: {exc}")
+        raise
 
 
 def missing_packages(packages: Iterable[str]) -> list[str]:
@@ -70,6 +84,19 @@ def apt_install(packages: Iterable[str], *, preseed: str | None = None) -> None:
         )
 
 
+def succeeds(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 10) -> bool:
+    """Whether a command (a daemon's health probe) exits 0 within ``timeout`` seconds."""
+    try:
+        return subprocess.run(list(argv), capture_output=True, env=env, timeout=timeout, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def host_name() -> str:
+    """This machine's short host name (what the schedulers call the one node)."""
+    return socket.gethostname().split(".")[0]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -94,3 +121,49 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interv
             return
         time.sleep(interval)
     raise TimeoutError(f"{what} did not happen within {timeout} s")
+
+
+def pid_from_file(pid_file: Path) -> int | None:
+    """The pid a daemon wrote to ``pid_file`` when that process is alive, else None."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def terminate(pid: int | None, *, timeout: float = 30) -> None:
+    """SIGTERM ``pid`` (a testbed daemon) and wait, at most ``timeout`` seconds, until it is gone."""
+    if pid is None:
+        return
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def testbed_main(
+    argv: list[str], *, start: Callable[[], Any], stop: Callable[[], None], healthy: Callable[[], bool]
+) -> int:
+    """``python -m tests.testbed.NAME start|stop|status``: bring a testbed up, down, or say how it is."""
+    command = argv[0] if argv else "status"
+    if command == "start":
+        print(start())
+    elif command == "stop":
+        stop()
+    else:
+        print("healthy" if healthy() else "not running")
+    return 0

@@ -1,9 +1,10 @@
-"""clustrix-sge: the ``cluster_type="sge"`` plugin for clustrix.
+"""clustrix-sge: the ``cluster_type="sge"`` plugin for clustrix (Grid Engine: qsub, qstat, qacct, qdel).
 
-The backend is registered so clustrix knows the name, but submitting a job raises
-:class:`NotImplementedError`: Grid Engine support is not implemented in this release.
+Son of Grid Engine, Sun/Oracle Grid Engine and Univa/Altair Grid Engine, on the submit
+host itself or over SSH, through the batch engine of clustrix core.
 """
 
-from clustrix_sge.plugin import SGEScheduler
+from clustrix_sge.dialect import SGEDialect
+from clustrix_sge.scheduler import SGEScheduler
 
-__all__ = ["SGEScheduler"]
+__all__ = ["SGEDialect", "SGEScheduler"]

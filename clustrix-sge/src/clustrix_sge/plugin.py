@@ -1,34 +1,23 @@
-"""Entry point ``sge``: registers the Grid Engine scheduler, which is not implemented yet."""
+"""The ``sge`` entry point: registers :class:`~clustrix_sge.scheduler.SGEScheduler` and its configuration keys."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from clustrix.hookspecs import hookimpl
+from clustrix_sge.scheduler import SGEScheduler
+from clustrix_sge.script import CONFIG_KEYS
 
-if TYPE_CHECKING:
-    from clustrix.jobs import JobSpec
-
-NAME = "sge"
-NOT_IMPLEMENTED = (
-    "the sge backend (clustrix-sge) is registered but not implemented in this release of clustrix: "
-    "no job was submitted. Follow or upvote its issue in the clustrix issue tracker, or use "
-    "cluster_type='slurm', 'ssh' or 'local' meanwhile."
-)
-
-
-class SGEScheduler:
-    """The ``sge`` scheduler: Grid Engine (SGE, Son of Grid Engine, Univa/Altair GE: qsub/qstat/qdel).
-
-    Every submission raises NotImplementedError.
-    """
-
-    @hookimpl
-    def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> NoReturn:
-        raise NotImplementedError(NOT_IMPLEMENTED)
+#: Where Grid Engine lives when a non-interactive shell does not say (None: leave the environment alone).
+ENVIRONMENT_KEYS: dict[str, Any] = {"sge_root": None, "sge_cell": None}
 
 
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
-    register(NAME, SGEScheduler())
+    register("sge", SGEScheduler())
+
+
+@hookimpl
+def clustrix_config_keys() -> Mapping[str, Any]:
+    return {**CONFIG_KEYS, **ENVIRONMENT_KEYS}

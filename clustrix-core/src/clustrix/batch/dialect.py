@@ -89,6 +89,9 @@ class ScriptJob:
     runner_path: str
     #: ``max_parallel_jobs``: at most this many tasks at once (an array throttle), or None.
     max_parallel: int | None = None
+    #: The job's :class:`clustrix.config.ClusterConfig`, for site settings a plugin declared through
+    #: ``clustrix_config_keys`` (SGE's parallel environment name); None when rendered without one.
+    config: Any = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen

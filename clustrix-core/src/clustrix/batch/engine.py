@@ -187,6 +187,7 @@ class BatchScheduler:
             prelude=tuple(prepared.prelude),
             runner_path=posixpath.join(job_dir, RUNNER_NAME),
             max_parallel=config.get("max_parallel_jobs"),
+            config=config,
         )
         script_path = posixpath.join(job_dir, d.script_name)
         submit = self._command(d.submit_argv(script_path, job), config)
