@@ -27,8 +27,8 @@ from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix.plugins import transport_for
+from clustrix.report import run_script
 from clustrix_ssh import scripts
-from clustrix_ssh.command import render_command
 from clustrix_ssh.report import Report, parse_report
 
 if TYPE_CHECKING:
@@ -252,13 +252,10 @@ def _unsafe(handle: JobHandle) -> runner.UnsafePathError:
 
 def _run_report(transport: Transport, script: str, *, raw: bool = False, timeout: float | None = None) -> Report:
     """Run one report script; raw bytes through the SSH transport, text (base64 frames) elsewhere."""
-    run_bytes = getattr(transport, "run_bytes", None)
-    if run_bytes is not None:
-        _code, out, _err = run_bytes(render_command(["sh", "-c", script]), timeout=timeout)
-        return parse_report(out)
-    if raw:
+    if raw and not hasattr(transport, "run_bytes"):
         raise ValueError("raw outcome frames need a transport with run_bytes")
-    return parse_report(transport.run(["sh", "-c", script], timeout=timeout).stdout.encode())
+    _code, out, _err = run_script(transport, script, timeout=timeout)
+    return parse_report(out)
 
 
 __all__ = ["SSHScheduler", "SubmitError"]
