@@ -38,9 +38,11 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
-from clustrix.transport import CommandResult, LocalTransport
+from clustrix.hookspecs import hookimpl
+from clustrix.transport import CommandError, CommandResult, LocalTransport
 
 from tests.testbed import sshd
 from tests.testbed.system import apt_install, port_is_free, wait_for
@@ -350,6 +352,24 @@ def stop() -> None:
         _run_inns(bed, [str(prefix / "libexec" / "pbs_init.d"), "stop"], check=False, timeout=120)
 
 
+def job_python() -> str:
+    """A Python the job user can run, with this process's cloudpickle (the namespace has no network for pip).
+
+    Built once per cloudpickle version with Debian's python3, outside the namespace.
+    """
+    import cloudpickle
+
+    venv = STATE / f"job-python-cloudpickle-{cloudpickle.__version__}"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        apt_install(["python3-venv"])
+        shutil.rmtree(venv, ignore_errors=True)
+        _run(["/usr/bin/python3", "-m", "venv", str(venv)])
+        _run([str(python), "-m", "pip", "install", "--quiet", f"cloudpickle=={cloudpickle.__version__}"])
+        (venv / ".complete").write_text("")
+    return str(python)
+
+
 # ---------------------------------------------------------------------------
 # reaching PBS from outside the namespace
 # ---------------------------------------------------------------------------
@@ -365,6 +385,7 @@ class NetnsTransport(LocalTransport):
 
     def __init__(self, bed: OpenPBS) -> None:
         self.bed = bed
+        self.host = NETNS_HOST
         self.account = pwd.getpwnam(bed.user)
 
     def run(
@@ -398,8 +419,6 @@ class NetnsTransport(LocalTransport):
         result = super().run(wrapped, input=input, cwd=cwd, timeout=timeout, check=False)
         result = CommandResult(tuple(argv), result.returncode, result.stdout, result.stderr)
         if check and not result.ok:
-            from clustrix.transport import CommandError
-
             raise CommandError(result)
         return result
 
@@ -505,3 +524,26 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+#: ``cluster_host`` that means "this machine, inside the OpenPBS namespace, as the test user".
+NETNS_HOST = "openpbs-netns"
+
+
+class NetnsTransportPlugin:
+    """A clustrix plugin whose transport hook reaches the namespace for ``cluster_host="openpbs-netns"``."""
+
+    def __init__(self, bed: OpenPBS) -> None:
+        self.bed = bed
+
+    @hookimpl
+    def clustrix_make_transport(self, config: Any) -> NetnsTransport | None:
+        return NetnsTransport(self.bed) if config.get("cluster_host") == NETNS_HOST else None
+
+    def install(self) -> None:
+        """Register with the current plugin manager (again after a ``reset_plugins``)."""
+        from clustrix.plugins import get_plugin_manager
+
+        manager = get_plugin_manager()
+        if not manager.is_registered(self):
+            manager.register(self, name=f"openpbs-netns-{id(self)}")
