@@ -294,9 +294,8 @@ def classify_errors(stderr: str) -> list[PBSErrorLine]:
         for pattern, kind in _ERRORS:
             match = pattern.search(line)
             if match:
-                groups = match.groupdict()
-                job_id = groups.get("id") or groups.get("id2")
-                found.append(PBSErrorLine(kind, line.strip(), job_id if job_id and is_job_id(job_id) else None))
+                ids = [v for k, v in match.groupdict().items() if k.startswith("id") and v and is_job_id(v)]
+                found.append(PBSErrorLine(kind, line.strip(), ids[0] if ids else None))
                 break
         else:
             found.append(PBSErrorLine(ErrorKind.OTHER, line.strip()))
