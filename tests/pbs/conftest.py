@@ -50,7 +50,7 @@ def pbs_plugins(pbs_complex: openpbs.OpenPBS) -> Iterator[None]:
     from clustrix.plugins import reset_plugins
 
     reset_plugins()
-    openpbs.NetnsTransportPlugin(pbs_complex).install()
+    openpbs.transport_hook(pbs_complex).install()
     yield
     reset_plugins()
 

@@ -174,6 +174,7 @@ def test_values_reaching_the_script_are_quoted() -> None:
         (267, Flavour.PBSPRO, JobState.FAILED),
         (7, Flavour.PBSPRO, JobState.FAILED),
         (None, Flavour.PBSPRO, JobState.CANCELLED),
+        (None, Flavour.TORQUE, JobState.COMPLETED),
         (-11, Flavour.TORQUE, JobState.TIMEOUT),
         (-10, Flavour.TORQUE, JobState.OUT_OF_MEMORY),
         (271, Flavour.TORQUE, JobState.CANCELLED),

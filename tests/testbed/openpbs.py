@@ -38,13 +38,12 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
-from clustrix.hookspecs import hookimpl
 from clustrix.transport import CommandError, CommandResult, LocalTransport
 
 from tests.testbed import sshd
+from tests.testbed.transport_hook import TransportHook
 from tests.testbed.system import apt_install, port_is_free, wait_for
 
 #: What the build needs (OpenPBS's INSTALL list for Debian, bookworm names) and what runs it.
@@ -73,6 +72,8 @@ JOB_USER = sshd.TEST_USER
 SHORT_QUEUE = "short"
 #: ``max_array_size`` set on the server, so reading it is tested against a value that is not PBS's default.
 MAX_ARRAY_SIZE = 2000
+#: ``cluster_host`` that means "this machine, inside the OpenPBS namespace, as the test user".
+NETNS_HOST = "openpbs-netns"
 
 
 def tarball() -> Path:
@@ -508,6 +509,11 @@ def start_ssh(bed: OpenPBS) -> NetnsSSH:
     return NetnsSSH(server=server, gateway=gateway)
 
 
+def transport_hook(bed: OpenPBS) -> TransportHook:
+    """The clustrix plugin that gives ``cluster_host="openpbs-netns"`` a :class:`NetnsTransport`."""
+    return TransportHook(NETNS_HOST, lambda: NetnsTransport(bed))
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "status"
     if command == "build":
@@ -524,26 +530,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-#: ``cluster_host`` that means "this machine, inside the OpenPBS namespace, as the test user".
-NETNS_HOST = "openpbs-netns"
-
-
-class NetnsTransportPlugin:
-    """A clustrix plugin whose transport hook reaches the namespace for ``cluster_host="openpbs-netns"``."""
-
-    def __init__(self, bed: OpenPBS) -> None:
-        self.bed = bed
-
-    @hookimpl
-    def clustrix_make_transport(self, config: Any) -> NetnsTransport | None:
-        return NetnsTransport(self.bed) if config.get("cluster_host") == NETNS_HOST else None
-
-    def install(self) -> None:
-        """Register with the current plugin manager (again after a ``reset_plugins``)."""
-        from clustrix.plugins import get_plugin_manager
-
-        manager = get_plugin_manager()
-        if not manager.is_registered(self):
-            manager.register(self, name=f"openpbs-netns-{id(self)}")

@@ -27,10 +27,13 @@ from clustrix.transport import CommandResult, LocalTransport
 
 from tests.testbed import slurm
 from tests.testbed.system import apt_install
+from tests.testbed.transport_hook import TransportHook
 
 CACHE_ROOT = Path(os.environ.get("CLUSTRIX_TESTBED_CACHE", "/var/cache/clustrix-testbed"))
 WRAPPER_DEPS = ("libslurm-perl", "libslurmdb-perl", "libswitch-perl")
 PACKAGE = "slurm-wlm-torque"
+#: ``cluster_host`` that means "the login node, with the Torque-style wrappers first on PATH".
+TORQUE_HOST = "torque-cli"
 
 
 @attrs.frozen
@@ -43,6 +46,9 @@ class TorqueCLI:
 
     def transport(self) -> TorqueTransport:
         return TorqueTransport(self.bin_dir)
+
+    def transport_hook(self) -> TransportHook:
+        return TransportHook(TORQUE_HOST, self.transport)
 
 
 def candidate_version() -> str:
@@ -84,6 +90,7 @@ class TorqueTransport(LocalTransport):
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
+        self.host = TORQUE_HOST
 
     def run(
         self,

@@ -2,7 +2,7 @@
 
 Both flavours share the ``#PBS`` script, ``qsub``/``qstat``/``qdel`` and the state
 table; they differ in the resource syntax, the array option and variable, and what
-``qstat`` can print (OpenPBS: JSON with ``-x`` history in the same query; Torque:
+``qstat`` can print (PBS Pro: ``qstat -x -f``, history in the same query; Torque:
 ``qstat -f`` text, where finished jobs show ``C`` with ``exit_status``).
 """
 
@@ -156,7 +156,7 @@ def task_record(record: parse.QstatRecord, flavour: parse.Flavour) -> TaskRecord
 
 
 class PBSProDialect(PBSDialect):
-    """PBS Pro / OpenPBS: ``select`` chunks, ``-J`` arrays, ``qstat -x -f -F json`` (history in the same query)."""
+    """PBS Pro / OpenPBS: ``select`` chunks, ``-J`` arrays, ``qstat -x -f -t`` (history in the same query)."""
 
     flavour = parse.Flavour.PBSPRO
     task_index_variable = "PBS_ARRAY_INDEX"
@@ -167,10 +167,13 @@ class PBSProDialect(PBSDialect):
         return posixpath.join(job.job_dir, f"pbs-{task}.{'out' if stream == 'stdout' else 'err'}")
 
     def status_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return ["qstat", "-x", "-f", "-F", "json", "-t", *native_ids]
+        # text, not -F json: OpenPBS 23.06 prints only the first of several jobs as JSON
+        return ["qstat", "-x", "-f", "-t", *native_ids]
 
     def parse_qstat(self, stdout: str) -> list[parse.QstatRecord]:
-        return parse.parse_qstat_json(stdout) if stdout.strip() else []
+        if stdout.lstrip().startswith("{"):
+            return parse.parse_qstat_json(stdout)
+        return parse.parse_qstat_full(stdout)
 
     def site_argv(self) -> list[str] | None:
         return ["qstat", "-Bf"]

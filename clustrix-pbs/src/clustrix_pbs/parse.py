@@ -166,9 +166,11 @@ def qstat_json_header(text: str) -> dict[str, str]:
     return {k: str(v) for k, v in _json_document(text).items() if not isinstance(v, Mapping)}
 
 
-_JOB_HEADER = re.compile(r"^Job Id:\s*(\S+)\s*$")
+_JOB_HEADER = re.compile(r"^Job Id:(\s*)(\S+)\s*$")
 #: an attribute line: four spaces (no more), a name, `` = ``, the value
 _ATTRIBUTE = re.compile(r"^ {4}([A-Za-z_][A-Za-z0-9_.\-]*) = ?(.*)$")
+#: SLURM's Torque-style qstat writes ``Job Id:<TAB>id`` and indents attributes with one TAB (it never wraps)
+_TAB_ATTRIBUTE = re.compile(r"^\t([A-Za-z_][A-Za-z0-9_.\-]*) = ?(.*)$")
 
 
 def _full_text_blocks(text: str) -> Iterator[tuple[str, dict[str, str]]]:
@@ -176,14 +178,16 @@ def _full_text_blocks(text: str) -> Iterator[tuple[str, dict[str, str]]]:
     attributes: dict[str, str] = {}
     last: str | None = None
     started = False
+    attribute_line = _ATTRIBUTE
     for line in text.splitlines():
         header = _JOB_HEADER.match(line)
         if header:
             if started:
                 yield job_id, attributes
-            job_id, attributes, last, started = header.group(1), {}, None, True
+            job_id, attributes, last, started = header.group(2), {}, None, True
+            attribute_line = _TAB_ATTRIBUTE if header.group(1) == "\t" else _ATTRIBUTE
             continue
-        attribute = _ATTRIBUTE.match(line)
+        attribute = attribute_line.match(line)
         if attribute:
             last = attribute.group(1)
             attributes[last] = attribute.group(2).rstrip()

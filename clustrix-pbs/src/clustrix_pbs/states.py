@@ -86,6 +86,9 @@ def exit_status_verdict(exit_status: int | None, flavour: Flavour = Flavour.PBSP
     with signal N, which is what ``qdel`` (SIGTERM, then SIGKILL after ``kill_delay``) does.
     """
     if exit_status is None:
+        if flavour is Flavour.TORQUE:
+            # SLURM's Torque-style qstat shows C without exit_status: the job's own files must tell
+            return Verdict(JobState.COMPLETED, "Torque reported no exit status")
         return Verdict(JobState.CANCELLED, "the job was deleted before it started")
     if exit_status == 0:
         return Verdict(JobState.COMPLETED, None, 0)
