@@ -13,7 +13,6 @@ from pathlib import Path
 
 from clustrix.transport import CommandResult, Transport
 from clustrix_pbs.dialect import PBSProDialect, TorqueDialect
-
 from tests.testbed import openpbs, torque
 
 FIXTURES = Path(__file__).parent / "fixtures"

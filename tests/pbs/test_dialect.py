@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from clustrix.batch.dialect import ParseError, ScriptJob, TaskRecord
 from clustrix.jobs import JobState
 from clustrix.resources import Resources
@@ -76,7 +77,9 @@ def test_pbspro_array_with_every_option_matches_the_golden_file() -> None:
 
 
 def test_torque_array_with_every_option_matches_the_golden_file() -> None:
-    resources = Resources.parse(**{**EVERY_OPTION.extra, "cores": 4, "memory": "3GB", "time": "02:30:00", "queue": "long", "gpus": 1})
+    resources = Resources.parse(
+        **{**EVERY_OPTION.extra, "cores": 4, "memory": "3GB", "time": "02:30:00", "queue": "long", "gpus": 1}
+    )
     script = TORQUE.render_script(job(100, resources, n_calls=100))
     check_golden("torque_array_all_options.pbs", script)
     assert "#PBS -t 1-100" in script
@@ -237,7 +240,9 @@ def test_parse_submit_refuses_what_is_not_a_job_id() -> None:
 
 
 def test_site_query_reads_max_array_size() -> None:
-    text = "Server: vm\n    server_state = Active\n    max_array_size = 2000\n    state_count = Transit:0 Begun\n\t:0 \n"
+    text = (
+        "Server: vm\n    server_state = Active\n    max_array_size = 2000\n    state_count = Transit:0 Begun\n\t:0 \n"
+    )
     assert PBSPRO.parse_site(text).max_array_size == 2000
     assert PBSPRO.parse_site("Server: vm\n    server_state = Active\n").max_array_size == parse.DEFAULT_MAX_ARRAY_SIZE
 

@@ -12,12 +12,12 @@ import time
 from typing import Any
 
 import pytest
+
 from clustrix import JobOutOfMemoryError, JobTimeoutError, cluster
 from clustrix.errors import JobError
 from clustrix_pbs import parse
 from clustrix_pbs.dialect import PBSProDialect
 from clustrix_pbs.scheduler import PBSScheduler
-
 from tests.testbed import openpbs
 
 pytestmark = pytest.mark.testbed_pbs

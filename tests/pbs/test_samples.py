@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from clustrix.jobs import JobState
 from clustrix_pbs import parse, states
 from clustrix_pbs.parse import ErrorKind, Flavour
@@ -191,7 +192,12 @@ def test_qstat_json_sample_parses_into_records_with_known_states(name: str) -> N
 
 
 def test_qstat_json_without_jobs_is_empty_and_merged_stderr_is_skipped() -> None:
-    assert parse.parse_qstat_json((SAMPLES / "openpbs22_qstat-f-json_connection-refused-stdout_baw-server.json").read_text()) == []
+    assert (
+        parse.parse_qstat_json(
+            (SAMPLES / "openpbs22_qstat-f-json_connection-refused-stdout_baw-server.json").read_text()
+        )
+        == []
+    )
     merged = (SAMPLES / TESTBED / "09_mem_enforce_mem_qstat_f_json_at_35s.json").read_text()
     assert merged.startswith("qstat: ")
     assert parse.parse_qstat_json(merged) == []

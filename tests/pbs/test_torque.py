@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from clustrix import cluster, reset_config
 
+from clustrix import cluster, reset_config
 from tests.testbed import torque
 
 pytestmark = pytest.mark.testbed_pbs
@@ -55,6 +56,5 @@ def test_call_map_and_exception_through_the_torque_style_cli(torque_options: dic
     assert {index for _, index in results} <= {"1", "2", "3", "4", "5"}  # -t 1-5 subjobs, 1-based
     with pytest.raises(ArithmeticError, match="negative -1"):
         task(-1)
-    script = (futures[0].handle.job_dir or "") + "/job.pbs"
-    text = open(script).read()
+    text = Path(futures[0].handle.job_dir or "", "job.pbs").read_text()
     assert "#PBS -t 1-5" in text and "#PBS -l nodes=1:ppn=1" in text and "#PBS -l mem=191mb" in text

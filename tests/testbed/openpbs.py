@@ -40,11 +40,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
-from clustrix.transport import CommandError, CommandResult, LocalTransport
 
+from clustrix.transport import CommandError, CommandResult, LocalTransport
 from tests.testbed import sshd
-from tests.testbed.transport_hook import TransportHook
 from tests.testbed.system import apt_install, port_is_free, wait_for
+from tests.testbed.transport_hook import TransportHook
 
 #: What the build needs (OpenPBS's INSTALL list for Debian, bookworm names) and what runs it.
 BUILD_PACKAGES = (

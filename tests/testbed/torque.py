@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
-from clustrix.transport import CommandResult, LocalTransport
 
+from clustrix.transport import CommandResult, LocalTransport
 from tests.testbed import slurm
 from tests.testbed.system import apt_install
 from tests.testbed.transport_hook import TransportHook

@@ -16,7 +16,6 @@ from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.dialect import ParseError as EngineParseError
 from clustrix.jobs import JobState
 from clustrix.resources import Resources
-
 from clustrix_pbs import directives, parse, states
 
 #: ``qstat`` exit codes that only mean "some listed job is unknown" (PBSE_UNKJOBID 15001 and

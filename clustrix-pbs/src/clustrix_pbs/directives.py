@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from clustrix.resources import Resources, format_time
 
+from clustrix.resources import Resources, format_time
 from clustrix_pbs.parse import Flavour
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(account="proj")``).
@@ -95,7 +95,8 @@ def validate_resources(resources: Resources, flavour: Flavour) -> None:
         raise ValueError(f"calls_per_task={calls!r} is not valid: use a whole number >= 1")
     if resources.partition and resources.queue and resources.partition != resources.queue:
         raise ValueError(
-            f"partition={resources.partition!r} and queue={resources.queue!r} disagree: PBS has queues only, give queue="
+            f"partition={resources.partition!r} and queue={resources.queue!r} disagree: "
+            "PBS has queues only, give queue="
         )
 
 

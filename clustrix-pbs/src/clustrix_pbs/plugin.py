@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from clustrix.hookspecs import hookimpl
-
 from clustrix_pbs.parse import Flavour
 from clustrix_pbs.scheduler import PBSScheduler
 

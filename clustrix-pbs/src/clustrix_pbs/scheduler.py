@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
 from clustrix.errors import ConfigurationError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
 from clustrix.plugins import transport_for
 from clustrix.transport import Transport
-
 from clustrix_pbs.dialect import DIALECTS
 from clustrix_pbs.parse import Flavour, ParseError, detect_flavour
 
@@ -95,7 +95,7 @@ class PBSScheduler:
     @hookimpl
     def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:
         statuses: dict[str, JobStatus] = {}
-        for flavour, engine in self.engines.items():
+        for engine in self.engines.values():
             mine = [h for h in handles if self._engine(h) is engine]
             if mine:
                 statuses.update(engine.clustrix_poll(mine, config))

@@ -12,8 +12,8 @@ import re
 import signal
 
 import attrs
-from clustrix.jobs import JobState
 
+from clustrix.jobs import JobState
 from clustrix_pbs.parse import Flavour, QstatRecord
 
 #: Job states of both flavours. ``F``/``X``/``C`` are final; their meaning comes from the exit status.
@@ -99,9 +99,7 @@ def exit_status_verdict(exit_status: int | None, flavour: Flavour = Flavour.PBSP
     if exit_status > SIGNAL_OFFSET:
         number = exit_status - SIGNAL_OFFSET
         if number in (signal.SIGTERM, signal.SIGKILL):
-            return Verdict(
-                JobState.CANCELLED, f"PBS ended the job with {_signal_name(number)} (qdel)", exit_status
-            )
+            return Verdict(JobState.CANCELLED, f"PBS ended the job with {_signal_name(number)} (qdel)", exit_status)
         return Verdict(JobState.FAILED, f"PBS ended the job with {_signal_name(number)}", exit_status)
     if exit_status < 0:
         return Verdict(JobState.FAILED, f"PBS could not run the job (Exit_status {exit_status})", exit_status)
