@@ -84,20 +84,24 @@ def test_a_call_raising_valueerror_brings_the_exception_and_traceback_back(sched
     assert "fail_on_three" in outcome.traceback
 
 
-def test_a_map_of_100_calls_is_one_sbatch_and_one_squeue_per_poll_round(slurm_cluster, config, fresh_plugins):
+def test_a_map_of_100_calls_is_one_sbatch_one_command_per_poll_round_and_a_fetch_without_commands(
+    slurm_cluster, config, fresh_plugins
+):
     transport = CountingTransport()
     scheduler = Direct(SlurmScheduler(transport_factory=lambda _config: transport))
     handle = scheduler.submit(spec(double, [(i,) for i in range(100)], config), wake=lambda: None)
-    assert transport.counts["sbatch"] == 1
+    assert len(transport.commands) <= 2  # the environment check (once per process) and stage + sbatch
+    assert transport.mentioning("sbatch") == 1
     assert handle.data["tasks"] == 100
+    before = len(transport.commands)
     status, rounds = poll_until_final(scheduler, handle, config, timeout=120)
     assert status.state is JobState.COMPLETED
-    assert transport.counts["squeue"] <= rounds
-    assert transport.counts["sacct"] == 0
-    assert transport.counts["sbatch"] == 1
-    assert transport.counts["scancel"] <= 1  # the tasks left pending once every call was done
+    assert len(transport.commands) - before == rounds  # files, squeue (and the sweep) in one command per round
+    assert transport.mentioning("sacct") == 0
+    before = len(transport.commands)
     outcomes = scheduler.fetch(handle, config)
     assert [o.value for o in outcomes] == [2 * i for i in range(100)]
+    assert len(transport.commands) == before  # the last poll brought the outcomes inline
 
 
 def test_calls_per_task_packs_many_calls_into_each_array_task(scheduler, config):

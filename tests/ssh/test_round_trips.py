@@ -15,7 +15,6 @@ from clustrix.config import resolve_config
 from clustrix.jobs import JobState
 from clustrix.plugins import transport_for
 from clustrix.report import INLINE_LIMIT
-from clustrix_ssh import scripts
 from clustrix_ssh.scheduler import SSHScheduler
 from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer

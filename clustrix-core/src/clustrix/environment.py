@@ -238,7 +238,7 @@ def activation_lines(
     Module and conda names and every variable value are quoted; ``pre_execution_commands``
     are the user's own shell code and are used as written.
     """
-    for line in (*module_loads, *pre_execution_commands):
+    for line in pre_execution_commands:
         if "\n" in line:
             raise ConfigurationError(f"{line!r} spans several lines: give one command per list item")
     lines = [f"module load {shlex.quote(name)}" for name in module_loads]
