@@ -59,10 +59,12 @@ def test_plugins_can_be_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None
     assert not [w for w in caught if "broken" in str(w.message) or "subprocess" in str(w.message)]
 
 
-def test_unknown_cluster_type_names_the_distribution_to_install() -> None:
+def test_unknown_cluster_type_names_the_distribution_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='lsf'.*pip install clustrix-lsf"):
         get_scheduler("lsf")
-    # a project-maintained scheduler under another distribution's name
+    # a project-maintained scheduler under another distribution's name (as if clustrix-pbs were not installed)
+    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,pbs")
+    reset_plugins()
     with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='torque'.*pip install clustrix-pbs"):
         get_scheduler("torque")
 
