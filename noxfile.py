@@ -41,6 +41,10 @@ DISTRIBUTIONS = {
     "ssh": ("clustrix-ssh", "clustrix_ssh"),
 }
 TEST_PLUGIN = ROOT / "tests" / "plugins" / "clustrix-testsched"
+#: Test-only plugins a distribution's tests need (testbed transports), by short name -> folder.
+TEST_SUPPORT = {"openpbs-netns": ROOT / "tests" / "plugins" / "clustrix-openpbs-netns"}
+#: Which distribution's tests install which test-only plugin (tests-all installs every one).
+TEST_SUPPORT_FOR = {"pbs": ["openpbs-netns"]}
 #: Distributions a plugin's tests also need: the batch schedulers are tested through
 #: both transports, local and over SSH, and the SSH transport lives in clustrix-ssh.
 TEST_ALSO_NEEDS = {"slurm": ["ssh"], "pbs": ["ssh"], "sge": ["ssh"]}
@@ -74,6 +78,7 @@ def _local_projects() -> dict[str, Path]:
     }
     if (TEST_PLUGIN / "pyproject.toml").exists():
         projects["testsched"] = TEST_PLUGIN
+    projects.update({name: path for name, path in TEST_SUPPORT.items() if (path / "pyproject.toml").exists()})
     return projects
 
 
@@ -134,6 +139,7 @@ def _make_dist_tests(short: str) -> None:
         names = ["core"] if short == "core" else ["core", short, *TEST_ALSO_NEEDS.get(short, [])]
         if "testsched" in _local_projects():
             names.append("testsched")
+        names.extend(n for n in TEST_SUPPORT_FOR.get(short, []) if n in _local_projects())
         _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
         _pytest(session, test_dir)
 

@@ -91,16 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ssh = openpbs.start_ssh(bed)
     work = tempfile.mkdtemp(prefix="clustrix-bench-pbs-")
     os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
-    counting: Counting | None = None
-
-    def make_transport() -> Any:
-        return counting if counting is not None else openpbs.NetnsTransport(bed)
-
-    hook = TransportHook(openpbs.NETNS_HOST, make_transport)
+    counting = Counting(bed.transport())
+    hook = TransportHook("openpbs-netns-counted", lambda: counting)
     common = {"python_executable": openpbs.job_python(), "remote_work_dir": "~/.clustrix/bench-pbs"}
     local = cluster(
         cores=1, memory="200MB", time="00:05:00", cluster_type="pbs", cluster_host=openpbs.NETNS_HOST, **common
     )(trivial)
+    counted = cluster(cluster_type="pbs", cluster_host=hook.host, **common)(trivial)
     over_ssh = cluster(cores=1, memory="200MB", time="00:05:00", **ssh.config(**common))(trivial)
     raw = bed.transport()
 
@@ -158,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
                 map_times[name].append(timed(maps[name], expected))
             print(f"  run {r + 1}/{repeats} done", flush=True)
 
-        counting = Counting(openpbs.NetnsTransport(bed))
+        counted(1)  # the environment check and the flavour, once per host: not part of a map
+        counting.remote_commands = 0
+        counting.pbs.clear()
         idle()
-        list(local.map(range(MAP_SIZE)))
+        list(counted.map(range(MAP_SIZE)))
         commands = {"remote_commands": counting.remote_commands, "pbs": dict(counting.pbs)}
-        counting = None
     finally:
         ssh.stop()
 

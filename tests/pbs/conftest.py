@@ -46,11 +46,10 @@ def pbs_ssh(pbs_complex: openpbs.OpenPBS) -> Iterator[openpbs.NetnsSSH]:
 
 @pytest.fixture
 def pbs_plugins(pbs_complex: openpbs.OpenPBS) -> Iterator[None]:
-    """Fresh plugins plus the transport hook that reaches the namespace as the job user."""
+    """Fresh plugins (the test-only clustrix-openpbs-netns reaches the namespace as the job user)."""
     from clustrix.plugins import reset_plugins
 
     reset_plugins()
-    openpbs.transport_hook(pbs_complex).install()
     yield
     reset_plugins()
 

@@ -161,7 +161,7 @@ def test_the_flavour_is_detected_once_per_host_from_qstat_version(
             calls.append(list(argv))
             return super().run(argv, **kw)
 
-    scheduler = PBSScheduler(transport_factory=lambda config: Counting(pbs_complex))
+    scheduler = PBSScheduler(transport_factory=lambda config: Counting(pbs_complex.settings()))
     config = {"cluster_host": openpbs.NETNS_HOST}
     assert scheduler.flavour(_Config(config)) is parse.Flavour.PBSPRO
     assert scheduler.flavour(_Config(config)) is parse.Flavour.PBSPRO

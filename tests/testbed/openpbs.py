@@ -28,23 +28,24 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import json
 import os
-import pwd
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
+import clustrix_openpbs_netns as netns_plugin
+from clustrix_openpbs_netns import NetnsTransport
 
-from clustrix.transport import CommandError, CommandResult, LocalTransport
+from clustrix.transport import CommandResult
 from tests.testbed import sshd
 from tests.testbed.system import apt_install, port_is_free, wait_for
-from tests.testbed.transport_hook import TransportHook
 
 #: What the build needs (OpenPBS's INSTALL list for Debian, bookworm names) and what runs it.
 BUILD_PACKAGES = (
@@ -72,8 +73,9 @@ JOB_USER = sshd.TEST_USER
 SHORT_QUEUE = "short"
 #: ``max_array_size`` set on the server, so reading it is tested against a value that is not PBS's default.
 MAX_ARRAY_SIZE = 2000
-#: ``cluster_host`` that means "this machine, inside the OpenPBS namespace, as the test user".
-NETNS_HOST = "openpbs-netns"
+#: ``cluster_host`` that means "this machine, inside the OpenPBS namespace, as the test user"
+#: (served by the test-only plugin ``tests/plugins/clustrix-openpbs-netns``).
+NETNS_HOST = netns_plugin.HOST
 
 
 def tarball() -> Path:
@@ -121,10 +123,14 @@ class OpenPBS:
 
     def run(self, argv: Sequence[str], *, as_user: bool = True, check: bool = True) -> CommandResult:
         """Run a command inside the namespace (as the job user by default)."""
-        return NetnsTransport(self).run(argv, check=check) if as_user else _run_inns(self, argv, check=check)
+        return self.transport().run(argv, check=check) if as_user else _run_inns(self, argv, check=check)
+
+    def settings(self) -> dict[str, str]:
+        """What the transport plugin needs to reach this complex (written to its settings file)."""
+        return {"netns": NETNS, "hosts": str(HOSTS), "user": self.user, "path": self.path, "conf": str(CONF)}
 
     def transport(self) -> NetnsTransport:
-        return NetnsTransport(self)
+        return NetnsTransport(self.settings())
 
 
 # ---------------------------------------------------------------------------
@@ -207,23 +213,8 @@ def netns_up() -> None:
 
 
 def inns(argv: Sequence[str]) -> list[str]:
-    """``argv`` run inside the namespace, with the private hosts file over ``/etc/hosts``.
-
-    ``nsenter --net`` rather than ``ip netns exec``, which remounts /sys and hides the cgroup mounts.
-    """
-    return [
-        "nsenter",
-        f"--net=/run/netns/{NETNS}",
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        'mount --bind "$0" /etc/hosts && exec "$@"',
-        str(HOSTS),
-        *argv,
-    ]
+    """``argv`` run inside the namespace with the private hosts file (see :func:`clustrix_openpbs_netns.inns`)."""
+    return netns_plugin.inns(argv, netns=NETNS, hosts=str(HOSTS))
 
 
 def _run_inns(bed: OpenPBS, argv: Sequence[str], *, check: bool = True, timeout: float = 120) -> CommandResult:
@@ -321,6 +312,7 @@ def start() -> OpenPBS:
     STATE.mkdir(parents=True, exist_ok=True)
     CONF.write_text(render_pbs_conf(prefix, host))
     bed = OpenPBS(prefix=prefix, host=host, built_seconds=built_seconds)
+    netns_plugin.SETTINGS.write_text(json.dumps(bed.settings()))
     if healthy(bed):
         return attrs.evolve(bed, bring_up_seconds=time.monotonic() - began, reused=True)
     _run_inns(bed, [str(prefix / "libexec" / "pbs_init.d"), "start"], timeout=300)
@@ -343,6 +335,20 @@ def _qmgr(bed: OpenPBS, script: str) -> None:
     proc = subprocess.run(inns(["qmgr"]), input=script, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"qmgr exited {proc.returncode}: {proc.stderr.strip()}")
+
+
+def restart_server(bed: OpenPBS) -> None:
+    """Stop pbs_server (and its datastore) while jobs run on the mom, then start it again."""
+    _run_inns(bed, ["qterm", "-t", "quick"], check=False)
+    wait_for(lambda: not _run_inns(bed, ["qstat", "-B"], check=False).ok, timeout=60, what="pbs_server stopped")
+    _run_inns(bed, [str(bed.prefix / "libexec" / "pbs_init.d"), "start"], check=False, timeout=300)
+    wait_for(lambda: _run_inns(bed, ["qstat", "-B"], check=False).ok, timeout=90, what="pbs_server answering")
+    wait_for(lambda: _node_free(bed) or _node_busy(bed), timeout=90, what="the node back in pbsnodes", interval=0.5)
+
+
+def _node_busy(bed: OpenPBS) -> bool:
+    result = _run_inns(bed, ["pbsnodes", "-a"], check=False, timeout=20)
+    return result.ok and "state = job-busy" in result.stdout
 
 
 def stop() -> None:
@@ -374,77 +380,6 @@ def job_python() -> str:
 # ---------------------------------------------------------------------------
 # reaching PBS from outside the namespace
 # ---------------------------------------------------------------------------
-
-
-class NetnsTransport(LocalTransport):
-    """The login node as the test user sees it: commands inside the namespace, files owned by the user.
-
-    The tests run as root outside the namespace; this transport runs every command
-    there as the unprivileged job user (with PBS's ``bin`` on ``PATH``), treats that
-    user's home as ``~``, and gives the user the files and directories it writes.
-    """
-
-    def __init__(self, bed: OpenPBS) -> None:
-        self.bed = bed
-        self.host = NETNS_HOST
-        self.account = pwd.getpwnam(bed.user)
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-        check: bool = False,
-    ) -> CommandResult:
-        wrapped = inns(
-            [
-                "runuser",
-                "-u",
-                self.bed.user,
-                "--",
-                "env",
-                "-i",
-                f"PATH={self.bed.path}",
-                f"HOME={self.account.pw_dir}",
-                f"USER={self.bed.user}",
-                f"LOGNAME={self.bed.user}",
-                "LANG=C.UTF-8",
-                f"PBS_CONF_FILE={CONF}",
-                *(f"{key}={value}" for key, value in (env or {}).items()),
-                *argv,
-            ]
-        )
-        result = super().run(wrapped, input=input, cwd=cwd, timeout=timeout, check=False)
-        result = CommandResult(tuple(argv), result.returncode, result.stdout, result.stderr)
-        if check and not result.ok:
-            raise CommandError(result)
-        return result
-
-    def _give(self, path: str) -> None:
-        os.chown(path, self.account.pw_uid, self.account.pw_gid)
-
-    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
-        super().put(local_path, remote_path)
-        self._give(self.expand(remote_path))
-
-    def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
-        super().write_bytes(remote_path, data, mode=mode)
-        self._give(self.expand(remote_path))
-
-    def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
-        path = Path(self.expand(remote_path))
-        missing = [p for p in (path, *path.parents) if not p.exists()]
-        super().makedirs(remote_path, mode=mode)
-        for created in missing:
-            self._give(str(created))
-
-    def expand(self, remote_path: str) -> str:
-        if remote_path == "~" or remote_path.startswith("~/"):
-            return self.account.pw_dir + remote_path[1:]
-        return remote_path
 
 
 @attrs.define
@@ -507,11 +442,6 @@ def start_ssh(bed: OpenPBS) -> NetnsSSH:
     gateway = Gateway(port=port, script=Path(server.directory) / "gateway.sh")
     gateway.start()
     return NetnsSSH(server=server, gateway=gateway)
-
-
-def transport_hook(bed: OpenPBS) -> TransportHook:
-    """The clustrix plugin that gives ``cluster_host="openpbs-netns"`` a :class:`NetnsTransport`."""
-    return TransportHook(NETNS_HOST, lambda: NetnsTransport(bed))
 
 
 def main(argv: list[str]) -> int:
