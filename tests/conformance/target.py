@@ -47,6 +47,9 @@ class Target:
     can_queue: bool = False
     #: Reads the job's state as the scheduler itself reports it, for assertions (native id -> text).
     native_state: Callable[[str], str] | None = None
+    #: Jobs see a file system the test mounts while the scheduler runs. False when the scheduler's
+    #: daemons live in a mount namespace of their own (the OpenPBS testbed's); skips the test that needs it.
+    jobs_see_new_mounts: bool = True
 
     @property
     def id(self) -> str:

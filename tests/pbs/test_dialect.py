@@ -97,13 +97,14 @@ def test_output_and_error_paths_are_on_the_qsub_command_line() -> None:
     array = job(5)
     assert PBSPRO.submit_argv("/d/job.pbs", array) == [
         "qsub",
+        "-f",  # in the foreground: no background qsub process left behind
         "-o",
         f"{array.job_dir}/pbs-^array_index^.out",
         "-e",
         f"{array.job_dir}/pbs-^array_index^.err",
         "/d/job.pbs",
     ]
-    assert PBSPRO.submit_argv("/d/job.pbs", job(1))[2].endswith("/pbs-1.out")
+    assert PBSPRO.submit_argv("/d/job.pbs", job(1))[3].endswith("/pbs-1.out")
     assert TORQUE.submit_argv("/d/job.pbs", array)[1:5] == [
         "-o",
         f"{array.job_dir}/pbs-scheduler.out",
@@ -111,6 +112,13 @@ def test_output_and_error_paths_are_on_the_qsub_command_line() -> None:
         f"{array.job_dir}/pbs-scheduler.err",
     ]
     assert not any(line.startswith(("#PBS -o", "#PBS -e")) for line in PBSPRO.render_script(array).splitlines())
+
+
+def test_cancel_waits_until_pbs_has_finished_the_deleted_job() -> None:
+    argv = PBSPRO.cancel_argv("7[].vm")
+    assert argv[:2] == ["sh", "-c"] and argv[3:5] == ["qdel", "7[].vm"]
+    assert 'qdel "$1"' in argv[2] and "job_state = [FX]" in argv[2]
+    assert TORQUE.cancel_argv("127") == ["qdel", "127"]
 
 
 def test_log_names_are_per_native_task() -> None:

@@ -252,8 +252,9 @@ def render_pbs_conf(prefix: Path, host: str) -> str:
     )
 
 
-#: Lines the mom config must have: memory overruns are real (Exit_status -27).
-MOM_CONFIG_LINES = ("$enforce mem",)
+#: Lines the mom config must have: memory overruns are real (Exit_status -27), and mom checks
+#: usage every 1-2 s (defaults 10-120 s), so a short overrun is caught and walltime kills are prompt.
+MOM_CONFIG_LINES = ("$enforce mem", "$min_check_poll 1", "$max_check_poll 2")
 
 QMGR_SETUP = f"""set server flatuid = true
 set server job_history_enable = true

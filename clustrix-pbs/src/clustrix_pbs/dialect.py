@@ -154,11 +154,26 @@ def task_record(record: parse.QstatRecord, flavour: parse.Flavour) -> TaskRecord
     )
 
 
+#: How long a cancel waits for PBS to finish a deleted job (SIGTERM, then SIGKILL after the queue's
+#: ``kill_delay``, 10 s by default), so its state is final when ``cancel`` returns.
+CANCEL_WAIT_SECONDS = 15
+
+#: ``qdel``, then ``qstat -x`` every 0.2 s until the job is F (PBS Pro keeps a deleted job Exiting
+#: for about a second). Exit status: qdel's.
+WAITING_QDEL = (
+    'qdel "$1" || exit $?; i=0; while [ "$i" -lt "$2" ]; do '
+    'qstat -x -f "$1" 2>/dev/null | grep -q "job_state = [FX]" && exit 0; sleep 0.2; i=$((i + 1)); done'
+)
+
+
 class PBSProDialect(PBSDialect):
     """PBS Pro / OpenPBS: ``select`` chunks, ``-J`` arrays, ``qstat -x -f -t`` (history in the same query)."""
 
     flavour = parse.Flavour.PBSPRO
     task_index_variable = "PBS_ARRAY_INDEX"
+
+    def cancel_argv(self, native_id: str) -> list[str]:
+        return ["sh", "-c", WAITING_QDEL, "qdel", native_id, str(CANCEL_WAIT_SECONDS * 5)]
 
     def output_path(self, job: ScriptJob, stream: str) -> str:
         # ^array_index^ is replaced by PBS Pro with each subjob's index; a plain job is task 1

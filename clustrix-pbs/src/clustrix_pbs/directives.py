@@ -180,8 +180,14 @@ def directive_lines(request: PBSRequest) -> list[str]:
 
 
 def qsub_argv(request: PBSRequest, script_path: str) -> list[str]:
-    """``qsub -o OUT -e ERR SCRIPT``: output paths on the command line, where every flavour honours them."""
-    return ["qsub", "-o", request.stdout, "-e", request.stderr, script_path]
+    """``qsub -o OUT -e ERR SCRIPT``: output paths on the command line, where every flavour honours them.
+
+    PBS Pro's ``-f`` keeps qsub in the foreground: by default it hands the job to a background
+    qsub process it leaves running per user, which outlives the (SSH) command that started it
+    and sees the files and mounts of that first session only.
+    """
+    foreground = ["-f"] if request.flavour is Flavour.PBSPRO else []  # Torque's -f means "fault tolerant"
+    return ["qsub", *foreground, "-o", request.stdout, "-e", request.stderr, script_path]
 
 
 def task_variable(flavour: Flavour) -> str:

@@ -69,6 +69,8 @@ def conformance_pbs(conformance_pbs_bed: openpbs.OpenPBS, request: pytest.Fixtur
             remote_user=bed.user,
             can_queue=False,  # 2 CPUs and one options set for every test: a second 1-core job starts
             native_state=native_state,
+            # mom, and so every job, runs in the private mount namespace made at start (for /etc/hosts)
+            jobs_see_new_mounts=False,
         )
 
     return make
