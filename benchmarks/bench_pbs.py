@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +38,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings OpenPBS and the sshd up
+
+from bench_slurm import rotated, summary  # noqa: E402 - the benchmarks' shared figures, next to this file
 
 SINGLE_TARGET = (1.0, 0.5)  # clustrix single <= 1.0 x raw + 0.5 s
 MAP_TARGET = 1.5  # clustrix map / raw qsub -J, at most
@@ -68,10 +69,6 @@ class Counting:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-
-def median_of(times: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         single_times: dict[str, list[float]] = {name: [] for name in singles}
         map_times: dict[str, list[float]] = {name: [] for name in maps}
         for r in range(repeats):
-            for name in list(singles)[r % 3 :] + list(singles)[: r % 3]:
+            for name in rotated(list(singles), r):
                 single_times[name].append(timed(singles[name], 2))
-            for name in list(maps)[r % 3 :] + list(maps)[: r % 3]:
+            for name in rotated(list(maps), r):
                 map_times[name].append(timed(maps[name], expected))
             print(f"  run {r + 1}/{repeats} done", flush=True)
 
@@ -165,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         ssh.stop()
 
     figures = {
-        "single": {name: median_of(t) for name, t in single_times.items()},
-        "map100": {name: median_of(t) for name, t in map_times.items()},
+        "single": {name: summary(t) for name, t in single_times.items()},
+        "map100": {name: summary(t) for name, t in map_times.items()},
     }
     raw_single_median = figures["single"]["raw qsub -W block=true"]["median"]
     raw_map_median = figures["map100"][f"raw qsub -J 1-{MAP_SIZE}"]["median"]

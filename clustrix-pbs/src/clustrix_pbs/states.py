@@ -121,15 +121,3 @@ def verdict(record: QstatRecord, flavour: Flavour = Flavour.PBSPRO) -> Verdict:
         return Verdict(JobState.FAILED, f"PBS will never run this job: {record.comment}")
     state = NATIVE_STATES.get(record.state, JobState.UNKNOWN)
     return Verdict(state, record.comment if state is JobState.PENDING else None)
-
-
-#: When subjobs of one array end differently, the one to report (worst first).
-FAILURE_PRIORITY: tuple[JobState, ...] = (
-    JobState.OUT_OF_MEMORY,
-    JobState.TIMEOUT,
-    JobState.NODE_FAIL,
-    JobState.FAILED,
-    JobState.CANCELLED,
-    JobState.UNKNOWN,
-    JobState.COMPLETED,
-)
