@@ -176,3 +176,20 @@ class _Config:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
+
+
+def test_qdel_warns_a_running_job_with_sigterm_before_killing_it(pbs_complex: openpbs.OpenPBS) -> None:
+    """What docs/pbs.md says about kill_delay: a deleted job gets SIGTERM first (runner checkpoints need SIGUSR2)."""
+    t = pbs_complex.transport()
+    marker = t.expand("~/.clustrix/pbs-tests/sigterm-seen")
+    t.makedirs(t.expand("~/.clustrix/pbs-tests"))
+    t.run(["rm", "-f", marker])
+    script = f"trap 'echo TERM > {marker}; exit 0' TERM; sleep 300 & wait"
+    native_id = t.run(["qsub", "-f", "-o", "/dev/null", "-e", "/dev/null", "--", "/bin/bash", "-c", script], check=True)
+    job = native_id.stdout.strip()
+    wait_for_state(pbs_complex, job, "R")
+    time.sleep(1)  # the trap is set once bash runs
+    t.run(["qdel", job], check=True)
+    record = wait_for_state(pbs_complex, job, "F")
+    assert t.run(["cat", marker]).stdout.strip() == "TERM"
+    assert record.exit_status == 0  # the job ended itself on SIGTERM, inside kill_delay
