@@ -45,6 +45,10 @@ class Target:
     remote_user: str | None = None
     #: A second job waits while one runs (so cancelling a queued call is testable).
     can_queue: bool = False
+    #: Or: ``@cluster`` resources that keep a job queued (SLURM: ``--begin`` in an hour).
+    hold: dict[str, Any] | None = None
+    #: The scheduler's word for a queued job, as :attr:`native_state` prints it.
+    queued_word: str = "queued"
     #: Reads the job's state as the scheduler itself reports it, for assertions (native id -> text).
     native_state: Callable[[str], str] | None = None
     #: Jobs see a file system the test mounts while the scheduler runs. False when the scheduler's

@@ -62,11 +62,11 @@ def test_plugins_can_be_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None
 def test_unknown_cluster_type_names_the_distribution_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='lsf'.*pip install clustrix-lsf"):
         get_scheduler("lsf")
-    # a project-maintained scheduler under another distribution's name (as if clustrix-pbs were not installed)
-    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,pbs")
+    # a project-maintained scheduler under another distribution's name, not installed here
+    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,kubernetes")
     reset_plugins()
-    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='torque'.*pip install clustrix-pbs"):
-        get_scheduler("torque")
+    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='kubernetes'.*pip install clustrix-k8s"):
+        get_scheduler("kubernetes")
 
 
 def test_calling_with_an_uninstalled_scheduler_fails_before_submitting() -> None:

@@ -73,7 +73,7 @@ def test_outcomes_writable_by_other_users_are_refused(
     assert sshd.run_as_user(f"chmod g+w {shlex.quote(path)}").returncode == 0
     other_process = SSHScheduler()
     other_process.clustrix_poll([handle], config)
-    with pytest.raises(runner.UnsafePathError, match="refusing to unpickle"):
+    with pytest.raises(runner.UnsafePathError, match="writable by other users"):
         other_process.clustrix_fetch(handle, config)
 
 

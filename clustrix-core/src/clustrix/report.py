@@ -14,17 +14,22 @@ An outcome frame::
     ID end
 
 or the line ``ID outcomes-deferred TOTAL`` (too large to inline: fetched by one more
-command) or ``ID unsafe`` (a job file could have been written by another user).
+command) or ``ID unsafe REASON ENTRY`` (a job file could have been written by another user).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import posixpath
 import shlex
 from typing import TYPE_CHECKING
 
+from clustrix import remote_script
+from clustrix.runner import UnsafePathError
+
 if TYPE_CHECKING:
+    from clustrix.jobs import JobHandle
     from clustrix.transport import Transport
 
 #: ``find`` tests true for a directory that is not private: not owned by ``$uid``, group or
@@ -35,18 +40,22 @@ NOT_PRIVATE_DIR = '\\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type d \
 #: report's output, so fetching them costs no further round trip.
 INLINE_LIMIT = 1024 * 1024
 
-#: Shell functions for reports (POSIX sh).
+#: Shell functions for reports (POSIX sh), after :data:`clustrix.remote_script.CHECK_FUNCTIONS`.
 #:
 #: ``private DIR`` is the remote half of "nothing is unpickled from a place another user
 #: can write": the job dir, its parent, its ``out/`` and every outcome file must be owned by
 #: the login user, not group/other-writable, and of their expected type (``find`` does not
 #: follow a symlink given as a starting point, so a symlink fails ``-type``). Any output of
-#: ``find``, including its own errors, means "refuse".
+#: ``find``, including its own errors, means "refuse"; ``why_unsafe DIR`` then names the
+#: first entry that fails and why (``REASON ENTRY``, ENTRY relative to DIR: ``.``, ``out``,
+#: ``..``, ``out/N.pkl``; REASON a key of :data:`clustrix.remote_script.REASONS`).
 #:
 #: ``outcomes ID DIR MODE`` prints one frame (see the module docs). ``MODE`` is ``raw``,
 #: ``base64``, or ``auto`` (base64 if TOTAL <= :data:`INLINE_LIMIT` and ``base64`` exists,
-#: else the line ``ID outcomes-deferred TOTAL``). A job failing ``private`` gets ``ID unsafe``.
+#: else the line ``ID outcomes-deferred TOTAL``). A job failing ``private`` gets
+#: ``ID unsafe REASON ENTRY``.
 FRAME_FUNCTIONS = [
+    remote_script.CHECK_FUNCTIONS,
     "uid=$(id -u)",
     # each outcome file's "SIZE INDEX" from wc's "SIZE N.pkl" lines, without wc's total line
     """sizes_awk='NR <= n {p = $2; sub(/\\.pkl$/, "", p); print $1, p}'""",
@@ -54,10 +63,18 @@ FRAME_FUNCTIONS = [
     f'  find "$1" "$1/out" "$1/.." -prune {NOT_PRIVATE_DIR} -print 2>&1',
     '  find "$1/out" -name \'*.pkl\' \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type f \\) -print 2>&1',
     "}",
+    "why_unsafe() {",
+    '  for e in . out ..; do w=$(cx_problem "$1/$e" d); [ -z "$w" ] || { echo "$w $e"; return; }; done',
+    '  for f in "$1"/out/*.pkl; do',
+    '    [ -e "$f" ] || [ -L "$f" ] || continue',
+    '    w=$(cx_problem "$f" f); [ -z "$w" ] || { echo "$w out/${f##*/}"; return; }',
+    "  done",
+    '  echo "unchecked ."',
+    "}",
     'private() { [ -z "$(unsafe_entries "$1")" ]; }',
     "outcomes() {",
     "  id=$1; dir=$2; mode=$3",
-    '  if ! private "$dir"; then echo "$id unsafe"; return; fi',
+    '  if ! private "$dir"; then echo "$id unsafe $(why_unsafe "$dir")"; return; fi',
     # in a subshell inside out/: wc and cat see the names N.pkl only, so a work dir whose
     # path holds a newline (which wc would quote) cannot garble the report
     "  (",
@@ -134,16 +151,26 @@ def read_frame(
 
 
 def run_script(
-    transport: Transport, script: str, *, input: bytes | None = None, timeout: float | None = None
+    transport: Transport, script: str, data: bytes = b"", *, timeout: float | None = None
 ) -> tuple[int, bytes, bytes]:
     """Run a rendered ``sh`` script as one remote command: exit code, stdout and stderr as bytes.
 
-    A transport with ``run_bytes`` (SSH) returns raw bytes, so outcome frames may be raw;
+    The script and then ``data`` travel on stdin behind the constant
+    :data:`clustrix.remote_script.BOOTSTRAP` line, never in a process's arguments. A
+    transport with ``run_bytes`` (SSH) returns raw bytes, so outcome frames may be raw;
     elsewhere the text output is encoded back (base64 frames are ASCII).
     """
+    stdin = remote_script.script_input(script, data)
     run_bytes = getattr(transport, "run_bytes", None)
     if run_bytes is not None:
-        code, out, err = run_bytes(shlex.join(["sh", "-c", script]), input=input, timeout=timeout)
+        code, out, err = run_bytes(shlex.join(remote_script.BOOTSTRAP_ARGV), input=stdin, timeout=timeout)
         return int(code), bytes(out), bytes(err)
-    result = transport.run(["sh", "-c", script], input=input, timeout=timeout)
+    result = transport.run(list(remote_script.BOOTSTRAP_ARGV), input=stdin, timeout=timeout)
     return result.returncode, result.stdout.encode(), result.stderr.encode()
+
+
+def unsafe_outcomes(handle: JobHandle, why: tuple[str, str]) -> UnsafePathError:
+    """The error for a job whose file ``why[1]`` (relative to its job dir) failed the check ``why[0]``."""
+    word, entry = why
+    path = posixpath.normpath(posixpath.join(handle.job_dir or ".", entry))
+    return remote_script.unsafe_error(path, word, handle.host or "the remote host")

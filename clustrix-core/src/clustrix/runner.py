@@ -90,13 +90,31 @@ class UnsafePathError(PermissionError):
 
 
 def check_private(path: str, st: os.stat_result | None = None, *, uid: int | None = None) -> None:
-    """Refuse ``path`` unless it is owned by ``uid`` (default: us) and not group/other-writable."""
-    st = os.stat(path) if st is None else st
+    """Refuse ``path`` unless it is no symbolic link, owned by ``uid`` (default: us) and not group/other-writable."""
+    st = os.lstat(path) if st is None else st
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(f"{path} is a symbolic link: refusing to unpickle it")
     expected = os.getuid() if uid is None else uid
     if st.st_uid != expected:
         raise UnsafePathError(f"{path} is owned by uid {st.st_uid}, not {expected}: refusing to unpickle it")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise UnsafePathError(f"{path} is writable by other users: refusing to unpickle it")
+
+
+def open_private(path: str) -> Any:
+    """Open ``path`` for reading without following a symbolic link, and check the file opened (fstat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UnsafePathError(f"{path} is a symbolic link: refusing to unpickle it") from exc
+        raise
+    try:
+        check_private(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 #: The file name cloudpickle (3.1.3 and later) gives every code object it pickles by value,
@@ -137,6 +155,11 @@ def dumps(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
+def type_name(exc: BaseException) -> str:
+    """``module.QualName`` of an exception's class, as outcome records name it."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
+
+
 def encode_outcome_ok(value: Any) -> bytes:
     return pickle.dumps({"ok": True, "value": dumps(value)}, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -150,7 +173,7 @@ def encode_outcome_error(exc: BaseException) -> bytes:
     record = {
         "ok": False,
         "exception": exc_bytes,
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "type": type_name(exc),
         "message": str(exc),
         "traceback": tb_text,
     }
@@ -188,7 +211,8 @@ def execute_call(func: Any, args: Any, kwargs: Any) -> tuple[bool, bytes]:
         return False, encode_outcome_error(error)
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that readers see either nothing or the whole file (0600 by default)."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
@@ -196,7 +220,7 @@ def _write_atomic(path: str, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -289,16 +313,15 @@ class _TaskRun:
                 continue
             failed = not self.run_call(index) or failed
         code = 1 if failed else 0
-        _write_atomic(self.path(exit_name(self.task)), f"{code}\n".encode())
+        write_atomic(self.path(exit_name(self.task)), f"{code}\n".encode())
         return code
 
     def run_call(self, index: int) -> bool:
         func = self.func
         args, kwargs = self.arguments[index]
         checkpoint = self.path(checkpoint_name(index))
-        if os.path.exists(checkpoint):
-            check_private(checkpoint)
-            with open(checkpoint, "rb") as fh:
+        if os.path.lexists(checkpoint):
+            with open_private(checkpoint) as fh:
                 func, args, kwargs = pickle.load(fh)
             print(f"clustrix.runner: call {index} resumes from its checkpoint", file=sys.stderr, flush=True)
         self.current = (index, func, args, kwargs)
@@ -307,8 +330,8 @@ class _TaskRun:
         finally:
             self.current = None
         if not ok:
-            _write_atomic(self.path(failed_name(index)), b"")
-        _write_atomic(self.path(outcome_name(index)), encoded)
+            write_atomic(self.path(failed_name(index)), b"")
+        write_atomic(self.path(outcome_name(index)), encoded)
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
         return ok
@@ -342,7 +365,7 @@ class _TaskRun:
         if resumed is None:
             self.stop_requested = True  # let the call finish, then come back for the rest
             return
-        _write_atomic(self.path(checkpoint_name(index)), dumps(resumed))
+        write_atomic(self.path(checkpoint_name(index)), dumps(resumed))
         print(f"clustrix.runner: call {index} checkpointed", file=sys.stderr, flush=True)
         self.requeue_and_exit()
 
@@ -368,10 +391,9 @@ def run_task(job_dir: str, task: int) -> int:
     """Run array task ``task`` of the job in ``job_dir``; return the exit code to use."""
     check_private(job_dir)
     payload_path = os.path.join(job_dir, PAYLOAD)
-    check_private(payload_path)
     out_dir = os.path.join(job_dir, OUT_DIR)
     os.makedirs(out_dir, mode=0o700, exist_ok=True)
-    with open(payload_path, "rb") as fh:
+    with open_private(payload_path) as fh:
         payload = pickle.load(fh)
     run = _TaskRun(job_dir, task, payload)
     if not 0 <= task < len(run.tasks):

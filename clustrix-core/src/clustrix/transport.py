@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import attrs
+
+from clustrix.runner import write_atomic
 
 
 @attrs.frozen
@@ -46,10 +47,11 @@ class Transport(Protocol):
     """The operations a scheduler plugin may use on the machine where the scheduler runs.
 
     Paths are strings on that machine; ``~`` at the start of a path means the remote
-    user's home. ``makedirs`` creates private (0700) directories by default, and
-    ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
-    ``stat`` returns an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
-    ``stat``, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
+    user's home. ``makedirs`` creates missing directories private (0700) by default and
+    never changes the mode of one that exists; ``write_bytes`` replaces a file atomically
+    (write to a temporary name, then rename). ``stat`` and ``lstat`` (which does not follow
+    a symbolic link) return an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
+    they, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
     """
 
     host: str
@@ -67,8 +69,6 @@ class Transport(Protocol):
 
     def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None: ...
 
-    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None: ...
-
     def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None: ...
 
     def read_bytes(self, remote_path: str) -> bytes: ...
@@ -76,6 +76,8 @@ class Transport(Protocol):
     def exists(self, remote_path: str) -> bool: ...
 
     def stat(self, remote_path: str) -> os.stat_result: ...
+
+    def lstat(self, remote_path: str) -> os.stat_result: ...
 
     def listdir(self, remote_path: str) -> list[str]: ...
 
@@ -124,11 +126,8 @@ class LocalTransport:
     def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
         shutil.copyfile(local_path, self.expand(remote_path))
 
-    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
-        shutil.copyfile(self.expand(remote_path), local_path)
-
     def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
-        write_atomic(Path(self.expand(remote_path)), data, mode=mode)
+        write_atomic(self.expand(remote_path), data, mode=mode)
 
     def read_bytes(self, remote_path: str) -> bytes:
         return Path(self.expand(remote_path)).read_bytes()
@@ -143,30 +142,24 @@ class LocalTransport:
         return os.listdir(self.expand(remote_path))
 
     def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
+        """Create ``remote_path`` and its missing parents with ``mode``; existing directories are left alone."""
         path = Path(self.expand(remote_path))
-        path.mkdir(mode=mode, parents=True, exist_ok=True)
-        path.chmod(mode)
+        missing = []
+        while not os.path.lexists(path):
+            missing.append(path)
+            path = path.parent
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, mode)  # never more open than mode (the umask only removes bits)
+            except FileExistsError:
+                continue
+            os.chmod(directory, mode)  # bits the umask removed: the directory is ours, just made
+
+    def lstat(self, remote_path: str) -> os.stat_result:
+        return os.lstat(self.expand(remote_path))
 
     def expand(self, remote_path: str) -> str:
         return os.path.expanduser(remote_path)
 
     def close(self) -> None:
         pass
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that readers see either nothing or the whole file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -2,8 +2,9 @@
 
 Pure functions from values to POSIX sh text; every value is quoted with
 :func:`shlex.quote` (``prelude`` lines are the user's own shell, already rendered by
-:mod:`clustrix.environment`). Each script is sent as one ``sh -c`` command, so a
-submit, a poll round for any number of jobs, or a cancel is one remote command.
+:mod:`clustrix.environment`). Each script is one remote command whose text travels on
+stdin (:mod:`clustrix.remote_script`), so a submit, a poll round for any number of jobs,
+or a cancel is one remote command and no script is ever in a process's arguments.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Sequence
 
 import attrs
 
-from clustrix import runner
-from clustrix.report import FRAME_FUNCTIONS, NOT_PRIVATE_DIR
+from clustrix import remote_script, runner
+from clustrix.report import FRAME_FUNCTIONS
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -52,12 +53,14 @@ def render_driver(
     )
 
 
-def render_launch(*, base_dir: str, job_dir: str, driver: str) -> str:
-    """Create the private job dir, store the payload read from stdin, start the driver detached.
+def render_launch(*, base_dir: str, job_dir: str, driver_size: int) -> str:
+    """Check the work dir, create the private job dir, store driver and payload, start the driver detached.
 
-    The driver runs under ``setsid`` (its own session and process group, which survives
-    the SSH connection) with ``nohup``, stdin from /dev/null and output to files; the
-    script prints ``pgid <N>``.
+    The script comes on stdin (see :mod:`clustrix.remote_script`), followed by the
+    driver's ``driver_size`` bytes and then the payload: neither ever appears in a
+    process's arguments. The driver runs under ``setsid`` (its own session and process
+    group, which survives the SSH connection) with ``nohup``, stdin from /dev/null and
+    output to files; the script prints ``pgid <N>``.
     """
     q = shlex.quote
     payload = posixpath.join(job_dir, runner.PAYLOAD)
@@ -69,23 +72,18 @@ def render_launch(*, base_dir: str, job_dir: str, driver: str) -> str:
     )
     return "\n".join(
         [
-            "umask 077",
+            remote_script.CHECK_FUNCTIONS,
             # without its own session the job's process group is not one clustrix can find or kill
             "command -v setsid >/dev/null 2>&1 || "
             "{ echo 'clustrix: setsid (util-linux) is not installed on this host; the ssh backend needs it "
             "to detach jobs' >&2; exit 3; }",
+            # whoever can write the work directory could swap a job directory before it is read
+            *remote_script.render_work_dir_check(base_dir),
             "set -e",
-            "uid=$(id -u)",
-            f"mkdir -p {q(base_dir)}",
-            # whoever can write the base directory could swap a job directory before it is read
-            f'if [ -n "$(find {q(base_dir)} -prune {NOT_PRIVATE_DIR} -print 2>&1)" ]; then',
-            "  printf 'clustrix: remote_work_dir %s must be a directory you own that no other user can write "
-            f"(chmod go-w it, or choose another remote_work_dir)\\n' {q(base_dir)} >&2; exit 4",
-            "fi",
             f"mkdir -m 700 {q(job_dir)} {q(out)}",
+            remote_script.render_receive(driver_path, driver_size),
             f"cat > {q(payload + '.tmp')}",
             f"mv {q(payload + '.tmp')} {q(payload)}",
-            f"printf '%s' {q(driver)} > {q(driver_path)}",
             "set +e",
             detach,
             'echo "pgid $!"',
@@ -183,10 +181,14 @@ def render_fetch(*, job_id: str, job_dir: str, raw: bool) -> str:
     return "\n".join([*_PREAMBLE, f"outcomes {q(job_id)} {q(job_dir)} {'raw' if raw else 'base64'}", ""])
 
 
-def render_cancel(*, job_dir: str, pgid: int, grace_seconds: float = 5.0) -> str:
+#: How long a cancelled job's processes get after SIGTERM before SIGKILL.
+CANCEL_GRACE_SECONDS = 5.0
+
+
+def render_cancel(*, job_dir: str, pgid: int) -> str:
     """Mark the job cancelled, TERM its process group, and KILL what is left after the grace period."""
     q = shlex.quote
-    steps = max(1, int(grace_seconds * 10))
+    steps = int(CANCEL_GRACE_SECONDS * 10)
     return "\n".join(
         [
             *_PREAMBLE,

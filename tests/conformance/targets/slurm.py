@@ -45,6 +45,8 @@ def conformance_slurm(tmp_path_factory: pytest.TempPathFactory, conformance_sshd
             restart_controller=slurm_testbed.restart_controller,
             remote_user=None if transport == "local" else conformance_sshd.user,
             native_state=squeue_state,
+            hold={"sbatch_directives": ["--begin=now+3600"]},
+            queued_word="PENDING",
         )
 
     return make

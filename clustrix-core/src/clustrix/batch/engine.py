@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from clustrix import environment, jobdir, runner
+from clustrix import environment, jobdir, remote_script, runner
 from clustrix.batch import shell
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
@@ -46,7 +46,7 @@ from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix.plugins import transport_for
-from clustrix.report import run_script
+from clustrix.report import run_script, unsafe_outcomes
 from clustrix.transport import Transport
 
 log = get_logger("clustrix.batch")
@@ -93,7 +93,8 @@ class _Final:
 
     status: JobStatus
     files: dict[int, bytes] | None
-    unsafe: bool = False
+    #: (reason, entry) when the job's files failed the privacy check
+    unsafe: tuple[str, str] | None = None
 
 
 def n_tasks_of(handle: JobHandle) -> int:
@@ -212,22 +213,23 @@ class BatchScheduler:
     def _stage_and_submit(self, transport: Transport, job: ScriptJob, payload: bytes, submit: str) -> str:
         d = self.dialect
         marker = secrets.token_hex(6)
+        runner_file = _runner_source()
+        job_script = d.render_script(job).encode()
         files = [
-            shell.StagedFile(name=RUNNER_NAME, text=_runner_source()),
-            shell.StagedFile(name=d.script_name, text=d.render_script(job), mode=0o700),
+            shell.StagedFile(name=runner.PAYLOAD, size=len(payload)),
+            shell.StagedFile(name=RUNNER_NAME, size=len(runner_file)),
+            shell.StagedFile(name=d.script_name, size=len(job_script), mode=0o700),
         ]
         script = shell.render_submit(
-            base_dir=posixpath.dirname(job.job_dir),
-            job_dir=job.job_dir,
-            payload_size=len(payload),
-            files=files,
-            submit=submit,
-            marker=marker,
+            base_dir=posixpath.dirname(job.job_dir), job_dir=job.job_dir, files=files, submit=submit, marker=marker
         )
-        code, out, err = run_script(transport, script, input=payload, timeout=COMMAND_TIMEOUT)
+        code, out, err = run_script(transport, script, payload + runner_file + job_script, timeout=COMMAND_TIMEOUT)
         text, errors = out.decode(errors="replace"), err.decode(errors="replace").strip()
         staged = f"@{marker} staged\n"
         if staged not in text:
+            unsafe = remote_script.unsafe_from_stderr(errors, transport.host)
+            if unsafe is not None:
+                raise unsafe
             raise StagingError(
                 errors.removeprefix("clustrix: ")
                 or f"staging job {job.job_id} on {transport.host} failed (exit {code}) without a message"
@@ -395,7 +397,7 @@ class BatchScheduler:
     def _remember(self, job_id: str, status: JobStatus, report: PollReport) -> None:
         with self._lock:
             self._final[job_id] = _Final(
-                status=status, files=report.outcomes.get(job_id), unsafe=job_id in report.unsafe
+                status=status, files=report.outcomes.get(job_id), unsafe=report.unsafe.get(job_id)
             )
             self._final.move_to_end(job_id)
             while len(self._final) > MAX_REMEMBERED:
@@ -432,8 +434,8 @@ class BatchScheduler:
             return [None] * handle.size
         with self._lock:
             known = self._final.pop(handle.job_id, None)
-        if known is not None and known.unsafe:
-            raise _unsafe(handle)
+        if known is not None and known.unsafe is not None:
+            raise unsafe_outcomes(handle, known.unsafe)
         files = None if known is None else known.files
         if files is None:
             transport = self.transport(config if config is not None else _EMPTY_CONFIG)
@@ -442,7 +444,7 @@ class BatchScheduler:
             _code, out, err = run_script(transport, script, timeout=None)
             report = parse_report(out, "", {handle.job_id})
             if handle.job_id in report.unsafe:
-                raise _unsafe(handle)
+                raise unsafe_outcomes(handle, report.unsafe[handle.job_id])
             files = report.outcomes.get(handle.job_id)
             if files is None:
                 raise ClustrixError(
@@ -495,12 +497,5 @@ def _connection_key(config: Any) -> tuple[Any, ...]:
     return tuple(key) if key is not None else ()
 
 
-def _runner_source() -> str:
-    return Path(runner.__file__).read_text()
-
-
-def _unsafe(handle: JobHandle) -> runner.UnsafePathError:
-    return runner.UnsafePathError(
-        f"job {handle.job_id}: {handle.job_dir} on {handle.host}, its out/ or an outcome file is not owned by the "
-        "login user or is writable by other users: refusing to unpickle it"
-    )
+def _runner_source() -> bytes:
+    return Path(runner.__file__).read_bytes()

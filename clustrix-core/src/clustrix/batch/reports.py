@@ -25,7 +25,8 @@ class PollReport:
     files: dict[str, JobFiles] = attrs.field(factory=dict)
     outcomes: dict[str, dict[int, bytes]] = attrs.field(factory=dict)
     deferred: set[str] = attrs.field(factory=set)
-    unsafe: set[str] = attrs.field(factory=set)
+    #: job id -> (reason word, entry relative to the job dir) of a job whose files may not be trusted
+    unsafe: dict[str, tuple[str, str]] = attrs.field(factory=dict)
     swept: set[str] = attrs.field(factory=set)
     logs: dict[int, str] = attrs.field(factory=dict)
 
@@ -98,7 +99,7 @@ def parse_report(data: bytes, marker: str, job_ids: set[str] | frozenset[str] = 
         if len(words) >= 2 and (not job_ids or words[0] in job_ids):
             job_id, word = words[0], words[1]
             if word == "unsafe":
-                report.unsafe.add(job_id)
+                report.unsafe[job_id] = (words[2], words[3]) if len(words) >= 4 else ("unchecked", ".")
             elif word == "outcomes-deferred":
                 report.deferred.add(job_id)
             elif word == "outcomes" and len(words) == 5:

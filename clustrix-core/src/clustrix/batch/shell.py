@@ -15,13 +15,12 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from clustrix import runner
-from clustrix.report import FRAME_FUNCTIONS, NOT_PRIVATE_DIR
+from clustrix import remote_script, runner
+from clustrix.report import FRAME_FUNCTIONS
 
 #: The marker file a cancel leaves in the job directory, so the job ends CANCELLED.
 CANCELLED = "cancelled"
-#: Exit codes of the submit script before the scheduler is called.
-WORK_DIR_NOT_PRIVATE_EXIT = 4
+#: Exit code of the submit script when a file cannot be stored (full or read-only file system).
 WRITE_FAILED_EXIT = 5
 
 
@@ -33,10 +32,10 @@ def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> s
 
 @attrs.frozen(kw_only=True)
 class StagedFile:
-    """A file the submit script writes into the job directory from its own text (not stdin)."""
+    """A file the submit script stores in the job directory: the next ``size`` bytes of its stdin."""
 
     name: str
-    text: str
+    size: int
     mode: int = 0o600
 
 
@@ -44,48 +43,35 @@ def render_submit(
     *,
     base_dir: str,
     job_dir: str,
-    payload_size: int,
     files: Sequence[StagedFile],
     submit: str,
     marker: str,
 ) -> str:
-    """Create the private job directory, store the payload from stdin and ``files``, then submit.
+    """Create the private job directory, store ``files`` from stdin (in order), then submit.
 
-    ``base_dir`` (``remote_work_dir``) must be a directory the login user owns that nobody else
-    can write; the job directory is made new (``mkdir`` fails if it exists). Every written file
-    is checked for its full size, so a full file system stops here with a message naming the
+    ``base_dir`` (``remote_work_dir``) is created private or refused by
+    :mod:`clustrix.remote_script`'s checks, in this same command, before anything is written;
+    the job directory is made new (``mkdir -m 700`` fails if it exists). Every stored file is
+    checked for its full size, so a full file system stops here with a message naming the
     path (exit :data:`WRITE_FAILED_EXIT`), never with a half-written payload. The line
     ``@marker staged`` is printed before ``submit`` (a shell command line) runs in the job
     directory: whatever follows is the scheduler's answer, and the script exits with its code.
     """
     q = shlex.quote
-    payload = posixpath.join(job_dir, runner.PAYLOAD)
     out = posixpath.join(job_dir, runner.OUT_DIR)
-    not_private = (
-        f"remote_work_dir {base_dir} must be a directory you own that no other user can write "
-        "(chmod go-w it, or choose another remote_work_dir)"
-    )
     lines = [
-        "umask 077",
-        "uid=$(id -u)",
+        remote_script.CHECK_FUNCTIONS,
         'fail() { printf \'clustrix: %s\\n\' "$1" >&2; exit "$2"; }',
-        # a write that the file system cut short (ENOSPC, quota) must not leave a file that looks whole
-        "check_size() {",
-        '  [ "$(wc -c < "$1" 2>/dev/null || echo -1)" -eq "$2" ] ||'
-        ' fail "cannot write $1 ($2 bytes): the file system is full or read-only" ' + str(WRITE_FAILED_EXIT),
-        "}",
-        f"mkdir -p {q(base_dir)} || fail {q(f'cannot create remote_work_dir {base_dir}')} {WRITE_FAILED_EXIT}",
-        # whoever can write the base directory could swap a job directory before it is read
-        f'if [ -n "$(find {q(base_dir)} -prune {NOT_PRIVATE_DIR} -print 2>&1)" ]; then',
-        f"  fail {q(not_private)} {WORK_DIR_NOT_PRIVATE_EXIT}",
-        "fi",
+        *remote_script.render_work_dir_check(base_dir),
         f"mkdir -m 700 {q(job_dir)} {q(out)} || fail {q(f'cannot create {job_dir}')} {WRITE_FAILED_EXIT}",
-        f"cat > {q(payload)}; check_size {q(payload)} {int(payload_size)}",
     ]
     for staged in files:
         path = posixpath.join(job_dir, staged.name)
-        data = staged.text.encode()
-        lines.append(f"printf '%s' {q(staged.text)} > {q(path)}; check_size {q(path)} {len(data)}")
+        full = f"cannot write {path} ({staged.size} bytes): the file system is full or read-only"
+        lines.append(
+            f"{{ {remote_script.render_receive(path, staged.size)}; }} && "
+            f'[ "$(wc -c < {q(path)})" -eq {int(staged.size)} ] || fail {q(full)} {WRITE_FAILED_EXIT}'
+        )
         lines.append(f"chmod {staged.mode:o} {q(path)}")
     lines += [
         f"cd {q(job_dir)} || exit 1",
@@ -153,7 +139,7 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
             'if [ "$open" = 1 ]; then',
             '  err=$(mktemp 2>/dev/null || echo "/tmp/clustrix-status.$$")',
             f"  echo {q(m)} status-begin",
-            f'  {status} 2>"$err"; rc=$?',
+            f'  {{ {status}; }} 2>"$err"; rc=$?',
             f'  echo; echo {q(m)} status-end "$rc"',
             f'  sed "s/^/{m} status-err /" "$err"; rm -f "$err"',
             "fi",
@@ -175,7 +161,7 @@ def render_query(query: str, *, marker: str) -> str:
         [
             'err=$(mktemp 2>/dev/null || echo "/tmp/clustrix-query.$$")',
             f"echo {shlex.quote(m)} status-begin",
-            f'{query} 2>"$err"; rc=$?',
+            f'{{ {query}; }} 2>"$err"; rc=$?',
             f'echo; echo {shlex.quote(m)} status-end "$rc"',
             f'sed "s/^/{m} status-err /" "$err"; rm -f "$err"',
             "",
