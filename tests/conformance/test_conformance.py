@@ -228,6 +228,10 @@ def _job_python(target: Target) -> str:
 
 
 def test_a_full_job_file_system_is_a_clear_error_naming_the_path(target: Target) -> None:
+    if not target.login_sees_new_mounts:
+        pytest.skip(
+            f"the {target.scheduler} testbed's {target.transport} side cannot see a file system mounted by the test"
+        )
     python = _job_python(target)
     with full_file_system(target.remote_user, size="64k") as full:
         with open(full / "filler", "wb") as filler:

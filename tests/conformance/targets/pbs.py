@@ -69,7 +69,9 @@ def conformance_pbs(conformance_pbs_bed: openpbs.OpenPBS, request: pytest.Fixtur
             remote_user=bed.user,
             can_queue=False,  # 2 CPUs and one options set for every test: a second 1-core job starts
             native_state=native_state,
-            # mom, and so every job, runs in the private mount namespace made at start (for /etc/hosts)
+            # mom (so every job) and the sshd run in the private mount namespaces made when they started
+            # (for /etc/hosts); the local transport makes a fresh one for every command
+            login_sees_new_mounts=transport == "local",
             jobs_see_new_mounts=False,
         )
 
