@@ -36,8 +36,6 @@ EXTRA_KEYS: dict[str, str] = {
 
 #: Job-name length each flavour accepts (Torque's classic limit is 15 characters).
 NAME_LIMIT = {Flavour.PBSPRO: 236, Flavour.TORQUE: 15}
-#: The variable a PBS array subjob finds its (1-based) index in.
-ARRAY_INDEX_VARIABLE = {Flavour.PBSPRO: "PBS_ARRAY_INDEX", Flavour.TORQUE: "PBS_ARRAYID"}
 
 
 @attrs.frozen(kw_only=True)
@@ -188,12 +186,3 @@ def qsub_argv(request: PBSRequest, script_path: str) -> list[str]:
     """
     foreground = ["-f"] if request.flavour is Flavour.PBSPRO else []  # Torque's -f means "fault tolerant"
     return ["qsub", *foreground, "-o", request.stdout, "-e", request.stderr, script_path]
-
-
-def task_variable(flavour: Flavour) -> str:
-    return ARRAY_INDEX_VARIABLE[flavour]
-
-
-def requested_flavour(resources: Resources) -> Flavour | None:
-    value = resources.extra.get("pbs_flavor")
-    return Flavour(value) if value else None

@@ -15,7 +15,7 @@ import enum
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -368,7 +368,3 @@ def detect_flavour(version_output: str) -> Flavour:
 def pbs_version(version_output: str) -> str | None:
     match = re.search(r"(?:pbs_version\s*=|Version:|slurm)\s*(\S+)", version_output, re.IGNORECASE)
     return match.group(1) if match else None
-
-
-def records_by_id(records: Iterable[QstatRecord]) -> dict[str, QstatRecord]:
-    return {record.job_id: record for record in records}
