@@ -21,6 +21,10 @@ Tests outside the namespace talk to PBS through :class:`NetnsTransport` (the
 SSH through :func:`start_ssh` (an sshd inside the namespace, reached through a
 ``socat`` gateway on 127.0.0.1). The PBS plugin sees an ordinary transport either way.
 
+Measured on the project's 2-core machines: a cold build takes 4.5 to 10 minutes (more under
+load, plus 1 to 3 minutes of apt on a bare image), the first start 18 s, a warm start 5 s, a
+healthy complex is reused in 0.1 s.
+
 Run ``python -m tests.testbed.openpbs build|start|stop|status`` by hand.
 """
 
