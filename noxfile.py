@@ -50,7 +50,11 @@ DISTRIBUTIONS = {
 TEST_PLUGINS = {
     "testsched": ROOT / "tests" / "plugins" / "clustrix-testsched",
     "tsp": ROOT / "tests" / "plugins" / "clustrix-tsp",
+    # the transport that reaches the OpenPBS testbed inside its network namespace (tests/testbed/openpbs.py)
+    "openpbs-netns": ROOT / "tests" / "plugins" / "clustrix-openpbs-netns",
 }
+#: Test plugins a distribution's own tests import (its session installs them too).
+TEST_PLUGINS_FOR = {"pbs": ["openpbs-netns"]}
 #: The smoke subset of a per-distribution session: every test that needs no testbed.
 SMOKE = "not (testbed_slurm or testbed_ssh or testbed_sge or testbed_pbs or testbed_k8s or slow)"
 #: Distributions a plugin's tests also need: the batch schedulers are tested through
@@ -158,6 +162,7 @@ def _make_dist_tests(short: str) -> None:
         names = ["core"] if short == "core" else ["core", short, *TEST_ALSO_NEEDS.get(short, [])]
         if "testsched" in _local_projects():
             names.append("testsched")
+        names.extend(n for n in TEST_PLUGINS_FOR.get(short, []) if n in _local_projects())
         _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
         module = DISTRIBUTIONS[short][1]
         session.run("python", "-c", f"import {module}")

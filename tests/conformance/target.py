@@ -51,6 +51,12 @@ class Target:
     queued_word: str = "queued"
     #: Reads the job's state as the scheduler itself reports it, for assertions (native id -> text).
     native_state: Callable[[str], str] | None = None
+    #: The login side (what the transport reaches: this machine, or the sshd) sees a file system the
+    #: test mounts. False when it lives in a mount namespace of its own (the sshd in the OpenPBS testbed's).
+    login_sees_new_mounts: bool = True
+    #: Jobs see a file system the test mounts while the scheduler runs. False when the scheduler's
+    #: daemons live in a mount namespace of their own (the OpenPBS testbed's); skips the test that needs it.
+    jobs_see_new_mounts: bool = True
 
     @property
     def id(self) -> str:

@@ -51,7 +51,7 @@ def _keygen(path: Path, comment: str) -> None:
     )
 
 
-def render_sshd_config(directory: Path, port: int, user: str) -> str:
+def render_sshd_config(directory: Path, port: int, user: str, extra_lines: tuple[str, ...] = ()) -> str:
     """The sshd_config of the testbed: key auth only, one user, loopback, files in ``directory``."""
     return "\n".join(
         [
@@ -71,6 +71,7 @@ def render_sshd_config(directory: Path, port: int, user: str) -> str:
             "MaxStartups 64:30:128",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
+            *extra_lines,
             "",
         ]
     )
@@ -87,6 +88,9 @@ class SSHServer:
     known_hosts: str
     directory: str
     home: str
+    #: runs sshd elsewhere, e.g. inside a network namespace (``nsenter --net=...``); its port is then
+    #: that namespace's, and a gateway outside forwards the same port number to it
+    command_prefix: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,13 +110,13 @@ class SSHServer:
         }
 
     def start(self) -> None:
-        if listening(self.host, self.port):
+        if not self.command_prefix and listening(self.host, self.port):
             raise RuntimeError(f"port {self.port} on 127.0.0.1 is busy: refusing to start a second sshd on it")
         log = Path(self.directory) / "sshd.log"
         log.write_text("")
         with open(log, "ab") as log_file:  # the child keeps its own copy of the descriptor
             self._process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(Path(self.directory) / "sshd_config")],
+                [*self.command_prefix, SSHD, "-D", "-e", "-f", str(Path(self.directory) / "sshd_config")],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
@@ -167,6 +171,8 @@ class SSHServer:
             except ProcessLookupError:
                 pass
         self._process = None
+        if self.command_prefix:  # the listener was elsewhere; its process has exited
+            return
         wait_for(lambda: not listening(self.host, self.port), timeout=10, what=f"port {self.port} closed")
 
     def restart(self) -> None:
@@ -189,7 +195,9 @@ class SSHServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_sshd(user: str = TEST_USER) -> SSHServer:
+def start_sshd(
+    user: str = TEST_USER, *, command_prefix: tuple[str, ...] = (), extra_config: tuple[str, ...] = ()
+) -> SSHServer:
     """Install what is missing, prepare keys and the user, and start sshd on a free port."""
     apt_install(["openssh-server", "openssh-client"])
     if os.geteuid() != 0:
@@ -211,7 +219,7 @@ def start_sshd(user: str = TEST_USER) -> SSHServer:
     port = free_port()
     if not port_is_free(port):
         raise RuntimeError(f"port {port} was free a moment ago and is busy now")
-    (directory / "sshd_config").write_text(render_sshd_config(directory, port, user))
+    (directory / "sshd_config").write_text(render_sshd_config(directory, port, user, extra_config))
     host_key = (directory / "ssh_host_ed25519_key.pub").read_text().split()
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
@@ -223,6 +231,7 @@ def start_sshd(user: str = TEST_USER) -> SSHServer:
         known_hosts=str(known_hosts),
         directory=str(directory),
         home=account.pw_dir,
+        command_prefix=command_prefix,
     )
     server.start()
     return server

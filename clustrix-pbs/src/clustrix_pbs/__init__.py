@@ -1,9 +1,11 @@
-"""clustrix-pbs: the ``cluster_type="pbs"`` plugin for clustrix.
+"""clustrix-pbs: the ``cluster_type="pbs"`` plugin for clustrix (PBS Pro, OpenPBS and Torque).
 
-The backend is registered so clustrix knows the name, but submitting a job raises
-:class:`NotImplementedError`: PBS Pro / Torque support is not implemented in this release.
+The scheduler is clustrix's batch engine with a PBS dialect per flavour
+(:mod:`clustrix_pbs.dialect`); rendering and parsing are pure functions
+(:mod:`clustrix_pbs.directives`, :mod:`clustrix_pbs.parse`, :mod:`clustrix_pbs.states`).
 """
 
-from clustrix_pbs.plugin import PBSScheduler
+from clustrix_pbs.dialect import PBSProDialect, TorqueDialect
+from clustrix_pbs.scheduler import PBSScheduler
 
-__all__ = ["PBSScheduler"]
+__all__ = ["PBSProDialect", "PBSScheduler", "TorqueDialect"]

@@ -1,34 +1,25 @@
-"""Entry point ``pbs``: registers the PBS Pro / Torque scheduler, which is not implemented yet."""
+"""Entry point ``pbs``: registers the PBS Pro / OpenPBS / Torque scheduler with clustrix."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from clustrix.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from clustrix.jobs import JobSpec
+from clustrix_pbs.parse import Flavour
+from clustrix_pbs.scheduler import PBSScheduler
 
 NAME = "pbs"
-NOT_IMPLEMENTED = (
-    "the pbs backend (clustrix-pbs) is registered but not implemented in this release of clustrix: "
-    "no job was submitted. Follow or upvote its issue in the clustrix issue tracker, or use "
-    "cluster_type='slurm', 'ssh' or 'local' meanwhile."
-)
-
-
-class PBSScheduler:
-    """The ``pbs`` scheduler: PBS Pro and Torque (qsub/qstat/qdel).
-
-    Every submission raises NotImplementedError.
-    """
-
-    @hookimpl
-    def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> NoReturn:
-        raise NotImplementedError(NOT_IMPLEMENTED)
 
 
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
     register(NAME, PBSScheduler())
+    # cluster_type="torque": the same plugin with the Torque flavour fixed
+    register("torque", PBSScheduler(forced=Flavour.TORQUE))
+
+
+@hookimpl
+def clustrix_config_keys() -> Mapping[str, Any]:
+    # None: detect the flavour once per host with qstat --version
+    return {"pbs_flavor": None}

@@ -349,11 +349,12 @@ class Dialect:
         raise NotImplementedError
 
     def status_failure_means_unknown(self, returncode: int, stderr: str) -> bool:
-        """True when a failed status query only means "none of these jobs is known any more".
+        """True when a failed status query only means "some of these jobs are not known any more".
 
-        (``squeue``: "Invalid job id specified"; Torque ``qstat``: exit 153.) The engine then
-        treats every job as unreported and asks :meth:`history_argv`. Any other failure is an
-        error of the poll round. Default: False.
+        (``squeue``: "Invalid job id specified"; PBS ``qstat``: exit 153.) The engine then still
+        parses what the query printed (PBS lists the jobs it knows) and treats the others as
+        unreported, asking :meth:`history_argv`. Any other failure is an error of the poll round.
+        Default: False.
         """
         return False
 

@@ -339,13 +339,12 @@ class BatchScheduler:
     ) -> dict[str, list[TaskRecord]]:
         if output is None:
             return {}
-        if output.returncode != 0:
-            if means_unknown(output.returncode, output.stderr):
-                return {}
+        if output.returncode != 0 and not means_unknown(output.returncode, output.stderr):
             raise SchedulerCommandError(
                 f"{self.dialect.label or self.name}'s query failed (exit {output.returncode}): "
                 f"{output.stderr.strip() or output.stdout.strip()}"
             )
+        # a query that failed only because some listed jobs are unknown still prints the others (PBS qstat)
         grouped: dict[str, list[TaskRecord]] = {}
         for record in parse(output.stdout):
             grouped.setdefault(record.job_id, []).append(record)

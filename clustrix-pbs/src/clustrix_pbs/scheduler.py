@@ -1,0 +1,114 @@
+"""The ``pbs`` scheduler: the batch engine of clustrix core, speaking PBS Pro or Torque per host.
+
+The flavour is the ``pbs_flavor`` configuration key (or resource option) when given,
+else detected once per host and connection from ``qstat --version`` (PBS Pro prints
+``pbs_version = ...``). Each flavour has its own
+:class:`~clustrix.batch.engine.BatchScheduler`; a job's handle remembers its flavour, so
+poll, fetch, cancel and logs go to the same one, also from another process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
+from clustrix.errors import ConfigurationError
+from clustrix.hookspecs import hookimpl
+from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
+from clustrix.plugins import transport_for
+from clustrix.transport import Transport
+from clustrix_pbs.dialect import DIALECTS
+from clustrix_pbs.parse import Flavour, ParseError, detect_flavour
+
+#: qsub refused the job (its own message); the engine's error under PBS's name.
+QsubRejectedError = SubmitRejectedError
+#: ``JobHandle.data`` key holding the flavour a job was submitted with.
+FLAVOR_KEY = "pbs_flavor"
+
+
+def configured_flavour(config: Any, spec_extra: Mapping[str, Any] | None = None) -> Flavour | None:
+    """``pbs_flavor`` from the resources or the configuration; ``ValueError`` naming it when invalid."""
+    value = (spec_extra or {}).get("pbs_flavor") or (config.get("pbs_flavor") if config is not None else None)
+    if value is None:
+        return None
+    try:
+        return Flavour(str(value).lower())
+    except ValueError:
+        raise ConfigurationError(f"pbs_flavor={value!r} is not valid: use 'pbspro' or 'torque'") from None
+
+
+class PBSScheduler:
+    """``cluster_type="pbs"``: one batch engine per flavour, chosen per job."""
+
+    name = "pbs"
+
+    def __init__(
+        self, transport_factory: Callable[[Any], Transport] = transport_for, *, forced: Flavour | None = None
+    ) -> None:
+        self._transport_factory = transport_factory
+        #: ``cluster_type="torque"`` is this scheduler with the flavour fixed
+        self.forced = forced
+        if forced is not None:
+            self.name = forced.value if forced is Flavour.TORQUE else "pbs"
+        self.engines = {
+            flavour: BatchScheduler(dialect(), transport_factory=transport_factory)
+            for flavour, dialect in DIALECTS.items()
+        }
+        self._lock = threading.Lock()
+        self._detected: dict[tuple[Any, ...], Flavour] = {}
+
+    def flavour(self, config: Any, extra: Mapping[str, Any] | None = None) -> Flavour:
+        """The configured flavour, else the one ``qstat --version`` shows (asked once per host)."""
+        chosen = self.forced or configured_flavour(config, extra)
+        if chosen is not None:
+            return chosen
+        transport = self._transport_factory(config)
+        key = (transport.host, *tuple(getattr(config, "connection_key", ()) or ()))
+        with self._lock:
+            known = self._detected.get(key)
+        if known is not None:
+            return known
+        result = transport.run(["qstat", "--version"], timeout=60)
+        try:
+            found = detect_flavour(result.stdout + result.stderr)
+        except ParseError as error:
+            raise ConfigurationError(
+                f"cannot tell which PBS runs on {transport.host}: {error}; set pbs_flavor='pbspro' or 'torque'"
+            ) from error
+        with self._lock:
+            self._detected[key] = found
+        return found
+
+    def _engine(self, handle: JobHandle) -> BatchScheduler:
+        return self.engines[Flavour(handle.data.get(FLAVOR_KEY, Flavour.PBSPRO.value))]
+
+    @hookimpl
+    def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
+        flavour = self.flavour(spec.config, spec.resources.extra)
+        handle = self.engines[flavour].clustrix_submit(spec, wake)
+        return attrs.evolve(handle, data={**handle.data, FLAVOR_KEY: flavour.value})
+
+    @hookimpl
+    def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:
+        statuses: dict[str, JobStatus] = {}
+        for engine in self.engines.values():
+            mine = [h for h in handles if self._engine(h) is engine]
+            if mine:
+                statuses.update(engine.clustrix_poll(mine, config))
+        return statuses
+
+    @hookimpl
+    def clustrix_fetch(self, handle: JobHandle, config: Any) -> Sequence[Outcome | None]:
+        return self._engine(handle).clustrix_fetch(handle, config)
+
+    @hookimpl
+    def clustrix_cancel(self, handle: JobHandle, config: Any) -> bool:
+        return self._engine(handle).clustrix_cancel(handle, config)
+
+    @hookimpl
+    def clustrix_read_logs(self, handle: JobHandle, config: Any, stream: str) -> str:
+        return self._engine(handle).clustrix_read_logs(handle, config, stream)

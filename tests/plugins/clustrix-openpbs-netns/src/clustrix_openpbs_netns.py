@@ -1,0 +1,119 @@
+"""Test-only plugin: ``cluster_host="openpbs-netns"`` is this machine inside the OpenPBS testbed's namespace.
+
+The OpenPBS testbed (``tests/testbed/openpbs.py``) runs the whole complex in a private
+network namespace with its own ``/etc/hosts``, and writes :data:`SETTINGS` when it starts.
+This transport runs every command there as the unprivileged job user (PBS's ``bin`` on
+``PATH``), treats that user's home as ``~`` and gives the user the files it writes: the
+"login node" of the tests, which run as root outside the namespace. Being an installed
+entry point, it also serves the ``clustrix`` CLI and other processes the tests start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clustrix.hookspecs import hookimpl
+from clustrix.transport import CommandError, CommandResult, LocalTransport
+
+HOST = "openpbs-netns"
+#: Written by the testbed: namespace, hosts file, job user, PATH and pbs.conf of the running complex.
+SETTINGS = Path("/var/lib/clustrix-testbed/openpbs/transport.json")
+
+
+def inns(argv: Sequence[str], *, netns: str, hosts: str) -> list[str]:
+    """``argv`` run inside the namespace, with the private hosts file over ``/etc/hosts``.
+
+    ``nsenter --net`` rather than ``ip netns exec``, which remounts /sys and hides the cgroup mounts.
+    """
+    return [
+        "nsenter",
+        f"--net=/run/netns/{netns}",
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/hosts && exec "$@"',
+        hosts,
+        *argv,
+    ]
+
+
+class NetnsTransport(LocalTransport):
+    """The login node as the job user sees it: commands inside the namespace, files owned by the user."""
+
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
+        self.settings = dict(settings or json.loads(SETTINGS.read_text()))
+        self.host = HOST
+        self.account = pwd.getpwnam(self.settings["user"])
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        user = self.settings["user"]
+        wrapped = inns(
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                "env",
+                "-i",
+                f"PATH={self.settings['path']}",
+                f"HOME={self.account.pw_dir}",
+                f"USER={user}",
+                f"LOGNAME={user}",
+                "LANG=C.UTF-8",
+                f"PBS_CONF_FILE={self.settings['conf']}",
+                *(f"{key}={value}" for key, value in (env or {}).items()),
+                *argv,
+            ],
+            netns=self.settings["netns"],
+            hosts=self.settings["hosts"],
+        )
+        result = super().run(wrapped, input=input, cwd=cwd, timeout=timeout, check=False)
+        result = CommandResult(tuple(argv), result.returncode, result.stdout, result.stderr)
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+    def _give(self, path: str) -> None:
+        os.chown(path, self.account.pw_uid, self.account.pw_gid)
+
+    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+        super().put(local_path, remote_path)
+        self._give(self.expand(remote_path))
+
+    def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
+        super().write_bytes(remote_path, data, mode=mode)
+        self._give(self.expand(remote_path))
+
+    def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
+        path = Path(self.expand(remote_path))
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        super().makedirs(remote_path, mode=mode)
+        for created in missing:
+            self._give(str(created))
+
+    def expand(self, remote_path: str) -> str:
+        if remote_path == "~" or remote_path.startswith("~/"):
+            return self.account.pw_dir + remote_path[1:]
+        return remote_path
+
+
+@hookimpl(tryfirst=True)  # before clustrix-ssh, which would take any cluster_host for an SSH host
+def clustrix_make_transport(config: Any) -> NetnsTransport | None:
+    return NetnsTransport() if config.get("cluster_host") == HOST else None
