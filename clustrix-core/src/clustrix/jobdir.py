@@ -12,10 +12,11 @@ import posixpath
 import shlex
 import stat
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
-from clustrix import runner
+from clustrix import environment, localcode, runner
 from clustrix.jobs import JobSpec, Outcome
 from clustrix.transport import LocalTransport, Transport
 
@@ -34,11 +35,31 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
     return tasks
 
 
+def _payload(spec: JobSpec, tasks: Sequence[Sequence[int]], claim: bool) -> dict[str, Any]:
+    return {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
+
+
 def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False) -> bytes:
     """The bytes of ``payload.pkl`` for ``spec``; ``claim`` turns on dynamic packing (see :mod:`clustrix.runner`)."""
-    return runner.dumps(
-        {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
-    )
+    return runner.dumps(_payload(spec, tasks, claim))
+
+
+def encode_payload_and_code(
+    spec: JobSpec,
+    tasks: Sequence[Sequence[int]],
+    *,
+    claim: bool = False,
+    needs: Sequence[str] = environment.RUNNER_MODULES,
+) -> tuple[bytes, localcode.CodePlan]:
+    """The payload's bytes and the user's local code it needs (pickled once, for every call of the job).
+
+    ``needs`` are the modules the job's runner imports besides the payload's (shipped too
+    when they are local, e.g. an editable clustrix-core). Raises
+    :class:`clustrix.localcode.LocalCodeError` for code that cannot travel; send the plan
+    with :func:`clustrix.localcode.ship` and put its ``prelude`` in the job's shell.
+    """
+    data, referenced = localcode.dumps_recording(_payload(spec, tasks, claim))
+    return data, localcode.plan_code(referenced, spec.config, needs=needs)
 
 
 def job_dir_for(base_dir: str, spec: JobSpec) -> str:
@@ -46,15 +67,26 @@ def job_dir_for(base_dir: str, spec: JobSpec) -> str:
 
 
 def stage(
-    transport: Transport, base_dir: str, spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False
+    transport: Transport,
+    base_dir: str,
+    spec: JobSpec,
+    tasks: Sequence[Sequence[int]],
+    *,
+    claim: bool = False,
+    payload: bytes | None = None,
 ) -> str:
-    """Create the private job directory under ``base_dir`` and write the payload; return its path."""
+    """Create the private job directory under ``base_dir`` and write the payload; return its path.
+
+    ``payload`` is the already encoded payload (from :func:`encode_payload_and_code`), if any.
+    """
     base = transport.expand(base_dir)
     transport.makedirs(base)
     job_dir = job_dir_for(base, spec)
     transport.makedirs(job_dir)
     transport.makedirs(posixpath.join(job_dir, runner.OUT_DIR))
-    transport.write_bytes(posixpath.join(job_dir, runner.PAYLOAD), encode_payload(spec, tasks, claim=claim))
+    if payload is None:
+        payload = encode_payload(spec, tasks, claim=claim)
+    transport.write_bytes(posixpath.join(job_dir, runner.PAYLOAD), payload)
     return job_dir
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from clustrix import environment, jobdir, runner
+from clustrix import environment, jobdir, localcode, runner
 from clustrix.errors import JobError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -127,8 +127,13 @@ class SlurmScheduler:
         site = self.site(config, transport)
         n_tasks = tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), site.max_array_size)
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
+        # the job runs the runner file shipped with it, so its Python needs only cloudpickle
+        payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=("cloudpickle",))
+        prelude = (*environment.activation_from_config(config), *options.extra_setup) if config is not None else ()
+        shipped = localcode.ship(transport, config, code, python=options.python, prelude=prelude)
+        options = attrs.evolve(options, extra_setup=(*options.extra_setup, *shipped.prelude))
         base = config.get("remote_work_dir") if config is not None else "~/.clustrix"
-        job_dir = jobdir.stage(transport, base or "~/.clustrix", spec, tasks, claim=True)
+        job_dir = jobdir.stage(transport, base or "~/.clustrix", spec, tasks, claim=True, payload=payload)
         request = SbatchRequest(
             job_id=spec.job_id,
             name=spec.name,
