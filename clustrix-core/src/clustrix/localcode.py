@@ -615,8 +615,9 @@ def ship(
         missing, failed, status, output = run("unpack", data)
     if status.startswith("clustrix-code: unsafe"):
         raise LocalCodeError(
-            f"{status.split(' ', 2)[2]} on {transport.host} is not a private directory of the login user, so no code "
-            "was shipped into it and nothing was submitted: chmod go-w it, or choose another remote_work_dir"
+            f"remote_work_dir {work} on {transport.host} must be a directory you own that no other user can write "
+            f"({status.split(' ', 2)[2]} is not), so no code was shipped into it and nothing was submitted: chmod go-w "
+            "it, or choose another remote_work_dir"
         )
     if failed is not None:
         unit = next((u for u in plan.units if u.name == failed.split(".")[0]), None)
