@@ -232,8 +232,9 @@ def editable_install(root: Path) -> tuple[Path, Path]:
     outer = [p for p in sys.path if p.endswith("site-packages")]
     # site.addsitedir, not a plain path line: the outer .pth files (editable installs) are read too
     Path(purelib, "zz_outer.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in outer))
+    editable = ["-e", str(project)]
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-build-isolation", "-e", str(project)],
+        [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-build-isolation", *editable],
         check=True,
         capture_output=True,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},

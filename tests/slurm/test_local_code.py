@@ -74,7 +74,8 @@ def test_a_local_module_that_does_not_import_on_the_login_node_is_refused_before
 
     listing = "ls ~/.clustrix/slurm-tests | grep -c '^[0-9]' || true"
     before = sshd.run_as_user(listing).stdout
-    with pytest.raises(LocalCodeError, match=rf"local module '{name}' .* does not import with the remote Python") as err:
+    refused = rf"local module '{name}' .* does not import with the remote Python"
+    with pytest.raises(LocalCodeError, match=refused) as err:
         uses_dependency()
     assert "No module named 'sortedcontainers'" in str(err.value)
     assert sshd.run_as_user(listing).stdout == before  # no job directory, no sbatch

@@ -72,9 +72,7 @@ def test_an_unchanged_project_is_not_sent_again_and_a_changed_module_is(project_
     }
 
 
-def test_an_editable_install_travels_as_source_and_its_dependency_is_installed(
-    sshd: SSHServer, tmp_path: Path
-) -> None:
+def test_an_editable_install_travels_as_source_and_its_dependency_is_installed(sshd: SSHServer, tmp_path: Path) -> None:
     python, driver = editable_install(tmp_path)
     options = sshd.config(replicate_distributions=[*REPLICATE, "myproj"], job_poll_interval=0.2)
     result, events = run_main(driver, options, python=str(python))
@@ -106,7 +104,7 @@ def test_a_compiled_extension_is_refused_before_anything_is_submitted(
     source = local_modules / f"{name}.c"
     source.write_text(
         "#include <Python.h>\n"
-        f"static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, \"{name}\", NULL, -1, NULL}};\n"
+        f'static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, NULL}};\n'
         f"PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}\n"
     )
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
@@ -160,7 +158,8 @@ def test_a_module_that_does_not_import_remotely_is_refused_naming_it_and_the_fix
 
     config = config_for(ssh_config)  # the remote venv holds clustrix-core's closure: no sortedcontainers
     before = job_dirs(sshd, "~/.clustrix")
-    with pytest.raises(LocalCodeError, match=rf"local module '{name}' .* does not import with the remote Python") as err:
+    refused = rf"local module '{name}' .* does not import with the remote Python"
+    with pytest.raises(LocalCodeError, match=refused) as err:
         submit(config, uses_dependency)
     assert "No module named 'sortedcontainers'" in str(err.value)
     assert "replicate_distributions" in str(err.value) and f"exclude_modules=['{name}']" in str(err.value)

@@ -550,7 +550,7 @@ def render_ship_script(
 
 
 _shipped_lock = threading.Lock()
-_shipped: dict[tuple[Any, ...], ShippedCode] = {}
+_shipped: set[tuple[Any, ...]] = set()
 
 
 def forget_shipped() -> None:
@@ -591,13 +591,20 @@ def ship(
     code_dir = posixpath.join(work, CODE_DIR)
     labels = [unit.label for unit in plan.units]
     paths = tuple(posixpath.join(code_dir, label) for label in labels)
-    key = (transport.host, getattr(config, "connection_key", None), code_dir, python, tuple(prelude), paths)
-    key += (plan.modules,)
+    key = (
+        transport.host,
+        getattr(config, "connection_key", None),
+        code_dir,
+        python,
+        tuple(prelude),
+        paths,
+        plan.modules,
+    )
     with _shipped_lock:
-        known = _shipped.get(key)
-    if known is not None:
+        known = key in _shipped
+    if known:
         log.info("clustrix.code_shipped", host=transport.host, sent=[], reused=labels, checked="in this process")
-        return known
+        return ShippedCode(paths=paths, reused=tuple(labels))
 
     def run(mode: str, data: bytes | None) -> tuple[list[str], str | None, str, str]:
         script = render_ship_script(
@@ -635,7 +642,7 @@ def ship(
     shipped = ShippedCode(paths=paths, sent=tuple(sent), reused=tuple(x for x in labels if x not in sent))
     log.info("clustrix.code_shipped", host=transport.host, sent=list(shipped.sent), reused=list(shipped.reused))
     with _shipped_lock:
-        _shipped[key] = shipped
+        _shipped.add(key)
     return shipped
 
 
