@@ -381,8 +381,18 @@ def make_unit(origin: Origin, *, limit: int) -> CodeUnit:
     return unit
 
 
-def unit_imports(unit: CodeUnit) -> set[str]:
+_imports: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def unit_imports(unit: CodeUnit) -> frozenset[str]:
     """Top-level names the unit's Python files import absolutely (the names other units may provide)."""
+    known = _imports.get((unit.source, unit.digest))
+    if known is None:
+        known = _imports[(unit.source, unit.digest)] = frozenset(_parse_imports(unit))
+    return known
+
+
+def _parse_imports(unit: CodeUnit) -> set[str]:
     names: set[str] = set()
     for arcname, content in unit.files:
         if not arcname.endswith(".py") or isinstance(content, bytes):
