@@ -53,7 +53,7 @@ def moved(point):
 MAIN = """\
 import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-from clustrix import configure
+from clustrix import cluster, configure
 configure(**json.loads(sys.argv[1]))
 import mylib
 
@@ -63,6 +63,7 @@ print(json.dumps({
     "map": mylib.run.map(range(3)),
     "greet": mylib.greet(),
     "moved": [type(moved) is mylib.Point, moved.x],
+    "decorated_after_import": cluster(mylib.helper)(4),
 }))
 """
 
@@ -92,6 +93,10 @@ def clean_env(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     env.update(HOME=str(home), CLUSTRIX_CONFIG=str(home / "config.toml"), CLUSTRIX_DATA_DIR=str(home / "data"))
     return env
+
+
+#: How many jobs one run of ``main.py`` submits (the ``.map()`` is one job).
+MAIN_JOBS = 5
 
 
 def run_main(

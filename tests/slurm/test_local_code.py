@@ -12,7 +12,7 @@ import pytest
 
 from clustrix import cluster, reset_config
 from clustrix.localcode import LocalCodeError
-from tests.localcode_projects import editable_install, labels, run_main, set_factor, write_project
+from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
 from tests.slurm.conftest import REPLICATE
 from tests.testbed.sshd import SSHServer
 
@@ -30,7 +30,9 @@ def test_a_two_file_project_runs_as_sbatch_jobs_and_a_changed_module_is_shipped_
     folder = write_project(tmp_path / "project")
     result, first = run_main(folder, slurm_options)
     assert result["run"] == 41
-    assert result["map"] == [1, 11, 21]  # one job array, the code shipped once for it
+    assert result["map"] == [1, 11, 21]
+    assert len(first) == MAIN_JOBS  # one shipment per job: the map's job array shares one
+    assert result["decorated_after_import"] == 40  # cluster(mylib.helper) applied after the import
     assert result["greet"].startswith("hello from mypkg ")  # relative import + importlib.resources data file
     assert result["moved"] == [True, 4]  # a local class as argument and result
     assert {label.split("-")[0] for label in labels(first, "sent")} >= {"mylib", "mypkg"}

@@ -20,7 +20,7 @@ import pytest
 
 from clustrix import localcode
 from clustrix.localcode import LocalCodeError
-from tests.localcode_projects import editable_install, labels, run_main, set_factor, write_project
+from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
 from tests.ssh.helpers import REPLICATE, config_for, submit
 from tests.testbed.sshd import SSHServer
 
@@ -41,9 +41,11 @@ def project_runs(sshd: SSHServer, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def test_a_two_file_project_runs_remotely_with_no_configuration(project_runs: dict[str, Any]) -> None:
-    result, _ = project_runs["first"]
+    result, events = project_runs["first"]
     assert result["run"] == 41
     assert result["map"] == [1, 11, 21]
+    assert result["decorated_after_import"] == 40  # cluster(mylib.helper) applied after the import
+    assert len(events) == MAIN_JOBS  # one shipment per job: the map's three calls share one
 
 
 def test_a_package_with_relative_imports_reads_its_data_file_remotely(project_runs: dict[str, Any]) -> None:
