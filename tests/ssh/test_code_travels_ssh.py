@@ -19,9 +19,10 @@ import cloudpickle
 import pytest
 
 from clustrix import localcode
+from clustrix.jobs import JobSpec
 from clustrix.localcode import LocalCodeError
 from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
-from tests.ssh.helpers import REPLICATE, config_for, submit
+from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit
 from tests.testbed.sshd import SSHServer
 
 pytestmark = pytest.mark.testbed_ssh
@@ -94,11 +95,6 @@ def local_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def job_dirs(sshd: SSHServer, work_dir: str) -> set[str]:
-    listing = sshd.run_as_user(f"ls {work_dir} 2>/dev/null || true").stdout
-    return {name for name in listing.split() if name[:8].isdigit()}
-
-
 def test_a_compiled_extension_is_refused_before_anything_is_submitted(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
@@ -159,13 +155,13 @@ def test_a_module_that_does_not_import_remotely_is_refused_naming_it_and_the_fix
         return module.size([1, 2])
 
     config = config_for(ssh_config)  # the remote venv holds clustrix-core's closure: no sortedcontainers
-    before = job_dirs(sshd, "~/.clustrix")
+    spec = JobSpec(name="uses_dependency", func=uses_dependency, arguments=[((), {})], config=config)
     refused = rf"local module '{name}' .* does not import with the remote Python"
     with pytest.raises(LocalCodeError, match=refused) as err:
-        submit(config, uses_dependency)
+        scheduler().submit(spec, wake=lambda: None)
     assert "No module named 'sortedcontainers'" in str(err.value)
     assert "replicate_distributions" in str(err.value) and f"exclude_modules=['{name}']" in str(err.value)
-    assert job_dirs(sshd, "~/.clustrix") == before  # no job was started
+    assert sshd.run_as_user(f"test -e ~/.clustrix/{spec.job_id}").returncode != 0  # no job was started
 
 
 def test_the_plan_names_what_travels_and_leaves_installed_and_excluded_modules_home(local_modules: Path) -> None:

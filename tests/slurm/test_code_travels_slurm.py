@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from clustrix import cluster, reset_config
+from clustrix.config import resolve_config
+from clustrix.jobs import JobSpec
 from clustrix.localcode import LocalCodeError
+from clustrix.plugins import get_scheduler
 from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
 from tests.slurm.conftest import REPLICATE
 from tests.testbed.sshd import SSHServer
@@ -65,20 +67,19 @@ def test_a_local_module_that_does_not_import_on_the_login_node_is_refused_before
     (tmp_path / f"{name}.py").write_text("import sortedcontainers\n\n\ndef size(items):\n    return len(items)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module(name)
-    reset_config()
-    options = sshd.config(
-        cluster_type="slurm", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/slurm-tests"
+    config = resolve_config(
+        overrides=sshd.config(
+            cluster_type="slurm", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/slurm-tests"
+        )
     )
 
-    @cluster(**options)
     def uses_dependency() -> int:
         return module.size([1, 2])
 
-    listing = "ls ~/.clustrix/slurm-tests | grep -c '^[0-9]' || true"
-    before = sshd.run_as_user(listing).stdout
+    spec = JobSpec(name="uses_dependency", func=uses_dependency, arguments=[((), {})], config=config)
     refused = rf"local module '{name}' .* does not import with the remote Python"
     with pytest.raises(LocalCodeError, match=refused) as err:
-        uses_dependency()
+        get_scheduler("slurm").submit(spec, wake=lambda: None)
     assert "No module named 'sortedcontainers'" in str(err.value)
-    assert sshd.run_as_user(listing).stdout == before  # no job directory, no sbatch
+    assert sshd.run_as_user(f"test -e ~/.clustrix/slurm-tests/{spec.job_id}").returncode != 0  # no job dir, no sbatch
     del sys.modules[name]
