@@ -33,3 +33,12 @@ def isolated_clustrix(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     yield home
     clustrix.config.reset_config()
     clustrix.plugins.reset_plugins()
+
+
+@pytest.fixture
+def local_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path for the user's own top-level modules, which exist only on this machine."""
+    folder = tmp_path / "user-modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder

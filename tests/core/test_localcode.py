@@ -17,14 +17,6 @@ from clustrix.localcode import LocalCodeError
 from clustrix.transport import LocalTransport
 
 
-@pytest.fixture
-def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "src"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    return folder
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
@@ -51,9 +43,9 @@ def test_the_standard_library_and_installed_distributions_are_not_local() -> Non
     assert localcode.is_installed_path(json.__file__)
 
 
-def test_a_package_travels_whole_with_its_data_files_and_without_caches(modules: Path) -> None:
+def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_modules: Path) -> None:
     name = unique("pkg")
-    write_package(modules, name)
+    write_package(local_modules, name)
     package = importlib.import_module(name)
 
     def uses() -> int:
@@ -67,9 +59,9 @@ def test_a_package_travels_whole_with_its_data_files_and_without_caches(modules:
     assert plan.modules == (name,)
 
 
-def test_the_archive_is_the_same_bytes_for_the_same_content(modules: Path) -> None:
+def test_the_archive_is_the_same_bytes_for_the_same_content(local_modules: Path) -> None:
     name = unique("pkg")
-    write_package(modules, name)
+    write_package(local_modules, name)
     origin = localcode.locate(name)
     assert origin is not None
     unit = localcode.make_unit(origin, limit=10**6)
@@ -88,10 +80,10 @@ def test_bad_configuration_for_local_code_is_named() -> None:
         localcode.plan_code([], {"ship_modules": ["json"]}, needs=())
 
 
-def test_shipping_through_the_local_transport_sends_each_content_once(modules: Path, tmp_path: Path) -> None:
+def test_shipping_through_the_local_transport_sends_each_content_once(local_modules: Path, tmp_path: Path) -> None:
     stable, changing = unique("stable"), unique("changing")
-    (modules / f"{stable}.py").write_text("A = 1\n")
-    (modules / f"{changing}.py").write_text(f"import {stable}\nB = 2\n")
+    (local_modules / f"{stable}.py").write_text("A = 1\n")
+    (local_modules / f"{changing}.py").write_text(f"import {stable}\nB = 2\n")
     config = {"remote_work_dir": str(tmp_path / "work")}
     transport = LocalTransport()
 
@@ -110,7 +102,7 @@ def test_shipping_through_the_local_transport_sends_each_content_once(modules: P
     again = ship()
     assert again.sent == () and set(again.reused) == set(first.sent)  # the remote side had them
 
-    (modules / f"{changing}.py").write_text(f"import {stable}\nB = 3\n")
+    (local_modules / f"{changing}.py").write_text(f"import {stable}\nB = 3\n")
     del sys.modules[changing]
     changed = ship()
     (sent,) = changed.sent
@@ -120,9 +112,9 @@ def test_shipping_through_the_local_transport_sends_each_content_once(modules: P
     }
 
 
-def test_a_code_dir_other_users_can_write_is_refused(modules: Path, tmp_path: Path) -> None:
+def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_path: Path) -> None:
     name = unique("mod")
-    (modules / f"{name}.py").write_text("A = 1\n")
+    (local_modules / f"{name}.py").write_text("A = 1\n")
     module = importlib.import_module(name)
     work = tmp_path / "work"
     (work / localcode.CODE_DIR).mkdir(parents=True)

@@ -86,15 +86,6 @@ def test_an_editable_install_travels_as_source_and_its_dependency_is_installed(s
 # -- refusals: each before the job is submitted, naming the module and the fix ------------------
 
 
-@pytest.fixture
-def local_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder on sys.path for top-level modules that exist only here."""
-    folder = tmp_path / "modules"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    return folder
-
-
 def test_a_compiled_extension_is_refused_before_anything_is_submitted(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
