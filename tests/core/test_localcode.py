@@ -43,6 +43,15 @@ def test_the_standard_library_and_installed_distributions_are_not_local() -> Non
     assert localcode.is_installed_path(json.__file__)
 
 
+def test_a_folder_pip_installed_into_with_target_is_not_local_code(local_modules: Path) -> None:
+    name = unique("targeted")
+    (local_modules / name).mkdir()
+    (local_modules / name / "__init__.py").write_text("")
+    assert localcode.locate(name) is not None  # a plain folder on sys.path: the user's code
+    (local_modules / f"{name}-1.0.dist-info").mkdir()  # what pip install --target leaves next to it
+    assert localcode.locate(name) is None
+
+
 def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_modules: Path) -> None:
     name = unique("pkg")
     write_package(local_modules, name)

@@ -10,7 +10,8 @@ machine that submitted. This module finds those modules and makes them exist rem
 named by reference (functions and classes by reference, module objects) and every
 absolute ``import`` inside code pickled by value (``import mylib`` in a function body).
 A name is *local* when its file is neither in the standard library nor in an installed
-distribution (site-packages, the interpreter's prefix): the script's folder, a
+distribution (site-packages, the interpreter's prefix, a ``pip install --target``
+folder): the script's folder, a
 notebook's folder, any folder on ``sys.path``, and the source tree of an editable
 install (``pip install -e .``). A local top-level name becomes a *unit*: the module file,
 or the whole package folder (so relative imports and data files work); the local
@@ -179,12 +180,21 @@ def _installed_roots() -> tuple[str, ...]:
 
 
 def is_installed_path(path: str | os.PathLike[str]) -> bool:
-    """True for a file of the standard library or of an installed (non-editable) distribution."""
+    """True for a file of the standard library or of an installed (non-editable) distribution.
+
+    Besides site-packages and the interpreter's own folders, a folder holding ``.dist-info``
+    directories is an install target (``pip install --target DIR``, then ``PYTHONPATH=DIR``).
+    """
     real = os.path.realpath(path)
     parts = Path(real).parts
     if "site-packages" in parts or "dist-packages" in parts:
         return True
-    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in _installed_roots())
+    if any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in _installed_roots()):
+        return True
+    try:
+        return any(name.endswith(".dist-info") for name in os.listdir(os.path.dirname(real)))
+    except OSError:
+        return False
 
 
 @attrs.frozen
