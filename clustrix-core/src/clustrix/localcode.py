@@ -11,9 +11,8 @@ named by reference (functions and classes by reference, module objects) and ever
 absolute ``import`` inside code pickled by value (``import mylib`` in a function body).
 A name is *local* when its file is neither in the standard library nor in an installed
 distribution (site-packages, the interpreter's prefix, a ``pip install --target``
-folder): the script's folder, a
-notebook's folder, any folder on ``sys.path``, and the source tree of an editable
-install (``pip install -e .``). A local top-level name becomes a *unit*: the module file,
+folder): the script's folder, a notebook's folder, any folder on ``sys.path``, and the
+source tree of an editable install (``pip install -e .``). A local top-level name becomes a *unit*: the module file,
 or the whole package folder (so relative imports and data files work); the local
 modules a unit itself imports are added, transitively. ``ship_modules`` adds names the
 detection cannot see (``importlib.import_module(name_from_a_string)``);
