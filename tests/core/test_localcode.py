@@ -134,3 +134,21 @@ def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_pa
     with pytest.raises(LocalCodeError, match=r"must be a directory you own that no other user can write"):
         localcode.ship(LocalTransport(), config, plan, python=sys.executable)
     assert list((work / localcode.CODE_DIR).iterdir()) == []
+
+
+def test_clustrix_code_lists_what_a_function_would_ship_without_submitting(
+    local_modules: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clustrix.cli import main
+
+    helper, driver = unique("helper"), unique("driver")
+    (local_modules / f"{helper}.py").write_text("def twice(x):\n    return 2 * x\n")
+    (local_modules / f"{driver}.py").write_text(
+        f"from clustrix import cluster\nfrom {helper} import twice\n\n\n@cluster\ndef run(x):\n    return twice(x)\n"
+    )
+    assert main(["code", f"{driver}:run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [unit["name"] for unit in report["units"]] == [helper]  # run itself travels inside the payload
+    assert report["modules"] == [helper]
+    assert main(["code", "no-colon"]) == 1
+    assert "use MODULE:FUNCTION" in capsys.readouterr().err
