@@ -34,6 +34,8 @@ def test_imports_inside_a_function_body_are_found_but_relative_ones_are_not() ->
         import json.decoder  # noqa: F401
         from os import path  # noqa: F401
 
+        from . import test_localcode  # noqa: F401  (a relative import: never followed)
+
     assert localcode.imported_names(body.__code__) == {"json.decoder", "os"}
 
 
