@@ -10,6 +10,7 @@ import pytest
 
 import clustrix.config
 import clustrix.plugins
+from tests.testbed.cousers import mallory  # noqa: F401 - the co-user fixture of the attack tests
 
 
 def pytest_configure(config: pytest.Config) -> None:

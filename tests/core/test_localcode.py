@@ -14,6 +14,7 @@ import pytest
 
 from clustrix import localcode
 from clustrix.localcode import LocalCodeError
+from clustrix.runner import UnsafePathError
 from clustrix.transport import LocalTransport
 
 
@@ -133,7 +134,7 @@ def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_pa
     config = {"remote_work_dir": str(work)}
     _, referenced = localcode.dumps_recording(lambda: module.A)
     plan = localcode.plan_code(referenced, config, needs=())
-    with pytest.raises(LocalCodeError, match=r"must be a directory you own that no other user can write"):
+    with pytest.raises(UnsafePathError, match=r"code on localhost is writable by other users"):
         localcode.ship(LocalTransport(), config, plan, python=sys.executable)
     assert list((work / localcode.CODE_DIR).iterdir()) == []
 

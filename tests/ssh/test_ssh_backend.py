@@ -169,14 +169,15 @@ def _exec_requests(sshd: SSHServer) -> int:
 def test_a_work_dir_other_users_can_write_is_refused_before_a_job_is_written(
     ssh_config: dict[str, Any], sshd: SSHServer
 ) -> None:
-    from clustrix_ssh.scheduler import SubmitError
+    from clustrix.runner import UnsafePathError
 
     assert sshd.run_as_user("rm -rf ~/shared-work && mkdir ~/shared-work && chmod 777 ~/shared-work").returncode == 0
     config = config_for(ssh_config, remote_work_dir="~/shared-work")
-    with pytest.raises(SubmitError, match=r"remote_work_dir .*shared-work must be a directory you own .*chmod go-w"):
+    with pytest.raises(UnsafePathError, match=r"shared-work on .* is writable by other users.*chmod 700 it"):
         submit(config, whoami, (1,))
-    # no job directory was made (the environment is prepared first, but nothing runs from it)
-    assert sshd.run_as_user("find ~/shared-work -name payload.pkl").stdout == ""
+    # nothing was written there (not even the environment), and its mode was left as the user set it
+    assert sshd.run_as_user("find ~/shared-work -mindepth 1").stdout == ""
+    assert sshd.run_as_user("stat -c %a ~/shared-work").stdout.strip() == "777"
 
 
 def test_cancel_and_poll_leave_alone_a_process_group_that_reused_a_dead_jobs_id(

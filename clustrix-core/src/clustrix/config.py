@@ -84,6 +84,14 @@ _CHOICES = {
     "host_key_policy": ("reject", "accept-new"),
 }
 _secret_keys = {"password"}
+#: Keys whose value ends up in a line of a shell or batch script (``#SBATCH --partition=...``,
+#: ``cd``, ``module load``, ...): a newline there would start a new line of the script.
+_SINGLE_LINE_KEYS = {
+    "cluster_host", "username", "key_file", "remote_work_dir", "python_executable", "conda_env_name",
+    "default_partition", "default_queue", "known_hosts_file", "namespace", "image", "kubeconfig",
+    "module_loads", "pre_execution_commands", "replicate_distributions",
+}  # fmt: skip
+REDACTED = "<redacted>"
 
 
 def config_path() -> Path:
@@ -101,9 +109,13 @@ def known_keys() -> dict[str, Any]:
     return {**CORE_DEFAULTS, **plugin_config_keys()}
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ClusterConfig:
-    """A resolved configuration. Read keys as attributes: ``config.cluster_type``."""
+    """A resolved configuration. Read keys as attributes: ``config.cluster_type``.
+
+    Its ``repr`` shows neither the ``password`` nor the values of ``environment_variables``
+    (only their names), so neither reaches a log or a traceback.
+    """
 
     values: Mapping[str, Any]
     profile: str | None = None
@@ -118,6 +130,12 @@ class ClusterConfig:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
+
+    def __repr__(self) -> str:
+        shown = {k: REDACTED if k in _secret_keys and v is not None else v for k, v in self.values.items()}
+        if shown.get("environment_variables"):
+            shown["environment_variables"] = {name: REDACTED for name in shown["environment_variables"]}
+        return f"ClusterConfig(values={shown!r}, profile={self.profile!r})"
 
     def as_dict(self, *, include_secrets: bool = False) -> dict[str, Any]:
         """A JSON-friendly copy; secrets are left out unless asked for."""
@@ -145,8 +163,23 @@ class ClusterConfig:
         )
 
 
+def _check_single_line(key: str, value: Any) -> None:
+    """Refuse a newline (or NUL) in a value that becomes part of a script line."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, str) and any(c in item for c in "\n\r\0"):
+            what = f"an item of {key}" if item is not value else key
+            raise ConfigurationError(
+                f"{what}={item!r} is not valid: it contains a line break (or NUL), and it ends up in a line of a "
+                f"shell or batch script, where a line break would start a new command; "
+                + ("give one command per list item" if isinstance(value, (list, tuple)) else "use a single line")
+            )
+
+
 def _convert(key: str, value: Any, default: Any) -> Any:
     """Coerce and check one value; raise ``ConfigurationError`` naming the key."""
+    if key in _SINGLE_LINE_KEYS:
+        _check_single_line(key, value)
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigurationError(f"{key}={value!r} is not valid: use one of {', '.join(map(repr, _CHOICES[key]))}")
     if key in _LIST_KEYS:

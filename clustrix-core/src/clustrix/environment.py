@@ -41,6 +41,7 @@ from urllib.parse import unquote, urlparse
 import attrs
 import platformdirs
 
+from clustrix import remote_script
 from clustrix.errors import ClustrixError, ConfigurationError
 from clustrix.hookspecs import hookimpl
 from clustrix.log import get_logger
@@ -56,6 +57,8 @@ NOT_REPLICATED = frozenset({"pip"})
 READY_MARKER = ".clustrix-ready"
 MISMATCH_EXIT = 42
 BUILD_FAILED_EXIT = 43
+#: The build script's exit status when local wheels must be sent (see :func:`render_build_script`).
+NEED_WHEELS_EXIT = 45
 _SKIP_DIRS = {
     ".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "build", "dist", ".nox", ".tox",
     ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "node_modules",
@@ -328,27 +331,51 @@ def render_build_script(
     base_python: str = "python3",
     allow_mismatch: bool = False,
     overlays: Sequence[tuple[str, str]] = (),
+    shipped: Sequence[tuple[str, int]] = (),
 ) -> str:
     """The POSIX sh script that makes ``<work_dir>/envs/<key>`` exist and be complete.
 
-    ``work_dir`` must be absolute (expanded). ``overlays`` are (remote wheel path, target
-    dir) pairs unpacked with the venv's Python if the target is missing. Prints
-    ``clustrix-env: ready PATH`` with the venv's python on success.
+    ``work_dir`` must be absolute (expanded). Before anything is written or run, the work
+    dir and every directory used below it is checked (see :mod:`clustrix.remote_script`).
+    ``shipped`` are (remote wheel path, size) pairs whose bytes follow the script on stdin,
+    in order. ``overlays`` are (remote wheel path, target dir) pairs unpacked with the
+    venv's Python if the target is missing; a wheel that is needed but neither shipped nor
+    there makes the script print ``clustrix-env: need-wheel LABEL`` lines and exit
+    :data:`NEED_WHEELS_EXIT` before building anything. Prints ``clustrix-env: ready PATH``
+    with the venv's python on success.
     """
     q = shlex.quote
-    env_dir = posixpath.join(work_dir, "envs", key)
+    envs = posixpath.join(work_dir, "envs")
+    env_dir = posixpath.join(envs, key)
     py = q(base_python)
-    lines = [
-        "umask 077",
+    subdirs = [envs]
+    if overlays:
+        subdirs += [posixpath.join(work_dir, "wheels"), posixpath.join(work_dir, "local")]
+    lines = [remote_script.CHECK_FUNCTIONS, *remote_script.render_work_dir_check(work_dir, subdirs)]
+    existing = [env_dir] + [p for wheel, target in overlays for p in (posixpath.dirname(wheel), target)]
+    lines.append("cx_existing " + " ".join(q(p) for p in existing))
+    for wheel, size in shipped:
+        lines.append(f"cx_mkdir {q(posixpath.dirname(wheel))}")
+        lines.append(remote_script.render_receive(wheel, size))
+    lines += [
+        "exec </dev/null",  # the rest (module, conda, the user's commands) must not read the data
         *activation,
         render_version_check(py, python_version, allow_mismatch=allow_mismatch),
     ]
+    if overlays:
+        lines.append('need=""')
+        for wheel, target in overlays:
+            label = posixpath.basename(posixpath.dirname(wheel))
+            lines.append(
+                f"[ -f {q(posixpath.join(target, READY_MARKER))} ] || [ -f {q(wheel)} ] || "
+                f"{{ echo {q('clustrix-env: need-wheel ' + label)}; need=1; }}"
+            )
+        lines.append(f'[ -z "$need" ] || exit {NEED_WHEELS_EXIT}')
     lines += [
         f"env_dir={q(env_dir)}",
         'lock="$env_dir.lock"',
         'log="$env_dir.log"',
         f'if [ ! -f "$env_dir/{READY_MARKER}" ]; then',
-        '  mkdir -p "$(dirname "$env_dir")" || exit 1',
         '  me="$(hostname):$$"; waited=0',
         '  until mkdir "$lock" 2>/dev/null; do',
         '    holder=$(cat "$lock/owner" 2>/dev/null || echo "")',
@@ -513,7 +540,10 @@ def forget_prepared() -> None:
         _prepared.clear()
 
 
-def _interpret_failure(stderr: str, expected: str | None) -> ClustrixError:
+def _interpret_failure(stderr: str, expected: str | None, host: str) -> Exception:
+    unsafe = remote_script.unsafe_from_stderr(stderr, host)
+    if unsafe is not None:
+        return unsafe
     if "clustrix-env: python-mismatch" in stderr:
         found = re.search(r"remote=(\S+) local=(\S+) python=(\S+)", stderr)
         remote, local, python = found.groups() if found else ("?", expected, "python3")
@@ -576,9 +606,9 @@ def prepare_remote_environment(
         quoted = shlex.quote(python)
         checks = [render_version_check(quoted, expected, allow_mismatch=allow), render_import_check(quoted, needs)]
         script = "\n".join([*activation, *checks])
-        result = transport.run(["sh", "-c", script])
+        result = remote_script.run_script(transport, script)
         if not result.ok:
-            raise _interpret_failure(result.stderr, expected)
+            raise _interpret_failure(result.stderr, expected, transport.host)
         prepared = RemoteEnvironment(python=python, prelude=tuple(activation))
     else:
         prepared = _build(transport, config, snapshot or {}, activation, expected, allow, locals_)
@@ -598,33 +628,38 @@ def _build(
 ) -> RemoteEnvironment:
     work_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
     key = environment_key(snapshot, base_selection(config))
+    wheels = {}
     overlays: list[tuple[str, str]] = []
-    if locals_:
-        wheels = [build_local_wheel(d) for d in locals_]
-        transport.makedirs(posixpath.join(work_dir, "wheels"))
-        transport.makedirs(posixpath.join(work_dir, "local"))
-        for wheel in wheels:
-            remote_dir = posixpath.join(work_dir, "wheels", wheel.label)
-            remote_wheel = posixpath.join(remote_dir, wheel.path.name)
-            if not transport.exists(remote_wheel):
-                transport.makedirs(remote_dir)
-                transport.put(wheel.path, remote_wheel)
-            overlays.append((remote_wheel, posixpath.join(work_dir, "local", wheel.label)))
-    script = render_build_script(
-        work_dir=work_dir,
-        key=key,
-        requirement_lines=requirements(snapshot),
-        python_version=expected,
-        activation=activation,
-        allow_mismatch=allow,
-        overlays=overlays,
-    )
+    for wheel in (build_local_wheel(d) for d in locals_):
+        remote_wheel = posixpath.join(work_dir, "wheels", wheel.label, wheel.path.name)
+        wheels[wheel.label] = (remote_wheel, wheel.path)
+        overlays.append((remote_wheel, posixpath.join(work_dir, "local", wheel.label)))
     log.info(
         "clustrix.environment_check", host=transport.host, key=key, distributions=len(snapshot.get("distributions", []))
     )
-    result = transport.run(["sh", "-c", script])
+    shipped: list[tuple[str, Path]] = []
+    while True:
+        script = render_build_script(
+            work_dir=work_dir,
+            key=key,
+            requirement_lines=requirements(snapshot),
+            python_version=expected,
+            activation=activation,
+            allow_mismatch=allow,
+            overlays=overlays,
+            shipped=[(remote, path.stat().st_size) for remote, path in shipped],
+        )
+        # the wheels go in the same command that checked the directories they are written to
+        result = remote_script.run_script(transport, script, b"".join(path.read_bytes() for _, path in shipped))
+        if result.returncode != NEED_WHEELS_EXIT or shipped:
+            break
+        lines = result.stdout.splitlines()
+        needed = [line.split(" ", 2)[2] for line in lines if line.startswith("clustrix-env: need-wheel ")]
+        shipped = [wheels[label] for label in needed if label in wheels]
+        if not shipped:
+            break
     if not result.ok:
-        raise _interpret_failure(result.stderr, expected)
+        raise _interpret_failure(result.stderr, expected, transport.host)
     ready = [line for line in result.stdout.splitlines() if line.startswith("clustrix-env: ready ")]
     if not ready:
         raise EnvironmentBuildError(

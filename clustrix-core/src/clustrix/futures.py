@@ -23,6 +23,7 @@ import attrs
 from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
+from clustrix.runner import UnsafePathError
 
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
@@ -278,6 +279,11 @@ class JobManager:
     def _finish(self, job: _ActiveJob, status: JobStatus) -> None:
         try:
             outcomes = job.scheduler.fetch(job.handle, job.config)
+        except UnsafePathError as exc:  # another user could have written the outcome: never retried
+            log.warning("clustrix.outcome_refused", job_id=job.handle.job_id, error=str(exc))
+            self._record_final(job, JobStatus(state=JobState.FAILED, reason=str(exc)))
+            self._fail(job, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - stays watched: the next round polls and fetches again
             log.warning("clustrix.fetch_failed", job_id=job.handle.job_id, error=repr(exc))
             self._failed_attempt(job, "fetch the results of", exc)

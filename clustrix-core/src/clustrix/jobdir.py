@@ -16,9 +16,9 @@ from typing import Any
 
 import attrs
 
-from clustrix import environment, localcode, runner
+from clustrix import environment, localcode, remote_script, runner
 from clustrix.jobs import JobSpec, Outcome
-from clustrix.transport import LocalTransport, Transport
+from clustrix.transport import CommandError, LocalTransport, Transport
 
 
 def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
@@ -66,6 +66,26 @@ def job_dir_for(base_dir: str, spec: JobSpec) -> str:
     return posixpath.join(base_dir, spec.job_id)
 
 
+def render_stage(base_dir: str, job_dir: str) -> str:
+    """The script of :func:`stage`: check the work dir, create the job dir and ``out/`` 0700, store the payload.
+
+    The payload is the rest of stdin after the script (see :mod:`clustrix.remote_script`).
+    """
+    q = shlex.quote
+    payload = posixpath.join(job_dir, runner.PAYLOAD)
+    return "\n".join(
+        [
+            remote_script.CHECK_FUNCTIONS,
+            *remote_script.render_work_dir_check(base_dir),
+            "set -e",
+            f"mkdir -m 700 -- {q(job_dir)} {q(posixpath.join(job_dir, runner.OUT_DIR))}",
+            f"cat > {q(payload + '.tmp')}",
+            f"mv -- {q(payload + '.tmp')} {q(payload)}",
+            "",
+        ]
+    )
+
+
 def stage(
     transport: Transport,
     base_dir: str,
@@ -77,16 +97,21 @@ def stage(
 ) -> str:
     """Create the private job directory under ``base_dir`` and write the payload; return its path.
 
-    ``payload`` is the already encoded payload (from :func:`encode_payload_and_code`), if any.
+    One remote command checks ``base_dir`` (and the path to it), creates the job
+    directory (it must not exist yet) and stores the payload. Files written later into the
+    job directory are safe: nobody but the login user can change it. ``payload`` is the
+    already encoded payload (from :func:`encode_payload_and_code`), if any.
     """
     base = transport.expand(base_dir)
-    transport.makedirs(base)
     job_dir = job_dir_for(base, spec)
-    transport.makedirs(job_dir)
-    transport.makedirs(posixpath.join(job_dir, runner.OUT_DIR))
     if payload is None:
         payload = encode_payload(spec, tasks, claim=claim)
-    transport.write_bytes(posixpath.join(job_dir, runner.PAYLOAD), payload)
+    result = remote_script.run_script(transport, render_stage(base, job_dir), payload, timeout=600)
+    if not result.ok:
+        unsafe = remote_script.unsafe_from_stderr(result.stderr, transport.host)
+        if unsafe is not None:
+            raise unsafe
+        raise CommandError(result)
     return job_dir
 
 
@@ -161,20 +186,27 @@ def decode_outcome(data: bytes) -> Outcome:
     )
 
 
-def check_private_remote(transport: Transport, path: str, *, owner: int | None = None) -> None:
+def check_private_remote(transport: Transport, path: str, *, owner: int | None = None, kind: str = "d") -> None:
     """Refuse to read from ``path`` if another user could have written it.
 
-    ``path`` must not be group or other writable and, when ``owner`` (a uid) is given,
-    must belong to that user.
+    ``path`` is looked at with ``lstat``: it must be a directory (``kind="d"``) or a
+    regular file (``kind="f"``), not a symbolic link, not group or other writable and,
+    when ``owner`` (a uid) is given, belong to that user.
     """
-    st = transport.stat(path)
-    if owner is not None and st.st_uid != owner:
-        raise runner.UnsafePathError(
-            f"{path} on {transport.host} belongs to uid {st.st_uid}, not to the login user (uid {owner}): "
-            "refusing to unpickle it"
-        )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise runner.UnsafePathError(f"{path} on {transport.host} is writable by other users: refusing to unpickle it")
+    st = transport.lstat(path)
+    word = None
+    if stat.S_ISLNK(st.st_mode):
+        word = "symlink"
+    elif kind == "d" and not stat.S_ISDIR(st.st_mode):
+        word = "not-directory"
+    elif kind == "f" and not stat.S_ISREG(st.st_mode):
+        word = "not-file"
+    elif owner is not None and st.st_uid != owner:
+        word = "foreign-owner"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        word = "writable"
+    if word is not None:
+        raise remote_script.unsafe_error(path, word, transport.host)
 
 
 def _login_uid(transport: Transport) -> int:
@@ -188,7 +220,8 @@ def read_outcomes(transport: Transport, job_dir: str, size: int) -> list[Outcome
     """Read every call's outcome of a finished job; None where a call wrote none.
 
     The work dir above the job, the job dir, ``out/`` and each outcome file must belong
-    to the login user and be writable by nobody else.
+    to the login user, be writable by nobody else and be no symbolic link; the first that
+    is not raises :class:`clustrix.runner.UnsafePathError` naming it and why.
     """
     owner = _login_uid(transport)
     check_private_remote(transport, posixpath.dirname(job_dir.rstrip("/")), owner=owner)
@@ -203,7 +236,7 @@ def read_outcomes(transport: Transport, job_dir: str, size: int) -> list[Outcome
             outcomes.append(None)
             continue
         path = posixpath.join(job_dir, name)
-        check_private_remote(transport, path, owner=owner)
+        check_private_remote(transport, path, owner=owner, kind="f")
         outcomes.append(decode_outcome(transport.read_bytes(path)))
     return outcomes
 

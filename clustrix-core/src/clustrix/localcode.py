@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from clustrix import runner
+from clustrix import remote_script, runner
 from clustrix.environment import RUNNER_MODULES, _direct_url, _file_path, normalize_name, pythonpath_line
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
@@ -506,27 +506,20 @@ class ShippedCode:
         return (line,) if line else ()
 
 
-#: The remote half, run by the job's own Python: refuses a code dir another user could
-#: write, reports missing units, unpacks units sent on stdin (each moved into place with
-#: one rename, so a concurrent submit never sees half a unit), then imports the modules.
+#: The remote half, run by the job's own Python after the shell checked the work dir, the
+#: code dir and every unit dir that exists (:mod:`clustrix.remote_script`): reports missing
+#: units, unpacks units sent on stdin (each moved into place with one rename, so a
+#: concurrent submit never sees half a unit), then imports the modules.
 _REMOTE = r"""
-import io, os, stat, sys, tarfile, traceback
+import io, os, shutil, sys, tarfile, traceback
 code, mode = sys.argv[1], sys.argv[2]
 sep = sys.argv.index("--")
 labels, modules = sys.argv[3:sep], sys.argv[sep + 1:]
-os.makedirs(code, mode=0o700, exist_ok=True)
-def unsafe(path):
-    st = os.lstat(path)
-    return st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or not stat.S_ISDIR(st.st_mode)
-for path in [os.path.dirname(code), code] + [os.path.join(code, l) for l in labels]:
-    if os.path.lexists(path) and unsafe(path):
-        print("clustrix-code: unsafe " + path); sys.exit(0)
 ready = lambda label: os.path.isfile(os.path.join(code, label, ".clustrix-ready"))
 if mode == "unpack":
     tmp = os.path.join(code, ".incoming-%d" % os.getpid())
     os.mkdir(tmp, 0o700)
-    data = io.BytesIO(sys.stdin.buffer.read())
-    with tarfile.open(fileobj=data, mode="r:gz") as tar:
+    with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()), mode="r:gz") as tar:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(tmp, filter="data")
         else:
@@ -539,7 +532,6 @@ if mode == "unpack":
             except OSError:
                 if not ready(label):
                     raise
-    import shutil
     shutil.rmtree(tmp, ignore_errors=True)
 missing = [l for l in labels if not ready(l)]
 for label in missing:
@@ -560,12 +552,33 @@ print("clustrix-code: ok")
 
 
 def render_ship_script(
-    *, python: str, code_dir: str, labels: Sequence[str], modules: Sequence[str], mode: str, prelude: Sequence[str]
+    *,
+    python: str,
+    work_dir: str,
+    labels: Sequence[str],
+    modules: Sequence[str],
+    mode: str,
+    prelude: Sequence[str],
 ) -> str:
-    """The sh script that runs the remote half with the job's Python after the job's prelude (pure)."""
+    """The script (sent on stdin) that checks the dirs, then runs the remote half with the job's Python (pure).
+
+    The work dir and ``code/`` are created ``0700`` or refused, an existing unit dir must be
+    private too; then the job's prelude runs, so the Python is the job's own.
+    """
     q = shlex.quote
+    code_dir = posixpath.join(work_dir, CODE_DIR)
+    units = [posixpath.join(code_dir, label) for label in labels]
     argv = [python, "-c", _REMOTE, code_dir, mode, *labels, "--", *modules]
-    return "\n".join(["umask 077", *prelude, " ".join(q(a) for a in argv), ""])
+    return "\n".join(
+        [
+            remote_script.CHECK_FUNCTIONS,
+            *remote_script.render_work_dir_check(work_dir, [code_dir]),
+            "cx_existing " + " ".join(q(u) for u in units),
+            *prelude,
+            " ".join(q(a) for a in argv),
+            "",
+        ]
+    )
 
 
 _shipped_lock = threading.Lock()
@@ -585,8 +598,6 @@ def _answer(stdout: str) -> tuple[list[str], str | None, str]:
     for index, line in enumerate(lines):
         if line.startswith("clustrix-code: import-failed "):
             return missing, line.split(" ", 2)[2], "\n".join(lines[index + 1 :])
-        if line.startswith("clustrix-code: unsafe "):
-            return missing, None, line
     return missing, None, "ok" if "clustrix-code: ok" in lines else ""
 
 
@@ -625,26 +636,22 @@ def ship(
         log.info("clustrix.code_shipped", host=transport.host, sent=[], reused=labels, checked="in this process")
         return ShippedCode(paths=paths, reused=tuple(labels))
 
-    def run(mode: str, data: bytes | None) -> tuple[list[str], str | None, str, str]:
+    def run(mode: str, data: bytes) -> tuple[list[str], str | None, str, str]:
         script = render_ship_script(
-            python=python, code_dir=code_dir, labels=labels, modules=plan.modules, mode=mode, prelude=prelude
+            python=python, work_dir=work, labels=labels, modules=plan.modules, mode=mode, prelude=prelude
         )
-        result = transport.run(["sh", "-c", script], input=data, timeout=600)
+        result = remote_script.run_script(transport, script, data, timeout=600)
+        unsafe = remote_script.unsafe_from_stderr(result.stderr, transport.host)
+        if unsafe is not None:
+            raise unsafe
         missing, failed, status = _answer(result.stdout)
         return missing, failed, status, (result.stderr.strip() or result.stdout.strip())[-3000:]
 
-    missing, failed, status, output = run("probe", None)
+    missing, failed, status, output = run("probe", b"")
     sent: list[str] = []
-    if missing and failed is None and not status.startswith("clustrix-code: unsafe"):
+    if missing and failed is None:
         sent = missing
-        data = archive(unit for unit in plan.units if unit.label in set(missing))
-        missing, failed, status, output = run("unpack", data)
-    if status.startswith("clustrix-code: unsafe"):
-        raise LocalCodeError(
-            f"remote_work_dir {work} on {transport.host} must be a directory you own that no other user can write "
-            f"({status.split(' ', 2)[2]} is not), so no code was shipped into it and nothing was submitted: chmod go-w "
-            "it, or choose another remote_work_dir"
-        )
+        missing, failed, status, output = run("unpack", archive(u for u in plan.units if u.label in set(missing)))
     if failed is not None:
         unit = next((u for u in plan.units if u.name == failed.split(".")[0]), None)
         where = f" ({unit.source})" if unit else ""

@@ -4,7 +4,7 @@ It lets a new Python process (or the ``clustrix`` CLI) find, wait for, fetch and
 jobs after the process that submitted them is gone. The database lives under
 ``platformdirs.user_data_dir("clustrix")`` (``$CLUSTRIX_DATA_DIR`` overrides it), is
 private to the user, and is safe with several processes at once (WAL, busy timeout).
-Secrets (``password``) are never stored.
+Secrets are never stored: no ``password``, and of ``environment_variables`` only the names.
 """
 
 from __future__ import annotations
@@ -114,9 +114,20 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
+def storable_config(values: dict[str, Any]) -> dict[str, Any]:
+    """What the registry keeps of a configuration: no ``password``, and of ``environment_variables`` the names only.
+
+    ``values`` is ``ClusterConfig.as_dict()`` (already without secrets). A job attached
+    later (:meth:`clustrix.Job.attach`) takes both from the configuration of that time.
+    """
+    kept = dict(values)
+    kept["environment_variable_names"] = sorted(kept.pop("environment_variables", None) or {})
+    return kept
+
+
 def record(spec: JobSpec, handle: JobHandle) -> None:
     """Store a newly submitted job."""
-    config = spec.config.as_dict() if spec.config is not None else {}
+    config = storable_config(spec.config.as_dict()) if spec.config is not None else {}
     now = time.time()
     with _connect() as conn:
         conn.execute(

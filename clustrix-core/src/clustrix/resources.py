@@ -114,6 +114,9 @@ def _check_name(parameter: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{parameter}={value!r} is not valid: use a non-empty name such as {parameter}='debug'")
+    if any(c in value for c in "\n\r\0"):
+        # it becomes a line of the batch script (#SBATCH --partition=...): a line break would add directives
+        raise ValueError(f"{parameter}={value!r} is not valid: use a single-line name such as {parameter}='debug'")
     return value
 
 

@@ -90,13 +90,31 @@ class UnsafePathError(PermissionError):
 
 
 def check_private(path: str, st: os.stat_result | None = None, *, uid: int | None = None) -> None:
-    """Refuse ``path`` unless it is owned by ``uid`` (default: us) and not group/other-writable."""
-    st = os.stat(path) if st is None else st
+    """Refuse ``path`` unless it is no symbolic link, owned by ``uid`` (default: us) and not group/other-writable."""
+    st = os.lstat(path) if st is None else st
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(f"{path} is a symbolic link: refusing to unpickle it")
     expected = os.getuid() if uid is None else uid
     if st.st_uid != expected:
         raise UnsafePathError(f"{path} is owned by uid {st.st_uid}, not {expected}: refusing to unpickle it")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise UnsafePathError(f"{path} is writable by other users: refusing to unpickle it")
+
+
+def open_private(path: str) -> Any:
+    """Open ``path`` for reading without following a symbolic link, and check the file opened (fstat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UnsafePathError(f"{path} is a symbolic link: refusing to unpickle it") from exc
+        raise
+    try:
+        check_private(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 #: The file name cloudpickle (3.1.3 and later) gives every code object it pickles by value,
@@ -296,9 +314,8 @@ class _TaskRun:
         func = self.func
         args, kwargs = self.arguments[index]
         checkpoint = self.path(checkpoint_name(index))
-        if os.path.exists(checkpoint):
-            check_private(checkpoint)
-            with open(checkpoint, "rb") as fh:
+        if os.path.lexists(checkpoint):
+            with open_private(checkpoint) as fh:
                 func, args, kwargs = pickle.load(fh)
             print(f"clustrix.runner: call {index} resumes from its checkpoint", file=sys.stderr, flush=True)
         self.current = (index, func, args, kwargs)
@@ -368,10 +385,9 @@ def run_task(job_dir: str, task: int) -> int:
     """Run array task ``task`` of the job in ``job_dir``; return the exit code to use."""
     check_private(job_dir)
     payload_path = os.path.join(job_dir, PAYLOAD)
-    check_private(payload_path)
     out_dir = os.path.join(job_dir, OUT_DIR)
     os.makedirs(out_dir, mode=0o700, exist_ok=True)
-    with open(payload_path, "rb") as fh:
+    with open_private(payload_path) as fh:
         payload = pickle.load(fh)
     run = _TaskRun(job_dir, task, payload)
     if not 0 <= task < len(run.tasks):

@@ -46,10 +46,11 @@ class Transport(Protocol):
     """The operations a scheduler plugin may use on the machine where the scheduler runs.
 
     Paths are strings on that machine; ``~`` at the start of a path means the remote
-    user's home. ``makedirs`` creates private (0700) directories by default, and
-    ``write_bytes`` replaces a file atomically (write to a temporary name, then rename).
-    ``stat`` returns an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
-    ``stat``, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
+    user's home. ``makedirs`` creates missing directories private (0700) by default and
+    never changes the mode of one that exists; ``write_bytes`` replaces a file atomically
+    (write to a temporary name, then rename). ``stat`` and ``lstat`` (which does not follow
+    a symbolic link) return an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
+    they, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
     """
 
     host: str
@@ -76,6 +77,8 @@ class Transport(Protocol):
     def exists(self, remote_path: str) -> bool: ...
 
     def stat(self, remote_path: str) -> os.stat_result: ...
+
+    def lstat(self, remote_path: str) -> os.stat_result: ...
 
     def listdir(self, remote_path: str) -> list[str]: ...
 
@@ -143,9 +146,21 @@ class LocalTransport:
         return os.listdir(self.expand(remote_path))
 
     def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
+        """Create ``remote_path`` and its missing parents with ``mode``; existing directories are left alone."""
         path = Path(self.expand(remote_path))
-        path.mkdir(mode=mode, parents=True, exist_ok=True)
-        path.chmod(mode)
+        missing = []
+        while not os.path.lexists(path):
+            missing.append(path)
+            path = path.parent
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, mode)  # never more open than mode (the umask only removes bits)
+            except FileExistsError:
+                continue
+            os.chmod(directory, mode)  # bits the umask removed: the directory is ours, just made
+
+    def lstat(self, remote_path: str) -> os.stat_result:
+        return os.lstat(self.expand(remote_path))
 
     def expand(self, remote_path: str) -> str:
         return os.path.expanduser(remote_path)

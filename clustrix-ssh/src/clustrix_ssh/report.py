@@ -10,7 +10,7 @@ its outcome frame::
     ID end
 
 or by ``ID outcomes-deferred TOTAL`` (too large to inline: fetch sends one command for
-them) or ``ID unsafe`` (a job file could have been written by another user).
+them) or ``ID unsafe REASON ENTRY`` (a job file could have been written by another user).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class Report:
     statuses: dict[str, JobStatus] = attrs.field(factory=dict)
     outcomes: dict[str, dict[int, bytes]] = attrs.field(factory=dict)
     deferred: set[str] = attrs.field(factory=set)
-    unsafe: set[str] = attrs.field(factory=set)
+    #: job id -> (reason word, entry relative to the job dir) of a job whose files may not be trusted
+    unsafe: dict[str, tuple[str, str]] = attrs.field(factory=dict)
 
 
 def _status(words: list[str]) -> JobStatus:
@@ -70,7 +71,7 @@ def parse_report(data: bytes) -> Report:
         if word in STATE_WORDS:
             report.statuses[job_id] = _status(words)
         elif word == "unsafe":
-            report.unsafe.add(job_id)
+            report.unsafe[job_id] = (words[2], words[3]) if len(words) >= 4 else ("unchecked", ".")
         elif word == "outcomes-deferred":
             report.deferred.add(job_id)
         elif word == "outcomes" and len(words) == 5:

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix import environment, jobdir, localcode, runner
+from clustrix import environment, jobdir, localcode, remote_script, runner
 from clustrix.errors import ClustrixError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix.plugins import transport_for
+from clustrix.transport import CommandError
 from clustrix_ssh import scripts
 from clustrix_ssh.command import render_command
 from clustrix_ssh.report import Report, parse_report
@@ -58,7 +59,7 @@ class _Final:
 
     status: JobStatus
     files: dict[int, bytes] | None
-    unsafe: bool = False
+    unsafe: tuple[str, str] | None = None  # (reason, entry) when the job's files may not be trusted
 
 
 class SSHScheduler:
@@ -93,9 +94,13 @@ class SSHScheduler:
             cores=getattr(spec.resources, "cores", None),
             prelude=(*env.prelude, *shipped.prelude),
         )
-        script = scripts.render_launch(base_dir=base_dir, job_dir=job_dir, driver=driver)
-        result = transport.run(["sh", "-c", script], input=payload)
+        driver_bytes = driver.encode()
+        script = scripts.render_launch(base_dir=base_dir, job_dir=job_dir, driver_size=len(driver_bytes))
+        result = remote_script.run_script(transport, script, driver_bytes + payload)
         pgid = _parse_pgid(result.stdout)
+        unsafe = remote_script.unsafe_from_stderr(result.stderr, transport.host)
+        if unsafe is not None:
+            raise unsafe
         if not result.ok or pgid is None:
             raise SubmitError(
                 f"starting job {spec.job_id} on {transport.host} failed (exit {result.returncode}): "
@@ -146,14 +151,14 @@ class SSHScheduler:
             known = self._final.pop(handle.job_id, None)
         files = None if known is None else known.files
         if known is not None and known.unsafe:
-            raise _unsafe(handle)
+            raise _unsafe(handle, known.unsafe)
         if files is None:
             transport = transport_for(config)
             raw = hasattr(transport, "run_bytes")
             script = scripts.render_fetch(job_id=handle.job_id, job_dir=_job_dir(handle), raw=raw)
             report = _run_report(transport, script, raw=raw)
             if handle.job_id in report.unsafe:
-                raise _unsafe(handle)
+                raise _unsafe(handle, report.unsafe[handle.job_id])
             files = report.outcomes.get(handle.job_id)
             if files is None:
                 raise ClustrixError(f"fetching the outcomes of job {handle.job_id} from {transport.host} printed none")
@@ -202,7 +207,7 @@ class SSHScheduler:
                 if not status.state.final:
                     continue
                 self._final[job_id] = _Final(
-                    status=status, files=report.outcomes.get(job_id), unsafe=job_id in report.unsafe
+                    status=status, files=report.outcomes.get(job_id), unsafe=report.unsafe.get(job_id)
                 )
                 self._final.move_to_end(job_id)
             while len(self._final) > MAX_REMEMBERED:
@@ -211,7 +216,10 @@ class SSHScheduler:
     @hookimpl
     def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
         script = scripts.render_cancel(job_dir=_job_dir(handle), pgid=int(handle.data["pgid"]))
-        transport_for(config).run(["sh", "-c", script], check=True)
+        transport = transport_for(config)
+        result = remote_script.run_script(transport, script)
+        if not result.ok:
+            raise CommandError(result)
         return True
 
     @hookimpl
@@ -246,22 +254,23 @@ def _poll_item(handle: JobHandle) -> scripts.PollItem:
     )
 
 
-def _unsafe(handle: JobHandle) -> runner.UnsafePathError:
-    return runner.UnsafePathError(
-        f"job {handle.job_id}: {handle.job_dir} on {handle.host}, its out/ or an outcome file is not owned by the "
-        "login user or is writable by other users: refusing to unpickle it"
-    )
+def _unsafe(handle: JobHandle, why: tuple[str, str]) -> runner.UnsafePathError:
+    """The error for a job whose file ``why[1]`` (relative to its job dir) failed the check ``why[0]``."""
+    word, entry = why
+    path = posixpath.normpath(posixpath.join(_job_dir(handle), entry))
+    return remote_script.unsafe_error(path, word, handle.host or "the remote host")
 
 
 def _run_report(transport: Transport, script: str, *, raw: bool = False, timeout: float | None = None) -> Report:
     """Run one report script; raw bytes through the SSH transport, text (base64 frames) elsewhere."""
     run_bytes = getattr(transport, "run_bytes", None)
     if run_bytes is not None:
-        _code, out, _err = run_bytes(render_command(["sh", "-c", script]), timeout=timeout)
+        command = render_command(list(remote_script.BOOTSTRAP_ARGV))
+        _code, out, _err = run_bytes(command, input=remote_script.script_input(script), timeout=timeout)
         return parse_report(out)
     if raw:
         raise ValueError("raw outcome frames need a transport with run_bytes")
-    return parse_report(transport.run(["sh", "-c", script], timeout=timeout).stdout.encode())
+    return parse_report(remote_script.run_script(transport, script, timeout=timeout).stdout.encode())
 
 
 __all__ = ["SSHScheduler", "SubmitError"]

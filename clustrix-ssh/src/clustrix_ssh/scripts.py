@@ -2,8 +2,9 @@
 
 Pure functions from values to POSIX sh text; every value is quoted with
 :func:`shlex.quote` (``prelude`` lines are the user's own shell, already rendered by
-:mod:`clustrix.environment`). Each script is sent as one ``sh -c`` command, so a
-submit, a poll round for any number of jobs, or a cancel is one remote command.
+:mod:`clustrix.environment`). Each script is one remote command whose text travels on
+stdin (:mod:`clustrix.remote_script`), so a submit, a poll round for any number of jobs,
+or a cancel is one remote command and no script is ever in a process's arguments.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from clustrix import runner
+from clustrix import remote_script, runner
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -51,12 +52,14 @@ def render_driver(
     )
 
 
-def render_launch(*, base_dir: str, job_dir: str, driver: str) -> str:
-    """Create the private job dir, store the payload read from stdin, start the driver detached.
+def render_launch(*, base_dir: str, job_dir: str, driver_size: int) -> str:
+    """Check the work dir, create the private job dir, store driver and payload, start the driver detached.
 
-    The driver runs under ``setsid`` (its own session and process group, which survives
-    the SSH connection) with ``nohup``, stdin from /dev/null and output to files; the
-    script prints ``pgid <N>``.
+    The script comes on stdin (see :mod:`clustrix.remote_script`), followed by the
+    driver's ``driver_size`` bytes and then the payload: neither ever appears in a
+    process's arguments. The driver runs under ``setsid`` (its own session and process
+    group, which survives the SSH connection) with ``nohup``, stdin from /dev/null and
+    output to files; the script prints ``pgid <N>``.
     """
     q = shlex.quote
     payload = posixpath.join(job_dir, runner.PAYLOAD)
@@ -68,23 +71,18 @@ def render_launch(*, base_dir: str, job_dir: str, driver: str) -> str:
     )
     return "\n".join(
         [
-            "umask 077",
+            remote_script.CHECK_FUNCTIONS,
             # without its own session the job's process group is not one clustrix can find or kill
             "command -v setsid >/dev/null 2>&1 || "
             "{ echo 'clustrix: setsid (util-linux) is not installed on this host; the ssh backend needs it "
             "to detach jobs' >&2; exit 3; }",
+            # whoever can write the work directory could swap a job directory before it is read
+            *remote_script.render_work_dir_check(base_dir),
             "set -e",
-            "uid=$(id -u)",
-            f"mkdir -p {q(base_dir)}",
-            # whoever can write the base directory could swap a job directory before it is read
-            f'if [ -n "$(find {q(base_dir)} -prune {_NOT_PRIVATE_DIR} -print 2>&1)" ]; then',
-            "  printf 'clustrix: remote_work_dir %s must be a directory you own that no other user can write "
-            f"(chmod go-w it, or choose another remote_work_dir)\\n' {q(base_dir)} >&2; exit 4",
-            "fi",
             f"mkdir -m 700 {q(job_dir)} {q(out)}",
+            remote_script.render_receive(driver_path, driver_size),
             f"cat > {q(payload + '.tmp')}",
             f"mv {q(payload + '.tmp')} {q(payload)}",
-            f"printf '%s' {q(driver)} > {q(driver_path)}",
             "set +e",
             detach,
             'echo "pgid $!"',
@@ -121,8 +119,10 @@ INLINE_LIMIT = 1024 * 1024
 #: ``SIZE INDEX``, ``ID data``, the concatenated outcome files (base64 lines, or exactly
 #: TOTAL raw bytes), and ``ID end``. ``MODE`` is ``raw``, ``base64``, or ``auto`` (base64
 #: if TOTAL <= the inline limit and ``base64`` exists, else the line ``ID outcomes-deferred``).
-#: A job whose files fail ``private`` gets the line ``ID unsafe`` instead.
+#: A job whose files fail ``private`` gets the line ``ID unsafe REASON ENTRY`` instead (see
+#: ``why_unsafe``; REASON is a key of :data:`clustrix.remote_script.REASONS`).
 _PREAMBLE = [
+    remote_script.CHECK_FUNCTIONS,
     "uid=$(id -u)",
     'live=""',
     # the live processes as "PGID STAT ARGS" lines (empty where ps is missing)
@@ -149,10 +149,19 @@ _PREAMBLE = [
     f'  find "$1" "$1/out" "$1/.." -prune {_NOT_PRIVATE_DIR} -print 2>&1',
     '  find "$1/out" -name \'*.pkl\' \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type f \\) -print 2>&1',
     "}",
+    # why_unsafe DIR: "REASON ENTRY" for the first entry that fails (ENTRY relative to DIR: . out .. out/N.pkl)
+    "why_unsafe() {",
+    '  for e in . out ..; do w=$(cx_problem "$1/$e" d); [ -z "$w" ] || { echo "$w $e"; return; }; done',
+    '  for f in "$1"/out/*.pkl; do',
+    '    [ -e "$f" ] || [ -L "$f" ] || continue',
+    '    w=$(cx_problem "$f" f); [ -z "$w" ] || { echo "$w out/${f##*/}"; return; }',
+    "  done",
+    '  echo "unchecked ."',
+    "}",
     'private() { [ -z "$(unsafe_entries "$1")" ]; }',
     "outcomes() {",
     "  id=$1; dir=$2; mode=$3",
-    '  if ! private "$dir"; then echo "$id unsafe"; return; fi',
+    '  if ! private "$dir"; then echo "$id unsafe $(why_unsafe "$dir")"; return; fi',
     # in a subshell inside out/: wc and cat see the names N.pkl only, so a work dir whose
     # path holds a newline (which wc would quote) cannot garble the report
     "  (",

@@ -256,28 +256,19 @@ class SSHTransport:
 
     def stat(self, remote_path: str) -> os.stat_result:
         path = self.expand(remote_path)
-        attributes = self._sftp_call(lambda sftp: sftp.stat(path))
-        return os.stat_result(
-            (
-                attributes.st_mode or 0,
-                0,
-                0,
-                1,
-                attributes.st_uid or 0,
-                attributes.st_gid or 0,
-                attributes.st_size or 0,
-                int(attributes.st_atime or 0),
-                int(attributes.st_mtime or 0),
-                int(attributes.st_mtime or 0),
-            )
-        )
+        return _stat_result(self._sftp_call(lambda sftp: sftp.stat(path)))
+
+    def lstat(self, remote_path: str) -> os.stat_result:
+        """Like :meth:`stat`, but a symbolic link is described itself, not followed."""
+        path = self.expand(remote_path)
+        return _stat_result(self._sftp_call(lambda sftp: sftp.lstat(path)))
 
     def listdir(self, remote_path: str) -> list[str]:
         path = self.expand(remote_path)
         return self._sftp_call(lambda sftp: sftp.listdir(path))
 
     def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None:
-        """Create ``remote_path`` and missing parents with ``mode``; the leaf gets ``mode`` even if it existed."""
+        """Create ``remote_path`` and missing parents with ``mode``; an existing directory is left as it is."""
         path = self.expand(remote_path)
         self._sftp_call(lambda sftp: _makedirs(sftp, path, mode))
 
@@ -319,6 +310,23 @@ def _upload(sftp: paramiko.SFTPClient, path: str, body: Callable[[paramiko.SFTPF
         raise
 
 
+def _stat_result(attributes: paramiko.SFTPAttributes) -> os.stat_result:
+    return os.stat_result(
+        (
+            attributes.st_mode or 0,
+            0,
+            0,
+            1,
+            attributes.st_uid or 0,
+            attributes.st_gid or 0,
+            attributes.st_size or 0,
+            int(attributes.st_atime or 0),
+            int(attributes.st_mtime or 0),
+            int(attributes.st_mtime or 0),
+        )
+    )
+
+
 def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
     try:
         attributes = sftp.stat(path)
@@ -328,8 +336,6 @@ def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
         return
     if not stat_module.S_ISDIR(attributes.st_mode or 0):
         raise NotADirectoryError(f"{path} exists and is not a directory")
-    if stat_module.S_IMODE(attributes.st_mode or 0) != mode:
-        sftp.chmod(path, mode)
 
 
 def _ensure_dir(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
