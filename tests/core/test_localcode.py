@@ -46,6 +46,15 @@ def test_the_standard_library_and_installed_distributions_are_not_local() -> Non
     assert localcode.is_installed_path(json.__file__)
 
 
+def test_a_local_module_named_like_a_standard_module_travels(
+    local_modules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (local_modules / "colorsys.py").write_text("SHADOWED = True\n")  # the user's file wins locally, so remotely too
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    origin = localcode.locate("colorsys")
+    assert origin is not None and origin.paths == (str((local_modules / "colorsys.py").resolve()),)
+
+
 def test_a_folder_pip_installed_into_with_target_is_not_local_code(local_modules: Path) -> None:
     name = unique("targeted")
     (local_modules / name).mkdir()

@@ -253,7 +253,7 @@ class Origin:
 
 def locate(top: str) -> Origin | None:
     """The local origin of top-level module ``top``, or None if it is installed, built in or missing."""
-    if top in _NEVER_SHIPPED or top in getattr(sys, "stdlib_module_names", ()):
+    if top in _NEVER_SHIPPED:
         return None
     module = sys.modules.get(top)
     if module is not None:
