@@ -107,7 +107,7 @@ def test_client_refuses_outcomes_owned_by_another_user_even_if_only_they_can_wri
     _run(job_dir)
     for path in [Path(job_dir), Path(job_dir) / "out", Path(job_dir) / "out" / "0.pkl"]:
         os.chown(path, 65534, 65534)  # nobody: mode 0700/0600 still, but theirs
-    with pytest.raises(PermissionError, match=r"belongs to uid 65534, not to the login user"):
+    with pytest.raises(PermissionError, match=r"belongs to another user \(uid 65534, the login user is uid 0\)"):
         read_outcomes(LocalTransport(), job_dir, 1)
 
 

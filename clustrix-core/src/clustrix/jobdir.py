@@ -206,7 +206,8 @@ def check_private_remote(transport: Transport, path: str, *, owner: int | None =
     elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         word = "writable"
     if word is not None:
-        raise remote_script.unsafe_error(path, word, transport.host)
+        detail = f"uid {st.st_uid}, the login user is uid {owner}" if word == "foreign-owner" else ""
+        raise remote_script.unsafe_error(path, word, transport.host, detail)
 
 
 def _login_uid(transport: Transport) -> int:
