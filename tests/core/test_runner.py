@@ -97,7 +97,7 @@ def test_client_refuses_outcomes_from_a_directory_other_users_could_write(tmp_pa
     job_dir = _stage(tmp_path, [((1, 1), {})], plan_tasks(1))
     _run(job_dir)
     os.chmod(Path(job_dir) / "out", 0o777)
-    with pytest.raises(PermissionError, match="refusing to unpickle"):
+    with pytest.raises(PermissionError, match="out on localhost is writable by other users"):
         read_outcomes(LocalTransport(), job_dir, 1)
 
 
@@ -107,7 +107,7 @@ def test_client_refuses_outcomes_owned_by_another_user_even_if_only_they_can_wri
     _run(job_dir)
     for path in [Path(job_dir), Path(job_dir) / "out", Path(job_dir) / "out" / "0.pkl"]:
         os.chown(path, 65534, 65534)  # nobody: mode 0700/0600 still, but theirs
-    with pytest.raises(PermissionError, match=r"belongs to another user \(uid 65534, the login user is uid 0\)"):
+    with pytest.raises(PermissionError, match=r"belongs to another user"):
         read_outcomes(LocalTransport(), job_dir, 1)
 
 

@@ -14,11 +14,9 @@ import pytest
 from clustrix import cluster, environment, reset_config
 from clustrix.runner import UnsafePathError
 from tests.testbed import cousers
-from tests.testbed.cousers import PROC_WATCHER, plant_outcome, start_as_mallory, wait_for_flag_then_vanish
-from tests.testbed.system import wait_for
+from tests.testbed.cousers import ProcWatch, plant_outcome, read_canary, wait_for_flag_then_vanish
 
 pytestmark = pytest.mark.testbed_slurm
-MALLORY_PYTHON = "/usr/bin/python3"
 
 
 @pytest.fixture
@@ -61,29 +59,13 @@ def test_an_unsafe_outcome_fails_its_call_at_once_naming_path_and_reason(
     assert f"{outcome} on " in str(error) and reason in str(error)
 
 
-def read_canary() -> str:
-    return os.environ["CLUSTRIX_CANARY"]
-
-
 def test_a_co_user_reading_every_process_arguments_never_sees_a_secret(options: dict[str, Any], mallory: Path) -> None:
     """mallory scans /proc/*/cmdline during the environment check, staging, sbatch, polling and the job itself."""
-    canary = f"canary-{secrets.token_hex(8)}"
-    canary_file = mallory / "canary"
-    canary_file.write_text(canary)
-    canary_file.chmod(0o644)
-    ready, stop = mallory / "ready", mallory / "stop"
-    watcher = start_as_mallory([MALLORY_PYTHON, "-c", PROC_WATCHER, str(canary_file), str(ready), str(stop)])
-    wait_for(ready.exists, timeout=30, what="mallory's /proc watcher")
-    try:
-        func = cluster(**options, environment_variables={"CLUSTRIX_CANARY": canary})(read_canary)
-        value = func()
-    finally:
-        stop.touch()
-        out, err = watcher.communicate(timeout=60)
-    assert value == canary  # the secret did reach the job
-    lines = out.splitlines()
-    assert int(lines[0]) > 1, err
-    assert lines[1:] == [], f"mallory read the secret in: {lines[1:]}"
+    with ProcWatch(mallory) as watch:
+        value = cluster(**options, environment_variables={"CLUSTRIX_CANARY": watch.canary})(read_canary)()
+    assert value == watch.canary  # the secret did reach the job
+    assert watch.scans > 1
+    assert watch.seen == [], f"mallory read the secret in: {watch.seen}"
 
 
 def test_a_work_dir_others_can_write_is_refused_and_left_as_it_was(options: dict[str, Any]) -> None:
