@@ -1,11 +1,14 @@
 """Build, test, lint, type-check and document every clustrix distribution.
 
-Every session installs the distributions as *wheels built from the current source
+Every session prints how long it took. Every session installs the distributions as *wheels built from the current source
 in this nox run* (never editable, never a cached build), so packaging mistakes and
 undeclared dependencies show up here instead of on a user's machine:
 
-- ``tests-<dist>`` installs clustrix-core plus only that one plugin;
-- ``tests-all`` installs everything together;
+- ``tests-all`` installs everything together and runs every test once (each end-to-end
+  test against the real systems runs here and nowhere else, the conformance suite included);
+- ``tests-<dist>`` installs clustrix-core plus only that one plugin and runs a packaging
+  smoke subset: ``clustrix plugins`` finds it, and its tests that need no testbed pass
+  against the wheels (this catches undeclared dependencies and missing files);
 - ``build`` builds each sdist and a wheel from it, installs all wheels into a
   fresh environment and runs ``clustrix plugins``.
 
@@ -16,9 +19,12 @@ undeclared dependencies show up here instead of on a user's machine:
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -40,7 +46,13 @@ DISTRIBUTIONS = {
     "k8s": ("clustrix-k8s", "clustrix_k8s"),
     "ssh": ("clustrix-ssh", "clustrix_ssh"),
 }
-TEST_PLUGIN = ROOT / "tests" / "plugins" / "clustrix-testsched"
+#: Plugins the tests install like a third party would (short name -> project directory).
+TEST_PLUGINS = {
+    "testsched": ROOT / "tests" / "plugins" / "clustrix-testsched",
+    "tsp": ROOT / "tests" / "plugins" / "clustrix-tsp",
+}
+#: The smoke subset of a per-distribution session: every test that needs no testbed.
+SMOKE = "not (testbed_slurm or testbed_ssh or testbed_sge or testbed_pbs or testbed_k8s or slow)"
 #: Distributions a plugin's tests also need: the batch schedulers are tested through
 #: both transports, local and over SSH, and the SSH transport lives in clustrix-ssh.
 TEST_ALSO_NEEDS = {"slurm": ["ssh"], "pbs": ["ssh"], "sge": ["ssh"]}
@@ -68,17 +80,16 @@ def _build(session: nox.Session, project: Path, outdir: Path, *, sdist: bool) ->
 
 
 def _local_projects() -> dict[str, Path]:
-    """The distribution directories that exist now (plus the test plugin), by short name."""
+    """The distribution directories that exist now (plus the test plugins), by short name."""
     projects = {
         name: ROOT / path for name, (path, _) in DISTRIBUTIONS.items() if (ROOT / path / "pyproject.toml").exists()
     }
-    if (TEST_PLUGIN / "pyproject.toml").exists():
-        projects["testsched"] = TEST_PLUGIN
+    projects.update({name: path for name, path in TEST_PLUGINS.items() if (path / "pyproject.toml").exists()})
     return projects
 
 
 def _dist_names() -> list[str]:
-    """Short names of the distributions (not the test plugin) that exist now."""
+    """Short names of the distributions (not the test plugins) that exist now."""
     return [name for name in _local_projects() if name in DISTRIBUTIONS]
 
 
@@ -116,32 +127,49 @@ def _has_tests(folder: Path) -> bool:
     )
 
 
-def _pytest(session: nox.Session, *paths: str) -> None:
+def timed(func: Callable[[nox.Session], None]) -> Callable[[nox.Session], None]:
+    """Print the session's wall time when it ends (also when it fails), to keep CI's budget in sight."""
+
+    @functools.wraps(func)
+    def run(session: nox.Session) -> None:
+        started = time.monotonic()
+        try:
+            func(session)
+        finally:
+            print(f"nox > {session.name} took {time.monotonic() - started:.1f} s", flush=True)
+
+    return run
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
     TEST_RESULTS.mkdir(parents=True, exist_ok=True)
     junit = TEST_RESULTS / f"{session.name}.xml"
-    session.run("pytest", f"--junitxml={junit}", *paths, *session.posargs)
+    session.run("pytest", f"--junitxml={junit}", *args, *session.posargs)
 
 
 def _make_dist_tests(short: str) -> None:
     test_dir = "tests/core" if short == "core" else f"tests/{short}"
 
     @nox.session(name=f"tests-{short}", python=PYTHON)
+    @timed
     def tests(session: nox.Session) -> None:
         if not (ROOT / DISTRIBUTIONS[short][0] / "pyproject.toml").exists():
             session.skip(f"{DISTRIBUTIONS[short][0]} does not exist yet")
-        if not _has_tests(ROOT / test_dir):
-            session.skip(f"{test_dir} has no tests yet")
         names = ["core"] if short == "core" else ["core", short, *TEST_ALSO_NEEDS.get(short, [])]
         if "testsched" in _local_projects():
             names.append("testsched")
         _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
-        _pytest(session, test_dir)
+        module = DISTRIBUTIONS[short][1]
+        session.run("python", "-c", f"import {module}")
+        session.run("clustrix", "plugins")
+        if _has_tests(ROOT / test_dir):
+            # exit code 5: every test of the folder needs a testbed; they run in tests-all
+            session.run("pytest", "-q", "-m", SMOKE, test_dir, *session.posargs, success_codes=[0, 5])
 
     tests.__doc__ = (
-        f"Run {test_dir} against clustrix-core"
-        + ("" if short == "core" else f" plus only {DISTRIBUTIONS[short][0]}")
-        + "".join(f" and {DISTRIBUTIONS[n][0]} (its SSH transport)" for n in TEST_ALSO_NEEDS.get(short, []))
-        + " (wheels of the current source)."
+        f"Packaging smoke test of {DISTRIBUTIONS[short][0]}: installed from its wheel with clustrix-core"
+        + "".join(f" and {DISTRIBUTIONS[n][0]}" for n in TEST_ALSO_NEEDS.get(short, []))
+        + f" only, it imports, registers, and passes the tests of {test_dir} that need no testbed."
     )
 
 
@@ -150,8 +178,9 @@ for _short in DISTRIBUTIONS:
 
 
 @nox.session(name="tests-all", python=PYTHON)
+@timed
 def tests_all(session: nox.Session) -> None:
-    """Run the whole test suite with every distribution installed together."""
+    """Run the whole test suite once, every end-to-end and conformance test included, with everything installed."""
     if not _has_tests(ROOT / "tests"):
         session.skip("tests/ has no tests yet")
     _install_wheels(session, list(_wheels(session).values()), *TEST_DEPS)
@@ -164,6 +193,7 @@ def _lint_targets() -> list[str]:
 
 
 @nox.session(python=PYTHON)
+@timed
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the sources, the tests and this file."""
     session.install(RUFF)
@@ -173,6 +203,7 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def types(session: nox.Session) -> None:
     """mypy over each distribution's src, against the others installed as wheels."""
     _install_wheels(session, list(_wheels(session, *_dist_names()).values()), MYPY, TYPES_PARAMIKO, "tomli")
@@ -190,6 +221,7 @@ def types(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def docs(session: nox.Session) -> None:
     """Build the HTML docs with warnings as errors; autodoc imports the installed wheels."""
     _install_wheels(session, list(_wheels(session, *_dist_names()).values()), "-r", "docs/requirements.txt")
@@ -199,6 +231,7 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def build(session: nox.Session) -> None:
     """Build every sdist and a wheel from it into dist/, install all wheels together, run `clustrix plugins`."""
     out = ROOT / "dist"
@@ -220,6 +253,7 @@ def build(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def bench(session: nox.Session) -> None:
     """Run every benchmarks/bench_*.py; each writes benchmarks/results/<name>.json and prints a table.
 
@@ -237,6 +271,7 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def example(session: nox.Session) -> None:
     """Run examples/quickstart.py against an installed clustrix-core."""
     script = ROOT / "examples" / "quickstart.py"

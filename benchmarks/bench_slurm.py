@@ -13,8 +13,12 @@ Cases (issue 4), every contender in one run, runs interleaved round-robin:
     node), submitit ``map_array``, and a raw ``sbatch --array=0-99 --wrap true`` waited for
     by polling ``squeue`` every 0.1 s. Targets: clustrix at most 0.5x submitit and at
     most 1.5x raw sbatch.
-(c) ``commands``: the scheduler commands clustrix runs for one ``map`` call, counted by
-    wrapping its transport: one ``sbatch``, at most one status command per poll round.
+(c) ``operations``: remote commands and SFTP requests of each operation (the first submit
+    of a process, a later submit, each poll round, the fetch) for one call and for a map of
+    100, driven through the scheduler hooks and counted by the SSH transport itself (and by a
+    counting local transport on the login node). Targets: a submit is at most 2 commands
+    (1 once the environment was checked), a poll round 1, a fetch at most 1, and no SFTP
+    request for payloads under 1 MiB.
 
 Each timed run starts when the cluster is idle (no job pending, running or completing),
 and the order of the contenders rotates from run to run. Every contender uses its default
@@ -26,7 +30,6 @@ the exit code is 0 even when a target is missed; the table says MISS.
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime
 import importlib.metadata
 import json
@@ -56,32 +59,81 @@ def trivial(x: int) -> int:
     return x + 1
 
 
-# ---- counting commands ------------------------------------------------------------------
-class CountingTransport:
-    """Wraps a transport: counts commands by program name and listings of job ``out/`` dirs."""
+# ---- counting operations ----------------------------------------------------------------
+class CountingLocal:
+    """A local transport that counts the commands run through it (each one a round trip over SSH)."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.host = inner.host
-        self.commands: collections.Counter[str] = collections.Counter()
-        self.listings = 0
+    def __init__(self) -> None:
+        from clustrix.transport import LocalTransport
+
+        self.inner = LocalTransport()
+        self.host = self.inner.host
+        self.commands = 0
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
-        self.commands[argv[0]] += 1
+        self.commands += 1
         return self.inner.run(argv, **kwargs)
 
-    def listdir(self, path: str) -> list[str]:
-        if path.endswith("/out"):
-            self.listings += 1
-        result: list[str] = self.inner.listdir(path)
-        return result
-
-    def reset(self) -> None:
-        self.commands.clear()
-        self.listings = 0
+    def operations(self) -> dict[str, int]:
+        return {"commands": self.commands, "sftp_requests": 0}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {key: after[key] - before[key] for key in ("commands", "sftp_requests")}
+
+
+def count_operations(options: dict[str, Any], size: int, *, local: bool) -> dict[str, Any]:
+    """Commands and SFTP requests of each operation of one job of ``size`` calls, driven through the hooks.
+
+    ``submit_first`` is the first submit of a process (the environment check runs once);
+    ``submit`` a later one; ``poll_round`` each round until final; ``fetch`` bringing the results back.
+    """
+    from clustrix import environment
+    from clustrix.config import resolve_config
+    from clustrix.jobs import JobSpec
+    from clustrix.plugins import transport_for
+    from clustrix_slurm import SlurmScheduler
+
+    config = resolve_config(overrides=options)
+    transport: Any = CountingLocal() if local else transport_for(config)
+    scheduler = SlurmScheduler(transport_factory=lambda _config: transport)
+    arguments = [((i,), {}) for i in range(size)]
+
+    def spec() -> JobSpec:
+        return JobSpec(name="trivial", func=trivial, arguments=arguments, config=config)
+
+    environment.forget_prepared()
+    before = transport.operations()
+    scheduler.clustrix_submit(spec=spec(), wake=lambda: None)
+    first = _delta(before, transport.operations())
+    before = transport.operations()
+    handle = scheduler.clustrix_submit(spec=spec(), wake=lambda: None)
+    submit = _delta(before, transport.operations())
+    rounds: list[dict[str, int]] = []
+    while True:
+        before = transport.operations()
+        status = scheduler.clustrix_poll(handles=[handle], config=config).get(handle.job_id)
+        rounds.append(_delta(before, transport.operations()))
+        if status is not None and status.state.final:
+            break
+        time.sleep(0.2)
+    before = transport.operations()
+    outcomes = scheduler.clustrix_fetch(handle=handle, config=config)
+    fetch = _delta(before, transport.operations())
+    if [o.value for o in outcomes if o is not None] != [trivial(i) for i in range(size)]:
+        raise RuntimeError("wrong results while counting operations")
+    worst_round = {key: max(r[key] for r in rounds) for key in ("commands", "sftp_requests")}
+    return {
+        "calls": size,
+        "submit_first": first,
+        "submit": submit,
+        "poll_rounds": len(rounds),
+        "poll_round_max": worst_round,
+        "fetch": fetch,
+    }
 
 
 # ---- contenders -------------------------------------------------------------------------
@@ -110,18 +162,6 @@ class Clustrix(Contender):
 
     def map(self) -> list[int]:
         return list(self.function.map(range(MAP_SIZE)))
-
-    def counting_transport(self) -> CountingTransport:
-        """Swap the scheduler's cached transport for a counting wrapper (after a warm-up call)."""
-        from clustrix.plugins import get_scheduler
-
-        impl: Any = get_scheduler("slurm").impl
-        key = self.function.config().connection_key
-        transport = impl._transports[key]
-        if not isinstance(transport, CountingTransport):
-            transport = CountingTransport(transport)
-            impl._transports[key] = transport
-        return transport
 
 
 class Submitit(Contender):
@@ -262,19 +302,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  run {r + 1}/{repeats} done", flush=True)
 
         counts: list[dict[str, Any]] = []
-        for counted in (over_ssh, on_login):
-            transport = counted.counting_transport()
-            transport.reset()
-            wait_until_idle()
-            counted.map()
-            counts.append(
-                {
-                    "contender": counted.name,
-                    "commands": dict(transport.commands),
-                    # one listing of out/ per poll round, plus one when the results are fetched
-                    "poll_rounds": max(0, transport.listings - 1),
-                }
-            )
+        for name, options, local in (
+            ("clustrix over SSH", ssh_options, False),
+            ("clustrix (local)", local_options, True),
+        ):
+            for size in (1, MAP_SIZE):
+                wait_until_idle()
+                counts.append({"contender": name, **count_operations(options, size, local=local)})
     finally:
         server.cleanup()
 
@@ -295,12 +329,18 @@ def main(argv: list[str] | None = None) -> int:
         (f"{case}: {ours} / {label}", med[case][ours] / med[case][theirs], target)
         for case, ours, theirs, label, target in comparisons
     ]
-    command_checks: list[tuple[dict[str, Any], int, bool]] = []
+    command_checks: list[tuple[dict[str, Any], bool]] = []
     for entry in counts:
-        c = entry["commands"]
-        status = c.get("squeue", 0) + c.get("sacct", 0)
-        ok = c.get("sbatch", 0) == 1 and status <= max(1, entry["poll_rounds"])
-        command_checks.append((entry, status, ok))
+        ok = (
+            entry["submit_first"]["commands"] <= 2
+            and entry["submit"]["commands"] <= 1
+            and entry["submit"]["sftp_requests"] == 0
+            and entry["poll_round_max"]["commands"] <= 1
+            and entry["poll_round_max"]["sftp_requests"] == 0
+            and entry["fetch"]["commands"] <= 1
+            and entry["fetch"]["sftp_requests"] == 0
+        )
+        command_checks.append((entry, ok))
 
     print(f"\nSLURM benchmark: medians of {repeats} runs (min-max), seconds\n")
     print(f"{'case':<8} {'contender':<22} {'median':>8} {'min':>8} {'max':>8}")
@@ -315,16 +355,23 @@ def main(argv: list[str] | None = None) -> int:
         if verdict == "MISS":
             misses.append(label)
         print(f"  {label:<50} {ratio:5.2f}x (target <= {target}x)  {verdict}")
-    print("\nscheduler commands for one map of 100 calls:")
-    for entry, status, ok in command_checks:
+    print("\nremote operations per job (commands / SFTP requests):")
+    header = f"{'calls':>5} {'1st submit':>11} {'submit':>8} {'poll round':>11} {'rounds':>7} {'fetch':>7}"
+    print(f"  {'contender':<20} {header}")
+    for entry, ok in command_checks:
         verdict = "met" if ok else "MISS"
         if not ok:
-            misses.append(f"commands ({entry['contender']})")
-        listed = ", ".join(f"{k} x{v}" for k, v in sorted(entry["commands"].items()))
+            misses.append(f"operations ({entry['contender']}, {entry['calls']} calls)")
+
+        def pair(ops: dict[str, int]) -> str:
+            return f"{ops['commands']}/{ops['sftp_requests']}"
+
         print(
-            f"  {entry['contender']:<20} {listed}; {entry['poll_rounds']} poll round(s), "
-            f"{status} status command(s)  {verdict}"
+            f"  {entry['contender']:<20} {entry['calls']:>5} {pair(entry['submit_first']):>11} "
+            f"{pair(entry['submit']):>8} {pair(entry['poll_round_max']):>11} {entry['poll_rounds']:>7} "
+            f"{pair(entry['fetch']):>7}  {verdict}"
         )
+    print("  (targets: first submit <= 2 commands, later ones 1; a poll round 1; fetch <= 1; no SFTP request)")
     if misses:
         print(f"\n*** MISS: {'; '.join(misses)} ***")
     else:
@@ -342,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             {"what": label, "ratio": round(ratio, 3), "target": target, "met": ratio <= target}
             for label, ratio, target in targets
         ],
-        "commands_per_map": [{**entry, "status_commands": status, "met": ok} for entry, status, ok in command_checks],
+        "operations": [{**entry, "met": ok} for entry, ok in command_checks],
         "missed": misses,
     }
     output = Path(args.output)

@@ -59,12 +59,14 @@ def test_plugins_can_be_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None
     assert not [w for w in caught if "broken" in str(w.message) or "subprocess" in str(w.message)]
 
 
-def test_unknown_cluster_type_names_the_distribution_to_install() -> None:
+def test_unknown_cluster_type_names_the_distribution_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='lsf'.*pip install clustrix-lsf"):
         get_scheduler("lsf")
-    # a project-maintained scheduler under another distribution's name
-    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='torque'.*pip install clustrix-pbs"):
-        get_scheduler("torque")
+    # a project-maintained scheduler under another distribution's name, not installed here
+    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,kubernetes")
+    reset_plugins()
+    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='kubernetes'.*pip install clustrix-k8s"):
+        get_scheduler("kubernetes")
 
 
 def test_calling_with_an_uninstalled_scheduler_fails_before_submitting() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import collections
+import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -29,14 +30,21 @@ def slurm_config(work_dir: str, **overrides: Any) -> ClusterConfig:
 
 
 class CountingTransport(LocalTransport):
-    """The real local transport, counting the commands run through it by program name."""
+    """The real local transport, recording every command run through it (over SSH, one round trip each)."""
 
     def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
+        self.commands: list[str] = []
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # type: ignore[override]
-        self.counts[argv[0]] += 1
+        stdin: bytes = kwargs.get("input") or b""
+        size, _, rest = stdin.partition(b"\n")
+        script = rest[: int(size)].decode(errors="replace") if size.isdigit() else ""  # scripts come on stdin
+        self.commands.append(shlex.join(argv) + "\n" + script)
         return super().run(argv, **kwargs)
+
+    def mentioning(self, program: str) -> int:
+        """How many commands so far name ``program`` (e.g. ``sbatch``) as a word."""
+        return sum(1 for command in self.commands if re.search(rf"(?<![\w-]){re.escape(program)}(?![\w-])", command))
 
 
 def poll_until_final(

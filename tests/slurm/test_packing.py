@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from clustrix import runner
+from clustrix.batch.engine import tasks_for
+from clustrix.batch.status import status_from_outcomes
 from clustrix.jobdir import outcome_files, plan_tasks, read_outcomes, stage
 from clustrix.jobs import JobSpec, JobState
 from clustrix.resources import Resources
 from clustrix.transport import LocalTransport
-from clustrix_slurm.scheduler import tasks_for
 from clustrix_slurm.script import array_spec
-from clustrix_slurm.status import status_from_outcomes
 from tests.slurm.helpers import Direct, poll_until_final, slurm_config
 
 RUNNER = runner.__file__
@@ -110,7 +110,7 @@ def test_failed_calls_leave_a_marker_so_status_needs_no_unpickling(tmp_path: Pat
     files = outcome_files(os.listdir(Path(job_dir, runner.OUT_DIR)))
     assert files.complete(4)
     assert files.failed == {1, 3}
-    status = status_from_outcomes(files)
+    status = status_from_outcomes(files.failed)
     assert status.state is JobState.FAILED
     assert "1, 3" in (status.reason or "")
 

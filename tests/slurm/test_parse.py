@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from clustrix.batch.status import job_status as engine_job_status
 from clustrix.jobs import JobState
 from clustrix_slurm import parse
-from clustrix_slurm.states import NATIVE_STATES, never_runnable, to_job_state
-from clustrix_slurm.status import job_status
+from clustrix_slurm.dialect import SlurmDialect, to_job_state
+from clustrix_slurm.states import NATIVE_STATES, never_runnable
 from tests.slurm.conftest import FIXTURES
+
+DIALECT = SlurmDialect()
+
+
+def job_status(records, n_tasks, exits):
+    return engine_job_status(DIALECT, records, n_tasks, exits)
 
 
 def fixture(name: str) -> str:
@@ -70,6 +77,8 @@ def test_scontrol_config_gives_max_array_size_and_accounting():
     config = parse.parse_scontrol_config(fixture("scontrol_show_config.txt"))
     assert parse.max_array_size(config) == 10001
     assert parse.accounting_enabled(config)
+    site = DIALECT.parse_site(fixture("scontrol_show_config.txt"))
+    assert (site.max_array_size, site.history) == (10001, True)
     assert not parse.accounting_enabled({"AccountingStorageType": "accounting_storage/none"})
     assert parse.max_array_size({}) == 1001
 
@@ -133,6 +142,7 @@ def test_a_job_pending_for_a_reason_that_never_clears_is_failed_at_once():
     status = status_of("never", fixture("squeue_running.txt"))
     assert status.state is JobState.FAILED
     assert "PartitionTimeLimit" in status.reason and "MaxTime" in status.reason
+    assert status.reason.startswith("SLURM will never start this job")
 
 
 def test_an_array_with_tasks_pending_behind_its_throttle_is_running():

@@ -21,8 +21,7 @@ from clustrix.plugins import get_scheduler
 from clustrix.resources import Resources
 from clustrix.transport import LocalTransport
 from clustrix_slurm import SlurmScheduler
-from clustrix_slurm.scheduler import PREEMPTED_FINAL_AFTER
-from clustrix_slurm.states import to_job_state
+from clustrix_slurm.dialect import SlurmDialect, to_job_state
 from tests.slurm.helpers import poll_until_final, slurm_config, wait_for_state
 from tests.testbed.slurm import SlurmTestbed
 
@@ -299,10 +298,11 @@ def test_requeued_and_held_states_keep_the_job_waiting() -> None:
 
 def test_preempted_is_waited_on_and_reported_failed_only_if_never_requeued() -> None:
     scheduler = SlurmScheduler()
+    LIMIT = SlurmDialect.preempted_final_after
     preempted = JobStatus(state=JobState.PREEMPTED, reason="PREEMPTED")
     assert scheduler._settle_preempted("j", preempted, 100.0).state is JobState.PREEMPTED
-    assert scheduler._settle_preempted("j", preempted, 100.0 + PREEMPTED_FINAL_AFTER - 1).state is JobState.PREEMPTED
-    ended = scheduler._settle_preempted("j", preempted, 100.0 + PREEMPTED_FINAL_AFTER + 1)
+    assert scheduler._settle_preempted("j", preempted, 100.0 + LIMIT - 1).state is JobState.PREEMPTED
+    ended = scheduler._settle_preempted("j", preempted, 100.0 + LIMIT + 1)
     assert ended.state is JobState.FAILED
     assert "not requeued" in (ended.reason or "")
     requeued = JobStatus(state=JobState.PENDING, reason="BeginTime")

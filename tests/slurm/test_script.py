@@ -1,47 +1,57 @@
-"""The sbatch script is a pure function of resources and configuration, checked against golden files.
+"""The sbatch script is a pure function of the job, checked against golden files.
 
-Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change.
+The scripts are rendered exactly as the engine renders them in production: the SLURM
+dialect's directives, core's environment prelude (:func:`clustrix.environment.activation_lines`)
+and the runner file shipped into the job directory. Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to
+rewrite the golden files after an intended change.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 
 import pytest
 
+from clustrix.batch.dialect import ScriptJob
+from clustrix.batch.engine import RUNNER_NAME
+from clustrix.environment import activation_lines
+from clustrix.errors import ConfigurationError
 from clustrix.resources import Resources
-from clustrix_slurm.script import (
-    SbatchRequest,
-    ScriptOptions,
-    array_spec,
-    memory_megabytes,
-    render_sbatch,
-    validate_resources,
-)
+from clustrix_slurm.dialect import SlurmDialect
+from clustrix_slurm.script import array_spec, memory_megabytes
 from tests.slurm.conftest import GOLDEN
 
 JOB_DIR = "/home/me/.clustrix/20250101-000000-abcdefabcdef"
+DIALECT = SlurmDialect()
 
 
-def request(
+def render(
     resources: Resources,
     *,
-    options: ScriptOptions | None = None,
+    prelude: list[str] | None = None,
+    python: str = "/opt/py/bin/python3",
     n_tasks: int = 1,
     n_calls: int = 1,
     name: str = "monte_carlo",
-) -> SbatchRequest:
-    return SbatchRequest(
+    max_parallel: int | None = None,
+) -> str:
+    DIALECT.validate(resources)
+    job = ScriptJob(
         job_id="20250101-000000-abcdefabcdef",
         name=name,
         job_dir=JOB_DIR,
         n_tasks=n_tasks,
         n_calls=n_calls,
         resources=resources,
-        options=options or ScriptOptions(python="/opt/py/bin/python3"),
+        python=python,
+        prelude=tuple(prelude or ()),
+        runner_path=f"{JOB_DIR}/{RUNNER_NAME}",
+        max_parallel=max_parallel,
     )
+    return DIALECT.render_script(job)
 
 
 def check_golden(name: str, text: str) -> None:
@@ -54,7 +64,7 @@ def check_golden(name: str, text: str) -> None:
 
 def test_single_call_script_matches_golden_file():
     resources = Resources.parse(cores=16, memory="32GB", time="04:00:00", partition="compute")
-    check_golden("single_call.sbatch", render_sbatch(request(resources)))
+    check_golden("single_call.sbatch", render(resources))
 
 
 def test_throttled_array_with_every_option_matches_golden_file():
@@ -72,29 +82,48 @@ def test_throttled_array_with_every_option_matches_golden_file():
         exclusive=True,
         sbatch_directives=["--licenses=matlab:1", "--mail-type=END"],
     )
-    options = ScriptOptions(
-        python="/opt/my env/bin/python",
+    prelude = activation_lines(
         module_loads=("gcc/12.2", "cuda/12"),
         conda_env_name="sim env",
         pre_execution_commands=("source ~/site.sh", "ulimit -c 0"),
-        environment_variables=(("OMP_NUM_THREADS", "2"), ("GREETING", "it's $HOME")),
-        max_parallel_jobs=10,
+        environment_variables={"OMP_NUM_THREADS": "2", "GREETING": "it's $HOME"},
     )
-    text = render_sbatch(request(resources, options=options, n_tasks=100, n_calls=1000, name="hyper param search"))
+    text = render(
+        resources,
+        prelude=prelude,
+        python="/opt/my env/bin/python",
+        n_tasks=100,
+        n_calls=1000,
+        name="hyper param search",
+        max_parallel=10,
+    )
     check_golden("array_all_options.sbatch", text)
 
 
 def test_no_requeue_and_no_resources_gives_a_minimal_script():
-    check_golden("minimal_no_requeue.sbatch", render_sbatch(request(Resources.parse(requeue=False))))
+    check_golden("minimal_no_requeue.sbatch", render(Resources.parse(requeue=False)))
 
 
 def test_rendered_script_is_valid_bash():
     resources = Resources.parse(cores=1, account="a'b\"c", sbatch_directives=["--comment=x y"])
-    options = ScriptOptions(environment_variables=(("X", "$(rm -rf /) `id` 'q'"),), module_loads=("a;b",))
-    script = render_sbatch(request(resources, options=options))
+    prelude = activation_lines(environment_variables={"X": "$(rm -rf /) `id` 'q'"}, module_loads=("a;b",))
+    script = render(resources, prelude=prelude)
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
     assert "export X=" + shlex.quote("$(rm -rf /) `id` 'q'") in script
     assert "module load 'a;b'" in script
+
+
+def test_the_requeue_argv_reaches_the_runner_as_json_with_the_task_expanded():
+    script = render(Resources())
+    [line] = [x for x in script.splitlines() if x.startswith("export CLUSTRIX_REQUEUE_ARGV=")]
+    shown = subprocess.run(
+        ["bash", "-c", f'{line}\nprintf %s "$CLUSTRIX_REQUEUE_ARGV"'],
+        env={"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3", "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(shown.stdout) == ["scontrol", "requeue", "77_3"]
 
 
 def test_memory_is_rounded_up_to_whole_mebibytes():
@@ -123,10 +152,17 @@ def test_array_throttle_only_when_it_limits_something():
 )
 def test_resources_sbatch_cannot_express_are_refused_naming_the_parameter(extra, message):
     with pytest.raises(ValueError, match=message.replace("\n", "")):
-        validate_resources(Resources.parse(**extra))
+        DIALECT.validate(Resources.parse(**extra))
 
 
 def test_environment_variable_names_must_be_shell_names():
-    options = ScriptOptions(environment_variables=(("BAD-NAME", "1"),))
-    with pytest.raises(ValueError, match="BAD-NAME"):
-        render_sbatch(request(Resources(), options=options))
+    with pytest.raises(ConfigurationError, match="BAD-NAME"):
+        activation_lines(environment_variables={"BAD-NAME": "1"})
+
+
+def test_the_task_runs_the_shipped_runner_file_with_its_slurm_array_index():
+    script = render(Resources())
+    assert script.splitlines()[-1] == (
+        f'exec /opt/py/bin/python3 {JOB_DIR}/{RUNNER_NAME} {JOB_DIR} --task "${{SLURM_ARRAY_TASK_ID:-0}}"'
+    )
+    assert "-m clustrix.runner" not in script

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import paramiko
 import pytest
 
-from clustrix_ssh import ChangedHostKeyError, UnknownHostKeyError, get_transport
+from clustrix.config import resolve_config
+from clustrix_ssh import ChangedHostKeyError, SSHConnectionError, UnknownHostKeyError, get_transport
 from clustrix_ssh.target import resolve_target, split_destination
 from tests.testbed.sshd import SSHServer
 
@@ -160,3 +162,39 @@ def test_a_proxyjump_chain_longer_than_clustrix_follows_is_an_error_not_silently
     transport = SSHTransport(resolve_target("far", ssh_config=config))
     with pytest.raises(SSHConnectionError, match=f"has {MAX_JUMPS + 1} hops; clustrix follows at most {MAX_JUMPS}"):
         transport.run(["true"])
+
+
+@pytest.mark.testbed_ssh
+def test_two_configurations_with_different_keys_or_host_key_policies_never_share_a_connection(
+    sshd: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler keeps no transports of its own: the one pool owns them, keyed by every access setting."""
+    from clustrix_slurm import SlurmScheduler
+    from clustrix_ssh import target as target_module
+
+    transport_for = SlurmScheduler().transport
+
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    parsed = []
+    real_load = target_module.load_ssh_config
+    monkeypatch.setattr(target_module, "load_ssh_config", lambda *a: parsed.append(1) or real_load(*a))
+
+    def slurm(**extra: object) -> object:
+        return resolve_config(overrides={**sshd.config(), "cluster_type": "slurm", **extra})
+
+    good = transport_for(slurm())
+    assert good.run(["true"]).ok
+    assert transport_for(slurm()) is good  # the same settings: the same connection
+    assert len(parsed) == 1  # ~/.ssh/config read once for this target, not on every hook
+
+    other_key = transport_for(slurm(key_file=str(stranger)))
+    assert other_key is not good
+    with pytest.raises(SSHConnectionError):
+        other_key.run(["true"])  # its own key is refused; it never rides on the open connection
+
+    strict = transport_for(slurm(known_hosts_file=str(tmp_path / "empty_known_hosts"), host_key_policy="reject"))
+    assert strict is not good
+    with pytest.raises(UnknownHostKeyError):
+        strict.run(["true"])
+    assert good.run(["true"]).ok

@@ -14,7 +14,7 @@ from clustrix import cluster, runner
 from clustrix.config import resolve_config
 from clustrix.jobs import JobState
 from clustrix.plugins import transport_for
-from clustrix_ssh import scripts
+from clustrix.report import INLINE_LIMIT
 from clustrix_ssh.scheduler import SSHScheduler
 from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer
@@ -44,7 +44,7 @@ def test_a_warm_call_is_two_commands_and_no_sftp_request(ssh_config: dict[str, A
 
 def test_outcomes_larger_than_the_inline_limit_come_back_in_one_raw_command(ssh_config: dict[str, Any]) -> None:
     config = config_for(ssh_config)
-    value = b"x" * (scripts.INLINE_LIMIT * 3)
+    value = b"x" * (INLINE_LIMIT * 3)
     handle = submit(config, identity, (value,))
     wait(config, handle)
     other_process = SSHScheduler()
@@ -62,7 +62,7 @@ def test_outcomes_writable_by_other_users_are_refused(
     ssh_config: dict[str, Any], sshd: SSHServer, target: str, inlined: bool
 ) -> None:
     config = config_for(ssh_config)
-    handle = submit(config, identity, (b"small" if inlined else b"y" * (scripts.INLINE_LIMIT * 2),))
+    handle = submit(config, identity, (b"small" if inlined else b"y" * (INLINE_LIMIT * 2),))
     wait(config, handle)
     assert handle.job_dir is not None
     path = {
@@ -73,7 +73,7 @@ def test_outcomes_writable_by_other_users_are_refused(
     assert sshd.run_as_user(f"chmod g+w {shlex.quote(path)}").returncode == 0
     other_process = SSHScheduler()
     other_process.clustrix_poll([handle], config)
-    with pytest.raises(runner.UnsafePathError, match="refusing to unpickle"):
+    with pytest.raises(runner.UnsafePathError, match="writable by other users"):
         other_process.clustrix_fetch(handle, config)
 
 

@@ -422,6 +422,17 @@ def stop() -> None:
                 break
 
 
+def restart_controller() -> None:
+    """Stop slurmctld and start it again while jobs run; it recovers them from its state files."""
+    pid_file = PID_FILES["slurmctld"]
+    if _pid_alive(pid_file):
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 15)
+        wait_for(lambda: not _pid_alive(pid_file), timeout=30, what="slurmctld to stop")
+    _run(["slurmctld"])
+    wait_for(lambda: _ok(["scontrol", "ping"]), timeout=60, what="slurmctld answering again")
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "status"
     if command == "start":

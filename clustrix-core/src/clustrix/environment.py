@@ -224,6 +224,13 @@ def clustrix_capture_environment(config: ClusterConfig) -> dict[str, Any] | None
 # ---------------------------------------------------------------------------
 
 
+def check_variable_name(name: str, what: str = "environment variable name") -> str:
+    """Return ``name`` if it is a valid shell variable name, else raise ``ConfigurationError`` naming it."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ConfigurationError(f"{what} {name!r} is not a valid variable name: use letters, digits and '_'")
+    return name
+
+
 def activation_lines(
     *,
     module_loads: Sequence[str] = (),
@@ -236,14 +243,16 @@ def activation_lines(
     Module and conda names and every variable value are quoted; ``pre_execution_commands``
     are the user's own shell code and are used as written.
     """
+    for line in pre_execution_commands:
+        if "\n" in line:
+            raise ConfigurationError(f"{line!r} spans several lines: give one command per list item")
     lines = [f"module load {shlex.quote(name)}" for name in module_loads]
     if conda_env_name:
         lines.append('. "$(conda info --base)/etc/profile.d/conda.sh"')
         lines.append(f"conda activate {shlex.quote(conda_env_name)}")
     lines.extend(pre_execution_commands)
     for key, value in (environment_variables or {}).items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigurationError(f"environment_variables key {key!r} is not a valid variable name")
+        check_variable_name(key, "environment_variables key")
         lines.append(f"export {key}={shlex.quote(str(value))}")
     return lines
 

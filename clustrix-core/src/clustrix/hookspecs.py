@@ -33,16 +33,6 @@ PROJECT_NAME = "clustrix"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-#: Hook names that are routed to one scheduler object instead of broadcast.
-SCHEDULER_HOOKS = (
-    "clustrix_submit",
-    "clustrix_poll",
-    "clustrix_fetch",
-    "clustrix_cancel",
-    "clustrix_read_logs",
-)
-
-
 # -------------------------------------------------------------------------
 # Broadcast hooks
 # -------------------------------------------------------------------------

@@ -180,7 +180,7 @@ def decode_outcome(data: bytes) -> Outcome:
         except Exception as exc:  # noqa: BLE001 - e.g. the value's class is not importable here
             return Outcome(
                 ok=False,
-                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+                error_type=runner.type_name(exc).removeprefix("builtins."),
                 error_message=f"the call returned a value that cannot be unpickled here: {type(exc).__name__}: {exc}",
             )
         return Outcome(ok=True, value=value)

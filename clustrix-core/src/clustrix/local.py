@@ -31,7 +31,7 @@ from clustrix.decorator import ClusterFunction
 from clustrix.hookspecs import hookimpl
 from clustrix.jobdir import decode_outcome, plan_tasks
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.runner import encode_outcome_error, unwrap
+from clustrix.runner import encode_outcome_error, type_name, unwrap
 
 #: Names whose use in a function's source makes ``executor="auto"`` choose threads, as the
 #: original clustrix did: the function mostly waits on files, sockets or other programs.
@@ -187,7 +187,7 @@ def _run_in_thread(
                 Outcome(
                     ok=False,
                     exception=exc,
-                    error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    error_type=type_name(exc),
                     error_message=str(exc),
                     traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
                 )

@@ -34,10 +34,8 @@ log = get_logger("clustrix.plugins")
 KNOWN_DISTRIBUTIONS = {
     "slurm": "clustrix-slurm",
     "pbs": "clustrix-pbs",
-    "torque": "clustrix-pbs",
     "sge": "clustrix-sge",
     "kubernetes": "clustrix-k8s",
-    "k8s": "clustrix-k8s",
     "ssh": "clustrix-ssh",
 }
 

@@ -171,7 +171,3 @@ class Resources:
             if field.name != "extra" and getattr(self, field.name) is None
         }
         return attrs.evolve(self, **changes, extra={**defaults.extra, **self.extra})
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form, for the job registry."""
-        return attrs.asdict(self)

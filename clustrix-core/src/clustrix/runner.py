@@ -155,6 +155,11 @@ def dumps(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
+def type_name(exc: BaseException) -> str:
+    """``module.QualName`` of an exception's class, as outcome records name it."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
+
+
 def encode_outcome_ok(value: Any) -> bytes:
     return pickle.dumps({"ok": True, "value": dumps(value)}, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -168,7 +173,7 @@ def encode_outcome_error(exc: BaseException) -> bytes:
     record = {
         "ok": False,
         "exception": exc_bytes,
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "type": type_name(exc),
         "message": str(exc),
         "traceback": tb_text,
     }
@@ -206,7 +211,8 @@ def execute_call(func: Any, args: Any, kwargs: Any) -> tuple[bool, bytes]:
         return False, encode_outcome_error(error)
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that readers see either nothing or the whole file (0600 by default)."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
@@ -214,7 +220,7 @@ def _write_atomic(path: str, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -307,7 +313,7 @@ class _TaskRun:
                 continue
             failed = not self.run_call(index) or failed
         code = 1 if failed else 0
-        _write_atomic(self.path(exit_name(self.task)), f"{code}\n".encode())
+        write_atomic(self.path(exit_name(self.task)), f"{code}\n".encode())
         return code
 
     def run_call(self, index: int) -> bool:
@@ -324,8 +330,8 @@ class _TaskRun:
         finally:
             self.current = None
         if not ok:
-            _write_atomic(self.path(failed_name(index)), b"")
-        _write_atomic(self.path(outcome_name(index)), encoded)
+            write_atomic(self.path(failed_name(index)), b"")
+        write_atomic(self.path(outcome_name(index)), encoded)
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
         return ok
@@ -359,7 +365,7 @@ class _TaskRun:
         if resumed is None:
             self.stop_requested = True  # let the call finish, then come back for the rest
             return
-        _write_atomic(self.path(checkpoint_name(index)), dumps(resumed))
+        write_atomic(self.path(checkpoint_name(index)), dumps(resumed))
         print(f"clustrix.runner: call {index} checkpointed", file=sys.stderr, flush=True)
         self.requeue_and_exit()
 

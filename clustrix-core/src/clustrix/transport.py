@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import attrs
+
+from clustrix.runner import write_atomic
 
 
 @attrs.frozen
@@ -67,8 +68,6 @@ class Transport(Protocol):
     ) -> CommandResult: ...
 
     def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None: ...
-
-    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None: ...
 
     def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None: ...
 
@@ -127,11 +126,8 @@ class LocalTransport:
     def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
         shutil.copyfile(local_path, self.expand(remote_path))
 
-    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
-        shutil.copyfile(self.expand(remote_path), local_path)
-
     def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
-        write_atomic(Path(self.expand(remote_path)), data, mode=mode)
+        write_atomic(self.expand(remote_path), data, mode=mode)
 
     def read_bytes(self, remote_path: str) -> bytes:
         return Path(self.expand(remote_path)).read_bytes()
@@ -167,21 +163,3 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that readers see either nothing or the whole file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -6,10 +6,9 @@ cannot drift apart. Captured real output is kept under ``tests/slurm/fixtures``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
-import attrs
+from clustrix.batch.dialect import ParseError, TaskRecord, expand_task_ids
 
 #: ``squeue`` columns: array job id (the job id for plain jobs), array task id(s), state, reason.
 SQUEUE_FORMAT = "%F|%K|%T|%r"
@@ -34,25 +33,6 @@ def sacct_argv(native_ids: Iterable[str]) -> list[str]:
     ]
 
 
-@attrs.frozen
-class TaskRecord:
-    """One line of ``squeue``/``sacct``: a job, or some tasks of an array, in one state.
-
-    ``tasks`` is None for a job that is not an array; ``exit_code`` is only known
-    from ``sacct`` (``ExitCode`` is ``code:signal``; a signal is reported as 128+signal).
-    """
-
-    job_id: str
-    tasks: tuple[int, ...] | None
-    state: str
-    reason: str | None = None
-    exit_code: int | None = None
-
-
-class ParseError(ValueError):
-    """A scheduler command printed something this plugin does not understand."""
-
-
 def parse_sbatch_parsable(text: str) -> str:
     """``sbatch --parsable`` prints ``jobid`` or ``jobid;cluster``; return the job id."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -62,27 +42,6 @@ def parse_sbatch_parsable(text: str) -> str:
     if not job_id.isdigit():
         raise ParseError(f"sbatch --parsable printed {text.strip()!r}, not a job id")
     return job_id
-
-
-_TASK_SPEC = re.compile(r"^\[?([0-9,\-%]+)\]?$")
-
-
-def expand_task_ids(spec: str) -> tuple[int, ...]:
-    """``"5"`` -> (5,), ``"[2-9%2]"`` or ``"2-9%2"`` -> 2..9, ``"1,3,5-7"`` -> (1, 3, 5, 6, 7)."""
-    match = _TASK_SPEC.match(spec.strip())
-    if not match:
-        raise ParseError(f"cannot read array task ids from {spec!r}")
-    body = match.group(1).split("%", 1)[0]
-    ids: list[int] = []
-    for part in body.split(","):
-        if not part:
-            continue
-        if "-" in part:
-            low, _, high = part.partition("-")
-            ids.extend(range(int(low), int(high) + 1))
-        else:
-            ids.append(int(part))
-    return tuple(ids)
 
 
 def split_job_id(text: str) -> tuple[str, tuple[int, ...] | None]:

@@ -98,17 +98,6 @@ REASON_TEXT: dict[str, str] = {
 }
 
 
-def native_state(text: str) -> str:
-    """The bare state word: ``"CANCELLED by 0"`` -> ``CANCELLED``, ``"RUNNING+"`` -> ``RUNNING``."""
-    word = text.strip().split(" ", 1)[0] if text.strip() else ""
-    return word.rstrip("+*")
-
-
-def to_job_state(text: str) -> JobState:
-    """Map a state as ``squeue``/``sacct`` print it; an unknown word is ``UNKNOWN``."""
-    return NATIVE_STATES.get(native_state(text).upper(), JobState.UNKNOWN)
-
-
 def never_runnable(reason: str | None) -> bool:
     """True when a pending job's reason says it can never start as submitted."""
     return reason is not None and reason_word(reason) in NEVER_RUNNABLE_REASONS
@@ -123,15 +112,3 @@ def explain_reason(reason: str) -> str:
     """SLURM's reason, followed by what it means when clustrix knows."""
     meaning = REASON_TEXT.get(reason_word(reason))
     return f"{reason}: {meaning}" if meaning else reason
-
-
-#: When tasks of one array end differently, the one to report (worst first).
-FAILURE_PRIORITY: tuple[JobState, ...] = (
-    JobState.OUT_OF_MEMORY,
-    JobState.TIMEOUT,
-    JobState.NODE_FAIL,
-    JobState.FAILED,
-    JobState.CANCELLED,
-    JobState.UNKNOWN,
-    JobState.COMPLETED,
-)

@@ -7,22 +7,15 @@ the argv. The login shell must be POSIX-like (sh, bash, dash, ksh, zsh).
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def check_env_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ValueError(f"environment variable name {name!r} is not valid: use letters, digits and '_'")
-    return name
+from clustrix.environment import check_variable_name
 
 
 def export_lines(env: Mapping[str, str]) -> list[str]:
     """``export NAME='value'`` for each entry, values quoted, names checked."""
-    return [f"export {check_env_name(k)}={shlex.quote(str(v))}" for k, v in env.items()]
+    return [f"export {check_variable_name(k)}={shlex.quote(str(v))}" for k, v in env.items()]
 
 
 def render_command(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:

@@ -15,21 +15,15 @@ them) or ``ID unsafe REASON ENTRY`` (a job file could have been written by anoth
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import attrs
 
 from clustrix.jobs import JobState, JobStatus
+from clustrix.report import ReportError, read_frame
 
 #: Sent by a poll or watch: "<id> done <max exit code>" | "<id> running" | "<id> gone" | "<id> cancelled"
 STATE_WORDS = ("done", "running", "gone", "cancelled")
 
 GONE_REASON = "the job's processes are gone and not every task wrote its exit file (killed, or the runner crashed)"
-
-
-class ReportError(ValueError):
-    """The remote script's output is not a well-formed report (truncated, or not ours)."""
 
 
 @attrs.define
@@ -75,50 +69,9 @@ def parse_report(data: bytes) -> Report:
         elif word == "outcomes-deferred":
             report.deferred.add(job_id)
         elif word == "outcomes" and len(words) == 5:
-            files, pos = _read_frame(data, pos, job_id, int(words[2]), int(words[3]), words[4])
+            files, pos = read_frame(data, pos, job_id, int(words[2]), int(words[3]), words[4])
             report.outcomes[job_id] = files
     return report
 
 
-def _read_line(data: bytes, pos: int, job_id: str) -> tuple[str, int]:
-    newline = data.find(b"\n", pos)
-    if newline < 0:
-        raise ReportError(f"the outcome frame of job {job_id} is cut short")
-    return data[pos:newline].decode(errors="replace"), newline + 1
-
-
-def _read_frame(
-    data: bytes, pos: int, job_id: str, count: int, total: int, encoding: str
-) -> tuple[dict[int, bytes], int]:
-    sizes: list[tuple[int, int]] = []
-    for _ in range(count):
-        line, pos = _read_line(data, pos, job_id)
-        size_text, index_text = line.split()
-        sizes.append((int(index_text), int(size_text)))
-    line, pos = _read_line(data, pos, job_id)
-    if line != f"{job_id} data":
-        raise ReportError(f"the outcome frame of job {job_id} has no data line (found {line[:80]!r})")
-    if encoding == "raw":
-        blob = data[pos : pos + total]
-        pos += total
-        _, pos = _read_line(data, pos, job_id)  # the newline after the raw bytes
-        line, pos = _read_line(data, pos, job_id)
-    else:
-        end_marker = f"\n{job_id} end\n".encode()
-        end = data.find(end_marker, pos - 1)
-        if end < 0:
-            raise ReportError(f"the outcome frame of job {job_id} has no end line")
-        try:
-            blob = base64.b64decode(b"".join(data[pos:end].split()), validate=True)
-        except binascii.Error as exc:
-            raise ReportError(f"the outcomes of job {job_id} are not valid base64: {exc}") from exc
-        pos = end + 1
-        line, pos = _read_line(data, pos, job_id)
-    if line != f"{job_id} end" or len(blob) != total or sum(size for _, size in sizes) != total:
-        raise ReportError(f"the outcome frame of job {job_id} is inconsistent ({len(blob)} of {total} bytes)")
-    files: dict[int, bytes] = {}
-    offset = 0
-    for index, size in sizes:
-        files[index] = blob[offset : offset + size]
-        offset += size
-    return files, pos
+__all__ = ["GONE_REASON", "STATE_WORDS", "Report", "ReportError", "parse_report"]

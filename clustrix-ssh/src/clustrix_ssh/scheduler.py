@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix import environment, jobdir, localcode, remote_script, runner
+from clustrix import environment, jobdir, localcode, remote_script
 from clustrix.errors import ClustrixError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix.plugins import transport_for
+from clustrix.report import run_script, unsafe_outcomes
 from clustrix.transport import CommandError
 from clustrix_ssh import scripts
-from clustrix_ssh.command import render_command
 from clustrix_ssh.report import Report, parse_report
 
 if TYPE_CHECKING:
@@ -151,14 +151,14 @@ class SSHScheduler:
             known = self._final.pop(handle.job_id, None)
         files = None if known is None else known.files
         if known is not None and known.unsafe:
-            raise _unsafe(handle, known.unsafe)
+            raise unsafe_outcomes(handle, known.unsafe)
         if files is None:
             transport = transport_for(config)
             raw = hasattr(transport, "run_bytes")
             script = scripts.render_fetch(job_id=handle.job_id, job_dir=_job_dir(handle), raw=raw)
             report = _run_report(transport, script, raw=raw)
             if handle.job_id in report.unsafe:
-                raise _unsafe(handle, report.unsafe[handle.job_id])
+                raise unsafe_outcomes(handle, report.unsafe[handle.job_id])
             files = report.outcomes.get(handle.job_id)
             if files is None:
                 raise ClustrixError(f"fetching the outcomes of job {handle.job_id} from {transport.host} printed none")
@@ -254,23 +254,12 @@ def _poll_item(handle: JobHandle) -> scripts.PollItem:
     )
 
 
-def _unsafe(handle: JobHandle, why: tuple[str, str]) -> runner.UnsafePathError:
-    """The error for a job whose file ``why[1]`` (relative to its job dir) failed the check ``why[0]``."""
-    word, entry = why
-    path = posixpath.normpath(posixpath.join(_job_dir(handle), entry))
-    return remote_script.unsafe_error(path, word, handle.host or "the remote host")
-
-
 def _run_report(transport: Transport, script: str, *, raw: bool = False, timeout: float | None = None) -> Report:
     """Run one report script; raw bytes through the SSH transport, text (base64 frames) elsewhere."""
-    run_bytes = getattr(transport, "run_bytes", None)
-    if run_bytes is not None:
-        command = render_command(list(remote_script.BOOTSTRAP_ARGV))
-        _code, out, _err = run_bytes(command, input=remote_script.script_input(script), timeout=timeout)
-        return parse_report(out)
-    if raw:
+    if raw and not hasattr(transport, "run_bytes"):
         raise ValueError("raw outcome frames need a transport with run_bytes")
-    return parse_report(remote_script.run_script(transport, script, timeout=timeout).stdout.encode())
+    _code, out, _err = run_script(transport, script, timeout=timeout)
+    return parse_report(out)
 
 
 __all__ = ["SSHScheduler", "SubmitError"]

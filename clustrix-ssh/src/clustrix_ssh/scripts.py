@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import attrs
 
 from clustrix import remote_script, runner
+from clustrix.report import FRAME_FUNCTIONS
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -99,31 +100,8 @@ class PollItem:
     n_tasks: int
 
 
-#: ``find`` tests true for a directory that is not private: not owned by ``$uid``, group or
-#: other writable, or not a directory at all (a symlink given as a start is not followed).
-_NOT_PRIVATE_DIR = '\\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type d \\)'
-
-#: Outcomes of a finished job up to this many bytes in total ride inline (base64) in the
-#: poll or watch command's output, so fetching them costs no further round trip.
-INLINE_LIMIT = 1024 * 1024
-
-#: Shell functions shared by the poll, watch and fetch scripts.
-#:
-#: ``private DIR`` is the remote half of "nothing is unpickled from a place another user
-#: can write": the job dir, its ``out/`` and every outcome file must be owned by the login
-#: user, not group/other-writable, and of their expected type (``find`` does not follow a
-#: symlink given as a starting point, so a symlink fails ``-type``). Any output of ``find``,
-#: including its own errors, means "refuse".
-#:
-#: ``outcomes ID DIR MODE`` prints one frame: ``ID outcomes N TOTAL ENCODING``, N lines
-#: ``SIZE INDEX``, ``ID data``, the concatenated outcome files (base64 lines, or exactly
-#: TOTAL raw bytes), and ``ID end``. ``MODE`` is ``raw``, ``base64``, or ``auto`` (base64
-#: if TOTAL <= the inline limit and ``base64`` exists, else the line ``ID outcomes-deferred``).
-#: A job whose files fail ``private`` gets the line ``ID unsafe REASON ENTRY`` instead (see
-#: ``why_unsafe``; REASON is a key of :data:`clustrix.remote_script.REASONS`).
 _PREAMBLE = [
-    remote_script.CHECK_FUNCTIONS,
-    "uid=$(id -u)",
+    *FRAME_FUNCTIONS,
     'live=""',
     # the live processes as "PGID STAT ARGS" lines (empty where ps is missing)
     "refresh() {",
@@ -143,44 +121,6 @@ _PREAMBLE = [
     '  n=0; for f in "$1"/out/task-*.exit; do [ -f "$f" ] && n=$((n + 1)); done; [ "$n" -ge "$2" ]',
     "}",
     'worst() { cat "$1"/out/task-*.exit 2>/dev/null | sort -n | tail -n 1; }',
-    # each outcome file's "SIZE INDEX" from wc's "SIZE N.pkl" lines, without wc's total line
-    """sizes_awk='NR <= n {p = $2; sub(/\\.pkl$/, "", p); print $1, p}'""",
-    "unsafe_entries() {",
-    f'  find "$1" "$1/out" "$1/.." -prune {_NOT_PRIVATE_DIR} -print 2>&1',
-    '  find "$1/out" -name \'*.pkl\' \\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type f \\) -print 2>&1',
-    "}",
-    # why_unsafe DIR: "REASON ENTRY" for the first entry that fails (ENTRY relative to DIR: . out .. out/N.pkl)
-    "why_unsafe() {",
-    '  for e in . out ..; do w=$(cx_problem "$1/$e" d); [ -z "$w" ] || { echo "$w $e"; return; }; done',
-    '  for f in "$1"/out/*.pkl; do',
-    '    [ -e "$f" ] || [ -L "$f" ] || continue',
-    '    w=$(cx_problem "$f" f); [ -z "$w" ] || { echo "$w out/${f##*/}"; return; }',
-    "  done",
-    '  echo "unchecked ."',
-    "}",
-    'private() { [ -z "$(unsafe_entries "$1")" ]; }',
-    "outcomes() {",
-    "  id=$1; dir=$2; mode=$3",
-    '  if ! private "$dir"; then echo "$id unsafe $(why_unsafe "$dir")"; return; fi',
-    # in a subshell inside out/: wc and cat see the names N.pkl only, so a work dir whose
-    # path holds a newline (which wc would quote) cannot garble the report
-    "  (",
-    '  if cd -- "$dir/out" 2>/dev/null; then set -- *.pkl; else set -- ""; fi',
-    '  if [ ! -e "$1" ]; then',
-    '    printf \'%s outcomes 0 0 base64\\n%s data\\n%s end\\n\' "$id" "$id" "$id"; exit 0',
-    "  fi",
-    '  sizes=$(wc -c -- "$@" | awk -v n=$# "$sizes_awk")',
-    "  total=$(printf '%s\\n' \"$sizes\" | awk '{t += $1} END {print t + 0}')",
-    '  if [ "$mode" = auto ]; then',
-    f'    if [ "$total" -le {INLINE_LIMIT} ] && command -v base64 >/dev/null 2>&1; then mode=base64; else',
-    '      echo "$id outcomes-deferred $total"; exit 0',
-    "    fi",
-    "  fi",
-    '  printf \'%s outcomes %s %s %s\\n%s\\n%s data\\n\' "$id" $# "$total" "$mode" "$sizes" "$id"',
-    '  if [ "$mode" = raw ]; then cat -- "$@"; echo; else cat -- "$@" | base64; fi',
-    '  echo "$id end"',
-    "  )",
-    "}",
     "check() {",
     '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; outcomes "$1" "$2" auto; return; fi',
     '  if alive "$3" "$1"; then echo "$1 running"; return; fi',
@@ -241,10 +181,14 @@ def render_fetch(*, job_id: str, job_dir: str, raw: bool) -> str:
     return "\n".join([*_PREAMBLE, f"outcomes {q(job_id)} {q(job_dir)} {'raw' if raw else 'base64'}", ""])
 
 
-def render_cancel(*, job_dir: str, pgid: int, grace_seconds: float = 5.0) -> str:
+#: How long a cancelled job's processes get after SIGTERM before SIGKILL.
+CANCEL_GRACE_SECONDS = 5.0
+
+
+def render_cancel(*, job_dir: str, pgid: int) -> str:
     """Mark the job cancelled, TERM its process group, and KILL what is left after the grace period."""
     q = shlex.quote
-    steps = max(1, int(grace_seconds * 10))
+    steps = int(CANCEL_GRACE_SECONDS * 10)
     return "\n".join(
         [
             *_PREAMBLE,

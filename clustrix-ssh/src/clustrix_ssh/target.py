@@ -44,11 +44,6 @@ class Target:
     forward_agent: bool = False
 
     @property
-    def pool_key(self) -> tuple[str, str, int]:
-        """Connections are shared per (user, host, port) in one process."""
-        return (self.user, self.hostname, self.port)
-
-    @property
     def known_hosts_name(self) -> str:
         """The name known_hosts files use for this server (``[host]:port`` off port 22)."""
         return self.hostname if self.port == DEFAULT_PORT else f"[{self.hostname}]:{self.port}"

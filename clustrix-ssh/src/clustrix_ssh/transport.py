@@ -3,7 +3,8 @@
 Commands run on exec channels, files move over the connection's SFTP session. An
 operation that fails because the link dropped is retried once after reconnecting;
 an operation that fails on a live link raises at once. Transports are pooled: one per
-(user, host, port) per process (:func:`get_transport`), shared by threads.
+resolved target and host-key settings per process (:func:`get_transport`), shared by
+threads; no scheduler keeps transports of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 import paramiko
@@ -29,7 +29,7 @@ from clustrix.transport import CommandError, CommandResult
 from clustrix_ssh.command import render_command
 from clustrix_ssh.connection import Connection
 from clustrix_ssh.errors import SSHConnectionError
-from clustrix_ssh.target import Target, resolve_target
+from clustrix_ssh.target import Target, resolve_target, ssh_config_path
 
 T = TypeVar("T")
 
@@ -244,21 +244,6 @@ class SSHTransport:
 
         return self._sftp_call(read)
 
-    def get(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
-        path = self.expand(remote_path)
-        local = Path(local_path)
-        tmp = local.with_name(f".{local.name}.{secrets.token_hex(4)}.part")
-
-        def fetch(sftp: paramiko.SFTPClient) -> None:
-            try:
-                with open(tmp, "wb") as out:
-                    sftp.getfo(path, out)
-                os.replace(tmp, local)
-            finally:
-                tmp.unlink(missing_ok=True)
-
-        self._sftp_call(fetch)
-
     def exists(self, remote_path: str) -> bool:
         try:
             self.stat(remote_path)
@@ -372,8 +357,31 @@ def _create_dir(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
 
 # -- the per-process pool -------------------------------------------------------------
 
+#: The one owner of SSH connections in a process: every scheduler gets its transport here.
 _pool: dict[tuple[object, ...], SSHTransport] = {}
+#: What each set of settings resolved to, so ``~/.ssh/config`` is parsed once per target
+#: (again only when the file changes), not on every hook call.
+_resolved: dict[tuple[object, ...], SSHTransport] = {}
 _pool_lock = threading.Lock()
+
+
+def _config_stamp() -> tuple[str, int | None]:
+    path = ssh_config_path()
+    try:
+        return str(path), path.stat().st_mtime_ns
+    except OSError:
+        return str(path), None
+
+
+def pool_key(target: Target, *, known_hosts_file: str | None, host_key_policy: str) -> tuple[object, ...]:
+    """Everything that decides what a connection may do: two settings share one only when all agree.
+
+    The whole resolved target (user, host, port, identity files, password, jump hosts, the
+    ssh config's known_hosts files, agent forwarding) and the host-key policy and file: a
+    caller asking for ``host_key_policy="reject"`` or another key never gets a connection
+    opened with other settings.
+    """
+    return (target, host_key_policy, known_hosts_file)
 
 
 def get_transport(
@@ -387,7 +395,22 @@ def get_transport(
     host_key_policy: str = "reject",
     forward_agent: bool = False,
 ) -> SSHTransport:
-    """The process's shared transport to (user, host, port), created on first use."""
+    """The process's shared transport for these settings, created on first use."""
+    arguments = (
+        host,
+        port,
+        user,
+        key_file,
+        password,
+        known_hosts_file,
+        host_key_policy,
+        forward_agent,
+        _config_stamp(),
+    )
+    with _pool_lock:
+        known = _resolved.get(arguments)
+        if known is not None:
+            return known
     target = resolve_target(
         host,
         port=port,
@@ -396,14 +419,13 @@ def get_transport(
         password=password,
         forward_agent=forward_agent,
     )
-    # one connection per (user, host, port) and security settings: a caller asking for
-    # host_key_policy="reject" never gets a connection opened (or reopened) with accept-new
-    key = (*target.pool_key, host_key_policy, known_hosts_file, target.identity_files, target.forward_agent)
+    key = pool_key(target, known_hosts_file=known_hosts_file, host_key_policy=host_key_policy)
     with _pool_lock:
         transport = _pool.get(key)
         if transport is None:
             transport = SSHTransport(target, known_hosts_file=known_hosts_file, host_key_policy=host_key_policy)
             _pool[key] = transport
+        _resolved[arguments] = transport
         return transport
 
 
@@ -412,5 +434,6 @@ def close_all() -> None:
     with _pool_lock:
         transports = list(_pool.values())
         _pool.clear()
+        _resolved.clear()
     for transport in transports:
         transport.close()

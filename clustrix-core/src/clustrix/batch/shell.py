@@ -1,0 +1,206 @@
+"""The shell the batch engine sends: each operation is one ``sh -c`` command (pure rendering).
+
+Every value is quoted with :func:`shlex.quote`; scheduler commands arrive as argv lists
+from the dialect and are quoted element by element. The scripts print line-oriented
+reports that :mod:`clustrix.batch.reports` reads back; lines the engine reads start with
+a per-script marker (``@<token>``), so nothing a scheduler command prints can be taken for
+one of them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from clustrix import remote_script, runner
+from clustrix.report import FRAME_FUNCTIONS
+
+#: The marker file a cancel leaves in the job directory, so the job ends CANCELLED.
+CANCELLED = "cancelled"
+#: Exit code of the submit script when a file cannot be stored (full or read-only file system).
+WRITE_FAILED_EXIT = 5
+
+
+def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """``argv`` as one shell command, each element quoted, prefixed with ``env NAME=value`` when given."""
+    prefix = ["env", *(f"{name}={value}" for name, value in (env or {}).items())] if env else []
+    return shlex.join([*prefix, *argv])
+
+
+@attrs.frozen(kw_only=True)
+class StagedFile:
+    """A file the submit script stores in the job directory: the next ``size`` bytes of its stdin."""
+
+    name: str
+    size: int
+    mode: int = 0o600
+
+
+def render_submit(
+    *,
+    base_dir: str,
+    job_dir: str,
+    files: Sequence[StagedFile],
+    submit: str,
+    marker: str,
+) -> str:
+    """Create the private job directory, store ``files`` from stdin (in order), then submit.
+
+    ``base_dir`` (``remote_work_dir``) is created private or refused by
+    :mod:`clustrix.remote_script`'s checks, in this same command, before anything is written;
+    the job directory is made new (``mkdir -m 700`` fails if it exists). Every stored file is
+    checked for its full size, so a full file system stops here with a message naming the
+    path (exit :data:`WRITE_FAILED_EXIT`), never with a half-written payload. The line
+    ``@marker staged`` is printed before ``submit`` (a shell command line) runs in the job
+    directory: whatever follows is the scheduler's answer, and the script exits with its code.
+    """
+    q = shlex.quote
+    out = posixpath.join(job_dir, runner.OUT_DIR)
+    lines = [
+        remote_script.CHECK_FUNCTIONS,
+        'fail() { printf \'clustrix: %s\\n\' "$1" >&2; exit "$2"; }',
+        *remote_script.render_work_dir_check(base_dir),
+        f"mkdir -m 700 {q(job_dir)} {q(out)} || fail {q(f'cannot create {job_dir}')} {WRITE_FAILED_EXIT}",
+    ]
+    for staged in files:
+        path = posixpath.join(job_dir, staged.name)
+        full = f"cannot write {path} ({staged.size} bytes): the file system is full or read-only"
+        lines.append(
+            f"{{ {remote_script.render_receive(path, staged.size)}; }} && "
+            f'[ "$(wc -c < {q(path)})" -eq {int(staged.size)} ] || fail {q(full)} {WRITE_FAILED_EXIT}'
+        )
+        lines.append(f"chmod {staged.mode:o} {q(path)}")
+    lines += [
+        f"cd {q(job_dir)} || exit 1",
+        f"echo {q('@' + marker)} staged",
+        f"exec {submit}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@attrs.frozen(kw_only=True)
+class PollJob:
+    """One open job of a poll round, as the poll script needs it."""
+
+    job_id: str
+    job_dir: str
+    n_tasks: int
+    n_calls: int
+    #: A shell command line that cancels the array's pending tasks, run (once) when every call is done.
+    sweep: str | None = None
+
+
+def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> str:
+    """One poll round for every open job of a host: the status query, then each job's files.
+
+    The scheduler is asked first (only if some job's files are not complete yet), and the
+    files are read after it: a task that ended between the two is seen by its files, so a
+    final scheduler state never meets stale files (the race of "files first, then query").
+
+    Prints, all lines starting with ``@marker``:
+    ``status-begin`` / the query's stdout / ``status-end RC`` / ``status-err LINE`` (its stderr);
+    per job ``JOB files EXITS`` with ``EXITS`` as ``task:code`` words, ``JOB outs N``,
+    ``JOB failed I I ...``, ``JOB cancelled`` if marked, and when every call or every task is
+    done, the job's outcome frame (:mod:`clustrix.report`, mode ``auto``).
+    """
+    q = shlex.quote
+    m = "@" + marker
+    lines = [
+        *FRAME_FUNCTIONS,
+        # complete DIR NTASKS NCALLS: every task's exit file, or every call's outcome, is there
+        "complete() {",
+        '  ( cd -- "$1/out" 2>/dev/null || exit 1',
+        '    e=0; for f in task-*.exit; do [ -f "$f" ] && e=$((e + 1)); done',
+        '    o=0; for f in *.pkl; do [ -f "$f" ] && o=$((o + 1)); done',
+        '    [ "$e" -ge "$2" ] || [ "$o" -ge "$3" ] )',
+        "}",
+        "files() {",
+        f'  ( cd -- "$2/out" 2>/dev/null || {{ echo {q(m)} "$1" files; exit 0; }}',
+        '    x=""; for f in task-*.exit; do [ -f "$f" ] || continue; t=${f#task-}; t=${t%.exit}',
+        '      c=$(cat "$f" 2>/dev/null); x="$x $t:${c:-1}"; done',
+        f'    echo {q(m)} "$1" files$x',
+        '    o=0; for f in *.pkl; do [ -f "$f" ] && o=$((o + 1)); done',
+        f'    echo {q(m)} "$1" outs $o',
+        '    x=""; for f in *.failed; do [ -f "$f" ] && x="$x ${f%.failed}"; done',
+        f'    echo {q(m)} "$1" failed$x )',
+        f'  [ -e "$2/{CANCELLED}" ] && echo {q(m)} "$1" cancelled',
+        "  return 0",
+        "}",
+        "open=0",
+    ]
+    for job in jobs:
+        lines.append(f"complete {q(job.job_dir)} {int(job.n_tasks)} {int(job.n_calls)} || open=1")
+    if status is not None:
+        lines += [
+            'if [ "$open" = 1 ]; then',
+            '  err=$(mktemp 2>/dev/null || echo "/tmp/clustrix-status.$$")',
+            f"  echo {q(m)} status-begin",
+            f'  {{ {status}; }} 2>"$err"; rc=$?',
+            f'  echo; echo {q(m)} status-end "$rc"',
+            f'  sed "s/^/{m} status-err /" "$err"; rm -f "$err"',
+            "fi",
+        ]
+    for job in jobs:
+        jd, ji = q(job.job_dir), q(job.job_id)
+        lines.append(f"files {ji} {jd}")
+        frame = f"outcomes {ji} {jd} auto"
+        if job.sweep:
+            frame += f"; {job.sweep} >/dev/null 2>&1; echo {q(m)} {ji} swept"
+        lines.append(f"if complete {jd} {int(job.n_tasks)} {int(job.n_calls)}; then {frame}; fi")
+    return "\n".join(lines) + "\n"
+
+
+def render_query(query: str, *, marker: str) -> str:
+    """Run one scheduler query (history, site), framed like the poll's status query."""
+    m = "@" + marker
+    return "\n".join(
+        [
+            'err=$(mktemp 2>/dev/null || echo "/tmp/clustrix-query.$$")',
+            f"echo {shlex.quote(m)} status-begin",
+            f'{{ {query}; }} 2>"$err"; rc=$?',
+            f'echo; echo {shlex.quote(m)} status-end "$rc"',
+            f'sed "s/^/{m} status-err /" "$err"; rm -f "$err"',
+            "",
+        ]
+    )
+
+
+def render_fetch(*, job_id: str, job_dir: str, raw: bool) -> str:
+    """Print the job's outcome frame: raw bytes when the transport returns bytes, else base64."""
+    q = shlex.quote
+    return "\n".join([*FRAME_FUNCTIONS, f"outcomes {q(job_id)} {q(job_dir)} {'raw' if raw else 'base64'}", ""])
+
+
+def render_cancel(*, job_dir: str, cancel: str) -> str:
+    """Mark the job cancelled (so it ends CANCELLED whatever the scheduler calls it), then cancel it."""
+    return f"touch {shlex.quote(posixpath.join(job_dir, CANCELLED))} 2>/dev/null\nexec {cancel}\n"
+
+
+def render_logs(*, job_dir: str, names: Sequence[tuple[int, str]], limit: int, marker: str) -> str:
+    """Print the log files of the failed tasks (those whose exit file is missing or not 0), at most ``limit``.
+
+    ``names`` is (engine task, file name) for every task. When no task failed, the first
+    ``limit`` tasks' logs are printed. Each file follows a line ``@marker log TASK``.
+    """
+    q = shlex.quote
+    m = "@" + marker
+    lines = [f"cd {q(job_dir)} 2>/dev/null || exit 0", "failed=''", "all=''"]
+    for task, name in names:
+        exit_file = posixpath.join(runner.OUT_DIR, f"task-{task}.exit")
+        lines.append(f'all="$all {task}:{name}"')
+        lines.append(f'[ "$(cat {q(exit_file)} 2>/dev/null)" = 0 ] || failed="$failed {task}:{name}"')
+    lines += [
+        "set -- $failed; [ $# -gt 0 ] || set -- $all",
+        "n=0",
+        "for item; do",
+        f'  [ "$n" -ge {int(limit)} ] && break',
+        "  t=${item%%:*}; f=${item#*:}",
+        f'  [ -f "$f" ] || continue; n=$((n + 1)); echo {q(m)} log "$t"; cat -- "$f"; echo',
+        "done",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""What a scheduler tells the conformance suite about itself (see README.md in this folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from tests.testbed.sshd import SSHServer
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """One scheduler reached through one transport, and what it can do.
+
+    A capability that is ``None``/``False`` skips its test with the reason; all else must pass.
+    """
+
+    #: The ``cluster_type``.
+    scheduler: str
+    #: ``"local"`` (the login node is this machine) or ``"ssh"`` (through the sshd testbed).
+    transport: str
+    #: ``configure()`` keys that reach the scheduler: ``cluster_type``, ``remote_work_dir``, the
+    #: job's Python or ``replicate_distributions``, and for ``"ssh"`` the connection settings.
+    options: dict[str, Any]
+    #: The shortest time limit worth testing an overrun with (SLURM counts whole minutes).
+    short_time: str = "00:01:00"
+    #: The scheduler kills a job that uses more memory than it asked for (``JobOutOfMemoryError``).
+    enforces_memory: bool = False
+    #: ``@cluster`` resources the scheduler accepts but can never run: the job must fail fast
+    #: (never-runnable detection, or refused at submit). None skips the test.
+    impossible: dict[str, Any] | None = None
+    #: Restarts the scheduler's controller (slurmctld, the tsp server) while jobs run. None skips.
+    restart_controller: Callable[[], None] | None = None
+    #: The user jobs run as on the scheduler's machine (owner of a full file system); None: this process's.
+    remote_user: str | None = None
+    #: A second job waits while one runs (so cancelling a queued call is testable).
+    can_queue: bool = False
+    #: Or: ``@cluster`` resources that keep a job queued (SLURM: ``--begin`` in an hour).
+    hold: dict[str, Any] | None = None
+    #: The scheduler's word for a queued job, as :attr:`native_state` prints it.
+    queued_word: str = "queued"
+    #: Reads the job's state as the scheduler itself reports it, for assertions (native id -> text).
+    native_state: Callable[[str], str] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.scheduler}-{self.transport}"
+
+
+@contextlib.contextmanager
+def full_file_system(owner: str | None, size: str = "1m") -> Iterator[Path]:
+    """A small tmpfs owned by ``owner`` (mode 0700), for "the job directory's file system is full"."""
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        raise RuntimeError("mounting a small tmpfs needs root and mount(8)")
+    directory = Path(tempfile.mkdtemp(prefix="clustrix-full-"))
+    entry = pwd.getpwnam(owner) if owner else None
+    ids = f",uid={entry.pw_uid},gid={entry.pw_gid}" if entry else ""
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700{ids}", "tmpfs", str(directory)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False, capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def ssh_options(server: SSHServer, **extra: Any) -> dict[str, Any]:
+    """Connection keys for the sshd testbed; the job's Python is a venv the login node builds once."""
+    options = server.config(replicate_distributions=["clustrix-core"], **extra)
+    del options["cluster_type"]
+    return options
+
+
+def local_options(work_dir: str, **extra: Any) -> dict[str, Any]:
+    """Keys for the scheduler on this machine: this interpreter runs the jobs."""
+    return {"remote_work_dir": work_dir, "python_executable": sys.executable, **extra}

@@ -1,0 +1,50 @@
+"""task-spooler in the conformance suite: the reference plugin (tests/plugins/clustrix-tsp), one private queue each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conformance.target import Target, local_options, ssh_options
+from tests.testbed import tsp as tsp_testbed
+from tests.testbed.sshd import SSHServer
+from tests.testbed.system import unavailable
+
+SCHEDULER = "tsp"
+TRANSPORTS = ("local", "ssh")
+
+
+@pytest.fixture(scope="session")
+def conformance_tsp(
+    tmp_path_factory: pytest.TempPathFactory, conformance_sshd: SSHServer
+) -> Iterator[Callable[[str], Target]]:
+    try:
+        import clustrix_tsp  # noqa: F401 - the plugin under test must be installed
+
+        queues = {"local": tsp_testbed.start(), "ssh": tsp_testbed.start(conformance_sshd.user)}
+    except Exception as exc:
+        unavailable(f"task-spooler testbed: {type(exc).__name__}: {exc}")
+        raise
+    work = str(tmp_path_factory.mktemp("tsp-jobs"))
+
+    def make(transport: str) -> Target:
+        queue = queues[transport]
+        if transport == "local":
+            options = local_options(work)
+        else:
+            options = ssh_options(conformance_sshd, remote_work_dir="~/.clustrix/conformance-tsp")
+        return Target(
+            scheduler="tsp",
+            transport=transport,
+            options={**options, "cluster_type": "tsp", "tsp_socket": queue.socket, "job_poll_interval": 0.2},
+            short_time="00:00:03",
+            restart_controller=queue.restart,
+            remote_user=queue.user,
+            can_queue=True,
+            native_state=lambda native_id: queue.run("-s", native_id).stdout,
+        )
+
+    yield make
+    for queue in queues.values():
+        queue.cleanup()
