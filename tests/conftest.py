@@ -48,3 +48,12 @@ def pickle_test_module_by_value(request: pytest.FixtureRequest) -> Iterator[None
     cloudpickle.register_pickle_by_value(module)
     yield
     cloudpickle.unregister_pickle_by_value(module)
+
+
+@pytest.fixture
+def local_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path for the user's own top-level modules, which exist only on this machine."""
+    folder = tmp_path / "user-modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import logging
+import os
 import pickle
 import sys
 from collections.abc import Sequence
@@ -176,6 +178,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_code(args: argparse.Namespace) -> int:
+    """What of the user's own code a function would take to the cluster (nothing is submitted)."""
+    from clustrix import localcode, runner
+
+    module_name, _, attribute = args.target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{args.target!r} is not valid: use MODULE:FUNCTION, e.g. clustrix code mylib:run")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -c "import mylib"` run here would find it
+    function = runner.unwrap(getattr(importlib.import_module(module_name), attribute))
+    _, referenced = localcode.dumps_recording(function)
+    plan = localcode.plan_code(referenced, get_config(), needs=())
+    units = localcode.describe(plan)
+    lines = [f"{'UNIT':<40} {'SIZE':>10}  SOURCE"]
+    lines += [f"{u['label']:<40} {u['size']:>10}  {u['source']}" for u in units] or ["(nothing: no local code)"]
+    lines.append(f"imported remotely before submit: {', '.join(plan.modules) or '-'}")
+    _print({"units": units, "modules": list(plan.modules)}, args.json, "\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clustrix", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log clustrix events to stderr")
@@ -208,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("-o", "--output", help="write the pickled result to this file instead of printing it")
     add("cancel", cmd_cancel, "cancel a job, pending or running").add_argument("job_id")
     add("doctor", cmd_doctor, "check the configuration, connection, remote python and work dir")
+    code = add("code", cmd_code, "list the local modules a function would ship to the cluster (submits nothing)")
+    code.add_argument("target", help="MODULE:FUNCTION, e.g. mylib:run (imported from the current folder)")
     return parser
 
 

@@ -28,7 +28,7 @@ import attrs
 import platformdirs
 
 from clustrix.errors import ConfigurationError
-from clustrix.resources import Resources
+from clustrix.resources import Resources, parse_memory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,9 +68,14 @@ CORE_DEFAULTS: dict[str, Any] = {
     "allow_python_mismatch": False,
     # environment replication: limit the remote venv to these distributions (and their requirements)
     "replicate_distributions": None,
+    # the user's own code (clustrix.localcode): extra local modules to ship, local modules the
+    # remote side already has, and the largest module or package shipped
+    "ship_modules": [],
+    "exclude_modules": [],
+    "max_module_size": "20MB",
 }
 
-_LIST_KEYS = {"module_loads", "pre_execution_commands"}
+_LIST_KEYS = {"module_loads", "pre_execution_commands", "ship_modules", "exclude_modules"}
 _CHOICES = {
     "executor": ("auto", "process", "thread"),
     "host_key_policy": ("reject", "accept-new"),
@@ -80,7 +85,7 @@ _secret_keys = {"password"}
 #: ``cd``, ``module load``, ...): a newline there would start a new line of the script.
 _SINGLE_LINE_KEYS = {
     "cluster_host", "username", "key_file", "remote_work_dir", "python_executable", "conda_env_name",
-    "default_partition", "default_queue", "known_hosts_file", "namespace", "image", "kubeconfig",
+    "default_partition", "default_queue", "known_hosts_file",
     "module_loads", "pre_execution_commands", "replicate_distributions",
 }  # fmt: skip
 REDACTED = "<redacted>"
@@ -190,6 +195,12 @@ def _convert(key: str, value: Any, default: Any) -> Any:
                 f"{key}={value!r} is not valid: use a list of distribution names, e.g. {key}=['numpy', 'attrs']"
             )
         return [v for v in value if v]
+    if key == "max_module_size":
+        try:
+            parse_memory(value, parameter="max_module_size")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return value
     if key == "environment_variables":
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise ConfigurationError(

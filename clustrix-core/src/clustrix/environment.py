@@ -8,10 +8,12 @@ installed distribution with its source: ``pypi`` (``name==version``), ``vcs`` (a
 On the remote side (an SSH host, or a batch scheduler's login node), one venv is built
 per environment key under ``<remote_work_dir>/envs/<key>`` from the pinned requirements,
 with uv when the remote has it, else ``python3 -m venv`` + pip, under a lock, and reused
-from then on (a marker file is written last). Local and editable distributions are built
-into wheels here, shipped to ``<remote_work_dir>/wheels/`` and unpacked into
-``<remote_work_dir>/local/<name>-<digest>``, which jobs put first on ``PYTHONPATH``: editing
-a local project ships a new overlay without rebuilding the venv.
+from then on (a marker file is written last). Distributions installed from a local path
+(not editable) are built into wheels here, shipped to ``<remote_work_dir>/wheels/`` and
+unpacked into ``<remote_work_dir>/local/<name>-<digest>``, which jobs put first on
+``PYTHONPATH``. Editable installs (``pip install -e .``) are never installed remotely: their
+source travels as the user's own code (:mod:`clustrix.localcode`), and their requirements
+are pinned in the venv like any other distribution's.
 
 The functions that render shell scripts are pure, so schedulers other than ``ssh`` (a
 SLURM login node) run the same scripts through their own transport.
@@ -519,7 +521,8 @@ def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
 
 
 def local_distributions(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [d for d in snapshot.get("distributions", []) if d["source"] in {"local", "editable"}]
+    """Distributions installed from a local path, shipped as wheels (editable ones travel as source)."""
+    return [d for d in snapshot.get("distributions", []) if d["source"] == "local"]
 
 
 # ---------------------------------------------------------------------------

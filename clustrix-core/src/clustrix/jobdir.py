@@ -12,10 +12,11 @@ import posixpath
 import shlex
 import stat
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
-from clustrix import remote_script, runner
+from clustrix import environment, localcode, remote_script, runner
 from clustrix.jobs import JobSpec, Outcome
 from clustrix.transport import CommandError, LocalTransport, Transport
 
@@ -34,11 +35,31 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
     return tasks
 
 
+def _payload(spec: JobSpec, tasks: Sequence[Sequence[int]], claim: bool) -> dict[str, Any]:
+    return {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
+
+
 def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False) -> bytes:
     """The bytes of ``payload.pkl`` for ``spec``; ``claim`` turns on dynamic packing (see :mod:`clustrix.runner`)."""
-    return runner.dumps(
-        {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
-    )
+    return runner.dumps(_payload(spec, tasks, claim))
+
+
+def encode_payload_and_code(
+    spec: JobSpec,
+    tasks: Sequence[Sequence[int]],
+    *,
+    claim: bool = False,
+    needs: Sequence[str] = environment.RUNNER_MODULES,
+) -> tuple[bytes, localcode.CodePlan]:
+    """The payload's bytes and the user's local code it needs (pickled once, for every call of the job).
+
+    ``needs`` are the modules the job's runner imports besides the payload's (shipped too
+    when they are local, e.g. an editable clustrix-core). Raises
+    :class:`clustrix.localcode.LocalCodeError` for code that cannot travel; send the plan
+    with :func:`clustrix.localcode.ship` and put its ``prelude`` in the job's shell.
+    """
+    data, referenced = localcode.dumps_recording(_payload(spec, tasks, claim))
+    return data, localcode.plan_code(referenced, spec.config, needs=needs)
 
 
 def job_dir_for(base_dir: str, spec: JobSpec) -> str:
@@ -66,19 +87,26 @@ def render_stage(base_dir: str, job_dir: str) -> str:
 
 
 def stage(
-    transport: Transport, base_dir: str, spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False
+    transport: Transport,
+    base_dir: str,
+    spec: JobSpec,
+    tasks: Sequence[Sequence[int]],
+    *,
+    claim: bool = False,
+    payload: bytes | None = None,
 ) -> str:
     """Create the private job directory under ``base_dir`` and write the payload; return its path.
 
     One remote command checks ``base_dir`` (and the path to it), creates the job
     directory (it must not exist yet) and stores the payload. Files written later into the
-    job directory are safe: nobody but the login user can change it.
+    job directory are safe: nobody but the login user can change it. ``payload`` is the
+    already encoded payload (from :func:`encode_payload_and_code`), if any.
     """
     base = transport.expand(base_dir)
     job_dir = job_dir_for(base, spec)
-    result = remote_script.run_script(
-        transport, render_stage(base, job_dir), encode_payload(spec, tasks, claim=claim), timeout=600
-    )
+    if payload is None:
+        payload = encode_payload(spec, tasks, claim=claim)
+    result = remote_script.run_script(transport, render_stage(base, job_dir), payload, timeout=600)
     if not result.ok:
         unsafe = remote_script.unsafe_from_stderr(result.stderr, transport.host)
         if unsafe is not None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix import environment, jobdir, remote_script
+from clustrix import environment, jobdir, localcode, remote_script
 from clustrix.errors import ClustrixError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -78,22 +78,25 @@ class SSHScheduler:
         config: ClusterConfig = spec.config
         transport = transport_for(config)
         snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
+        tasks = jobdir.plan_tasks(spec.size, MAX_TASKS)
+        # code that cannot travel (a compiled extension, too large) is refused before any remote command
+        payload, code = jobdir.encode_payload_and_code(spec, tasks)
         # before anything is written remotely: a Python mismatch or a failed build stops here
         env = environment.prepare_remote_environment(transport, config, snapshot)
+        shipped = localcode.ship(transport, config, code, python=env.python, prelude=env.prelude)
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         job_dir = posixpath.join(base_dir, spec.job_id)
-        tasks = jobdir.plan_tasks(spec.size, MAX_TASKS)
         driver = scripts.render_driver(
             python=env.python,
             job_dir=job_dir,
             n_tasks=len(tasks),
             parallel=config.get("max_parallel_jobs"),
             cores=getattr(spec.resources, "cores", None),
-            prelude=env.prelude,
+            prelude=(*env.prelude, *shipped.prelude),
         )
         driver_bytes = driver.encode()
         script = scripts.render_launch(base_dir=base_dir, job_dir=job_dir, driver_size=len(driver_bytes))
-        result = remote_script.run_script(transport, script, driver_bytes + jobdir.encode_payload(spec, tasks))
+        result = remote_script.run_script(transport, script, driver_bytes + payload)
         pgid = _parse_pgid(result.stdout)
         unsafe = remote_script.unsafe_from_stderr(result.stderr, transport.host)
         if unsafe is not None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from clustrix import environment, jobdir, remote_script, runner
+from clustrix import environment, jobdir, localcode, remote_script, runner
 from clustrix.batch import shell
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
@@ -174,6 +174,9 @@ class BatchScheduler:
             max_array = self.site(config, transport).max_array_size
         n_tasks = tasks_for(spec.size, d.calls_per_task(spec.resources), max_array)
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
+        # the user's own modules: refused if they cannot travel, else shipped once per content hash
+        payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=JOB_NEEDS)
+        shipped = localcode.ship(transport, config, code, python=prepared.python, prelude=prepared.prelude)
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         job_dir = posixpath.join(base_dir, spec.job_id)
         job = ScriptJob(
@@ -184,14 +187,13 @@ class BatchScheduler:
             n_calls=spec.size,
             resources=spec.resources,
             python=prepared.python,
-            prelude=tuple(prepared.prelude),
+            prelude=(*prepared.prelude, *shipped.prelude),
             runner_path=posixpath.join(job_dir, RUNNER_NAME),
             max_parallel=config.get("max_parallel_jobs"),
             config=config,
         )
         script_path = posixpath.join(job_dir, d.script_name)
         submit = self._command(d.submit_argv(script_path, job), config)
-        payload = jobdir.encode_payload(spec, tasks, claim=True)
         native_id = self._stage_and_submit(transport, job, payload, submit)
         log.info(
             "clustrix.job_submitted",

@@ -1,0 +1,166 @@
+"""Finding the user's own code in a payload, and shipping it through the local transport (the login-node case)."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from clustrix import localcode
+from clustrix.localcode import LocalCodeError
+from clustrix.runner import UnsafePathError
+from clustrix.transport import LocalTransport
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def write_package(folder: Path, name: str) -> None:
+    (folder / name / "__pycache__").mkdir(parents=True)
+    (folder / name / "__init__.py").write_text("from .inner import VALUE\n")
+    (folder / name / "inner.py").write_text("VALUE = 7\n")
+    (folder / name / "data.json").write_text("{}\n")
+    (folder / name / "__pycache__" / "inner.cpython-311.pyc").write_bytes(b"stale")
+
+
+def test_imports_inside_a_function_body_are_found_but_relative_ones_are_not() -> None:
+    def body() -> None:
+        import json.decoder  # noqa: F401
+        from os import path  # noqa: F401
+
+        from . import test_localcode  # noqa: F401  (a relative import: never followed)
+
+    assert localcode.imported_names(body.__code__) == {"json.decoder", "os"}
+
+
+def test_the_standard_library_and_installed_distributions_are_not_local() -> None:
+    assert localcode.locate("json") is None
+    assert localcode.locate("attrs") is None  # an installed distribution
+    assert localcode.is_installed_path(json.__file__)
+
+
+def test_a_local_module_named_like_a_standard_module_travels(
+    local_modules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (local_modules / "colorsys.py").write_text("SHADOWED = True\n")  # the user's file wins locally, so remotely too
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    origin = localcode.locate("colorsys")
+    assert origin is not None and origin.paths == (str((local_modules / "colorsys.py").resolve()),)
+
+
+def test_a_folder_pip_installed_into_with_target_is_not_local_code(local_modules: Path) -> None:
+    name = unique("targeted")
+    (local_modules / name).mkdir()
+    (local_modules / name / "__init__.py").write_text("")
+    assert localcode.locate(name) is not None  # a plain folder on sys.path: the user's code
+    (local_modules / f"{name}-1.0.dist-info").mkdir()  # what pip install --target leaves next to it
+    assert localcode.locate(name) is None
+
+
+def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_modules: Path) -> None:
+    name = unique("pkg")
+    write_package(local_modules, name)
+    package = importlib.import_module(name)
+
+    def uses() -> int:
+        return int(package.VALUE)
+
+    _, referenced = localcode.dumps_recording(uses)
+    plan = localcode.plan_code(referenced, None, needs=())
+    (unit,) = plan.units
+    assert unit.name == name and unit.label == f"{name}-{unit.digest}"
+    assert [arcname for arcname, _ in unit.files] == [f"{name}/__init__.py", f"{name}/data.json", f"{name}/inner.py"]
+    assert plan.modules == (name,)
+
+
+def test_the_archive_is_the_same_bytes_for_the_same_content(local_modules: Path) -> None:
+    name = unique("pkg")
+    write_package(local_modules, name)
+    origin = localcode.locate(name)
+    assert origin is not None
+    unit = localcode.make_unit(origin, limit=10**6)
+    assert localcode.archive([unit]) == localcode.archive([unit])
+    with tarfile.open(fileobj=io.BytesIO(localcode.archive([unit])), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == sorted(f"{unit.label}/{arcname}" for arcname, _ in unit.files)
+
+
+def test_bad_configuration_for_local_code_is_named() -> None:
+    from clustrix.config import resolve_config
+    from clustrix.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="max_module_size='lots' is not valid"):
+        resolve_config(overrides={"max_module_size": "lots"})
+    with pytest.raises(LocalCodeError, match="ship_modules lists 'json', which is not a local module"):
+        localcode.plan_code([], {"ship_modules": ["json"]}, needs=())
+
+
+def test_shipping_through_the_local_transport_sends_each_content_once(local_modules: Path, tmp_path: Path) -> None:
+    stable, changing = unique("stable"), unique("changing")
+    (local_modules / f"{stable}.py").write_text("A = 1\n")
+    (local_modules / f"{changing}.py").write_text(f"import {stable}\nB = 2\n")
+    config = {"remote_work_dir": str(tmp_path / "work")}
+    transport = LocalTransport()
+
+    def ship() -> localcode.ShippedCode:
+        module = importlib.import_module(changing)
+        _, referenced = localcode.dumps_recording(lambda: module.B)
+        plan = localcode.plan_code(referenced, config, needs=())
+        return localcode.ship(transport, config, plan, python=sys.executable)
+
+    first = ship()
+    assert {label.rsplit("-", 1)[0] for label in first.sent} == {stable, changing}
+    assert first.prelude == (localcode.pythonpath_line(first.paths),)
+    assert all(Path(path, localcode.READY_MARKER).is_file() for path in first.paths)
+    assert ship().sent == ()  # remembered in this process: no command
+    localcode.forget_shipped()  # as a new process would
+    again = ship()
+    assert again.sent == () and set(again.reused) == set(first.sent)  # the remote side had them
+
+    (local_modules / f"{changing}.py").write_text(f"import {stable}\nB = 3\n")
+    del sys.modules[changing]
+    changed = ship()
+    (sent,) = changed.sent
+    assert sent.startswith(changing) and sent not in first.sent
+    assert {label for label in changed.reused if label.startswith(stable)} == {
+        label for label in first.sent if label.startswith(stable)
+    }
+
+
+def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_path: Path) -> None:
+    name = unique("mod")
+    (local_modules / f"{name}.py").write_text("A = 1\n")
+    module = importlib.import_module(name)
+    work = tmp_path / "work"
+    (work / localcode.CODE_DIR).mkdir(parents=True)
+    (work / localcode.CODE_DIR).chmod(0o777)
+    config = {"remote_work_dir": str(work)}
+    _, referenced = localcode.dumps_recording(lambda: module.A)
+    plan = localcode.plan_code(referenced, config, needs=())
+    with pytest.raises(UnsafePathError, match=r"code on localhost is writable by other users"):
+        localcode.ship(LocalTransport(), config, plan, python=sys.executable)
+    assert list((work / localcode.CODE_DIR).iterdir()) == []
+
+
+def test_clustrix_code_lists_what_a_function_would_ship_without_submitting(
+    local_modules: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clustrix.cli import main
+
+    helper, driver = unique("helper"), unique("driver")
+    (local_modules / f"{helper}.py").write_text("def twice(x):\n    return 2 * x\n")
+    (local_modules / f"{driver}.py").write_text(
+        f"from clustrix import cluster\nfrom {helper} import twice\n\n\n@cluster\ndef run(x):\n    return twice(x)\n"
+    )
+    assert main(["code", f"{driver}:run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [unit["name"] for unit in report["units"]] == [helper]  # run itself travels inside the payload
+    assert report["modules"] == [helper]
+    assert main(["code", "no-colon"]) == 1
+    assert "use MODULE:FUNCTION" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""The user's own code travels with the call on the real SLURM testbed, on the login node and over SSH."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clustrix.config import resolve_config
+from clustrix.jobs import JobSpec
+from clustrix.localcode import LocalCodeError
+from clustrix.plugins import get_scheduler
+from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
+from tests.slurm.conftest import REPLICATE
+from tests.testbed.sshd import SSHServer
+
+pytestmark = pytest.mark.testbed_slurm
+
+
+@pytest.fixture
+def slurm_options(slurm_cluster: Any, transport_options: dict[str, Any]) -> dict[str, Any]:
+    return {"cluster_type": "slurm", "job_poll_interval": 0.2, **transport_options}
+
+
+def test_a_two_file_project_runs_as_sbatch_jobs_and_a_changed_module_is_shipped_alone(
+    slurm_options: dict[str, Any], tmp_path: Path
+) -> None:
+    folder = write_project(tmp_path / "project")
+    result, first = run_main(folder, slurm_options)
+    assert result["run"] == 41
+    assert result["map"] == [1, 11, 21]
+    assert len(first) == MAIN_JOBS  # one shipment per job: the map's job array shares one
+    assert result["decorated_after_import"] == 40  # cluster(mylib.helper) applied after the import
+    assert result["greet"].startswith("hello from mypkg ")  # relative import + importlib.resources data file
+    assert result["moved"] == [True, 4]  # a local class as argument and result
+    assert {label.split("-")[0] for label in labels(first, "sent")} >= {"mylib", "mypkg"}
+
+    set_factor(folder, 100)
+    result, changed = run_main(folder, slurm_options)
+    assert result["run"] == 401
+    (sent,) = labels(changed, "sent")
+    assert sent.startswith("mylib-") and sent not in labels(first, "sent")
+
+
+def test_an_editable_install_runs_in_a_slurm_job_with_its_dependency(
+    slurm_cluster: Any, sshd: SSHServer, tmp_path: Path
+) -> None:
+    python, driver = editable_install(tmp_path)
+    options = sshd.config(
+        cluster_type="slurm",
+        replicate_distributions=[*REPLICATE, "myproj"],
+        remote_work_dir="~/.clustrix/slurm-tests",
+        job_poll_interval=0.2,
+    )
+    result, _ = run_main(driver, options, python=str(python))
+    assert result["sorted"] == [[1, 2, 3], "1.2.3"]
+
+
+def test_a_local_module_that_does_not_import_on_the_login_node_is_refused_before_sbatch(
+    slurm_cluster: Any, sshd: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"needs_dep_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("import sortedcontainers\n\n\ndef size(items):\n    return len(items)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    config = resolve_config(
+        overrides=sshd.config(
+            cluster_type="slurm", replicate_distributions=REPLICATE, remote_work_dir="~/.clustrix/slurm-tests"
+        )
+    )
+
+    def uses_dependency() -> int:
+        return module.size([1, 2])
+
+    spec = JobSpec(name="uses_dependency", func=uses_dependency, arguments=[((), {})], config=config)
+    refused = rf"local module '{name}' .* does not import with the remote Python"
+    with pytest.raises(LocalCodeError, match=refused) as err:
+        get_scheduler("slurm").submit(spec, wake=lambda: None)
+    assert "No module named 'sortedcontainers'" in str(err.value)
+    assert sshd.run_as_user(f"test -e ~/.clustrix/slurm-tests/{spec.job_id}").returncode != 0  # no job dir, no sbatch
+    del sys.modules[name]
