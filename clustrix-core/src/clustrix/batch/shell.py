@@ -139,7 +139,7 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
             'if [ "$open" = 1 ]; then',
             '  err=$(mktemp 2>/dev/null || echo "/tmp/clustrix-status.$$")',
             f"  echo {q(m)} status-begin",
-            f'  {status} 2>"$err"; rc=$?',
+            f'  {{ {status}; }} 2>"$err"; rc=$?',
             f'  echo; echo {q(m)} status-end "$rc"',
             f'  sed "s/^/{m} status-err /" "$err"; rm -f "$err"',
             "fi",
@@ -161,7 +161,7 @@ def render_query(query: str, *, marker: str) -> str:
         [
             'err=$(mktemp 2>/dev/null || echo "/tmp/clustrix-query.$$")',
             f"echo {shlex.quote(m)} status-begin",
-            f'{query} 2>"$err"; rc=$?',
+            f'{{ {query}; }} 2>"$err"; rc=$?',
             f'echo; echo {shlex.quote(m)} status-end "$rc"',
             f'sed "s/^/{m} status-err /" "$err"; rm -f "$err"',
             "",
