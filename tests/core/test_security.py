@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clustrix import cluster, configure, get_config, registry
+from clustrix import cluster, configure, get_config, registry, remote_script
 from clustrix.config import resolve_config
 from clustrix.errors import ConfigurationError
+from clustrix.jobdir import decode_outcome
 from clustrix.jobs import JobHandle, JobSpec
+from clustrix.transport import LocalTransport
 
 SECRET = "s3cret-Tok3n"
 
@@ -65,3 +69,58 @@ def test_a_value_with_a_line_break_is_refused_when_configured(key: str, monkeypa
 def test_a_partition_or_queue_with_a_line_break_is_refused_at_decoration(keyword: str) -> None:
     with pytest.raises(ValueError, match=rf"{keyword}=.*single-line"):
         cluster(**{keyword: "debug\n#SBATCH --uid=0"})(print)
+
+
+@pytest.mark.parametrize("data", [b"not a pickle", pickle.dumps(["a", "list"])], ids=["garbage", "not-a-record"])
+def test_an_outcome_file_that_is_no_outcome_record_fails_its_call_once_instead_of_failing_the_fetch(
+    data: bytes,
+) -> None:
+    outcome = decode_outcome(data)
+    assert not outcome.ok
+    assert outcome.error_message is not None and "the outcome file could not be read" in outcome.error_message
+
+
+def _check(work: Path, *subdirs: Path) -> Exception | None:
+    """Run the remote work-dir check on this machine; the refusal it reports, or None."""
+    script = remote_script.CHECK_FUNCTIONS + "\n".join(
+        remote_script.render_work_dir_check(str(work), [str(d) for d in subdirs])
+    )
+    result = remote_script.run_script(LocalTransport(), script)
+    error = remote_script.unsafe_from_stderr(result.stderr, "localhost")
+    assert (error is None) == result.ok, result.stderr
+    return error
+
+
+def test_a_missing_work_dir_is_created_0700_under_a_sticky_shared_parent(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert _check(shared / "me" / "work", shared / "me" / "work" / "envs") is None
+    for path in (shared / "me", shared / "me" / "work", shared / "me" / "work" / "envs"):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+
+
+def test_a_work_dir_below_a_parent_others_can_write_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone may rename what is inside
+    error = _check(shared / "work")
+    assert error is not None and f"{shared} on localhost is on the way to the work directory" in str(error)
+    assert not (shared / "work").exists()
+
+
+def test_a_work_dir_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    error = _check(tmp_path / "link")
+    assert error is not None and "is a symbolic link" in str(error)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root (CI runs as root)")
+def test_a_planted_envs_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    (work / "envs").mkdir(mode=0o700)
+    os.chown(work / "envs", 65534, 65534)
+    error = _check(work, work / "envs")
+    assert error is not None and f"{work / 'envs'} on localhost belongs to another user" in str(error)

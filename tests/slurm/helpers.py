@@ -36,7 +36,10 @@ class CountingTransport(LocalTransport):
         self.commands: list[str] = []
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # type: ignore[override]
-        self.commands.append(shlex.join(argv))
+        stdin: bytes = kwargs.get("input") or b""
+        size, _, rest = stdin.partition(b"\n")
+        script = rest[: int(size)].decode(errors="replace") if size.isdigit() else ""  # scripts come on stdin
+        self.commands.append(shlex.join(argv) + "\n" + script)
         return super().run(argv, **kwargs)
 
     def mentioning(self, program: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.testbed.sshd import ensure_user
-from tests.testbed.system import unavailable
+from tests.testbed.system import unavailable, wait_for
 
 MALLORY = "clustrix-mallory"
 _RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
@@ -202,3 +203,44 @@ def plant_outcome(outcome: Path, kind: str, *, user: str, directory: Path, unpic
     os.symlink(target, outcome)
     os.lchown(outcome, *ids(user))
     return "is a symbolic link"
+
+
+def read_canary() -> str:
+    """A job's function: the value of ``CLUSTRIX_CANARY`` in the job's environment."""
+    import os as _os
+
+    return _os.environ["CLUSTRIX_CANARY"]
+
+
+class ProcWatch:
+    """mallory scans every process's arguments for a fresh canary while the ``with`` block runs.
+
+    After the block, ``scans`` counts her passes over ``/proc`` and ``seen`` lists the
+    command lines that held the canary.
+    """
+
+    def __init__(self, directory: Path, python: str = "/usr/bin/python3") -> None:
+        self.directory = directory
+        self.python = python
+        self.canary = f"canary-{secrets.token_hex(8)}"
+        self.scans = 0
+        self.seen: list[str] = []
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> ProcWatch:
+        canary_file = self.directory / "canary"
+        canary_file.write_text(self.canary)
+        canary_file.chmod(0o644)
+        ready, stop = self.directory / "ready", self.directory / "stop"
+        self._process = start_as_mallory([self.python, "-c", PROC_WATCHER, str(canary_file), str(ready), str(stop)])
+        wait_for(ready.exists, timeout=30, what="mallory's /proc watcher")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process is not None
+        (self.directory / "stop").touch()
+        out, err = self._process.communicate(timeout=60)
+        lines = out.splitlines()
+        if self._process.returncode != 0 or not lines:
+            raise RuntimeError(f"mallory's /proc watcher failed: {err}")
+        self.scans, self.seen = int(lines[0]), lines[1:]

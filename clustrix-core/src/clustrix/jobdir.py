@@ -131,8 +131,21 @@ def runner_shell_command(python: str, job_dir: str, task_variable: str | None = 
 
 
 def decode_outcome(data: bytes) -> Outcome:
-    """Turn an outcome file's bytes into an :class:`Outcome` (see :mod:`clustrix.runner`)."""
-    record = pickle.loads(data)
+    """Turn an outcome file's bytes into an :class:`Outcome` (see :mod:`clustrix.runner`).
+
+    Bytes that are no outcome record make that call's failed outcome, so they are
+    unpickled once only (a fetch that raised would be retried, unpickling them again).
+    """
+    try:
+        record = pickle.loads(data)
+        if not isinstance(record, dict) or "ok" not in record:
+            raise ValueError(f"found {type(record).__name__}, not an outcome record")
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file fails its call, once
+        return Outcome(
+            ok=False,
+            error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+            error_message=f"the outcome file could not be read: {type(exc).__name__}: {exc}",
+        )
     if record["ok"]:
         try:
             value = pickle.loads(record["value"])
@@ -178,7 +191,8 @@ def check_private_remote(transport: Transport, path: str, *, owner: int | None =
     elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         word = "writable"
     if word is not None:
-        raise remote_script.unsafe_error(path, word, transport.host)
+        detail = f"uid {st.st_uid}, the login user is uid {owner}" if word == "foreign-owner" else ""
+        raise remote_script.unsafe_error(path, word, transport.host, detail)
 
 
 def _login_uid(transport: Transport) -> int:

@@ -184,11 +184,11 @@ def unsafe_from_stderr(stderr: str, host: str) -> UnsafePathError | None:
     return unsafe_error(path, word, host)
 
 
-def unsafe_error(path: str, word: str, host: str) -> UnsafePathError:
+def unsafe_error(path: str, word: str, host: str, detail: str = "") -> UnsafePathError:
     """The error for ``path`` refused for ``word`` (a key of :data:`REASONS`), with its fix."""
-    reason = REASONS.get(word, word)
+    reason = REASONS.get(word, word) + (f" ({detail})" if detail else "")
     fix = FIXES.get(word, "")
     return UnsafePathError(
-        f"{path} on {host} {reason}: clustrix writes, runs and unpickles nothing there, so nothing was submitted "
-        f"or read. {fix}".rstrip()
+        f"{path} on {host} {reason}: refusing to unpickle, write or run anything there (nothing was submitted or "
+        f"read). {fix}".rstrip()
     )

@@ -24,6 +24,7 @@ from typing import TypeVar
 import paramiko
 import paramiko.agent
 
+from clustrix import remote_script
 from clustrix.transport import CommandError, CommandResult
 from clustrix_ssh.command import render_command
 from clustrix_ssh.connection import Connection
@@ -77,8 +78,19 @@ class SSHTransport:
         timeout: float | None = None,
         check: bool = False,
     ) -> CommandResult:
-        """Run ``argv`` remotely; every element, env value and the cwd are shell-quoted."""
+        """Run ``argv`` remotely; every element, env value and the cwd are shell-quoted.
+
+        With ``env``, the exports travel on stdin ahead of ``input`` (see
+        :mod:`clustrix.remote_script`), so no value is in any process's arguments.
+        """
         command = render_command(argv, env=env, cwd=None if cwd is None else self.expand(cwd))
+        if env:
+            data = remote_script.script_input(command, input or b"")
+            command = render_command(list(remote_script.BOOTSTRAP_ARGV))
+            result = self.run_shell(command, input=data, timeout=timeout, argv=tuple(argv))
+            if check and not result.ok:
+                raise CommandError(result)
+            return result
         result = self.run_shell(command, input=input, timeout=timeout, argv=tuple(argv))
         if check and not result.ok:
             raise CommandError(result)

@@ -7,9 +7,9 @@ own programs as her own unprivileged account on the same host while the user sub
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,13 @@ from clustrix.runner import UnsafePathError
 from tests.ssh.helpers import config_for, run
 from tests.testbed import cousers
 from tests.testbed.cousers import (
-    PROC_WATCHER,
     REQUIREMENTS_SWAPPER,
+    ProcWatch,
     as_mallory,
     evil_wheel,
     ids,
     plant_outcome,
+    read_canary,
     start_as_mallory,
     wait_for_flag_then_vanish,
 )
@@ -34,15 +35,17 @@ from tests.testbed.sshd import SSHServer
 from tests.testbed.system import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-cloudpickle.register_pickle_by_value(cousers)
 pytestmark = pytest.mark.testbed_ssh
 
 MALLORY_PYTHON = "/usr/bin/python3"
 
 
 @pytest.fixture(autouse=True)
-def environment_checked_again() -> None:
+def environment_checked_again() -> Iterator[None]:
     environment.forget_prepared()  # every attack sees the environment check run
+    cloudpickle.register_pickle_by_value(cousers)  # the jobs' functions live there
+    yield
+    cloudpickle.unregister_pickle_by_value(cousers)
 
 
 def shared_dir(sshd: SSHServer, mode: str) -> str:
@@ -103,30 +106,16 @@ def test_a_planted_envs_symlink_that_outlived_chmod_is_refused(
     assert os.listdir(mallory / "envs") == []  # nothing of the user's went into mallory's directory
 
 
-def read_canary() -> str:
-    return os.environ["CLUSTRIX_CANARY"]
-
-
 def test_a_co_user_reading_every_process_arguments_never_sees_a_secret(
     ssh_config: dict[str, Any], sshd: SSHServer, mallory: Path
 ) -> None:
     """mallory scans /proc/*/cmdline during the environment check, the launch, the watch and the fetch."""
-    canary = f"canary-{secrets.token_hex(8)}"
-    canary_file = mallory / "canary"
-    canary_file.write_text(canary)
-    canary_file.chmod(0o644)
-    ready, stop = mallory / "ready", mallory / "stop"
-    watcher = start_as_mallory([MALLORY_PYTHON, "-c", PROC_WATCHER, str(canary_file), str(ready), str(stop)])
-    wait_for(ready.exists, timeout=30, what="mallory's /proc watcher")
-    try:
-        config = config_for(ssh_config, environment_variables={"CLUSTRIX_CANARY": canary})
+    with ProcWatch(mallory) as watch:
+        config = config_for(ssh_config, environment_variables={"CLUSTRIX_CANARY": watch.canary})
         (outcome,) = run(config, read_canary)
-    finally:
-        lines = stop_watcher(watcher, stop)
-    assert outcome is not None and outcome.value == canary  # the secret did reach the job
-    scans, seen = int(lines[0]), lines[1:]
-    assert scans > 1
-    assert seen == [], f"mallory read the secret in: {seen}"
+    assert outcome is not None and outcome.value == watch.canary  # the secret did reach the job
+    assert watch.scans > 1
+    assert watch.seen == [], f"mallory read the secret in: {watch.seen}"
 
 
 @pytest.mark.parametrize("kind", ["planted", "symlink"])
@@ -147,8 +136,11 @@ def test_an_unsafe_outcome_fails_its_call_at_once_naming_path_and_reason(
     outcome = Path(work) / future.job_id / "out" / "0.pkl"
     reason = plant_outcome(outcome, kind, user=sshd.user, directory=mallory, unpickled=unpickled)
     flag.touch()
-    error = future.exception(timeout=120)
+    try:  # the previous code retried the fetch for five minutes (and unpickled a forged file each time)
+        error = future.exception(timeout=180)
+    except TimeoutError:
+        error = None
     reset_config()
+    assert not unpickled.exists(), "the forged outcome was unpickled"
     assert isinstance(error, UnsafePathError), repr(error)
     assert f"{outcome} on " in str(error) and reason in str(error)
-    assert not unpickled.exists()
