@@ -51,6 +51,14 @@ def trivial(x: int) -> int:
     return x + 1
 
 
+def script_of(data: bytes | None) -> str:
+    """The shell script the engine sends on stdin (``<length>\\n<script><payload>``), or ""."""
+    if not data:
+        return ""
+    head, _, rest = data.partition(b"\n")
+    return rest[: int(head)].decode(errors="replace") if head.strip().isdigit() else ""
+
+
 class Counting:
     """Counts the remote commands a transport runs and the PBS commands named in them."""
 
@@ -62,7 +70,7 @@ class Counting:
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
         self.remote_commands += 1
-        text = " ".join(argv)
+        text = " ".join(argv) + " " + script_of(kwargs.get("input"))
         for word in PBS_COMMANDS:
             self.pbs[word] += len(re.findall(rf"(?<![\w/.-]){word}(?![\w.-])", text))
         return self.inner.run(argv, **kwargs)

@@ -84,7 +84,7 @@ def test_memory_overrun_raises_joboutofmemoryerror(pbs_local: dict[str, Any]) ->
         block = bytearray(400 * 2**20)
         for i in range(0, len(block), 4096):
             block[i] = 1
-        time.sleep(60)  # mom samples memory every few seconds
+        time.sleep(20)  # mom samples memory every 1-2 s on the testbed ($min/max_check_poll)
         return len(block)
 
     with pytest.raises(JobOutOfMemoryError) as info:
@@ -130,7 +130,7 @@ def test_a_rerunnable_job_rerun_by_the_operator_still_returns_every_result(
 ) -> None:
     @cluster(time="00:05:00", **pbs_local)
     def slow(x: int) -> int:
-        time.sleep(4)
+        time.sleep(8)  # long enough for the rerun to land while the call runs
         return x + 1
 
     futures = slow.submit_map([1])
