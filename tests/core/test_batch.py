@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import tokenize
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,30 @@ def code_lines(path: Path) -> int:
 def test_the_task_spooler_reference_plugin_is_at_most_80_lines_of_code() -> None:
     plugin = ROOT / "tests" / "plugins" / "clustrix-tsp" / "src" / "clustrix_tsp.py"
     assert code_lines(plugin) <= 80
+
+
+class Unreachable(OneBased):
+    """A scheduler whose controller does not answer (a restart in progress)."""
+
+    def status_argv(self, native_ids: Sequence[str]) -> list[str]:
+        return ["sh", "-c", "echo 'error: Unable to contact the controller' >&2; exit 1"]
+
+
+def test_a_status_query_that_fails_leaves_open_jobs_unknown_and_finished_ones_still_finish(tmp_path: Path) -> None:
+    from clustrix.batch.engine import BatchScheduler
+    from clustrix.jobs import JobHandle
+
+    tmp_path.chmod(0o700)
+    handles = []
+    for name, finished in (("over", True), ("open", False)):
+        directory = tmp_path / name
+        (directory / runner.OUT_DIR).mkdir(parents=True, mode=0o700)
+        directory.chmod(0o700)
+        if finished:
+            runner.write_atomic(directory / runner.outcome_name(0), runner.encode_outcome_ok("ok"))
+        handles.append(JobHandle(job_id=name, scheduler="onebased", native_id="1", job_dir=str(directory)))
+    scheduler = BatchScheduler(Unreachable(), transport_factory=lambda _config: LocalTransport())
+    statuses = scheduler.clustrix_poll(handles=handles, config=None)
+    assert statuses["over"].state is JobState.COMPLETED
+    assert "open" not in statuses  # asked again next round, no lost-job timer started
+    assert [o.value for o in scheduler.clustrix_fetch(handle=handles[0], config=None)] == ["ok"]  # type: ignore[union-attr]

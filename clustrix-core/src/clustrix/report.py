@@ -25,6 +25,8 @@ import posixpath
 import shlex
 from typing import TYPE_CHECKING
 
+import attrs
+
 from clustrix import remote_script
 from clustrix.runner import UnsafePathError
 
@@ -148,6 +150,29 @@ def read_frame(
         files[index] = blob[offset : offset + size]
         offset += size
     return files, pos
+
+
+@attrs.define
+class Frames:
+    """What a report's outcome lines said, by job id: inlined outcome files, deferred ones, unsafe ones."""
+
+    outcomes: dict[str, dict[int, bytes]] = attrs.field(factory=dict)
+    deferred: set[str] = attrs.field(factory=set)
+    #: job id -> (reason word, entry relative to the job dir) of a job whose files may not be trusted
+    unsafe: dict[str, tuple[str, str]] = attrs.field(factory=dict)
+
+    def read(self, data: bytes, pos: int, words: list[str]) -> int | None:
+        """Take the line ``words`` (ending at ``pos``) if it is an outcome line; the position after it, or None."""
+        job_id, word = words[0], words[1]
+        if word == "unsafe":
+            self.unsafe[job_id] = (words[2], words[3]) if len(words) >= 4 else ("unchecked", ".")
+        elif word == "outcomes-deferred":
+            self.deferred.add(job_id)
+        elif word == "outcomes" and len(words) == 5:
+            self.outcomes[job_id], pos = read_frame(data, pos, job_id, int(words[2]), int(words[3]), words[4])
+        else:
+            return None
+        return pos
 
 
 def run_script(

@@ -1,16 +1,8 @@
 """Reading what the poll, watch and fetch scripts print (pure; see :mod:`clustrix_ssh.scripts`).
 
 A report is a sequence of lines ``ID WORD ...`` for job states, each final job followed by
-its outcome frame::
-
-    ID outcomes N TOTAL ENCODING     ENCODING is base64 or raw
-    SIZE INDEX                       N lines, in the order the files follow
-    ID data
-    <the concatenated outcome files: base64 lines, or TOTAL raw bytes and a newline>
-    ID end
-
-or by ``ID outcomes-deferred TOTAL`` (too large to inline: fetch sends one command for
-them) or ``ID unsafe REASON ENTRY`` (a job file could have been written by another user).
+its outcome frame, ``ID outcomes-deferred TOTAL`` or ``ID unsafe REASON ENTRY`` (see
+:mod:`clustrix.report`).
 """
 
 from __future__ import annotations
@@ -18,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from clustrix.jobs import JobState, JobStatus
-from clustrix.report import ReportError, read_frame
+from clustrix.report import Frames, ReportError
 
 #: Sent by a poll or watch: "<id> done <max exit code>" | "<id> running" | "<id> gone" | "<id> cancelled"
 STATE_WORDS = ("done", "running", "gone", "cancelled")
@@ -27,14 +19,10 @@ GONE_REASON = "the job's processes are gone and not every task wrote its exit fi
 
 
 @attrs.define
-class Report:
+class Report(Frames):
     """Job states, and for final jobs their outcome files (call index to bytes) or why not."""
 
     statuses: dict[str, JobStatus] = attrs.field(factory=dict)
-    outcomes: dict[str, dict[int, bytes]] = attrs.field(factory=dict)
-    deferred: set[str] = attrs.field(factory=set)
-    #: job id -> (reason word, entry relative to the job dir) of a job whose files may not be trusted
-    unsafe: dict[str, tuple[str, str]] = attrs.field(factory=dict)
 
 
 def _status(words: list[str]) -> JobStatus:
@@ -61,16 +49,10 @@ def parse_report(data: bytes) -> Report:
         pos = newline + 1
         if len(words) < 2:
             continue
-        job_id, word = words[0], words[1]
-        if word in STATE_WORDS:
-            report.statuses[job_id] = _status(words)
-        elif word == "unsafe":
-            report.unsafe[job_id] = (words[2], words[3]) if len(words) >= 4 else ("unchecked", ".")
-        elif word == "outcomes-deferred":
-            report.deferred.add(job_id)
-        elif word == "outcomes" and len(words) == 5:
-            files, pos = read_frame(data, pos, job_id, int(words[2]), int(words[3]), words[4])
-            report.outcomes[job_id] = files
+        if words[1] in STATE_WORDS:
+            report.statuses[words[0]] = _status(words)
+        else:
+            pos = report.read(data, pos, words) or pos
     return report
 
 

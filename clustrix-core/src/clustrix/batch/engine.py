@@ -273,23 +273,30 @@ class BatchScheduler:
         config = config if config is not None else _EMPTY_CONFIG
         transport = self.transport(config)
         report = self._poll_round(transport, open_handles, config)
-        records = self._records(report.query, self.dialect.parse_status, self.dialect.status_failure_means_unknown)
+        try:
+            records: Mapping[str, list[TaskRecord]] | None = self._records(
+                report.query, self.dialect.parse_status, self.dialect.status_failure_means_unknown
+            )
+        except SchedulerCommandError as exc:
+            # the controller is restarting or busy: the files still tell which jobs are over
+            log.warning("clustrix.status_query_failed", scheduler=self.name, error=str(exc))
+            records = None
         now = time.monotonic()
         unresolved: list[JobHandle] = []
         for handle in open_handles:
             files = report.files.get(handle.job_id, JobFiles())
             if handle.job_id in report.swept:
                 self._swept.add(handle.job_id)
-            status = self._decide(handle, files, records)
+            status = self._decide(handle, files, records or {})
             if status is None:
                 unresolved.append(handle)
             else:
                 statuses[handle.job_id] = status
-        if unresolved:
+        if unresolved and records is not None:
             statuses.update(self._from_history(transport, unresolved, report, config))
         for handle in open_handles:
             job_id = handle.job_id
-            if job_id not in statuses:
+            if job_id not in statuses and records is not None:
                 since = self._unknown_since.setdefault(job_id, now)
                 if now - since > self.dialect.lost_after_seconds:
                     statuses[job_id] = JobStatus(

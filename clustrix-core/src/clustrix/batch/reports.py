@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from clustrix.batch.status import JobFiles
-from clustrix.report import ReportError, read_frame
+from clustrix.report import Frames, ReportError
 
 
 @attrs.define
@@ -18,15 +18,11 @@ class QueryOutput:
 
 
 @attrs.define
-class PollReport:
+class PollReport(Frames):
     """One poll round: the status query's output (if it ran) and each job's files and outcomes."""
 
     query: QueryOutput | None = None
     files: dict[str, JobFiles] = attrs.field(factory=dict)
-    outcomes: dict[str, dict[int, bytes]] = attrs.field(factory=dict)
-    deferred: set[str] = attrs.field(factory=set)
-    #: job id -> (reason word, entry relative to the job dir) of a job whose files may not be trusted
-    unsafe: dict[str, tuple[str, str]] = attrs.field(factory=dict)
     swept: set[str] = attrs.field(factory=set)
     logs: dict[int, str] = attrs.field(factory=dict)
 
@@ -97,14 +93,7 @@ def parse_report(data: bytes, marker: str, job_ids: set[str] | frozenset[str] = 
             log_lines.append(raw)
             continue
         if len(words) >= 2 and (not job_ids or words[0] in job_ids):
-            job_id, word = words[0], words[1]
-            if word == "unsafe":
-                report.unsafe[job_id] = (words[2], words[3]) if len(words) >= 4 else ("unchecked", ".")
-            elif word == "outcomes-deferred":
-                report.deferred.add(job_id)
-            elif word == "outcomes" and len(words) == 5:
-                files, pos = read_frame(data, pos, job_id, int(words[2]), int(words[3]), words[4])
-                report.outcomes[job_id] = files
+            pos = report.read(data, pos, words) or pos
     if query_lines is not None:
         raise ReportError("the scheduler query's output was cut short")
     end_log()
