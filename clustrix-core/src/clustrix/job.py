@@ -45,7 +45,13 @@ class Job:
         return self._scheduler
 
     def status(self) -> JobStatus:
-        """Ask the scheduler now (one poll); the registry is updated when the job is final."""
+        """Ask the scheduler now (one poll); the registry is updated when the job is final.
+
+        A job the registry already holds as final is not asked again: a final state never
+        changes, and a scheduler may still list a job it has just cancelled as completing.
+        """
+        if self.record.state.final:
+            return JobStatus(state=self.record.state, reason=self.record.reason)
         status = self.scheduler.poll([self.handle], self.config).get(self.job_id)
         if status is None:
             return JobStatus(state=JobState(self.record.state.value), reason=self.record.reason)
