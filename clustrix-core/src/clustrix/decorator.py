@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import inspect
 import json
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -14,9 +16,10 @@ import attrs
 
 from clustrix.config import CORE_DEFAULTS, ClusterConfig, resolve_config
 from clustrix.config import _check_keys as check_config_keys
+from clustrix.errors import did_you_mean
 from clustrix.futures import ClusterFuture, get_manager
 from clustrix.jobs import JobSpec
-from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys
+from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys, plugin_resource_keys
 from clustrix.resources import Resources
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
@@ -31,9 +34,12 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     configuration for this function; every other keyword is a backend-specific resource
     (``account``, ``qos``, ``cpu_limit``, ...) passed through to the scheduler plugin.
 
-    Only core's keys are known here: decorating must not load plugins, because worker
-    processes re-import ``__main__`` and would load every plugin again. Keys declared
-    by plugins are moved from the extras to the configuration at the first submission.
+    A keyword core does not know must be declared by an installed plugin, as a
+    resource (``clustrix_resource_keys``) or a configuration key
+    (``clustrix_config_keys``); otherwise it is a ``ValueError`` here, with a "did you
+    mean" suggestion, so a typo never runs. Plugins are loaded only for such keywords.
+    Keys declared by plugins as configuration keys are moved from the extras to the
+    configuration at the first submission.
     """
     options = dict(options)
     profile = options.pop("profile", None)
@@ -42,8 +48,80 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     keys = CORE_DEFAULTS
     config_overrides = {k: options.pop(k) for k in list(options) if k in keys}
     resource_args = {k: options.pop(k) for k in _RESOURCE_KEYS if k in options}
+    _check_extras(options)
     resources = Resources.parse(**resource_args, **options)
     return resources, check_config_keys(config_overrides, where="@cluster(...)"), profile
+
+
+def _check_extras(extras: dict[str, Any]) -> None:
+    """Refuse keywords that neither core nor an installed plugin declares."""
+    if not extras:
+        return
+    declared = plugin_resource_keys()
+    config_keys = plugin_config_keys()
+    unknown = sorted(k for k in extras if k not in declared and k not in config_keys)
+    if not unknown:
+        return
+    known = [*_RESOURCE_KEYS, "profile", *CORE_DEFAULTS, *config_keys, *declared]
+    key = unknown[0]
+    plugins = ", ".join(sorted(declared)) or "none"
+    raise ValueError(
+        f"@cluster(...) got an unknown keyword {key}={extras[key]!r}{did_you_mean(key, known)}: use one of "
+        f"{', '.join(_RESOURCE_KEYS)}, a configuration key, or a keyword an installed scheduler plugin declares "
+        f"(declared now: {plugins})"
+    )
+
+
+def _check_function(func: Callable[..., Any]) -> None:
+    """Refuse functions whose result cannot come back: generators and coroutines."""
+    target = inspect.unwrap(func)
+    name = getattr(target, "__qualname__", repr(target))
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        raise TypeError(
+            f"@cluster cannot run the generator function {name}: a generator cannot be sent back from a worker "
+            "or a cluster. Return a list instead (return list(...) or build the list in the function)."
+        )
+    if inspect.iscoroutinefunction(target):
+        raise TypeError(
+            f"@cluster cannot run the coroutine function {name} (async def): use a plain def that calls "
+            "asyncio.run(...) inside and returns the value."
+        )
+
+
+def unpicklable_argument(
+    func: Callable[..., Any], arguments: list[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> str | None:
+    """Describe the first argument (or the function) that cannot be pickled, e.g. ``"argument 'lock' of call 0"``.
+
+    Used only after pickling a job failed, to name the culprit.
+    """
+    from clustrix.runner import dumps
+
+    def fails(value: Any) -> str | None:
+        try:
+            dumps(value)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure names the value
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    error = fails(func)
+    if error:
+        return f"the function {getattr(func, '__qualname__', func)!r} itself ({error})"
+    try:
+        parameters = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        parameters = []
+    for call, (args, kwargs) in enumerate(arguments):
+        for position, value in enumerate(args):
+            error = fails(value)
+            if error:
+                name = f"{parameters[position]!r} " if position < len(parameters) else ""
+                return f"argument {name}(position {position}) of call {call} ({error})"
+        for key, value in kwargs.items():
+            error = fails(value)
+            if error:
+                return f"argument {key!r} of call {call} ({error})"
+    return None
 
 
 def _mapped_arguments(iterables: tuple[Iterable[Any], ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -84,6 +162,7 @@ class ClusterFunction:
     ) -> None:
         if not callable(func):
             raise TypeError(f"@cluster needs a function, got {func!r}")
+        _check_function(func)
         functools.update_wrapper(self, func)
         self.func = func
         self.resources = resources or Resources()
@@ -155,7 +234,18 @@ class ClusterFunction:
             config=config,
             environment=environment,
         )
-        return get_manager().submit(spec, scheduler, whole=whole)
+        try:
+            return get_manager().submit(spec, scheduler, whole=whole)
+        except (TypeError, AttributeError, pickle.PicklingError) as exc:
+            culprit = unpicklable_argument(self.func, arguments)
+            if culprit is None:
+                raise
+            raise TypeError(
+                f"cannot send the call of {spec.name} to {config.cluster_type}: {culprit} cannot be pickled. "
+                "Pass something picklable instead (a path, a number, plain data) and create the object inside "
+                "the function; on the local executor, executor='thread' runs calls in threads, where nothing "
+                "is pickled."
+            ) from exc
 
 
 @overload

@@ -12,14 +12,14 @@ import importlib.metadata
 import os
 import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
 from clustrix import hookspecs
-from clustrix.errors import ConfigurationError, SchedulerNotFoundError
+from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
 from clustrix.log import get_logger
 
 if TYPE_CHECKING:
@@ -220,17 +220,34 @@ def get_scheduler(name: str) -> Scheduler:
         return _registry.schedulers[name]
     except KeyError:
         pass
-    installed = ", ".join(sorted(_registry.schedulers)) or "none"
-    dist = KNOWN_DISTRIBUTIONS.get(name, f"clustrix-{name}")
-    raise SchedulerNotFoundError(
-        f"cluster_type={name!r} is not provided by any installed plugin (installed: {installed}); "
-        f"install it with: pip install {dist}"
+    raise SchedulerNotFoundError(unknown_scheduler_message(name, _registry.schedulers))
+
+
+def unknown_scheduler_message(name: str, installed: Iterable[str]) -> str:
+    """Why ``cluster_type=name`` cannot be used, and the fix; only distributions that exist are suggested."""
+    names = sorted(installed)
+    text = f"cluster_type={name!r} is not provided by any installed plugin (installed: {', '.join(names) or 'none'})"
+    dist = KNOWN_DISTRIBUTIONS.get(name)
+    if dist is not None:
+        return f"{text}; install it with: pip install {dist}"
+    return (
+        f"{text}{did_you_mean(name, [*names, *KNOWN_DISTRIBUTIONS])}; the project's schedulers are "
+        f"{', '.join(sorted(set(KNOWN_DISTRIBUTIONS) | {'local'}))} (a third-party plugin names its own)"
     )
 
 
 def plugin_config_keys() -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for declared in get_plugin_manager().hook.clustrix_config_keys():
+        if declared:
+            keys.update(declared)
+    return keys
+
+
+def plugin_resource_keys() -> dict[str, str]:
+    """The ``@cluster`` keywords installed plugins declare (``clustrix_resource_keys``), with descriptions."""
+    keys: dict[str, str] = {}
+    for declared in get_plugin_manager().hook.clustrix_resource_keys():
         if declared:
             keys.update(declared)
     return keys

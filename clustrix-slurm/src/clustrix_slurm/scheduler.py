@@ -80,6 +80,8 @@ class SlurmScheduler:
     """``cluster_type="slurm"``: each submit is one ``sbatch --parsable`` of a job array."""
 
     name = "slurm"
+    #: What a job's Python must import: SLURM ships the runner file, so only cloudpickle (``clustrix doctor``).
+    python_needs = ("cloudpickle",)
 
     def __init__(self, transport_factory: Callable[[Any], Transport] = transport_for) -> None:
         self._transport_factory = transport_factory
@@ -167,7 +169,7 @@ class SlurmScheduler:
             return options
         snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
         # the job runs the runner file shipped with it, so its Python needs only cloudpickle
-        prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=("cloudpickle",))
+        prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=self.python_needs)
         activation = environment.activation_from_config(config)
         prelude = list(prepared.prelude)
         extra = prelude[len(activation) :] if prelude[: len(activation)] == activation else prelude
