@@ -110,6 +110,21 @@ class ClusterFuture(concurrent.futures.Future[Any]):
         self._job.manager.cancelled(self._job)
         return True
 
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's value (or its exception raised again); see :meth:`JobManager.interrupted` for Ctrl-C."""
+        try:
+            return super().result(timeout)
+        except KeyboardInterrupt:
+            message = self._job.manager.interrupted(self._job)
+            raise KeyboardInterrupt(message) from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except KeyboardInterrupt:
+            message = self._job.manager.interrupted(self._job)
+            raise KeyboardInterrupt(message) from None
+
     def __repr__(self) -> str:
         return f"<ClusterFuture job={self.job_id} index={self.index} state={self._state}>"
 
@@ -200,6 +215,31 @@ class JobManager:
                 self._jobs.pop(job.handle.job_id, None)
             if stopped:  # else the registry keeps the job's last known state: it may still run
                 self._record_final(job, JobStatus(state=JobState.CANCELLED, reason="cancelled by the user"))
+
+    def interrupted(self, job: _ActiveJob) -> str:
+        """Ctrl-C while waiting on ``job``: what happens to it, as the message of the re-raised KeyboardInterrupt.
+
+        A job that ends with this process (the local executor) is cancelled: its calls
+        that have not started are dropped and its running calls stopped. A remote job is
+        never cancelled silently: it keeps running, and the message names it and the
+        commands to wait for it or cancel it.
+        """
+        job_id = job.handle.job_id
+        if not getattr(job.scheduler.impl, "persistent", True):
+            for future in job.futures:
+                concurrent.futures.Future.cancel(future)
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            try:
+                job.scheduler.cancel(job.handle, job.config)
+            except Exception as exc:  # noqa: BLE001 - the interrupt goes on either way
+                log.warning("clustrix.cancel_failed", job_id=job_id, error=str(exc))
+            return f"interrupted: the local calls of job {job_id} were cancelled"
+        return (
+            f"interrupted while waiting: job {job_id} ({job.scheduler.name}) keeps running. "
+            f"Wait for its result: clustrix result --wait {job_id} "
+            f"(or clustrix.Job.attach({job_id!r}).result()); cancel it: clustrix cancel {job_id}"
+        )
 
     # ---- the poller -------------------------------------------------------
     def _due_groups(self) -> tuple[dict[tuple[Any, ...], list[_ActiveJob]], float]:
