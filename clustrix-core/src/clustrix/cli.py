@@ -61,21 +61,36 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     records = registry.list_jobs(limit=args.limit, unfinished_only=args.running)
     data = [r.to_dict() for r in records]
-    lines = [f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {'SUBMITTED':<19}  NAME"]
+    header = f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {'DONE/FAILED':<11}  "
+    lines = [header + f"{'SUBMITTED':<19}  NAME"]
     lines += [
         f"{r.job_id:<30} {r.scheduler:<10} {r.handle.native_id or '-':<12} {r.state.value:<14} {r.size:>5}  "
-        f"{_when(r.submitted_at):<19}  {r.name}"
+        f"{_done_failed(r.counts):<11}  {_when(r.submitted_at):<19}  {r.name}"
         for r in records
     ]
     _print(data, args.json, "\n".join(lines))
     return 0
 
 
+def _done_failed(counts: dict[str, int] | None) -> str:
+    return f"{counts.get('done', 0)}/{counts.get('failed', 0)}" if counts else "-"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     job = Job.attach(args.job_id)
     status = job.status()
-    data = {**job.record.to_dict(), "state": status.state.value, "reason": status.reason, "exit_code": status.exit_code}
+    counts = status.counts or (job.record.counts if status.state == job.record.state else None)
+    data = {
+        **job.record.to_dict(),
+        "state": status.state.value,
+        "reason": status.reason,
+        "exit_code": status.exit_code,
+        "counts": counts,
+    }
     text = f"{job.job_id}: {status.state.value}" + (f" ({status.reason})" if status.reason else "")
+    if counts:
+        calls = ", ".join(f"{counts.get(key, 0)} {key}" for key in ("done", "failed", "running", "pending"))
+        text += f"\n{job.handle.size} calls: {calls}"
     _print(data, args.json, text)
     return 0
 

@@ -57,6 +57,8 @@ CORE_DEFAULTS: dict[str, Any] = {
     "job_poll_interval": 1.0,
     "max_parallel_jobs": None,
     "cleanup_on_success": False,
+    # the progress bar of .map(): None shows it where stdout is a terminal or a notebook
+    "progress": None,
     # local executor
     "executor": "auto",
     "max_workers": None,
@@ -176,6 +178,18 @@ def _convert(key: str, value: Any, default: Any) -> Any:
         and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
     ):
         raise ConfigurationError(f"{key}={value!r} is not valid: use a whole number >= 1, or None")
+    if key == "progress":
+        if isinstance(value, str):  # CLUSTRIX_PROGRESS=0
+            lowered = value.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            if lowered in {"", "auto"}:
+                return None
+        if value is not None and not isinstance(value, bool):
+            raise ConfigurationError(f"progress={value!r} is not valid: use True, False or None (automatic)")
+        return value
     if key == "cluster_type" and (not isinstance(value, str) or not value):
         raise ConfigurationError(
             f"cluster_type={value!r} is not valid: use a scheduler name such as 'local' or 'slurm'"

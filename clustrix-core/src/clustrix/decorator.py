@@ -20,6 +20,9 @@ from clustrix.errors import did_you_mean
 from clustrix.futures import ClusterFuture, get_manager
 from clustrix.jobs import JobSpec
 from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys, plugin_resource_keys
+from clustrix.progress import count as count_with_progress
+from clustrix.progress import wait as wait_with_progress
+from clustrix.progress import wanted as wanted_progress
 from clustrix.resources import Resources
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
@@ -198,18 +201,24 @@ class ClusterFunction:
         arguments = _mapped_arguments(iterables)
         return self._submit(arguments) if arguments else []
 
-    def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> list[Any]:
+    def map(self, *iterables: Iterable[Any], timeout: float | None = None, progress: bool | None = None) -> list[Any]:
         """Like the builtin ``map``, run remotely as one job array; return the results in order.
 
         The first failed call's exception is raised (after all calls have finished or
-        ``timeout`` seconds have passed).
+        ``timeout`` seconds have passed). A progress bar of calls done, failed, running
+        and pending shows in a terminal or a notebook (see :mod:`clustrix.progress`);
+        ``progress=False`` turns it off, ``True`` forces it.
         """
         arguments = _mapped_arguments(iterables)
         if not arguments:
             return []
         (whole,) = self._submit(arguments, whole=True)
         try:
-            result: list[Any] = whole.result(timeout)
+            if wanted_progress(progress, whole._job.config):
+                name = getattr(self.func, "__qualname__", "map")
+                result: list[Any] = wait_with_progress(whole, len(arguments), name, timeout)
+            else:
+                result = whole.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"the {len(arguments)} calls had not all finished after {timeout} s") from None
         return result
@@ -323,16 +332,25 @@ class Executor(concurrent.futures.Executor):
         return future
 
     def map(
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        progress: bool | None = None,
     ) -> Iterator[Any]:
         """Submit one call per item as one job array; yield the results in order.
 
         ``chunksize`` is accepted for compatibility: packing is the scheduler's business.
+        A progress bar counts the calls as they finish, as for ``.map()`` of a function.
         """
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
-        futures = self._function(fn).submit_map(*iterables)
+        function = self._function(fn)
+        futures = function.submit_map(*iterables)
         self._track(futures)
+        if futures and wanted_progress(progress, futures[0]._job.config):
+            count_with_progress(futures, getattr(function.func, "__qualname__", "map"))
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def results() -> Iterator[Any]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
 from clustrix.log import get_logger
 
 if TYPE_CHECKING:
@@ -102,6 +102,11 @@ class ClusterFuture(concurrent.futures.Future[Any]):
     def handle(self) -> JobHandle:
         return self._job.handle
 
+    @property
+    def last_status(self) -> JobStatus | None:
+        """The job's status at the poller's last round (None before the first one)."""
+        return self._job.status
+
     def cancel(self) -> bool:
         if self.done():
             return False
@@ -137,6 +142,7 @@ class _ActiveJob:
     config: ClusterConfig
     futures: list[ClusterFuture] = attrs.field(factory=list)
     failing_since: float | None = None
+    status: JobStatus | None = None
 
     @property
     def group(self) -> tuple[Any, ...]:
@@ -296,6 +302,8 @@ class JobManager:
             return
         for job in jobs:
             status = statuses.get(job.handle.job_id)
+            if status is not None:
+                job.status = status
             if status is not None and status.state.final:
                 self._finish(job, status)  # a failing fetch keeps counting from its first failure
             else:
@@ -324,6 +332,11 @@ class JobManager:
             return
         with self._lock:
             self._jobs.pop(job.handle.job_id, None)
+        if status.counts is None:  # what the outcomes tell, for the registry and the progress bar
+            failed = sum(1 for o in outcomes if o is None or not o.ok)
+            counts = {"done": len(outcomes) - failed, "failed": failed, "running": 0, "pending": 0}
+            status = attrs.evolve(status, counts=counts)
+        job.status = status
         # the registry and the job dir are settled first: whoever .result() wakes sees them final
         self._record_final(job, status)
         if job.config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
@@ -412,6 +425,9 @@ def resolve_whole(
     stderr_tail: Any,
 ) -> None:
     """Set one future to every call's value in order, or to the first failed call's error."""
+    if isinstance(outcomes, Outcomes) and (all_values := outcomes.values) is not None:
+        _set(future, value=all_values)
+        return
     values = []
     for outcome in outcomes:
         if outcome is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import functools
 import inspect
 import os
 import re
@@ -27,7 +28,7 @@ from clustrix.decorator import ClusterFunction
 from clustrix.errors import JobLostError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobdir import decode_outcome, plan_tasks
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
 from clustrix.pool import PoolJob, ProcessPool
 
 #: Names whose use in a function's source makes ``executor="auto"`` choose threads, as the
@@ -150,15 +151,31 @@ def _crash_outcome(job_id: str, index: int, cause: str) -> Outcome:
     return Outcome(ok=False, exception=error, error_type="clustrix.errors.JobLostError", error_message=str(error))
 
 
-def _outcome(result: tuple[bool | None, Any] | None, job_id: str, index: int) -> Outcome | None:
-    if result is None:
-        return None
+def _failed_outcome(job_id: str, index: int, result: tuple[bool | None, Any]) -> Outcome:
     ok, value = result
-    if ok:
-        return Outcome(ok=True, value=value)
-    if ok is None:
-        return _crash_outcome(job_id, index, value)
-    return decode_outcome(value)
+    return _crash_outcome(job_id, index, value) if ok is None else decode_outcome(value)
+
+
+def _pool_status(pool_job: PoolJob, pool: ProcessPool) -> JobStatus:
+    results = pool_job.results
+    ok = sum(1 for r in results if r is not None and r[0] is True)
+    finished = len(results) - pool_job.remaining
+    running = 0 if pool_job.done.is_set() else pool.running(pool_job)
+    counts = {
+        "done": ok,
+        "failed": finished - ok,
+        "running": running,
+        "pending": len(results) - finished - running,
+    }
+    if not pool_job.done.is_set():
+        return JobStatus(state=JobState.RUNNING if pool_job.started else JobState.PENDING, counts=counts)
+    if pool_job.cancelled:
+        return JobStatus(state=JobState.CANCELLED, reason="cancelled by the user", counts=counts)
+    crashes = [value for flag, value in filter(None, results) if flag is None]
+    if crashes:
+        reason = f"a call killed its worker process ({crashes[0]})"
+        return JobStatus(state=JobState.FAILED, reason=reason, counts=counts)
+    return JobStatus(state=JobState.COMPLETED, exit_code=0, counts=counts)
 
 
 class LocalScheduler:
@@ -212,16 +229,8 @@ class LocalScheduler:
         job = self._job(handle)
         if job is None:
             return JobStatus(state=JobState.FAILED, reason="not a job of this process")
-        if job.pool_job is not None:
-            pool_job = job.pool_job
-            if not pool_job.done.is_set():
-                return JobStatus(state=JobState.RUNNING if pool_job.started else JobState.PENDING)
-            if pool_job.cancelled:
-                return JobStatus(state=JobState.CANCELLED, reason="cancelled by the user")
-            crashes = [value for ok, value in filter(None, pool_job.results) if ok is None]
-            if crashes:
-                return JobStatus(state=JobState.FAILED, reason=f"a call killed its worker process ({crashes[0]})")
-            return JobStatus(state=JobState.COMPLETED, exit_code=0)
+        if job.pool_job is not None and job.pool is not None:
+            return _pool_status(job.pool_job, job.pool)
         if not all(f.done() for f in job.futures):
             running = any(f.running() for f in job.futures)
             return JobStatus(state=JobState.RUNNING if running else JobState.PENDING)
@@ -240,7 +249,7 @@ class LocalScheduler:
         if job is None:
             return outcomes
         if job.pool_job is not None:
-            return [_outcome(result, handle.job_id, i) for i, result in enumerate(job.pool_job.results)]
+            return Outcomes(job.pool_job.results, functools.partial(_failed_outcome, handle.job_id))
         for chunk, future in zip(job.chunks, job.futures, strict=True):
             if future.cancelled() or future.exception() is not None:
                 continue

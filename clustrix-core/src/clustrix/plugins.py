@@ -78,10 +78,10 @@ class Scheduler:
         return self._caller("clustrix_poll")(handles=list(handles), config=config) or {}
 
     def fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
-        outcomes = self._caller("clustrix_fetch")(handle=handle, config=config)
-        if outcomes is None:
+        fetched = self._caller("clustrix_fetch")(handle=handle, config=config)
+        if fetched is None:
             return [None] * handle.size
-        outcomes = list(outcomes)
+        outcomes: Sequence[Outcome | None] = fetched if isinstance(fetched, Sequence) else list(fetched)
         if len(outcomes) != handle.size:
             # a future without its outcome would wait for ever: missing calls count as lost
             warnings.warn(
@@ -90,7 +90,7 @@ class Scheduler:
                 PluginWarning,
                 stacklevel=2,
             )
-            outcomes = (outcomes + [None] * handle.size)[: handle.size]
+            outcomes = ([*outcomes] + [None] * handle.size)[: handle.size]
         return outcomes
 
     def cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:

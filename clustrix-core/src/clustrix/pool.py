@@ -261,6 +261,11 @@ class ProcessPool:
         job._finish()
         self._wake()
 
+    def running(self, job: PoolJob) -> int:
+        """How many of ``job``'s calls are running now (one per worker busy with it)."""
+        with self._lock:
+            return sum(1 for w in self._workers if w.task is not None and w.task.job is job and not w.dead)
+
     def busy(self) -> bool:
         with self._lock:
             return bool(self._queue) or any(w.task is not None for w in self._workers)

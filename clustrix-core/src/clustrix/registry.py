@@ -9,6 +9,7 @@ Secrets (``password``) are never stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -114,6 +115,10 @@ def _connect() -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute(_SCHEMA)
+        if "counts" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}:
+            # registries made before per-call counts were recorded
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                conn.execute("ALTER TABLE jobs ADD COLUMN counts TEXT")
         yield conn
     except sqlite3.DatabaseError as exc:
         raise _registry_error(path, f"cannot be read ({exc})") from None
@@ -147,6 +152,8 @@ class JobRecord:
     state: JobState
     reason: str | None
     updated_at: float
+    #: calls ``done``/``failed``/``running``/``pending`` at the last update, when known
+    counts: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +165,7 @@ class JobRecord:
             "state": self.state.value,
             "reason": self.reason,
             "updated_at": self.updated_at,
+            "counts": self.counts,
             "native_id": self.handle.native_id,
             "host": self.handle.host,
             "job_dir": self.handle.job_dir,
@@ -165,8 +173,10 @@ class JobRecord:
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, scheduler, name, size, submitted_at, handle, config, state, reason, updated_at = row
+    job_id, scheduler, name, size, submitted_at, handle, config, state, reason, updated_at = row[:10]
+    counts = json.loads(row[10]) if len(row) > 10 and row[10] else None
     return JobRecord(
+        counts=counts,
         job_id=job_id,
         scheduler=scheduler,
         name=name,
@@ -186,7 +196,8 @@ def record(spec: JobSpec, handle: JobHandle) -> None:
     now = time.time()
     with _connect() as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO jobs (job_id, scheduler, name, size, submitted_at, handle, config, state, reason, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 handle.job_id,
                 handle.scheduler,
@@ -205,8 +216,14 @@ def record(spec: JobSpec, handle: JobHandle) -> None:
 def update_state(job_id: str, status: JobStatus) -> None:
     with _connect() as conn:
         conn.execute(
-            "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ?",
-            (status.state.value, status.reason, time.time(), job_id),
+            "UPDATE jobs SET state = ?, reason = ?, updated_at = ?, counts = COALESCE(?, counts) WHERE job_id = ?",
+            (
+                status.state.value,
+                status.reason,
+                time.time(),
+                json.dumps(status.counts) if status.counts is not None else None,
+                job_id,
+            ),
         )
 
 
