@@ -99,7 +99,8 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-LONG_MAP = """
+#: A script's start: ``slow(i)`` marks that it started, then sleeps 600 s in a worker process.
+SLOW = """
     import os, sys, time
     from clustrix import cluster
 
@@ -110,13 +111,17 @@ LONG_MAP = """
         open(os.path.join(folder, f"started-{i}-{os.getpid()}"), "w").close()
         time.sleep(600)
         return i
-
+"""
+LONG_MAP = (
+    SLOW
+    + """
     try:
         slow.map(range(8))
     except KeyboardInterrupt as exc:
         print("interrupted:", exc, flush=True)
         raise
 """
+)
 
 
 def test_ctrl_c_during_a_local_map_stops_its_workers_and_leaves_no_process_behind(tmp_path: Path) -> None:
@@ -133,20 +138,13 @@ def test_ctrl_c_during_a_local_map_stops_its_workers_and_leaves_no_process_behin
 
 
 def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_once(tmp_path: Path) -> None:
-    body = """
-        import os, sys, time
-        from clustrix import cluster
-
-        folder = sys.argv[1]
-
-        @cluster(executor="process", max_workers=2)
-        def slow(i):
-            open(os.path.join(folder, f"started-{i}-{os.getpid()}"), "w").close()
-            time.sleep(600)
-
-        futures = slow.submit_map(range(4))  # never waited for: the exit waits for them
-        print("submitted", flush=True)
-    """
+    body = (
+        SLOW
+        + """
+    futures = slow.submit_map(range(4))  # never waited for: the exit waits for them
+    print("submitted", flush=True)
+"""
+    )
     proc = _script(tmp_path, body)
     _wait_for_files(tmp_path, "started-*", 2, proc)
     assert proc.poll() is None  # the interpreter is exiting, waiting for the submitted calls

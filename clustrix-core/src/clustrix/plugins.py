@@ -236,21 +236,23 @@ def unknown_scheduler_message(name: str, installed: Iterable[str]) -> str:
     )
 
 
-def plugin_config_keys() -> dict[str, Any]:
+def _declared(hook: str) -> dict[str, Any]:
+    """The mappings every installed plugin returns from the broadcast ``hook``, merged."""
     keys: dict[str, Any] = {}
-    for declared in get_plugin_manager().hook.clustrix_config_keys():
+    for declared in getattr(get_plugin_manager().hook, hook)():
         if declared:
             keys.update(declared)
     return keys
+
+
+def plugin_config_keys() -> dict[str, Any]:
+    """The configuration keys installed plugins declare (``clustrix_config_keys``), with defaults."""
+    return _declared("clustrix_config_keys")
 
 
 def plugin_resource_keys() -> dict[str, str]:
     """The ``@cluster`` keywords installed plugins declare (``clustrix_resource_keys``), with descriptions."""
-    keys: dict[str, str] = {}
-    for declared in get_plugin_manager().hook.clustrix_resource_keys():
-        if declared:
-            keys.update(declared)
-    return keys
+    return _declared("clustrix_resource_keys")
 
 
 def capture_environment(config: ClusterConfig) -> dict[str, Any]:
