@@ -66,7 +66,7 @@ TEST_PLUGIN = ROOT / "tests" / "plugins" / "clustrix-testsched"
 #: both transports, local and over SSH, and the SSH transport lives in clustrix-ssh.
 TEST_ALSO_NEEDS = {"slurm": ["ssh"], "pbs": ["ssh"], "sge": ["ssh"]}
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
-#: tests/notebooks runs a real Jupyter kernel (in tests-all only).
+#: tests/notebooks and tests/slurm/test_notebook.py run a real Jupyter kernel (tests-all, tests-slurm).
 NOTEBOOK_DEPS = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
@@ -157,7 +157,8 @@ def _make_dist_tests(short: str) -> None:
         names = ["core"] if short == "core" else ["core", short, *TEST_ALSO_NEEDS.get(short, [])]
         if "testsched" in _local_projects():
             names.append("testsched")
-        _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
+        notebooks = NOTEBOOK_DEPS if short == "slurm" else []
+        _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS, *notebooks)
         _pytest(session, test_dir)
 
     tests.__doc__ = (

@@ -10,33 +10,10 @@ is in the registry).
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any
 
-import nbformat
-from nbclient import NotebookClient
-
-
-def _run(cells: list[str], folder: Path) -> list[Any]:
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    # the kernel inherits this test's isolated CLUSTRIX_CONFIG and CLUSTRIX_DATA_DIR
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute(
-        env=dict(os.environ)
-    )
-    return [cell.outputs for cell in notebook.cells]
-
-
-def _text(outputs: list[Any]) -> str:
-    parts = []
-    for output in outputs:
-        if output.get("output_type") == "stream":
-            parts.append(output["text"])
-        elif "data" in output:
-            parts.append(json.dumps(output["data"]))
-    return "".join(parts)
+from tests.notebooks.kernel import cell_text as _text
+from tests.notebooks.kernel import run_notebook as _run
 
 
 def test_a_notebook_runs_cluster_functions_maps_with_a_bar_and_reattaches_from_a_new_kernel(tmp_path: Path) -> None:

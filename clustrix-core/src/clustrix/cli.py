@@ -196,12 +196,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
         transport = check("connection (host key checked)", connect, lambda t: f"{type(t).__name__} to {t.host}")
         if transport is not None:
-            probe = "import sys; print(sys.version.split()[0], sys.executable)"
+            needs: tuple[str, ...] = ()
             if config.get("python_executable"):
                 # the job's own Python (no venv is built for it) must load what the scheduler's jobs import
-                impl = getattr(scheduler, "impl", None)
-                needs = getattr(impl, "python_needs", RUNNER_MODULES)
-                probe = f"import {', '.join(needs)}; " + probe
+                needs = tuple(getattr(getattr(scheduler, "impl", None), "python_needs", RUNNER_MODULES))
+            probe = _python_probe(needs)
 
             def remote_python_version() -> str:
                 python = remote_python(transport, config.get("python_executable"))
@@ -225,6 +224,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     lines = [f"[{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks]
     _print({"ok": ok, "checks": checks}, args.json, "\n".join(lines))
     return 0 if ok else 1
+
+
+def _python_probe(modules: Sequence[str]) -> str:
+    """Python code that prints its version and path, or exits naming every module of ``modules`` it cannot import."""
+    return (
+        "import sys\nmissing = []\n"
+        f"for name in {list(modules)!r}:\n"
+        "    try:\n        __import__(name)\n"
+        "    except ImportError as exc:\n        missing.append(f'{type(exc).__name__}: {exc}')\n"
+        "if missing:\n    sys.exit('; '.join(missing))\n"
+        "print(sys.version.split()[0], sys.executable)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
