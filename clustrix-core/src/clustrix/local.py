@@ -74,7 +74,7 @@ class _Pools:
     def process_pool(self, workers: int) -> ProcessPool:
         with self.lock:
             pool = self.processes.get(workers)
-            if pool is None:
+            if pool is None or pool.closed:
                 pool = self.processes[workers] = ProcessPool(workers)
             return pool
 

@@ -244,6 +244,12 @@ class ProcessPool:
             if self._closed:
                 raise RuntimeError("the local process pool is shut down (the interpreter is exiting)")
             self._queue.extend(tasks)
+            # workers start here, in the caller's thread, while it hides __main__'s path for them;
+            # only a replacement for a crashed worker starts in the dispatcher thread
+            idle = sum(1 for w in self._workers if w.task is None and not w.dead)
+            wanted = min(len(self._queue) - idle, self.max_workers - len(self._workers))
+            for _ in range(max(0, wanted)):
+                self._workers.append(_Worker(self._ctx))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="clustrix-local-pool", daemon=True)
                 self._thread.start()
@@ -260,6 +266,10 @@ class ProcessPool:
                         worker.process.kill()
         job._finish()
         self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def running(self, job: PoolJob) -> int:
         """How many of ``job``'s calls are running now (one per worker busy with it)."""
@@ -300,6 +310,26 @@ class ProcessPool:
             os.write(self._wake_w, b"x")
 
     def _run(self) -> None:
+        try:
+            self._dispatch()
+        except BaseException as exc:  # a bug here must not leave callers waiting for ever
+            from clustrix.runner import encode_outcome_error
+
+            error = encode_outcome_error(RuntimeError(f"the local process pool failed: {type(exc).__name__}: {exc}"))
+            with self._lock:
+                self._closed = True
+                tasks = list(self._queue) + [w.task for w in self._workers if w.task is not None]
+                self._queue.clear()
+                for worker in self._workers:
+                    with contextlib.suppress(OSError):
+                        worker.process.kill()
+            for task in tasks:
+                for position in task.positions:
+                    task.job._set(position, (False, error))
+                task.job._finish()
+            raise
+
+    def _dispatch(self) -> None:
         while True:
             with self._lock:
                 if self._closed:
