@@ -313,6 +313,8 @@ class ProcessPool:
         try:
             self._dispatch()
         except BaseException as exc:  # a bug here must not leave callers waiting for ever
+            if self._closed:  # shut down under its feet (the interpreter is exiting): nothing waits any more
+                return
             from clustrix.runner import encode_outcome_error
 
             error = encode_outcome_error(RuntimeError(f"the local process pool failed: {type(exc).__name__}: {exc}"))
