@@ -181,3 +181,20 @@ def test_ctrl_c_while_waiting_on_a_remote_job_names_it_and_leaves_it_running(tmp
     assert "RUNNING" in status.stdout, status
     cancel = subprocess.run([*cli, "cancel", job_id], capture_output=True, text=True, timeout=120)
     assert cancel.returncode == 0, cancel
+
+
+def _snooze(x: int) -> int:
+    import time
+
+    time.sleep(0.3)
+    return x
+
+
+def test_cancelling_one_job_stops_its_calls_and_leaves_the_other_jobs_calls_to_finish() -> None:
+    snooze = cluster(executor="process", max_workers=2)(_snooze)
+    doomed = snooze.submit_map(range(6))
+    others = snooze.submit_map(range(100, 106))
+    for future in doomed:
+        future.cancel()
+    assert all(f.cancelled() for f in doomed)
+    assert [f.result(timeout=120) for f in others] == list(range(100, 106))

@@ -35,6 +35,8 @@ from typing import Any
 
 #: A worker sends what it has at least this often, so a crash loses at most this much finished work.
 FLUSH_SECONDS = 0.02
+#: Chunks in flight per worker: the next one waits in its pipe, so a worker never idles for a round trip.
+DEPTH = 2
 _BAD_SIGNALS = {
     signal.SIGKILL: "killed (SIGKILL): out of memory (the OOM killer), or kill -9",
     signal.SIGSEGV: "segmentation fault (SIGSEGV): a crash in native code",
@@ -95,6 +97,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, current: Any) -> N
             if now - last >= FLUSH_SECONDS and index + 1 < len(arguments):
                 conn.send_bytes(_encode_results(dumps, encode_outcome_error, False, start, values, errors))
                 start, values, errors, last = index + 1, [], {}, now
+        current.value = -1  # between chunks: a crash now is blamed on the next chunk's first call
         conn.send_bytes(_encode_results(dumps, encode_outcome_error, True, start, values, errors))
 
 
@@ -169,6 +172,19 @@ class _Task:
         self.received = 0  # calls of this chunk whose results arrived
 
 
+def _make_task(job: PoolJob, positions: list[int], func: Any, arguments: Sequence[Any], picked: Sequence[int]) -> _Task:
+    """A chunk of ``job`` running ``func`` on ``arguments[i]`` for ``i`` in ``picked``, pickled once for its worker.
+
+    The payload ends with ``CX`` and the number of calls, so a worker that cannot load it
+    still knows how many errors to report.
+    """
+    from clustrix.runner import dumps
+
+    chunk_arguments = [arguments[i] for i in picked]
+    payload = dumps((func, chunk_arguments)) + b"CX" + len(picked).to_bytes(4, "big")
+    return _Task(job, positions, func, chunk_arguments, payload)
+
+
 class _Worker:
     def __init__(self, ctx: Any) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
@@ -177,8 +193,14 @@ class _Worker:
         with _main_module_hidden():
             self.process.start()
         child.close()
-        self.task: _Task | None = None
+        #: chunks sent to this worker, in the order it runs them; the first is the one running
+        self.tasks: collections.deque[_Task] = collections.deque()
         self.dead = False
+        #: killed because a job it had a chunk of was cancelled: no call of it crashed
+        self.cancelled = False
+
+    def has(self, job: PoolJob) -> bool:
+        return any(task.job is job for task in self.tasks)
 
 
 @contextlib.contextmanager
@@ -233,20 +255,14 @@ class ProcessPool:
     # ---- called by the local scheduler ----
     def submit(self, job: PoolJob, func: Any, chunks: Sequence[Sequence[int]], arguments: Sequence[Any]) -> None:
         """Queue ``chunks`` of ``job``'s calls; pickling errors raise here, before anything is queued."""
-        from clustrix.runner import dumps
-
-        tasks = []
-        for chunk in chunks:
-            chunk_arguments = [arguments[i] for i in chunk]
-            payload = dumps((func, chunk_arguments)) + b"CX" + len(chunk).to_bytes(4, "big")
-            tasks.append(_Task(job, list(chunk), func, chunk_arguments, payload))
+        tasks = [_make_task(job, list(chunk), func, arguments, chunk) for chunk in chunks]
         with self._lock:
             if self._closed:
                 raise RuntimeError("the local process pool is shut down (the interpreter is exiting)")
             self._queue.extend(tasks)
             # workers start here, in the caller's thread, while it hides __main__'s path for them;
             # only a replacement for a crashed worker starts in the dispatcher thread
-            idle = sum(1 for w in self._workers if w.task is None and not w.dead)
+            idle = sum(1 for w in self._workers if not w.tasks and not w.dead)
             wanted = min(len(self._queue) - idle, self.max_workers - len(self._workers))
             for _ in range(max(0, wanted)):
                 self._workers.append(_Worker(self._ctx))
@@ -261,7 +277,9 @@ class ProcessPool:
             job.cancelled = True
             self._queue = collections.deque(t for t in self._queue if t.job is not job)
             for worker in self._workers:
-                if worker.task is not None and worker.task.job is job and not worker.dead:
+                if worker.has(job) and not worker.dead:
+                    # the other jobs' chunks it holds are queued again when it is buried
+                    worker.cancelled = True
                     with contextlib.suppress(OSError):
                         worker.process.kill()
         job._finish()
@@ -274,11 +292,11 @@ class ProcessPool:
     def running(self, job: PoolJob) -> int:
         """How many of ``job``'s calls are running now (one per worker busy with it)."""
         with self._lock:
-            return sum(1 for w in self._workers if w.task is not None and w.task.job is job and not w.dead)
+            return sum(1 for w in self._workers if w.tasks and w.tasks[0].job is job and not w.dead)
 
     def busy(self) -> bool:
         with self._lock:
-            return bool(self._queue) or any(w.task is not None for w in self._workers)
+            return bool(self._queue) or any(w.tasks for w in self._workers)
 
     def shutdown(self, *, wait: bool) -> None:
         """Stop every worker; with ``wait``, first let queued and running calls finish (Ctrl-C stops waiting)."""
@@ -293,7 +311,7 @@ class ProcessPool:
             for worker in workers:
                 with contextlib.suppress(OSError):
                     worker.conn.close()  # an idle worker exits on EOF
-                if worker.task is not None:
+                if worker.tasks:
                     with contextlib.suppress(OSError):
                         worker.process.kill()
             deadline = time.monotonic() + 1.0
@@ -320,7 +338,7 @@ class ProcessPool:
             error = encode_outcome_error(RuntimeError(f"the local process pool failed: {type(exc).__name__}: {exc}"))
             with self._lock:
                 self._closed = True
-                tasks = list(self._queue) + [w.task for w in self._workers if w.task is not None]
+                tasks = list(self._queue) + [task for w in self._workers for task in w.tasks]
                 self._queue.clear()
                 for worker in self._workers:
                     with contextlib.suppress(OSError):
@@ -354,22 +372,22 @@ class ProcessPool:
                         self._bury(worker)
 
     def _assign(self) -> None:
-        """Give queued chunks to idle workers, starting workers up to ``max_workers``."""
+        """Give queued chunks to the least busy workers, up to ``DEPTH`` each (starting workers up to the maximum)."""
         while self._queue:
-            idle = next((w for w in self._workers if w.task is None and not w.dead), None)
-            if idle is None:
-                if len(self._workers) >= self.max_workers:
-                    return
-                idle = _Worker(self._ctx)
-                self._workers.append(idle)
+            live = [w for w in self._workers if not w.dead]
+            worker = min(live, key=lambda w: len(w.tasks), default=None)
+            if worker is None or (worker.tasks and len(self._workers) < self.max_workers):
+                worker = _Worker(self._ctx)  # only a crashed worker's replacement starts here
+                self._workers.append(worker)
+            elif len(worker.tasks) >= DEPTH:
+                return
             task = self._queue.popleft()
-            idle.task = task
-            idle.current.value = -1
+            worker.tasks.append(task)
             task.job.started = True
             try:
-                idle.conn.send_bytes(task.payload)
+                worker.conn.send_bytes(task.payload)
             except OSError:
-                self._bury(idle)
+                self._bury(worker)
 
     def _receive(self, worker: _Worker) -> bool:
         """Take one message from ``worker``; False when its pipe is closed (it died)."""
@@ -377,9 +395,9 @@ class ProcessPool:
             message = worker.conn.recv_bytes()
         except (EOFError, OSError):
             return False
-        task = worker.task
-        if task is None:
+        if not worker.tasks:
             return True
+        task = worker.tasks[0]
         try:
             final, start, values, errors = pickle.loads(message)
         except Exception as exc:  # noqa: BLE001 - e.g. a returned value whose class cannot be loaded here
@@ -389,7 +407,8 @@ class ProcessPool:
             error = encode_outcome_error(RuntimeError(f"the results could not be unpickled here: {exc!r}"))
             for position in task.positions[task.received :]:
                 task.job._set(position, (False, error))
-            worker.task = None
+            worker.tasks.popleft()
+            worker.cancelled = True  # no crash to blame: its other chunks are queued again
             with contextlib.suppress(OSError):
                 worker.process.kill()
             self._settle(task.job)
@@ -402,13 +421,13 @@ class ProcessPool:
                 task.job._set(position, (True, value))
         task.received = start + len(values)
         if final:
-            worker.task = None
+            worker.tasks.popleft()
             self._settle(task.job)
         return True
 
     def _bury(self, worker: _Worker) -> None:
-        """A worker died: drain what it sent, fail the call it was in, requeue the rest, forget it."""
-        while worker.task is not None:
+        """A worker died: drain what it sent, fail the call it was in, queue its other calls again, forget it."""
+        while worker.tasks:
             try:
                 if not worker.conn.poll() or not self._receive(worker):
                     break
@@ -419,19 +438,25 @@ class ProcessPool:
         worker.process.join(1.0)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        task, worker.task = worker.task, None
-        if task is None or task.job.cancelled:
-            return
-        crashed = max(worker.current.value, task.received)
-        task.job._set(task.positions[crashed], (None, describe_exit(worker.process.exitcode)))
-        rest = [k for k in range(task.received, len(task.positions)) if k != crashed]
-        if rest:
-            from clustrix.runner import dumps
+        tasks = [task for task in worker.tasks if not task.job.cancelled]
+        running = worker.tasks[0] if worker.tasks else None
+        worker.tasks.clear()
+        again = []
+        for task in tasks:
+            skip = -1
+            if task is running and not worker.cancelled:  # the call it was in killed it
+                skip = max(worker.current.value, task.received)
+                task.job._set(task.positions[skip], (None, describe_exit(worker.process.exitcode)))
+            rest = [k for k in range(task.received, len(task.positions)) if k != skip]
+            if rest:
+                again.append(self._subtask(task, rest))
+            self._settle(task.job)
+        self._queue.extendleft(reversed(again))
 
-            arguments = [task.arguments[k] for k in rest]
-            payload = dumps((task.func, arguments)) + b"CX" + len(rest).to_bytes(4, "big")
-            self._queue.appendleft(_Task(task.job, [task.positions[k] for k in rest], task.func, arguments, payload))
-        self._settle(task.job)
+    @staticmethod
+    def _subtask(task: _Task, calls: list[int]) -> _Task:
+        """The calls ``calls`` (indices into ``task``) of ``task`` as a chunk of their own."""
+        return _make_task(task.job, [task.positions[k] for k in calls], task.func, task.arguments, calls)
 
     def _settle(self, job: PoolJob) -> None:
         if job.remaining == 0:
