@@ -282,3 +282,12 @@ def test_a_function_whose_source_cannot_be_read_back_still_runs_in_a_process(tmp
     namespace: dict[str, object] = {}
     exec(compile("def double(x):\n    return 2 * x\n", str(other), "exec"), namespace)
     assert cluster(namespace["double"]).map(range(3)) == [0, 2, 4]  # type: ignore[arg-type]
+
+
+def test_a_maps_arguments_pickle_as_plain_pairs_so_a_remote_runner_needs_no_clustrix_class() -> None:
+    from clustrix.decorator import _mapped_arguments
+
+    arguments = _mapped_arguments(([1, 2], ["a", "b"]))
+    assert list(arguments) == [((1, "a"), {}), ((2, "b"), {})]
+    restored = pickle.loads(pickle.dumps(arguments))
+    assert type(restored) is list and restored == [((1, "a"), {}), ((2, "b"), {})]

@@ -9,7 +9,7 @@ import json
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, overload
 
 import attrs
@@ -18,7 +18,7 @@ from clustrix.config import CORE_DEFAULTS, ClusterConfig, resolve_config
 from clustrix.config import _check_keys as check_config_keys
 from clustrix.errors import did_you_mean
 from clustrix.futures import ClusterFuture, get_manager
-from clustrix.jobs import JobSpec
+from clustrix.jobs import JobSpec, MappedArguments
 from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys, plugin_resource_keys
 from clustrix.progress import count as count_with_progress
 from clustrix.progress import wait as wait_with_progress
@@ -26,8 +26,6 @@ from clustrix.progress import wanted as wanted_progress
 from clustrix.resources import Resources
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
-#: Shared by every mapped call (never mutated: calls receive ``**kwargs`` copies); pickled once per payload.
-_NO_KWARGS: dict[str, Any] = {}
 
 
 def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], str | None]:
@@ -92,7 +90,7 @@ def _check_function(func: Callable[..., Any]) -> None:
 
 
 def unpicklable_argument(
-    func: Callable[..., Any], arguments: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    func: Callable[..., Any], arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
 ) -> str | None:
     """Describe the first argument (or the function) that cannot be pickled, e.g. ``"argument 'lock' of call 0"``.
 
@@ -127,9 +125,9 @@ def unpicklable_argument(
     return None
 
 
-def _mapped_arguments(iterables: tuple[Iterable[Any], ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+def _mapped_arguments(iterables: tuple[Iterable[Any], ...]) -> MappedArguments:
     """One ``(args, kwargs)`` pair per item, zipped like the builtin ``map``."""
-    return [(items, _NO_KWARGS) for items in zip(*iterables, strict=False)]
+    return MappedArguments(list(zip(*iterables, strict=False)))
 
 
 class _EnvironmentCache:
@@ -229,7 +227,7 @@ class ClusterFunction:
         return resolve_config(profile=self.profile, overrides=self.config_overrides)
 
     def _submit(
-        self, arguments: list[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
+        self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
     ) -> list[ClusterFuture]:
         config = self.config()
         scheduler = get_scheduler(config.cluster_type)

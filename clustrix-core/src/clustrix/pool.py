@@ -73,7 +73,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, current: Any) -> N
         except (EOFError, OSError):
             return
         try:
-            func, arguments = pickle.loads(payload)
+            func, arguments, positional = pickle.loads(payload)
             func = unwrap(func)
         except BaseException as exc:  # noqa: BLE001 - every call of the chunk reports it
             n = _count_calls(payload)
@@ -86,10 +86,10 @@ def _worker_main(conn: multiprocessing.connection.Connection, current: Any) -> N
         errors: dict[int, bytes] = {}
         start = 0
         last = time.monotonic()
-        for index, (args, kwargs) in enumerate(arguments):
+        for index, call in enumerate(arguments):
             current.value = index
             try:
-                values.append(func(*args, **kwargs))
+                values.append(func(*call) if positional else func(*call[0], **call[1]))
             except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the call's error
                 values.append(None)
                 errors[len(values) - 1] = encode_outcome_error(exc)
@@ -163,26 +163,44 @@ class PoolJob:
 class _Task:
     """A chunk of a job's calls: ``positions[k]`` is the job's call index of the chunk's call ``k``."""
 
-    def __init__(self, job: PoolJob, positions: list[int], func: Any, arguments: Sequence[Any], payload: bytes):
+    def __init__(
+        self, job: PoolJob, positions: list[int], func: Any, calls: list[Any], payload: bytes, positional: bool
+    ) -> None:
         self.job = job
         self.positions = positions
         self.func = func
-        self.arguments = arguments
+        self.calls = calls
+        self.positional = positional
         self.payload = payload
         self.received = 0  # calls of this chunk whose results arrived
 
 
-def _make_task(job: PoolJob, positions: list[int], func: Any, arguments: Sequence[Any], picked: Sequence[int]) -> _Task:
-    """A chunk of ``job`` running ``func`` on ``arguments[i]`` for ``i`` in ``picked``, pickled once for its worker.
+def _pick(arguments: Sequence[Any], picked: Sequence[int]) -> tuple[list[Any], bool]:
+    """The calls ``picked`` of a job's ``arguments``, and whether they are bare positional tuples.
+
+    A map's arguments (:class:`clustrix.jobs.MappedArguments`) are sliced as positional
+    tuples, without building an ``(args, kwargs)`` pair per call.
+    """
+    from clustrix.jobs import MappedArguments  # not at import: worker processes import this module too
+
+    if isinstance(arguments, MappedArguments):
+        items = arguments.items
+        if picked and picked[-1] - picked[0] == len(picked) - 1:  # plan_tasks' chunks are contiguous
+            return items[picked[0] : picked[-1] + 1], True
+        return [items[i] for i in picked], True
+    return [arguments[i] for i in picked], False
+
+
+def _make_task(job: PoolJob, positions: list[int], func: Any, calls: list[Any], positional: bool) -> _Task:
+    """A chunk of ``job`` running ``func`` on ``calls``, pickled once for its worker.
 
     The payload ends with ``CX`` and the number of calls, so a worker that cannot load it
     still knows how many errors to report.
     """
     from clustrix.runner import dumps
 
-    chunk_arguments = [arguments[i] for i in picked]
-    payload = dumps((func, chunk_arguments)) + b"CX" + len(picked).to_bytes(4, "big")
-    return _Task(job, positions, func, chunk_arguments, payload)
+    payload = dumps((func, calls, positional)) + b"CX" + len(calls).to_bytes(4, "big")
+    return _Task(job, positions, func, calls, payload, positional)
 
 
 class _Worker:
@@ -255,7 +273,7 @@ class ProcessPool:
     # ---- called by the local scheduler ----
     def submit(self, job: PoolJob, func: Any, chunks: Sequence[Sequence[int]], arguments: Sequence[Any]) -> None:
         """Queue ``chunks`` of ``job``'s calls; pickling errors raise here, before anything is queued."""
-        tasks = [_make_task(job, list(chunk), func, arguments, chunk) for chunk in chunks]
+        tasks = [_make_task(job, list(chunk), func, *_pick(arguments, chunk)) for chunk in chunks]
         with self._lock:
             if self._closed:
                 raise RuntimeError("the local process pool is shut down (the interpreter is exiting)")
@@ -456,7 +474,8 @@ class ProcessPool:
     @staticmethod
     def _subtask(task: _Task, calls: list[int]) -> _Task:
         """The calls ``calls`` (indices into ``task``) of ``task`` as a chunk of their own."""
-        return _make_task(task.job, [task.positions[k] for k in calls], task.func, task.arguments, calls)
+        picked = [task.calls[k] for k in calls]
+        return _make_task(task.job, [task.positions[k] for k in calls], task.func, picked, task.positional)
 
     def _settle(self, job: PoolJob) -> None:
         if job.remaining == 0:
