@@ -20,7 +20,7 @@ def test_a_notebook_runs_cluster_functions_maps_with_a_bar_and_reattaches_from_a
     work = tmp_path / "work"
     outputs = _run(
         [
-            "from clustrix import cluster\ndef cube(x):\n    import time\n    time.sleep(0.3)\n    return x ** 3",
+            "from clustrix import cluster\ndef cube(x):\n    import time\n    time.sleep(0.5)\n    return x ** 3",
             "fast = cluster(executor='process')(cube)\nprint(fast(3))",
             "print(fast.map(range(6)))",  # a notebook: the bar is on by default
             f"@cluster(cluster_type='subprocess', remote_work_dir={str(work)!r})\n"

@@ -30,6 +30,8 @@ def test_a_notebook_maps_a_cell_function_on_slurm_and_a_new_kernel_reattaches(
             f"options = json.loads({json.dumps(options)!r})\n"
             "@cluster(**options)\n"
             "def cube(x):\n"
+            "    import time\n"
+            "    time.sleep(1)  # the map outlasts the bar's half-second delay\n"
             "    return x ** 3",
             "print(cube.map(range(5), progress=True))",
             "future = cube.submit(4)\nprint('JOB', future.job_id)\nprint(future.result(timeout=300))",
