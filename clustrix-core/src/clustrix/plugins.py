@@ -34,6 +34,7 @@ log = get_logger("clustrix.plugins")
 KNOWN_DISTRIBUTIONS = {
     "slurm": "clustrix-slurm",
     "pbs": "clustrix-pbs",
+    "torque": "clustrix-pbs",  # registered by clustrix-pbs with the Torque flavour fixed
     "sge": "clustrix-sge",
     "kubernetes": "clustrix-k8s",
     "ssh": "clustrix-ssh",
