@@ -36,6 +36,27 @@ nox.options.error_on_external_run = True
 
 ROOT = Path(__file__).resolve().parent
 PYTHON = os.environ.get("CLUSTRIX_NOX_PYTHON", "3.11")
+#: The Pythons core supports: ``tests-core-pythons`` runs core's tests on each (``tests-core`` covers PYTHON).
+CORE_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def _expose_pyenv_pythons() -> None:
+    """Put ``python3.X`` of every pyenv-installed version on PATH, ahead of pyenv's shims.
+
+    A shim answers only for the versions ``pyenv global`` selects; nox and uv look the
+    interpreters up by name, so link the real ones into a folder of their own.
+    """
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    links = Path(tempfile.mkdtemp(prefix="clustrix-pythons-"))
+    atexit.register(shutil.rmtree, links, ignore_errors=True)
+    for version in CORE_PYTHONS:
+        found = sorted(versions.glob(f"{version}.*/bin/python{version}"))
+        if found:
+            (links / f"python{version}").symlink_to(found[-1])
+    os.environ["PATH"] = f"{links}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_expose_pyenv_pythons()
 
 #: Short name -> (distribution directory, import name).
 DISTRIBUTIONS = {
@@ -61,6 +82,8 @@ SMOKE = "not (testbed_slurm or testbed_ssh or testbed_sge or testbed_pbs or test
 #: both transports, local and over SSH, and the SSH transport lives in clustrix-ssh.
 TEST_ALSO_NEEDS = {"slurm": ["ssh"], "pbs": ["ssh"], "sge": ["ssh"]}
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+#: tests/notebooks and tests/slurm/test_notebook.py run a real Jupyter kernel (tests-all, tests-slurm).
+NOTEBOOK_DEPS = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 TYPES_PARAMIKO = "types-paramiko==5.1.0.20261030"
@@ -163,7 +186,9 @@ def _make_dist_tests(short: str) -> None:
         if "testsched" in _local_projects():
             names.append("testsched")
         names.extend(n for n in TEST_PLUGINS_FOR.get(short, []) if n in _local_projects())
-        _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
+        # tests/slurm/test_notebook.py imports nbclient at collection, even when its testbed tests are deselected
+        notebooks = NOTEBOOK_DEPS if short == "slurm" else []
+        _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS, *notebooks)
         module = DISTRIBUTIONS[short][1]
         session.run("python", "-c", f"import {module}")
         session.run("clustrix", "plugins")
@@ -182,13 +207,26 @@ for _short in DISTRIBUTIONS:
     _make_dist_tests(_short)
 
 
+@nox.session(name="tests-core-pythons", python=[v for v in CORE_PYTHONS if v != PYTHON])
+@timed
+def tests_core_pythons(session: nox.Session) -> None:
+    """Run tests/core (the runner's tests included) on every other supported Python; tests-core runs PYTHON.
+
+    Only core and the test plugin: the testbeds and the other plugins run once, on PYTHON.
+    """
+    names = ["core", "testsched"] if "testsched" in _local_projects() else ["core"]
+    # a wheel is the same for every Python (py3-none-any): built once per nox run
+    _install_wheels(session, list(_wheels(session, *names).values()), *TEST_DEPS)
+    _pytest(session, "tests/core")
+
+
 @nox.session(name="tests-all", python=PYTHON)
 @timed
 def tests_all(session: nox.Session) -> None:
     """Run the whole test suite once, every end-to-end and conformance test included, with everything installed."""
     if not _has_tests(ROOT / "tests"):
         session.skip("tests/ has no tests yet")
-    _install_wheels(session, list(_wheels(session).values()), *TEST_DEPS)
+    _install_wheels(session, list(_wheels(session).values()), *TEST_DEPS, *NOTEBOOK_DEPS)
     if os.geteuid() == 0:
         # OpenPBS is compiled once per source snapshot (minutes on 2 cores, then cached): before pytest,
         # so no test's timeout covers it; if it fails here, the PBS fixtures fail with the reason

@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-SESSIONS=(lint types docs build tests-all tests-core tests-slurm tests-pbs tests-sge tests-k8s tests-ssh)
+SESSIONS=(lint types docs build tests-all tests-core tests-core-pythons tests-slurm tests-pbs tests-sge tests-k8s tests-ssh)
 RESULTS=build/test-results
 
 set -e

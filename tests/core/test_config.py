@@ -143,10 +143,10 @@ def test_passwords_are_left_out_of_the_printable_configuration() -> None:
 
 
 def test_cluster_keywords_that_are_config_keys_configure_that_function() -> None:
-    @cluster(cores=2, cluster_type="local", executor="thread", account="proj42")
+    @cluster(cores=2, cluster_type="local", executor="thread", testsched_priority=3)
     def f() -> None: ...
 
     assert f.config().executor == "thread"
-    assert f.resources.extra == {"account": "proj42"}
+    assert f.resources.extra == {"testsched_priority": 3}
     with pytest.raises(ValueError, match="executor='gpu'"):
         cluster(executor="gpu")(f.func)

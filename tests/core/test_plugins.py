@@ -59,24 +59,43 @@ def test_plugins_can_be_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None
     assert not [w for w in caught if "broken" in str(w.message) or "subprocess" in str(w.message)]
 
 
-def test_unknown_cluster_type_names_the_distribution_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='lsf'.*pip install clustrix-lsf"):
-        get_scheduler("lsf")
-    # a project-maintained scheduler under another distribution's name, not installed here
-    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,kubernetes")
+def test_unknown_cluster_type_suggests_only_distributions_that_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a project-maintained scheduler names its distribution, also under another distribution's name
+    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,pbs,kubernetes")  # as if not installed
     reset_plugins()
+    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='torque'.*pip install clustrix-pbs"):
+        get_scheduler("torque")
     with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='kubernetes'.*pip install clustrix-k8s"):
         get_scheduler("kubernetes")
+    # a name nobody ships suggests no package (clustrix-lsf does not exist), but the close installed one
+    with pytest.raises(SchedulerNotFoundError) as caught:
+        get_scheduler("slrum")
+    assert "pip install" not in str(caught.value)
+    assert "did you mean 'slurm'?" in str(caught.value)
+    with pytest.raises(SchedulerNotFoundError) as caught:
+        get_scheduler("lsf")
+    assert "clustrix-lsf" not in str(caught.value)
 
 
-def test_calling_with_an_uninstalled_scheduler_fails_before_submitting() -> None:
-    configure(cluster_type="lsf")
+def test_configure_refuses_a_scheduler_name_nobody_provides() -> None:
+    with pytest.raises(SchedulerNotFoundError, match=r"cluster_type='nope'") as caught:
+        configure(cluster_type="nope")
+    assert "clustrix-nope" not in str(caught.value)
+    assert clustrix.get_config().cluster_type == "local"  # nothing changed
+
+
+def test_calling_with_an_uninstalled_project_scheduler_fails_before_submitting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,pbs")  # as if clustrix-pbs were not installed
+    clustrix.plugins.reset_plugins()
+    configure(cluster_type="pbs")  # accepted: the project ships it, the call says what to install
 
     @cluster
     def f() -> int:
         return 1
 
-    with pytest.raises(SchedulerNotFoundError, match="pip install clustrix-lsf"):
+    with pytest.raises(SchedulerNotFoundError, match="pip install clustrix-pbs"):
         f()
 
 

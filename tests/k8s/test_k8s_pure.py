@@ -269,3 +269,15 @@ def test_a_403_names_the_verb_the_resource_and_its_api_group() -> None:
     assert 'needs the verb "create" on resource "jobs" (apiGroups: ["batch"])' in text
     assert "namespace 'science'" in text and 'User "bob"' in text
     assert "401 Unauthorized" in permission_message(401, "list", "jobs", "science", "{}")
+
+
+def test_kubernetes_keywords_are_accepted_at_decoration_and_a_typo_is_refused_with_a_suggestion() -> None:
+    from clustrix import cluster
+
+    @cluster(cluster_type="kubernetes", calls_per_task=5, cpu_limit="2", node_selector={"disk": "ssd"})
+    def f() -> None: ...
+
+    # cpu_limit and node_selector are configuration keys: moved to the configuration at the first submission
+    assert f.resources.extra == {"calls_per_task": 5, "cpu_limit": "2", "node_selector": {"disk": "ssd"}}
+    with pytest.raises(ValueError, match=r"unknown keyword cpu_limt='2'.*did you mean 'cpu_limit'\?"):
+        cluster(cluster_type="kubernetes", cpu_limt="2")

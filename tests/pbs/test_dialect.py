@@ -260,3 +260,16 @@ def test_torque_reads_xml_or_text_qstat() -> None:
     (record,) = TORQUE.parse_status(xml)
     assert (record.job_id, record.state, record.exit_code) == ("73.c0", "C", 0)
     assert TORQUE.to_job_state(record) is JobState.COMPLETED
+
+
+def test_every_pbs_keyword_is_accepted_at_decoration_and_a_typo_is_refused_with_a_suggestion() -> None:
+    from clustrix import cluster
+
+    extras = {"account": "proj", "place": "excl", "pbs_w": ["group_list=proj"], "rerunnable": False}
+
+    @cluster(cluster_type="pbs", **extras)
+    def f() -> None: ...
+
+    assert f.resources.extra == extras
+    with pytest.raises(ValueError, match=r"unknown keyword plac='excl'.*did you mean 'place'\?"):
+        cluster(cluster_type="pbs", plac="excl")

@@ -210,3 +210,16 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_every_sge_keyword_is_accepted_at_decoration_and_a_typo_is_refused_with_a_suggestion() -> None:
+    from clustrix import cluster
+
+    extras = {"project": "genomics", "pe": "mpi", "memory_resources": ["h_vmem"], "sge_directives": ["-m ea"]}
+
+    @cluster(cluster_type="sge", **extras)
+    def f() -> None: ...
+
+    assert f.resources.extra == extras
+    with pytest.raises(ValueError, match=r"unknown keyword projct='genomics'.*did you mean 'project'\?"):
+        cluster(cluster_type="sge", projct="genomics")

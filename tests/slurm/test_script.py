@@ -166,3 +166,16 @@ def test_the_task_runs_the_shipped_runner_file_with_its_slurm_array_index():
         f'exec /opt/py/bin/python3 {JOB_DIR}/{RUNNER_NAME} {JOB_DIR} --task "${{SLURM_ARRAY_TASK_ID:-0}}"'
     )
     assert "-m clustrix.runner" not in script
+
+
+def test_every_slurm_keyword_is_accepted_at_decoration_and_a_typo_is_refused_with_a_suggestion() -> None:
+    from clustrix import cluster
+    from clustrix_slurm.script import EXTRA_KEYS
+
+    @cluster(cluster_type="slurm", account="proj", qos="high", constraint="skylake", calls_per_task=4)
+    def f() -> None: ...
+
+    assert f.resources.extra == {"account": "proj", "qos": "high", "constraint": "skylake", "calls_per_task": 4}
+    assert {"account", "qos", "sbatch_directives", "signal_delay"} <= set(EXTRA_KEYS)
+    with pytest.raises(ValueError, match=r"unknown keyword acount='proj'.*did you mean 'account'\?"):
+        cluster(cluster_type="slurm", acount="proj")

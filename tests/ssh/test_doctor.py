@@ -64,3 +64,18 @@ def test_doctor_fails_on_a_python_executable_without_cloudpickle(sshd: SSHServer
     (failure,) = [c for c in report["checks"] if not c["ok"]]
     assert failure["check"] == "remote python"
     assert "No module named 'cloudpickle'" in failure["detail"], report
+
+
+def test_a_tilde_in_python_executable_is_the_remote_users_home(sshd: SSHServer, isolated_home: Path) -> None:
+    # ~/venvs/sim/bin/python exists only in the remote user's home: a Python without clustrix in it
+    made = sshd.run_as_user(
+        "mkdir -p ~/venvs/sim/bin && printf '#!/bin/sh\\nexec /usr/bin/python3 \"$@\"\\n' > ~/venvs/sim/bin/python "
+        "&& chmod 755 ~/venvs/sim/bin/python"
+    )
+    assert made.returncode == 0, made
+    code, report = doctor(sshd, isolated_home, python_executable="~/venvs/sim/bin/python")
+    (failure,) = [c for c in report["checks"] if not c["ok"]]
+    assert failure["check"] == "remote python"
+    # it ran (expanded remotely, not taken as a file named '~'), and it lacks what the ssh backend's jobs import
+    assert "No module named 'clustrix'" in failure["detail"], report
+    assert code == 1

@@ -13,11 +13,13 @@ import logging
 import os
 import pickle
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from clustrix import registry
 from clustrix.config import config_path, get_config
+from clustrix.environment import RUNNER_MODULES, remote_python
 from clustrix.errors import ClustrixError
 from clustrix.job import Job
 from clustrix.plugins import installed_plugins, transport_for
@@ -61,21 +63,36 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     records = registry.list_jobs(limit=args.limit, unfinished_only=args.running)
     data = [r.to_dict() for r in records]
-    lines = [f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {'SUBMITTED':<19}  NAME"]
+    header = f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {'DONE/FAILED':<11}  "
+    lines = [header + f"{'SUBMITTED':<19}  NAME"]
     lines += [
         f"{r.job_id:<30} {r.scheduler:<10} {r.handle.native_id or '-':<12} {r.state.value:<14} {r.size:>5}  "
-        f"{_when(r.submitted_at):<19}  {r.name}"
+        f"{_done_failed(r.counts):<11}  {_when(r.submitted_at):<19}  {r.name}"
         for r in records
     ]
     _print(data, args.json, "\n".join(lines))
     return 0
 
 
+def _done_failed(counts: dict[str, int] | None) -> str:
+    return f"{counts.get('done', 0)}/{counts.get('failed', 0)}" if counts else "-"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     job = Job.attach(args.job_id)
     status = job.status()
-    data = {**job.record.to_dict(), "state": status.state.value, "reason": status.reason, "exit_code": status.exit_code}
+    counts = status.counts or (job.record.counts if status.state == job.record.state else None)
+    data = {
+        **job.record.to_dict(),
+        "state": status.state.value,
+        "reason": status.reason,
+        "exit_code": status.exit_code,
+        "counts": counts,
+    }
     text = f"{job.job_id}: {status.state.value}" + (f" ({status.reason})" if status.reason else "")
+    if counts:
+        calls = ", ".join(f"{counts.get(key, 0)} {key}" for key in ("done", "failed", "running", "pending"))
+        text += f"\n{job.handle.size} calls: {calls}"
     _print(data, args.json, text)
     return 0
 
@@ -90,8 +107,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_result(args: argparse.Namespace) -> int:
     job = Job.attach(args.job_id)
-    results = job.results(timeout=args.timeout) if args.wait else _finished_results(job)
-    value: Any = results if job.handle.size > 1 else results[0]
+    if not args.wait:
+        status = job.status()
+        if not status.state.final:
+            raise ClustrixError(f"job {job.job_id} is {status.state.value}; use --wait to block until it finishes")
+    futures = job.futures(timeout=args.timeout)
+    failed = [(index, f.exception()) for index, f in enumerate(futures) if f.exception() is not None]
+    if failed:
+        data = [_describe_failure(job.job_id, index, exc) for index, exc in failed if exc is not None]
+        text = "\n".join(_failure_text(item, len(futures)) for item in data)
+        if args.json:
+            _print({"job_id": job.job_id, "failed": data}, True, "")
+        else:
+            print(text, file=sys.stderr)
+        return 1
+    value: Any = [f.result() for f in futures] if job.handle.size > 1 else futures[0].result()
     if args.output:
         with open(args.output, "wb") as fh:
             pickle.dump(value, fh)
@@ -101,11 +131,27 @@ def cmd_result(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finished_results(job: Job) -> list[Any]:
-    status = job.status()
-    if not status.state.final:
-        raise ClustrixError(f"job {job.job_id} is {status.state.value}; use --wait to block until it finishes")
-    return job.results()
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _describe_failure(job_id: str, index: int, exc: BaseException) -> dict[str, Any]:
+    """What the CLI reports of a call that failed: its exception type, message and remote traceback."""
+    remote = getattr(exc, "remote_traceback", None)
+    error_type = getattr(exc, "error_type", None) or _type_name(exc)
+    return {"job_id": job_id, "call": index, "type": error_type, "message": str(exc), "remote_traceback": remote}
+
+
+def _failure_text(item: dict[str, Any], calls: int) -> str:
+    where = f"call {item['call']} of job {item['job_id']}" if calls > 1 else f"job {item['job_id']}"
+    message = item["message"]
+    if item["remote_traceback"] and item["remote_traceback"] in message:
+        message = message.replace(item["remote_traceback"], "").rstrip().removesuffix("--- remote traceback ---")
+    lines = [f"{where} failed: {item['type']}: {message.rstrip()}"]
+    if item["remote_traceback"]:
+        lines += ["remote traceback:", item["remote_traceback"].rstrip()]
+    return "\n".join(lines)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -132,15 +178,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from clustrix.plugins import get_scheduler
 
+    check("job registry", registry.check)
     config = check(
         "configuration",
         get_config,
         lambda c: f"cluster_type={c.cluster_type} profile={c.profile} (file {config_path()})",
     )
     if config is not None:
-        check(
+        scheduler = check(
             "scheduler plugin",
-            lambda: f"{config.cluster_type} ({type(get_scheduler(config.cluster_type).impl).__name__})",
+            lambda: get_scheduler(config.cluster_type),
+            lambda s: f"{config.cluster_type} ({type(s.impl).__name__})",
         )
 
         def connect() -> Any:
@@ -150,15 +198,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
         transport = check("connection (host key checked)", connect, lambda t: f"{type(t).__name__} to {t.host}")
         if transport is not None:
-            python = config.get("python_executable") or "python3"
-            probe = "import sys; print(sys.version.split()[0], sys.executable)"
+            needs: tuple[str, ...] = ()
             if config.get("python_executable"):
-                # the job's own Python (no venv is built for it) must load the pickled call
-                probe = "import cloudpickle; " + probe
-            check(
-                "remote python",
-                lambda: transport.run([python, "-c", probe], check=True, timeout=60).stdout.strip(),
-            )
+                # the job's own Python (no venv is built for it) must load what the scheduler's jobs import
+                needs = tuple(getattr(getattr(scheduler, "impl", None), "python_needs", RUNNER_MODULES))
+            probe = _python_probe(needs)
+
+            def remote_python_version() -> str:
+                python = remote_python(transport, config.get("python_executable"))
+                return str(transport.run([python, "-c", probe], check=True, timeout=60).stdout.strip())
+
+            check("remote python", remote_python_version)
 
             def work_dir() -> str:
                 path = transport.expand(config.remote_work_dir)
@@ -196,6 +246,18 @@ def cmd_code(args: argparse.Namespace) -> int:
     lines.append(f"imported remotely before submit: {', '.join(plan.modules) or '-'}")
     _print({"units": units, "modules": list(plan.modules)}, args.json, "\n".join(lines))
     return 0
+
+
+def _python_probe(modules: Sequence[str]) -> str:
+    """Python code that prints its version and path, or exits naming every module of ``modules`` it cannot import."""
+    return (
+        "import sys\nmissing = []\n"
+        f"for name in {list(modules)!r}:\n"
+        "    try:\n        __import__(name)\n"
+        "    except ImportError as exc:\n        missing.append(f'{type(exc).__name__}: {exc}')\n"
+        "if missing:\n    sys.exit('; '.join(missing))\n"
+        "print(sys.version.split()[0], sys.executable)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +302,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         return int(args.func(args))
-    except (ClustrixError, KeyError, ValueError, TimeoutError) as exc:
+    except KeyboardInterrupt:
+        print("clustrix: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user; -v shows the traceback
+        if args.verbose:
+            traceback.print_exc()
+        known = isinstance(exc, (ClustrixError, KeyError, ValueError, TimeoutError, OSError))
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"clustrix: error: {message}", file=sys.stderr)
+        prefix = "" if known else f"{type(exc).__name__}: "
+        hint = "" if args.verbose else " (run clustrix -v ... for the traceback)"
+        print(f"clustrix: error: {prefix}{message}{'' if known else hint}", file=sys.stderr)
         return 1
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 import platformdirs
 
-from clustrix.errors import ConfigurationError
+from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
 from clustrix.resources import Resources, parse_memory
 
 if sys.version_info >= (3, 11):
@@ -58,6 +58,8 @@ CORE_DEFAULTS: dict[str, Any] = {
     "job_poll_interval": 1.0,
     "max_parallel_jobs": None,
     "cleanup_on_success": False,
+    # the progress bar of .map(): None shows it where stdout is a terminal or a notebook
+    "progress": None,
     # local executor
     "executor": "auto",
     "max_workers": None,
@@ -217,6 +219,18 @@ def _convert(key: str, value: Any, default: Any) -> Any:
         and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
     ):
         raise ConfigurationError(f"{key}={value!r} is not valid: use a whole number >= 1, or None")
+    if key == "progress":
+        if isinstance(value, str):  # CLUSTRIX_PROGRESS=0
+            lowered = value.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            if lowered in {"", "auto"}:
+                return None
+        if value is not None and not isinstance(value, bool):
+            raise ConfigurationError(f"progress={value!r} is not valid: use True, False or None (automatic)")
+        return value
     if key == "cluster_type" and (not isinstance(value, str) or not value):
         raise ConfigurationError(
             f"cluster_type={value!r} is not valid: use a scheduler name such as 'local' or 'slurm'"
@@ -270,7 +284,8 @@ def _check_keys(values: Mapping[str, Any], *, where: str) -> dict[str, Any]:
     for key, value in values.items():
         if key not in keys:
             raise ConfigurationError(
-                f"unknown configuration key {key!r} in {where}; known keys: {', '.join(sorted(keys))}"
+                f"unknown configuration key {key!r} in {where}{did_you_mean(key, keys)}; "
+                f"known keys: {', '.join(sorted(keys))}"
             )
         checked[key] = _convert(key, value, keys[key])
     return checked
@@ -278,17 +293,30 @@ def _check_keys(values: Mapping[str, Any], *, where: str) -> dict[str, Any]:
 
 def _read_file() -> dict[str, Any]:
     path = config_path()
+    fix = f"fix or move the file (mv {path} {path}.broken), or point CLUSTRIX_CONFIG at another file"
     try:
         mtime = path.stat().st_mtime
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ConfigurationError(f"the config file {path} cannot be read ({exc.strerror}): {fix}") from None
     cache = _state.file_cache
     if cache and cache[0] == path and cache[1] == mtime:
         return cache[2]
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text())
+        data: dict[str, Any] = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"the config file {path} cannot be read ({exc.strerror}): {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"the config file {path} is not UTF-8 text ({exc.reason}): {fix}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+        raise ConfigurationError(f"the config file {path} is not valid TOML ({exc}): {fix}") from None
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigurationError(
+            f"profiles in the config file {path} must be tables like [profiles.hpc] with keys under them, "
+            f"got profiles = {profiles!r}: {fix}"
+        )
     _state.file_cache = (path, mtime, data)
     return data
 
@@ -338,6 +366,13 @@ def configure(*, profile: str | None = None, **settings: Any) -> None:
             time=checked.get("default_time"),
             parameter_prefix="default_",
         )
+    if "cluster_type" in checked:
+        from clustrix.plugins import KNOWN_DISTRIBUTIONS, scheduler_names, unknown_scheduler_message
+
+        installed = scheduler_names()
+        name = checked["cluster_type"]
+        if name not in installed and name not in KNOWN_DISTRIBUTIONS:  # a typo: a known one says what to install
+            raise SchedulerNotFoundError(unknown_scheduler_message(name, installed))
     if profile is not None:
         resolve_config(profile=profile)  # an unknown profile raises here, before anything changes
     with _state.lock:

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import inspect
 import json
+import pickle
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, overload
 
 import attrs
 
 from clustrix.config import CORE_DEFAULTS, ClusterConfig, resolve_config
 from clustrix.config import _check_keys as check_config_keys
+from clustrix.errors import did_you_mean
 from clustrix.futures import ClusterFuture, get_manager
-from clustrix.jobs import JobSpec
-from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys
+from clustrix.jobs import JobSpec, MappedArguments
+from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys, plugin_resource_keys
+from clustrix.progress import count as count_with_progress
+from clustrix.progress import wait as wait_with_progress
+from clustrix.progress import wanted as wanted_progress
 from clustrix.resources import Resources
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
-#: Shared by every mapped call (never mutated: calls receive ``**kwargs`` copies); pickled once per payload.
-_NO_KWARGS: dict[str, Any] = {}
 
 
 def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], str | None]:
@@ -31,9 +35,12 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     configuration for this function; every other keyword is a backend-specific resource
     (``account``, ``qos``, ``cpu_limit``, ...) passed through to the scheduler plugin.
 
-    Only core's keys are known here: decorating must not load plugins, because worker
-    processes re-import ``__main__`` and would load every plugin again. Keys declared
-    by plugins are moved from the extras to the configuration at the first submission.
+    A keyword core does not know must be declared by an installed plugin, as a
+    resource (``clustrix_resource_keys``) or a configuration key
+    (``clustrix_config_keys``); otherwise it is a ``ValueError`` here, with a "did you
+    mean" suggestion, so a typo never runs. Plugins are loaded only for such keywords.
+    Keys declared by plugins as configuration keys are moved from the extras to the
+    configuration at the first submission.
     """
     options = dict(options)
     profile = options.pop("profile", None)
@@ -42,13 +49,85 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     keys = CORE_DEFAULTS
     config_overrides = {k: options.pop(k) for k in list(options) if k in keys}
     resource_args = {k: options.pop(k) for k in _RESOURCE_KEYS if k in options}
+    _check_extras(options)
     resources = Resources.parse(**resource_args, **options)
     return resources, check_config_keys(config_overrides, where="@cluster(...)"), profile
 
 
-def _mapped_arguments(iterables: tuple[Iterable[Any], ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+def _check_extras(extras: dict[str, Any]) -> None:
+    """Refuse keywords that neither core nor an installed plugin declares."""
+    if not extras:
+        return
+    declared = plugin_resource_keys()
+    config_keys = plugin_config_keys()
+    unknown = sorted(k for k in extras if k not in declared and k not in config_keys)
+    if not unknown:
+        return
+    known = [*_RESOURCE_KEYS, "profile", *CORE_DEFAULTS, *config_keys, *declared]
+    key = unknown[0]
+    plugins = ", ".join(sorted(declared)) or "none"
+    raise ValueError(
+        f"@cluster(...) got an unknown keyword {key}={extras[key]!r}{did_you_mean(key, known)}: use one of "
+        f"{', '.join(_RESOURCE_KEYS)}, a configuration key, or a keyword an installed scheduler plugin declares "
+        f"(declared now: {plugins})"
+    )
+
+
+def _check_function(func: Callable[..., Any]) -> None:
+    """Refuse functions whose result cannot come back: generators and coroutines."""
+    target = inspect.unwrap(func)
+    name = getattr(target, "__qualname__", repr(target))
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        raise TypeError(
+            f"@cluster cannot run the generator function {name}: a generator cannot be sent back from a worker "
+            "or a cluster. Return a list instead (return list(...) or build the list in the function)."
+        )
+    if inspect.iscoroutinefunction(target):
+        raise TypeError(
+            f"@cluster cannot run the coroutine function {name} (async def): use a plain def that calls "
+            "asyncio.run(...) inside and returns the value."
+        )
+
+
+def unpicklable_argument(
+    func: Callable[..., Any], arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> str | None:
+    """Describe the first argument (or the function) that cannot be pickled, e.g. ``"argument 'lock' of call 0"``.
+
+    Used only after pickling a job failed, to name the culprit.
+    """
+    from clustrix.runner import dumps
+
+    def fails(value: Any) -> str | None:
+        try:
+            dumps(value)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure names the value
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    error = fails(func)
+    if error:
+        return f"the function {getattr(func, '__qualname__', func)!r} itself ({error})"
+    try:
+        parameters = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        parameters = []
+    for call, (args, kwargs) in enumerate(arguments):
+        for position, value in enumerate(args):
+            error = fails(value)
+            if error:
+                name = f"{parameters[position]!r} " if position < len(parameters) else ""
+                return f"argument {name}(position {position}) of call {call} ({error})"
+        for key, value in kwargs.items():
+            error = fails(value)
+            if error:
+                return f"argument {key!r} of call {call} ({error})"
+    return None
+
+
+def _mapped_arguments(iterables: tuple[Iterable[Any], ...]) -> MappedArguments:
     """One ``(args, kwargs)`` pair per item, zipped like the builtin ``map``."""
-    return [(items, _NO_KWARGS) for items in zip(*iterables, strict=False)]
+    return MappedArguments(list(zip(*iterables, strict=False)))
 
 
 class _EnvironmentCache:
@@ -84,6 +163,7 @@ class ClusterFunction:
     ) -> None:
         if not callable(func):
             raise TypeError(f"@cluster needs a function, got {func!r}")
+        _check_function(func)
         functools.update_wrapper(self, func)
         self.func = func
         self.resources = resources or Resources()
@@ -119,18 +199,24 @@ class ClusterFunction:
         arguments = _mapped_arguments(iterables)
         return self._submit(arguments) if arguments else []
 
-    def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> list[Any]:
+    def map(self, *iterables: Iterable[Any], timeout: float | None = None, progress: bool | None = None) -> list[Any]:
         """Like the builtin ``map``, run remotely as one job array; return the results in order.
 
         The first failed call's exception is raised (after all calls have finished or
-        ``timeout`` seconds have passed).
+        ``timeout`` seconds have passed). A progress bar of calls done, failed, running
+        and pending shows in a terminal or a notebook (see :mod:`clustrix.progress`);
+        ``progress=False`` turns it off, ``True`` forces it.
         """
         arguments = _mapped_arguments(iterables)
         if not arguments:
             return []
         (whole,) = self._submit(arguments, whole=True)
         try:
-            result: list[Any] = whole.result(timeout)
+            if wanted_progress(progress, whole._job.config):
+                name = getattr(self.func, "__qualname__", "map")
+                result: list[Any] = wait_with_progress(whole, len(arguments), name, timeout)
+            else:
+                result = whole.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"the {len(arguments)} calls had not all finished after {timeout} s") from None
         return result
@@ -141,7 +227,7 @@ class ClusterFunction:
         return resolve_config(profile=self.profile, overrides=self.config_overrides)
 
     def _submit(
-        self, arguments: list[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
+        self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
     ) -> list[ClusterFuture]:
         config = self.config()
         scheduler = get_scheduler(config.cluster_type)
@@ -155,7 +241,18 @@ class ClusterFunction:
             config=config,
             environment=environment,
         )
-        return get_manager().submit(spec, scheduler, whole=whole)
+        try:
+            return get_manager().submit(spec, scheduler, whole=whole)
+        except (TypeError, AttributeError, pickle.PicklingError) as exc:
+            culprit = unpicklable_argument(self.func, arguments)
+            if culprit is None:
+                raise
+            raise TypeError(
+                f"cannot send the call of {spec.name} to {config.cluster_type}: {culprit} cannot be pickled. "
+                "Pass something picklable instead (a path, a number, plain data) and create the object inside "
+                "the function; on the local executor, executor='thread' runs calls in threads, where nothing "
+                "is pickled."
+            ) from exc
 
 
 @overload
@@ -233,16 +330,25 @@ class Executor(concurrent.futures.Executor):
         return future
 
     def map(
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        progress: bool | None = None,
     ) -> Iterator[Any]:
         """Submit one call per item as one job array; yield the results in order.
 
         ``chunksize`` is accepted for compatibility: packing is the scheduler's business.
+        A progress bar counts the calls as they finish, as for ``.map()`` of a function.
         """
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
-        futures = self._function(fn).submit_map(*iterables)
+        function = self._function(fn)
+        futures = function.submit_map(*iterables)
         self._track(futures)
+        if futures and wanted_progress(progress, futures[0]._job.config):
+            count_with_progress(futures, getattr(function.func, "__qualname__", "map"))
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def results() -> Iterator[Any]:

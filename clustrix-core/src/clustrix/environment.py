@@ -575,6 +575,12 @@ def _interpret_failure(stderr: str, expected: str | None, host: str) -> Exceptio
     return EnvironmentBuildError(f"building the remote environment failed:\n{stderr.strip()[-4000:]}")
 
 
+def remote_python(transport: Transport, python_executable: str | None) -> str:
+    """The interpreter a job runs: ``python_executable`` with a leading ``~`` expanded on the remote side."""
+    python = python_executable or "python3"
+    return transport.expand(python) if python.startswith("~") else python
+
+
 def prepare_remote_environment(
     transport: Transport,
     config: ClusterConfig,
@@ -611,7 +617,7 @@ def prepare_remote_environment(
             return _prepared[cache_key]
 
     if explicit or not (snapshot or {}).get("distributions"):
-        python = explicit or "python3"
+        python = remote_python(transport, explicit)
         quoted = shlex.quote(python)
         checks = [render_version_check(quoted, expected, allow_mismatch=allow), render_import_check(quoted, needs)]
         script = "\n".join([*activation, *checks])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import difflib
+from collections.abc import Iterable
 
 from clustrix.jobs import JobState
 
@@ -17,6 +19,19 @@ class ConfigurationError(ClustrixError, ValueError):
 
 class SchedulerNotFoundError(ConfigurationError):
     """``cluster_type`` names a scheduler no installed plugin provides."""
+
+
+class StateFileError(ClustrixError):
+    """A file or folder clustrix keeps state in (job registry, data dir) cannot be used.
+
+    The message names the path and how to fix it.
+    """
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'cores'?)"`` for the closest of ``candidates``, or ``""`` if none is close."""
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class RemoteTraceback(Exception):

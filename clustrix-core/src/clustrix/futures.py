@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
 from clustrix.log import get_logger
 from clustrix.runner import UnsafePathError
 
@@ -103,6 +103,11 @@ class ClusterFuture(concurrent.futures.Future[Any]):
     def handle(self) -> JobHandle:
         return self._job.handle
 
+    @property
+    def last_status(self) -> JobStatus | None:
+        """The job's status at the poller's last round (None before the first one)."""
+        return self._job.status
+
     def cancel(self) -> bool:
         if self.done():
             return False
@@ -110,6 +115,21 @@ class ClusterFuture(concurrent.futures.Future[Any]):
             return False
         self._job.manager.cancelled(self._job)
         return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's value (or its exception raised again); see :meth:`JobManager.interrupted` for Ctrl-C."""
+        try:
+            return super().result(timeout)
+        except KeyboardInterrupt:
+            message = self._job.manager.interrupted(self._job)
+            raise KeyboardInterrupt(message) from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except KeyboardInterrupt:
+            message = self._job.manager.interrupted(self._job)
+            raise KeyboardInterrupt(message) from None
 
     def __repr__(self) -> str:
         return f"<ClusterFuture job={self.job_id} index={self.index} state={self._state}>"
@@ -123,6 +143,7 @@ class _ActiveJob:
     config: ClusterConfig
     futures: list[ClusterFuture] = attrs.field(factory=list)
     failing_since: float | None = None
+    status: JobStatus | None = None
 
     @property
     def group(self) -> tuple[Any, ...]:
@@ -202,6 +223,31 @@ class JobManager:
             if stopped:  # else the registry keeps the job's last known state: it may still run
                 self._record_final(job, JobStatus(state=JobState.CANCELLED, reason="cancelled by the user"))
 
+    def interrupted(self, job: _ActiveJob) -> str:
+        """Ctrl-C while waiting on ``job``: what happens to it, as the message of the re-raised KeyboardInterrupt.
+
+        A job that ends with this process (the local executor) is cancelled: its calls
+        that have not started are dropped and its running calls stopped. A remote job is
+        never cancelled silently: it keeps running, and the message names it and the
+        commands to wait for it or cancel it.
+        """
+        job_id = job.handle.job_id
+        if not getattr(job.scheduler.impl, "persistent", True):
+            for future in job.futures:
+                concurrent.futures.Future.cancel(future)
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            try:
+                job.scheduler.cancel(job.handle, job.config)
+            except Exception as exc:  # noqa: BLE001 - the interrupt goes on either way
+                log.warning("clustrix.cancel_failed", job_id=job_id, error=str(exc))
+            return f"interrupted: the local calls of job {job_id} were cancelled"
+        return (
+            f"interrupted while waiting: job {job_id} ({job.scheduler.name}) keeps running. "
+            f"Wait for its result: clustrix result --wait {job_id} "
+            f"(or clustrix.Job.attach({job_id!r}).result()); cancel it: clustrix cancel {job_id}"
+        )
+
     # ---- the poller -------------------------------------------------------
     def _due_groups(self) -> tuple[dict[tuple[Any, ...], list[_ActiveJob]], float]:
         now = time.monotonic()
@@ -257,6 +303,8 @@ class JobManager:
             return
         for job in jobs:
             status = statuses.get(job.handle.job_id)
+            if status is not None:
+                job.status = status
             if status is not None and status.state.final:
                 self._finish(job, status)  # a failing fetch keeps counting from its first failure
             else:
@@ -290,6 +338,11 @@ class JobManager:
             return
         with self._lock:
             self._jobs.pop(job.handle.job_id, None)
+        if status.counts is None:  # what the outcomes tell, for the registry and the progress bar
+            failed = sum(1 for o in outcomes if o is None or not o.ok)
+            counts = {"done": len(outcomes) - failed, "failed": failed, "running": 0, "pending": 0}
+            status = attrs.evolve(status, counts=counts)
+        job.status = status
         # the registry and the job dir are settled first: whoever .result() wakes sees them final
         self._record_final(job, status)
         if job.config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
@@ -378,6 +431,9 @@ def resolve_whole(
     stderr_tail: Any,
 ) -> None:
     """Set one future to every call's value in order, or to the first failed call's error."""
+    if isinstance(outcomes, Outcomes) and (all_values := outcomes.values) is not None:
+        _set(future, value=all_values)
+        return
     values = []
     for outcome in outcomes:
         if outcome is None:

@@ -63,6 +63,20 @@ def clustrix_config_keys() -> Mapping[str, Any] | None:
 
 
 @hookspec
+def clustrix_resource_keys() -> Mapping[str, str] | None:
+    """Declare the backend-specific ``@cluster`` keywords this plugin's schedulers understand.
+
+    Core accepts a keyword of ``@cluster(...)`` or ``Executor(...)`` only if it is one of
+    its own resources (``cores``, ``memory``, ...), a configuration key, or declared here
+    by an installed plugin; any other keyword is a ``ValueError`` at decoration, with a
+    "did you mean" suggestion. Declared keywords reach the scheduler in
+    ``JobSpec.resources.extra``.
+
+    :return: a mapping of keyword to a one-line description, or None.
+    """
+
+
+@hookspec
 def clustrix_capture_environment(config: ClusterConfig) -> Mapping[str, Any] | None:
     """Describe the local software environment, so a remote side can rebuild it.
 

@@ -74,11 +74,15 @@ class Job:
 
     def results(self, timeout: float | None = None) -> list[Any]:
         """Every call's result in order (an array job); raises the first call's error."""
-        return [f.result() for f in self._resolved(timeout, self.handle.size)]
+        return [f.result() for f in self.futures(timeout)]
 
     def result(self, timeout: float | None = None) -> Any:
         """The result of a single call, or of the first call of an array (its error, if it failed)."""
         return self._resolved(timeout, 1)[0].result()
+
+    def futures(self, timeout: float | None = None) -> list[concurrent.futures.Future[Any]]:
+        """One finished future per call, in order, once the job is final: each holds a value or an error."""
+        return self._resolved(timeout, self.handle.size)
 
     def _resolved(self, timeout: float | None, count: int) -> list[concurrent.futures.Future[Any]]:
         """Futures set from the first ``count`` calls' outcomes, once the job is final."""

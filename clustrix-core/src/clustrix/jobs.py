@@ -6,7 +6,7 @@ import enum
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import attrs
 
@@ -91,11 +91,17 @@ class JobHandle:
 
 @attrs.frozen(kw_only=True)
 class JobStatus:
-    """A scheduler's answer for one job; ``reason`` is the scheduler's own words."""
+    """A scheduler's answer for one job; ``reason`` is the scheduler's own words.
+
+    ``counts`` (optional) tells how many calls of an array are ``done``, ``failed``,
+    ``running`` and ``pending``: the progress bar of ``.map()`` and ``clustrix status``
+    show it. A scheduler that cannot tell leaves it None.
+    """
 
     state: JobState
     reason: str | None = None
     exit_code: int | None = None
+    counts: dict[str, int] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -112,3 +118,73 @@ class Outcome:
     error_type: str | None = None
     error_message: str | None = None
     traceback: str | None = None
+
+
+class MappedArguments(Sequence[tuple[tuple[Any, ...], dict[str, Any]]]):
+    """The arguments of a ``.map()``: one positional tuple per call (``items``), no keywords.
+
+    Indexing gives the ``(args, kwargs)`` pairs of the :attr:`JobSpec.arguments` contract;
+    the local executor slices ``items`` directly instead of building ten thousand pairs.
+    It pickles as a plain list of pairs, so a remote side never needs this class.
+    """
+
+    def __init__(self, items: list[tuple[Any, ...]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[tuple[Any, ...], dict[str, Any]]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | Sequence[tuple[tuple[Any, ...], dict[str, Any]]]:
+        if isinstance(index, slice):
+            return MappedArguments(self.items[index])
+        return (self.items[index], {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, ([(items, {}) for items in self.items],))
+
+
+class Outcomes(Sequence[Outcome | None]):
+    """Outcomes built on demand from ``(ok, value)`` pairs, for schedulers that run calls in this process.
+
+    Building ten thousand :class:`Outcome` objects costs more than ten thousand tiny
+    calls; when every call succeeded, :attr:`values` hands the values over as they are.
+    ``make(index, pair)`` builds the outcome of a pair that is not a success.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Any, Any] | None], make: Callable[[int, tuple[Any, Any]], Outcome]):
+        self._pairs = pairs
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Outcome | None]: ...
+
+    def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome | None] | None:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        pair = self._pairs[index]
+        if pair is None:
+            return None
+        if pair[0] is True:
+            return Outcome(ok=True, value=pair[1])
+        return self._make(index if index >= 0 else index + len(self), pair)
+
+    @property
+    def values(self) -> list[Any] | None:
+        """Every call's value in order when all of them succeeded, else None."""
+        if all(pair is not None and pair[0] is True for pair in self._pairs):
+            return [pair[1] for pair in self._pairs]  # type: ignore[index]
+        return None

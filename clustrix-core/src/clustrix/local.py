@@ -1,7 +1,8 @@
 """The local backend: the machine's own cores, registered as an ordinary plugin (``local``).
 
-CPU-bound work runs in a reused process pool (cloudpickle carries lambdas, closures and
-functions defined in ``__main__`` or a notebook); I/O-bound work, or
+CPU-bound work runs in a reused process pool (:mod:`clustrix.pool`: cloudpickle carries
+lambdas, closures and functions defined in ``__main__`` or a notebook; a call that kills
+its worker fails alone; cancelling kills the running calls); I/O-bound work, or
 ``executor="thread"``, runs in a thread pool. A ``.map()`` is split into a few chunks
 per worker so that thousands of tiny calls cost a handful of round trips.
 """
@@ -10,28 +11,26 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import contextlib
+import functools
 import inspect
-import multiprocessing
 import os
-import pickle
 import re
-import sys
 import textwrap
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from clustrix import runner
 from clustrix.config import ClusterConfig
 from clustrix.decorator import ClusterFunction
+from clustrix.errors import JobLostError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobdir import decode_outcome, plan_tasks
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.runner import encode_outcome_error, type_name, unwrap
+from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
+from clustrix.pool import PoolJob, ProcessPool
+from clustrix.runner import type_name
 
 #: Names whose use in a function's source makes ``executor="auto"`` choose threads, as the
 #: original clustrix did: the function mostly waits on files, sockets or other programs.
@@ -46,7 +45,7 @@ def uses_io(func: Callable[..., Any]) -> bool:
     func = inspect.unwrap(func)
     try:
         source = textwrap.dedent(inspect.getsource(func))
-    except (OSError, TypeError):
+    except Exception:  # noqa: BLE001 - no source, or lines that are not its source (exec'd code: TokenError on 3.12+)
         return False
     return bool(_IO_PATTERN.search(source))
 
@@ -65,111 +64,47 @@ def default_workers(requested: int | None = None) -> int:
     return max(1, min(requested, cpus) if requested else cpus)
 
 
-@contextlib.contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Start worker processes without re-running the user's script in them.
-
-    forkserver and spawn workers normally re-import ``__main__`` (as ``__mp_main__``),
-    which re-runs a script's top-level code: without an ``if __name__ == "__main__":``
-    guard that code submits again and the pool breaks. Calls travel with cloudpickle,
-    which carries functions and classes of ``__main__`` by value, so the workers do not
-    need the script: hide its path while processes start.
-    """
-    main = sys.modules.get("__main__")
-    saved = getattr(main, "__file__", None)
-    if main is None or saved is None:
-        yield
-        return
-    with _hide_lock:
-        del main.__file__
-        try:
-            yield
-        finally:
-            main.__file__ = saved
-
-
-_hide_lock = threading.Lock()
-
-
 class _Pools:
     """Process and thread pools, reused across calls (starting processes is the slow part)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pools: dict[tuple[str, int], concurrent.futures.Executor] = {}
+        self.processes: dict[int, ProcessPool] = {}
+        self.threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 
-    def get(self, kind: str, workers: int) -> concurrent.futures.Executor:
+    def process_pool(self, workers: int) -> ProcessPool:
         with self.lock:
-            pool = self.pools.get((kind, workers))
-            if pool is None:
-                if kind == "process":
-                    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-                    pool = concurrent.futures.ProcessPoolExecutor(
-                        max_workers=workers, mp_context=multiprocessing.get_context(method)
-                    )
-                else:
-                    pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=workers, thread_name_prefix="clustrix-local"
-                    )
-                self.pools[(kind, workers)] = pool
+            pool = self.processes.get(workers)
+            if pool is None or pool.closed:
+                pool = self.processes[workers] = ProcessPool(workers)
             return pool
 
-    def discard(self, pool: concurrent.futures.Executor) -> None:
+    def thread_pool(self, workers: int) -> concurrent.futures.ThreadPoolExecutor:
         with self.lock:
-            for key, value in list(self.pools.items()):
-                if value is pool:
-                    del self.pools[key]
-        pool.shutdown(wait=False, cancel_futures=True)
+            pool = self.threads.get(workers)
+            if pool is None:
+                pool = self.threads[workers] = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=workers, thread_name_prefix="clustrix-local"
+                )
+            return pool
 
     def shutdown(self) -> None:
+        """At exit: let submitted calls finish; a Ctrl-C while waiting stops every worker at once."""
         with self.lock:
-            pools, self.pools = list(self.pools.values()), {}
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+            processes, self.processes = list(self.processes.values()), {}
+            threads, self.threads = list(self.threads.values()), {}
+        try:
+            for pool in processes:
+                pool.shutdown(wait=True)
+        finally:
+            for pool in processes:
+                pool.shutdown(wait=False)
+            for threads_pool in threads:
+                threads_pool.shutdown(wait=False, cancel_futures=True)
 
 
 _pools = _Pools()
 atexit.register(_pools.shutdown)
-
-
-def _run_chunk(payload: bytes) -> bytes:
-    """What a worker process runs: a chunk of calls, with one pickle for all their results.
-
-    Encoding each result on its own cost more than the tiny calls themselves; errors are
-    encoded per call (type, message, traceback), and a value that cannot be pickled
-    becomes that call's ``TypeError``, as in the remote runner.
-    """
-    func, arguments = pickle.loads(payload)
-    func = unwrap(func)
-    values: list[Any] = []
-    errors: dict[int, bytes] = {}
-    for index, (args, kwargs) in enumerate(arguments):
-        try:
-            values.append(func(*args, **kwargs))
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - carried to the caller's future
-            values.append(None)
-            errors[index] = encode_outcome_error(exc)
-    try:
-        data: bytes = runner.dumps((values, errors))
-    except Exception:  # noqa: BLE001 - find the values that cannot travel and report them per call
-        for index, value in enumerate(values):
-            if index in errors:
-                continue
-            try:
-                runner.dumps(value)
-            except Exception as exc:  # noqa: BLE001
-                values[index] = None
-                message = f"the function's return value could not be pickled: {type(exc).__name__}: {exc}"
-                errors[index] = encode_outcome_error(TypeError(message))
-        data = runner.dumps((values, errors))
-    return data
-
-
-def _decode_chunk(data: bytes) -> list[Outcome]:
-    values, errors = pickle.loads(data)
-    return [decode_outcome(errors[i]) if i in errors else Outcome(ok=True, value=v) for i, v in enumerate(values)]
 
 
 def _run_in_thread(
@@ -198,9 +133,50 @@ def _run_in_thread(
 @attrs.define
 class _LocalJob:
     kind: str
-    pool: concurrent.futures.Executor
     chunks: list[list[int]]
-    futures: list[concurrent.futures.Future[Any]]
+    #: the thread pool's futures, one per chunk
+    futures: list[concurrent.futures.Future[Any]] = attrs.field(factory=list)
+    #: the process pool's job and pool
+    pool_job: PoolJob | None = None
+    pool: ProcessPool | None = None
+
+
+def _crash_outcome(job_id: str, index: int, cause: str) -> Outcome:
+    error = JobLostError(
+        f"call {index} of job {job_id} killed its worker process; the other calls are not affected "
+        "and a new worker took its place",
+        job_id=job_id,
+        state=JobState.FAILED,
+        reason=cause,
+    )
+    return Outcome(ok=False, exception=error, error_type=type_name(error), error_message=str(error))
+
+
+def _failed_outcome(job_id: str, index: int, result: tuple[bool | None, Any]) -> Outcome:
+    ok, value = result
+    return _crash_outcome(job_id, index, value) if ok is None else decode_outcome(value)
+
+
+def _pool_status(pool_job: PoolJob, pool: ProcessPool) -> JobStatus:
+    results = pool_job.results
+    ok = sum(1 for r in results if r is not None and r[0] is True)
+    finished = len(results) - pool_job.remaining
+    running = 0 if pool_job.done.is_set() else pool.running(pool_job)
+    counts = {
+        "done": ok,
+        "failed": finished - ok,
+        "running": running,
+        "pending": len(results) - finished - running,
+    }
+    if not pool_job.done.is_set():
+        return JobStatus(state=JobState.RUNNING if pool_job.started else JobState.PENDING, counts=counts)
+    if pool_job.cancelled:
+        return JobStatus(state=JobState.CANCELLED, reason="cancelled by the user", counts=counts)
+    crashes = [value for flag, value in filter(None, results) if flag is None]
+    if crashes:
+        reason = f"a call killed its worker process ({crashes[0]})"
+        return JobStatus(state=JobState.FAILED, reason=reason, counts=counts)
+    return JobStatus(state=JobState.COMPLETED, exit_code=0, counts=counts)
 
 
 class LocalScheduler:
@@ -222,28 +198,22 @@ class LocalScheduler:
         kind = choose_executor(spec.func, executor)
         requested = (config.get("max_workers") if config is not None else None) or spec.resources.cores
         workers = default_workers(requested)
-        pool = _pools.get(kind, workers)
         chunks = plan_tasks(spec.size, workers * _CHUNKS_PER_WORKER if spec.size > 1 else 1)
         func = inspect.unwrap(spec.func)
-        futures: list[concurrent.futures.Future[Any]] = []
-        future: concurrent.futures.Future[Any]
-        hidden = _main_module_hidden() if kind == "process" else contextlib.nullcontext()
-        try:
-            with hidden:
-                for chunk in chunks:
-                    arguments = [spec.arguments[i] for i in chunk]
-                    if kind == "process":
-                        payload = runner.dumps((func, arguments))
-                        future = pool.submit(_run_chunk, payload)
-                    else:
-                        future = pool.submit(_run_in_thread, func, arguments)
-                    future.add_done_callback(lambda _f: wake())
-                    futures.append(future)
-        except concurrent.futures.process.BrokenProcessPool:
-            _pools.discard(pool)
-            raise
+        if kind == "process":
+            pool = _pools.process_pool(workers)
+            pool_job = PoolJob(spec.size, wake)
+            pool.submit(pool_job, func, chunks, spec.arguments)
+            job = _LocalJob(kind, chunks, pool_job=pool_job, pool=pool)
+        else:
+            threads = _pools.thread_pool(workers)
+            job = _LocalJob(kind, chunks)
+            for chunk in chunks:
+                future = threads.submit(_run_in_thread, func, [spec.arguments[i] for i in chunk])
+                future.add_done_callback(lambda _f: wake())
+                job.futures.append(future)
         with self._lock:
-            self._jobs[spec.job_id] = _LocalJob(kind, pool, chunks, futures)
+            self._jobs[spec.job_id] = job
         return JobHandle(
             job_id=spec.job_id, scheduler="local", size=spec.size, host="localhost", data={"executor": kind}
         )
@@ -254,27 +224,23 @@ class LocalScheduler:
 
     @hookimpl
     def clustrix_poll(self, handles: Sequence[JobHandle]) -> Mapping[str, JobStatus]:
-        statuses: dict[str, JobStatus] = {}
-        for handle in handles:
-            job = self._job(handle)
-            if job is None:
-                statuses[handle.job_id] = JobStatus(state=JobState.FAILED, reason="not a job of this process")
-                continue
-            if not all(f.done() for f in job.futures):
-                running = any(f.running() for f in job.futures)
-                statuses[handle.job_id] = JobStatus(state=JobState.RUNNING if running else JobState.PENDING)
-            elif all(f.cancelled() for f in job.futures):
-                statuses[handle.job_id] = JobStatus(state=JobState.CANCELLED, reason="cancelled before it started")
-            else:
-                errors = [f.exception() for f in job.futures if not f.cancelled() and f.exception() is not None]
-                if errors:
-                    if isinstance(errors[0], concurrent.futures.process.BrokenProcessPool):
-                        _pools.discard(job.pool)
-                    reason = f"{type(errors[0]).__name__}: {errors[0]}"
-                    statuses[handle.job_id] = JobStatus(state=JobState.FAILED, reason=reason)
-                else:
-                    statuses[handle.job_id] = JobStatus(state=JobState.COMPLETED, exit_code=0)
-        return statuses
+        return {handle.job_id: self._status(handle) for handle in handles}
+
+    def _status(self, handle: JobHandle) -> JobStatus:
+        job = self._job(handle)
+        if job is None:
+            return JobStatus(state=JobState.FAILED, reason="not a job of this process")
+        if job.pool_job is not None and job.pool is not None:
+            return _pool_status(job.pool_job, job.pool)
+        if not all(f.done() for f in job.futures):
+            running = any(f.running() for f in job.futures)
+            return JobStatus(state=JobState.RUNNING if running else JobState.PENDING)
+        if all(f.cancelled() for f in job.futures):
+            return JobStatus(state=JobState.CANCELLED, reason="cancelled before it started")
+        errors = [f.exception() for f in job.futures if not f.cancelled() and f.exception() is not None]
+        if errors:
+            return JobStatus(state=JobState.FAILED, reason=f"{type(errors[0]).__name__}: {errors[0]}")
+        return JobStatus(state=JobState.COMPLETED, exit_code=0)
 
     @hookimpl
     def clustrix_fetch(self, handle: JobHandle) -> Sequence[Outcome | None]:
@@ -283,21 +249,29 @@ class LocalScheduler:
         outcomes: list[Outcome | None] = [None] * handle.size
         if job is None:
             return outcomes
+        if job.pool_job is not None:
+            return Outcomes(job.pool_job.results, functools.partial(_failed_outcome, handle.job_id))
         for chunk, future in zip(job.chunks, job.futures, strict=True):
             if future.cancelled() or future.exception() is not None:
                 continue
-            result = future.result()
-            chunk_outcomes = _decode_chunk(result) if isinstance(result, bytes) else result
-            for index, outcome in zip(chunk, chunk_outcomes, strict=True):
+            for index, outcome in zip(chunk, future.result(), strict=True):
                 outcomes[index] = outcome
         return outcomes
 
     @hookimpl
     def clustrix_cancel(self, handle: JobHandle) -> bool:
+        """Drop the calls that have not started; on processes, kill the running ones too.
+
+        A call running in a thread cannot be stopped: it finishes, and its result is dropped.
+        """
         job = self._job(handle)
         if job is None:
             return False
-        stopped = all([f.cancel() or f.done() for f in job.futures])
+        if job.pool is not None and job.pool_job is not None:
+            job.pool.cancel(job.pool_job)
+            stopped = True
+        else:
+            stopped = all([f.cancel() or f.done() for f in job.futures])
         if stopped:  # nothing will fetch a cancelled job: forget it here
             with self._lock:
                 self._jobs.pop(handle.job_id, None)

@@ -12,14 +12,14 @@ import importlib.metadata
 import os
 import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
 from clustrix import hookspecs
-from clustrix.errors import ConfigurationError, SchedulerNotFoundError
+from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
 from clustrix.log import get_logger
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ log = get_logger("clustrix.plugins")
 KNOWN_DISTRIBUTIONS = {
     "slurm": "clustrix-slurm",
     "pbs": "clustrix-pbs",
+    "torque": "clustrix-pbs",  # registered by clustrix-pbs with the Torque flavour fixed
     "sge": "clustrix-sge",
     "kubernetes": "clustrix-k8s",
     "ssh": "clustrix-ssh",
@@ -76,10 +77,10 @@ class Scheduler:
         return self._caller("clustrix_poll")(handles=list(handles), config=config) or {}
 
     def fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
-        outcomes = self._caller("clustrix_fetch")(handle=handle, config=config)
-        if outcomes is None:
+        fetched = self._caller("clustrix_fetch")(handle=handle, config=config)
+        if fetched is None:
             return [None] * handle.size
-        outcomes = list(outcomes)
+        outcomes: Sequence[Outcome | None] = fetched if isinstance(fetched, Sequence) else list(fetched)
         if len(outcomes) != handle.size:
             # a future without its outcome would wait for ever: missing calls count as lost
             warnings.warn(
@@ -88,7 +89,7 @@ class Scheduler:
                 PluginWarning,
                 stacklevel=2,
             )
-            outcomes = (outcomes + [None] * handle.size)[: handle.size]
+            outcomes = ([*outcomes] + [None] * handle.size)[: handle.size]
         return outcomes
 
     def cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
@@ -218,20 +219,39 @@ def get_scheduler(name: str) -> Scheduler:
         return _registry.schedulers[name]
     except KeyError:
         pass
-    installed = ", ".join(sorted(_registry.schedulers)) or "none"
-    dist = KNOWN_DISTRIBUTIONS.get(name, f"clustrix-{name}")
-    raise SchedulerNotFoundError(
-        f"cluster_type={name!r} is not provided by any installed plugin (installed: {installed}); "
-        f"install it with: pip install {dist}"
+    raise SchedulerNotFoundError(unknown_scheduler_message(name, _registry.schedulers))
+
+
+def unknown_scheduler_message(name: str, installed: Iterable[str]) -> str:
+    """Why ``cluster_type=name`` cannot be used, and the fix; only distributions that exist are suggested."""
+    names = sorted(installed)
+    text = f"cluster_type={name!r} is not provided by any installed plugin (installed: {', '.join(names) or 'none'})"
+    dist = KNOWN_DISTRIBUTIONS.get(name)
+    if dist is not None:
+        return f"{text}; install it with: pip install {dist}"
+    return (
+        f"{text}{did_you_mean(name, [*names, *KNOWN_DISTRIBUTIONS])}; the project's schedulers are "
+        f"{', '.join(sorted(set(KNOWN_DISTRIBUTIONS) | {'local'}))} (a third-party plugin names its own)"
     )
 
 
-def plugin_config_keys() -> dict[str, Any]:
+def _declared(hook: str) -> dict[str, Any]:
+    """The mappings every installed plugin returns from the broadcast ``hook``, merged."""
     keys: dict[str, Any] = {}
-    for declared in get_plugin_manager().hook.clustrix_config_keys():
+    for declared in getattr(get_plugin_manager().hook, hook)():
         if declared:
             keys.update(declared)
     return keys
+
+
+def plugin_config_keys() -> dict[str, Any]:
+    """The configuration keys installed plugins declare (``clustrix_config_keys``), with defaults."""
+    return _declared("clustrix_config_keys")
+
+
+def plugin_resource_keys() -> dict[str, str]:
+    """The ``@cluster`` keywords installed plugins declare (``clustrix_resource_keys``), with descriptions."""
+    return _declared("clustrix_resource_keys")
 
 
 def capture_environment(config: ClusterConfig) -> dict[str, Any]:

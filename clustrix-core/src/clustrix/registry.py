@@ -9,10 +9,12 @@ Secrets are never stored: no ``password``, and of ``environment_variables`` only
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import attrs
 import platformdirs
 
+from clustrix.errors import StateFileError
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus
 
 _SCHEMA = """
@@ -48,23 +51,91 @@ def database_path() -> Path:
     return data_dir() / "jobs.sqlite"
 
 
+def _data_dir_error(path: Path, exc: OSError) -> StateFileError:
+    where = "CLUSTRIX_DATA_DIR" if os.environ.get("CLUSTRIX_DATA_DIR") else "the clustrix data dir"
+    return StateFileError(
+        f"{where} {path} cannot be used as a folder ({exc.strerror or exc}): point CLUSTRIX_DATA_DIR at a "
+        f"folder you own, or fix {path} (it must be a directory you can write)"
+    )
+
+
+def _registry_error(path: Path, problem: str) -> StateFileError:
+    return StateFileError(
+        f"the job registry {path} {problem}: if the file is damaged, move it aside (mv {path} {path}.damaged) "
+        "and clustrix starts an empty one (the jobs recorded in it can then not be attached by id); "
+        "or point CLUSTRIX_DATA_DIR at another folder"
+    )
+
+
+def _create(path: Path) -> None:
+    """Create an empty registry at ``path`` atomically: a zero-byte registry is always a damaged one.
+
+    The file is made 0600 before SQLite opens it (SQLite gives its -wal and -shm files
+    the same mode), filled with the schema, then linked into place unless another
+    process was faster.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute(_SCHEMA)
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+
+
 @contextmanager
 def _connect() -> Iterator[sqlite3.Connection]:
     path = database_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.parent.stat().st_mode & 0o077:
-        os.chmod(path.parent, 0o700)  # hosts, users and paths of your jobs are nobody else's business
-    if not path.exists():
-        # made 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.parent.stat().st_mode & 0o077:
+            os.chmod(path.parent, 0o700)  # hosts, users and paths of your jobs are nobody else's business
+        if not path.exists():
+            _create(path)
+    except OSError as exc:
+        raise _data_dir_error(path.parent, exc) from None
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _registry_error(path, f"cannot be opened ({exc.strerror or exc})") from None
+    if size == 0:
+        raise _registry_error(path, "is empty (truncated?)")
+    try:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _registry_error(path, f"cannot be opened ({exc})") from None
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute(_SCHEMA)
+        if "counts" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}:
+            # registries made before per-call counts were recorded
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                conn.execute("ALTER TABLE jobs ADD COLUMN counts TEXT")
         yield conn
+    except sqlite3.DatabaseError as exc:
+        raise _registry_error(path, f"cannot be read ({exc})") from None
     finally:
         conn.close()
+
+
+def check() -> str:
+    """Read every record of the registry (``clustrix doctor``); raise :class:`StateFileError` if it is damaged."""
+    with _connect() as conn:
+        integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if integrity != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {integrity}")
+        rows = conn.execute("SELECT * FROM jobs").fetchall()
+    for row in rows:
+        _row_to_record(row)
+    return f"{database_path()} ({len(rows)} jobs)"
 
 
 @attrs.frozen(kw_only=True)
@@ -81,6 +152,8 @@ class JobRecord:
     state: JobState
     reason: str | None
     updated_at: float
+    #: calls ``done``/``failed``/``running``/``pending`` at the last update, when known
+    counts: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +165,7 @@ class JobRecord:
             "state": self.state.value,
             "reason": self.reason,
             "updated_at": self.updated_at,
+            "counts": self.counts,
             "native_id": self.handle.native_id,
             "host": self.handle.host,
             "job_dir": self.handle.job_dir,
@@ -99,8 +173,10 @@ class JobRecord:
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, scheduler, name, size, submitted_at, handle, config, state, reason, updated_at = row
+    job_id, scheduler, name, size, submitted_at, handle, config, state, reason, updated_at = row[:10]
+    counts = json.loads(row[10]) if len(row) > 10 and row[10] else None
     return JobRecord(
+        counts=counts,
         job_id=job_id,
         scheduler=scheduler,
         name=name,
@@ -131,7 +207,8 @@ def record(spec: JobSpec, handle: JobHandle) -> None:
     now = time.time()
     with _connect() as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO jobs (job_id, scheduler, name, size, submitted_at, handle, config, state, reason, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 handle.job_id,
                 handle.scheduler,
@@ -150,8 +227,14 @@ def record(spec: JobSpec, handle: JobHandle) -> None:
 def update_state(job_id: str, status: JobStatus) -> None:
     with _connect() as conn:
         conn.execute(
-            "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ?",
-            (status.state.value, status.reason, time.time(), job_id),
+            "UPDATE jobs SET state = ?, reason = ?, updated_at = ?, counts = COALESCE(?, counts) WHERE job_id = ?",
+            (
+                status.state.value,
+                status.reason,
+                time.time(),
+                json.dumps(status.counts) if status.counts is not None else None,
+                job_id,
+            ),
         )
 
 
@@ -184,4 +267,18 @@ def list_jobs(*, limit: int = 50, unfinished_only: bool = False) -> list[JobReco
     query += " ORDER BY submitted_at DESC LIMIT ?"
     with _connect() as conn:
         rows = conn.execute(query, (*params, limit)).fetchall()
-    return [_row_to_record(row) for row in rows]
+    records = []
+    for row in rows:
+        try:
+            records.append(_row_to_record(row))
+        except (TypeError, ValueError, KeyError) as exc:  # one damaged row must not hide the others
+            warnings.warn(
+                f"job {row[0]!r} in the job registry {database_path()} cannot be read and is not listed: {exc}",
+                RegistryWarning,
+                stacklevel=2,
+            )
+    return records
+
+
+class RegistryWarning(UserWarning):
+    """A record of the job registry could not be read; the others are still listed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -60,6 +61,8 @@ def parse_time(value: str | int | float, *, parameter: str = "time") -> int:
     if isinstance(value, bool):
         raise ValueError(f"{parameter}={value!r} is not valid: use {_TIME_HINT}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{parameter}={value!r} is not a finite number: use {_TIME_HINT}")
         if value <= 0 or round(value * 60) <= 0:  # 0.001 minutes would round to no time at all
             raise ValueError(f"{parameter}={value!r} must be at least one second: use {_TIME_HINT}")
         return round(value * 60)

@@ -39,6 +39,11 @@ CONFIG_KEYS: dict[str, Any] = {
     "volume_mounts": [],
 }
 
+#: ``resources.extra`` keys this plugin understands (its other options are the configuration keys above).
+EXTRA_KEYS: dict[str, str] = {
+    "calls_per_task": "how many calls of a map each pod runs (default: spread over max_parallel_jobs pods)",
+}
+
 #: The ServiceAccount pods run as unless ``service_account`` names another.
 RUNNER_ACCOUNT = "clustrix-runner"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -151,7 +156,7 @@ def job_options(
                 f"{key}={get(key)!r} cannot be used with cluster_type='kubernetes' (pods have no modules or "
                 "conda set-up): use an image that contains the software, or python_executable"
             )
-    unknown = set(resources.extra) - {"calls_per_task"}
+    unknown = set(resources.extra) - set(EXTRA_KEYS)
     if unknown:
         names = ", ".join(sorted(unknown))
         known = ", ".join(sorted(CONFIG_KEYS))

@@ -1,12 +1,12 @@
-"""Entry point ``kubernetes``: registers the Kubernetes scheduler and declares its configuration keys."""
+"""Entry point ``kubernetes``: registers the Kubernetes scheduler, its configuration keys and ``@cluster`` keywords."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from clustrix.hookspecs import hookimpl
-from clustrix_k8s.options import CONFIG_KEYS
+from clustrix_k8s.options import CONFIG_KEYS, EXTRA_KEYS
 
 NAME = "kubernetes"
 
@@ -14,6 +14,12 @@ NAME = "kubernetes"
 @hookimpl
 def clustrix_config_keys() -> dict[str, Any]:
     return dict(CONFIG_KEYS)
+
+
+@hookimpl
+def clustrix_resource_keys() -> Mapping[str, str]:
+    # cpu_limit, node_selector, ... are configuration keys (accepted as such); these are the rest
+    return EXTRA_KEYS
 
 
 @hookimpl

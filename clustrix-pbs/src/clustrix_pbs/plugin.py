@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from clustrix.hookspecs import hookimpl
+from clustrix_pbs.directives import EXTRA_KEYS
 from clustrix_pbs.parse import Flavour
 from clustrix_pbs.scheduler import PBSScheduler
 
@@ -23,3 +24,9 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
 def clustrix_config_keys() -> Mapping[str, Any]:
     # None: detect the flavour once per host with qstat --version
     return {"pbs_flavor": None}
+
+
+@hookimpl
+def clustrix_resource_keys() -> Mapping[str, str]:
+    # the @cluster(account=..., place=...) keywords core accepts at decoration for this plugin
+    return EXTRA_KEYS

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from clustrix.hookspecs import hookimpl
 from clustrix_slurm.scheduler import SlurmScheduler
+from clustrix_slurm.script import EXTRA_KEYS
 
 
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
     register("slurm", SlurmScheduler())
+
+
+@hookimpl
+def clustrix_resource_keys() -> Mapping[str, str]:
+    return EXTRA_KEYS

@@ -6,14 +6,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from clustrix.hookspecs import hookimpl
-from clustrix_ssh.transport import SSHTransport, get_transport
 
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
+    from clustrix_ssh.transport import SSHTransport
 
 
 def transport_from_config(config: ClusterConfig) -> SSHTransport:
     """The pooled transport for the connection settings of ``config``."""
+    from clustrix_ssh.transport import get_transport  # paramiko loads only when a connection is made
+
     return get_transport(
         config.cluster_host,
         port=config.get("cluster_port"),

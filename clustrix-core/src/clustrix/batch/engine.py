@@ -107,6 +107,8 @@ class BatchScheduler:
     def __init__(self, dialect: Dialect, transport_factory: Callable[[Any], Transport] = transport_for) -> None:
         self.dialect = dialect
         self.name = dialect.name
+        #: What a job's Python must import (``clustrix doctor`` checks it): the runner file ships with the job.
+        self.python_needs: tuple[str, ...] = JOB_NEEDS
         self._transport_factory = transport_factory
         self._lock = threading.Lock()
         self._sites: dict[tuple[Any, ...], SiteInfo] = {}
@@ -167,7 +169,7 @@ class BatchScheduler:
         transport = self.transport(config)
         snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
         # before anything is written remotely: a Python mismatch or a failed build stops here
-        prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=JOB_NEEDS)
+        prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=self.python_needs)
         wanted = tasks_for(spec.size, d.calls_per_task(spec.resources), spec.size)
         max_array = d.default_max_array_size
         if wanted > max_array and d.site_argv() is not None:
@@ -175,7 +177,7 @@ class BatchScheduler:
         n_tasks = tasks_for(spec.size, d.calls_per_task(spec.resources), max_array)
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
         # the user's own modules: refused if they cannot travel, else shipped once per content hash
-        payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=JOB_NEEDS)
+        payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
         shipped = localcode.ship(transport, config, code, python=prepared.python, prelude=prepared.prelude)
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         job_dir = posixpath.join(base_dir, spec.job_id)

@@ -121,6 +121,11 @@ def clustrix_config_keys() -> Mapping[str, Any]:
 
 
 @hookimpl
+def clustrix_resource_keys() -> Mapping[str, str]:
+    return {"testsched_priority": "a resource keyword only this test plugin declares"}
+
+
+@hookimpl
 def clustrix_capture_environment() -> Mapping[str, Any]:
     return {"testsched": True, "python": "0.0"}  # "python" is core's: this one must lose
 

@@ -85,3 +85,8 @@ def clustrix_config_keys() -> dict[str, Any]:
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
     register("tsp", BatchScheduler(TspDialect()))
+
+
+@hookimpl
+def clustrix_resource_keys() -> Mapping[str, str]:
+    return TspDialect.extras

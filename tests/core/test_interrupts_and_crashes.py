@@ -1,0 +1,200 @@
+"""Ctrl-C and crashing calls on the local executor, and Ctrl-C while waiting on a remote job: real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from clustrix import JobLostError, cluster
+
+# ---- crash isolation --------------------------------------------------------------------------------
+
+
+def _maybe_crash(x: int) -> int:
+    import ctypes
+    import os
+    import signal
+
+    if x == 5:
+        ctypes.string_at(0)  # segmentation fault
+    if x == 7:
+        os._exit(3)
+    if x == 11:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+    return x * 10
+
+
+def test_a_call_that_kills_its_worker_fails_alone_naming_the_signal_or_exit_code() -> None:
+    crashy = cluster(executor="process", max_workers=2)(_maybe_crash)
+    futures = crashy.submit_map(range(16))
+    for index, future in enumerate(futures):
+        if index in (5, 7, 11):
+            with pytest.raises(JobLostError) as caught:
+                future.result(timeout=120)
+            expected = {5: "SIGSEGV", 7: "exit code 3", 11: "SIGKILL"}[index]
+            assert expected in str(caught.value) and f"call {index} of job" in str(caught.value)
+        else:
+            assert future.result(timeout=120) == index * 10
+
+
+def test_other_jobs_of_the_process_still_return_and_the_pool_heals() -> None:
+    crashy = cluster(executor="process", max_workers=2)(_maybe_crash)
+    square = cluster(executor="process", max_workers=2)(lambda x: x * x)
+    crashing = crashy.submit_map(range(4, 8))
+    meanwhile = square.submit_map(range(20))
+    assert [f.result(timeout=120) for f in meanwhile] == [x * x for x in range(20)]
+    assert [f.exception(timeout=120) is not None for f in crashing] == [False, True, False, True]
+    assert square.map(range(100)) == [x * x for x in range(100)]  # the dead workers were replaced
+
+
+def test_a_map_with_a_crashing_call_raises_that_calls_error() -> None:
+    crashy = cluster(executor="process")(_maybe_crash)
+    with pytest.raises(JobLostError, match="SIGSEGV"):
+        crashy.map(range(10))
+
+
+# ---- Ctrl-C -----------------------------------------------------------------------------------------
+
+
+def _script(tmp_path: Path, body: str) -> subprocess.Popen[str]:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body))
+    # a session of its own: os.killpg(SIGINT) then does what Ctrl-C in a terminal does to the foreground group
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_files(folder: Path, pattern: str, count: int, proc: subprocess.Popen[str]) -> list[Path]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(pattern))
+        if len(found) >= count:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"the script ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} files {pattern} in {folder}")
+
+
+def _group_gone(pgid: int) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+#: A script's start: ``slow(i)`` marks that it started, then sleeps 600 s in a worker process.
+SLOW = """
+    import os, sys, time
+    from clustrix import cluster
+
+    folder = sys.argv[1]
+
+    @cluster(executor="process", max_workers=2)
+    def slow(i):
+        open(os.path.join(folder, f"started-{i}-{os.getpid()}"), "w").close()
+        time.sleep(600)
+        return i
+"""
+LONG_MAP = (
+    SLOW
+    + """
+    try:
+        slow.map(range(8))
+    except KeyboardInterrupt as exc:
+        print("interrupted:", exc, flush=True)
+        raise
+"""
+)
+
+
+def test_ctrl_c_during_a_local_map_stops_its_workers_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    proc = _script(tmp_path, LONG_MAP)
+    started = _wait_for_files(tmp_path, "started-*", 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    # the calls sleep 600 s: an exit now means they were stopped, not waited for
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "the local calls of job" in stdout and "were cancelled" in stdout, (stdout, stderr)
+    assert "KeyboardInterrupt" in stderr
+    assert len(list(tmp_path.glob("started-*"))) == len(started) == 2  # queued calls never started
+    assert _group_gone(proc.pid), "a worker (or the forkserver) outlived the script"
+
+
+def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_once(tmp_path: Path) -> None:
+    body = (
+        SLOW
+        + """
+    futures = slow.submit_map(range(4))  # never waited for: the exit waits for them
+    print("submitted", flush=True)
+"""
+    )
+    proc = _script(tmp_path, body)
+    _wait_for_files(tmp_path, "started-*", 2, proc)
+    assert proc.poll() is None  # the interpreter is exiting, waiting for the submitted calls
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)  # the calls sleep 600 s: they were stopped, not waited for
+    assert _group_gone(proc.pid)
+
+
+def test_ctrl_c_while_waiting_on_a_remote_job_names_it_and_leaves_it_running(tmp_path: Path) -> None:
+    body = """
+        import os, sys, time
+        from clustrix import cluster
+
+        folder = sys.argv[1]
+
+        @cluster(cluster_type="subprocess", remote_work_dir=os.path.join(folder, "work"))
+        def slow():
+            open(os.path.join(folder, "started-remote"), "w").close()
+            time.sleep(600)
+
+        future = slow.submit()
+        print(future.job_id, flush=True)
+        future.result()
+    """
+    proc = _script(tmp_path, body)
+    _wait_for_files(tmp_path, "started-remote", 1, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    job_id = stdout.split()[0]
+    assert f"job {job_id} (subprocess) keeps running" in stderr
+    assert f"clustrix result --wait {job_id}" in stderr and f"clustrix cancel {job_id}" in stderr
+    cli = [sys.executable, "-m", "clustrix.cli"]
+    status = subprocess.run([*cli, "status", job_id], capture_output=True, text=True, timeout=120)
+    assert "RUNNING" in status.stdout, status
+    cancel = subprocess.run([*cli, "cancel", job_id], capture_output=True, text=True, timeout=120)
+    assert cancel.returncode == 0, cancel
+
+
+def _snooze(x: int) -> int:
+    import time
+
+    time.sleep(0.3)
+    return x
+
+
+def test_cancelling_one_job_stops_its_calls_and_leaves_the_other_jobs_calls_to_finish() -> None:
+    snooze = cluster(executor="process", max_workers=2)(_snooze)
+    doomed = snooze.submit_map(range(6))
+    others = snooze.submit_map(range(100, 106))
+    for future in doomed:
+        future.cancel()
+    assert all(f.cancelled() for f in doomed)
+    assert [f.result(timeout=120) for f in others] == list(range(100, 106))
