@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import json
@@ -16,10 +17,17 @@ import attrs
 
 from clustrix.config import CORE_DEFAULTS, ClusterConfig, resolve_config
 from clustrix.config import _check_keys as check_config_keys
+from clustrix.dryrun import DryRun
 from clustrix.errors import did_you_mean
 from clustrix.futures import ClusterFuture, get_manager
 from clustrix.jobs import JobSpec, MappedArguments
-from clustrix.plugins import capture_environment, get_scheduler, plugin_config_keys, plugin_resource_keys
+from clustrix.plugins import (
+    Scheduler,
+    capture_environment,
+    get_scheduler,
+    plugin_config_keys,
+    plugin_resource_keys,
+)
 from clustrix.progress import count as count_with_progress
 from clustrix.progress import wait as wait_with_progress
 from clustrix.progress import wanted as wanted_progress
@@ -226,9 +234,16 @@ class ClusterFunction:
         self._move_plugin_keys()
         return resolve_config(profile=self.profile, overrides=self.config_overrides)
 
-    def _submit(
-        self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
-    ) -> list[ClusterFuture]:
+    @property
+    def job_script(self) -> JobScript:
+        """Show what a call would submit, without submitting: ``fn.job_script(*args)``, ``fn.job_script.map(items)``.
+
+        Like dask-jobqueue's ``job_script()``: returns a :class:`clustrix.dryrun.DryRun` whose
+        ``str()`` is the exact job script and submit command(s). See :mod:`clustrix.dryrun`.
+        """
+        return JobScript(self)
+
+    def _spec(self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> tuple[JobSpec, Scheduler]:
         config = self.config()
         scheduler = get_scheduler(config.cluster_type)
         resources = self.resources.with_defaults(config.default_resources)
@@ -241,18 +256,57 @@ class ClusterFunction:
             config=config,
             environment=environment,
         )
-        try:
+        return spec, scheduler
+
+    def _submit(
+        self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
+    ) -> list[ClusterFuture]:
+        spec, scheduler = self._spec(arguments)
+        with self._naming_unpicklable(spec):
             return get_manager().submit(spec, scheduler, whole=whole)
+
+    def _dry_run(self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> DryRun:
+        spec, scheduler = self._spec(arguments)
+        with self._naming_unpicklable(spec):
+            return scheduler.dry_run(spec)
+
+    @contextlib.contextmanager
+    def _naming_unpicklable(self, spec: JobSpec) -> Iterator[None]:
+        """Turn a pickling failure into a ``TypeError`` naming the argument that cannot be pickled."""
+        try:
+            yield
         except (TypeError, AttributeError, pickle.PicklingError) as exc:
-            culprit = unpicklable_argument(self.func, arguments)
+            culprit = unpicklable_argument(self.func, spec.arguments)
             if culprit is None:
                 raise
             raise TypeError(
-                f"cannot send the call of {spec.name} to {config.cluster_type}: {culprit} cannot be pickled. "
+                f"cannot send the call of {spec.name} to {spec.config.cluster_type}: {culprit} cannot be pickled. "
                 "Pass something picklable instead (a path, a number, plain data) and create the object inside "
                 "the function; on the local executor, executor='thread' runs calls in threads, where nothing "
                 "is pickled."
             ) from exc
+
+
+class JobScript:
+    """``fn.job_script``: what ``fn(*args)`` or ``fn.map(items)`` would submit, shown and not submitted.
+
+    Validation runs as for a real submit (a bad request raises the same error); nothing is
+    written remotely and nothing is recorded in the job registry.
+    """
+
+    def __init__(self, function: ClusterFunction) -> None:
+        self._function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DryRun:
+        """The dry run of one call ``fn(*args, **kwargs)``."""
+        return self._function._dry_run([(args, kwargs)])
+
+    def map(self, *iterables: Iterable[Any]) -> DryRun:
+        """The dry run of ``fn.map(*iterables)``: one job array, as ``map`` would submit it."""
+        arguments = _mapped_arguments(iterables)
+        if not arguments:
+            raise ValueError("job_script.map() needs at least one item: an empty map submits nothing")
+        return self._function._dry_run(arguments)
 
 
 @overload

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -577,8 +577,41 @@ def _interpret_failure(stderr: str, expected: str | None, host: str) -> Exceptio
 
 def remote_python(transport: Transport, python_executable: str | None) -> str:
     """The interpreter a job runs: ``python_executable`` with a leading ``~`` expanded on the remote side."""
+    return python_path(python_executable, transport.expand)
+
+
+def python_path(python_executable: str | None, expand: Callable[[str], str]) -> str:
+    """``python_executable`` (default ``python3``) with a leading ``~`` expanded by ``expand``."""
     python = python_executable or "python3"
-    return transport.expand(python) if python.startswith("~") else python
+    return expand(python) if python.startswith("~") else python
+
+
+def venv_python(work_dir: str, key: str) -> str:
+    """The python of the replicated venv ``key`` under ``work_dir`` (what the build script reports ready)."""
+    return posixpath.join(work_dir, "envs", key, "bin", "python")
+
+
+def overlay_dir(work_dir: str, dist: Mapping[str, Any]) -> str:
+    """Where a local distribution's wheel is unpacked on the remote side (its label: name and source digest)."""
+    return posixpath.join(work_dir, "local", f"{dist['name']}-{dist.get('digest', 'missing')}")
+
+
+def planned_remote_environment(
+    config: ClusterConfig, snapshot: Mapping[str, Any] | None, expand: Callable[[str], str]
+) -> RemoteEnvironment:
+    """What :func:`prepare_remote_environment` would return, worked out here without connecting (dry runs).
+
+    ``expand`` stands in for the transport's ``~`` expansion. The venv is not built nor checked.
+    """
+    activation = activation_from_config(config)
+    explicit = config.get("python_executable")
+    if explicit or not (snapshot or {}).get("distributions"):
+        return RemoteEnvironment(python=python_path(explicit, expand), prelude=tuple(activation))
+    work_dir = expand(config.get("remote_work_dir") or "~/.clustrix")
+    key = environment_key(snapshot or {}, base_selection(config))
+    path_line = pythonpath_line([overlay_dir(work_dir, d) for d in local_distributions(snapshot or {})])
+    prelude = (*activation, path_line) if path_line else tuple(activation)
+    return RemoteEnvironment(python=venv_python(work_dir, key), prelude=prelude)
 
 
 def prepare_remote_environment(
@@ -648,7 +681,7 @@ def _build(
     for wheel in (build_local_wheel(d) for d in locals_):
         remote_wheel = posixpath.join(work_dir, "wheels", wheel.label, wheel.path.name)
         wheels[wheel.label] = (remote_wheel, wheel.path)
-        overlays.append((remote_wheel, posixpath.join(work_dir, "local", wheel.label)))
+        overlays.append((remote_wheel, overlay_dir(work_dir, {"name": wheel.name, "digest": wheel.digest})))
     log.info(
         "clustrix.environment_check", host=transport.host, key=key, distributions=len(snapshot.get("distributions", []))
     )

@@ -6,7 +6,7 @@ Two kinds of hook live here.
 declaring configuration keys, capturing the environment, observing submissions.
 
 *Scheduler hooks* (``clustrix_submit``, ``clustrix_poll``, ``clustrix_fetch``,
-``clustrix_cancel``, ``clustrix_read_logs``) are routed: core calls only the scheduler
+``clustrix_cancel``, ``clustrix_read_logs``, ``clustrix_dry_run``) are routed: core calls only the scheduler
 object registered under the configured ``cluster_type`` (plus any hook *wrappers* that
 other plugins add around them, e.g. for accounting or credentials). A scheduler is an
 object whose methods are hook implementations of these specs; it never has to ask
@@ -25,6 +25,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
+    from clustrix.dryrun import DryRun
     from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
     from clustrix.transport import Transport
 
@@ -187,4 +188,22 @@ def clustrix_read_logs(handle: JobHandle, config: ClusterConfig, stream: str) ->
     :param handle: the job.
     :param config: the configuration it was submitted with.
     :param stream: ``"stdout"`` or ``"stderr"``.
+    """
+
+
+@hookspec(firstresult=True)
+def clustrix_dry_run(spec: JobSpec) -> DryRun | None:
+    """Show what submitting ``spec`` would run, without submitting: the job script and command lines.
+
+    Optional: a scheduler without it answers ``fn.job_script()`` with an error naming it.
+    Validate as :func:`clustrix_submit` does (the same ``ValueError`` for the same bad
+    request), then return a :class:`clustrix.dryrun.DryRun` built by the same functions the
+    submit uses. Write nothing remotely, create nothing, and avoid connecting: show values
+    only the remote side knows as placeholders and say so in ``DryRun.notes``. Never put
+    secrets (payload contents, tokens, passwords) in it.
+
+    Stops at first non-None result.
+
+    :param spec: the job that would be submitted.
+    :return: the dry run.
     """

@@ -25,6 +25,7 @@ import attrs
 
 from clustrix.config import ClusterConfig
 from clustrix.decorator import ClusterFunction
+from clustrix.dryrun import DryRun
 from clustrix.errors import JobLostError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobdir import decode_outcome, plan_tasks
@@ -216,6 +217,25 @@ class LocalScheduler:
             self._jobs[spec.job_id] = job
         return JobHandle(
             job_id=spec.job_id, scheduler="local", size=spec.size, host="localhost", data={"executor": kind}
+        )
+
+    @hookimpl
+    def clustrix_dry_run(self, spec: JobSpec) -> DryRun:
+        """Local calls run in this Python's workers: there is no script or command to show, only the plan."""
+        config = spec.config
+        executor = config.get("executor", "auto") if config is not None else "auto"
+        kind = choose_executor(spec.func, executor)
+        requested = (config.get("max_workers") if config is not None else None) or spec.resources.cores
+        workers = default_workers(requested)
+        return DryRun(
+            scheduler="local",
+            job_id=spec.job_id,
+            calls=spec.size,
+            tasks=min(spec.size, workers),
+            notes=(
+                f"the local executor has no job script and no submit command: the calls run in {workers} "
+                f"{kind} worker(s) of this Python (executor={executor!r}); set cluster_type to see a cluster's script",
+            ),
         )
 
     def _job(self, handle: JobHandle) -> _LocalJob | None:

@@ -601,6 +601,12 @@ def _answer(stdout: str) -> tuple[list[str], str | None, str]:
     return missing, None, "ok" if "clustrix-code: ok" in lines else ""
 
 
+def planned(work_dir: str, plan: CodePlan) -> ShippedCode:
+    """Where :func:`ship` puts ``plan``'s units under the (expanded) ``work_dir``; no I/O (dry runs use it too)."""
+    code_dir = posixpath.join(work_dir, CODE_DIR)
+    return ShippedCode(paths=tuple(posixpath.join(code_dir, unit.label) for unit in plan.units))
+
+
 def ship(
     transport: Transport,
     config: Any,
@@ -620,7 +626,7 @@ def ship(
     work = transport.expand((config.get("remote_work_dir") if config is not None else None) or "~/.clustrix")
     code_dir = posixpath.join(work, CODE_DIR)
     labels = [unit.label for unit in plan.units]
-    paths = tuple(posixpath.join(code_dir, label) for label in labels)
+    paths = planned(work, plan).paths
     key = (
         transport.host,
         getattr(config, "connection_key", None),

@@ -24,6 +24,7 @@ from clustrix.log import get_logger
 
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
+    from clustrix.dryrun import DryRun
     from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
     from clustrix.transport import Transport
 
@@ -72,6 +73,14 @@ class Scheduler:
         if handle is None:
             raise ConfigurationError(f"scheduler {self.name!r} returned no job handle from clustrix_submit")
         return handle  # type: ignore[no-any-return]
+
+    def dry_run(self, spec: JobSpec) -> DryRun:
+        shown = self._caller("clustrix_dry_run")(spec=spec)
+        if shown is None:
+            raise ConfigurationError(
+                f"scheduler {self.name!r} cannot show a dry run: its plugin does not implement clustrix_dry_run"
+            )
+        return shown  # type: ignore[no-any-return]
 
     def poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]:
         return self._caller("clustrix_poll")(handles=list(handles), config=config) or {}
@@ -264,15 +273,21 @@ def capture_environment(config: ClusterConfig) -> dict[str, Any]:
     return snapshot
 
 
+def is_local_host(config: ClusterConfig) -> bool:
+    """True when the scheduler runs on this machine (no ``cluster_host``, or plain ``localhost``)."""
+    host = config.get("cluster_host")
+    return not host or (
+        host in {"localhost", "127.0.0.1"} and config.get("cluster_port") in (None, 22) and not config.get("username")
+    )
+
+
 def transport_for(config: ClusterConfig) -> Transport:
     """The transport that reaches the scheduler: local on the login node, else via a plugin."""
     from clustrix.transport import LocalTransport
 
-    host = config.get("cluster_host")
-    if not host or (
-        host in {"localhost", "127.0.0.1"} and config.get("cluster_port") in (None, 22) and not config.get("username")
-    ):
+    if is_local_host(config):
         return LocalTransport()
+    host = config.get("cluster_host")
     transport = get_plugin_manager().hook.clustrix_make_transport(config=config)
     if transport is None:
         raise ConfigurationError(

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
+from clustrix.dryrun import DryRun
 from clustrix.errors import ConfigurationError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
@@ -91,6 +92,24 @@ class PBSScheduler:
         flavour = self.flavour(spec.config, spec.resources.extra)
         handle = self.engines[flavour].clustrix_submit(spec, wake)
         return attrs.evolve(handle, data={**handle.data, FLAVOR_KEY: flavour.value})
+
+    @hookimpl
+    def clustrix_dry_run(self, spec: JobSpec) -> DryRun:
+        """The flavour's engine shows the script; an unconfigured flavour is one this process detected, else PBS Pro."""
+        flavour = self.forced or configured_flavour(spec.config, spec.resources.extra)
+        note = None
+        if flavour is None:
+            transport_key = tuple(getattr(spec.config, "connection_key", ()) or ())
+            with self._lock:
+                known = [found for key, found in self._detected.items() if key[1:] == transport_key]
+            flavour = known[0] if known else Flavour.PBSPRO
+            if not known:
+                note = (
+                    "pbs_flavor is not set: a real submit asks qstat --version which PBS runs there; shown for "
+                    "PBS Pro (set pbs_flavor='torque' to see the Torque script)"
+                )
+        shown = self.engines[flavour].clustrix_dry_run(spec)
+        return attrs.evolve(shown, scheduler=self.name, notes=(*shown.notes, *([note] if note else [])))
 
     @hookimpl
     def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from clustrix import environment, jobdir, localcode, remote_script, runner
+from clustrix import dryrun, environment, jobdir, localcode, remote_script, runner
 from clustrix.batch import shell
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
@@ -180,23 +180,17 @@ class BatchScheduler:
         payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
         shipped = localcode.ship(transport, config, code, python=prepared.python, prelude=prepared.prelude)
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
-        job_dir = posixpath.join(base_dir, spec.job_id)
-        job = ScriptJob(
-            job_id=spec.job_id,
-            name=spec.name,
-            job_dir=job_dir,
+        plan = plan_submission(
+            d,
+            spec,
+            config,
+            base_dir=base_dir,
             n_tasks=len(tasks),
-            n_calls=spec.size,
-            resources=spec.resources,
             python=prepared.python,
             prelude=(*prepared.prelude, *shipped.prelude),
-            runner_path=posixpath.join(job_dir, RUNNER_NAME),
-            max_parallel=config.get("max_parallel_jobs"),
-            config=config,
         )
-        script_path = posixpath.join(job_dir, d.script_name)
-        submit = self._command(d.submit_argv(script_path, job), config)
-        native_id = self._stage_and_submit(transport, job, payload, submit)
+        job, job_dir, script_path = plan.job, plan.job.job_dir, plan.script_path
+        native_id = self._stage_and_submit(transport, job, payload, plan.command)
         log.info(
             "clustrix.job_submitted",
             scheduler=self.name,
@@ -213,6 +207,63 @@ class BatchScheduler:
             host=transport.host,
             job_dir=job_dir,
             data={"tasks": len(tasks), "script": script_path},
+        )
+
+    @hookimpl
+    def clustrix_dry_run(self, spec: JobSpec) -> dryrun.DryRun:
+        """The script and submit command of ``spec``, by :func:`plan_submission` as a submit would; no I/O.
+
+        Validation and pickling run as for a submit. Nothing connects: ``~`` is expanded here for a
+        local scheduler and shown as :data:`clustrix.dryrun.REMOTE_HOME` for another host; the site's
+        array limit is the one this process already asked, else the dialect's default.
+        """
+        d = self.dialect
+        config = spec.config if spec.config is not None else _EMPTY_CONFIG
+        d.validate(spec.resources)
+        environment.activation_from_config(config)
+        paths = dryrun.remote_paths(config)
+        snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
+        prepared = environment.planned_remote_environment(config, snapshot, paths.expand)
+        notes = list(paths.notes)
+        max_array = d.default_max_array_size
+        if tasks_for(spec.size, d.calls_per_task(spec.resources), spec.size) > max_array and d.site_argv():
+            with self._lock:
+                known = [info for key, info in self._sites.items() if key[1:] == _connection_key(config)]
+            if known:
+                max_array = known[0].max_array_size
+            else:
+                notes.append(
+                    f"array size limited to {max_array} tasks (the default): a real submit asks the site "
+                    f"({shlex.join(d.site_argv() or [])}) and may use more"
+                )
+        tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
+        _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
+        base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
+        shipped = localcode.planned(base_dir, code)
+        plan = plan_submission(
+            d,
+            spec,
+            config,
+            base_dir=base_dir,
+            n_tasks=len(tasks),
+            python=prepared.python,
+            prelude=(*prepared.prelude, *shipped.prelude),
+        )
+        if not config.get("python_executable") and snapshot.get("distributions"):
+            notes.append(f"{prepared.python} is the replicated venv: a real submit builds it first if it is missing")
+        return dryrun.DryRun(
+            scheduler=self.name,
+            job_id=spec.job_id,
+            calls=spec.size,
+            tasks=len(tasks),
+            script=d.render_script(plan.job),
+            script_path=plan.script_path,
+            commands=(f"cd {shlex.quote(plan.job.job_dir)}", plan.command),
+            notes=(
+                *notes,
+                f"staged first, private (0700): {runner.PAYLOAD}, {RUNNER_NAME} and {d.script_name} "
+                f"in {plan.job.job_dir}",
+            ),
         )
 
     def _stage_and_submit(self, transport: Transport, job: ScriptJob, payload: bytes, submit: str) -> str:
@@ -494,6 +545,53 @@ class BatchScheduler:
         if n_tasks == 1:
             return logs.get(0, "")
         return "\n".join(f"==> array task {task} <==\n{text}" for task, text in logs.items())
+
+
+@attrs.frozen(kw_only=True)
+class Submission:
+    """What a batch submit sends: the job to render, where its script goes, and the submit command line."""
+
+    job: ScriptJob
+    script_path: str
+    #: The submit command as one shell line (environment prefix and quoting included), run in the job dir.
+    command: str
+
+
+def plan_submission(
+    dialect: Dialect,
+    spec: JobSpec,
+    config: Any,
+    *,
+    base_dir: str,
+    n_tasks: int,
+    python: str,
+    prelude: Sequence[str],
+) -> Submission:
+    """The :class:`ScriptJob` and submit command of ``spec`` under ``base_dir``; pure.
+
+    The real submit and the dry run both call this, so what a dry run shows is what is submitted.
+    """
+    job_dir = posixpath.join(base_dir, spec.job_id)
+    job = ScriptJob(
+        job_id=spec.job_id,
+        name=spec.name,
+        job_dir=job_dir,
+        n_tasks=n_tasks,
+        n_calls=spec.size,
+        resources=spec.resources,
+        python=python,
+        prelude=tuple(prelude),
+        runner_path=posixpath.join(job_dir, RUNNER_NAME),
+        max_parallel=config.get("max_parallel_jobs"),
+        config=config,
+    )
+    script_path = posixpath.join(job_dir, dialect.script_name)
+    argv = dialect.submit_argv(script_path, job)
+    return Submission(
+        job=job,
+        script_path=script_path,
+        command=shell.command_line(argv, dialect.command_environment(config)),
+    )
 
 
 class _EmptyConfig:
