@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import collections
 import posixpath
+import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix import environment, jobdir, localcode, remote_script
+from clustrix import dryrun, environment, jobdir, localcode, remote_script, runner
+from clustrix.dryrun import DryRun
 from clustrix.errors import ClustrixError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -85,15 +87,7 @@ class SSHScheduler:
         env = environment.prepare_remote_environment(transport, config, snapshot)
         shipped = localcode.ship(transport, config, code, python=env.python, prelude=env.prelude)
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
-        job_dir = posixpath.join(base_dir, spec.job_id)
-        driver = scripts.render_driver(
-            python=env.python,
-            job_dir=job_dir,
-            n_tasks=len(tasks),
-            parallel=config.get("max_parallel_jobs"),
-            cores=getattr(spec.resources, "cores", None),
-            prelude=(*env.prelude, *shipped.prelude),
-        )
+        job_dir, driver = _driver(spec, base_dir, len(tasks), env.python, (*env.prelude, *shipped.prelude))
         driver_bytes = driver.encode()
         script = scripts.render_launch(base_dir=base_dir, job_dir=job_dir, driver_size=len(driver_bytes))
         result = remote_script.run_script(transport, script, driver_bytes + payload)
@@ -125,6 +119,37 @@ class SSHScheduler:
         )
         self._start_watch(transport, handle, wake)
         return handle
+
+    @hookimpl
+    def clustrix_dry_run(self, spec: JobSpec) -> DryRun:
+        """The driver script and the line that starts it, worked out here as submit would; nothing connects."""
+        config: ClusterConfig = spec.config
+        paths = dryrun.remote_paths(config)
+        snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
+        tasks = jobdir.plan_tasks(spec.size, MAX_TASKS)
+        _payload, code = jobdir.encode_payload_and_code(spec, tasks)
+        env = environment.planned_remote_environment(config, snapshot, paths.expand)
+        base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
+        shipped = localcode.planned(base_dir, code)
+        job_dir, driver = _driver(spec, base_dir, len(tasks), env.python, (*env.prelude, *shipped.prelude))
+        notes = [*paths.notes]
+        if not config.get("python_executable") and snapshot.get("distributions"):
+            notes.append(f"{env.python} is the replicated venv: a real submit builds it first if it is missing")
+        return DryRun(
+            scheduler="ssh",
+            job_id=spec.job_id,
+            calls=spec.size,
+            tasks=len(tasks),
+            script=driver,
+            script_path=posixpath.join(job_dir, scripts.DRIVER),
+            script_kind="driver script (no scheduler: run detached on the host)",
+            commands=(f"cd {shlex.quote(job_dir)}", scripts.render_detach(job_dir)),
+            notes=(
+                *notes,
+                f"staged first, private (0700), in one command on {config.get('cluster_host') or 'this machine'}: "
+                f"the driver and {runner.PAYLOAD} in {job_dir}",
+            ),
+        )
 
     @hookimpl
     def clustrix_poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]:
@@ -263,3 +288,17 @@ def _run_report(transport: Transport, script: str, *, raw: bool = False, timeout
 
 
 __all__ = ["SSHScheduler", "SubmitError"]
+
+
+def _driver(spec: JobSpec, base_dir: str, n_tasks: int, python: str, prelude: Sequence[str]) -> tuple[str, str]:
+    """The job dir and driver script of ``spec``: what submit stages and what a dry run shows."""
+    job_dir = posixpath.join(base_dir, spec.job_id)
+    driver = scripts.render_driver(
+        python=python,
+        job_dir=job_dir,
+        n_tasks=n_tasks,
+        parallel=spec.config.get("max_parallel_jobs"),
+        cores=getattr(spec.resources, "cores", None),
+        prelude=prelude,
+    )
+    return job_dir, driver

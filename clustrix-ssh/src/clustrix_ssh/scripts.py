@@ -53,6 +53,16 @@ def render_driver(
     )
 
 
+def render_detach(job_dir: str) -> str:
+    """The line that starts the job's driver in its own session, detached, output to the job's files."""
+    q = shlex.quote
+    driver_path = posixpath.join(job_dir, DRIVER)
+    return (
+        f"setsid nohup sh {q(driver_path)} </dev/null >{q(posixpath.join(job_dir, STDOUT))} "
+        f"2>{q(posixpath.join(job_dir, STDERR))} &"
+    )
+
+
 def render_launch(*, base_dir: str, job_dir: str, driver_size: int) -> str:
     """Check the work dir, create the private job dir, store driver and payload, start the driver detached.
 
@@ -66,10 +76,7 @@ def render_launch(*, base_dir: str, job_dir: str, driver_size: int) -> str:
     payload = posixpath.join(job_dir, runner.PAYLOAD)
     driver_path = posixpath.join(job_dir, DRIVER)
     out = posixpath.join(job_dir, runner.OUT_DIR)
-    detach = (
-        f"setsid nohup sh {q(driver_path)} </dev/null >{q(posixpath.join(job_dir, STDOUT))} "
-        f"2>{q(posixpath.join(job_dir, STDERR))} &"
-    )
+    detach = render_detach(job_dir)
     return "\n".join(
         [
             remote_script.CHECK_FUNCTIONS,
