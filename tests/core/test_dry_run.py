@@ -195,3 +195,15 @@ def test_cli_submit_without_dry_run_or_with_a_bad_target_is_a_one_line_error(
     assert "has no 'nothing'" in capsys.readouterr().err
     assert main(["submit", "--dry-run", "no-colon"]) == 1
     assert "use MODULE:FUNCTION" in capsys.readouterr().err
+
+
+def test_a_task_spooler_dry_run_shows_its_socket_and_the_time_limit_it_wraps_the_runner_in(tmp_path: Path) -> None:
+    tsp = pytest.importorskip("clustrix_tsp", reason="the tsp test plugin is installed in tests-all, not tests-core")
+    spec = spec_for(tmp_path, [(1,), (2,)], time="00:01:00", config={"tsp_socket": "/run/ts.sock"})
+    shown = BatchScheduler(tsp.TspDialect()).clustrix_dry_run(spec)
+    job_dir = tmp_path / spec.job_id
+    assert shown.commands[1] == (
+        f"env TS_SOCKET=/run/ts.sock tsp -N 1 -L add sh -c 'exec \"$0\" >stdout 2>stderr' {job_dir / 'job.sh'}"
+    )
+    assert f"exec timeout -k 10 60s {sys.executable} {job_dir / RUNNER_NAME} {job_dir} --task 0" in str(shown.script)
+    assert (shown.calls, shown.tasks) == (2, 1)  # no arrays: one task runs both calls

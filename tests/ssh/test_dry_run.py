@@ -1,0 +1,33 @@
+"""``fn.job_script`` on the plain ssh backend: the driver script and the line that starts it, nothing connects."""
+
+from __future__ import annotations
+
+from clustrix import cluster, registry
+from clustrix.dryrun import REMOTE_HOME
+
+
+def halve(x):
+    return x / 2
+
+
+def test_an_ssh_dry_run_shows_the_driver_and_the_detached_start_without_connecting() -> None:
+    fn = cluster(
+        cluster_type="ssh",
+        cluster_host="box.example.invalid",  # does not resolve: a connection attempt would fail the test
+        python_executable="~/venv/bin/python",
+        max_parallel_jobs=2,
+        environment_variables={"OMP_NUM_THREADS": "1"},
+    )(halve)
+    shown = fn.job_script.map(range(3))
+    job_dir = f"{REMOTE_HOME}/.clustrix/{shown.job_id}"
+    python = f"{REMOTE_HOME}/venv/bin/python"
+    driver = str(shown.script).splitlines()
+    assert driver[0] == "export OMP_NUM_THREADS=1"
+    assert "P=2" in driver
+    assert f"xargs -n 1 -P \"$P\" '{python}' -m clustrix.runner '{job_dir}' --task" in driver[-1]
+    assert shown.commands == (
+        f"cd '{job_dir}'",
+        f"setsid nohup sh '{job_dir}/driver.sh' </dev/null >'{job_dir}/stdout' 2>'{job_dir}/stderr' &",
+    )
+    assert any("box.example.invalid" in note for note in shown.notes)
+    assert registry.list_jobs() == []
