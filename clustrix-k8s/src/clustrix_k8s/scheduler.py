@@ -17,7 +17,9 @@ with foreground propagation, so their pods and Secrets go too.
 
 from __future__ import annotations
 
+import base64
 import inspect
+import json
 import math
 import secrets as secrets_module
 import threading
@@ -26,12 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clustrix import jobdir, runner
+from clustrix.dryrun import DryRun
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
-from clustrix_k8s.options import RUNNER_ACCOUNT, job_options
+from clustrix_k8s.options import RUNNER_ACCOUNT, JobOptions, job_options
 
 log = get_logger("clustrix.k8s")
 
@@ -78,51 +81,11 @@ class KubernetesScheduler:
     def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
         config = spec.config
         api = self._api_factory(config)
-        options = job_options(config, spec.resources, spec.environment or {}, default_namespace=api.namespace)
-        n_tasks = n_tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), config.get("max_parallel_jobs"))
-        tasks = jobdir.plan_tasks(spec.size, n_tasks)
-        key = secrets_module.token_bytes(32)
-        payload_objects = manifests.payload_secrets(
-            spec.job_id,
-            options,
-            jobdir.encode_payload(spec, tasks),
-            key=key,
-            bootstrap_source=_source(bootstrap),
-            runner_source=_source(runner),
-            requirements=options.pip_requirements,
-        )
+        options, tasks, key, payload_objects = _prepare(spec, api.namespace)
         if config.get("service_account") is None:
             self._ensure_runner_account(api, options.namespace)
         indexed = len(tasks) > 1 and self.supports_indexed(api, options.namespace)
-        prefix = manifests.prefix(spec.job_id)
-        if indexed or len(tasks) == 1:
-            manifests_ = [
-                manifests.job_manifest(
-                    spec.job_id,
-                    prefix,
-                    options,
-                    len(payload_objects),
-                    n_tasks=len(tasks),
-                    task=None if indexed else 0,
-                    indexed=indexed,
-                    parallelism=config.get("max_parallel_jobs"),
-                    function_name=spec.name,
-                )
-            ]
-        else:
-            manifests_ = [
-                manifests.job_manifest(
-                    spec.job_id,
-                    f"{prefix}-t{task}",
-                    options,
-                    len(payload_objects),
-                    n_tasks=1,
-                    task=task,
-                    indexed=False,
-                    function_name=spec.name,
-                )
-                for task in range(len(tasks))
-            ]
+        manifests_ = job_manifests(spec, options, len(tasks), len(payload_objects), indexed=indexed)
         ns = options.namespace
         created: list[dict[str, Any]] = []
         try:
@@ -168,6 +131,48 @@ class KubernetesScheduler:
                 "key": key.hex(),
                 "pending_timeout": options.pending_timeout,
             },
+        )
+
+    @hookimpl
+    def clustrix_dry_run(self, spec: JobSpec) -> DryRun:
+        """The manifests submit would create (Secrets' contents left out) and its API requests; nothing is sent.
+
+        The kubeconfig is read (namespace, server) but the server is not asked: Indexed Jobs are
+        assumed (Kubernetes >= 1.24) unless this process already probed the namespace.
+        """
+        api = self._api_factory(spec.config)
+        options, tasks, _key, payload_objects = _prepare(spec, api.namespace)
+        ns = options.namespace
+        notes = []
+        with self._lock:
+            known = self._indexed.get((api.server, ns))
+        indexed = len(tasks) > 1 and (known if known is not None else True)
+        if len(tasks) > 1 and known is None:
+            notes.append(
+                "Indexed Job assumed: a real submit first asks the server (a server-side dry run) and makes "
+                "one Job per task if it does not keep completionMode: Indexed"
+            )
+        jobs = job_manifests(spec, options, len(tasks), len(payload_objects), indexed=indexed)
+        if spec.config.get("service_account") is None:
+            notes.append(
+                f"a real submit creates the ServiceAccount {RUNNER_ACCOUNT!r} (and its Role) in {ns} if missing"
+            )
+        items = [*(redacted(secret) for secret in payload_objects), *jobs]
+        base = f"{api.server}/api/v1/namespaces/{ns}"
+        commands = [f"POST {base}/secrets  ({secret['metadata']['name']})" for secret in payload_objects]
+        commands += [
+            f"POST {api.server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs
+        ]
+        commands += [f"PATCH {base}/secrets/{s['metadata']['name']}  (owned by the Job)" for s in payload_objects]
+        return DryRun(
+            scheduler=NAME,
+            job_id=spec.job_id,
+            calls=spec.size,
+            tasks=len(tasks),
+            script=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2),
+            script_kind="Kubernetes manifests (JSON, a v1 List; Secret data replaced by sizes)",
+            commands=tuple(commands),
+            notes=(*notes, "the payload Secrets carry the pickled calls and a per-job key: never shown"),
         )
 
     def supports_indexed(self, api: KubeApi, namespace: str) -> bool:
@@ -386,3 +391,63 @@ class KubernetesScheduler:
                 raise
             texts.append(text if len(items) == 1 else f"==> pod {name} <==\n{text}")
         return "\n".join(texts)
+
+
+def job_manifests(
+    spec: JobSpec, options: JobOptions, n_tasks: int, n_chunks: int, *, indexed: bool
+) -> list[dict[str, Any]]:
+    """The Job manifests of ``spec``: one Indexed Job, or one Job per task; what submit creates and a dry run shows."""
+    prefix = manifests.prefix(spec.job_id)
+    if indexed or n_tasks == 1:
+        return [
+            manifests.job_manifest(
+                spec.job_id,
+                prefix,
+                options,
+                n_chunks,
+                n_tasks=n_tasks,
+                task=None if indexed else 0,
+                indexed=indexed,
+                parallelism=spec.config.get("max_parallel_jobs"),
+                function_name=spec.name,
+            )
+        ]
+    return [
+        manifests.job_manifest(
+            spec.job_id,
+            f"{prefix}-t{task}",
+            options,
+            n_chunks,
+            n_tasks=1,
+            task=task,
+            indexed=False,
+            function_name=spec.name,
+        )
+        for task in range(n_tasks)
+    ]
+
+
+def redacted(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret manifest with every value replaced by its size: a dry run never prints payloads or keys."""
+    data = secret.get("data") or {}
+    sizes = {name: f"<{len(base64.b64decode(value))} bytes, not shown>" for name, value in data.items()}
+    return {**secret, "data": sizes}
+
+
+def _prepare(spec: JobSpec, default_namespace: str) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]]]:
+    """Validate ``spec``; its options, tasks, result key and payload Secrets (too large: refused here)."""
+    config = spec.config
+    options = job_options(config, spec.resources, spec.environment or {}, default_namespace=default_namespace)
+    n_tasks = n_tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), config.get("max_parallel_jobs"))
+    tasks = jobdir.plan_tasks(spec.size, n_tasks)
+    key = secrets_module.token_bytes(32)
+    payload_objects = manifests.payload_secrets(
+        spec.job_id,
+        options,
+        jobdir.encode_payload(spec, tasks),
+        key=key,
+        bootstrap_source=_source(bootstrap),
+        runner_source=_source(runner),
+        requirements=options.pip_requirements,
+    )
+    return options, tasks, key, payload_objects
