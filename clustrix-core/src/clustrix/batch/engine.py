@@ -180,15 +180,7 @@ class BatchScheduler:
         payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
         shipped = localcode.ship(transport, config, code, python=prepared.python, prelude=prepared.prelude)
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
-        plan = plan_submission(
-            d,
-            spec,
-            config,
-            base_dir=base_dir,
-            n_tasks=len(tasks),
-            python=prepared.python,
-            prelude=(*prepared.prelude, *shipped.prelude),
-        )
+        plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
         job, job_dir, script_path = plan.job, plan.job.job_dir, plan.script_path
         native_id = self._stage_and_submit(transport, job, payload, plan.command)
         log.info(
@@ -240,15 +232,7 @@ class BatchScheduler:
         _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
         base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
         shipped = localcode.planned(base_dir, code)
-        plan = plan_submission(
-            d,
-            spec,
-            config,
-            base_dir=base_dir,
-            n_tasks=len(tasks),
-            python=prepared.python,
-            prelude=(*prepared.prelude, *shipped.prelude),
-        )
+        plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
         if not config.get("python_executable") and snapshot.get("distributions"):
             notes.append(f"{prepared.python} is the replicated venv: a real submit builds it first if it is missing")
         return dryrun.DryRun(
@@ -564,12 +548,13 @@ def plan_submission(
     *,
     base_dir: str,
     n_tasks: int,
-    python: str,
-    prelude: Sequence[str],
+    env: environment.RemoteEnvironment,
+    code: localcode.ShippedCode,
 ) -> Submission:
     """The :class:`ScriptJob` and submit command of ``spec`` under ``base_dir``; pure.
 
-    The real submit and the dry run both call this, so what a dry run shows is what is submitted.
+    ``env`` is the job's Python and shell prelude, ``code`` where the user's local code is. The
+    real submit and the dry run both call this, so what a dry run shows is what is submitted.
     """
     job_dir = posixpath.join(base_dir, spec.job_id)
     job = ScriptJob(
@@ -579,8 +564,8 @@ def plan_submission(
         n_tasks=n_tasks,
         n_calls=spec.size,
         resources=spec.resources,
-        python=python,
-        prelude=tuple(prelude),
+        python=env.python,
+        prelude=(*env.prelude, *code.prelude),
         runner_path=posixpath.join(job_dir, RUNNER_NAME),
         max_parallel=config.get("max_parallel_jobs"),
         config=config,
