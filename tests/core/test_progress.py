@@ -97,7 +97,7 @@ def test_jobs_and_status_show_how_many_calls_of_an_array_finished_and_failed(tmp
     assert [f.exception(timeout=120) is not None for f in futures] == [False, True, False]
     cli = [sys.executable, "-m", "clustrix.cli"]
     jobs = subprocess.run([*cli, "jobs"], capture_output=True, text=True, timeout=120, check=True).stdout
-    assert "DONE/FAILED" in jobs and " 2/1 " in jobs
+    assert "DONE/FAIL/RUN/PEND" in jobs and " 2/1/0/0 " in jobs
     status = subprocess.run([*cli, "status", futures[0].job_id], capture_output=True, text=True, timeout=120)
     assert "3 calls: 2 done, 1 failed, 0 running, 0 pending" in status.stdout, status
     data = json.loads(

@@ -103,8 +103,9 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
 
     Prints, all lines starting with ``@marker``:
     ``status-begin`` / the query's stdout / ``status-end RC`` / ``status-err LINE`` (its stderr);
-    per job ``JOB files EXITS`` with ``EXITS`` as ``task:code`` words, ``JOB outs N``,
-    ``JOB failed I I ...``, ``JOB cancelled`` if marked, and when every call or every task is
+    per job ``JOB files EXITS`` with ``EXITS`` as ``task:code`` words, ``JOB outs N F``
+    (outcomes, F of them of calls that raised), ``JOB claims N`` (calls some task has
+    started), ``JOB failed I I ...``, ``JOB cancelled`` if marked, and when every call or every task is
     done, the job's outcome frame (:mod:`clustrix.report`, mode ``auto``).
     """
     q = shlex.quote
@@ -123,8 +124,13 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
         '    x=""; for f in task-*.exit; do [ -f "$f" ] || continue; t=${f#task-}; t=${t%.exit}',
         '      c=$(cat "$f" 2>/dev/null); x="$x $t:${c:-1}"; done',
         f'    echo {q(m)} "$1" files$x',
-        '    o=0; for f in *.pkl; do [ -f "$f" ] && o=$((o + 1)); done',
-        f'    echo {q(m)} "$1" outs $o',
+        # each outcome, and whether its call raised (the .failed marker is made before the outcome)
+        '    o=0; n=0; for f in *.pkl; do [ -f "$f" ] || continue; o=$((o + 1))',
+        '      [ -e "${f%.pkl}.failed" ] && n=$((n + 1)); done',
+        f'    echo {q(m)} "$1" outs $o $n',
+        # counted after the outcomes: a call that ends between the two counts still shows as running
+        '    k=0; for f in *.claim; do [ -f "$f" ] && k=$((k + 1)); done',
+        f'    echo {q(m)} "$1" claims $k',
         '    x=""; for f in *.failed; do [ -f "$f" ] && x="$x ${f%.failed}"; done',
         f'    echo {q(m)} "$1" failed$x )',
         f'  [ -e "$2/{CANCELLED}" ] && echo {q(m)} "$1" cancelled',
