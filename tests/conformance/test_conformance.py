@@ -9,8 +9,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from typing import Any
@@ -266,3 +268,36 @@ def test_an_outcome_that_does_not_fit_is_an_error_never_a_half_written_result(ta
         with pytest.raises(JobError) as info:
             too_big.submit().result(timeout=120)
         assert "No space left on device" in (info.value.stderr_tail or "") + str(info.value)
+
+
+def test_a_running_map_counts_its_calls_done_failed_running_and_pending(target: Target) -> None:
+    # the job may run as another user (over SSH, in the OpenPBS namespace): the release file is world-readable
+    release = tempfile.mkdtemp(prefix="clustrix-release-")
+    os.chmod(release, 0o755)
+
+    def step(release_dir: str, x: int) -> int:
+        if x == 1:
+            raise ValueError("one")
+        while x >= 2 and not os.path.exists(os.path.join(release_dir, "go")):
+            time.sleep(0.05)
+        return x
+
+    futures = cluster(**target.options)(step).submit_map([release] * 4, range(4))
+    job = Job.attach(futures[0].job_id)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            counts = job.status().counts
+            assert counts is None or sum(counts.values()) == 4, counts
+            if counts is not None and (counts["done"], counts["failed"]) == (1, 1) and counts["running"]:
+                break
+            assert time.monotonic() < deadline, f"the calls were never counted as running: {counts}"
+            time.sleep(0.2)
+        assert counts["running"] + counts["pending"] == 2
+        listed = json.loads(clustrix_cli("status", job.job_id, "--json").stdout)["counts"]
+        assert (listed["done"], listed["failed"], listed["running"] + listed["pending"]) == (1, 1, 2)
+    finally:
+        open(os.path.join(release, "go"), "w").close()
+    assert [f.exception(timeout=120) is None for f in futures] == [True, False, True, True]
+    assert job.status().counts == {"done": 3, "failed": 1, "running": 0, "pending": 0}
+    shutil.rmtree(release, ignore_errors=True)
