@@ -9,10 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from typing import Any
@@ -23,6 +21,7 @@ from clustrix import Job, JobError, JobOutOfMemoryError, JobTimeoutError, cluste
 from clustrix.config import resolve_config
 from clustrix.errors import ClustrixError
 from tests.conformance.target import Target, full_file_system
+from tests.held_calls import arguments, finish_raise_or_wait, held, release
 
 
 def wait_for_native(target: Target, native_id: str, word: str, timeout: float = 60) -> str:
@@ -271,20 +270,10 @@ def test_an_outcome_that_does_not_fit_is_an_error_never_a_half_written_result(ta
 
 
 def test_a_running_map_counts_its_calls_done_failed_running_and_pending(target: Target) -> None:
-    # the job may run as another user (over SSH, in the OpenPBS namespace): the release file is world-readable
-    release = tempfile.mkdtemp(prefix="clustrix-release-")
-    os.chmod(release, 0o755)
-
-    def step(release_dir: str, x: int) -> int:
-        if x == 1:
-            raise ValueError("one")
-        while x >= 2 and not os.path.exists(os.path.join(release_dir, "go")):
-            time.sleep(0.05)
-        return x
-
-    futures = cluster(**target.options)(step).submit_map([release] * 4, range(4))
-    job = Job.attach(futures[0].job_id)
-    try:
+    with held() as folder:  # call 0 returns, call 1 raises, calls 2 and 3 wait until let go
+        calls = arguments(folder, 4, raising=1, first_held=2)
+        futures = cluster(**target.options)(finish_raise_or_wait).submit_map(*calls)
+        job = Job.attach(futures[0].job_id)
         deadline = time.monotonic() + 120
         while True:
             counts = job.status().counts
@@ -296,8 +285,6 @@ def test_a_running_map_counts_its_calls_done_failed_running_and_pending(target: 
         assert counts["running"] + counts["pending"] == 2
         listed = json.loads(clustrix_cli("status", job.job_id, "--json").stdout)["counts"]
         assert (listed["done"], listed["failed"], listed["running"] + listed["pending"]) == (1, 1, 2)
-    finally:
-        open(os.path.join(release, "go"), "w").close()
-    assert [f.exception(timeout=120) is None for f in futures] == [True, False, True, True]
+        release(folder)
+        assert [f.exception(timeout=120) is None for f in futures] == [True, False, True, True]
     assert job.status().counts == {"done": 3, "failed": 1, "running": 0, "pending": 0}
-    shutil.rmtree(release, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 The calls of the map are packed into array tasks that claim them; the counts are per call.
 They reach the progress bar, ``Job.status()``, and ``clustrix status`` / ``clustrix jobs`` in
-another process. Blocking calls wait for files the test creates, so every stage is known.
+another process. Held calls wait until the test lets them go, so every stage is known.
 """
 
 from __future__ import annotations
@@ -18,25 +18,14 @@ from typing import Any
 import pytest
 
 from clustrix import Job, cluster, registry
+from tests.held_calls import arguments, finish_raise_or_wait, held, release
 
 pytestmark = pytest.mark.testbed_slurm
 
 N_CALLS = 8
 
 
-def wait_or_raise(release_dir: str, x: int) -> int:
-    """Calls 0-2 return at once, call 3 raises, calls 4-7 wait until the test creates ``go-<x>``."""
-    import os
-    import time
-
-    if x == 3:
-        raise ValueError("three")
-    while x >= 4 and not os.path.exists(os.path.join(release_dir, f"go-{x}")):
-        time.sleep(0.05)
-    return x
-
-
-def counts_once(job: Job, wanted: Any, timeout: float = 120) -> dict[str, int]:
+def counts_once(job: Job, wanted: Any, timeout: float = 60) -> dict[str, int]:
     """Ask ``job.status()`` until its counts satisfy ``wanted``; every answer on the way must add up."""
     deadline = time.monotonic() + timeout
     seen: list[dict[str, int] | None] = []
@@ -62,17 +51,17 @@ def clustrix_cli(*args: str) -> Any:
 def test_a_running_map_shows_calls_done_failed_running_and_pending_in_the_bar_status_and_cli(
     slurm_cluster: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    release = tmp_path / "release"
-    release.mkdir()
     mapped = cluster(
         cluster_type="slurm",
         remote_work_dir=str(tmp_path / "jobs"),
         python_executable=sys.executable,
         job_poll_interval=0.2,
-    )(wait_or_raise)
+    )(finish_raise_or_wait)
     pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        result = pool.submit(mapped.map, [str(release)] * N_CALLS, range(N_CALLS), progress=True)
+    with held() as folder:
+        # calls 0-2 return at once, call 3 raises, calls 4-7 wait until the test lets them go
+        calls = arguments(folder, N_CALLS, raising=3, first_held=4)
+        result = pool.submit(mapped.map, *calls, progress=True)
         deadline = time.monotonic() + 60
         while not registry.list_jobs(limit=1) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -90,18 +79,14 @@ def test_a_running_map_shows_calls_done_failed_running_and_pending_in_the_bar_st
         assert listed["state"] == "RUNNING" and sum(listed["counts"].values()) == N_CALLS
         assert (listed["counts"]["done"], listed["counts"]["failed"]) == (3, 1)
 
-        for x in (4, 5, 6):
-            (release / f"go-{x}").touch()
+        release(folder, 4, 5, 6)
         grown = counts_once(job, lambda c: c["done"] == 6)
         assert grown["failed"] == 1 and grown["running"] + grown["pending"] == 1
 
-        (release / "go-7").touch()
-        with pytest.raises(ValueError, match="three"):
+        release(folder, 7)
+        with pytest.raises(ValueError, match="call 3 raises"):
             result.result(timeout=120)
-    finally:
-        for x in range(4, N_CALLS):
-            (release / f"go-{x}").touch()
-        pool.shutdown()
+    pool.shutdown()
     final = clustrix_cli("status", job.job_id)
     assert final["state"] == "FAILED"
     assert final["counts"] == {"done": 7, "failed": 1, "running": 0, "pending": 0}

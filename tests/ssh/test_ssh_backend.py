@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import pytest
 
 from clustrix.jobs import JobState
 from clustrix_ssh.scheduler import SSHScheduler
+from tests.held_calls import arguments, finish_raise_or_wait, held, release
 from tests.ssh.helpers import REPLICATE, config_for, run, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer
 
@@ -204,26 +203,12 @@ def test_cancel_and_poll_leave_alone_a_process_group_that_reused_a_dead_jobs_id(
         sshd.run_as_user(f"kill {stranger}")
 
 
-def wait_for_go(release_dir: str, x: int) -> int:
-    """Call 1 raises; calls 2 and 3 wait until the test creates ``go``."""
-    import os as remote_os
-    import time as remote_time
-
-    if x == 1:
-        raise ValueError("one")
-    while x >= 2 and not remote_os.path.exists(remote_os.path.join(release_dir, "go")):
-        remote_time.sleep(0.05)
-    return x
-
-
 def test_a_watched_map_counts_its_calls_done_failed_running_and_pending(ssh_config: dict[str, Any]) -> None:
     from clustrix import Job, cluster
 
-    release = tempfile.mkdtemp(prefix="clustrix-release-")
-    os.chmod(release, 0o755)  # the job runs as the sshd's user
-    mapped = cluster(replicate_distributions=REPLICATE, job_poll_interval=0.2, **ssh_config)(wait_for_go)
-    futures = mapped.submit_map([release] * 4, range(4))
-    try:
+    mapped = cluster(replicate_distributions=REPLICATE, job_poll_interval=0.2, **ssh_config)(finish_raise_or_wait)
+    with held() as folder:  # call 0 returns, call 1 raises, calls 2 and 3 wait until let go
+        futures = mapped.submit_map(*arguments(folder, 4, raising=1, first_held=2))
         deadline = time.monotonic() + 120
         seen = None
         while seen is None:
@@ -237,7 +222,5 @@ def test_a_watched_map_counts_its_calls_done_failed_running_and_pending(ssh_conf
         assert seen["running"] + seen["pending"] == 2
         attached = Job.attach(futures[0].job_id).status().counts  # asks the host, as clustrix status does
         assert attached is not None and (attached["done"], attached["failed"]) == (1, 1)
-    finally:
-        Path(release, "go").touch()
-    assert [f.exception(timeout=120) is None for f in futures] == [True, False, True, True]
-    shutil.rmtree(release, ignore_errors=True)
+        release(folder)
+        assert [f.exception(timeout=120) is None for f in futures] == [True, False, True, True]
