@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from clustrix.batch.status import JobFiles
+from clustrix.batch.status import JobFiles, call_counts
 from clustrix.jobs import JobState, JobStatus
 from clustrix.report import Frames, ReportError
 
@@ -41,6 +41,11 @@ def _status(words: list[str]) -> JobStatus:
     return JobStatus(state=JobState.FAILED, reason=GONE_REASON)
 
 
+def counted(status: JobStatus, files: JobFiles | None, n_calls: int) -> JobStatus:
+    """``status`` with the job's calls counted from what its running line told (as is without one)."""
+    return status if files is None else attrs.evolve(status, counts=call_counts(files, n_calls))
+
+
 def parse_report(data: bytes) -> Report:
     """Parse a report; a frame that is cut short raises :class:`ReportError`."""
     report = Report()
@@ -64,4 +69,4 @@ def parse_report(data: bytes) -> Report:
     return report
 
 
-__all__ = ["GONE_REASON", "STATE_WORDS", "Report", "ReportError", "parse_report"]
+__all__ = ["GONE_REASON", "STATE_WORDS", "Report", "ReportError", "counted", "parse_report"]

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import attrs
 
 from clustrix import environment, jobdir, localcode, remote_script
-from clustrix.batch.status import call_counts
 from clustrix.errors import ClustrixError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -33,7 +32,7 @@ from clustrix.plugins import transport_for
 from clustrix.report import run_script, unsafe_outcomes
 from clustrix.transport import CommandError
 from clustrix_ssh import scripts
-from clustrix_ssh.report import Report, parse_report
+from clustrix_ssh.report import Report, counted, parse_report
 
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
@@ -148,11 +147,8 @@ class SSHScheduler:
             self._remember(report)
             for handle in ask:
                 status = report.statuses.get(handle.job_id)
-                files = report.files.get(handle.job_id)
-                if status is not None and files is not None:
-                    status = attrs.evolve(status, counts=call_counts(files, handle.size))
                 if status is not None:
-                    statuses[handle.job_id] = status
+                    statuses[handle.job_id] = counted(status, report.files.get(handle.job_id), handle.size)
         return statuses
 
     @hookimpl
