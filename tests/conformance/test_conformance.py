@@ -21,6 +21,7 @@ from clustrix import Job, JobError, JobOutOfMemoryError, JobTimeoutError, cluste
 from clustrix.config import resolve_config
 from clustrix.errors import ClustrixError
 from tests.conformance.target import Target, full_file_system
+from tests.held_calls import arguments, finish_raise_or_wait, held, release
 
 
 def wait_for_native(target: Target, native_id: str, word: str, timeout: float = 60) -> str:
@@ -266,3 +267,24 @@ def test_an_outcome_that_does_not_fit_is_an_error_never_a_half_written_result(ta
         with pytest.raises(JobError) as info:
             too_big.submit().result(timeout=120)
         assert "No space left on device" in (info.value.stderr_tail or "") + str(info.value)
+
+
+def test_a_running_map_counts_its_calls_done_failed_running_and_pending(target: Target) -> None:
+    with held() as folder:  # call 0 returns, call 1 raises, calls 2 and 3 wait until let go
+        calls = arguments(folder, 4, raising=1, first_held=2)
+        futures = cluster(**target.options)(finish_raise_or_wait).submit_map(*calls)
+        job = Job.attach(futures[0].job_id)
+        deadline = time.monotonic() + 120
+        while True:
+            counts = job.status().counts
+            assert counts is None or sum(counts.values()) == 4, counts
+            if counts is not None and (counts["done"], counts["failed"]) == (1, 1) and counts["running"]:
+                break
+            assert time.monotonic() < deadline, f"the calls were never counted as running: {counts}"
+            time.sleep(0.2)
+        assert counts["running"] + counts["pending"] == 2
+        listed = json.loads(clustrix_cli("status", job.job_id, "--json").stdout)["counts"]
+        assert (listed["done"], listed["failed"], listed["running"] + listed["pending"]) == (1, 1, 2)
+        release(folder)
+        assert [f.exception(timeout=120) is None for f in futures] == [True, False, True, True]
+    assert job.status().counts == {"done": 3, "failed": 1, "running": 0, "pending": 0}

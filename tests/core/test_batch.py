@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clustrix import runner
 from clustrix.batch import shell
 from clustrix.batch.dialect import Dialect, ScriptJob, TaskRecord, expand_task_ids
 from clustrix.batch.reports import parse_report
-from clustrix.batch.status import JobFiles, as_cancelled, job_status, status_from_files
+from clustrix.batch.status import JobFiles, as_cancelled, call_counts, job_status, status_from_files
 from clustrix.jobs import JobState
 from clustrix.report import run_script
 from clustrix.resources import Resources
@@ -191,3 +193,81 @@ def test_a_status_query_that_fails_leaves_open_jobs_unknown_and_finished_ones_st
     assert statuses["over"].state is JobState.COMPLETED
     assert "open" not in statuses  # asked again next round, no lost-job timer started
     assert [o.value for o in scheduler.clustrix_fetch(handle=handles[0], config=None)] == ["ok"]  # type: ignore[union-attr]
+
+
+def _job_dir_with_calls(directory: Path, *, ok: Sequence[int], raised: Sequence[int], claimed: Sequence[int]) -> str:
+    """A job directory as the runner leaves it: outcomes (a ``.failed`` marker first for a raise) and claims."""
+    (directory / runner.OUT_DIR).mkdir(parents=True, mode=0o700)
+    directory.chmod(0o700)
+    for index in (*ok, *raised, *claimed):
+        runner.write_atomic(directory / runner.claim_name(index), b"0\nhost 1\n")
+    for index in ok:
+        runner.write_atomic(directory / runner.outcome_name(index), runner.encode_outcome_ok(index))
+    for index in raised:
+        runner.write_atomic(directory / runner.failed_name(index), b"")
+        runner.write_atomic(directory / runner.outcome_name(index), runner.encode_outcome_error(ValueError(index)))
+    return str(directory)
+
+
+class Listed(OneBased):
+    """A OneBased scheduler whose status query lists job 7: native tasks 1-2 running, 3-8 queued."""
+
+    def status_argv(self, native_ids: Sequence[str]) -> list[str]:
+        return ["printf", "7 1-2 R\\n7 3-8 QW\\n"]
+
+    def parse_status(self, stdout: str) -> list[TaskRecord]:
+        return [TaskRecord(w[0], expand_task_ids(w[1]), w[2]) for w in (line.split() for line in stdout.splitlines())]
+
+
+def test_a_poll_counts_each_call_done_failed_running_or_pending_from_one_command(tmp_path: Path) -> None:
+    from clustrix.batch.engine import BatchScheduler
+    from clustrix.jobs import JobHandle
+
+    tmp_path.chmod(0o700)
+    job_dir = _job_dir_with_calls(tmp_path / "job", ok=[0, 1, 2], raised=[5], claimed=[3, 4, 6])
+    handle = JobHandle(job_id="job", scheduler="onebased", size=10, native_id="7", job_dir=job_dir, data={"tasks": 8})
+    commands: list[Sequence[str]] = []
+
+    class Counting(LocalTransport):
+        def run(self, argv: Sequence[str], **kwargs: object) -> object:  # type: ignore[override]
+            commands.append(argv)
+            return super().run(argv, **kwargs)  # type: ignore[arg-type]
+
+    scheduler = BatchScheduler(Listed(), transport_factory=lambda _config: Counting())
+    status = scheduler.clustrix_poll(handles=[handle], config=None)["job"]
+    assert status.state is JobState.RUNNING
+    # three claimed calls have no outcome, but the scheduler runs only two tasks: the third is pending again
+    assert status.counts == {"done": 3, "failed": 1, "running": 2, "pending": 4}
+    assert len(commands) == 1
+
+
+def test_the_poll_reads_outcomes_failures_and_claims_as_counts_not_lists(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    job_dir = _job_dir_with_calls(tmp_path / "job", ok=[0, 1], raised=[2, 3], claimed=[4])
+    script = shell.render_poll(
+        [shell.PollJob(job_id="j", job_dir=job_dir, n_tasks=5, n_calls=6)], status=None, marker="m"
+    )
+    _code, out, _err = run_script(LocalTransport(), script)
+    files = parse_report(out, "m", {"j"}).files["j"]
+    assert (files.outcomes, files.failed_outcomes, files.claims) == (4, 2, 5)
+    assert call_counts(files, 6) == {"done": 2, "failed": 2, "running": 1, "pending": 1}
+    assert call_counts(files, 6, final=True) == {"done": 2, "failed": 4, "running": 0, "pending": 0}
+
+
+@given(
+    outcomes=st.integers(-2, 30),
+    failed=st.integers(-2, 30),
+    claims=st.integers(-2, 40),
+    tasks=st.none() | st.integers(-2, 20),
+    calls=st.integers(0, 25),
+    final=st.booleans(),
+)
+def test_call_counts_always_add_up_to_the_number_of_calls_whatever_the_files_say(
+    outcomes: int, failed: int, claims: int, tasks: int | None, calls: int, final: bool
+) -> None:
+    files = JobFiles(outcomes=outcomes, failed_outcomes=failed, claims=claims)
+    counts = call_counts(files, calls, running_tasks=tasks, final=final)
+    assert sum(counts.values()) == calls
+    assert all(value >= 0 for value in counts.values())
+    if tasks is not None and tasks >= 0:
+        assert counts["running"] <= tasks

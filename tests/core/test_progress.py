@@ -70,6 +70,27 @@ def test_executor_map_draws_a_bar_counting_failures(capsys: pytest.CaptureFixtur
     assert "5/5" in err and "1 failed" in err
 
 
+def _slow(x: int) -> int:
+    import time
+
+    time.sleep(0.7)
+    return x
+
+
+def test_executor_map_follows_the_calls_running_and_pending_while_its_futures_wait(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with clustrix.Executor(executor="process", max_workers=2) as pool:
+        assert list(pool.map(_slow, range(6), progress=True)) == list(range(6))
+    err = ""
+    deadline = time.monotonic() + 30
+    while "6/6" not in err and time.monotonic() < deadline:
+        err += capsys.readouterr().err
+        time.sleep(0.01)
+    # the job's own counts, as for a remote array whose futures all resolve at its end
+    assert "running" in err and "pending" in err and "6/6" in err
+
+
 def test_a_running_local_map_reports_running_and_pending_counts() -> None:
     napping = cluster(executor="process", max_workers=2)(_nap)
     (whole,) = napping._submit([((x,), {}) for x in (0, 1, 2, 4, 5, 6)], whole=True)
@@ -97,7 +118,7 @@ def test_jobs_and_status_show_how_many_calls_of_an_array_finished_and_failed(tmp
     assert [f.exception(timeout=120) is not None for f in futures] == [False, True, False]
     cli = [sys.executable, "-m", "clustrix.cli"]
     jobs = subprocess.run([*cli, "jobs"], capture_output=True, text=True, timeout=120, check=True).stdout
-    assert "DONE/FAILED" in jobs and " 2/1 " in jobs
+    assert "DONE/FAIL/RUN/PEND" in jobs and " 2/1/0/0 " in jobs
     status = subprocess.run([*cli, "status", futures[0].job_id], capture_output=True, text=True, timeout=120)
     assert "3 calls: 2 done, 1 failed, 0 running, 0 pending" in status.stdout, status
     data = json.loads(

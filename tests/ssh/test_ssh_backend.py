@@ -14,7 +14,8 @@ import pytest
 
 from clustrix.jobs import JobState
 from clustrix_ssh.scheduler import SSHScheduler
-from tests.ssh.helpers import config_for, run, scheduler, submit, wait
+from tests.held_calls import arguments, finish_raise_or_wait, held, release
+from tests.ssh.helpers import REPLICATE, config_for, run, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer
 
 pytestmark = pytest.mark.testbed_ssh
@@ -200,3 +201,26 @@ def test_cancel_and_poll_leave_alone_a_process_group_that_reused_a_dead_jobs_id(
         assert sshd.run_as_user(f"kill -0 {stranger}").returncode == 0, "cancel killed an unrelated process"
     finally:
         sshd.run_as_user(f"kill {stranger}")
+
+
+def test_a_watched_map_counts_its_calls_done_failed_running_and_pending(ssh_config: dict[str, Any]) -> None:
+    from clustrix import Job, cluster
+
+    mapped = cluster(replicate_distributions=REPLICATE, job_poll_interval=0.2, **ssh_config)(finish_raise_or_wait)
+    with held() as folder:  # call 0 returns, call 1 raises, calls 2 and 3 wait until let go
+        futures = mapped.submit_map(*arguments(folder, 4, raising=1, first_held=2))
+        deadline = time.monotonic() + 120
+        seen = None
+        while seen is None:
+            status = futures[0].last_status  # what the poller of this process (the one watching) saw last
+            counts = status.counts if status is not None else None
+            assert counts is None or sum(counts.values()) == 4, counts
+            if counts is not None and (counts["done"], counts["failed"]) == (1, 1) and counts["running"]:
+                seen = counts
+            assert time.monotonic() < deadline, f"the calls were never counted while running: {status}"
+            time.sleep(0.1)
+        assert seen["running"] + seen["pending"] == 2
+        attached = Job.attach(futures[0].job_id).status().counts  # asks the host, as clustrix status does
+        assert attached is not None and (attached["done"], attached["failed"]) == (1, 1)
+        release(folder)
+        assert [f.exception(timeout=120) is None for f in futures] == [True, False, True, True]

@@ -64,19 +64,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     records = registry.list_jobs(limit=args.limit, unfinished_only=args.running)
     data = [r.to_dict() for r in records]
-    header = f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {'DONE/FAILED':<11}  "
+    header = f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {COUNTS_HEADER:<18}  "
     lines = [header + f"{'SUBMITTED':<19}  NAME"]
     lines += [
         f"{r.job_id:<30} {r.scheduler:<10} {r.handle.native_id or '-':<12} {r.state.value:<14} {r.size:>5}  "
-        f"{_done_failed(r.counts):<11}  {_when(r.submitted_at):<19}  {r.name}"
+        f"{_counts_column(r.counts):<18}  {_when(r.submitted_at):<19}  {r.name}"
         for r in records
     ]
     _print(data, args.json, "\n".join(lines))
     return 0
 
 
-def _done_failed(counts: dict[str, int] | None) -> str:
-    return f"{counts.get('done', 0)}/{counts.get('failed', 0)}" if counts else "-"
+#: The calls of a job, as ``clustrix jobs`` shows them (at the last update of the registry).
+COUNTS_HEADER = "DONE/FAIL/RUN/PEND"
+COUNT_KEYS = ("done", "failed", "running", "pending")
+
+
+def _counts_column(counts: dict[str, int] | None) -> str:
+    return "/".join(str(counts.get(key, 0)) for key in COUNT_KEYS) if counts else "-"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -92,7 +97,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     text = f"{job.job_id}: {status.state.value}" + (f" ({status.reason})" if status.reason else "")
     if counts:
-        calls = ", ".join(f"{counts.get(key, 0)} {key}" for key in ("done", "failed", "running", "pending"))
+        calls = ", ".join(f"{counts.get(key, 0)} {key}" for key in COUNT_KEYS)
         text += f"\n{job.handle.size} calls: {calls}"
     _print(data, args.json, text)
     return 0

@@ -303,12 +303,15 @@ class JobManager:
             return
         for job in jobs:
             status = statuses.get(job.handle.job_id)
+            previous = job.status
             if status is not None:
                 job.status = status
             if status is not None and status.state.final:
                 self._finish(job, status)  # a failing fetch keeps counting from its first failure
             else:
                 job.failing_since = None
+                if status is not None and status != previous:
+                    self._record(job, status, final=False)
 
     def _failed_attempt(self, job: _ActiveJob, what: str, exc: Exception) -> None:
         """A poll or fetch failed (connection gone, scheduler down): retry until the limit."""
@@ -366,12 +369,16 @@ class JobManager:
             _set(future, error=error)
 
     def _record_final(self, job: _ActiveJob, status: JobStatus) -> None:
+        self._record(job, status, final=True)
+
+    def _record(self, job: _ActiveJob, status: JobStatus, *, final: bool) -> None:
+        """Store the job's status in the registry (a running one's state and counts too, for ``clustrix jobs``)."""
         if getattr(job.scheduler.impl, "persistent", True):
             from clustrix import registry
 
             try:
-                registry.update_state(job.handle.job_id, status)
-            except Exception as exc:  # noqa: BLE001
+                (registry.update_state if final else registry.update_progress)(job.handle.job_id, status)
+            except Exception as exc:  # noqa: BLE001 - the registry is a view; the job goes on
                 log.warning("clustrix.registry_update_failed", job_id=job.handle.job_id, error=repr(exc))
 
 

@@ -45,7 +45,7 @@ class Job:
         return self._scheduler
 
     def status(self) -> JobStatus:
-        """Ask the scheduler now (one poll); the registry is updated when the job is final.
+        """Ask the scheduler now (one poll) and store the answer (state, call counts) in the registry.
 
         A job the registry already holds as final is not asked again: a final state never
         changes, and a scheduler may still list a job it has just cancelled as completing.
@@ -57,6 +57,8 @@ class Job:
             return JobStatus(state=JobState(self.record.state.value), reason=self.record.reason)
         if status.state.final:
             registry.update_state(self.job_id, status)
+        elif status != JobStatus(state=self.record.state, reason=self.record.reason, counts=self.record.counts):
+            registry.update_progress(self.job_id, status)
         return status
 
     def wait(self, timeout: float | None = None) -> JobStatus:

@@ -91,22 +91,54 @@ def wait(future: ClusterFuture, total: int, name: str, timeout: float | None) ->
 
 
 def count(futures: Sequence[concurrent.futures.Future[Any]], name: str) -> None:
-    """A bar counting ``futures`` as they finish (``Executor.map``), shown after ``DELAY`` seconds."""
+    """A bar of ``futures`` (``Executor.map``), shown after ``DELAY`` seconds.
+
+    It counts the futures as they finish and, while they run, follows their job's call
+    counts as the poller last saw them (``ClusterFuture.last_status``): a remote array's
+    futures all resolve at its end, but its calls are counted while it runs.
+    """
     bar = _bar(len(futures), name, delay=DELAY)
     lock = threading.Lock()
-    failed = [0]
+    tally = {"finished": 0, "failed": 0}
+    first = futures[0] if futures else None
+
+    def draw(*, force: bool) -> None:  # with the lock held
+        status = getattr(first, "last_status", None)
+        counts = status.counts if status is not None else None
+        finished = tally["finished"]
+        if counts is not None and tally["finished"] < bar.total <= sum(counts.values()):
+            finished = max(finished, counts.get("done", 0) + counts.get("failed", 0))
+            text = describe(counts, None)
+        else:
+            text = f"{tally['failed']} failed" if tally["failed"] else ""
+        bar.set_postfix_str(text, refresh=False)
+        if finished > bar.n:
+            bar.update(finished - bar.n)
+        elif force:
+            bar.refresh()
 
     def finished(future: concurrent.futures.Future[Any]) -> None:
         with lock:
+            tally["finished"] += 1
             if future.cancelled() or future.exception() is not None:
-                failed[0] += 1
-                bar.set_postfix_str(f"{failed[0]} failed", refresh=False)
-            bar.update(1)
-            if bar.n >= bar.total:
+                tally["failed"] += 1
+            draw(force=False)
+            if tally["finished"] >= bar.total:
                 bar.close()
+
+    def follow() -> None:
+        time.sleep(DELAY)
+        while True:
+            with lock:
+                if tally["finished"] >= bar.total:
+                    return
+                draw(force=True)
+            time.sleep(_TICK)
 
     for future in futures:
         future.add_done_callback(finished)
+    if futures:
+        threading.Thread(target=follow, name="clustrix-progress", daemon=True).start()
 
 
 def _update(bar: Any, future: ClusterFuture) -> None:

@@ -225,15 +225,32 @@ def record(spec: JobSpec, handle: JobHandle) -> None:
 
 
 def update_state(job_id: str, status: JobStatus) -> None:
+    """Store a job's state (its final one, mostly), and its call counts when the status has them."""
+    _update(job_id, status, only_unfinished=False)
+
+
+def update_progress(job_id: str, status: JobStatus) -> None:
+    """Store a running job's state and call counts; a job the registry already holds as final is left alone.
+
+    (The process that saw the job end may have written its final state while this one polled.)
+    """
+    _update(job_id, status, only_unfinished=True)
+
+
+def _update(job_id: str, status: JobStatus, *, only_unfinished: bool) -> None:
+    finals = [s.value for s in JobState if s.final] if only_unfinished else []
+    where = f" AND state NOT IN ({','.join('?' * len(finals))})" if finals else ""
     with _connect() as conn:
         conn.execute(
-            "UPDATE jobs SET state = ?, reason = ?, updated_at = ?, counts = COALESCE(?, counts) WHERE job_id = ?",
+            "UPDATE jobs SET state = ?, reason = ?, updated_at = ?, counts = COALESCE(?, counts) WHERE job_id = ?"
+            + where,
             (
                 status.state.value,
                 status.reason,
                 time.time(),
                 json.dumps(status.counts) if status.counts is not None else None,
                 job_id,
+                *finals,
             ),
         )
 

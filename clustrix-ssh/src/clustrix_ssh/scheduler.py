@@ -7,8 +7,10 @@ remote side until the job is final and prints its state with the outcome files i
 and wakes core's poller: a warm call costs two commands. Jobs without a watch (more than
 :data:`MAX_WATCHES` at once, a lost connection, or attached from another process) are
 polled: one remote command per round for all of them, which also carries the outcomes of
-the finished ones. Fetch uses what the watch or poll brought back; outcomes too large to
-inline come back in one more command. Cancel kills the job's process group.
+the finished ones. A map is polled even while watched: the same command counts its calls
+done, failed, running (claimed by a runner task) and pending, for the progress bar. Fetch
+uses what the watch or poll brought back; outcomes too large to inline come back in one
+more command. Cancel kills the job's process group.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from clustrix.plugins import transport_for
 from clustrix.report import run_script, unsafe_outcomes
 from clustrix.transport import CommandError
 from clustrix_ssh import scripts
-from clustrix_ssh.report import Report, parse_report
+from clustrix_ssh.report import Report, counted, parse_report
 
 if TYPE_CHECKING:
     from clustrix.config import ClusterConfig
@@ -82,7 +84,8 @@ class SSHScheduler:
         snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
         tasks = jobdir.plan_tasks(spec.size, MAX_TASKS)
         # code that cannot travel (a compiled extension, too large) is refused before any remote command
-        payload, code = jobdir.encode_payload_and_code(spec, tasks)
+        # claims: idle tasks take calls others have not started, and each started call is counted as running
+        payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True)
         # before anything is written remotely: a Python mismatch or a failed build stops here
         env = environment.prepare_remote_environment(transport, config, snapshot)
         shipped = localcode.ship(transport, config, code, python=env.python, prelude=env.prelude)
@@ -160,14 +163,17 @@ class SSHScheduler:
                 known = self._final.get(handle.job_id)
                 if known is not None:
                     statuses[handle.job_id] = known.status
-                elif handle.job_id in self._watched:
+                elif handle.job_id in self._watched and handle.size == 1:
                     statuses[handle.job_id] = JobStatus(state=JobState.RUNNING)  # its watch reports the end
                 else:
-                    ask.append(handle)
+                    ask.append(handle)  # a map is asked even while watched: its calls are counted as they go
         if ask:
             report = _run_report(transport_for(config), scripts.render_poll([_poll_item(h) for h in ask]))
             self._remember(report)
-            statuses.update({h.job_id: report.statuses[h.job_id] for h in ask if h.job_id in report.statuses})
+            for handle in ask:
+                status = report.statuses.get(handle.job_id)
+                if status is not None:
+                    statuses[handle.job_id] = counted(status, report.files.get(handle.job_id), handle.size)
         return statuses
 
     @hookimpl

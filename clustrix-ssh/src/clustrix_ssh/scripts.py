@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import attrs
 
 from clustrix import remote_script, runner
+from clustrix.batch.shell import COUNT_FUNCTIONS
 from clustrix.report import FRAME_FUNCTIONS
 
 STDOUT = "stdout"
@@ -109,6 +110,7 @@ class PollItem:
 
 _PREAMBLE = [
     *FRAME_FUNCTIONS,
+    *COUNT_FUNCTIONS,
     'live=""',
     # the live processes as "PGID STAT ARGS" lines (empty where ps is missing)
     "refresh() {",
@@ -130,7 +132,7 @@ _PREAMBLE = [
     'worst() { cat "$1"/out/task-*.exit 2>/dev/null | sort -n | tail -n 1; }',
     "check() {",
     '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; outcomes "$1" "$2" auto; return; fi',
-    '  if alive "$3" "$1"; then echo "$1 running"; return; fi',
+    '  if alive "$3" "$1"; then echo "$1 running $(counts "$2")"; return; fi',
     '  if finished "$2" "$4"; then echo "$1 done $(worst "$2")"; outcomes "$1" "$2" auto; return; fi',
     f'  if [ -e "$2/{CANCELLED}" ]; then echo "$1 cancelled"; else echo "$1 gone"; fi',
     '  outcomes "$1" "$2" auto',

@@ -10,10 +10,12 @@ operation one remote command:
   (``MaxArraySize``) runs only for maps larger than the dialect's default array size.
 - **poll**: one command per host and round for all its open jobs: the status query, then
   every job's exit-code files, outcome count and failure markers; finished jobs' outcomes come
-  back inline. Jobs the status query no longer knows are asked of the history query (one
-  more command, only then). Lost and preempted timers, never-runnable detection (the job is
-  reported FAILED and cancelled), and sweeping the pending tasks of an array whose calls are
-  all done, are all here.
+  back inline. Each status counts the job's calls done, failed, running and pending
+  (:func:`~clustrix.batch.status.call_counts`: outcomes and claims from the same command,
+  running tasks from the status query), for the progress bar and ``clustrix jobs``. Jobs
+  the status query no longer knows are asked of the history query (one more command, only
+  then). Lost and preempted timers, never-runnable detection (the job is reported FAILED and
+  cancelled), and sweeping the pending tasks of an array whose calls are all done, are all here.
 - **fetch**: the outcomes the poll brought back, else one command.
 - **cancel**, **logs**: one command each.
 
@@ -40,7 +42,14 @@ from clustrix import dryrun, environment, jobdir, localcode, remote_script, runn
 from clustrix.batch import shell
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
-from clustrix.batch.status import JobFiles, as_cancelled, job_status, status_from_files
+from clustrix.batch.status import (
+    JobFiles,
+    as_cancelled,
+    call_counts,
+    job_status,
+    running_tasks,
+    status_from_files,
+)
 from clustrix.errors import ClustrixError, JobError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -344,6 +353,7 @@ class BatchScheduler:
                     )
             if job_id in statuses:
                 statuses[job_id] = self._settle_preempted(job_id, statuses[job_id], now)
+                statuses[job_id] = self._with_counts(handle, statuses[job_id], report, records)
                 if statuses[job_id].state.final:
                     self._unknown_since.pop(job_id, None)
                     self._remember(job_id, statuses[job_id], report)
@@ -424,6 +434,24 @@ class BatchScheduler:
             if status is not None:
                 statuses[handle.job_id] = status
         return statuses
+
+    def _with_counts(
+        self,
+        handle: JobHandle,
+        status: JobStatus,
+        report: PollReport,
+        records: Mapping[str, list[TaskRecord]] | None,
+    ) -> JobStatus:
+        """``status`` with its calls counted from the round's files (and the tasks the scheduler runs)."""
+        if status.counts is not None:
+            return status
+        files = report.files.get(handle.job_id)
+        if files is None:  # the job's files were not read (cut-short output): no counts rather than wrong ones
+            return status
+        found = None if records is None else records.get(handle.native_id or "")
+        running = None if not found else running_tasks(self.dialect, found, n_tasks_of(handle), files.exits)
+        counts = call_counts(files, handle.size, running_tasks=running, final=status.state.final)
+        return attrs.evolve(status, counts=counts)
 
     def _settle_preempted(self, job_id: str, status: JobStatus, now: float) -> JobStatus:
         """PREEMPTED is transient while the scheduler requeues; if it lasts, the job has ended."""

@@ -38,7 +38,10 @@ def _files(words: list[str], current: JobFiles | None) -> JobFiles:
                 exits[int(task)] = int(code) if code.lstrip("-").isdigit() else 1
         return attrs.evolve(base, exits=exits)
     if kind == "outs" and values and values[0].isdigit():
-        return attrs.evolve(base, outcomes=int(values[0]))
+        failed = int(values[1]) if len(values) > 1 and values[1].isdigit() else 0
+        return attrs.evolve(base, outcomes=int(values[0]), failed_outcomes=failed)
+    if kind == "claims" and values and values[0].isdigit():
+        return attrs.evolve(base, claims=int(values[0]))
     if kind == "failed":
         return attrs.evolve(base, failed=frozenset(int(v) for v in values if v.isdigit()))
     if kind == "cancelled":

@@ -82,6 +82,22 @@ def render_submit(
     return "\n".join(lines)
 
 
+#: Shell function ``counts DIR``: prints ``OUTCOMES FAILED CLAIMS`` of the job in ``DIR``, the runner's
+#: per-call files read in one pass (shared by every backend that runs :mod:`clustrix.runner`).
+#: FAILED counts the outcomes whose ``.failed`` marker exists (made before the outcome, so never
+#: missed); claims are counted after the outcomes, so a call that ends between the two is still
+#: started. :func:`clustrix.batch.status.call_counts` turns the three numbers into counts of calls.
+COUNT_FUNCTIONS = (
+    "counts() {",
+    '  ( cd -- "$1/out" 2>/dev/null || { echo 0 0 0; exit 0; }',
+    '    o=0; n=0; for f in *.pkl; do [ -f "$f" ] || continue; o=$((o + 1))',
+    '      [ -e "${f%.pkl}.failed" ] && n=$((n + 1)); done',
+    '    k=0; for f in *.claim; do [ -f "$f" ] && k=$((k + 1)); done',
+    '    echo "$o $n $k" )',
+    "}",
+)
+
+
 @attrs.frozen(kw_only=True)
 class PollJob:
     """One open job of a poll round, as the poll script needs it."""
@@ -103,14 +119,16 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
 
     Prints, all lines starting with ``@marker``:
     ``status-begin`` / the query's stdout / ``status-end RC`` / ``status-err LINE`` (its stderr);
-    per job ``JOB files EXITS`` with ``EXITS`` as ``task:code`` words, ``JOB outs N``,
-    ``JOB failed I I ...``, ``JOB cancelled`` if marked, and when every call or every task is
+    per job ``JOB files EXITS`` with ``EXITS`` as ``task:code`` words, ``JOB outs N F``
+    (outcomes, F of them of calls that raised), ``JOB claims N`` (calls some task has
+    started), ``JOB failed I I ...``, ``JOB cancelled`` if marked, and when every call or every task is
     done, the job's outcome frame (:mod:`clustrix.report`, mode ``auto``).
     """
     q = shlex.quote
     m = "@" + marker
     lines = [
         *FRAME_FUNCTIONS,
+        *COUNT_FUNCTIONS,
         # complete DIR NTASKS NCALLS: every task's exit file, or every call's outcome, is there
         "complete() {",
         '  ( cd -- "$1/out" 2>/dev/null || exit 1',
@@ -123,10 +141,10 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
         '    x=""; for f in task-*.exit; do [ -f "$f" ] || continue; t=${f#task-}; t=${t%.exit}',
         '      c=$(cat "$f" 2>/dev/null); x="$x $t:${c:-1}"; done',
         f'    echo {q(m)} "$1" files$x',
-        '    o=0; for f in *.pkl; do [ -f "$f" ] && o=$((o + 1)); done',
-        f'    echo {q(m)} "$1" outs $o',
         '    x=""; for f in *.failed; do [ -f "$f" ] && x="$x ${f%.failed}"; done',
         f'    echo {q(m)} "$1" failed$x )',
+        '  set -- "$1" "$2" $(counts "$2")',
+        f'  echo {q(m)} "$1" outs "$3" "$4"; echo {q(m)} "$1" claims "$5"',
         f'  [ -e "$2/{CANCELLED}" ] && echo {q(m)} "$1" cancelled',
         "  return 0",
         "}",

@@ -26,6 +26,10 @@ class JobFiles:
     outcomes: int = 0
     failed: frozenset[int] = frozenset()
     cancelled: bool = False
+    #: of :attr:`outcomes`, those of calls that raised (counted in the same pass, so never ahead of it)
+    failed_outcomes: int = 0
+    #: calls some array task has claimed (started); a claim stays when its call ends
+    claims: int = 0
 
     def all_calls_done(self, n_calls: int) -> bool:
         return self.outcomes >= n_calls
@@ -67,6 +71,38 @@ def status_from_files(files: JobFiles, n_tasks: int, n_calls: int) -> JobStatus 
     if files.all_tasks_done(n_tasks):
         return status_from_exit_codes(files.exits)
     return None
+
+
+def call_counts(
+    files: JobFiles, n_calls: int, *, running_tasks: int | None = None, final: bool = False
+) -> dict[str, int]:
+    """How many calls are ``done``, ``failed``, ``running`` and ``pending``; the four always sum to ``n_calls``.
+
+    Per call, not per array task (a task runs several calls, one at a time): a call is
+    finished when its outcome exists, running when a task claimed it and it has no outcome
+    yet (at most one per task the scheduler reports running, when ``running_tasks`` is
+    known: a claim left by a killed or requeued task is pending again), and pending
+    otherwise. Once the job is ``final``, a call without an outcome will never get one: it counts as failed.
+    """
+    n_calls = max(0, n_calls)
+    finished = min(max(0, files.outcomes), n_calls)
+    failed = min(max(0, files.failed_outcomes), finished)
+    done = finished - failed
+    if final:
+        return {"done": done, "failed": n_calls - done, "running": 0, "pending": 0}
+    running = max(0, files.claims - files.outcomes)
+    if running_tasks is not None:
+        running = min(running, max(0, running_tasks))
+    running = min(running, n_calls - finished)
+    return {"done": done, "failed": failed, "running": running, "pending": n_calls - finished - running}
+
+
+def running_tasks(dialect: Dialect, records: Iterable[TaskRecord], n_tasks: int, exits: Mapping[int, int]) -> int:
+    """How many of the job's tasks the scheduler reports RUNNING and have not written their exit file."""
+    by_task = records_by_task(dialect, records, n_tasks)
+    return sum(
+        1 for task, record in by_task.items() if task not in exits and dialect.to_job_state(record) is JobState.RUNNING
+    )
 
 
 def records_by_task(dialect: Dialect, records: Iterable[TaskRecord], n_tasks: int) -> dict[int, TaskRecord]:
