@@ -13,8 +13,10 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import uuid
 from pathlib import Path
@@ -248,3 +250,22 @@ def editable_install(root: Path) -> tuple[Path, Path]:
     driver.mkdir()
     (driver / "main.py").write_text(EDITABLE_MAIN)
     return python, driver
+
+
+def build_extension(folder: Path, name: str) -> Path:
+    """Compile a real (empty) C extension module ``name`` into ``folder``: local code that cannot travel."""
+    source = folder / f"{name}.c"
+    source.write_text(
+        "#include <Python.h>\n"
+        f'static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, NULL}};\n'
+        f"PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}\n"
+    )
+    built = folder / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler is needed to build the extension the refusal tests refuse"
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(built)],
+        check=True,
+        capture_output=True,
+    )
+    return built

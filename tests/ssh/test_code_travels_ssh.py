@@ -7,10 +7,7 @@ project folder, unknown on the remote side until clustrix ships it.
 from __future__ import annotations
 
 import importlib
-import shutil
-import subprocess
 import sys
-import sysconfig
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,15 @@ import pytest
 from clustrix import localcode
 from clustrix.jobs import JobSpec
 from clustrix.localcode import LocalCodeError
-from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
+from tests.localcode_projects import (
+    MAIN_JOBS,
+    build_extension,
+    editable_install,
+    labels,
+    run_main,
+    set_factor,
+    write_project,
+)
 from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit
 from tests.testbed.sshd import SSHServer
 
@@ -90,21 +95,7 @@ def test_a_compiled_extension_is_refused_before_anything_is_submitted(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
     name = f"fastmod_{uuid.uuid4().hex[:8]}"
-    source = local_modules / f"{name}.c"
-    source.write_text(
-        "#include <Python.h>\n"
-        f'static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, NULL}};\n'
-        f"PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}\n"
-    )
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    include = sysconfig.get_paths()["include"]
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    assert compiler, "a C compiler is needed to build the extension this test refuses"
-    subprocess.run(
-        [compiler, "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(local_modules / f"{name}{suffix}")],
-        check=True,
-        capture_output=True,
-    )
+    build_extension(local_modules, name)
     fast = importlib.import_module(name)
 
     def uses_extension() -> str:
