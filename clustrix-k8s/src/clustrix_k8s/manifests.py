@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clustrix.localcode import CodePlan
+from clustrix.localcode import CodePlan, _format_size
 from clustrix_k8s.bootstrap import MOUNT
 from clustrix_k8s.options import JobOptions
 
@@ -69,7 +69,7 @@ def too_large_message(payload: int, code: int, plan: CodePlan) -> str:
             "reference (object storage, a volume, a URL) instead of as an argument"
         )
     units = sorted(plan.units, key=lambda u: -u.size)
-    listed = ", ".join(f"{u.name} {_mib(u.size)}" for u in units[:5]) + (", ..." if len(units) > 5 else "")
+    listed = ", ".join(f"{u.name} {_format_size(u.size)}" for u in units[:5]) + (", ..." if len(units) > 5 else "")
     biggest = units[0].name
     return (
         f"the job's local code ({listed}; {_mib(code)} compressed) and its calls and arguments "
