@@ -151,7 +151,8 @@ class ClustrixWithCode:
             f"# {time.time_ns()}\nfrom benchcode.m0 import VALUE\n\n\ndef trivial(x):\n    return x + VALUE\n"
         )
         for index in range(CODE_FILES):
-            (package / f"m{index}.py").write_text("VALUE = 1\n" + "# padding\n" * 200)
+            functions = "".join(f"\n\ndef f{n}_{index}(x):\n    return x * {n} + {index}\n" for n in range(40))
+            (package / f"m{index}.py").write_text(f"VALUE = 1{functions}")  # ~2 kB of distinct source
         sys.path.insert(0, str(folder))
         self.module = importlib.import_module("benchcode")
         self.function = cluster(self.module.trivial)

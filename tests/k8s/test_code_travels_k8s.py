@@ -23,12 +23,13 @@ from clustrix import cluster, configure
 from clustrix.errors import JobError
 from clustrix.localcode import LocalCodeError
 from tests.localcode_projects import (
-    MAIN_JOBS,
-    build_extension,
+    data_package,
     editable_install,
+    extension_module,
     labels,
+    local_module,
+    run_and_change,
     run_main,
-    set_factor,
     write_project,
 )
 from tests.testbed.k8s import KubeCluster
@@ -47,19 +48,9 @@ def _secrets_of(kube: KubeCluster, job_id: str, namespace: str = "default") -> l
 def test_a_two_file_project_runs_in_pods_and_a_changed_module_is_picked_up(
     k8s_config: dict[str, Any], tmp_path: Path
 ) -> None:
-    folder = write_project(tmp_path / "project")
-    result, first = run_main(folder, k8s_config)
-    assert result["run"] == 41
-    assert result["map"] == [1, 11, 21]
-    assert result["decorated_after_import"] == 40  # cluster(mylib.helper) applied after the import
-    assert result["greet"].startswith("hello from mypkg ")  # relative import + importlib.resources data file
-    assert result["moved"] == [True, 4]  # a local class as argument and result
-    assert len(first) == MAIN_JOBS  # one archive per job: the map's three calls share one
-    assert {label.split("-")[0] for label in labels(first, "sent")} >= {"mylib", "mypkg"}
-
-    set_factor(folder, 100)
-    result, changed = run_main(folder, k8s_config)
-    assert result["run"] == 401  # the next call runs the edited mylib.py
+    first, changed = run_and_change(write_project(tmp_path / "project"), k8s_config)
+    # no cache in the cluster: every job carries all its units, the edited module under its new hash
+    assert {label.split("-")[0] for label in labels(changed, "sent")} >= {"mylib", "mypkg"}
     new_mylib = {label for label in labels(changed, "sent") if label.startswith("mylib-")}
     assert len(new_mylib) == 1 and not new_mylib & labels(first, "sent")
 
@@ -67,9 +58,7 @@ def test_a_two_file_project_runs_in_pods_and_a_changed_module_is_picked_up(
 def test_a_map_carries_the_code_once_in_the_payload_secrets_its_jobs_share(
     k8s_config: dict[str, Any], kube: KubeCluster, local_modules: Path
 ) -> None:
-    name = f"maplib_{uuid.uuid4().hex[:8]}"
-    (local_modules / f"{name}.py").write_text("def triple(x):\n    return 3 * x\n")
-    module = importlib.import_module(name)
+    name, module = local_module(local_modules, "maplib", "def triple(x):\n    return 3 * x\n")
     configure(**k8s_config)
     futures = cluster(module.triple).submit_map(range(3))
     assert [f.result(timeout=180) for f in futures] == [0, 3, 6]
@@ -108,12 +97,11 @@ def test_an_editable_install_travels_as_source_and_its_dependency_comes_from_the
 def test_a_shipped_module_that_does_not_import_in_the_pod_fails_naming_it_and_the_fix(
     k8s_config: dict[str, Any], local_modules: Path
 ) -> None:
-    name = f"podonly_{uuid.uuid4().hex[:8]}"
-    (local_modules / f"{name}.py").write_text(
+    source = (
         "import os\n\nif os.environ.get('CLUSTRIX_POD_NAME'):\n"
         "    raise ImportError('this module needs a library the image lacks')\n\n\ndef one():\n    return 1\n"
     )
-    module = importlib.import_module(name)
+    name, module = local_module(local_modules, "podonly", source)
     configure(**k8s_config)
     with pytest.raises(JobError) as caught:
         cluster(module.one)()
@@ -151,57 +139,53 @@ def _objects(kube: KubeCluster, namespace: str) -> dict[str, list[str]]:
     }
 
 
+def _refused_before_anything_is_created(
+    kube: KubeCluster, options: dict[str, Any], function: Any, error: type[Exception], match: str
+) -> Exception:
+    namespace = options["namespace"]
+    before = _objects(kube, namespace)
+    configure(**options)
+    with pytest.raises(error, match=match) as caught:
+        cluster(function)()
+    assert _objects(kube, namespace) == before
+    return caught.value
+
+
 def test_a_compiled_extension_is_refused_before_anything_is_created(
     k8s_config: dict[str, Any], kube: KubeCluster, local_modules: Path, empty_namespace: str
 ) -> None:
-    name = f"fastmod_{uuid.uuid4().hex[:8]}"
-    build_extension(local_modules, name)
-    fast = importlib.import_module(name)
+    name, fast = extension_module(local_modules, "fastmod")
 
     def uses_extension() -> str:
         return fast.__name__
 
-    before = _objects(kube, empty_namespace)
-    configure(**k8s_config, namespace=empty_namespace)
-    with pytest.raises(LocalCodeError, match=rf"module '{name}' is local code with a compiled extension"):
-        cluster(uses_extension)()
-    assert _objects(kube, empty_namespace) == before
+    options = {**k8s_config, "namespace": empty_namespace}
+    refused = rf"module '{name}' is local code with a compiled extension"
+    _refused_before_anything_is_created(kube, options, uses_extension, LocalCodeError, refused)
 
 
 def test_a_module_over_max_module_size_is_refused_before_anything_is_created(
     k8s_config: dict[str, Any], kube: KubeCluster, local_modules: Path, empty_namespace: str
 ) -> None:
-    name = f"bigpkg_{uuid.uuid4().hex[:8]}"
-    (local_modules / name).mkdir()
-    (local_modules / name / "__init__.py").write_text("VALUE = 1\n")
-    (local_modules / name / "table.bin").write_bytes(b"\0" * 1_500_000)
-    big = importlib.import_module(name)
+    name, big = data_package(local_modules, "bigpkg", b"\0" * 1_500_000)
 
     def uses_big() -> int:
         return big.VALUE
 
-    before = _objects(kube, empty_namespace)
-    configure(**k8s_config, namespace=empty_namespace, max_module_size="1MB")
-    with pytest.raises(LocalCodeError, match=rf"local module '{name}' .* is 1\.5 MB, over max_module_size=1\.0 MB"):
-        cluster(uses_big)()
-    assert _objects(kube, empty_namespace) == before
+    options = {**k8s_config, "namespace": empty_namespace, "max_module_size": "1MB"}
+    refused = rf"local module '{name}' .* is 1\.5 MB, over max_module_size=1\.0 MB"
+    _refused_before_anything_is_created(kube, options, uses_big, LocalCodeError, refused)
 
 
 def test_code_too_large_for_the_payload_secrets_is_refused_naming_the_module(
     k8s_config: dict[str, Any], kube: KubeCluster, local_modules: Path, empty_namespace: str
 ) -> None:
-    name = f"hugepkg_{uuid.uuid4().hex[:8]}"
-    (local_modules / name).mkdir()
-    (local_modules / name / "__init__.py").write_text("VALUE = 2\n")
-    (local_modules / name / "noise.bin").write_bytes(os.urandom(46 * 2**20))  # does not compress
-    huge = importlib.import_module(name)
+    name, huge = data_package(local_modules, "hugepkg", os.urandom(46 * 2**20))  # random: does not compress
 
     def uses_huge() -> int:
         return huge.VALUE
 
-    before = _objects(kube, empty_namespace)
-    configure(**k8s_config, namespace=empty_namespace, max_module_size="100MB")
-    with pytest.raises(ValueError, match=rf"local code \({name} 48\.2 MB; .* more than the 44 MiB") as caught:
-        cluster(uses_huge)()
-    assert f"exclude_modules=['{name}']" in str(caught.value)
-    assert _objects(kube, empty_namespace) == before
+    options = {**k8s_config, "namespace": empty_namespace, "max_module_size": "100MB"}
+    refused = rf"local code \({name} 48\.2 MB; .* more than the 44 MiB"
+    error = _refused_before_anything_is_created(kube, options, uses_huge, ValueError, refused)
+    assert f"exclude_modules=['{name}']" in str(error)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,11 @@ from clustrix.jobs import JobSpec
 from clustrix.localcode import LocalCodeError
 from tests.localcode_projects import (
     MAIN_JOBS,
-    build_extension,
+    data_package,
     editable_install,
+    extension_module,
     labels,
+    local_module,
     run_main,
     set_factor,
     write_project,
@@ -94,9 +95,7 @@ def test_an_editable_install_travels_as_source_and_its_dependency_is_installed(s
 def test_a_compiled_extension_is_refused_before_anything_is_submitted(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
-    name = f"fastmod_{uuid.uuid4().hex[:8]}"
-    build_extension(local_modules, name)
-    fast = importlib.import_module(name)
+    name, fast = extension_module(local_modules, "fastmod")
 
     def uses_extension() -> str:
         return fast.__name__
@@ -111,11 +110,7 @@ def test_a_compiled_extension_is_refused_before_anything_is_submitted(
 def test_a_module_over_max_module_size_is_refused_before_anything_is_submitted(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
-    name = f"bigpkg_{uuid.uuid4().hex[:8]}"
-    (local_modules / name).mkdir()
-    (local_modules / name / "__init__.py").write_text("VALUE = 1\n")
-    (local_modules / name / "table.bin").write_bytes(b"\0" * 1_500_000)
-    big = importlib.import_module(name)
+    name, big = data_package(local_modules, "bigpkg", b"\0" * 1_500_000)
 
     def uses_big() -> int:
         return big.VALUE
@@ -129,9 +124,8 @@ def test_a_module_over_max_module_size_is_refused_before_anything_is_submitted(
 def test_a_module_that_does_not_import_remotely_is_refused_naming_it_and_the_fix(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
-    name = f"needs_dep_{uuid.uuid4().hex[:8]}"
-    (local_modules / f"{name}.py").write_text("import sortedcontainers\n\n\ndef size(items):\n    return len(items)\n")
-    module = importlib.import_module(name)
+    source = "import sortedcontainers\n\n\ndef size(items):\n    return len(items)\n"
+    name, module = local_module(local_modules, "needs_dep", source)
 
     def uses_dependency() -> int:
         return module.size([1, 2])
