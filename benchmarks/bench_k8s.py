@@ -14,6 +14,11 @@ Cases (issue 12), every contender in one run, runs interleaved round-robin:
     watched until all complete.
 (c) ``api_calls``: the API requests clustrix makes for one ``map`` of 100 calls, counted by
     verb and resource (the client counts every request it sends).
+(d) ``code``: the cost of carrying the user's own code: one trivial call of a function from a
+    local package of ``CODE_FILES`` modules (its archive travels in the payload Secrets, is
+    unpacked and imported in the pod) against the same call of a function defined in
+    ``__main__`` (pickled by value, no code shipped); plus the archive's size and the time
+    to build it at submit.
 
 Pods run this interpreter (``python_executable``), since the testbed's kubelet runs
 containers as local processes. Each timed run starts with no clustrix or raw Job active.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import importlib.metadata
 import json
 import os
@@ -40,10 +46,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the control plane up
 
-from benchmarks.bench_slurm import rotated, summary  # noqa: E402 - after the sys.path line
+from harness import rotated, summary  # noqa: E402 - benchmarks/harness.py, next to this file
 
 MAP_SIZE = 100
 NAMESPACE = "default"
+#: Modules in the local package of the ``code`` case (as in bench_localcode.py).
+CODE_FILES = 200
 
 
 def trivial(x: int) -> int:
@@ -129,6 +137,40 @@ class Clustrix:
         return list(self.function.map(range(MAP_SIZE)))
 
 
+class ClustrixWithCode:
+    """One trivial call of a function from a local package: its source travels with the job."""
+
+    name = f"clustrix, {CODE_FILES}-module package"
+
+    def __init__(self, folder: Path) -> None:
+        from clustrix import cluster
+
+        package = folder / "benchcode"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(
+            f"# {time.time_ns()}\nfrom benchcode.m0 import VALUE\n\n\ndef trivial(x):\n    return x + VALUE\n"
+        )
+        for index in range(CODE_FILES):
+            functions = "".join(f"\n\ndef f{n}_{index}(x):\n    return x * {n} + {index}\n" for n in range(40))
+            (package / f"m{index}.py").write_text(f"VALUE = 1{functions}")  # ~2 kB of distinct source
+        sys.path.insert(0, str(folder))
+        self.module = importlib.import_module("benchcode")
+        self.function = cluster(self.module.trivial)
+
+    def single(self) -> int:
+        return int(self.function(1))
+
+    def archive(self) -> tuple[int, float]:
+        """(bytes, seconds) of the archive a submit builds for this package."""
+        from clustrix import localcode
+
+        _, referenced = localcode.dumps_recording(self.module.trivial)
+        plan = localcode.plan_code(referenced, None, needs=())
+        start = time.perf_counter()
+        data = localcode.archive(plan.units)
+        return len(data), time.perf_counter() - start
+
+
 def wait_until_idle(api_client: Any, timeout: float = 120) -> None:
     """No pod of the namespace is pending or running (earlier runs' pods have finished or gone)."""
     from kubernetes import client
@@ -199,6 +241,16 @@ def main(argv: list[str] | None = None) -> int:
                 mapped[contender.name].append(timed(api_client, contender.map, expected_map[contender.name]))
             print(f"  run {r + 1}/{repeats} done", flush=True)
 
+        with_code = ClustrixWithCode(work / "project")
+        with_code.single()  # warm-up: the package's files are read and hashed once per process
+        code_single: dict[str, list[float]] = {ours.name: [], with_code.name: []}
+        for r in range(repeats):
+            for contender in rotated([ours, with_code], r):
+                code_single[contender.name].append(timed(api_client, contender.single, 2))
+        archives = [with_code.archive() for _ in range(repeats)]
+        archive_bytes = archives[0][0]
+        archive_seconds = summary([seconds for _, seconds in archives])
+
         api = api_for(resolve_config())
         wait_until_idle(api_client)
         api.calls.clear()
@@ -210,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "single": {name: summary(times) for name, times in single.items()},
         "map100": {name: summary(times) for name, times in mapped.items()},
+        "code": {name: summary(times) for name, times in code_single.items()},
     }
     polls = calls.get("list jobs", 0)
     result = {
@@ -231,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         "figures": figures,
         "api_calls_per_map100": calls,
         "api_calls_per_map100_total": sum(calls.values()),
+        "code_archive_bytes": archive_bytes,
+        "code_archive_build_seconds": archive_seconds,
         "notes": "clustrix packs the 100 calls into 10 pods (one Job per task on 1.20, no Indexed Jobs); "
         "raw creates 100 Jobs of one pod each; cleanup_on_success deletes clustrix Jobs after the fetch",
     }
@@ -243,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     for case, data in figures.items():
         for name, f in data.items():
             print(f"{case:<8} {name:<28} {f['median']:8.2f} {f['min']:8.2f} {f['max']:8.2f}")
+    print(
+        f"code case: {CODE_FILES}-module package archive {archive_bytes / 1e3:.1f} kB, "
+        f"built in {archive_seconds['median'] * 1000:.1f} ms (median) at every submit"
+    )
     print(f"\nclustrix cold single call (first of the process): {cold:.2f} s; testbed up in {bring_up:.1f} s")
     listed = ", ".join(f"{k} x{v}" for k, v in calls.items())
     print(f"API requests for one map of {MAP_SIZE} calls: {sum(calls.values())} ({listed}); {polls} poll round(s)")

@@ -10,14 +10,18 @@ with ``pip install -e`` into a fresh venv, depending on ``sortedcontainers``.
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 MYLIB = '''\
@@ -80,6 +84,25 @@ def write_project(folder: Path, *, factor: int = 10) -> Path:
     set_factor(folder, factor)
     (folder / "main.py").write_text(MAIN)
     return folder
+
+
+def run_and_change(folder: Path, options: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the two-file project, check every result, edit ``mylib.py`` and run it again.
+
+    Returns the ``code_shipped`` events of both runs (one per job: a map ships once).
+    """
+    result, first = run_main(folder, options)
+    assert result["run"] == 41
+    assert result["map"] == [1, 11, 21]
+    assert result["decorated_after_import"] == 40  # cluster(mylib.helper) applied after the import
+    assert result["greet"].startswith("hello from mypkg ")  # relative import + importlib.resources data file
+    assert result["moved"] == [True, 4]  # a local class as argument and result
+    assert len(first) == MAIN_JOBS  # one shipment per job: the map's calls share one
+    assert {label.split("-")[0] for label in labels(first, "sent")} >= {"mylib", "mypkg"}
+    set_factor(folder, 100)
+    result, changed = run_main(folder, options)
+    assert result["run"] == 401  # the next call runs the edited mylib.py (helper multiplies by 100)
+    return first, changed
 
 
 def set_factor(folder: Path, factor: int) -> None:
@@ -248,3 +271,39 @@ def editable_install(root: Path) -> tuple[Path, Path]:
     driver.mkdir()
     (driver / "main.py").write_text(EDITABLE_MAIN)
     return python, driver
+
+
+def extension_module(folder: Path, prefix: str) -> tuple[str, ModuleType]:
+    """Compile and import a real (empty) C extension ``<prefix>_<hex>`` in ``folder``: local code that cannot travel."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    source = folder / f"{name}.c"
+    source.write_text(
+        "#include <Python.h>\n"
+        f'static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, NULL}};\n'
+        f"PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}\n"
+    )
+    built = folder / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler is needed to build the extension the refusal tests refuse"
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(built)],
+        check=True,
+        capture_output=True,
+    )
+    return name, importlib.import_module(name)
+
+
+def local_module(folder: Path, prefix: str, source: str) -> tuple[str, ModuleType]:
+    """A new top-level module ``<prefix>_<hex>`` in ``folder`` (on sys.path), imported."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    (folder / f"{name}.py").write_text(source)
+    return name, importlib.import_module(name)
+
+
+def data_package(folder: Path, prefix: str, data: bytes) -> tuple[str, ModuleType]:
+    """A new local package ``<prefix>_<hex>`` in ``folder`` (on sys.path) with ``VALUE = 1`` and a data file."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    (folder / name).mkdir()
+    (folder / name / "__init__.py").write_text("VALUE = 1\n")
+    (folder / name / "table.bin").write_bytes(data)
+    return name, importlib.import_module(name)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clustrix import localcode
 from clustrix.config import ClusterConfig
 from clustrix.jobs import JobState
 from clustrix.resources import Resources
@@ -113,6 +118,53 @@ def test_a_payload_too_large_for_its_secrets_is_refused_before_anything_is_creat
     big = b"x" * (manifests.MAX_CHUNKS * manifests.CHUNK_BYTES + 1)
     with pytest.raises(manifests.PayloadTooLargeError, match="pass large data by reference"):
         manifests.payload_secrets("id", options, big, key=b"k", bootstrap_source="", runner_source="")
+
+
+def test_code_over_the_payload_secrets_is_refused_naming_the_largest_unit() -> None:
+    options = job_options(_config(), Resources(), ENV)
+    units = tuple(
+        localcode.CodeUnit(name=name, digest="0" * 16, size=size, source=f"/p/{name}", distribution=None, files=())
+        for name, size in (("small", 2000), ("data_pkg", 50 * 2**20))
+    )
+    code = b"x" * (manifests.MAX_CHUNKS * manifests.CHUNK_BYTES)
+    with pytest.raises(manifests.PayloadTooLargeError) as caught:
+        manifests.payload_secrets(
+            "id", options, b"calls", key=b"k", bootstrap_source="", runner_source="", code=code,
+            plan=localcode.CodePlan(units=units, modules=("small",)),
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "local code (data_pkg 52.4 MB, small 2.0 kB; 43.8 MiB compressed)" in message
+    assert "exclude_modules=['data_pkg']" in message and "nothing was created" in message
+
+
+def test_the_code_leads_the_payload_and_the_pod_puts_it_first_on_sys_path(
+    tmp_path: Path, local_modules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"podside_{uuid.uuid4().hex[:8]}"
+    (local_modules / f"{name}.py").write_text("VALUE = 7\n")
+    origin = localcode.locate(name)
+    assert origin is not None
+    plan = localcode.CodePlan(units=(localcode.make_unit(origin, limit=10**6),), modules=(name,))
+    code = localcode.archive(plan.units)
+    options = job_options(_config(), Resources(), ENV)
+    secrets = manifests.payload_secrets(
+        "id", options, b"the calls", key=b"k", bootstrap_source="", runner_source="", code=code, plan=plan
+    )
+    meta = json.loads(base64.b64decode(secrets[0]["data"]["meta.json"]))
+    assert meta["code"] == {"size": len(code), "units": [plan.units[0].label], "modules": [name]}
+    stream = b"".join(base64.b64decode(s["data"]["payload"]) for s in secrets)
+    assert stream[len(code) :] == b"the calls"
+    # the pod side, in a process that does not see the user's folder
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(local_modules)])
+    monkeypatch.setenv("PYTHONPATH", "/image/lib")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (unit_dir,) = bootstrap.install_code(stream[: meta["code"]["size"]], meta["code"], str(job_dir))
+    assert sys.path[0] == unit_dir and os.environ["PYTHONPATH"] == f"{unit_dir}:/image/lib"
+    assert bootstrap.import_code([name]) is None
+    assert sys.modules.pop(name).__file__ == os.path.join(unit_dir, f"{name}.py")
+    failure = bootstrap.import_code([f"{name}_missing"])
+    assert failure is not None and f"your local module '{name}_missing' was shipped" in failure
 
 
 def _as_listing(secrets: list[dict[str, bytes]], *, task: int, attempt: str, stamp: int) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from clustrix.config import resolve_config
 from clustrix.jobs import JobSpec
 from clustrix.localcode import LocalCodeError
 from clustrix.plugins import get_scheduler
-from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
+from tests.localcode_projects import editable_install, labels, run_and_change, run_main, write_project
 from tests.slurm.conftest import REPLICATE
 from tests.testbed.sshd import SSHServer
 
@@ -29,19 +29,7 @@ def slurm_options(slurm_cluster: Any, transport_options: dict[str, Any]) -> dict
 def test_a_two_file_project_runs_as_sbatch_jobs_and_a_changed_module_is_shipped_alone(
     slurm_options: dict[str, Any], tmp_path: Path
 ) -> None:
-    folder = write_project(tmp_path / "project")
-    result, first = run_main(folder, slurm_options)
-    assert result["run"] == 41
-    assert result["map"] == [1, 11, 21]
-    assert len(first) == MAIN_JOBS  # one shipment per job: the map's job array shares one
-    assert result["decorated_after_import"] == 40  # cluster(mylib.helper) applied after the import
-    assert result["greet"].startswith("hello from mypkg ")  # relative import + importlib.resources data file
-    assert result["moved"] == [True, 4]  # a local class as argument and result
-    assert {label.split("-")[0] for label in labels(first, "sent")} >= {"mylib", "mypkg"}
-
-    set_factor(folder, 100)
-    result, changed = run_main(folder, slurm_options)
-    assert result["run"] == 401
+    first, changed = run_and_change(write_project(tmp_path / "project"), slurm_options)
     (sent,) = labels(changed, "sent")
     assert sent.startswith("mylib-") and sent not in labels(first, "sent")
 

@@ -7,11 +7,7 @@ project folder, unknown on the remote side until clustrix ships it.
 from __future__ import annotations
 
 import importlib
-import shutil
-import subprocess
 import sys
-import sysconfig
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,17 @@ import pytest
 from clustrix import localcode
 from clustrix.jobs import JobSpec
 from clustrix.localcode import LocalCodeError
-from tests.localcode_projects import MAIN_JOBS, editable_install, labels, run_main, set_factor, write_project
+from tests.localcode_projects import (
+    MAIN_JOBS,
+    data_package,
+    editable_install,
+    extension_module,
+    labels,
+    local_module,
+    run_main,
+    set_factor,
+    write_project,
+)
 from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit
 from tests.testbed.sshd import SSHServer
 
@@ -89,23 +95,7 @@ def test_an_editable_install_travels_as_source_and_its_dependency_is_installed(s
 def test_a_compiled_extension_is_refused_before_anything_is_submitted(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
-    name = f"fastmod_{uuid.uuid4().hex[:8]}"
-    source = local_modules / f"{name}.c"
-    source.write_text(
-        "#include <Python.h>\n"
-        f'static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, NULL}};\n'
-        f"PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}\n"
-    )
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    include = sysconfig.get_paths()["include"]
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    assert compiler, "a C compiler is needed to build the extension this test refuses"
-    subprocess.run(
-        [compiler, "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(local_modules / f"{name}{suffix}")],
-        check=True,
-        capture_output=True,
-    )
-    fast = importlib.import_module(name)
+    name, fast = extension_module(local_modules, "fastmod")
 
     def uses_extension() -> str:
         return fast.__name__
@@ -120,11 +110,7 @@ def test_a_compiled_extension_is_refused_before_anything_is_submitted(
 def test_a_module_over_max_module_size_is_refused_before_anything_is_submitted(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
-    name = f"bigpkg_{uuid.uuid4().hex[:8]}"
-    (local_modules / name).mkdir()
-    (local_modules / name / "__init__.py").write_text("VALUE = 1\n")
-    (local_modules / name / "table.bin").write_bytes(b"\0" * 1_500_000)
-    big = importlib.import_module(name)
+    name, big = data_package(local_modules, "bigpkg", b"\0" * 1_500_000)
 
     def uses_big() -> int:
         return big.VALUE
@@ -138,9 +124,8 @@ def test_a_module_over_max_module_size_is_refused_before_anything_is_submitted(
 def test_a_module_that_does_not_import_remotely_is_refused_naming_it_and_the_fix(
     ssh_config: dict[str, Any], sshd: SSHServer, local_modules: Path
 ) -> None:
-    name = f"needs_dep_{uuid.uuid4().hex[:8]}"
-    (local_modules / f"{name}.py").write_text("import sortedcontainers\n\n\ndef size(items):\n    return len(items)\n")
-    module = importlib.import_module(name)
+    source = "import sortedcontainers\n\n\ndef size(items):\n    return len(items)\n"
+    name, module = local_module(local_modules, "needs_dep", source)
 
     def uses_dependency() -> int:
         return module.size([1, 2])

@@ -4,15 +4,20 @@ It is the pod side of the results channel documented in ``docs/kubernetes.md``:
 
 1. join the payload chunks mounted from the job's Secrets (``payload`` keys, in order of
    the mount directories ``0, 1, ...``) and check their SHA-256 against ``meta.json``;
-2. write them to a private job directory and run this task's calls with the clustrix
+2. unpack the user's local code that leads the joined bytes (a ``tar.gz`` of
+   ``<name>-<hash>/`` unit folders, see :mod:`clustrix.localcode`) into the private job
+   directory, put each unit folder first on ``sys.path`` (and ``PYTHONPATH``, for
+   subprocesses) and import the modules the calls name, so a unit that does not import
+   in this image fails with its import error and the fix, before any call runs;
+3. write the calls to the job directory and run this task's calls with the clustrix
    runner shipped next to this file (``clustrix_runner.py``);
-3. send every outcome back as Secrets owned by the Job, created through the API server
+4. send every outcome back as Secrets owned by the Job, created through the API server
    with the pod's ServiceAccount token: each call's outcome bytes are cut into parts of
    at most :data:`PART_BYTES`, packed into Secrets of at most :data:`SECRET_BYTES`, and
    signed with HMAC-SHA256 under the job's key from ``meta.json`` (so the submitter
    accepts only what this job wrote); every Secret of one attempt carries the attempt's
    name and the number of Secrets it wrote, so an incomplete attempt is never read;
-4. exit with the runner's exit code (non-zero when a call raised), so the Job's
+5. exit with the runner's exit code (non-zero when a call raised), so the Job's
    ``backoffLimit`` retries failed calls.
 """
 
@@ -22,10 +27,12 @@ import base64
 import hashlib
 import hmac
 import importlib.util
+import io
 import json
 import os
 import ssl
 import sys
+import tarfile
 import tempfile
 import time
 import traceback
@@ -57,6 +64,44 @@ def read_payload(mount: str = MOUNT) -> tuple[dict[str, Any], bytes, str]:
     with open(os.path.join(mount, "0", "clustrix_runner.py"), encoding="utf-8") as fh:
         runner_source = fh.read()
     return meta, payload, runner_source
+
+
+def install_code(data: bytes, code: dict[str, Any], job_dir: str) -> list[str]:
+    """Unpack the local code units under ``job_dir/code`` and put them first on the import path.
+
+    Returns the unit folders. The archive comes from the job's own Secrets (written by the
+    submitter) and is unpacked with tarfile's ``data`` filter where this Python has it.
+    """
+    if not code.get("units"):
+        return []
+    target = os.path.join(job_dir, "code")
+    os.mkdir(target, 0o700)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(target, filter="data")
+        else:  # Python < 3.8.17 / 3.11.4: the archive is the job's own, written by its submitter
+            tar.extractall(target)
+    paths = [os.path.join(target, label) for label in code["units"]]
+    sys.path[:0] = paths
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([old] if old else [])])
+    return paths
+
+
+def import_code(modules: list[str]) -> str | None:
+    """Import the local modules the calls name; the error text for the first that fails, else None."""
+    for name in modules:
+        try:
+            __import__(name)
+        except BaseException as exc:  # noqa: BLE001 - any import-time failure is reported the same way
+            return (
+                f"clustrix bootstrap: your local module {name!r} was shipped with the job but does not import "
+                f"with this pod's Python ({sys.executable}): {type(exc).__name__}: {exc}\n"
+                "Install what it needs in the image (or set replicate_environment=True to pip-install the "
+                "distributions it imports at container start), or, if the image has its own copy of the module, "
+                f"set exclude_modules=[{name.split('.')[0]!r}].\n{traceback.format_exc()[-3000:]}"
+            )
+    return None
 
 
 def pack_outcomes(outcomes: dict[int, bytes], key: bytes) -> list[dict[str, bytes]]:
@@ -174,6 +219,14 @@ def main() -> int:
     task = task_number()
     job_dir = tempfile.mkdtemp(prefix="clustrix-")
     os.makedirs(os.path.join(job_dir, "out"), mode=0o700)
+    code = meta.get("code") or {}
+    size = int(code.get("size") or 0)
+    install_code(payload[:size], code, job_dir)
+    payload = payload[size:]
+    failure = import_code(list(code.get("modules") or []))
+    if failure is not None:
+        print(failure, file=sys.stderr)
+        return 2
     fd = os.open(os.path.join(job_dir, "payload.pkl"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(payload)

@@ -1,8 +1,9 @@
 """The Kubernetes objects of one clustrix job, rendered as plain dicts (pure).
 
-- payload Secrets ``clustrix-<id>-payload-<n>``: the cloudpickled calls in chunks, the
-  first also holding ``meta.json``, ``bootstrap.py`` and ``clustrix_runner.py``; the
-  payload never travels in args or env;
+- payload Secrets ``clustrix-<id>-payload-<n>``: the user's local code (the
+  :func:`clustrix.localcode.archive` of the job's units, if any) followed by the
+  cloudpickled calls, in chunks, the first Secret also holding ``meta.json``,
+  ``bootstrap.py`` and ``clustrix_runner.py``; the payload never travels in args or env;
 - one Indexed Job (``completionMode: Indexed``) where the server supports it, else one
   Job per array task (``clustrix-<id>-t<n>``), each pod running ``bootstrap.py``;
 - the runner identity (ServiceAccount, Role, RoleBinding) that lets pods write their
@@ -18,12 +19,13 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from clustrix.localcode import CodePlan, _format_size
 from clustrix_k8s.bootstrap import MOUNT
 from clustrix_k8s.options import JobOptions
 
 #: Payload bytes per Secret (the API limit for a Secret's data is 1 MiB).
 CHUNK_BYTES = 700 * 1024
-#: At most this many payload Secrets per job (about 44 MiB of calls and arguments).
+#: At most this many payload Secrets per job (about 44 MiB of local code, calls and arguments).
 MAX_CHUNKS = 64
 JOB_ID_LABEL = "clustrix.io/job-id"
 KIND_LABEL = "clustrix.io/kind"
@@ -54,6 +56,30 @@ def _secret(name: str, namespace: str, labels: Mapping[str, str], data: Mapping[
     }
 
 
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def too_large_message(payload: int, code: int, plan: CodePlan) -> str:
+    """Why a job does not fit its payload Secrets: the calls' size, the code's, and what to do (pure)."""
+    limit = f"{MAX_CHUNKS * CHUNK_BYTES / 2**20:.0f} MiB that {MAX_CHUNKS} payload Secrets can carry"
+    if not code:
+        return (
+            f"the job's calls and arguments pickle to {_mib(payload)}, more than the {limit}: pass large data by "
+            "reference (object storage, a volume, a URL) instead of as an argument"
+        )
+    units = sorted(plan.units, key=lambda u: -u.size)
+    listed = ", ".join(f"{u.name} {_format_size(u.size)}" for u in units[:5]) + (", ..." if len(units) > 5 else "")
+    biggest = units[0].name
+    return (
+        f"the job's local code ({listed}; {_mib(code)} compressed) and its calls and arguments "
+        f"({_mib(payload)} pickled) add up to {_mib(code + payload)}, more than the {limit}, so nothing was "
+        f"created. Move large data files out of {biggest!r} and read them from a volume, install it in the image "
+        f"and set exclude_modules=[{biggest!r}], or pass large arguments by reference (object storage, a volume, "
+        "a URL)"
+    )
+
+
 def payload_secrets(
     job_id: str,
     options: JobOptions,
@@ -63,22 +89,32 @@ def payload_secrets(
     bootstrap_source: str,
     runner_source: str,
     requirements: Sequence[str] = (),
+    code: bytes = b"",
+    plan: CodePlan | None = None,
 ) -> list[dict[str, Any]]:
-    """The payload Secrets of a job; :class:`PayloadTooLargeError` before anything is created."""
-    chunks = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
+    """The payload Secrets of a job; :class:`PayloadTooLargeError` before anything is created.
+
+    ``code`` is ``clustrix.localcode.archive(plan.units)``: it travels first in the same
+    chunked stream as the calls, and ``meta.json`` tells the pod its size, the units'
+    folders to put on ``sys.path`` and the modules to import before the calls.
+    """
+    plan = plan or CodePlan()
+    stream = code + payload
+    chunks = [stream[i : i + CHUNK_BYTES] for i in range(0, len(stream), CHUNK_BYTES)] or [b""]
     if len(chunks) > MAX_CHUNKS:
-        raise PayloadTooLargeError(
-            f"the job's calls and arguments pickle to {len(payload) / 2**20:.1f} MiB, more than the "
-            f"{MAX_CHUNKS * CHUNK_BYTES / 2**20:.0f} MiB that {MAX_CHUNKS} payload Secrets can carry: pass large "
-            "data by reference (object storage, a volume, a URL) instead of as an argument"
-        )
+        raise PayloadTooLargeError(too_large_message(len(payload), len(code), plan))
     labels = {**base_labels(job_id, options), KIND_LABEL: "payload"}
     meta = {
         "chunks": len(chunks),
-        "sha256": hashlib.sha256(payload).hexdigest(),
+        "sha256": hashlib.sha256(stream).hexdigest(),
         "key": key.hex(),
         "prefix": prefix(job_id),
         "labels": {JOB_ID_LABEL: job_id, MANAGED_LABEL: "clustrix"},
+        "code": {
+            "size": len(code),
+            "units": [unit.label for unit in plan.units] if code else [],
+            "modules": list(plan.modules) if code else [],
+        },
     }
     secrets = []
     for number, chunk in enumerate(chunks):

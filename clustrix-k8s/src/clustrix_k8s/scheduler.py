@@ -1,7 +1,9 @@
 """``cluster_type="kubernetes"``: each submission is a Kubernetes Job (or one per array task).
 
-Submit: validate every option, pickle the calls into payload Secrets (refused with a
-clear error when too large, before anything is created), make sure the runner
+Submit: validate every option, pickle the calls and find the user's local code they
+need (:mod:`clustrix.localcode`: refusals such as a compiled extension or a unit over
+``max_module_size`` come here), put the code's archive and the calls into payload
+Secrets (refused with a clear error when too large, before anything is created), make sure the runner
 ServiceAccount exists, create the Job(s), then make the payload Secrets owned by them
 (deleting the Jobs deletes everything). A ``map`` becomes one Indexed Job where the
 server supports it (checked once per namespace by a server-side dry run), else one
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from clustrix import jobdir, runner
+from clustrix import jobdir, localcode, runner
 from clustrix.dryrun import DryRun
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -107,6 +109,16 @@ class KubernetesScheduler:
         except BaseException:
             self._delete_everything(api, ns, spec.job_id)
             raise
+        if plan.units:  # every job carries its own copy: nothing on the cluster outlives its Jobs
+            log.info(
+                "clustrix.code_shipped",
+                host=api.server,
+                job_id=spec.job_id,
+                sent=[unit.label for unit in plan.units],
+                reused=[],
+                archive_bytes=len(code),
+                via="payload Secret",
+            )
         log.info(
             "clustrix.job_submitted",
             scheduler=NAME,
@@ -441,13 +453,18 @@ def _prepare(spec: JobSpec, default_namespace: str) -> tuple[JobOptions, list[li
     n_tasks = n_tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), config.get("max_parallel_jobs"))
     tasks = jobdir.plan_tasks(spec.size, n_tasks)
     key = secrets_module.token_bytes(32)
+    # the runner travels as source next to the bootstrap: only the payload's own modules are needed
+    payload, plan = jobdir.encode_payload_and_code(spec, tasks, needs=())
+    code = localcode.archive(plan.units) if plan.units else b""
     payload_objects = manifests.payload_secrets(
         spec.job_id,
         options,
-        jobdir.encode_payload(spec, tasks),
+        payload,
         key=key,
         bootstrap_source=_source(bootstrap),
         runner_source=_source(runner),
         requirements=options.pip_requirements,
+        code=code,
+        plan=plan,
     )
     return options, tasks, key, payload_objects
