@@ -33,21 +33,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cell and sshd up
 
+import harness  # noqa: E402  (benchmarks/, the script's own folder)
 from harness import (  # noqa: E402
     Contender,
     arguments,
     clustrix_pair,
-    count_operations,
     operations_met,
     print_figures,
     print_operations,
     run_cases,
-    summary,
     write_report,
 )
 
@@ -134,20 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             wait_until_idle=wait_until_idle,
         )
 
-        counts: list[dict[str, Any]] = []
-        for counted, local in ((over_ssh, False), (on_host, True)):
-            for size in (1, MAP_SIZE):
-                wait_until_idle()
-                ops = count_operations(SGEScheduler, trivial, counted.options, size, local=local)
-                counts.append({"contender": counted.name, **ops})
+        pairs = ((over_ssh, False), (on_host, True))
+        counts = harness.count_contenders(SGEScheduler, trivial, pairs, MAP_SIZE, wait_until_idle)
     finally:
         server.cleanup()
 
-    figures = {
-        "single": {name: summary(times) for name, times in single.items()},
-        "map100": {name: summary(times) for name, times in mapped.items()},
-    }
-    med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
+    figures, med = harness.figures_and_medians(single, mapped)
     factor, offset = SINGLE_TARGET
     targets = []
     for ours in (over_ssh.name, on_host.name):

@@ -36,13 +36,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cluster and sshd up
 
 import harness  # noqa: E402  (benchmarks/, the script's own folder)
-from harness import Contender, operations_met, print_figures, print_operations, summary  # noqa: E402
+from harness import Contender, operations_met, print_figures, print_operations  # noqa: E402
 
 SINGLE_TARGET = 1.0  # clustrix over SSH / submitit, at most
 MAP_VS_SUBMITIT_TARGET = 0.5  # clustrix map / submitit map_array, at most
@@ -151,20 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             wait_until_idle=wait_until_idle,
         )
 
-        counts: list[dict[str, Any]] = []
-        for counted, local in ((over_ssh, False), (on_login, True)):
-            for size in (1, MAP_SIZE):
-                wait_until_idle()
-                ops = harness.count_operations(SlurmScheduler, trivial, counted.options, size, local=local)
-                counts.append({"contender": counted.name, **ops})
+        pairs = ((over_ssh, False), (on_login, True))
+        counts = harness.count_contenders(SlurmScheduler, trivial, pairs, MAP_SIZE, wait_until_idle)
     finally:
         server.cleanup()
 
-    figures = {
-        "single": {name: summary(times) for name, times in single.items()},
-        "map100": {name: summary(times) for name, times in mapped.items()},
-    }
-    med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
+    figures, med = harness.figures_and_medians(single, mapped)
     #: (case, clustrix contender, reference contender, what the reference is called, target ratio)
     comparisons = [
         ("single", "clustrix over SSH", "submitit (local)", "submitit", SINGLE_TARGET),

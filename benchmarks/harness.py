@@ -250,6 +250,35 @@ def count_operations(
     }
 
 
+def count_contenders(
+    scheduler_class: Callable[..., Any],
+    function: Callable[[int], int],
+    contenders: Sequence[tuple[Clustrix, bool]],
+    map_size: int,
+    wait_until_idle: Callable[[], None],
+) -> list[dict[str, Any]]:
+    """:func:`count_operations` for each ``(contender, runs on this host)`` at one call and at ``map_size``."""
+    counts: list[dict[str, Any]] = []
+    for counted, local in contenders:
+        for size in (1, map_size):
+            wait_until_idle()
+            ops = count_operations(scheduler_class, function, counted.options, size, local=local)
+            counts.append({"contender": counted.name, **ops})
+    return counts
+
+
+def figures_and_medians(
+    single: Mapping[str, list[float]], mapped: Mapping[str, list[float]]
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, float]]]:
+    """The summary of each case and contender (``single``, ``map100``) and, beside it, just the medians."""
+    figures = {
+        "single": {name: summary(times) for name, times in single.items()},
+        "map100": {name: summary(times) for name, times in mapped.items()},
+    }
+    med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
+    return figures, med
+
+
 def operations_met(entry: Mapping[str, Any]) -> bool:
     """A submit at most 2 commands (1 once the environment was checked), a poll round 1, a fetch at most 1, no SFTP."""
     return bool(

@@ -1,0 +1,160 @@
+"""Network namespaces the testbeds make, and loopback gateways into them.
+
+The project rule: servers listen on loopback or inside a network namespace a testbed
+made, never on the machine's other addresses. SLURM's daemons, SGE's ``sge_qmaster``/
+``sge_execd`` and OpenPBS bind ``0.0.0.0`` and have no option to bind one address, so
+each of these testbeds runs its daemons in a namespace of its own
+(``clustrix-slurm``, ``clustrix-sge``, ``clustrix-pbs``):
+
+- :class:`Namespace` creates one (``ip netns add``, ``lo`` up and, for OpenPBS, which
+  needs a non-loopback host address, a veth pair that lives entirely inside it) and
+  deletes it; :meth:`Namespace.enter` wraps a command so it runs inside
+  (``nsenter --net``, *not* ``ip netns exec``, which remounts ``/sys`` and hides the
+  cgroup mounts that slurmd's ``task/cgroup`` needs);
+- :class:`Gateway` makes daemons inside reachable from the machine's own loopback: a
+  ``socat`` on ``127.0.0.1:PORT`` outside that, for each connection, runs ``socat``
+  inside the namespace connected to ``127.0.0.1:PORT`` there. The daemons see every
+  client as ``127.0.0.1``, exactly as when they ran outside, so the configuration files
+  (``/etc/slurm``, SGE's ``act_qmaster``/``host_aliases``) stay the same and host-side
+  clients (``sbatch``, ``qsub``, sessions of the sshd testbed) need no wrapper. Only
+  127.0.0.1 ports show in ``ss -ltnp`` of the machine's namespace.
+
+Measured on the 2-core project machine (``benchmarks/`` has no number for this; see
+``docs/testing.md``): a gateway adds about 10 ms per client connection (a fork and
+three execs).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from tests.testbed.system import pid_from_file, port_is_free, terminate, wait_for
+
+#: Gateway pid files, one folder per namespace.
+RUN = Path("/run/clustrix-netns")
+#: The gateway daemon (standard library only).
+GATEWAY_SCRIPT = str(Path(__file__).with_name("gateway.py"))
+
+
+def _ip(argv: Sequence[str]) -> None:
+    proc = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False, timeout=30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+
+
+@attrs.frozen
+class Namespace:
+    """A named network namespace (``/run/netns/NAME``), optionally with an inside-only veth address."""
+
+    name: str
+    #: ``ADDRESS/PREFIX`` on a veth pair whose both ends stay inside (for daemons that refuse loopback only)
+    address: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path("/run/netns") / self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return RUN / self.name
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def up(self) -> None:
+        """Create the namespace (idempotent): ``lo`` up, plus the veth address when one is asked for."""
+        if not self.exists():
+            _ip(["netns", "add", self.name])
+            _ip(["-n", self.name, "link", "set", "lo", "up"])
+            if self.address is not None:
+                inner, outer = f"{self.name[:11]}-a", f"{self.name[:11]}-b"
+                _ip(["-n", self.name, "link", "add", inner, "type", "veth", "peer", "name", outer])
+                _ip(["-n", self.name, "addr", "add", self.address, "dev", inner])
+                _ip(["-n", self.name, "link", "set", inner, "up"])
+                _ip(["-n", self.name, "link", "set", outer, "up"])
+        self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    def down(self) -> None:
+        """Delete the namespace (its veth pair goes with it); gateways into it are stopped first."""
+        for pid_file in self.run_dir.glob("gateway-*.pid") if self.run_dir.exists() else ():
+            self.gateway(int(pid_file.stem.removeprefix("gateway-"))).stop()
+        if self.exists():
+            _ip(["netns", "delete", self.name])
+
+    def enter(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` run inside the namespace (same mounts, so cgroups and unix sockets are shared)."""
+        return ["nsenter", f"--net={self.path}", *argv]
+
+    def holds(self, pid: int | None) -> bool:
+        """Whether process ``pid`` runs inside this namespace (not in the machine's own)."""
+        if pid is None or not self.exists():
+            return False
+        try:
+            inode = os.stat(self.path).st_ino
+            return os.readlink(f"/proc/{pid}/ns/net") == f"net:[{inode}]"
+        except OSError:
+            return False
+
+    def gateway(self, port: int) -> Gateway:
+        return Gateway(namespace=self, port=port)
+
+
+@attrs.frozen
+class Gateway:
+    """A daemon on ``127.0.0.1:port`` outside, forwarding each connection to ``127.0.0.1:port`` inside.
+
+    :mod:`tests.testbed.gateway`, run by the system's ``python3`` with a pid file under
+    :data:`RUN`, so it outlives the test session that started it, like the daemons behind it.
+    """
+
+    namespace: Namespace
+    port: int
+
+    @property
+    def pid_file(self) -> Path:
+        return self.namespace.run_dir / f"gateway-{self.port}.pid"
+
+    def pid(self) -> int | None:
+        """The gateway's pid while it runs (a pid the file names but another process reuses is not it)."""
+        pid = pid_from_file(self.pid_file)
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+        except OSError:
+            return None
+        return pid if GATEWAY_SCRIPT.encode() in command and str(self.port).encode() in command else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> None:
+        """Start the gateway unless it runs; the port must be free on 127.0.0.1."""
+        if self.running():
+            return
+        if not port_is_free(self.port):
+            raise RuntimeError(
+                f"127.0.0.1:{self.port} is taken outside the namespace {self.namespace.name} "
+                f"(a daemon started outside it?): cannot open the gateway (see ss -ltnp)"
+            )
+        self.namespace.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+        # started through sh and left to init: no child of this process, nothing to reap
+        started = subprocess.run(
+            ["setsid", "sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh", python, GATEWAY_SCRIPT,
+             str(self.namespace.path), str(self.port)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )  # fmt: skip
+        self.pid_file.write_text(started.stdout.strip() + "\n")
+        wait_for(lambda: not port_is_free(self.port), timeout=10, what=f"gateway on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        terminate(self.pid(), timeout=10)
+        self.pid_file.unlink(missing_ok=True)
