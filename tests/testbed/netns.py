@@ -27,6 +27,7 @@ three execs).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -34,12 +35,23 @@ from pathlib import Path
 
 import attrs
 
-from tests.testbed.system import pid_from_file, port_is_free, terminate, wait_for
+from tests.testbed.system import pid_from_file, terminate, wait_for
 
 #: Gateway pid files, one folder per namespace.
 RUN = Path("/run/clustrix-netns")
 #: The gateway daemon (standard library only).
 GATEWAY_SCRIPT = str(Path(__file__).with_name("gateway.py"))
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on ``127.0.0.1:port`` here (connections of a daemon just ended, in TIME_WAIT, do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _ip(argv: Sequence[str]) -> None:
