@@ -69,7 +69,7 @@ PROJECT = "clustrix"
 QUEUE_SLOTS = 16
 SHORT_SLOTS = 4
 #: The daemons run here; clients outside reach the qmaster through a gateway on 127.0.0.1:6444.
-NAMESPACE = Namespace("clustrix-sge")
+NAMESPACE = Namespace("clustrix-sge", address="10.254.252.1/24")
 QMASTER_PORT = 6444
 GATEWAY = NAMESPACE.gateway(QMASTER_PORT)
 
