@@ -45,7 +45,6 @@ from harness import (  # noqa: E402
     operations_met,
     print_figures,
     print_operations,
-    run_cases,
     write_report,
 )
 
@@ -123,17 +122,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"SGE testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         contenders: list[Contender] = [over_ssh, on_host, raw]
-        single, mapped = run_cases(
+        single, mapped, counts = harness.measure(
+            SGEScheduler,
             contenders,
             contenders,
+            (over_ssh, on_host),
+            function=trivial,
+            map_size=MAP_SIZE,
             repeats=repeats,
-            expected_single=2,
-            expected_map=[trivial(x) for x in range(MAP_SIZE)],
             wait_until_idle=wait_until_idle,
         )
-
-        pairs = ((over_ssh, False), (on_host, True))
-        counts = harness.count_contenders(SGEScheduler, trivial, pairs, MAP_SIZE, wait_until_idle)
     finally:
         server.cleanup()
 

@@ -141,17 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SLURM testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         singles: list[Contender] = [over_ssh, on_login, submitit]
         maps: list[Contender] = [over_ssh, on_login, submitit, raw]
-        single, mapped = harness.run_cases(
+        single, mapped, counts = harness.measure(
+            SlurmScheduler,
             singles,
             maps,
+            (over_ssh, on_login),
+            function=trivial,
+            map_size=MAP_SIZE,
             repeats=repeats,
-            expected_single=2,
-            expected_map=[trivial(x) for x in range(MAP_SIZE)],
             wait_until_idle=wait_until_idle,
         )
-
-        pairs = ((over_ssh, False), (on_login, True))
-        counts = harness.count_contenders(SlurmScheduler, trivial, pairs, MAP_SIZE, wait_until_idle)
     finally:
         server.cleanup()
 

@@ -250,21 +250,35 @@ def count_operations(
     }
 
 
-def count_contenders(
+def measure(
     scheduler_class: Callable[..., Any],
+    singles: Sequence[Contender],
+    maps: Sequence[Contender],
+    counted: tuple[Clustrix, Clustrix],
+    *,
     function: Callable[[int], int],
-    contenders: Sequence[tuple[Clustrix, bool]],
     map_size: int,
+    repeats: int,
     wait_until_idle: Callable[[], None],
-) -> list[dict[str, Any]]:
-    """:func:`count_operations` for each ``(contender, runs on this host)`` at one call and at ``map_size``."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], list[dict[str, Any]]]:
+    """:func:`run_cases` of ``function(1)`` and its map over ``range(map_size)``, then the operations of the
+    two clustrix contenders ``counted`` (over SSH, on this host; see :func:`count_operations`) at one call
+    and at ``map_size``."""
+    single, mapped = run_cases(
+        singles,
+        maps,
+        repeats=repeats,
+        expected_single=function(1),
+        expected_map=[function(x) for x in range(map_size)],
+        wait_until_idle=wait_until_idle,
+    )
     counts: list[dict[str, Any]] = []
-    for counted, local in contenders:
+    for contender, local in zip(counted, (False, True), strict=True):
         for size in (1, map_size):
             wait_until_idle()
-            ops = count_operations(scheduler_class, function, counted.options, size, local=local)
-            counts.append({"contender": counted.name, **ops})
-    return counts
+            ops = count_operations(scheduler_class, function, contender.options, size, local=local)
+            counts.append({"contender": contender.name, **ops})
+    return single, mapped, counts
 
 
 def figures_and_medians(

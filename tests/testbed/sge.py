@@ -34,7 +34,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import pwd
 import socket
 import subprocess
 import sys
@@ -47,6 +46,7 @@ import attrs
 
 from clustrix_sge.parse import parse_qconf
 from tests.testbed.netns import Namespace
+from tests.testbed.sshd import ensure_user
 from tests.testbed.system import apt_install, host_name, pid_from_file, succeeds, terminate, testbed_main, wait_for
 
 PACKAGES = ("gridengine-common", "gridengine-client", "gridengine-master", "gridengine-exec")
@@ -338,15 +338,6 @@ def _configure(host: str) -> None:
         _add_or_modify(["qconf", "-sq", name], "-Aq", "-Mq", values)
 
 
-def _ensure_test_user() -> None:
-    """The unprivileged submitter (the sshd testbed makes it too; this one only needs it to exist)."""
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        _run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=False)
-        _run(["usermod", "-p", "*", TEST_USER], check=False)
-
-
 def _start_qmaster() -> None:
     NAMESPACE.up()
     if pid_from_file(QMASTER_PID) is None:
@@ -376,7 +367,7 @@ def start() -> SGETestbed:
     if aliases and (not alias_file.exists() or alias_file.read_text() != aliases):
         alias_file.write_text(aliases)
         stop()  # the qmaster reads host_aliases at start only
-    _ensure_test_user()
+    ensure_user(TEST_USER)
     _start_qmaster()
     _configure(host)
     _start_execd()

@@ -28,7 +28,6 @@ Run ``python -m tests.testbed.slurm start|stop|status`` by hand.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 import attrs
 
 from tests.testbed.netns import Namespace
+from tests.testbed.sshd import ensure_user
 from tests.testbed.system import apt_install, host_name, pid_from_file, succeeds, terminate, testbed_main, wait_for
 
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
@@ -327,15 +327,6 @@ def _start_slurmdbd() -> None:
         _run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME])
 
 
-def _ensure_test_user() -> None:
-    """Create the unprivileged submitter (the sshd testbed may have made it already)."""
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        _run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=False)
-        _run(["usermod", "-p", "*", TEST_USER], check=False)
-
-
 def _configure(node: str, cpus: int, memory_mb: int, cgroups: bool, accounting: bool) -> None:
     for directory in (RUN, LOG, SPOOL_CTLD, SPOOL_D):
         directory.mkdir(parents=True, exist_ok=True)
@@ -377,7 +368,7 @@ def start(*, cgroups: bool | None = None, accounting: bool = True) -> SlurmTestb
     _stop_outside()
     apt_install(PACKAGES)
     _configure(node, cpus, memory_mb, cgroups, accounting)
-    _ensure_test_user()
+    ensure_user(TEST_USER)
     NAMESPACE.up()
     for gateway in GATEWAYS:
         gateway.start()
