@@ -35,7 +35,7 @@ from pathlib import Path
 
 import attrs
 
-from tests.testbed.system import pid_from_file, terminate, wait_for
+from tests.testbed.system import apt_install, pid_from_file, terminate, wait_for
 from tests.testbed.system import succeeds as _succeeds
 
 #: Gateway pid files, one folder per namespace.
@@ -95,6 +95,7 @@ class Namespace:
         caller passes ``AI_ADDRCONFIG`` (glibc does not count loopback addresses), as slurmdbd
         and sacctmgr do: hence the inside-only address.
         """
+        apt_install(["iproute2"])  # ip; nsenter is util-linux's (essential)
         if not self.exists():
             _ip(["netns", "add", self.name])
         _ip(["-n", self.name, "link", "set", "lo", "up"])
@@ -112,6 +113,8 @@ class Namespace:
             self.gateway(int(pid_file.stem.removeprefix("gateway-"))).stop()
         if self.exists():
             _ip(["netns", "delete", self.name])
+        if self.run_dir.exists() and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()
 
     def enter(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside the namespace (same mounts, so cgroups and unix sockets are shared)."""
