@@ -6,9 +6,9 @@ made, never on the machine's other addresses. SLURM's daemons, SGE's ``sge_qmast
 each of these testbeds runs its daemons in a namespace of its own
 (``clustrix-slurm``, ``clustrix-sge``, ``clustrix-pbs``):
 
-- :class:`Namespace` creates one (``ip netns add``, ``lo`` up and, for OpenPBS, which
-  needs a non-loopback host address, a veth pair that lives entirely inside it) and
-  deletes it; :meth:`Namespace.enter` wraps a command so it runs inside
+- :class:`Namespace` creates one (``ip netns add``, ``lo`` up and a veth pair that lives
+  entirely inside it, for the non-loopback address OpenPBS and glibc's ``AI_ADDRCONFIG``
+  want) and deletes it; :meth:`Namespace.enter` wraps a command so it runs inside
   (``nsenter --net``, *not* ``ip netns exec``, which remounts ``/sys`` and hides the
   cgroup mounts that slurmd's ``task/cgroup`` needs);
 - :class:`Gateway` makes daemons inside reachable from the machine's own loopback: a
@@ -153,10 +153,12 @@ class Gateway:
         """The gateway's pid while it runs (a pid the file names but another process reuses is not it)."""
         pid = pid_from_file(self.pid_file)
         try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0") if pid else []
         except OSError:
             return None
-        return pid if GATEWAY_SCRIPT.encode() in command and str(self.port).encode() in command else None
+        # any checkout's gateway.py counts (another worktree's testbed code may have started it)
+        script = any(part.endswith(b"/gateway.py") for part in command)
+        return pid if script and command[-2:] == [str(self.namespace.path).encode(), str(self.port).encode()] else None
 
     def running(self) -> bool:
         return self.pid() is not None
