@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 CLONE_NEWNET = 0x40000000
 
@@ -71,7 +72,11 @@ def main(argv: list[str]) -> int:
     listener = socket.create_server(("127.0.0.1", port), backlog=128)
     enter(netns_path)
     while True:
-        client, _ = listener.accept()
+        try:
+            client, _ = listener.accept()
+        except OSError:  # e.g. out of file descriptors for a moment: keep serving
+            time.sleep(0.1)
+            continue
         threading.Thread(target=serve, args=(client, port), daemon=True).start()
 
 
