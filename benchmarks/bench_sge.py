@@ -122,20 +122,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"SGE testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         contenders: list[Contender] = [over_ssh, on_host, raw]
-        single, mapped, counts = harness.measure(
-            SGEScheduler,
-            contenders,
-            contenders,
-            (over_ssh, on_host),
-            function=trivial,
-            map_size=MAP_SIZE,
-            repeats=repeats,
-            wait_until_idle=wait_until_idle,
+        counted = (over_ssh, on_host)
+        figures, med, counts = harness.measure(
+            SGEScheduler, contenders, contenders, counted, trivial, MAP_SIZE, repeats, wait_until_idle
         )
     finally:
         server.cleanup()
 
-    figures, med = harness.figures_and_medians(single, mapped)
     factor, offset = SINGLE_TARGET
     targets = []
     for ours in (over_ssh.name, on_host.name):

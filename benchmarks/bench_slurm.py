@@ -141,20 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SLURM testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         singles: list[Contender] = [over_ssh, on_login, submitit]
         maps: list[Contender] = [over_ssh, on_login, submitit, raw]
-        single, mapped, counts = harness.measure(
-            SlurmScheduler,
-            singles,
-            maps,
-            (over_ssh, on_login),
-            function=trivial,
-            map_size=MAP_SIZE,
-            repeats=repeats,
-            wait_until_idle=wait_until_idle,
+        counted = (over_ssh, on_login)
+        figures, med, counts = harness.measure(
+            SlurmScheduler, singles, maps, counted, trivial, MAP_SIZE, repeats, wait_until_idle
         )
     finally:
         server.cleanup()
 
-    figures, med = harness.figures_and_medians(single, mapped)
     #: (case, clustrix contender, reference contender, what the reference is called, target ratio)
     comparisons = [
         ("single", "clustrix over SSH", "submitit (local)", "submitit", SINGLE_TARGET),

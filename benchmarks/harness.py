@@ -255,15 +255,14 @@ def measure(
     singles: Sequence[Contender],
     maps: Sequence[Contender],
     counted: tuple[Clustrix, Clustrix],
-    *,
     function: Callable[[int], int],
     map_size: int,
     repeats: int,
     wait_until_idle: Callable[[], None],
-) -> tuple[dict[str, list[float]], dict[str, list[float]], list[dict[str, Any]]]:
-    """:func:`run_cases` of ``function(1)`` and its map over ``range(map_size)``, then the operations of the
-    two clustrix contenders ``counted`` (over SSH, on this host; see :func:`count_operations`) at one call
-    and at ``map_size``."""
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """:func:`run_cases` of ``function(1)`` and its map over ``range(map_size)`` (summarised by
+    :func:`figures_and_medians`), then the operations of the two clustrix contenders ``counted`` (over SSH,
+    on this host; see :func:`count_operations`) at one call and at ``map_size``."""
     single, mapped = run_cases(
         singles,
         maps,
@@ -278,7 +277,7 @@ def measure(
             wait_until_idle()
             ops = count_operations(scheduler_class, function, contender.options, size, local=local)
             counts.append({"contender": contender.name, **ops})
-    return single, mapped, counts
+    return (*figures_and_medians(single, mapped), counts)
 
 
 def figures_and_medians(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +9,13 @@ import pytest
 
 from tests.testbed import fixtures
 from tests.testbed import sge as sge_testbed
-from tests.testbed.sshd import SSHServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.fixture(scope="session")
-def sge_cell() -> sge_testbed.SGETestbed:
-    """The testbed cell, started once per session (or reused when healthy and configured by this version)."""
-    return fixtures.started("SGE", sge_testbed.start)
-
-
-@pytest.fixture(scope="session")
-def sge_sshd(sge_cell: sge_testbed.SGETestbed) -> Iterator[SSHServer]:
-    """The real sshd on 127.0.0.1, logging in as the unprivileged clustrix-test (who may submit to SGE)."""
-    yield from fixtures.sshd_session(sge_testbed.TEST_USER)
+#: ``sge_cell``: the cell (reused when healthy and configured by this version); ``sge_sshd``: the real sshd
+sge_cell, sge_sshd = fixtures.testbed_fixtures("sge_cell", "sge_sshd", "SGE", sge_testbed.start, sge_testbed.TEST_USER)
 
 
 TRANSPORTS = fixtures.TRANSPORTS

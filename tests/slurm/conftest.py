@@ -10,24 +10,20 @@ import pytest
 
 from tests.testbed import fixtures
 from tests.testbed import slurm as slurm_testbed
-from tests.testbed.sshd import SSHServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> slurm_testbed.SlurmTestbed:
-    """The testbed cluster, started once per session (or reused when already healthy)."""
-    return fixtures.started(
-        "SLURM", slurm_testbed.start, lambda bed: f" (cgroups={bed.cgroups}, accounting={bed.accounting})"
-    )
-
-
-@pytest.fixture(scope="session")
-def sshd(slurm_cluster: slurm_testbed.SlurmTestbed) -> Iterator[SSHServer]:
-    """The real sshd on 127.0.0.1, logging in as the unprivileged clustrix-test (who may submit to SLURM)."""
-    yield from fixtures.sshd_session(slurm_testbed.TEST_USER)
+#: ``slurm_cluster``: the cluster (reused when healthy); ``sshd``: the real sshd as clustrix-test
+slurm_cluster, sshd = fixtures.testbed_fixtures(
+    "slurm_cluster",
+    "sshd",
+    "SLURM",
+    slurm_testbed.start,
+    slurm_testbed.TEST_USER,
+    lambda bed: f" (cgroups={bed.cgroups}, accounting={bed.accounting})",
+)
 
 
 TRANSPORTS = fixtures.TRANSPORTS

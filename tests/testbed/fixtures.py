@@ -45,6 +45,24 @@ def sshd_session(user: str) -> Iterator[SSHServer]:
     server.cleanup()
 
 
+def testbed_fixtures(
+    bed: str, sshd: str, label: str, start: Callable[[], T], user: str, details: Callable[[T], str] = lambda _: ""
+) -> tuple[Any, Any]:
+    """Two session fixtures for a conftest: ``bed`` brings the testbed up (:func:`started`), ``sshd``
+    is the real sshd logging in as ``user`` (:func:`sshd_session`), started after the testbed."""
+
+    def bring_up() -> T:
+        return started(label, start, details)
+
+    def server(request: pytest.FixtureRequest) -> Iterator[SSHServer]:
+        request.getfixturevalue(bed)
+        yield from sshd_session(user)
+
+    bring_up.__doc__ = f"The {label} testbed, started once per session (or reused when healthy)."
+    server.__doc__ = f"The real sshd on 127.0.0.1, logging in as {user} (who may submit to {label})."
+    return pytest.fixture(scope="session", name=bed)(bring_up), pytest.fixture(scope="session", name=sshd)(server)
+
+
 def transport_options(
     request: pytest.FixtureRequest, tmp_path: Path, *, sshd_fixture: str, remote_work_dir: str
 ) -> dict[str, Any]:
