@@ -359,7 +359,8 @@ def start() -> SGETestbed:
     host = host_name()
     if healthy(host):
         return SGETestbed(host=host, bring_up_seconds=time.monotonic() - began, reused=True)
-    if not NAMESPACE.holds(pid_from_file(QMASTER_PID)) or not NAMESPACE.holds(execd_pid()):
+    running = [pid for pid in (pid_from_file(QMASTER_PID), execd_pid()) if pid is not None]
+    if any(not NAMESPACE.holds(pid) for pid in running):
         stop()  # daemons started outside the namespace (an older version of this file) listen on 0.0.0.0
     apt_install(PACKAGES, preseed=preseed(host))
     aliases = host_aliases(host)
