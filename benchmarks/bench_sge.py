@@ -33,21 +33,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cell and sshd up
 
+import harness  # noqa: E402  (benchmarks/, the script's own folder)
 from harness import (  # noqa: E402
     Contender,
     arguments,
     clustrix_pair,
-    count_operations,
     operations_met,
     print_figures,
     print_operations,
-    run_cases,
-    summary,
     write_report,
 )
 
@@ -125,29 +122,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"SGE testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         contenders: list[Contender] = [over_ssh, on_host, raw]
-        single, mapped = run_cases(
-            contenders,
-            contenders,
-            repeats=repeats,
-            expected_single=2,
-            expected_map=[trivial(x) for x in range(MAP_SIZE)],
-            wait_until_idle=wait_until_idle,
+        counted = (over_ssh, on_host)
+        figures, med, counts = harness.measure(
+            SGEScheduler, contenders, contenders, counted, trivial, MAP_SIZE, repeats, wait_until_idle
         )
-
-        counts: list[dict[str, Any]] = []
-        for counted, local in ((over_ssh, False), (on_host, True)):
-            for size in (1, MAP_SIZE):
-                wait_until_idle()
-                ops = count_operations(SGEScheduler, trivial, counted.options, size, local=local)
-                counts.append({"contender": counted.name, **ops})
     finally:
         server.cleanup()
 
-    figures = {
-        "single": {name: summary(times) for name, times in single.items()},
-        "map100": {name: summary(times) for name, times in mapped.items()},
-    }
-    med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
     factor, offset = SINGLE_TARGET
     targets = []
     for ours in (over_ssh.name, on_host.name):

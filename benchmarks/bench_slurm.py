@@ -36,13 +36,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.testbed brings the cluster and sshd up
 
 import harness  # noqa: E402  (benchmarks/, the script's own folder)
-from harness import Contender, operations_met, print_figures, print_operations, summary  # noqa: E402
+from harness import Contender, operations_met, print_figures, print_operations  # noqa: E402
 
 SINGLE_TARGET = 1.0  # clustrix over SSH / submitit, at most
 MAP_VS_SUBMITIT_TARGET = 0.5  # clustrix map / submitit map_array, at most
@@ -142,29 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SLURM testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         singles: list[Contender] = [over_ssh, on_login, submitit]
         maps: list[Contender] = [over_ssh, on_login, submitit, raw]
-        single, mapped = harness.run_cases(
-            singles,
-            maps,
-            repeats=repeats,
-            expected_single=2,
-            expected_map=[trivial(x) for x in range(MAP_SIZE)],
-            wait_until_idle=wait_until_idle,
+        counted = (over_ssh, on_login)
+        figures, med, counts = harness.measure(
+            SlurmScheduler, singles, maps, counted, trivial, MAP_SIZE, repeats, wait_until_idle
         )
-
-        counts: list[dict[str, Any]] = []
-        for counted, local in ((over_ssh, False), (on_login, True)):
-            for size in (1, MAP_SIZE):
-                wait_until_idle()
-                ops = harness.count_operations(SlurmScheduler, trivial, counted.options, size, local=local)
-                counts.append({"contender": counted.name, **ops})
     finally:
         server.cleanup()
 
-    figures = {
-        "single": {name: summary(times) for name, times in single.items()},
-        "map100": {name: summary(times) for name, times in mapped.items()},
-    }
-    med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
     #: (case, clustrix contender, reference contender, what the reference is called, target ratio)
     comparisons = [
         ("single", "clustrix over SSH", "submitit (local)", "submitit", SINGLE_TARGET),

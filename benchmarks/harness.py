@@ -250,6 +250,48 @@ def count_operations(
     }
 
 
+def measure(
+    scheduler_class: Callable[..., Any],
+    singles: Sequence[Contender],
+    maps: Sequence[Contender],
+    counted: tuple[Clustrix, Clustrix],
+    function: Callable[[int], int],
+    map_size: int,
+    repeats: int,
+    wait_until_idle: Callable[[], None],
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """:func:`run_cases` of ``function(1)`` and its map over ``range(map_size)`` (summarised by
+    :func:`figures_and_medians`), then the operations of the two clustrix contenders ``counted`` (over SSH,
+    on this host; see :func:`count_operations`) at one call and at ``map_size``."""
+    single, mapped = run_cases(
+        singles,
+        maps,
+        repeats=repeats,
+        expected_single=function(1),
+        expected_map=[function(x) for x in range(map_size)],
+        wait_until_idle=wait_until_idle,
+    )
+    counts: list[dict[str, Any]] = []
+    for contender, local in zip(counted, (False, True), strict=True):
+        for size in (1, map_size):
+            wait_until_idle()
+            ops = count_operations(scheduler_class, function, contender.options, size, local=local)
+            counts.append({"contender": contender.name, **ops})
+    return (*figures_and_medians(single, mapped), counts)
+
+
+def figures_and_medians(
+    single: Mapping[str, list[float]], mapped: Mapping[str, list[float]]
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, float]]]:
+    """The summary of each case and contender (``single``, ``map100``) and, beside it, just the medians."""
+    figures = {
+        "single": {name: summary(times) for name, times in single.items()},
+        "map100": {name: summary(times) for name, times in mapped.items()},
+    }
+    med = {case: {name: f["median"] for name, f in data.items()} for case, data in figures.items()}
+    return figures, med
+
+
 def operations_met(entry: Mapping[str, Any]) -> bool:
     """A submit at most 2 commands (1 once the environment was checked), a poll round 1, a fetch at most 1, no SFTP."""
     return bool(

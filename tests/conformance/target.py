@@ -93,3 +93,10 @@ def ssh_options(server: SSHServer, **extra: Any) -> dict[str, Any]:
 def local_options(work_dir: str, **extra: Any) -> dict[str, Any]:
     """Keys for the scheduler on this machine: this interpreter runs the jobs."""
     return {"remote_work_dir": work_dir, "python_executable": sys.executable, **extra}
+
+
+def transport_options(transport: str, scheduler: str, work_dir: str, server: SSHServer) -> dict[str, Any]:
+    """:func:`local_options` in ``work_dir``, or :func:`ssh_options` in ``~/.clustrix/conformance-<scheduler>``."""
+    if transport == "local":
+        return local_options(work_dir)
+    return ssh_options(server, remote_work_dir=f"~/.clustrix/conformance-{scheduler}")

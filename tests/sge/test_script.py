@@ -1,6 +1,6 @@
 """The job script is a pure function of the job, its resources and the site settings, checked against golden files.
 
-Set ``UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change.
+Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change.
 The golden scripts are also handed to the real ``qsub -w v`` (verify, never submit).
 """
 
@@ -15,6 +15,7 @@ from clustrix.batch.dialect import ScriptJob
 from clustrix.resources import Resources
 from clustrix_sge import script
 from clustrix_sge.dialect import SGEDialect
+from tests import golden
 from tests.sge.conftest import GOLDEN
 from tests.testbed import sge as sge_testbed
 
@@ -42,12 +43,7 @@ def job(resources: Resources, *, n_tasks: int = 1, n_calls: int = 1, config=None
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path}: run with UPDATE_GOLDEN=1 to write it"
-    assert text == path.read_text()
+    golden.check_golden(GOLDEN, name, text)
 
 
 def render(resources: Resources, **kw) -> str:

@@ -22,6 +22,7 @@ from clustrix.errors import ConfigurationError
 from clustrix.resources import Resources
 from clustrix_slurm.dialect import SlurmDialect
 from clustrix_slurm.script import array_spec, memory_megabytes
+from tests import golden
 from tests.slurm.conftest import GOLDEN
 
 JOB_DIR = "/home/me/.clustrix/20250101-000000-abcdefabcdef"
@@ -55,11 +56,7 @@ def render(
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("CLUSTRIX_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path}: run with CLUSTRIX_UPDATE_GOLDEN=1 to write it"
-    assert text == path.read_text()
+    golden.check_golden(GOLDEN, name, text)
 
 
 def test_single_call_script_matches_golden_file():

@@ -19,7 +19,7 @@ history is on (``qstat -x``).
 Tests outside the namespace talk to PBS through :class:`NetnsTransport` (the
 "local" transport: every command runs inside the namespace as the test user) or over
 SSH through :func:`start_ssh` (an sshd inside the namespace, reached through a
-``socat`` gateway on 127.0.0.1). The PBS plugin sees an ordinary transport either way.
+gateway on 127.0.0.1, :class:`tests.testbed.netns.Gateway`). The PBS plugin sees an ordinary transport either way.
 
 Measured on the project's 2-core machines: a cold build takes 4.5 to 10 minutes (more under
 load, plus 1 to 3 minutes of apt on a bare image), the first start 18 s, a warm start 5 s, a
@@ -49,6 +49,7 @@ from clustrix_openpbs_netns import NetnsTransport
 
 from clustrix.transport import CommandResult
 from tests.testbed import sshd
+from tests.testbed.netns import Gateway, Namespace
 from tests.testbed.system import apt_install, port_is_free, wait_for
 
 #: What the build needs (OpenPBS's INSTALL list for Debian, bookworm names) and what runs it.
@@ -58,7 +59,7 @@ BUILD_PACKAGES = (
     "libical-dev", "libncurses-dev", "libexpat1-dev", "libssl-dev", "libcjson-dev",
     "python3-dev", "tcl-dev", "tk-dev", "postgresql-server-dev-all",
     "postgresql", "postgresql-contrib", "python3", "expat", "libedit2", "libical3", "libcjson1",
-    "tcl", "tk", "procps", "iproute2", "util-linux", "socat", "openssh-server",
+    "tcl", "tk", "procps", "iproute2", "util-linux", "openssh-server",
 )  # fmt: skip
 
 CACHE_ROOT = Path(os.environ.get("CLUSTRIX_TESTBED_CACHE", "/var/cache/clustrix-testbed"))
@@ -72,6 +73,8 @@ RUN = Path("/run/clustrix-openpbs")
 HOSTS = RUN / "hosts"
 NETNS = "clustrix-pbs"
 ADDRESS = "10.254.254.1"
+#: PBS refuses a host name that resolves only to 127.x: the namespace has this address on an inside-only veth pair
+NAMESPACE = Namespace(NETNS, address=f"{ADDRESS}/24", veth=("pbsa", "pbsb"))
 JOB_USER = sshd.TEST_USER
 #: The second queue: ``queue="short"`` is tested for real; its walltime limit is 5 minutes.
 SHORT_QUEUE = "short"
@@ -202,14 +205,7 @@ def host_name() -> str:
 
 def netns_up() -> None:
     """Create the namespace and its private hosts file (idempotent)."""
-    if not Path(f"/run/netns/{NETNS}").exists():
-        ip = ["ip", "-n", NETNS]
-        _run(["ip", "netns", "add", NETNS])
-        _run([*ip, "link", "set", "lo", "up"])
-        _run([*ip, "link", "add", "pbsa", "type", "veth", "peer", "name", "pbsb"])
-        _run([*ip, "addr", "add", f"{ADDRESS}/24", "dev", "pbsa"])
-        _run([*ip, "link", "set", "pbsa", "up"])
-        _run([*ip, "link", "set", "pbsb", "up"])
+    NAMESPACE.up()
     RUN.mkdir(mode=0o755, parents=True, exist_ok=True)
     name = host_name()
     HOSTS.write_text(f"127.0.0.1\tlocalhost\n{ADDRESS}\t{name}\n")
@@ -388,35 +384,6 @@ def job_python() -> str:
 
 
 @attrs.define
-class Gateway:
-    """``socat`` on 127.0.0.1:port outside, forwarding each connection to the same port inside the namespace."""
-
-    port: int
-    script: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.script.write_text(
-            f"#!/bin/sh\nexec nsenter --net=/run/netns/{NETNS} socat STDIO TCP:127.0.0.1:{self.port}\n"
-        )
-        self.script.chmod(0o755)
-        self.process = subprocess.Popen(
-            ["socat", f"TCP-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork", f"EXEC:{self.script}"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_for(lambda: not port_is_free(self.port), timeout=10, what=f"gateway on 127.0.0.1:{self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@attrs.define
 class NetnsSSH:
     """An sshd inside the namespace and the gateway that reaches it; ``config()`` for clustrix."""
 
@@ -433,7 +400,7 @@ class NetnsSSH:
 
 def start_ssh(bed: OpenPBS) -> NetnsSSH:
     """An sshd in the namespace (PBS's bin first on the session PATH) and its gateway on 127.0.0.1."""
-    apt_install(["openssh-server", "openssh-client", "socat"])
+    apt_install(["openssh-server", "openssh-client"])
     server = sshd.start_sshd(
         bed.user,
         command_prefix=tuple(inns([])),
@@ -444,7 +411,7 @@ def start_ssh(bed: OpenPBS) -> NetnsSSH:
     if not port_is_free(port):
         server.cleanup()
         raise RuntimeError(f"port {port} on 127.0.0.1 is busy outside the namespace: cannot forward it")
-    gateway = Gateway(port=port, script=Path(server.directory) / "gateway.sh")
+    gateway = NAMESPACE.gateway(port)
     gateway.start()
     return NetnsSSH(server=server, gateway=gateway)
 

@@ -5,7 +5,13 @@ call), makes the clients reach the qmaster (the ``host_aliases`` fix), starts bo
 daemons by hand (no systemd here, ``policy-rc.d`` refuses service starts), applies
 the configuration below with ``qconf`` and waits until the queue instances are
 usable. A cell that is already up, healthy and configured by this version of the
-file is reused. :func:`stop` ends the daemons by their pid files.
+file is reused. :func:`stop` ends the daemons by their pid files and deletes the namespace.
+
+Both daemons bind ``0.0.0.0``, so they run inside the testbed's network namespace
+``clustrix-sge`` (:mod:`tests.testbed.netns`); a gateway on ``127.0.0.1:6444`` forwards
+clients outside (``qsub``, ``qstat``, sessions of the sshd testbed) to the qmaster inside,
+which sees them on its own loopback as before, so ``act_qmaster`` and ``host_aliases``
+stay as they were and nothing of SGE listens on the machine's other addresses.
 
 The configuration is tuned for tests (see ``/work/shared/testbed-notes.md``):
 
@@ -28,7 +34,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import pwd
 import socket
 import subprocess
 import sys
@@ -40,6 +45,8 @@ from pathlib import Path
 import attrs
 
 from clustrix_sge.parse import parse_qconf
+from tests.testbed.netns import Namespace
+from tests.testbed.sshd import ensure_user
 from tests.testbed.system import apt_install, host_name, pid_from_file, succeeds, terminate, testbed_main, wait_for
 
 PACKAGES = ("gridengine-common", "gridengine-client", "gridengine-master", "gridengine-exec")
@@ -61,6 +68,10 @@ PE = "smp"
 PROJECT = "clustrix"
 QUEUE_SLOTS = 16
 SHORT_SLOTS = 4
+#: The daemons run here; clients outside reach the qmaster through a gateway on 127.0.0.1:6444.
+NAMESPACE = Namespace("clustrix-sge", address="10.254.252.1/24")
+QMASTER_PORT = 6444
+GATEWAY = NAMESPACE.gateway(QMASTER_PORT)
 
 
 @attrs.frozen
@@ -261,8 +272,8 @@ def queue_instances_usable(host: str) -> bool:
 
 
 def healthy(host: str) -> bool:
-    """Both daemons alive, configured by this file, queues usable."""
-    if pid_from_file(QMASTER_PID) is None or execd_pid() is None:
+    """Both daemons alive inside the namespace, the gateway up, configured by this file, queues usable."""
+    if not (NAMESPACE.holds(pid_from_file(QMASTER_PID)) and NAMESPACE.holds(execd_pid()) and GATEWAY.running()):
         return False
     try:
         stamp = STAMP.read_text().strip()
@@ -327,25 +338,18 @@ def _configure(host: str) -> None:
         _add_or_modify(["qconf", "-sq", name], "-Aq", "-Mq", values)
 
 
-def _ensure_test_user() -> None:
-    """The unprivileged submitter (the sshd testbed makes it too; this one only needs it to exist)."""
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        _run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=False)
-        _run(["usermod", "-p", "*", TEST_USER], check=False)
-
-
 def _start_qmaster() -> None:
+    NAMESPACE.up()
     if pid_from_file(QMASTER_PID) is None:
         Path("/run/gridengine").mkdir(exist_ok=True)
-        _run(["/usr/sbin/sge_qmaster"])
+        _run(NAMESPACE.enter(["/usr/sbin/sge_qmaster"]))
+    GATEWAY.start()
     wait_for(lambda: _ok(["qconf", "-sh"]), timeout=60, what="sge_qmaster answering", interval=0.1)
 
 
 def _start_execd() -> None:
     if execd_pid() is None:
-        _run(["/usr/sbin/sge_execd"])
+        _run(NAMESPACE.enter(["/usr/sbin/sge_execd"]))
     wait_for(lambda: execd_pid() is not None, timeout=30, what="sge_execd pid file", interval=0.1)
 
 
@@ -355,13 +359,16 @@ def start() -> SGETestbed:
     host = host_name()
     if healthy(host):
         return SGETestbed(host=host, bring_up_seconds=time.monotonic() - began, reused=True)
+    running = [pid for pid in (pid_from_file(QMASTER_PID), execd_pid()) if pid is not None]
+    if any(not NAMESPACE.holds(pid) for pid in running):
+        stop()  # daemons started outside the namespace (an older version of this file) listen on 0.0.0.0
     apt_install(PACKAGES, preseed=preseed(host))
     aliases = host_aliases(host)
     alias_file = COMMON / "host_aliases"
     if aliases and (not alias_file.exists() or alias_file.read_text() != aliases):
         alias_file.write_text(aliases)
         stop()  # the qmaster reads host_aliases at start only
-    _ensure_test_user()
+    ensure_user(TEST_USER)
     _start_qmaster()
     _configure(host)
     _start_execd()
@@ -378,10 +385,11 @@ def restart_qmaster() -> None:
 
 
 def stop() -> None:
-    """End sge_execd, then sge_qmaster, by their pid files (running jobs are killed by the execd)."""
+    """End sge_execd, then sge_qmaster, by their pid files (the execd kills running jobs); delete the namespace."""
     terminate(execd_pid())
     terminate(pid_from_file(QMASTER_PID))
     STAMP.unlink(missing_ok=True)
+    NAMESPACE.down()
 
 
 def main(argv: list[str]) -> int:

@@ -5,7 +5,15 @@ starts every daemon by hand (there is no systemd here and ``policy-rc.d`` refuse
 service starts) and waits until ``sinfo`` shows the node idle. It is idempotent: a
 cluster that is already up and healthy is reused, so several test sessions (and the
 PBS tests, which drive SLURM through its Torque wrappers) can share one.
-:func:`stop` ends the daemons by their pid files.
+:func:`stop` ends the daemons by their pid files and deletes the namespace.
+
+slurmctld, slurmd and slurmdbd bind ``0.0.0.0``, so they run inside the testbed's network
+namespace ``clustrix-slurm`` (:mod:`tests.testbed.netns`); gateways on ``127.0.0.1:6817``
+and ``127.0.0.1:6819`` forward clients outside (``sbatch``, ``squeue``, ``sacct``, the
+Torque-style wrappers, sessions of the sshd testbed) to them, and the daemons see those
+clients on their own loopback. ``/etc/slurm`` says ``127.0.0.1`` as before, so a cluster
+brought up by an older version of this file and one brought up by this one look the same
+to clients. munged and MariaDB (unix sockets only) run outside.
 
 The configuration is tuned for tests (see ``/work/shared/testbed-notes.md``):
 one-second scheduling, ``OverSubscribe=FORCE:8`` so arrays run 16 at a time on two
@@ -20,7 +28,6 @@ Run ``python -m tests.testbed.slurm start|stop|status`` by hand.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -30,6 +37,8 @@ from pathlib import Path
 
 import attrs
 
+from tests.testbed.netns import Namespace
+from tests.testbed.sshd import ensure_user
 from tests.testbed.system import apt_install, host_name, pid_from_file, succeeds, terminate, testbed_main, wait_for
 
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
@@ -55,6 +64,13 @@ PID_FILES = {
     "munged": Path("/run/munge/munged.pid"),
 }
 
+
+#: slurmctld, slurmd and slurmdbd run here (they bind 0.0.0.0); munged and MariaDB stay outside (unix sockets only)
+NAMESPACE = Namespace("clustrix-slurm", address="10.254.253.1/24")
+#: slurmctld and slurmdbd, reached by clients outside through a gateway on 127.0.0.1 each
+#: (slurmd is reached by slurmctld only, inside)
+GATEWAYS = (NAMESPACE.gateway(6817), NAMESPACE.gateway(6819))
+IN_NAMESPACE = ("slurmctld", "slurmd", "slurmdbd")
 
 #: the partitions whose jobs the urgent partition's preempt; a preempted job keeps running
 #: GraceTime seconds after its --signal before SLURM kills and requeues it
@@ -219,9 +235,15 @@ def node_state(node: str) -> str:
     return proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else ""
 
 
+def in_namespace() -> bool:
+    """slurmctld, slurmd and slurmdbd run inside the namespace and the gateways to them are up."""
+    daemons = all(NAMESPACE.holds(pid_from_file(PID_FILES[name])) for name in IN_NAMESPACE)
+    return daemons and all(gateway.running() for gateway in GATEWAYS)
+
+
 def healthy(node: str) -> bool:
-    """Every daemon is alive, the node is usable and accounting answers."""
-    if not all(_pid_alive(p) for p in PID_FILES.values()):
+    """Every daemon is alive (inside the namespace where it should be), the node is usable and accounting answers."""
+    if not all(_pid_alive(p) for p in PID_FILES.values()) or not in_namespace():
         return False
     state = node_state(node).rstrip("*~#")
     if state not in {"idle", "mixed", "allocated", "completing"}:
@@ -291,22 +313,18 @@ def _start_mariadb() -> None:
     )
 
 
+def _daemon(name: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Start a SLURM daemon inside the namespace (it forks into the background itself)."""
+    return _run(NAMESPACE.enter([name, *args]), check=check)
+
+
 def _start_slurmdbd() -> None:
     if not _pid_alive(PID_FILES["slurmdbd"]):
-        _run(["slurmdbd"])
+        _daemon("slurmdbd", check=True)
     wait_for(lambda: _ok(["sacctmgr", "-n", "list", "cluster"]), timeout=60, what="slurmdbd answering")
     listed = _run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], check=False).stdout.split()
     if CLUSTER_NAME not in listed:
         _run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME])
-
-
-def _ensure_test_user() -> None:
-    """Create the unprivileged submitter (the sshd testbed may have made it already)."""
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        _run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=False)
-        _run(["usermod", "-p", "*", TEST_USER], check=False)
 
 
 def _configure(node: str, cpus: int, memory_mb: int, cgroups: bool, accounting: bool) -> None:
@@ -347,18 +365,22 @@ def start(*, cgroups: bool | None = None, accounting: bool = True) -> SlurmTestb
         # a cluster started with an older version of this file: restart it with the current config
         stop()
         cgroups, accounting = running_cgroups, running_accounting
+    _stop_outside()
     apt_install(PACKAGES)
     _configure(node, cpus, memory_mb, cgroups, accounting)
-    _ensure_test_user()
+    ensure_user(TEST_USER)
+    NAMESPACE.up()
+    for gateway in GATEWAYS:
+        gateway.start()
     _start_munge()
     if accounting:
         _start_mariadb()
         _start_slurmdbd()
     if not _pid_alive(PID_FILES["slurmctld"]):
-        _run(["slurmctld"])
+        _daemon("slurmctld", check=True)
     wait_for(lambda: _ok(["scontrol", "ping"]), timeout=60, what="slurmctld answering")
     if not _pid_alive(PID_FILES["slurmd"]):
-        proc = _run(["slurmd", "-N", node], check=False)
+        proc = _daemon("slurmd", "-N", node)
         if proc.returncode != 0 and cgroups:
             # cgroups could not be set up: fall back to the configuration without them
             stop()
@@ -389,9 +411,20 @@ def start(*, cgroups: bool | None = None, accounting: bool = True) -> SlurmTestb
 
 
 def stop() -> None:
-    """End the daemons by their pid files (in reverse start order)."""
+    """End the daemons by their pid files (in reverse start order); delete the namespace and its gateways."""
     for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
         terminate(pid_from_file(PID_FILES[name]), timeout=20)
+    NAMESPACE.down()
+
+
+def _stop_outside() -> None:
+    """End slurmctld, slurmd and slurmdbd where they run outside the namespace (started by an older
+    version of this file, they listen on 0.0.0.0); munged, MariaDB and jobs' slurmstepd keep running,
+    and the daemons started again inside take the jobs over from their state files."""
+    for name in IN_NAMESPACE:
+        pid = pid_from_file(PID_FILES[name])
+        if pid is not None and not NAMESPACE.holds(pid):
+            terminate(pid, timeout=20)
 
 
 def restart_controller() -> None:
@@ -401,7 +434,7 @@ def restart_controller() -> None:
         pid = int(pid_file.read_text().split()[0])
         os.kill(pid, 15)
         wait_for(lambda: not _pid_alive(pid_file), timeout=30, what="slurmctld to stop")
-    _run(["slurmctld"])
+    _daemon("slurmctld", check=True)
     wait_for(lambda: _ok(["scontrol", "ping"]), timeout=60, what="slurmctld answering again")
 
 

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
+from clustrix_openpbs_netns import WrappedLocalTransport
 
-from clustrix.transport import CommandResult, LocalTransport
 from tests.testbed import slurm
 from tests.testbed.system import apt_install
 from tests.testbed.transport_hook import TransportHook
@@ -85,22 +85,12 @@ def start() -> TorqueCLI:
     return TorqueCLI(bin_dir=unpack(version), version=version, cluster=cluster)
 
 
-class TorqueTransport(LocalTransport):
+class TorqueTransport(WrappedLocalTransport):
     """The login node with the Torque-style wrappers first on ``PATH`` (for these tests only)."""
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
         self.host = TORQUE_HOST
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-        check: bool = False,
-    ) -> CommandResult:
-        path = f"{self.bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        return super().run(argv, input=input, env={**(env or {}), "PATH": path}, cwd=cwd, timeout=timeout, check=check)
+    def wrap(self, argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
+        return list(argv), {**(env or {}), "PATH": f"{self.bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}

@@ -11,7 +11,7 @@ import pytest
 from clustrix.jobs import JobState
 from clustrix_sge.parse import parse_qstat_xml
 from clustrix_sge.states import to_job_state
-from tests.conformance.target import Target, local_options, ssh_options
+from tests.conformance.target import Target, transport_options
 from tests.testbed import sge as sge_testbed
 from tests.testbed.sshd import SSHServer
 from tests.testbed.system import start_or_unavailable
@@ -45,10 +45,7 @@ def conformance_sge(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: 
     work.chmod(0o700)
 
     def make(transport: str) -> Target:
-        if transport == "local":
-            options = local_options(str(work))
-        else:
-            options = ssh_options(conformance_sshd, remote_work_dir="~/.clustrix/conformance-sge")
+        options = transport_options(transport, "sge", str(work), conformance_sshd)
         return Target(
             scheduler="sge",
             transport=transport,

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conformance.target import Target, local_options, ssh_options
+from tests.conformance.target import Target, transport_options
 from tests.testbed import slurm as slurm_testbed
 from tests.testbed.sshd import SSHServer
-from tests.testbed.system import unavailable
+from tests.testbed.system import start_or_unavailable
 
 SCHEDULER = "slurm"
 TRANSPORTS = ("local", "ssh")
@@ -23,18 +23,11 @@ def squeue_state(native_id: str) -> str:
 
 @pytest.fixture(scope="session")
 def conformance_slurm(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: SSHServer) -> Callable[[str], Target]:
-    try:
-        bed = slurm_testbed.start()
-    except Exception as exc:
-        unavailable(f"SLURM testbed: {type(exc).__name__}: {exc}")
-        raise
+    bed = start_or_unavailable("SLURM testbed", slurm_testbed.start)
     work = str(tmp_path_factory.mktemp("slurm-jobs"))
 
     def make(transport: str) -> Target:
-        if transport == "local":
-            options = local_options(work)
-        else:
-            options = ssh_options(conformance_sshd, remote_work_dir="~/.clustrix/conformance-slurm")
+        options = transport_options(transport, "slurm", work, conformance_sshd)
         return Target(
             scheduler="slurm",
             transport=transport,

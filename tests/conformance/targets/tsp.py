@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conformance.target import Target, local_options, ssh_options
+from tests.conformance.target import Target, transport_options
 from tests.testbed import tsp as tsp_testbed
 from tests.testbed.sshd import SSHServer
 from tests.testbed.system import unavailable
@@ -30,10 +30,7 @@ def conformance_tsp(
 
     def make(transport: str) -> Target:
         queue = queues[transport]
-        if transport == "local":
-            options = local_options(work)
-        else:
-            options = ssh_options(conformance_sshd, remote_work_dir="~/.clustrix/conformance-tsp")
+        options = transport_options(transport, "tsp", work, conformance_sshd)
         return Target(
             scheduler="tsp",
             transport=transport,

@@ -45,7 +45,28 @@ def inns(argv: Sequence[str], *, netns: str, hosts: str) -> list[str]:
     ]
 
 
-class NetnsTransport(LocalTransport):
+class WrappedLocalTransport(LocalTransport):
+    """A local transport whose commands are rewritten first by :meth:`wrap` (the test-only transports' one base).
+
+    The result names the command as asked (``argv``), not as wrapped, so schedulers' error
+    messages read as they would on a real login node.
+    """
+
+    def wrap(self, argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[list[str], Mapping[str, str] | None]:
+        """The command and extra environment to run instead of ``argv`` with ``env``."""
+        raise NotImplementedError
+
+    def run(self, argv: Sequence[str], **options: Any) -> CommandResult:
+        check = options.pop("check", False)
+        wrapped, env = self.wrap(argv, options.pop("env", None))
+        result = super().run(wrapped, env=env, check=False, **options)
+        result = CommandResult(tuple(argv), result.returncode, result.stdout, result.stderr)
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+
+class NetnsTransport(WrappedLocalTransport):
     """The login node as the job user sees it: commands inside the namespace, files owned by the user."""
 
     def __init__(self, settings: Mapping[str, str] | None = None) -> None:
@@ -53,42 +74,25 @@ class NetnsTransport(LocalTransport):
         self.host = HOST
         self.account = pwd.getpwnam(self.settings["user"])
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-        check: bool = False,
-    ) -> CommandResult:
+    def wrap(self, argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[list[str], None]:
         user = self.settings["user"]
-        wrapped = inns(
-            [
-                "runuser",
-                "-u",
-                user,
-                "--",
-                "env",
-                "-i",
-                f"PATH={self.settings['path']}",
-                f"HOME={self.account.pw_dir}",
-                f"USER={user}",
-                f"LOGNAME={user}",
-                "LANG=C.UTF-8",
-                f"PBS_CONF_FILE={self.settings['conf']}",
-                *(f"{key}={value}" for key, value in (env or {}).items()),
-                *argv,
-            ],
-            netns=self.settings["netns"],
-            hosts=self.settings["hosts"],
-        )
-        result = super().run(wrapped, input=input, cwd=cwd, timeout=timeout, check=False)
-        result = CommandResult(tuple(argv), result.returncode, result.stdout, result.stderr)
-        if check and not result.ok:
-            raise CommandError(result)
-        return result
+        command = [
+            "runuser",
+            "-u",
+            user,
+            "--",
+            "env",
+            "-i",
+            f"PATH={self.settings['path']}",
+            f"HOME={self.account.pw_dir}",
+            f"USER={user}",
+            f"LOGNAME={user}",
+            "LANG=C.UTF-8",
+            f"PBS_CONF_FILE={self.settings['conf']}",
+            *(f"{key}={value}" for key, value in (env or {}).items()),
+            *argv,
+        ]
+        return inns(command, netns=self.settings["netns"], hosts=self.settings["hosts"]), None
 
     def _give(self, path: str) -> None:
         os.chown(path, self.account.pw_uid, self.account.pw_gid)
