@@ -2,7 +2,8 @@
 
 The engine's conformance suite covers what every batch scheduler must do; these tests
 prove what is PBS's own: the queue, Exit_status -29 and -27, ``Can Never Run``, qdel's
-256+signal, ``qrerun`` of a rerunnable job, ``checkpoint()`` on PBS's SIGTERM, the site query and flavour detection.
+256+signal, ``qrerun`` of a rerunnable job, ``checkpoint()`` on PBS's SIGTERM, the site
+query and flavour detection.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def wait_until_counting(bed: openpbs.OpenPBS, job_dir: str | None, timeout: floa
     assert job_dir is not None
     t = bed.transport()
     deadline = time.monotonic() + timeout
-    while not t.run(["test", "-e", f"{job_dir}/out/0.claim"]).returncode == 0:
+    while t.run(["test", "-e", f"{job_dir}/out/0.claim"]).returncode != 0:
         assert time.monotonic() < deadline, "the call never started"
         time.sleep(0.2)
     time.sleep(1)

@@ -304,8 +304,8 @@ class Dialect:
 
         ``#!/bin/bash``, :meth:`directives`, a comment, :meth:`setup_lines`, the prelude inside
         ``set -e``/``set +e``, the requeue export (when :meth:`requeue_argv` gives one and the
-        ``requeue`` extra is not False), the :attr:`checkpoint_signal` export, then ``exec`` of the runner for this task: the runner is
-        the batch shell, so the scheduler's signals reach Python.
+        ``requeue`` extra is not False), the :attr:`checkpoint_signal` export, then ``exec`` of the
+        runner for this task: the runner is the batch shell, so the scheduler's signals reach Python.
         """
         lines = ["#!/bin/bash", *self.directives(job)]
         lines.append(f"# clustrix job {job.job_id}: {job.n_calls} call(s) in {job.n_tasks} array task(s)")
