@@ -17,6 +17,7 @@ from clustrix import runner
 from clustrix.jobdir import decode_outcome, finished_tasks, plan_tasks, read_outcomes, stage
 from clustrix.jobs import JobSpec
 from clustrix.transport import LocalTransport
+from tests.counting import counter_with_checkpoint
 
 
 def _run(job_dir: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -185,29 +186,11 @@ def test_plan_tasks_covers_every_call_once_in_balanced_contiguous_tasks(size: in
         assert len(tasks) <= (max_tasks or size)
 
 
-def _count_with_checkpoint() -> object:
-    """A callable counting to ``n`` slowly whose ``checkpoint()`` resumes from the step reached (travels by value)."""
-
-    class Count:
-        reached = 0
-
-        def __call__(self, n: int, start: int = 0) -> dict[str, int]:
-            for i in range(start, n):
-                time.sleep(0.05)
-                self.reached = i + 1
-            return {"counted": self.reached, "resumed_at": start}
-
-        def checkpoint(self, n: int, start: int = 0) -> tuple[object, tuple[int], dict[str, int]]:
-            return self, (n,), {"start": self.reached}
-
-    return Count()
-
-
 def test_the_schedulers_own_warning_signal_saves_the_checkpoint_and_ends_the_task_by_that_signal(
     tmp_path: Path,
 ) -> None:
     """PBS's way: SIGTERM, no requeue argv; the scheduler reruns the task, which resumes."""
-    spec = JobSpec(name="count", func=_count_with_checkpoint(), arguments=[((60,), {})])
+    spec = JobSpec(name="count", func=counter_with_checkpoint(0.05), arguments=[((60,), {})])
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(1), claim=True)
     env = {k: v for k, v in os.environ.items() if k != runner.REQUEUE_ENV}
     proc = subprocess.Popen(

@@ -21,6 +21,7 @@ from clustrix.errors import JobError
 from clustrix_pbs import parse
 from clustrix_pbs.dialect import PBSProDialect
 from clustrix_pbs.scheduler import PBSScheduler
+from tests.counting import counter_with_checkpoint
 from tests.testbed import openpbs
 
 pytestmark = pytest.mark.testbed_pbs
@@ -113,22 +114,6 @@ def test_an_impossible_request_fails_fast_with_the_comment_and_is_deleted(
     assert record.state == "F" and record.exit_status is None  # deleted while queued
 
 
-class Count:
-    """Counts to ``n`` slowly; ``checkpoint()`` (called on PBS's SIGTERM) resumes from the step reached."""
-
-    def __init__(self) -> None:
-        self.reached = 0
-
-    def __call__(self, n: int, start: int = 0) -> dict[str, int]:
-        for i in range(start, n):
-            time.sleep(0.25)
-            self.reached = i + 1
-        return {"counted": self.reached, "resumed_at": start}
-
-    def checkpoint(self, n: int, start: int = 0) -> tuple[Any, tuple[int], dict[str, int]]:
-        return self, (n,), {"start": self.reached}
-
-
 def wait_until_counting(bed: openpbs.OpenPBS, job_dir: str | None, timeout: float = 60) -> None:
     """Until the runner has claimed call 0 (it is running), plus a second of counting."""
     assert job_dir is not None
@@ -144,7 +129,7 @@ def test_cancel_of_a_checkpointing_call_ends_it_with_sigterms_256_plus_signal_no
     pbs_complex: openpbs.OpenPBS, pbs_local: dict[str, Any]
 ) -> None:
     """qdel sends the same SIGTERM as qrerun: the runner saves the checkpoint, then ends by SIGTERM."""
-    future = cluster(time="00:05:00", **pbs_local)(Count()).submit(1200)
+    future = cluster(time="00:05:00", **pbs_local)(counter_with_checkpoint(0.25)).submit(1200)
     native_id = future.handle.native_id
     wait_until_counting(pbs_complex, future.handle.job_dir)
     assert future.cancel()
@@ -158,7 +143,7 @@ def test_a_checkpointing_call_rerun_by_the_operator_resumes_from_its_checkpoint(
     pbs_complex: openpbs.OpenPBS, pbs_local: dict[str, Any]
 ) -> None:
     """qrerun: SIGTERM (the runner saves the checkpoint), PBS requeues the job, the rerun resumes."""
-    future = cluster(time="00:05:00", **pbs_local)(Count()).submit(40)  # 10 s of counting
+    future = cluster(time="00:05:00", **pbs_local)(counter_with_checkpoint(0.25)).submit(40)  # 10 s of counting
     native_id = future.handle.native_id
     wait_until_counting(pbs_complex, future.handle.job_dir)
     pbs_complex.run(["qrerun", native_id], as_user=False)
