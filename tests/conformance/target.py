@@ -57,6 +57,9 @@ class Target:
     #: Jobs see a file system the test mounts while the scheduler runs. False when the scheduler's
     #: daemons live in a mount namespace of their own (the OpenPBS testbed's); skips the test that needs it.
     jobs_see_new_mounts: bool = True
+    #: Where the test mounts its small file systems: a shared mount point whose new mounts the
+    #: scheduler's own mount namespaces receive (the OpenPBS testbed's). None: a new temporary directory.
+    mount_dir: str | None = None
 
     @property
     def id(self) -> str:
@@ -64,11 +67,11 @@ class Target:
 
 
 @contextlib.contextmanager
-def full_file_system(owner: str | None, size: str = "1m") -> Iterator[Path]:
-    """A small tmpfs owned by ``owner`` (mode 0700), for "the job directory's file system is full"."""
+def full_file_system(owner: str | None, size: str = "1m", parent: str | None = None) -> Iterator[Path]:
+    """A small tmpfs owned by ``owner`` (mode 0700) in ``parent``, for "the job directory's file system is full"."""
     if shutil.which("mount") is None or os.geteuid() != 0:
         raise RuntimeError("mounting a small tmpfs needs root and mount(8)")
-    directory = Path(tempfile.mkdtemp(prefix="clustrix-full-"))
+    directory = Path(tempfile.mkdtemp(prefix="clustrix-full-", dir=parent))
     entry = pwd.getpwnam(owner) if owner else None
     ids = f",uid={entry.pw_uid},gid={entry.pw_gid}" if entry else ""
     subprocess.run(

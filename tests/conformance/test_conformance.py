@@ -234,7 +234,7 @@ def test_a_full_job_file_system_is_a_clear_error_naming_the_path(target: Target)
             f"the {target.scheduler} testbed's {target.transport} side cannot see a file system mounted by the test"
         )
     python = _job_python(target)
-    with full_file_system(target.remote_user, size="64k") as full:
+    with full_file_system(target.remote_user, size="64k", parent=target.mount_dir) as full:
         with open(full / "filler", "wb") as filler:
             try:
                 filler.write(b"\0" * 2**20)
@@ -257,7 +257,7 @@ def test_an_outcome_that_does_not_fit_is_an_error_never_a_half_written_result(ta
     if not target.jobs_see_new_mounts:
         pytest.skip(f"the {target.scheduler} testbed's jobs cannot see a file system mounted by the test")
     python = _job_python(target)
-    with full_file_system(target.remote_user, size="1m") as small:
+    with full_file_system(target.remote_user, size="1m", parent=target.mount_dir) as small:
         options: dict[str, Any] = {**target.options, "remote_work_dir": str(small), "python_executable": python}
 
         @cluster(**options)

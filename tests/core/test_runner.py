@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from clustrix import runner
 from clustrix.jobdir import decode_outcome, finished_tasks, plan_tasks, read_outcomes, stage
 from clustrix.jobs import JobSpec
 from clustrix.transport import LocalTransport
+from tests.counting import counter_with_checkpoint
 
 
 def _run(job_dir: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -181,3 +184,47 @@ def test_plan_tasks_covers_every_call_once_in_balanced_contiguous_tasks(size: in
         sizes = [len(t) for t in tasks]
         assert max(sizes) - min(sizes) <= 1
         assert len(tasks) <= (max_tasks or size)
+
+
+def test_the_schedulers_own_warning_signal_saves_the_checkpoint_and_ends_the_task_by_that_signal(
+    tmp_path: Path,
+) -> None:
+    """PBS's way: SIGTERM, no requeue argv; the scheduler reruns the task, which resumes."""
+    spec = JobSpec(name="count", func=counter_with_checkpoint(0.05), arguments=[((60,), {})])
+    job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(1), claim=True)
+    env = {k: v for k, v in os.environ.items() if k != runner.REQUEUE_ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clustrix.runner", job_dir, "--task", "0"],
+        env={**env, runner.SIGNAL_ENV: "TERM"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    claim = Path(job_dir, runner.claim_name(0))
+    while not claim.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # some steps counted
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM, stderr  # what the scheduler sees: the job ended by SIGTERM
+    assert "call 0 checkpointed" in stderr
+    assert not Path(job_dir, runner.exit_name(0)).exists()
+    assert not Path(job_dir, runner.outcome_name(0)).exists()
+
+    rerun = _run(job_dir, "--task", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    [outcome] = read_outcomes(LocalTransport(), job_dir, 1)
+    assert outcome is not None and outcome.value["counted"] == 60
+    assert outcome.value["resumed_at"] > 0
+
+
+def test_an_unknown_checkpoint_signal_name_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    job_dir = _stage(tmp_path, [((6, 3), {})], plan_tasks(1))
+    result = subprocess.run(
+        [sys.executable, "-m", "clustrix.runner", job_dir],
+        env={**os.environ, runner.SIGNAL_ENV: "NOPE"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "CLUSTRIX_CHECKPOINT_SIGNAL='NOPE' is not a signal name" in result.stderr

@@ -2,13 +2,16 @@
 
 The engine's conformance suite covers what every batch scheduler must do; these tests
 prove what is PBS's own: the queue, Exit_status -29 and -27, ``Can Never Run``, qdel's
-256+signal, ``qrerun`` of a rerunnable job, the site query and flavour detection.
+256+signal, ``qrerun`` of a rerunnable job, ``checkpoint()`` on PBS's SIGTERM, the site
+query and flavour detection.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import time
+from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from clustrix.errors import JobError
 from clustrix_pbs import parse
 from clustrix_pbs.dialect import PBSProDialect
 from clustrix_pbs.scheduler import PBSScheduler
+from tests.counting import counter_with_checkpoint
 from tests.testbed import openpbs
 
 pytestmark = pytest.mark.testbed_pbs
@@ -110,19 +114,44 @@ def test_an_impossible_request_fails_fast_with_the_comment_and_is_deleted(
     assert record.state == "F" and record.exit_status is None  # deleted while queued
 
 
-def test_cancel_of_a_running_call_ends_it_in_pbs_with_256_plus_signal(
+def wait_until_counting(bed: openpbs.OpenPBS, job_dir: str | None, timeout: float = 60) -> None:
+    """Until the runner has claimed call 0 (it is running), plus a second of counting."""
+    assert job_dir is not None
+    t = bed.transport()
+    deadline = time.monotonic() + timeout
+    while t.run(["test", "-e", f"{job_dir}/out/0.claim"]).returncode != 0:
+        assert time.monotonic() < deadline, "the call never started"
+        time.sleep(0.2)
+    time.sleep(1)
+
+
+def test_cancel_of_a_checkpointing_call_ends_it_with_sigterms_256_plus_signal_not_a_requeue(
     pbs_complex: openpbs.OpenPBS, pbs_local: dict[str, Any]
 ) -> None:
-    @cluster(time="00:05:00", **pbs_local)
-    def sleeper() -> None:
-        time.sleep(300)
-
-    future = sleeper.submit()
+    """qdel sends the same SIGTERM as qrerun: the runner saves the checkpoint, then ends by SIGTERM."""
+    future = cluster(time="00:05:00", **pbs_local)(counter_with_checkpoint(0.25)).submit(1200)
     native_id = future.handle.native_id
-    wait_for_state(pbs_complex, native_id, "R")
+    wait_until_counting(pbs_complex, future.handle.job_dir)
     assert future.cancel()
     record = wait_for_state(pbs_complex, native_id, "F")
-    assert record.exit_status is not None and record.exit_status > 256  # 271: SIGTERM from qdel
+    assert record.exit_status == 256 + signal.SIGTERM
+    with pytest.raises(CancelledError):
+        future.result(timeout=60)
+
+
+def test_a_checkpointing_call_rerun_by_the_operator_resumes_from_its_checkpoint(
+    pbs_complex: openpbs.OpenPBS, pbs_local: dict[str, Any]
+) -> None:
+    """qrerun: SIGTERM (the runner saves the checkpoint), PBS requeues the job, the rerun resumes."""
+    future = cluster(time="00:05:00", **pbs_local)(counter_with_checkpoint(0.25)).submit(40)  # 10 s of counting
+    native_id = future.handle.native_id
+    wait_until_counting(pbs_complex, future.handle.job_dir)
+    pbs_complex.run(["qrerun", native_id], as_user=False)
+    result = future.result(timeout=120)
+    assert result["counted"] == 40
+    assert result["resumed_at"] > 0  # the run that delivered it started from the checkpoint
+    (record,) = history(pbs_complex, native_id)
+    assert int(record.attributes["run_count"]) >= 2
 
 
 def test_a_rerunnable_job_rerun_by_the_operator_still_returns_every_result(
@@ -179,7 +208,7 @@ class _Config:
 
 
 def test_qdel_warns_a_running_job_with_sigterm_before_killing_it(pbs_complex: openpbs.OpenPBS) -> None:
-    """What docs/pbs.md says about kill_delay: a deleted job gets SIGTERM first (runner checkpoints need SIGUSR2)."""
+    """What docs/pbs.md says about kill_delay: a deleted job gets SIGTERM first, and may end on its own."""
     t = pbs_complex.transport()
     marker = t.expand("~/.clustrix/pbs-tests/sigterm-seen")
     t.makedirs(t.expand("~/.clustrix/pbs-tests"))

@@ -71,6 +71,9 @@ CONF = STATE / "pbs.conf"
 PBS_HOME = STATE / "spool"
 RUN = Path("/run/clustrix-openpbs")
 HOSTS = RUN / "hosts"
+#: A shared mount point: a file system the tests mount under it (a tiny full tmpfs) is seen by the
+#: daemons' mount namespaces too (slaves of this one, see :func:`inns`), so jobs and sshd see it.
+MOUNTS = RUN / "mounts"
 NETNS = "clustrix-pbs"
 ADDRESS = "10.254.254.1"
 #: PBS refuses a host name that resolves only to 127.x: the namespace has this address on an inside-only veth pair
@@ -212,6 +215,34 @@ def netns_up() -> None:
     HOSTS.chmod(0o644)
 
 
+def _shared_peer_group(mountinfo: str, target: Path) -> str | None:
+    """The ``shared:N`` or ``master:N`` tag of the mount at ``target`` in a mountinfo text, if any."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 6 and fields[4] == str(target):
+            tags = fields[6 : fields.index("-")]
+            return next((t for t in tags if t.startswith(("shared:", "master:"))), None)
+    return None
+
+
+def shared_mounts_up() -> None:
+    """Make :data:`MOUNTS` a shared mount point (a bind mount onto itself), once per boot."""
+    MOUNTS.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if _shared_peer_group(Path("/proc/self/mountinfo").read_text(), MOUNTS) is None:
+        _run(["mount", "--bind", str(MOUNTS), str(MOUNTS)])
+        _run(["mount", "--make-shared", str(MOUNTS)])
+
+
+def daemons_see_new_mounts() -> bool:
+    """Whether the running mom receives mounts made under :data:`MOUNTS` (started since it was shared)."""
+    try:
+        pid = int((PBS_HOME / "mom_priv" / "mom.lock").read_text().split()[0])
+        tag = _shared_peer_group(Path(f"/proc/{pid}/mountinfo").read_text(), MOUNTS)
+    except (OSError, ValueError, IndexError):
+        return False
+    return tag is not None and tag.startswith("master:")
+
+
 def inns(argv: Sequence[str]) -> list[str]:
     """``argv`` run inside the namespace with the private hosts file (see :func:`clustrix_openpbs_netns.inns`)."""
     return netns_plugin.inns(argv, netns=NETNS, hosts=str(HOSTS))
@@ -314,8 +345,11 @@ def start() -> OpenPBS:
     CONF.write_text(render_pbs_conf(prefix, host))
     bed = OpenPBS(prefix=prefix, host=host, built_seconds=built_seconds)
     netns_plugin.SETTINGS.write_text(json.dumps(bed.settings()))
+    shared_mounts_up()
     if healthy(bed):
-        return attrs.evolve(bed, bring_up_seconds=time.monotonic() - began, reused=True)
+        if daemons_see_new_mounts():
+            return attrs.evolve(bed, bring_up_seconds=time.monotonic() - began, reused=True)
+        stop()  # started before MOUNTS was shared (or by older testbed code): restart them inside it
     _run_inns(bed, [str(prefix / "libexec" / "pbs_init.d"), "start"], timeout=300)
     wait_for(lambda: _run_inns(bed, ["qstat", "-B"], check=False).ok, timeout=90, what="pbs_server answering")
     existing = _run_inns(bed, ["qstat", "-Q"], check=False).stdout

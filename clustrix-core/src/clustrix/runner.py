@@ -38,6 +38,14 @@ object with ``function`` (or ``func``), ``args`` and ``kwargs`` attributes (subm
 ``out/<index>.ckpt`` atomically, the requeue argv is run, and the runner exits without an
 exit-code file. Without a checkpoint the running call is left to finish, and the task then
 requeues itself if it has calls left, instead of starting one it may not finish.
+
+**A scheduler that stops the task itself** (PBS: ``qdel``, ``qrerun``, preemption and the
+walltime all send ``SIGTERM``, then ``SIGKILL`` after the queue's ``kill_delay``) names its
+warning signal in ``CLUSTRIX_CHECKPOINT_SIGNAL`` (``TERM``) and gives no requeue argv. On
+that signal the running call's checkpoint is saved as above, and the runner then ends as
+the signal would have ended it, without an exit-code file: whether the task comes back
+(rerun, resuming from the checkpoint) or is gone (deleted, out of time) is the
+scheduler's decision, and it reports the end as it always does (PBS: 256+15 after qdel).
 """
 
 from __future__ import annotations
@@ -63,6 +71,10 @@ OUT_DIR = "out"
 REQUEUE_ENV = "CLUSTRIX_REQUEUE_ARGV"
 #: The runner's exit code after it asked to be requeued (no exit-code file is written).
 REQUEUED_EXIT = 75
+#: The environment variable naming the signal a scheduler warns a task with before stopping it
+#: (``TERM``); unset: ``USR2``, acted on only when :data:`REQUEUE_ENV` is set.
+SIGNAL_ENV = "CLUSTRIX_CHECKPOINT_SIGNAL"
+DEFAULT_CHECKPOINT_SIGNAL = "USR2"
 
 
 def outcome_name(index: int) -> str:
@@ -257,7 +269,7 @@ def call_order(n_calls: int, own: Sequence[int]) -> list[int]:
 
 
 class _TaskRun:
-    """One run of one array task: the calls it takes, and what a SIGUSR2 makes it do."""
+    """One run of one array task: the calls it takes, and what the warning signal makes it do."""
 
     def __init__(self, job_dir: str, task: int, payload: dict[str, Any]) -> None:
         self.job_dir = job_dir
@@ -336,38 +348,45 @@ class _TaskRun:
             os.unlink(checkpoint)
         return ok
 
-    # ---- SIGUSR2: checkpoint, requeue -------------------------------------
+    # ---- the warning signal: checkpoint, requeue ---------------------------
     def install_signal_handler(self) -> None:
         text = os.environ.get(REQUEUE_ENV)
-        if not text:
+        name = os.environ.get(SIGNAL_ENV)
+        if not text and not name:
             return
-        argv = json.loads(text)
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise SystemExit(f"clustrix.runner: {REQUEUE_ENV} must be a JSON list of strings, not {text!r}")
-        self.requeue_argv = argv
-        signal.signal(signal.SIGUSR2, self.on_signal)
+        if text:
+            argv = json.loads(text)
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise SystemExit(f"clustrix.runner: {REQUEUE_ENV} must be a JSON list of strings, not {text!r}")
+            self.requeue_argv = argv
+        signal.signal(checkpoint_signal(name or DEFAULT_CHECKPOINT_SIGNAL), self.on_signal)
 
     def on_signal(self, signum: int, frame: Any) -> None:
         current = self.current
-        if current is None:
-            self.stop_requested = True
-            return
-        index, func, args, kwargs = current
-        method = getattr(unwrap(func), "checkpoint", None)
-        resumed = None
-        if callable(method):
-            try:
-                returned = method(*args, **kwargs)
-                resumed = None if returned is None else as_call(returned)
-            except Exception:  # noqa: BLE001 - a broken checkpoint leaves the call running
-                print("clustrix.runner: checkpoint() failed; the call keeps running", file=sys.stderr)
-                traceback.print_exc()
+        resumed = None if current is None else self.checkpoint(current)
+        if resumed is not None and current is not None:
+            write_atomic(self.path(checkpoint_name(current[0])), dumps(resumed))
+            print(f"clustrix.runner: call {current[0]} checkpointed", file=sys.stderr, flush=True)
+        if self.requeue_argv is None:
+            end_by_signal(signum)  # the scheduler stops the task itself, then reruns or deletes it
         if resumed is None:
             self.stop_requested = True  # let the call finish, then come back for the rest
             return
-        write_atomic(self.path(checkpoint_name(index)), dumps(resumed))
-        print(f"clustrix.runner: call {index} checkpointed", file=sys.stderr, flush=True)
         self.requeue_and_exit()
+
+    def checkpoint(self, current: tuple[int, Any, Any, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]] | None:
+        """The call to resume instead of ``current``, from its callable's ``checkpoint()``; None: none."""
+        _, func, args, kwargs = current
+        method = getattr(unwrap(func), "checkpoint", None)
+        if not callable(method):
+            return None
+        try:
+            returned = method(*args, **kwargs)
+            return None if returned is None else as_call(returned)
+        except Exception:  # noqa: BLE001 - a broken checkpoint leaves the call as it is
+            print("clustrix.runner: checkpoint() failed; the call is not checkpointed", file=sys.stderr)
+            traceback.print_exc()
+            return None
 
     def requeue_and_exit(self) -> None:
         """Ask the scheduler to run this task again and exit without an exit-code file."""
@@ -385,6 +404,23 @@ class _TaskRun:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(REQUEUED_EXIT)
+
+
+def checkpoint_signal(name: str) -> signal.Signals:
+    """The signal called ``name`` (``TERM``, ``SIGUSR2``), or SystemExit naming :data:`SIGNAL_ENV`."""
+    try:
+        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except KeyError:
+        raise SystemExit(f"clustrix.runner: {SIGNAL_ENV}={name!r} is not a signal name (e.g. TERM, USR2)") from None
+
+
+def end_by_signal(signum: int) -> None:
+    """End this process as ``signum`` would have without our handler (the scheduler sees that signal)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # only if the default action did not end us
 
 
 def run_task(job_dir: str, task: int) -> int:

@@ -50,6 +50,9 @@ class PBSDialect(Dialect):
     states = {**states.NATIVE_STATES, **dict.fromkeys(states.FINAL_STATES, JobState.COMPLETED)}
     script_name = "job.pbs"
     directive_prefix = "#PBS"
+    #: qdel, qrerun, preemption and the walltime all send SIGTERM, then SIGKILL after the queue's
+    #: kill_delay; a job cannot requeue itself (qrerun needs operator rights), PBS reruns it.
+    checkpoint_signal = "TERM"
 
     # ---- rendering ---------------------------------------------------------------
     def validate_extras(self, resources: Resources) -> None:

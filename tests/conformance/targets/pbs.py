@@ -68,11 +68,12 @@ def conformance_pbs(conformance_pbs_bed: openpbs.OpenPBS, request: pytest.Fixtur
             restart_controller=lambda: openpbs.restart_server(bed),
             remote_user=bed.user,
             can_queue=False,  # 2 CPUs and one options set for every test: a second 1-core job starts
+            hold={"pbs_directives": ["-h"]},  # a user hold keeps the job queued (state H) until qdel
+            queued_word="job_state = H",
             native_state=native_state,
-            # mom (so every job) and the sshd run in the private mount namespaces made when they started
-            # (for /etc/hosts); the local transport makes a fresh one for every command
-            login_sees_new_mounts=transport == "local",
-            jobs_see_new_mounts=False,
+            # mom (so every job) and the sshd run in mount namespaces of their own (for /etc/hosts), made
+            # as slaves of this one: they see what the test mounts under the shared openpbs.MOUNTS
+            mount_dir=str(openpbs.MOUNTS),
         )
 
     return make

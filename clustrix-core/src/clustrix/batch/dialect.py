@@ -223,6 +223,15 @@ class Dialect:
     #: Seconds a job may stay ``PREEMPTED`` without being requeued before it counts as FAILED.
     preempted_final_after: ClassVar[float] = 60.0
 
+    # ------------------------------------------------------------------ checkpoints
+    #: The signal the scheduler itself sends a job before it stops it, when that is how a call's
+    #: ``checkpoint()`` is reached (``"TERM"`` on PBS: ``qdel``, ``qrerun``, preemption and the
+    #: walltime send SIGTERM, then SIGKILL after the queue's ``kill_delay``). The script exports it
+    #: as ``CLUSTRIX_CHECKPOINT_SIGNAL``; on it the runner saves the checkpoint and ends as the signal
+    #: would have, leaving rerun or deletion to the scheduler. None (SLURM, SGE): the runner
+    #: checkpoints on SIGUSR2 and requeues itself with :meth:`requeue_argv`.
+    checkpoint_signal: ClassVar[str | None] = None
+
     # ------------------------------------------------------------------ logs and states
     #: Native state word (upper-case, as :meth:`native_state` normalises it) to :class:`JobState`.
     #: ``JobState.final`` says which are final. An unknown word is ``JobState.UNKNOWN`` (not final).
@@ -295,8 +304,8 @@ class Dialect:
 
         ``#!/bin/bash``, :meth:`directives`, a comment, :meth:`setup_lines`, the prelude inside
         ``set -e``/``set +e``, the requeue export (when :meth:`requeue_argv` gives one and the
-        ``requeue`` extra is not False), then ``exec`` of the runner for this task: the runner is
-        the batch shell, so the scheduler's signals reach Python.
+        ``requeue`` extra is not False), the :attr:`checkpoint_signal` export, then ``exec`` of the
+        runner for this task: the runner is the batch shell, so the scheduler's signals reach Python.
         """
         lines = ["#!/bin/bash", *self.directives(job)]
         lines.append(f"# clustrix job {job.job_id}: {job.n_calls} call(s) in {job.n_tasks} array task(s)")
@@ -306,6 +315,8 @@ class Dialect:
         requeue = self.requeue_argv() if job.resources.extra.get("requeue", True) is not False else None
         if requeue:
             lines.append(requeue_export_line(requeue))
+        if self.checkpoint_signal:
+            lines.append(checkpoint_signal_line(self.checkpoint_signal))
         lines.append("exec " + self.runner_line(job))
         return "\n".join(lines) + "\n"
 
@@ -453,3 +464,12 @@ def requeue_export_line(argv: Sequence[str]) -> str:
             raise ValueError(f"requeue argv item {item!r} may only hold [A-Za-z0-9_./:=@%+${{}}-]")
     body = ", ".join(f'\\"{item}\\"' for item in argv)
     return f'export {REQUEUE_ENV}="[{body}]"'
+
+
+def checkpoint_signal_line(name: str) -> str:
+    """``export CLUSTRIX_CHECKPOINT_SIGNAL=TERM``: the signal the runner checkpoints on."""
+    from clustrix.runner import SIGNAL_ENV
+
+    if not re.fullmatch(r"[A-Z][A-Z0-9]*", name):
+        raise ValueError(f"checkpoint_signal {name!r} must be a signal name such as TERM or USR2")
+    return f"export {SIGNAL_ENV}={name}"

@@ -29,6 +29,8 @@ def inns(argv: Sequence[str], *, netns: str, hosts: str) -> list[str]:
     """``argv`` run inside the namespace, with the private hosts file over ``/etc/hosts``.
 
     ``nsenter --net`` rather than ``ip netns exec``, which remounts /sys and hides the cgroup mounts.
+    The new mount namespace is a *slave* of this one: file systems mounted later under a shared
+    mount point (the testbed's ``MOUNTS``) appear inside, the hosts file never leaks out.
     """
     return [
         "nsenter",
@@ -36,7 +38,7 @@ def inns(argv: Sequence[str], *, netns: str, hosts: str) -> list[str]:
         "unshare",
         "-m",
         "--propagation",
-        "private",
+        "slave",
         "sh",
         "-c",
         'mount --bind "$0" /etc/hosts && exec "$@"',
