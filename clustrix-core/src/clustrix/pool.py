@@ -43,8 +43,13 @@ from typing import Any
 
 #: A worker sends what it has at least this often, so a crash loses at most this much finished work.
 FLUSH_SECONDS = 0.02
-#: Chunks in flight per worker: the next one waits in its pipe, so a worker never idles for a round trip.
+#: Chunks in flight per worker while chunks are short: the next one waits in its pipe, so a
+#: worker never idles for a round trip.
 DEPTH = 2
+#: A chunk that ran longer than this is long: workers then get one chunk at a time, so
+#: whichever worker finishes first takes the next (a worker slowed by other processes
+#: does not hold a chunk that an idle worker could run), as a shared queue would.
+LONG_CHUNK_SECONDS = 0.05
 _BAD_SIGNALS = {
     signal.SIGKILL: "killed (SIGKILL): out of memory (the OOM killer), or kill -9",
     signal.SIGSEGV: "segmentation fault (SIGSEGV): a crash in native code",
@@ -181,6 +186,7 @@ class _Task:
         self.positional = positional
         self.payload = payload
         self.received = 0  # calls of this chunk whose results arrived
+        self.began = 0.0  # when its worker started it (monotonic; 0 until then)
 
 
 def _pick(arguments: Sequence[Any], picked: Sequence[int]) -> tuple[list[Any], bool]:
@@ -275,6 +281,8 @@ class ProcessPool:
         os.set_blocking(self._wake_r, False)
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: chunks in flight per worker: DEPTH while the last chunk that finished was short, else 1
+        self._depth = 1
 
     # ---- called by the local scheduler ----
     def submit(self, job: PoolJob, func: Any, chunks: Sequence[Sequence[int]], arguments: Sequence[Any]) -> None:
@@ -396,17 +404,19 @@ class ProcessPool:
                         self._bury(worker)
 
     def _assign(self) -> None:
-        """Give queued chunks to the least busy workers, up to ``DEPTH`` each (starting workers up to the maximum)."""
+        """Give queued chunks to the least busy workers, up to ``_depth`` each (starting workers up to the maximum)."""
         while self._queue:
             live = [w for w in self._workers if not w.dead]
             worker = min(live, key=lambda w: len(w.tasks), default=None)
             if worker is None or (worker.tasks and len(self._workers) < self.max_workers):
                 worker = _Worker(self._ctx)  # only a crashed worker's replacement starts here
                 self._workers.append(worker)
-            elif len(worker.tasks) >= DEPTH:
+            elif len(worker.tasks) >= self._depth:
                 return
             task = self._queue.popleft()
             worker.tasks.append(task)
+            if len(worker.tasks) == 1:
+                task.began = time.monotonic()
             task.job.started = True
             try:
                 worker.conn.send_bytes(task.payload)
@@ -445,7 +455,11 @@ class ProcessPool:
                 task.job._set(position, (True, value))
         task.received = start + len(values)
         if final:
+            now = time.monotonic()
+            self._depth = DEPTH if now - task.began < LONG_CHUNK_SECONDS else 1
             worker.tasks.popleft()
+            if worker.tasks:
+                worker.tasks[0].began = now
             self._settle(task.job)
         return True
 
