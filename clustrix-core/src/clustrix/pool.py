@@ -43,6 +43,8 @@ from typing import Any
 
 #: A worker sends what it has at least this often, so a crash loses at most this much finished work.
 FLUSH_SECONDS = 0.02
+#: An idle worker checks this often whether its caller is still alive.
+PARENT_CHECK_SECONDS = 1.0
 #: Chunks in flight per worker while chunks are short: the next one waits in its pipe, so a
 #: worker never idles for a round trip.
 DEPTH = 2
@@ -80,8 +82,14 @@ def _worker_main(conn: multiprocessing.connection.Connection, current: Any) -> N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from clustrix.runner import dumps, encode_outcome_error, unwrap
 
+    parent = os.getppid()
     while True:
         try:
+            # A caller killed outright (SIGKILL, SIGTERM) runs no clean-up, and its pipe may
+            # stay open in a process it forked: the worker also leaves when it is orphaned.
+            while not conn.poll(PARENT_CHECK_SECONDS):
+                if os.getppid() != parent:
+                    return
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
