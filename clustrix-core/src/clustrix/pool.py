@@ -258,7 +258,9 @@ def _main_module_hidden() -> Iterator[None]:
         yield
         return
     with _hide_lock:
-        saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+        saved: dict[str, Any] = {
+            name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
+        }
         main.__dict__.pop("__file__", None)
         if "__spec__" in saved:
             main.__spec__ = None
