@@ -252,7 +252,9 @@ def test_a_decorated_function_sent_to_a_worker_runs_there_instead_of_resubmittin
     assert pickle.loads(pickle.loads(encoded)["value"]) == 36
 
 
-def test_a_script_without_a_main_guard_runs_in_processes_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["path", "module"])
+def test_a_script_without_a_main_guard_runs_in_processes_once(tmp_path: Path, how: str) -> None:
+    # spawned workers would re-run it: by its path, or under ``python -m`` by its module name
     script = tmp_path / "unguarded.py"
     script.write_text(
         textwrap.dedent(
@@ -269,7 +271,8 @@ def test_a_script_without_a_main_guard_runs_in_processes_once(tmp_path: Path) ->
             """
         )
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, str(script)] if how == "path" else [sys.executable, "-m", "unguarded"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ran 8 True"
 

@@ -14,8 +14,16 @@ calls a worker is running, and each worker a shared counter naming the call it i
 - workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and the
   caller, not each worker, decides what an interrupt stops.
 
-Workers start from the forkserver (spawn where there is none), so the caller's threads
-are never forked. Calls travel as cloudpickle bytes, a chunk of calls per message.
+Workers are fresh interpreters (the ``spawn`` start method, as joblib's loky does, on
+every platform): nothing of the caller is forked, so its threads (a notebook kernel's,
+tqdm's monitor, a logging handler's) and the locks they hold, CUDA or BLAS state, open
+sockets and pipes, and seeded random generators never reach a worker. ``fork`` would
+start a worker in a few milliseconds, but is unsafe in a threaded caller and on macOS;
+``forkserver`` forks every worker from one server process, which costs the same at the
+first call (the server is itself a fresh interpreter that imports the runner) and, measured
+here, ran CPU-bound calls a few percent slower than fresh interpreters (every worker
+inherits the server's memory layout). A spawned worker imports only this module and the
+runner. Calls travel as cloudpickle bytes, a chunk of calls per message.
 """
 
 from __future__ import annotations
@@ -35,8 +43,15 @@ from typing import Any
 
 #: A worker sends what it has at least this often, so a crash loses at most this much finished work.
 FLUSH_SECONDS = 0.02
-#: Chunks in flight per worker: the next one waits in its pipe, so a worker never idles for a round trip.
+#: An idle worker checks this often whether its caller is still alive.
+PARENT_CHECK_SECONDS = 1.0
+#: Chunks in flight per worker while chunks are short: the next one waits in its pipe, so a
+#: worker never idles for a round trip.
 DEPTH = 2
+#: A chunk that ran longer than this is long: workers then get one chunk at a time, so
+#: whichever worker finishes first takes the next (a worker slowed by other processes
+#: does not hold a chunk that an idle worker could run), as a shared queue would.
+LONG_CHUNK_SECONDS = 0.05
 _BAD_SIGNALS = {
     signal.SIGKILL: "killed (SIGKILL): out of memory (the OOM killer), or kill -9",
     signal.SIGSEGV: "segmentation fault (SIGSEGV): a crash in native code",
@@ -67,8 +82,14 @@ def _worker_main(conn: multiprocessing.connection.Connection, current: Any) -> N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from clustrix.runner import dumps, encode_outcome_error, unwrap
 
+    parent = os.getppid()
     while True:
         try:
+            # A caller killed outright (SIGKILL, SIGTERM) runs no clean-up, and its pipe may
+            # stay open in a process it forked: the worker also leaves when it is orphaned.
+            while not conn.poll(PARENT_CHECK_SECONDS):
+                if os.getppid() != parent:
+                    return
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
@@ -173,6 +194,7 @@ class _Task:
         self.positional = positional
         self.payload = payload
         self.received = 0  # calls of this chunk whose results arrived
+        self.began = 0.0  # when its worker started it (monotonic; 0 until then)
 
 
 def _pick(arguments: Sequence[Any], picked: Sequence[int]) -> tuple[list[Any], bool]:
@@ -225,34 +247,34 @@ class _Worker:
 def _main_module_hidden() -> Iterator[None]:
     """Start worker processes without re-running the user's script in them.
 
-    forkserver and spawn workers normally re-import ``__main__`` (as ``__mp_main__``),
-    which re-runs a script's top-level code: without an ``if __name__ == "__main__":``
-    guard that code submits again. Calls travel with cloudpickle, which carries
-    functions and classes of ``__main__`` by value, so the workers do not need the
-    script: hide its path while processes start.
+    Spawned workers normally re-import ``__main__`` (as ``__mp_main__``, by its path, or
+    by its module name under ``python -m``), which re-runs a script's top-level code:
+    without an ``if __name__ == "__main__":`` guard that code submits again. Calls travel
+    with cloudpickle, which carries functions and classes of ``__main__`` by value, so
+    the workers do not need the script: hide its path and module spec while processes start.
     """
     main = sys.modules.get("__main__")
-    saved = getattr(main, "__file__", None)
-    if main is None or saved is None:
+    if main is None:
         yield
         return
     with _hide_lock:
-        del main.__file__
+        saved: dict[str, Any] = {
+            name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
+        }
+        main.__dict__.pop("__file__", None)
+        if "__spec__" in saved:
+            main.__spec__ = None
         try:
             yield
         finally:
-            main.__file__ = saved
+            main.__dict__.update(saved)
 
 
 _hide_lock = threading.Lock()
 
 
 def _context() -> Any:
-    if sys.platform.startswith("linux") or "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        # workers import the runner once, in the forkserver, instead of each on its own
-        ctx.set_forkserver_preload(["clustrix.runner"])
-        return ctx
+    """Fresh interpreters on every platform: see the module's docstring for why not fork or forkserver."""
     return multiprocessing.get_context("spawn")
 
 
@@ -269,6 +291,8 @@ class ProcessPool:
         os.set_blocking(self._wake_r, False)
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: chunks in flight per worker: DEPTH while the last chunk that finished was short, else 1
+        self._depth = 1
 
     # ---- called by the local scheduler ----
     def submit(self, job: PoolJob, func: Any, chunks: Sequence[Sequence[int]], arguments: Sequence[Any]) -> None:
@@ -390,17 +414,19 @@ class ProcessPool:
                         self._bury(worker)
 
     def _assign(self) -> None:
-        """Give queued chunks to the least busy workers, up to ``DEPTH`` each (starting workers up to the maximum)."""
+        """Give queued chunks to the least busy workers, up to ``_depth`` each (starting workers up to the maximum)."""
         while self._queue:
             live = [w for w in self._workers if not w.dead]
             worker = min(live, key=lambda w: len(w.tasks), default=None)
             if worker is None or (worker.tasks and len(self._workers) < self.max_workers):
                 worker = _Worker(self._ctx)  # only a crashed worker's replacement starts here
                 self._workers.append(worker)
-            elif len(worker.tasks) >= DEPTH:
+            elif len(worker.tasks) >= self._depth:
                 return
             task = self._queue.popleft()
             worker.tasks.append(task)
+            if len(worker.tasks) == 1:
+                task.began = time.monotonic()
             task.job.started = True
             try:
                 worker.conn.send_bytes(task.payload)
@@ -439,7 +465,11 @@ class ProcessPool:
                 task.job._set(position, (True, value))
         task.received = start + len(values)
         if final:
+            now = time.monotonic()
+            self._depth = DEPTH if now - task.began < LONG_CHUNK_SECONDS else 1
             worker.tasks.popleft()
+            if worker.tasks:
+                worker.tasks[0].began = now
             self._settle(task.job)
         return True
 
