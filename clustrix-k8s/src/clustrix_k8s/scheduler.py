@@ -83,7 +83,7 @@ class KubernetesScheduler:
     def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
         config = spec.config
         api = self._api_factory(config)
-        options, tasks, key, payload_objects = _prepare(spec, api.namespace)
+        options, tasks, key, payload_objects, plan, code = _prepare(spec, api.namespace)
         if config.get("service_account") is None:
             self._ensure_runner_account(api, options.namespace)
         indexed = len(tasks) > 1 and self.supports_indexed(api, options.namespace)
@@ -153,7 +153,7 @@ class KubernetesScheduler:
         assumed (Kubernetes >= 1.24) unless this process already probed the namespace.
         """
         api = self._api_factory(spec.config)
-        options, tasks, _key, payload_objects = _prepare(spec, api.namespace)
+        options, tasks, _key, payload_objects, _plan, _code = _prepare(spec, api.namespace)
         ns = options.namespace
         notes = []
         with self._lock:
@@ -446,8 +446,10 @@ def redacted(secret: Mapping[str, Any]) -> dict[str, Any]:
     return {**secret, "data": sizes}
 
 
-def _prepare(spec: JobSpec, default_namespace: str) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]]]:
-    """Validate ``spec``; its options, tasks, result key and payload Secrets (too large: refused here)."""
+def _prepare(
+    spec: JobSpec, default_namespace: str
+) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]], Any, bytes]:
+    """Validate ``spec``: options, tasks, result key, payload Secrets (too large: refused), code plan, archive."""
     config = spec.config
     options = job_options(config, spec.resources, spec.environment or {}, default_namespace=default_namespace)
     n_tasks = n_tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), config.get("max_parallel_jobs"))
@@ -467,4 +469,4 @@ def _prepare(spec: JobSpec, default_namespace: str) -> tuple[JobOptions, list[li
         code=code,
         plan=plan,
     )
-    return options, tasks, key, payload_objects
+    return options, tasks, key, payload_objects, plan, code
