@@ -448,7 +448,7 @@ def redacted(secret: Mapping[str, Any]) -> dict[str, Any]:
 
 def _prepare(
     spec: JobSpec, default_namespace: str
-) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]], Any, bytes]:
+) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]], localcode.CodePlan, bytes]:
     """Validate ``spec``: options, tasks, result key, payload Secrets (too large: refused), code plan, archive."""
     config = spec.config
     options = job_options(config, spec.resources, spec.environment or {}, default_namespace=default_namespace)
