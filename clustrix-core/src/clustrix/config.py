@@ -5,28 +5,32 @@ Layers, later wins:
 1. built-in defaults (and defaults declared by plugins through ``clustrix_config_keys``);
 2. the config file's top-level keys
    (``platformdirs.user_config_dir("clustrix")/config.toml``, or ``$CLUSTRIX_CONFIG``);
-3. ``configure(...)`` calls in this process;
-4. the selected profile's table ``[profiles.NAME]`` (``configure(profile=...)``,
-   ``@cluster(profile=...)`` or ``$CLUSTRIX_PROFILE``);
-5. ``CLUSTRIX_<KEY>`` environment variables (``CLUSTRIX_CLUSTER_TYPE=local``).
+3. the process-wide profile's table ``[profiles.NAME]`` (``configure(profile=...)`` or
+   ``$CLUSTRIX_PROFILE``);
+4. keys given to ``configure(...)`` in this process (also in the call that selects a profile);
+5. a function's own ``@cluster(profile=...)``, which replaces the process-wide profile for
+   that function only;
+6. ``@cluster(...)`` keywords that are configuration keys;
+7. ``CLUSTRIX_<KEY>`` environment variables (``CLUSTRIX_CLUSTER_TYPE=local``).
 
-A function's own ``@cluster(profile=...)`` replaces the process-wide profile for that
-function only.
+Every key has a declared type (:mod:`clustrix.configkeys`); a value of another type is
+refused naming the key, the type and where the value came from (for the config file: its
+path and line).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import platformdirs
 
+from clustrix.configkeys import CORE_KEYS, ConfigKey, from_default, from_text, mismatch, type_matches
 from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
 from clustrix.resources import Resources, parse_memory
 
@@ -35,47 +39,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-#: The original clustrix keys and their defaults. Scheduler-specific keys (``namespace``,
-#: ``image``, ``kubeconfig``, ...) are declared by their plugins through ``clustrix_config_keys``.
-CORE_DEFAULTS: dict[str, Any] = {
-    "cluster_type": "local",
-    "cluster_host": None,
-    "cluster_port": 22,
-    "username": None,
-    "key_file": None,
-    "password": None,
-    "remote_work_dir": "~/.clustrix",
-    "python_executable": None,
-    "conda_env_name": None,
-    "module_loads": [],
-    "pre_execution_commands": [],
-    "environment_variables": {},
-    "default_cores": None,
-    "default_memory": None,
-    "default_time": None,
-    "default_partition": None,
-    "default_queue": None,
-    "job_poll_interval": 1.0,
-    "max_parallel_jobs": None,
-    "cleanup_on_success": False,
-    # the progress bar of .map(): None shows it where stdout is a terminal or a notebook
-    "progress": None,
-    # local executor
-    "executor": "auto",
-    "max_workers": None,
-    # ssh
-    "known_hosts_file": None,
-    "host_key_policy": "reject",
-    "forward_agent": False,
-    "allow_python_mismatch": False,
-    # environment replication: limit the remote venv to these distributions (and their requirements)
-    "replicate_distributions": None,
-    # the user's own code (clustrix.localcode): extra local modules to ship, local modules the
-    # remote side already has, and the largest module or package shipped
-    "ship_modules": [],
-    "exclude_modules": [],
-    "max_module_size": "20MB",
-}
+#: The defaults of core's keys (declared with their types in :data:`clustrix.configkeys.CORE_KEYS`).
+#: Scheduler-specific keys (``namespace``, ``image``, ``kubeconfig``, ...) are declared by their
+#: plugins through ``clustrix_config_keys``.
+CORE_DEFAULTS: dict[str, Any] = {name: key.default for name, key in CORE_KEYS.items()}
 
 _LIST_KEYS = {"module_loads", "pre_execution_commands", "ship_modules", "exclude_modules"}
 _CHOICES = {
@@ -101,11 +68,17 @@ def config_path() -> Path:
     return Path(platformdirs.user_config_dir("clustrix")) / "config.toml"
 
 
-def known_keys() -> dict[str, Any]:
-    """Core keys plus those declared by installed plugins, with their defaults."""
+def declared_keys() -> dict[str, ConfigKey]:
+    """Core keys plus those declared by installed plugins, each with its type, default and meaning."""
     from clustrix.plugins import plugin_config_keys
 
-    return {**CORE_DEFAULTS, **plugin_config_keys()}
+    plugins = plugin_config_keys()
+    return {**CORE_KEYS, **{k: v if isinstance(v, ConfigKey) else from_default(v) for k, v in plugins.items()}}
+
+
+def known_keys() -> dict[str, Any]:
+    """Core keys plus those declared by installed plugins, with their defaults."""
+    return {name: key.default for name, key in declared_keys().items()}
 
 
 @attrs.frozen(repr=False)
@@ -238,32 +211,12 @@ def _convert(key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _from_environment_text(key: str, text: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        lowered = text.strip().lower()
-        if lowered in {"1", "true", "yes", "on"}:
-            return True
-        if lowered in {"0", "false", "no", "off", ""}:
-            return False
-        raise ConfigurationError(f"CLUSTRIX_{key.upper()}={text!r} is not valid: use true or false")
-    if isinstance(default, int) and not isinstance(default, bool):
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigurationError(f"CLUSTRIX_{key.upper()}={text!r} is not valid: use a whole number") from None
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigurationError(f"CLUSTRIX_{key.upper()}={text!r} is not valid: use a number") from None
-    if isinstance(default, (list, dict)) or key in {"max_parallel_jobs", "max_workers", "default_cores"}:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            if isinstance(default, list):
-                return [part for part in text.split(",") if part]
-            raise ConfigurationError(f"CLUSTRIX_{key.upper()}={text!r} is not valid: use JSON") from None
-    return text
+def _from_environment_text(key: str, text: str, declared: ConfigKey) -> Any:
+    """A ``CLUSTRIX_<KEY>`` variable's text as a value of the key's declared type."""
+    try:
+        return from_text(text, declared.type)
+    except ValueError as exc:
+        raise ConfigurationError(f"CLUSTRIX_{key.upper()}={text!r} is not valid: {key} takes {exc}") from None
 
 
 class _State:
@@ -271,40 +224,89 @@ class _State:
         self.lock = threading.Lock()
         self.overrides: dict[str, Any] = {}
         self.profile: str | None = None
-        self.file_cache: tuple[Path, float, dict[str, Any]] | None = None
+        self.file_cache: tuple[Path, float, _File] | None = None
 
 
 _state = _State()
 
 
-def _check_keys(values: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+def _check_keys(
+    values: Mapping[str, Any], *, where: str, line_of: Callable[[str], int | None] | None = None
+) -> dict[str, Any]:
+    """Check the names, declared types and values of ``values``; errors name the key, the fix and ``where``.
+
+    ``line_of(key)`` gives the line of the config file a key was read from, when known.
+    """
     # plugins are loaded only for a key core does not know
-    keys = CORE_DEFAULTS if all(key in CORE_DEFAULTS for key in values) else known_keys()
+    keys = CORE_KEYS if all(key in CORE_KEYS for key in values) else declared_keys()
     checked = {}
     for key, value in values.items():
+        line = line_of(key) if line_of else None
+        origin = f"{where}, line {line}" if line else where
         if key not in keys:
             raise ConfigurationError(
-                f"unknown configuration key {key!r} in {where}{did_you_mean(key, keys)}; "
-                f"known keys: {', '.join(sorted(keys))}"
+                f"unknown configuration key {key!r} in {origin}{did_you_mean(key, keys)}; "
+                f"known keys: {', '.join(sorted(keys))} (a key of a scheduler plugin is known once the plugin is "
+                "installed: clustrix plugins lists them)"
             )
-        checked[key] = _convert(key, value, keys[key])
+        declared = keys[key]
+        if not type_matches(value, declared.type):
+            raise ConfigurationError(
+                f"{key}={value!r} in {origin} is not valid: {key} {mismatch(value, declared.type)}"
+            )
+        try:
+            checked[key] = _convert(key, value, declared.default)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc} (in {origin})") from None
     return checked
 
 
-def _read_file() -> dict[str, Any]:
+def _line_in_file(text: str, path: tuple[str, ...]) -> int | None:
+    """The line of a TOML text that sets the dotted key ``path`` (``("profiles", "hpc", "cluster_host")``).
+
+    ``tomllib`` keeps no positions: scan the text for table headers and ``key =`` lines
+    (quoted and dotted keys included); a key set inside an inline table is not found (None).
+    """
+    wanted = ".".join(path)
+    table = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = _dotted(stripped.strip("[]"))
+            continue
+        name, sep, _ = stripped.partition("=")
+        if sep and not stripped.startswith("#") and ".".join(p for p in (table, _dotted(name)) if p) == wanted:
+            return number
+    return None
+
+
+def _dotted(name: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in name.split("."))
+
+
+@attrs.frozen
+class _File:
+    """The config file's keys, checked: the top-level ones and each profile's."""
+
+    top: dict[str, Any]
+    profiles: dict[str, dict[str, Any]]
+
+
+def _read_file() -> _File:
     path = config_path()
     fix = f"fix or move the file (mv {path} {path}.broken), or point CLUSTRIX_CONFIG at another file"
     try:
         mtime = path.stat().st_mtime
     except FileNotFoundError:
-        return {}
+        return _File({}, {})
     except OSError as exc:
         raise ConfigurationError(f"the config file {path} cannot be read ({exc.strerror}): {fix}") from None
     cache = _state.file_cache
     if cache and cache[0] == path and cache[1] == mtime:
         return cache[2]
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_bytes().decode("utf-8"))
+        text = path.read_bytes().decode("utf-8")
+        data: dict[str, Any] = tomllib.loads(text)
     except OSError as exc:
         raise ConfigurationError(f"the config file {path} cannot be read ({exc.strerror}): {fix}") from None
     except UnicodeDecodeError as exc:
@@ -317,46 +319,79 @@ def _read_file() -> dict[str, Any]:
             f"profiles in the config file {path} must be tables like [profiles.hpc] with keys under them, "
             f"got profiles = {profiles!r}: {fix}"
         )
-    _state.file_cache = (path, mtime, data)
-    return data
+    # every profile is checked, the ones not selected now too: a typo is found before the day it is used
+    checked = _File(
+        top=_check_keys(
+            {k: v for k, v in data.items() if k != "profiles"},
+            where=str(path),
+            line_of=lambda key: _line_in_file(text, (key,)),
+        ),
+        profiles={
+            name: _check_keys(
+                table,
+                where=f"[profiles.{name}] of {path}",
+                line_of=lambda key, name=name: _line_in_file(text, ("profiles", name, key)),  # type: ignore[misc]
+            )
+            for name, table in profiles.items()
+        },
+    )
+    _state.file_cache = (path, mtime, checked)
+    return checked
 
 
 def resolve_config(*, profile: str | None = None, overrides: Mapping[str, Any] | None = None) -> ClusterConfig:
-    """The configuration for one use: process-wide settings plus ``profile`` and ``overrides``."""
-    keys = known_keys()
-    data = _read_file()
-    path = config_path()
-    top = {k: v for k, v in data.items() if k != "profiles"}
-    values = dict(keys)
-    values.update(_check_keys(top, where=str(path)))
+    """The configuration for one use: process-wide settings plus a function's own ``profile`` and ``overrides``.
+
+    Later wins: defaults, the file's top-level keys, the process-wide profile, ``configure()``
+    keys, the function's own profile (which replaces the process-wide one), ``overrides``,
+    ``CLUSTRIX_<KEY>`` variables.
+    """
+    keys = declared_keys()
+    file = _read_file()
+    values = {name: key.default for name, key in keys.items()}
+    values.update(file.top)
     with _state.lock:
-        values.update(_state.overrides)
-        active = profile or os.environ.get("CLUSTRIX_PROFILE") or _state.profile
-    if active:
-        profiles = data.get("profiles", {})
-        if active not in profiles:
-            known = ", ".join(sorted(profiles)) or "none"
-            raise ConfigurationError(
-                f"profile={active!r} is not defined in {path}; "
-                f"add a [profiles.{active}] table (defined profiles: {known})"
-            )
-        values.update(_check_keys(profiles[active], where=f"[profiles.{active}] of {path}"))
+        configured = dict(_state.overrides)
+        process_profile = os.environ.get("CLUSTRIX_PROFILE") or _state.profile
+    active = profile or process_profile
+    table = _profile_table(file, active) if active else {}
+    if not profile:
+        values.update(table)
+    values.update(configured)
+    if profile:
+        values.update(table)
     if overrides:
         values.update(_check_keys(overrides, where="@cluster(...)"))
-    for key, default in keys.items():
+    for key, declared in keys.items():
         env = os.environ.get(f"CLUSTRIX_{key.upper()}")
         if env is not None:
-            values[key] = _convert(key, _from_environment_text(key, env, default), default)
+            value = _from_environment_text(key, env, declared)
+            values.update(_check_keys({key: value}, where=f"the environment variable CLUSTRIX_{key.upper()}"))
     config = ClusterConfig(values, active)
     config.default_resources  # noqa: B018 - validates default_* before anything is submitted
     return config
 
 
-def configure(*, profile: str | None = None, **settings: Any) -> None:
-    """Set configuration keys for this process; an unknown key is a ``ValueError`` naming it.
+def _profile_table(file: _File, name: str) -> dict[str, Any]:
+    if name not in file.profiles:
+        known = ", ".join(sorted(file.profiles)) or "none"
+        raise ConfigurationError(
+            f"profile={name!r} is not defined in {config_path()}; "
+            f"add a [profiles.{name}] table (defined profiles: {known})"
+        )
+    return file.profiles[name]
+
+
+_UNSET: Any = object()
+
+
+def configure(*, profile: str | None = _UNSET, **settings: Any) -> None:
+    """Set configuration keys for this process; an unknown key or a value of the wrong type is a ``ValueError``.
 
     ``configure(profile="hpc")`` selects a profile of the config file for every function
-    that does not name its own.
+    that does not name its own; ``configure(profile=None)`` deselects it. Keys given to
+    ``configure()`` win over the process-wide profile, whether given in the same call or
+    another; :func:`reset_config` forgets them all.
     """
     checked = _check_keys(settings, where="configure()")
     if "default_cores" in checked or "default_memory" in checked or "default_time" in checked:
@@ -373,11 +408,13 @@ def configure(*, profile: str | None = None, **settings: Any) -> None:
         name = checked["cluster_type"]
         if name not in installed and name not in KNOWN_DISTRIBUTIONS:  # a typo: a known one says what to install
             raise SchedulerNotFoundError(unknown_scheduler_message(name, installed))
-    if profile is not None:
+    if profile is not _UNSET and profile is not None:
+        if not isinstance(profile, str) or not profile:
+            raise ConfigurationError(f"profile={profile!r} is not valid: use the name of a [profiles.NAME] table")
         resolve_config(profile=profile)  # an unknown profile raises here, before anything changes
     with _state.lock:
         _state.overrides.update(checked)
-        if profile is not None:
+        if profile is not _UNSET:
             _state.profile = profile
 
 
@@ -387,7 +424,10 @@ def get_config() -> ClusterConfig:
 
 
 def reset_config() -> None:
-    """Forget every ``configure()`` call of this process (tests, notebooks)."""
+    """Forget every ``configure()`` call of this process, the selected profile too (tests, notebooks).
+
+    The config file and ``CLUSTRIX_*`` variables still apply; the file is read again on next use.
+    """
     with _state.lock:
         _state.overrides.clear()
         _state.profile = None
