@@ -150,3 +150,139 @@ def test_cluster_keywords_that_are_config_keys_configure_that_function() -> None
     assert f.resources.extra == {"testsched_priority": 3}
     with pytest.raises(ValueError, match="executor='gpu'"):
         cluster(executor="gpu")(f.func)
+
+
+# -- issue 19, row 3: a profile and the keys given with it ------------------------------------------
+
+
+def test_keys_given_with_a_profile_win_over_that_profile(config_file: Path) -> None:
+    configure(profile="hpc", cluster_host="other")
+    config = get_config()
+    assert (config.profile, config.cluster_type, config.cluster_host) == ("hpc", "slurm", "other")
+
+
+def test_configure_keys_win_over_the_process_profile_in_either_order(config_file: Path) -> None:
+    configure(default_partition="debug")
+    configure(profile="hpc")
+    assert get_config().default_partition == "debug"
+    configure(module_loads=["gcc/13"])
+    assert get_config().module_loads == ["gcc/13"]
+    assert get_config().cluster_host == "login.hpc.example"
+
+
+def test_profile_none_deselects_the_profile_and_keeps_the_configured_keys(config_file: Path) -> None:
+    configure(profile="hpc", username="me")
+    assert get_config().cluster_type == "slurm"
+    configure(profile=None)
+    config = get_config()
+    assert (config.profile, config.cluster_type, config.cluster_host, config.username) == (None, "local", None, "me")
+
+
+def test_a_function_profile_still_beats_the_configured_keys(config_file: Path) -> None:
+    configure(cluster_type="local", job_poll_interval=3.0)
+
+    @cluster(profile="k8s")
+    def on_k8s() -> None: ...
+
+    assert (on_k8s.config().cluster_type, on_k8s.config().job_poll_interval) == ("kubernetes", 2)
+    assert get_config().cluster_type == "local"
+
+
+def test_reset_config_and_the_precedence_are_documented() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    assert "reset_config()" in text
+    assert "profile=None" in text
+    assert "keys given to `configure()` win over the process-wide profile" in text
+
+
+# -- issue 19, row 9: declared types, and unknown keys anywhere in the file ------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"remote_work_dir": 5}, r"remote_work_dir=5 in configure\(\) is not valid: remote_work_dir takes str, not int"),
+        ({"cluster_host": 5}, r"cluster_host=5 .*takes str \| None, not int"),
+        ({"cleanup_on_success": "yes"}, r"cleanup_on_success='yes' .*takes bool, not str"),
+        ({"default_cores": "4"}, r"default_cores='4' .*takes int \| None, not str"),
+        ({"environment_variables": {"A": [1]}}, r"environment_variables=\{'A': \[1\]\} .*takes dict\[str, "),
+        ({"host_key_policy": "yes"}, r"host_key_policy='yes' .*takes 'reject' \| 'accept-new'$"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_naming_the_key_and_its_type(settings: dict, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        configure(**settings)
+    assert get_config().remote_work_dir == "~/.clustrix"
+
+
+def test_a_wrong_type_in_cluster_keywords_is_refused_at_decoration() -> None:
+    with pytest.raises(ValueError, match=r"remote_work_dir=5 in @cluster\(\.\.\.\) is not valid: .*takes str"):
+        cluster(remote_work_dir=5)(lambda: None)
+
+
+def test_a_wrong_type_in_the_config_file_names_the_file_and_the_line(isolated_clustrix: Path) -> None:
+    path = isolated_clustrix / "config.toml"
+    path.write_text('cluster_port = "22"\n')
+    with pytest.raises(ConfigurationError, match=rf"cluster_port='22' in {path}, line 1 is not valid: .*takes int"):
+        get_config()
+    path.write_text('remote_work_dir = "/scratch"\n\n[profiles.hpc]\ncluster_type = "slurm"\n  "remote_work_dir" = 5\n')
+    with pytest.raises(
+        ConfigurationError, match=rf"remote_work_dir=5 in \[profiles.hpc\] of {path}, line 5 is not valid: .*takes str"
+    ):
+        get_config()
+
+
+def test_a_wrong_type_in_a_dotted_key_of_the_file_is_found_on_its_line(isolated_clustrix: Path) -> None:
+    path = isolated_clustrix / "config.toml"
+    path.write_text('[profiles]\nhpc.cluster_type = "slurm"\nhpc.job_poll_interval = "5s"\n')
+    with pytest.raises(ConfigurationError, match=r"job_poll_interval='5s' in \[profiles.hpc\] of .*, line 3 "):
+        get_config()
+
+
+def test_an_unknown_key_in_a_profile_not_selected_is_reported_with_a_suggestion(isolated_clustrix: Path) -> None:
+    path = isolated_clustrix / "config.toml"
+    path.write_text('[profiles.hpc]\ncluster_type = "slurm"\n\n[profiles.spare]\nclustr_host = "login"\n')
+    with pytest.raises(
+        ConfigurationError,
+        match=rf"unknown configuration key 'clustr_host' in \[profiles.spare\] of {path}, line 5 "
+        r"\(did you mean 'cluster_host'\?\)",
+    ):
+        get_config()
+
+
+def test_a_wrong_type_in_an_environment_variable_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTRIX_CLUSTER_PORT", "twenty-two")
+    with pytest.raises(ConfigurationError, match=r"CLUSTRIX_CLUSTER_PORT='twenty-two' is not valid: cluster_port takes int"):
+        get_config()
+
+
+def test_environment_text_is_read_as_the_declared_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTRIX_DEFAULT_CORES", "4")
+    monkeypatch.setenv("CLUSTRIX_MAX_PARALLEL_JOBS", "none")
+    monkeypatch.setenv("CLUSTRIX_PROGRESS", "auto")
+    monkeypatch.setenv("CLUSTRIX_DEFAULT_MEMORY", "2GB")
+    monkeypatch.setenv("CLUSTRIX_EXECUTOR", "thread")
+    config = get_config()
+    assert (config.default_cores, config.max_parallel_jobs, config.progress) == (4, None, None)
+    assert (config.default_memory, config.executor) == ("2GB", "thread")
+
+
+def test_every_key_of_core_and_of_each_installed_project_plugin_declares_a_type_and_what_it_does() -> None:
+    from typing import Any
+
+    from clustrix.config import declarations
+    from clustrix.plugins import KNOWN_DISTRIBUTIONS
+
+    project = {"clustrix-core", *KNOWN_DISTRIBUTIONS.values()}
+    for distribution, keys in declarations():
+        if distribution not in project:
+            continue
+        for name, key in keys.items():
+            assert key.type not in (Any, object), f"{distribution} declares {name} without a type"
+            assert key.help, f"{distribution} declares {name} without saying what it does"
+
+
+def test_a_plugin_key_of_the_wrong_type_is_refused_naming_the_type() -> None:
+    pytest.importorskip("clustrix_k8s")
+    with pytest.raises(ConfigurationError, match=r"namespace=5 in configure\(\) is not valid: namespace takes str \| None"):
+        configure(namespace=5)

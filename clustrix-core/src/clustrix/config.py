@@ -76,6 +76,19 @@ def declared_keys() -> dict[str, ConfigKey]:
     return {**CORE_KEYS, **{k: v if isinstance(v, ConfigKey) else from_default(v) for k, v in plugins.items()}}
 
 
+def declarations() -> list[tuple[str, dict[str, ConfigKey]]]:
+    """Who declares which keys: ``("clustrix-core", {...})`` first, then each installed plugin's distribution."""
+    from clustrix.plugins import get_plugin_manager, installed_plugins
+
+    distributions = {info.name: info.distribution or info.name for info in installed_plugins()}
+    by_distribution: dict[str, dict[str, ConfigKey]] = {}
+    for impl in get_plugin_manager().hook.clustrix_config_keys.get_hookimpls():
+        declared = impl.function() or {}
+        owner = by_distribution.setdefault(distributions.get(impl.plugin_name, impl.plugin_name), {})
+        owner.update({k: v if isinstance(v, ConfigKey) else from_default(v) for k, v in declared.items()})
+    return [("clustrix-core", dict(CORE_KEYS)), *sorted((d, k) for d, k in by_distribution.items() if k)]
+
+
 def known_keys() -> dict[str, Any]:
     """Core keys plus those declared by installed plugins, with their defaults."""
     return {name: key.default for name, key in declared_keys().items()}

@@ -149,7 +149,7 @@ def from_text(text: str, kind: Any) -> Any:
             return float(stripped)
         except ValueError:
             pass
-    raise ValueError(f"use {type_text(kind)}" + (" (lists and mappings as JSON)" if origins & {list, dict} else ""))
+    raise ValueError(f"{type_text(kind)}" + (" (lists and mappings as JSON)" if origins & {list, dict} else ""))
 
 
 _CONNECTION = "the SSH connection to `cluster_host` (ssh, and slurm/pbs/sge over SSH)"

@@ -54,12 +54,15 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
 
 @hookspec
 def clustrix_config_keys() -> Mapping[str, Any] | None:
-    """Declare configuration keys this plugin understands, with their defaults.
+    """Declare configuration keys this plugin understands, each with its type, default and meaning.
 
     Keys declared here are accepted by ``configure()``, profiles and ``CLUSTRIX_*``
-    environment variables; any other unknown key is an error naming it.
+    environment variables; any other unknown key is an error naming it. A value of
+    another type than the declared one is refused naming the key, the type and where
+    the value came from; the configuration reference lists every declared key.
 
-    :return: a mapping of key to default value, or None.
+    :return: a mapping of key to :class:`clustrix.configkeys.ConfigKey` (a bare default
+        value is still taken, its type being the default's), or None.
     """
 
 

@@ -10,34 +10,121 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
+from clustrix.configkeys import ConfigKey
 from clustrix.resources import Resources, parse_memory
 
-#: Keys this plugin adds to the configuration, with their defaults.
-CONFIG_KEYS: dict[str, Any] = {
-    "namespace": None,
-    "image": None,
-    "image_pull_policy": None,
-    "image_pull_secrets": [],
-    "kubeconfig": None,
-    "kube_context": None,
-    "service_account": None,
-    "node_selector": {},
-    "tolerations": [],
-    "labels": {},
-    "annotations": {},
-    "ttl_seconds_after_finished": None,
-    "backoff_limit": 0,
-    "cpu_limit": None,
-    "memory_limit": None,
-    "pending_timeout": 120.0,
-    "replicate_environment": None,
-    "volumes": [],
-    "volume_mounts": [],
+_K8S = ("kubernetes",)
+_OBJECTS = list[dict[str, Any]]
+
+#: Keys this plugin adds to the configuration: default, type and meaning of each.
+DECLARED_KEYS: dict[str, ConfigKey] = {
+    "namespace": ConfigKey(
+        default=None,
+        type=str | None,
+        help="the namespace; `None`: the context's namespace, the pod's own in the cluster, else `default`",
+        backends=_K8S,
+    ),
+    "image": ConfigKey(
+        default=None,
+        type=str | None,
+        help="container image; `None`: `python:<major.minor>-slim` with the pip step",
+        backends=_K8S,
+    ),
+    "image_pull_policy": ConfigKey(
+        default=None,
+        type=Literal["Always", "IfNotPresent", "Never"] | None,
+        help="the containers' `imagePullPolicy`",
+        backends=_K8S,
+    ),
+    "image_pull_secrets": ConfigKey(
+        default=[], type=list[str] | str, help="names of docker-registry Secrets", backends=_K8S
+    ),
+    "kubeconfig": ConfigKey(
+        default=None,
+        type=str | None,
+        help="kubeconfig file; `None`: `$KUBECONFIG` or `~/.kube/config`, or the in-cluster ServiceAccount "
+        "inside a pod",
+        backends=_K8S,
+    ),
+    "kube_context": ConfigKey(
+        default=None,
+        type=str | None,
+        help="a context of the kubeconfig (default: its current context)",
+        backends=_K8S,
+    ),
+    "service_account": ConfigKey(
+        default=None,
+        type=str | None,
+        help="the pods' ServiceAccount (must be able to create Secrets); `None`: `clustrix-runner`, created if "
+        "missing and allowed",
+        backends=_K8S,
+    ),
+    "node_selector": ConfigKey(
+        default={}, type=dict[str, str], help="the pod's `nodeSelector`", backends=_K8S
+    ),
+    "tolerations": ConfigKey(
+        default=[], type=_OBJECTS, help="the pod's `tolerations` (Kubernetes objects as dicts)", backends=_K8S
+    ),
+    "labels": ConfigKey(
+        default={},
+        type=dict[str, str],
+        help="added to the Jobs and pods (clustrix adds `clustrix.io/job-id`)",
+        backends=_K8S,
+    ),
+    "annotations": ConfigKey(
+        default={}, type=dict[str, str], help="added to the Jobs and pods", backends=_K8S
+    ),
+    "ttl_seconds_after_finished": ConfigKey(
+        default=None,
+        type=int | None,
+        help="the Job's `ttlSecondsAfterFinished` (deletes it, and its results, after that long)",
+        backends=_K8S,
+    ),
+    "backoff_limit": ConfigKey(
+        default=0, type=int, help="the Job's `backoffLimit`: retries of a failed pod", backends=_K8S
+    ),
+    "cpu_limit": ConfigKey(
+        default=None,
+        type=int | float | str | None,
+        help='container CPU **limit**: `2`, `0.5` or `"500m"`',
+        backends=_K8S,
+    ),
+    "memory_limit": ConfigKey(
+        default=None,
+        type=str | int | None,
+        help='container memory **limit**: `"2GB"`, `"512Mi"`, bytes',
+        backends=_K8S,
+    ),
+    "pending_timeout": ConfigKey(
+        default=120.0,
+        type=float,
+        help="seconds a pod may wait on an image, a Secret or a node before the job fails",
+        backends=_K8S,
+    ),
+    "replicate_environment": ConfigKey(
+        default=None,
+        type=bool | None,
+        help="force the pip step on (`True`) or off (`False`); `None`: on unless `image` or `python_executable` "
+        "is set",
+        backends=_K8S,
+    ),
+    "volumes": ConfigKey(
+        default=[], type=_OBJECTS, help="extra pod volumes (Kubernetes objects as dicts)", backends=_K8S
+    ),
+    "volume_mounts": ConfigKey(
+        default=[],
+        type=_OBJECTS,
+        help="extra container mounts of `volumes` (Kubernetes objects as dicts)",
+        backends=_K8S,
+    ),
 }
+
+#: The defaults of :data:`DECLARED_KEYS`.
+CONFIG_KEYS: dict[str, Any] = {name: key.default for name, key in DECLARED_KEYS.items()}
 
 #: ``resources.extra`` keys this plugin understands (its other options are the configuration keys above).
 EXTRA_KEYS: dict[str, str] = {

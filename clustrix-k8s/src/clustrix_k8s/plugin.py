@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from clustrix.configkeys import ConfigKey
 from clustrix.hookspecs import hookimpl
-from clustrix_k8s.options import CONFIG_KEYS, EXTRA_KEYS
+from clustrix_k8s.options import DECLARED_KEYS, EXTRA_KEYS
 
 NAME = "kubernetes"
 
 
 @hookimpl
-def clustrix_config_keys() -> dict[str, Any]:
-    return dict(CONFIG_KEYS)
+def clustrix_config_keys() -> dict[str, ConfigKey]:
+    # each key with its type, default and meaning: core checks values against the type
+    return dict(DECLARED_KEYS)
 
 
 @hookimpl

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from clustrix.configkeys import ConfigKey
 from clustrix.hookspecs import hookimpl
 from clustrix_pbs.directives import EXTRA_KEYS
 from clustrix_pbs.parse import Flavour
@@ -22,8 +23,14 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
 
 @hookimpl
 def clustrix_config_keys() -> Mapping[str, Any]:
-    # None: detect the flavour once per host with qstat --version
-    return {"pbs_flavor": None}
+    return {
+        "pbs_flavor": ConfigKey(
+            default=None,
+            type=str | None,
+            help='the PBS flavour, `"pbspro"` or `"torque"`; `None`: detected once per host with `qstat --version`',
+            backends=("pbs",),
+        )
+    }
 
 
 @hookimpl

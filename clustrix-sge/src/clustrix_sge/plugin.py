@@ -5,12 +5,41 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from clustrix.configkeys import ConfigKey
 from clustrix.hookspecs import hookimpl
 from clustrix_sge.scheduler import SGEScheduler
 from clustrix_sge.script import CONFIG_KEYS, EXTRA_KEYS
 
-#: Where Grid Engine lives when a non-interactive shell does not say (None: leave the environment alone).
-ENVIRONMENT_KEYS: dict[str, Any] = {"sge_root": None, "sge_cell": None}
+_SGE = ("sge",)
+
+#: The site settings of :mod:`clustrix_sge.script`, and where Grid Engine lives when a
+#: non-interactive shell does not say (None: leave the environment alone).
+DECLARED_KEYS: dict[str, ConfigKey] = {
+    "sge_pe": ConfigKey(
+        default=CONFIG_KEYS["sge_pe"],
+        type=str,
+        help="the parallel environment of `-pe PE N` for `cores > 1`",
+        backends=_SGE,
+    ),
+    "sge_memory_resources": ConfigKey(
+        default=CONFIG_KEYS["sge_memory_resources"],
+        type=list[str] | str,
+        help="the complexes that get the per-slot memory (`h_vmem` is the limit the execd enforces)",
+        backends=_SGE,
+    ),
+    "sge_root": ConfigKey(
+        default=None,
+        type=str | None,
+        help="`SGE_ROOT` for every Grid Engine command, where a non-interactive shell does not set it",
+        backends=_SGE,
+    ),
+    "sge_cell": ConfigKey(
+        default=None,
+        type=str | None,
+        help="`SGE_CELL` for every Grid Engine command, where a non-interactive shell does not set it",
+        backends=_SGE,
+    ),
+}
 
 
 @hookimpl
@@ -20,7 +49,7 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
 
 @hookimpl
 def clustrix_config_keys() -> Mapping[str, Any]:
-    return {**CONFIG_KEYS, **ENVIRONMENT_KEYS}
+    return DECLARED_KEYS
 
 
 @hookimpl
