@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 import sys
 import traceback
 from collections.abc import Sequence
@@ -219,10 +220,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             def work_dir() -> str:
                 path = transport.expand(config.remote_work_dir)
                 try:
-                    mode = transport.stat(path).st_mode & 0o777  # as found: makedirs would chmod it
+                    found = transport.stat(path).st_mode  # as found: makedirs would chmod it
                 except FileNotFoundError:
                     transport.makedirs(path)
                     return f"{path} (created, mode 700)"
+                if not stat.S_ISDIR(found):
+                    raise NotADirectoryError(
+                        f"{path} is a file, not a directory: clustrix makes its job directories in it; move the file "
+                        f"away (mv {path} {path}.old) or set remote_work_dir to a folder"
+                    )
+                mode = found & 0o777
                 if mode & 0o077:
                     raise PermissionError(f"{path} has mode {mode:o}: other users can reach it; chmod 700 it")
                 return f"{path} (mode {mode:o})"
@@ -313,37 +320,79 @@ def _python_probe(modules: Sequence[str]) -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clustrix", description=__doc__)
+class _Version(argparse.Action):
+    """``--version``: clustrix-core's version and each installed plugin's, then exit (as ``pip --version``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    """``clustrix-core 1.2.0 (Python 3.11.4)`` and one line per installed plugin distribution."""
+    import importlib.metadata
+    import platform
+
+    try:
+        core = importlib.metadata.version("clustrix-core")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        core = "unknown"
+    lines = [f"clustrix-core {core} (Python {platform.python_version()})"]
+    seen = {"clustrix-core"}
+    for info in installed_plugins():
+        if info.distribution and info.distribution not in seen:
+            seen.add(info.distribution)
+            lines.append(f"{info.distribution} {info.version or '?'}")
+    return "\n".join(lines)
+
+
+def build_parser(prog: str = "clustrix") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run Python functions on SLURM, PBS, SGE, Kubernetes, over SSH or locally: the configuration, "
+        "the installed plugins, and the jobs in the local registry. Every command takes --json.",
+        epilog=f"Run '{prog} COMMAND --help' for the options of a command.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log clustrix events to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version of clustrix-core and of each plugin, and exit"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+        p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p
 
-    config = sub.add_parser("config", help="show the resolved configuration")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
-    show = config_sub.add_parser("show", help="print every key with its value (secrets left out)")
+    config = sub.add_parser("config", help="show the resolved configuration", description="the configuration")
+    config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", title="commands")
+    config.set_defaults(func=None, help_of=config)
+    show = config_sub.add_parser(
+        "show",
+        help="print every key with its value (secrets left out)",
+        description="print every key with its value (secrets left out), the config file and the profile",
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_config_show)
 
     add("plugins", cmd_plugins, "installed scheduler plugins and their versions")
     jobs = add("jobs", cmd_jobs, "jobs in the local registry, newest first")
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--limit", type=int, default=50, help="show at most this many jobs (default: 50)")
     jobs.add_argument("--running", action="store_true", help="only jobs that have not finished")
-    add("status", cmd_status, "ask the scheduler for a job's state").add_argument("job_id")
+    job_id = "the job's id, as clustrix jobs lists it"
+    add("status", cmd_status, "ask the scheduler for a job's state").add_argument("job_id", help=job_id)
     logs = add("logs", cmd_logs, "print a job's stdout (or --stderr)")
-    logs.add_argument("job_id")
-    logs.add_argument("--stderr", action="store_true")
+    logs.add_argument("job_id", help=job_id)
+    logs.add_argument("--stderr", action="store_true", help="print the job's stderr instead of its stdout")
     result = add("result", cmd_result, "fetch a finished job's result")
-    result.add_argument("job_id")
+    result.add_argument("job_id", help=job_id)
     result.add_argument("--wait", action="store_true", help="block until the job finishes")
-    result.add_argument("--timeout", type=float, default=None)
+    result.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after this many seconds (default: never)"
+    )
     result.add_argument("-o", "--output", help="write the pickled result to this file instead of printing it")
-    add("cancel", cmd_cancel, "cancel a job, pending or running").add_argument("job_id")
+    add("cancel", cmd_cancel, "cancel a job, pending or running").add_argument("job_id", help=job_id)
     add("doctor", cmd_doctor, "check the configuration, connection, remote python and work dir")
     code = add("code", cmd_code, "list the local modules a function would ship to the cluster (submits nothing)")
     code.add_argument("target", help="MODULE:FUNCTION, e.g. mylib:run (imported from the current folder)")
@@ -355,14 +404,31 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--kw", dest="keyword", action="append", metavar="NAME=VALUE", help="a keyword argument")
     submit.add_argument("target", help="MODULE:FUNCTION, e.g. mylib:run (imported from the current folder)")
     submit.add_argument("args", nargs="*", metavar="ARG", help="arguments, read as Python literals where possible")
+    parser.set_defaults(func=None, help_of=parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "clustrix") -> int:
+    """Run the ``clustrix`` command; bare (or a bare group such as ``clustrix config``) prints its help."""
+    try:
+        args = build_parser(prog).parse_args(argv)
+        if args.func is None:
+            args.help_of.print_help()
+            sys.stdout.flush()
+            return 0
+        return _run(args)
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away (| head -1) is found here, not at exit
+        return code
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
         print("clustrix: interrupted", file=sys.stderr)
         return 130
@@ -375,6 +441,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.verbose else " (run clustrix -v ... for the traceback)"
         print(f"clustrix: error: {prefix}{message}{'' if known else hint}", file=sys.stderr)
         return 1
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``clustrix jobs | head -1``): stop quietly, as ``git`` and ``cat`` do.
+
+    What is still buffered would fail again when Python flushes at exit, so stdout is pointed at
+    /dev/null first. The exit code is the shell's for a command ended by SIGPIPE.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13
 
 
 if __name__ == "__main__":
