@@ -286,3 +286,32 @@ def test_a_plugin_key_of_the_wrong_type_is_refused_naming_the_type() -> None:
     pytest.importorskip("clustrix_k8s")
     with pytest.raises(ConfigurationError, match=r"namespace=5 in configure\(\) is not valid: namespace takes str \| None"):
         configure(namespace=5)
+
+
+# -- issue 19: the configuration reference is generated from the declared keys -------------------
+
+
+def test_the_configuration_reference_page_is_the_rendering_of_every_declared_key() -> None:
+    import importlib.metadata
+
+    from clustrix.config import reference_page
+    from clustrix.plugins import KNOWN_DISTRIBUTIONS
+
+    for distribution in sorted(set(KNOWN_DISTRIBUTIONS.values())):
+        try:
+            importlib.metadata.distribution(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{distribution} is not installed: the page documents every distribution (tests-all)")
+    page = Path(__file__).parents[2] / "docs" / "configuration-reference.md"
+    assert page.read_text() == reference_page(), (
+        "docs/configuration-reference.md is out of date: regenerate it with "
+        ".nox/tests-all/bin/python scripts/config_reference.py"
+    )
+
+
+def test_the_configuration_reference_shows_each_key_with_type_default_backends_and_meaning() -> None:
+    from clustrix.config import reference_page
+
+    page = reference_page()
+    assert "| `remote_work_dir` | `str` | `\"~/.clustrix\"` | ssh, slurm, pbs, sge | where private" in page
+    assert "| `executor` | `'auto' \\| 'process' \\| 'thread'` | `\"auto\"` | local |" in page

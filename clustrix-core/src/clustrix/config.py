@@ -89,6 +89,18 @@ def declarations() -> list[tuple[str, dict[str, ConfigKey]]]:
     return [("clustrix-core", dict(CORE_KEYS)), *sorted((d, k) for d, k in by_distribution.items() if k)]
 
 
+def reference_page() -> str:
+    """The configuration reference (docs/configuration-reference.md) of core and the project's installed plugins.
+
+    Third-party plugins are left out: the page documents what this project ships.
+    """
+    from clustrix.configkeys import render_reference
+    from clustrix.plugins import KNOWN_DISTRIBUTIONS
+
+    project = {"clustrix-core", *KNOWN_DISTRIBUTIONS.values()}
+    return render_reference((name, keys) for name, keys in declarations() if name in project)
+
+
 def known_keys() -> dict[str, Any]:
     """Core keys plus those declared by installed plugins, with their defaults."""
     return {name: key.default for name, key in declared_keys().items()}

@@ -210,7 +210,7 @@ CORE_KEYS: dict[str, ConfigKey] = {
     "environment_variables": ConfigKey(
         default={},
         type=dict[str, str | int | float],
-        help="variables set for the job (numbers become text); dry runs show their names only",
+        help="variables set for the job (numbers become text)",
         backends=NOT_LOCAL,
     ),
     "default_cores": ConfigKey(
@@ -338,7 +338,7 @@ def render_table(keys: Mapping[str, ConfigKey]) -> list[str]:
     for name, key in keys.items():
         backends = ", ".join(key.backends) if key.backends else "every backend"
         lines.append(
-            f"| `{name}` | {_cell(type_text(key.type))} | {_cell(_default_text(key.default))} | {backends} "
+            f"| `{name}` | `{_cell(type_text(key.type))}` | {_cell(_default_text(key.default))} | {backends} "
             f"| {_cell(key.help) or '-'} |"
         )
     return lines
@@ -347,7 +347,7 @@ def render_table(keys: Mapping[str, ConfigKey]) -> list[str]:
 REFERENCE_HEADER = """\
 # Configuration reference
 
-<!-- generated from the declared keys by clustrix.configkeys.render_reference(); do not edit by hand:
+<!-- generated from the declared keys by clustrix.config.reference_page(); do not edit by hand:
      python scripts/config_reference.py (with every clustrix distribution installed) writes this page -->
 
 Every configuration key, with its type, default, the backends that read it and what it does.

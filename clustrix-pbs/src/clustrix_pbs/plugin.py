@@ -28,7 +28,7 @@ def clustrix_config_keys() -> Mapping[str, Any]:
             default=None,
             type=str | None,
             help='the PBS flavour, `"pbspro"` or `"torque"`; `None`: detected once per host with `qstat --version`',
-            backends=("pbs",),
+            backends=("pbs", "torque"),
         )
     }
 
