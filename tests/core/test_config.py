@@ -201,7 +201,10 @@ def test_reset_config_and_the_precedence_are_documented() -> None:
 @pytest.mark.parametrize(
     ("settings", "match"),
     [
-        ({"remote_work_dir": 5}, r"remote_work_dir=5 in configure\(\) is not valid: remote_work_dir takes str, not int"),
+        (
+            {"remote_work_dir": 5},
+            r"remote_work_dir=5 in configure\(\) is not valid: remote_work_dir takes str, not int",
+        ),
         ({"cluster_host": 5}, r"cluster_host=5 .*takes str \| None, not int"),
         ({"cleanup_on_success": "yes"}, r"cleanup_on_success='yes' .*takes bool, not str"),
         ({"default_cores": "4"}, r"default_cores='4' .*takes int \| None, not str"),
@@ -252,7 +255,9 @@ def test_an_unknown_key_in_a_profile_not_selected_is_reported_with_a_suggestion(
 
 def test_a_wrong_type_in_an_environment_variable_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLUSTRIX_CLUSTER_PORT", "twenty-two")
-    with pytest.raises(ConfigurationError, match=r"CLUSTRIX_CLUSTER_PORT='twenty-two' is not valid: cluster_port takes int"):
+    with pytest.raises(
+        ConfigurationError, match=r"CLUSTRIX_CLUSTER_PORT='twenty-two' is not valid: cluster_port takes int"
+    ):
         get_config()
 
 
@@ -284,7 +289,9 @@ def test_every_key_of_core_and_of_each_installed_project_plugin_declares_a_type_
 
 def test_a_plugin_key_of_the_wrong_type_is_refused_naming_the_type() -> None:
     pytest.importorskip("clustrix_k8s")
-    with pytest.raises(ConfigurationError, match=r"namespace=5 in configure\(\) is not valid: namespace takes str \| None"):
+    with pytest.raises(
+        ConfigurationError, match=r"namespace=5 in configure\(\) is not valid: namespace takes str \| None"
+    ):
         configure(namespace=5)
 
 
@@ -313,5 +320,5 @@ def test_the_configuration_reference_shows_each_key_with_type_default_backends_a
     from clustrix.config import reference_page
 
     page = reference_page()
-    assert "| `remote_work_dir` | `str` | `\"~/.clustrix\"` | ssh, slurm, pbs, sge | where private" in page
+    assert '| `remote_work_dir` | `str` | `"~/.clustrix"` | ssh, slurm, pbs, sge | where private' in page
     assert "| `executor` | `'auto' \\| 'process' \\| 'thread'` | `\"auto\"` | local |" in page

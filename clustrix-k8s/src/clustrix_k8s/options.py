@@ -63,9 +63,7 @@ DECLARED_KEYS: dict[str, ConfigKey] = {
         "missing and allowed",
         backends=_K8S,
     ),
-    "node_selector": ConfigKey(
-        default={}, type=dict[str, str], help="the pod's `nodeSelector`", backends=_K8S
-    ),
+    "node_selector": ConfigKey(default={}, type=dict[str, str], help="the pod's `nodeSelector`", backends=_K8S),
     "tolerations": ConfigKey(
         default=[], type=_OBJECTS, help="the pod's `tolerations` (Kubernetes objects as dicts)", backends=_K8S
     ),
@@ -75,9 +73,7 @@ DECLARED_KEYS: dict[str, ConfigKey] = {
         help="added to the Jobs and pods (clustrix adds `clustrix.io/job-id`)",
         backends=_K8S,
     ),
-    "annotations": ConfigKey(
-        default={}, type=dict[str, str], help="added to the Jobs and pods", backends=_K8S
-    ),
+    "annotations": ConfigKey(default={}, type=dict[str, str], help="added to the Jobs and pods", backends=_K8S),
     "ttl_seconds_after_finished": ConfigKey(
         default=None,
         type=int | None,
@@ -108,8 +104,7 @@ DECLARED_KEYS: dict[str, ConfigKey] = {
     "replicate_environment": ConfigKey(
         default=None,
         type=bool | None,
-        help="force the pip step on (`True`) or off (`False`); `None`: on unless `image` or `python_executable` "
-        "is set",
+        help="force the pip step on (`True`) or off (`False`); `None`: on unless `image` or `python_executable` is set",
         backends=_K8S,
     ),
     "volumes": ConfigKey(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from clustrix.configkeys import ConfigKey
 from clustrix.hookspecs import hookimpl
