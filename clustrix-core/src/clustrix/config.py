@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import platformdirs
@@ -72,8 +72,7 @@ def declared_keys() -> dict[str, ConfigKey]:
     """Core keys plus those declared by installed plugins, each with its type, default and meaning."""
     from clustrix.plugins import plugin_config_keys
 
-    plugins = plugin_config_keys()
-    return {**CORE_KEYS, **{k: v if isinstance(v, ConfigKey) else from_default(v) for k, v in plugins.items()}}
+    return {**CORE_KEYS, **_typed(plugin_config_keys())}
 
 
 def declarations() -> list[tuple[str, dict[str, ConfigKey]]]:
@@ -83,10 +82,17 @@ def declarations() -> list[tuple[str, dict[str, ConfigKey]]]:
     distributions = {info.name: info.distribution or info.name for info in installed_plugins()}
     by_distribution: dict[str, dict[str, ConfigKey]] = {}
     for impl in get_plugin_manager().hook.clustrix_config_keys.get_hookimpls():
-        declared = impl.function() or {}
-        owner = by_distribution.setdefault(distributions.get(impl.plugin_name, impl.plugin_name), {})
-        owner.update({k: v if isinstance(v, ConfigKey) else from_default(v) for k, v in declared.items()})
-    return [("clustrix-core", dict(CORE_KEYS)), *sorted((d, k) for d, k in by_distribution.items() if k)]
+        declared = cast("Mapping[str, Any]", impl.function() or {})
+        by_distribution.setdefault(distributions.get(impl.plugin_name, impl.plugin_name), {}).update(_typed(declared))
+    return [
+        ("clustrix-core", dict(CORE_KEYS)),
+        *sorted(((d, k) for d, k in by_distribution.items() if k), key=lambda item: item[0]),
+    ]
+
+
+def _typed(declared: Mapping[str, Any]) -> dict[str, ConfigKey]:
+    """A plugin's declarations as :class:`ConfigKey` values (a bare default declares the default's type)."""
+    return {k: v if isinstance(v, ConfigKey) else from_default(v) for k, v in declared.items()}
 
 
 def reference_page() -> str:
