@@ -100,7 +100,7 @@ def test_doctor_says_a_work_dir_that_is_a_file_is_not_a_directory(tmp_path: Path
     regular.write_text("not a folder\n")
     regular.chmod(0o644)
     result = subprocess.run(
-        [sys.executable, "-m", "clustrix", "doctor", "--json"],
+        [sys.executable, "-m", "clustrix.cli", "doctor", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
