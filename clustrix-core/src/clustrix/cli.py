@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import select
 import stat
 import sys
 import traceback
@@ -224,7 +225,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 except FileNotFoundError:
                     transport.makedirs(path)
                     return f"{path} (created, mode 700)"
-                if not stat.S_ISDIR(found):
+                if stat.S_IFMT(found) and not stat.S_ISDIR(found):  # no type bits: the server did not say
                     raise NotADirectoryError(
                         f"{path} is a file, not a directory: clustrix makes its job directories in it; move the file "
                         f"away (mv {path} {path}.old) or set remote_work_dir to a folder"
@@ -425,22 +426,41 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         code = int(args.func(args))
-        sys.stdout.flush()  # a reader that went away (| head -1) is found here, not at exit
-        return code
-    except BrokenPipeError:
-        raise
+    except BrokenPipeError as exc:
+        if _reader_gone():
+            raise
+        return _report(exc, args)  # another pipe broke (a connection): a real error
     except KeyboardInterrupt:
         print("clustrix: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user; -v shows the traceback
-        if args.verbose:
-            traceback.print_exc()
-        known = isinstance(exc, (ClustrixError, KeyError, ValueError, TimeoutError, OSError))
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        prefix = "" if known else f"{type(exc).__name__}: "
-        hint = "" if args.verbose else " (run clustrix -v ... for the traceback)"
-        print(f"clustrix: error: {prefix}{message}{'' if known else hint}", file=sys.stderr)
-        return 1
+        return _report(exc, args)
+    sys.stdout.flush()  # a reader that went away (| head -1) is found here, not at exit
+    return code
+
+
+def _report(exc: Exception, args: argparse.Namespace) -> int:
+    if args.verbose:
+        traceback.print_exc()
+    known = isinstance(exc, (ClustrixError, KeyError, ValueError, TimeoutError, OSError))
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    prefix = "" if known else f"{type(exc).__name__}: "
+    hint = "" if args.verbose else " (run clustrix -v ... for the traceback)"
+    print(f"clustrix: error: {prefix}{message}{'' if known else hint}", file=sys.stderr)
+    return 1
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on its write end)."""
+    poll = getattr(select, "poll", None)
+    if poll is None:  # pragma: no cover - no poll(): take the broken pipe for stdout's
+        return True
+    try:
+        poller = poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 def _closed_pipe() -> int:
