@@ -242,6 +242,17 @@ def test_a_wrong_type_in_a_dotted_key_of_the_file_is_found_on_its_line(isolated_
         get_config()
 
 
+def test_the_line_is_found_past_comments_and_multi_line_arrays(isolated_clustrix: Path) -> None:
+    path = isolated_clustrix / "config.toml"
+    path.write_text(
+        '[profiles.hpc]   # the cluster\nmodule_loads = [\n  "gcc",\n]\npre_execution_commands = [\n  ["nested"],\n]\n'
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"pre_execution_commands=\[\['nested'\]\] in \[profiles.hpc\] of .*, line 5 "
+    ):
+        get_config()
+
+
 def test_an_unknown_key_in_a_profile_not_selected_is_reported_with_a_suggestion(isolated_clustrix: Path) -> None:
     path = isolated_clustrix / "config.toml"
     path.write_text('[profiles.hpc]\ncluster_type = "slurm"\n\n[profiles.spare]\nclustr_host = "login"\n')

@@ -21,6 +21,7 @@ path and line).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -45,10 +46,6 @@ else:  # pragma: no cover - Python 3.10
 CORE_DEFAULTS: dict[str, Any] = {name: key.default for name, key in CORE_KEYS.items()}
 
 _LIST_KEYS = {"module_loads", "pre_execution_commands", "ship_modules", "exclude_modules"}
-_CHOICES = {
-    "executor": ("auto", "process", "thread"),
-    "host_key_policy": ("reject", "accept-new"),
-}
 _secret_keys = {"password"}
 #: Keys whose value ends up in a line of a shell or batch script (``#SBATCH --partition=...``,
 #: ``cd``, ``module load``, ...): a newline there would start a new line of the script.
@@ -105,11 +102,6 @@ def reference_page() -> str:
 
     project = {"clustrix-core", *KNOWN_DISTRIBUTIONS.values()}
     return render_reference((name, keys) for name, keys in declarations() if name in project)
-
-
-def known_keys() -> dict[str, Any]:
-    """Core keys plus those declared by installed plugins, with their defaults."""
-    return {name: key.default for name, key in declared_keys().items()}
 
 
 @attrs.frozen(repr=False)
@@ -183,8 +175,6 @@ def _convert(key: str, value: Any, default: Any) -> Any:
     """Coerce and check one value; raise ``ConfigurationError`` naming the key."""
     if key in _SINGLE_LINE_KEYS:
         _check_single_line(key, value)
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigurationError(f"{key}={value!r} is not valid: use one of {', '.join(map(repr, _CHOICES[key]))}")
     if key in _LIST_KEYS:
         if isinstance(value, str):
             return [value]
@@ -302,13 +292,18 @@ def _line_in_file(text: str, path: tuple[str, ...]) -> int | None:
     table = ""
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        if stripped.startswith("["):
-            table = _dotted(stripped.strip("[]"))
+        header = _TABLE_HEADER.match(stripped)
+        if header:
+            table = _dotted(header.group(1))
             continue
         name, sep, _ = stripped.partition("=")
         if sep and not stripped.startswith("#") and ".".join(p for p in (table, _dotted(name)) if p) == wanted:
             return number
     return None
+
+
+#: ``[profiles.hpc]`` or ``[[x]]``, a comment after it allowed; not a line of a multi-line array (``["a", "b"],``).
+_TABLE_HEADER = re.compile(r"^\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
 
 
 def _dotted(name: str) -> str:
