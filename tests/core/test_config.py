@@ -203,7 +203,7 @@ def test_reset_config_and_the_precedence_are_documented() -> None:
     [
         (
             {"remote_work_dir": 5},
-            r"remote_work_dir=5 in configure\(\) is not valid: remote_work_dir takes str, not int",
+            r"remote_work_dir=5 in configure\(\) is not valid: remote_work_dir takes str \| PathLike, not int",
         ),
         ({"cluster_host": 5}, r"cluster_host=5 .*takes str \| None, not int"),
         ({"cleanup_on_success": "yes"}, r"cleanup_on_success='yes' .*takes bool, not str"),
@@ -219,7 +219,9 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_key_and_its_type(settin
 
 
 def test_a_wrong_type_in_cluster_keywords_is_refused_at_decoration() -> None:
-    with pytest.raises(ValueError, match=r"remote_work_dir=5 in @cluster\(\.\.\.\) is not valid: .*takes str"):
+    with pytest.raises(
+        ValueError, match=r"remote_work_dir=5 in @cluster\(\.\.\.\) is not valid: .*takes str \| PathLike"
+    ):
         cluster(remote_work_dir=5)(lambda: None)
 
 
@@ -331,5 +333,13 @@ def test_the_configuration_reference_shows_each_key_with_type_default_backends_a
     from clustrix.config import reference_page
 
     page = reference_page()
-    assert '| `remote_work_dir` | `str` | `"~/.clustrix"` | ssh, slurm, pbs, sge | where private' in page
+    assert '| `remote_work_dir` | `str \\| PathLike` | `"~/.clustrix"` | ssh, slurm, pbs, sge | where private' in page
     assert "| `executor` | `'auto' \\| 'process' \\| 'thread'` | `\"auto\"` | local |" in page
+
+
+def test_a_path_is_taken_where_a_key_names_a_file_or_folder(tmp_path: Path) -> None:
+    configure(remote_work_dir=tmp_path / "work", key_file=tmp_path / "id_ed25519")
+    config = get_config()
+    assert (config.remote_work_dir, config.key_file) == (str(tmp_path / "work"), str(tmp_path / "id_ed25519"))
+    with pytest.raises(ConfigurationError, match=r"cluster_host=.* takes str \| None, not PosixPath"):
+        configure(cluster_host=tmp_path)

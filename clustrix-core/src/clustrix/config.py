@@ -275,6 +275,8 @@ def _check_keys(
             raise ConfigurationError(
                 f"{key}={value!r} in {origin} is not valid: {key} {mismatch(value, declared.type)}"
             )
+        if isinstance(value, os.PathLike):  # a pathlib.Path where the type takes one: kept as its string
+            value = os.fspath(value)
         try:
             checked[key] = _convert(key, value, declared.default)
         except ConfigurationError as exc:

@@ -11,6 +11,7 @@ reference (:func:`render_reference`).
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,8 @@ REMOTE = ("ssh", "slurm", "pbs", "sge")
 #: Every backend that runs the call outside this Python process's machine-local pool.
 NOT_LOCAL = (*REMOTE, "kubernetes")
 _NONE_TYPE = type(None)
+#: A file or folder name: a string, or a ``pathlib.Path`` (stored as its string).
+PATH = str | os.PathLike
 
 
 @attrs.frozen(kw_only=True)
@@ -172,7 +175,7 @@ CORE_KEYS: dict[str, ConfigKey] = {
     "username": ConfigKey(
         default=None, type=str | None, help="remote user (else `~/.ssh/config`, else the local user)", backends=REMOTE
     ),
-    "key_file": ConfigKey(default=None, type=str | None, help="private key file for " + _CONNECTION, backends=REMOTE),
+    "key_file": ConfigKey(default=None, type=PATH | None, help="private key file for " + _CONNECTION, backends=REMOTE),
     "password": ConfigKey(
         default=None,
         type=str | None,
@@ -181,13 +184,13 @@ CORE_KEYS: dict[str, ConfigKey] = {
     ),
     "remote_work_dir": ConfigKey(
         default="~/.clustrix",
-        type=str,
+        type=PATH,
         help="where private (0700) job directories are made on the target",
         backends=REMOTE,
     ),
     "python_executable": ConfigKey(
         default=None,
-        type=str | None,
+        type=PATH | None,
         help="remote Python; default: the replicated environment, else `python3` (`python` in a pod); a leading "
         "`~` is expanded on the remote side",
         backends=NOT_LOCAL,
@@ -279,7 +282,7 @@ CORE_KEYS: dict[str, ConfigKey] = {
         backends=("local",),
     ),
     "known_hosts_file": ConfigKey(
-        default=None, type=str | None, help="an extra known_hosts file for " + _CONNECTION, backends=REMOTE
+        default=None, type=PATH | None, help="an extra known_hosts file for " + _CONNECTION, backends=REMOTE
     ),
     "host_key_policy": ConfigKey(
         default="reject",

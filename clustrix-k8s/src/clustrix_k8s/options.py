@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import attrs
 
-from clustrix.configkeys import ConfigKey
+from clustrix.configkeys import PATH, ConfigKey
 from clustrix.resources import Resources, parse_memory
 
 _K8S = ("kubernetes",)
@@ -45,7 +45,7 @@ DECLARED_KEYS: dict[str, ConfigKey] = {
     ),
     "kubeconfig": ConfigKey(
         default=None,
-        type=str | None,
+        type=PATH | None,
         help="kubeconfig file; `None`: `$KUBECONFIG` or `~/.kube/config`, or the in-cluster ServiceAccount "
         "inside a pod",
         backends=_K8S,
