@@ -87,9 +87,7 @@ def parse_blocks(page: Path) -> list[Block]:
             markers = []
             i = end
         elif line.strip() and markers:
-            raise ValueError(
-                f"{_page_id(page)}:{markers[0][0]}: the marker must be right before its ```python block"
-            )
+            raise ValueError(f"{_page_id(page)}:{markers[0][0]}: the marker must be right before its ```python block")
         i += 1
     if markers:
         raise ValueError(f"{_page_id(page)}:{markers[0][0]}: the marker is not before a ```python block")
