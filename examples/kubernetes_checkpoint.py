@@ -6,6 +6,8 @@ The computation saves a checkpoint every few steps to a volume that outlives the
 step 0. ``crash_at`` kills the first attempt on purpose, to show the resume.
 """
 
+# skip-test: needs a Kubernetes cluster (tests/k8s/test_k8s_tutorials.py runs it against the testbed)
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,8 @@ averages the workers' weights (one round of parameter averaging). Run it with a
 kubeconfig: ``python examples/kubernetes_training.py`` (uses ``~/.kube/config``).
 """
 
+# skip-test: needs a Kubernetes cluster (tests/k8s/test_k8s_tutorials.py runs it against the testbed)
+
 from __future__ import annotations
 
 import random
