@@ -203,6 +203,16 @@ def test_the_newest_complete_attempt_wins_and_incomplete_or_forged_ones_are_igno
     assert results.outcome_bytes(forged, b"key") == {}
 
 
+def test_a_newer_unsigned_or_wrongly_signed_attempt_does_not_hide_the_signed_one() -> None:
+    real = _as_listing(bootstrap.pack_outcomes({0: b"real", 1: b"also"}, b"key"), task=0, attempt="pod-a", stamp=1)
+    unsigned = _as_listing([{"0.0.1": b"forged"}], task=0, attempt="pod-x", stamp=2)
+    wrong_key = _as_listing(bootstrap.pack_outcomes({0: b"forged"}, b"other"), task=0, attempt="pod-y", stamp=3)
+    half = bootstrap.pack_outcomes({0: b"real", 1: b"also"}, b"key")[0] | {"1.mac": b"0" * 64}
+    half_signed = _as_listing([half], task=0, attempt="pod-z", stamp=4)
+    listing = unsigned + wrong_key + half_signed + real
+    assert results.outcome_bytes(listing, b"key") == {0: b"real", 1: b"also"}
+
+
 def _job(conditions: list[dict[str, str]] | None = None, **status: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": "j", "creationTimestamp": "2026-01-01T00:00:00Z"},

@@ -4,8 +4,9 @@ Submit: validate every option, pickle the calls and find the user's local code t
 need (:mod:`clustrix.localcode`: refusals such as a compiled extension or a unit over
 ``max_module_size`` come here), put the code's archive and the calls into payload
 Secrets (refused with a clear error when too large, before anything is created), make sure the runner
-ServiceAccount exists, create the Job(s), then make the payload Secrets owned by them
-(deleting the Jobs deletes everything). A ``map`` becomes one Indexed Job where the
+ServiceAccount exists, create the Job(s), then the payload Secrets owned by them (their pods
+wait for them; deleting the Jobs deletes everything, and the user needs no patch or delete
+on Secrets). A ``map`` becomes one Indexed Job where the
 server supports it (checked once per namespace by a server-side dry run), else one
 Job per array task; calls are packed into at most ``max_parallel_jobs`` (default
 :data:`MAX_TASKS`) tasks.
@@ -91,21 +92,14 @@ class KubernetesScheduler:
         ns = options.namespace
         created: list[dict[str, Any]] = []
         try:
-            for secret in payload_objects:
-                api.request("POST", "create", "secrets", ns, body=secret)
+            # Jobs first, then their Secrets owned by them from the start: the pods wait for the Secrets,
+            # and the user's Role needs neither patch nor delete on Secrets (deleting the Jobs deletes them)
             for manifest in manifests_:
                 created.append(api.request("POST", "create", "jobs", ns, body=manifest))
             owners = [manifests.owner_reference(job) for job in created]
             for secret in payload_objects:
-                api.request(
-                    "PATCH",
-                    "patch",
-                    "secrets",
-                    ns,
-                    name=secret["metadata"]["name"],
-                    body={"metadata": {"ownerReferences": owners}},
-                    content_type="application/merge-patch+json",
-                )
+                owned = {**secret, "metadata": {**secret["metadata"], "ownerReferences": owners}}
+                api.request("POST", "create", "secrets", ns, body=owned)
         except BaseException:
             self._delete_everything(api, ns, spec.job_id)
             raise
@@ -171,11 +165,10 @@ class KubernetesScheduler:
             )
         items = [*(redacted(secret) for secret in payload_objects), *jobs]
         base = f"{api.server}/api/v1/namespaces/{ns}"
-        commands = [f"POST {base}/secrets  ({secret['metadata']['name']})" for secret in payload_objects]
-        commands += [
+        commands = [
             f"POST {api.server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs
         ]
-        commands += [f"PATCH {base}/secrets/{s['metadata']['name']}  (owned by the Job)" for s in payload_objects]
+        commands += [f"POST {base}/secrets  ({s['metadata']['name']}, owned by the Job)" for s in payload_objects]
         return DryRun(
             scheduler=NAME,
             job_id=spec.job_id,
@@ -186,6 +179,12 @@ class KubernetesScheduler:
             commands=tuple(commands),
             notes=(*notes, "the payload Secrets carry the pickled calls and a per-job key: never shown"),
         )
+
+    def doctor_checks(self, config: Any) -> list[tuple[str, Callable[[], Any]]]:
+        """What ``clustrix doctor`` checks on Kubernetes: permissions, and whether the namespace looks shared."""
+        from clustrix_k8s import doctor
+
+        return doctor.checks(lambda: self._api_factory(config), config.get("namespace"))
 
     def supports_indexed(self, api: KubeApi, namespace: str) -> bool:
         """Whether the server keeps ``completionMode: Indexed`` (one server-side dry run, remembered)."""
@@ -261,18 +260,17 @@ class KubernetesScheduler:
             time.sleep(0.2)
 
     def _delete_everything(self, api: KubeApi, namespace: str, job_id: str) -> None:
-        """Remove what a failed submit created: its Jobs (and their pods), its Secrets."""
-        for resource in ("jobs", "secrets"):
-            try:
-                api.request(
-                    "DELETE",
-                    "deletecollection",
-                    resource,
-                    namespace,
-                    query={"labelSelector": f"{manifests.JOB_ID_LABEL}={job_id}", "propagationPolicy": "Foreground"},
-                )
-            except KubernetesAPIError as exc:
-                log.warning("clustrix.k8s_cleanup_failed", job_id=job_id, resource=resource, error=str(exc))
+        """Remove what a failed submit created: its Jobs, and with them (they own them) its pods and Secrets."""
+        try:
+            api.request(
+                "DELETE",
+                "deletecollection",
+                "jobs",
+                namespace,
+                query={"labelSelector": f"{manifests.JOB_ID_LABEL}={job_id}", "propagationPolicy": "Foreground"},
+            )
+        except KubernetesAPIError as exc:
+            log.warning("clustrix.k8s_cleanup_failed", job_id=job_id, resource="jobs", error=str(exc))
 
     # ---- poll -------------------------------------------------------------
     @hookimpl
