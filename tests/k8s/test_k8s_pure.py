@@ -175,10 +175,10 @@ def _as_listing(secrets: list[dict[str, bytes]], *, task: int, attempt: str, sta
                 "annotations": {
                     "clustrix.io/attempt": attempt,
                     "clustrix.io/stamp": str(stamp),
-                    "clustrix.io/secrets": str(len(secrets)),
+                    "clustrix.io/objects": str(len(secrets)),
                 },
             },
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            "binaryData": {k: base64.b64encode(v).decode() for k, v in data.items()},
         }
         for data in secrets
     ]
@@ -201,6 +201,13 @@ def test_the_newest_complete_attempt_wins_and_incomplete_or_forged_ones_are_igno
     assert results.outcome_bytes(first + second + partial, b"key") == {0: b"succeeded"}
     forged = _as_listing(bootstrap.pack_outcomes({0: b"forged"}, b"other key"), task=0, attempt="pod-d", stamp=4)
     assert results.outcome_bytes(forged, b"key") == {}
+
+
+def test_result_objects_hold_no_outcome_in_the_clear() -> None:
+    outcome = b"the value of a call, which a view role must not read" * 3
+    packed = bootstrap.pack_outcomes({0: outcome}, b"key")
+    assert all(outcome[:20] not in value for data in packed for value in data.values())
+    assert results.outcome_bytes(_as_listing(packed, task=0, attempt="a", stamp=1), b"key") == {0: outcome}
 
 
 def test_a_newer_unsigned_or_wrongly_signed_attempt_does_not_hide_the_signed_one() -> None:

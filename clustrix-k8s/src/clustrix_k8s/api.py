@@ -25,6 +25,7 @@ IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 RESOURCES = {
     "jobs": ("batch", "v1"),
     "secrets": ("", "v1"),
+    "configmaps": ("", "v1"),
     "pods": ("", "v1"),
     "serviceaccounts": ("", "v1"),
     "roles": ("rbac.authorization.k8s.io", "v1"),

@@ -26,7 +26,7 @@ NEEDED = (
     ("batch", "jobs", "list"),
     ("batch", "jobs", "deletecollection"),
     ("", "secrets", "create"),
-    ("", "secrets", "list"),
+    ("", "configmaps", "list"),
     ("", "pods", "list"),
     ("", "pods/log", "get"),
     ("", "serviceaccounts", "get"),

@@ -9,7 +9,7 @@
 - one Indexed Job (``completionMode: Indexed``) where the server supports it, else one
   Job per array task (``clustrix-<id>-t<n>``), each pod running ``bootstrap.py``;
 - the runner identity (ServiceAccount, Role, RoleBinding) that lets pods write their
-  result Secrets.
+  result ConfigMaps.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def runner_identity(namespace: str, account: str) -> list[tuple[str, dict[str, Any]]]:
-    """The ServiceAccount, Role and RoleBinding that let pods create their result Secrets."""
+    """The ServiceAccount, Role and RoleBinding that let pods create their result ConfigMaps."""
     meta = {"name": account, "namespace": namespace, "labels": {MANAGED_LABEL: "clustrix"}}
     return [
         ("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
@@ -283,7 +283,7 @@ def runner_identity(namespace: str, account: str) -> list[tuple[str, dict[str, A
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "Role",
                 "metadata": meta,
-                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}],
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}],
             },
         ),
         (

@@ -14,8 +14,8 @@ Job per array task; calls are packed into at most ``max_parallel_jobs`` (default
 Poll: one list of Jobs per namespace per round, by label selector, for every open job
 of that namespace; a list of Pods only when a Job failed (was it OOMKilled?) or has
 waited longer than ``pending_timeout`` without its pods starting. Fetch: one list of
-the job's result Secrets (see :mod:`clustrix_k8s.bootstrap`). Cancel: delete the Jobs
-with foreground propagation, so their pods and Secrets go too.
+the job's result ConfigMaps (encrypted and signed, see :mod:`clustrix_k8s.bootstrap`). Cancel: delete the Jobs
+with foreground propagation, so their pods, payload Secrets and result ConfigMaps go too.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ class KubernetesScheduler:
         return supported
 
     def _ensure_runner_account(self, api: KubeApi, namespace: str) -> None:
-        """Make sure the ServiceAccount pods run as may create Secrets (created once if missing)."""
+        """Make sure the ServiceAccount pods run as may create ConfigMaps (its results) (created once if missing)."""
         cache_key = (api.server, namespace, RUNNER_ACCOUNT)
         if cache_key in self._accounts:
             return
@@ -238,7 +238,7 @@ class KubernetesScheduler:
                     f"the ServiceAccount {RUNNER_ACCOUNT!r} that clustrix pods run as does not exist in namespace "
                     f"{namespace!r} and could not be created: {create_error}. Ask an administrator to apply the "
                     "runner Role of docs/kubernetes.md, or set service_account= to an account that may create "
-                    "Secrets in this namespace",
+                    "ConfigMaps in this namespace",
                     status=create_error.status,
                 ) from None
             self._wait_account_token(api, namespace)
@@ -348,7 +348,7 @@ class KubernetesScheduler:
         listing = api.request(
             "GET",
             "list",
-            "secrets",
+            "configmaps",
             namespace,
             query={"labelSelector": f"{manifests.JOB_ID_LABEL}={handle.job_id},{manifests.KIND_LABEL}=result"},
         )
