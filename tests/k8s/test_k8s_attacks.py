@@ -158,9 +158,7 @@ def test_a_forged_newer_result_neither_hides_the_real_one_nor_is_unpickled(
     assert not marker.exists()
 
 
-def test_environment_variable_values_reach_the_pod_but_no_job_or_pod_spec(
-    as_user: None, kube: KubeCluster
-) -> None:
+def test_environment_variable_values_reach_the_pod_but_no_job_or_pod_spec(as_user: None, kube: KubeCluster) -> None:
     from kubernetes import client
 
     value = "s3cret-api-token-for-the-pod"
@@ -224,7 +222,8 @@ def test_doctor_checks_the_users_permissions_and_warns_of_a_shared_namespace(
     own = checks["kubernetes namespace of your own"]
     assert own.get("warning") and "User bob" in own["detail"] and "User clustrix-limited" in own["detail"]
     _code, checks = _doctor(kube.limited_kubeconfig, "default", tmp_path)
-    assert not checks["kubernetes permissions"]["ok"] and '"create" on "jobs"' in checks["kubernetes permissions"][
-        "detail"
-    ]
+    assert (
+        not checks["kubernetes permissions"]["ok"]
+        and '"create" on "jobs"' in checks["kubernetes permissions"]["detail"]
+    )
     assert code == 0

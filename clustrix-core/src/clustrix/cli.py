@@ -235,7 +235,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
             check("remote work dir", work_dir)
     ok = all(c["ok"] for c in checks)
-    lines = [f"[{'WARN' if c.get('warning') else 'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks]
+    lines = [
+        f"[{'WARN' if c.get('warning') else 'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks
+    ]
     _print({"ok": ok, "checks": checks}, args.json, "\n".join(lines))
     return 0 if ok else 1
 
