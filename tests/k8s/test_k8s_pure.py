@@ -217,7 +217,9 @@ def test_a_newer_unsigned_or_wrongly_signed_attempt_does_not_hide_the_signed_one
     half = bootstrap.pack_outcomes({0: b"real", 1: b"also"}, b"key")[0] | {"1.mac": b"0" * 64}
     half_signed = _as_listing([half], task=0, attempt="pod-z", stamp=4)
     listing = unsigned + wrong_key + half_signed + real
-    assert results.outcome_bytes(listing, b"key") == {0: b"real", 1: b"also"}
+    refused: list[str] = []
+    assert results.outcome_bytes(listing, b"key", refused) == {0: b"real", 1: b"also"}
+    assert sorted(refused) == ["pod-x", "pod-y", "pod-z"]
 
 
 def _job(conditions: list[dict[str, str]] | None = None, **status: Any) -> dict[str, Any]:

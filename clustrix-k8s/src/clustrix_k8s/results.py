@@ -59,8 +59,14 @@ def verified_outcomes(items: Iterable[Mapping[str, Any]], key: bytes) -> dict[in
     return outcomes
 
 
-def outcome_bytes(secrets: Iterable[Mapping[str, Any]], key: bytes) -> dict[int, bytes]:
-    """Call index -> outcome bytes, from the JSON items of a ConfigMap list: per task, the newest signed attempt."""
+def outcome_bytes(
+    secrets: Iterable[Mapping[str, Any]], key: bytes, refused: list[str] | None = None
+) -> dict[int, bytes]:
+    """Call index -> outcome bytes, from the JSON items of a ConfigMap list: per task, the newest signed attempt.
+
+    The names of newer attempts that were refused (incomplete, or a signature that does not
+    verify) are appended to ``refused``.
+    """
     attempts: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for item in secrets:
         labels = (item.get("metadata") or {}).get("labels") or {}
@@ -68,7 +74,7 @@ def outcome_bytes(secrets: Iterable[Mapping[str, Any]], key: bytes) -> dict[int,
             (str(labels.get("clustrix.io/task", "")), _annotation(item, "clustrix.io/attempt")), []
         ).append(item)
     best: dict[str, tuple[int, dict[int, bytes]]] = {}
-    for (task, _attempt), items in attempts.items():
+    for (task, attempt), items in attempts.items():
         try:
             announced = {int(_annotation(item, "clustrix.io/objects")) for item in items}
             stamps = {int(_annotation(item, "clustrix.io/stamp")) for item in items}
@@ -82,6 +88,8 @@ def outcome_bytes(secrets: Iterable[Mapping[str, Any]], key: bytes) -> dict[int,
         found = verified_outcomes(items, key)
         if found is not None:
             best[task] = (stamp, found)
+        elif refused is not None:
+            refused.append(attempt)
     outcomes: dict[int, bytes] = {}
     for _stamp, found in best.values():
         outcomes.update(found)

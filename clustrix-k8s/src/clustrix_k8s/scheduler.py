@@ -177,7 +177,11 @@ class KubernetesScheduler:
             script=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2),
             script_kind="Kubernetes manifests (JSON, a v1 List; Secret data replaced by sizes)",
             commands=tuple(commands),
-            notes=(*notes, "the payload Secrets carry the pickled calls and a per-job key: never shown"),
+            notes=(
+                *notes,
+                "the payload Secrets carry the pickled calls, the environment_variables values and a per-job key: "
+                "never shown",
+            ),
         )
 
     def doctor_checks(self, config: Any) -> list[tuple[str, Callable[[], Any]]]:
@@ -352,7 +356,15 @@ class KubernetesScheduler:
             namespace,
             query={"labelSelector": f"{manifests.JOB_ID_LABEL}={handle.job_id},{manifests.KIND_LABEL}=result"},
         )
-        found = results.outcome_bytes(listing.get("items") or [], bytes.fromhex(str(handle.data["key"])))
+        refused: list[str] = []
+        found = results.outcome_bytes(listing.get("items") or [], bytes.fromhex(str(handle.data["key"])), refused)
+        if refused:  # never decrypted nor unpickled: someone else wrote them, or they are cut short
+            log.warning(
+                "clustrix.k8s_results_refused",
+                job_id=handle.job_id,
+                attempts=refused,
+                reason="a signature does not verify under the job's key (written by someone else?) or parts are missing",
+            )
         outcomes = [jobdir.decode_outcome(found[i]) if i in found else None for i in range(handle.size)]
         self._stuck.pop(handle.job_id, None)
         if config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
