@@ -363,7 +363,7 @@ class KubernetesScheduler:
                 "clustrix.k8s_results_refused",
                 job_id=handle.job_id,
                 attempts=refused,
-                reason="a signature does not verify under the job's key (written by someone else?) or parts are missing",
+                reason="a signature does not verify under the job's key (someone else wrote it?) or parts are missing",
             )
         outcomes = [jobdir.decode_outcome(found[i]) if i in found else None for i in range(handle.size)]
         self._stuck.pop(handle.job_id, None)
