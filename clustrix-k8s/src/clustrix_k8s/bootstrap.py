@@ -112,13 +112,21 @@ def keystream_xor(data: bytes, key: bytes, nonce: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(len(data), "little")
 
 
-def outcome_mac(key: bytes, index: int, nonce: bytes, sealed: bytes) -> bytes:
+def attempt_context(task: object, attempt: str, stamp: object) -> bytes:
+    """What each signature of an attempt also covers: its task, name and time (a replay under a new stamp fails)."""
+    return f"{task}\0{attempt}\0{stamp}\0".encode()
+
+
+def outcome_mac(key: bytes, context: bytes, index: int, nonce: bytes, sealed: bytes) -> bytes:
     """The signature of call ``index``'s encrypted outcome (hex HMAC-SHA256 under the job's key)."""
-    return hmac.new(key, f"{index}:".encode() + nonce + sealed, hashlib.sha256).hexdigest().encode()
+    return hmac.new(key, context + f"{index}:".encode() + nonce + sealed, hashlib.sha256).hexdigest().encode()
 
 
-def pack_outcomes(outcomes: dict[int, bytes], key: bytes) -> list[dict[str, bytes]]:
-    """The data of each result ConfigMap: ``<index>.<part>.<parts>`` (encrypted), ``<index>.nonce``, ``<index>.mac``."""
+def pack_outcomes(outcomes: dict[int, bytes], key: bytes, context: bytes) -> list[dict[str, bytes]]:
+    """The data of each result ConfigMap: ``<index>.<part>.<parts>`` (encrypted), ``<index>.nonce``, ``<index>.mac``.
+
+    ``context`` is the :func:`attempt_context` of the attempt that sends them.
+    """
     entries: list[tuple[str, bytes]] = []
     for index in sorted(outcomes):
         nonce = os.urandom(16)
@@ -127,7 +135,7 @@ def pack_outcomes(outcomes: dict[int, bytes], key: bytes) -> list[dict[str, byte
         for number, piece in enumerate(pieces):
             entries.append((f"{index}.{number}.{len(pieces)}", piece))
         entries.append((f"{index}.nonce", nonce))
-        entries.append((f"{index}.mac", outcome_mac(key, index, nonce, data)))
+        entries.append((f"{index}.mac", outcome_mac(key, context, index, nonce, data)))
     secrets: list[dict[str, bytes]] = []
     current: dict[str, bytes] = {}
     size = 0
@@ -180,7 +188,7 @@ def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
     pod = env["CLUSTRIX_POD_NAME"]
     attempt = hashlib.sha256(pod.encode()).hexdigest()[:10]
     stamp = str(time.time_ns())
-    packed = pack_outcomes(outcomes, bytes.fromhex(meta["key"]))
+    packed = pack_outcomes(outcomes, bytes.fromhex(meta["key"]), attempt_context(task, pod, stamp))
     owner = {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -17,15 +17,18 @@ import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from clustrix_k8s.bootstrap import keystream_xor, outcome_mac
+from clustrix_k8s.bootstrap import attempt_context, keystream_xor, outcome_mac
 
 
 def _annotation(item: Mapping[str, Any], name: str) -> str:
     return str(((item.get("metadata") or {}).get("annotations") or {}).get(name, ""))
 
 
-def verified_outcomes(items: Iterable[Mapping[str, Any]], key: bytes) -> dict[int, bytes] | None:
-    """Call index -> outcome bytes of one attempt's ConfigMaps; None unless every call in them is whole and signed."""
+def verified_outcomes(items: Iterable[Mapping[str, Any]], key: bytes, context: bytes) -> dict[int, bytes] | None:
+    """Call index -> outcome bytes of one attempt's ConfigMaps; None unless every call in them is whole and signed.
+
+    ``context`` is the attempt's :func:`clustrix_k8s.bootstrap.attempt_context`, as its objects announce it.
+    """
     parts: dict[int, dict[int, bytes]] = {}
     counts: dict[int, int] = {}
     macs: dict[int, bytes] = {}
@@ -53,7 +56,7 @@ def verified_outcomes(items: Iterable[Mapping[str, Any]], key: bytes) -> dict[in
         if sorted(pieces) != list(range(counts[index])):
             return None
         sealed = b"".join(pieces[n] for n in range(counts[index]))
-        if not hmac.compare_digest(outcome_mac(key, index, nonces[index], sealed), macs[index]):
+        if not hmac.compare_digest(outcome_mac(key, context, index, nonces[index], sealed), macs[index]):
             return None
         outcomes[index] = keystream_xor(sealed, key, nonces[index])
     return outcomes
@@ -85,7 +88,7 @@ def outcome_bytes(
         (stamp,) = stamps
         if task in best and stamp <= best[task][0]:
             continue
-        found = verified_outcomes(items, key)
+        found = verified_outcomes(items, key, attempt_context(task, attempt, stamp))
         if found is not None:
             best[task] = (stamp, found)
         elif refused is not None:
