@@ -47,7 +47,23 @@ def test_a_map_dry_run_shows_one_indexed_job_and_redacted_payload_secrets_withou
     for secret in manifests["items"][:-1]:
         assert all(value.endswith("bytes, not shown>") for value in secret["data"].values())
     assert TOKEN not in text
-    assert shown.commands[0].startswith("POST https://k8s.example.invalid:6443/api/v1/namespaces/team/secrets")
+    assert shown.commands[0].startswith("POST https://k8s.example.invalid:6443/apis/batch/v1/namespaces/team/jobs")
+    assert shown.commands[-1].startswith("POST https://k8s.example.invalid:6443/api/v1/namespaces/team/secrets")
     assert any("Indexed Job assumed" in note for note in shown.notes)
     assert (shown.calls, shown.tasks) == (3, 3)
     assert registry.list_jobs() == []
+
+
+def test_a_dry_run_names_environment_variables_but_shows_no_value(tmp_path: Path) -> None:
+    value = "hunter2-dry-run-value"
+    fn = cluster(
+        cluster_type="kubernetes",
+        kubeconfig=kubeconfig(tmp_path),
+        image="python:3.11-slim",
+        environment_variables={"API_TOKEN": value},
+    )(add)
+    shown = fn.job_script(1, 2)
+    assert value not in str(shown) and value not in str(shown.script)
+    job = json.loads(str(shown.script))["items"][-1]
+    (variable,) = [e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "API_TOKEN"]
+    assert variable["valueFrom"]["secretKeyRef"] == {"name": job["metadata"]["name"] + "-payload-0", "key": "env.0"}

@@ -20,9 +20,22 @@ NAMESPACE = "in-cluster"
 
 @pytest.fixture(scope="module")
 def pod_submitter(kube: KubeCluster) -> str:
-    """A namespace with the documented Roles, the submitter Role bound to the ServiceAccount ``notebook``."""
-    rbac_setup.apply(
-        kube, NAMESPACE, {"kind": "ServiceAccount", "name": "notebook", "namespace": NAMESPACE}, accounts=("notebook",)
+    """A namespace with the documented Roles, both bound to the ServiceAccount ``notebook``.
+
+    The submitter Role lets the notebook submit; the runner Role lets it send back its own
+    result, as the outer call of the test runs as ``notebook`` too.
+    """
+    from kubernetes import client
+
+    notebook = {"kind": "ServiceAccount", "name": "notebook", "namespace": NAMESPACE}
+    rbac_setup.apply(kube, NAMESPACE, notebook, accounts=("notebook",))
+    client.RbacAuthorizationV1Api(kube.api()).create_namespaced_role_binding(
+        NAMESPACE,
+        {
+            "metadata": {"name": "clustrix-runner-notebook"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "clustrix-runner"},
+            "subjects": [notebook],
+        },
     )
     return NAMESPACE
 

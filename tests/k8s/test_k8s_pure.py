@@ -175,32 +175,72 @@ def _as_listing(secrets: list[dict[str, bytes]], *, task: int, attempt: str, sta
                 "annotations": {
                     "clustrix.io/attempt": attempt,
                     "clustrix.io/stamp": str(stamp),
-                    "clustrix.io/secrets": str(len(secrets)),
+                    "clustrix.io/objects": str(len(secrets)),
                 },
             },
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            "binaryData": {k: base64.b64encode(v).decode() for k, v in data.items()},
         }
         for data in secrets
     ]
 
 
+def _sent(
+    outcomes: dict[int, bytes], key: bytes, *, task: int = 0, attempt: str = "a", stamp: int = 1
+) -> list[dict[str, Any]]:
+    """The result objects one attempt sends, as a list of them reads back."""
+    context = bootstrap.attempt_context(task, attempt, str(stamp))
+    return _as_listing(bootstrap.pack_outcomes(outcomes, key, context), task=task, attempt=attempt, stamp=stamp)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.dictionaries(st.integers(0, 20), st.binary(max_size=3 * bootstrap.PART_BYTES // 2), max_size=4))
 def test_outcomes_packed_into_secrets_come_back_byte_for_byte(outcomes: dict[int, bytes]) -> None:
-    packed = bootstrap.pack_outcomes(outcomes, b"key")
+    packed = bootstrap.pack_outcomes(outcomes, b"key", bootstrap.attempt_context(0, "a", "1"))
     assert all(sum(len(v) for v in data.values()) <= bootstrap.SECRET_BYTES for data in packed)
     assert results.outcome_bytes(_as_listing(packed, task=0, attempt="a", stamp=1), b"key") == outcomes
 
 
 def test_the_newest_complete_attempt_wins_and_incomplete_or_forged_ones_are_ignored() -> None:
-    first = _as_listing(bootstrap.pack_outcomes({0: b"failed"}, b"key"), task=0, attempt="pod-a", stamp=1)
-    second = _as_listing(bootstrap.pack_outcomes({0: b"succeeded"}, b"key"), task=0, attempt="pod-b", stamp=2)
+    first = _sent({0: b"failed"}, b"key", attempt="pod-a", stamp=1)
+    second = _sent({0: b"succeeded"}, b"key", attempt="pod-b", stamp=2)
     assert results.outcome_bytes(first + second, b"key") == {0: b"succeeded"}
-    big = bootstrap.pack_outcomes({0: b"y" * (3 * bootstrap.SECRET_BYTES)}, b"key")
-    partial = _as_listing(big, task=0, attempt="pod-c", stamp=3)[:-1]
+    partial = _sent({0: b"y" * (3 * bootstrap.SECRET_BYTES)}, b"key", attempt="pod-c", stamp=3)[:-1]
     assert results.outcome_bytes(first + second + partial, b"key") == {0: b"succeeded"}
-    forged = _as_listing(bootstrap.pack_outcomes({0: b"forged"}, b"other key"), task=0, attempt="pod-d", stamp=4)
+    forged = _sent({0: b"forged"}, b"other key", attempt="pod-d", stamp=4)
     assert results.outcome_bytes(forged, b"key") == {}
+
+
+def test_result_objects_hold_no_outcome_in_the_clear() -> None:
+    outcome = b"the value of a call, which a view role must not read" * 3
+    sent = _sent({0: outcome}, b"key")
+    assert all(outcome[:20] not in base64.b64decode(v) for item in sent for v in item["binaryData"].values())
+    assert results.outcome_bytes(sent, b"key") == {0: outcome}
+
+
+def test_a_newer_unsigned_or_wrongly_signed_attempt_does_not_hide_the_signed_one() -> None:
+    real = _sent({0: b"real", 1: b"also"}, b"key", attempt="pod-a", stamp=1)
+    unsigned = _as_listing([{"0.0.1": b"forged"}], task=0, attempt="pod-x", stamp=2)
+    wrong_key = _sent({0: b"forged"}, b"other", attempt="pod-y", stamp=3)
+    half = bootstrap.pack_outcomes({0: b"real", 1: b"also"}, b"key", bootstrap.attempt_context(0, "pod-z", "4"))
+    half_signed = _as_listing([half[0] | {"1.mac": b"0" * 64}], task=0, attempt="pod-z", stamp=4)
+    listing = unsigned + wrong_key + half_signed + real
+    refused: list[str] = []
+    assert results.outcome_bytes(listing, b"key", refused) == {0: b"real", 1: b"also"}
+    assert sorted(refused) == ["pod-x", "pod-y", "pod-z"]
+
+
+def test_an_old_attempt_replayed_under_a_newer_stamp_or_another_task_is_refused() -> None:
+    failed = _sent({0: b"first attempt failed"}, b"key", attempt="pod-a", stamp=1)
+    succeeded = _sent({0: b"second attempt succeeded"}, b"key", attempt="pod-b", stamp=2)
+    replayed = _as_listing(
+        [{k: base64.b64decode(v) for k, v in item["binaryData"].items()} for item in failed],
+        task=0,
+        attempt="pod-a",
+        stamp=3,
+    )
+    assert results.outcome_bytes(failed + succeeded + replayed, b"key") == {0: b"second attempt succeeded"}
+    moved = [{**item, "metadata": {**item["metadata"], "labels": {"clustrix.io/task": "1"}}} for item in succeeded]
+    assert results.outcome_bytes(moved, b"key") == {}
 
 
 def _job(conditions: list[dict[str, str]] | None = None, **status: Any) -> dict[str, Any]:

@@ -181,6 +181,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - every failure is a finding to report
             checks.append({"check": name, "ok": False, "detail": f"{type(exc).__name__}: {exc}"})
             return None
+        if isinstance(value, tuple) and value[:1] == ("warn",):  # a finding that does not fail the doctor
+            checks.append({"check": name, "ok": True, "warning": True, "detail": value[1]})
+            return value
         checks.append({"check": name, "ok": True, "detail": describe(value)})
         return value
 
@@ -198,6 +201,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             lambda: get_scheduler(config.cluster_type),
             lambda s: f"{config.cluster_type} ({type(s.impl).__name__})",
         )
+        plugin_checks = getattr(getattr(scheduler, "impl", None), "doctor_checks", None)
+        for name, func in plugin_checks(config) if plugin_checks is not None else ():
+            check(name, func)
 
         def connect() -> Any:
             transport = transport_for(config)
@@ -237,7 +243,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
             check("remote work dir", work_dir)
     ok = all(c["ok"] for c in checks)
-    lines = [f"[{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks]
+    lines = [
+        f"[{'WARN' if c.get('warning') else 'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks
+    ]
     _print({"ok": ok, "checks": checks}, args.json, "\n".join(lines))
     return 0 if ok else 1
 

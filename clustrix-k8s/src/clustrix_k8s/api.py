@@ -25,6 +25,7 @@ IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 RESOURCES = {
     "jobs": ("batch", "v1"),
     "secrets": ("", "v1"),
+    "configmaps": ("", "v1"),
     "pods": ("", "v1"),
     "serviceaccounts": ("", "v1"),
     "roles": ("rbac.authorization.k8s.io", "v1"),
@@ -179,6 +180,17 @@ class KubeApi:
         if status != 200:
             raise _error(status, data.decode(errors="replace"), "get", "/version", "")
         return dict(json.loads(data))
+
+    def post_cluster(self, path: str, body: Any) -> Any:
+        """POST ``body`` to a cluster-scoped ``path`` (a review: SelfSubjectRulesReview); the parsed reply."""
+        with self._lock:
+            self.calls[f"create {path.rsplit('/', 1)[-1]}"] += 1
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        status, data = self._send("POST", path, [], headers, body, 60.0)
+        text = data.decode(errors="replace") if isinstance(data, bytes) else str(data or "")
+        if not 200 <= status <= 299:
+            raise _error(status, text, "create", path.rsplit("/", 1)[-1], "")
+        return json.loads(text)
 
     def total_calls(self) -> int:
         with self._lock:

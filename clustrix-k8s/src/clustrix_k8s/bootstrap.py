@@ -11,12 +11,14 @@ It is the pod side of the results channel documented in ``docs/kubernetes.md``:
    in this image fails with its import error and the fix, before any call runs;
 3. write the calls to the job directory and run this task's calls with the clustrix
    runner shipped next to this file (``clustrix_runner.py``);
-4. send every outcome back as Secrets owned by the Job, created through the API server
-   with the pod's ServiceAccount token: each call's outcome bytes are cut into parts of
-   at most :data:`PART_BYTES`, packed into Secrets of at most :data:`SECRET_BYTES`, and
-   signed with HMAC-SHA256 under the job's key from ``meta.json`` (so the submitter
-   accepts only what this job wrote); every Secret of one attempt carries the attempt's
-   name and the number of Secrets it wrote, so an incomplete attempt is never read;
+4. send every outcome back as ConfigMaps owned by the Job, created through the API server
+   with the pod's ServiceAccount token: each call's outcome bytes are encrypted under the
+   job's key from ``meta.json`` (a SHAKE-256 key stream from the key and a random nonce),
+   signed with HMAC-SHA256 under it (so the submitter accepts only what this job wrote),
+   cut into parts of at most :data:`PART_BYTES` and packed into ConfigMaps of at most
+   :data:`SECRET_BYTES`; every ConfigMap of one attempt carries the attempt's name and
+   the number it wrote, so an incomplete attempt is never read. Results are ConfigMaps,
+   not Secrets, so the submitting user needs no read access to Secrets, where the key is;
 5. exit with the runner's exit code (non-zero when a call raised), so the Job's
    ``backoffLimit`` retries failed calls.
 """
@@ -44,7 +46,7 @@ MOUNT = "/var/run/clustrix/payload"
 ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: One call's outcome is cut into parts of this size at most.
 PART_BYTES = 512 * 1024
-#: The data of one result Secret stays below this (the API limit is 1 MiB).
+#: The data of one result ConfigMap stays below this (the API limit is 1 MiB).
 SECRET_BYTES = 700 * 1024
 #: How long sending results may keep failing (API server restarting) before the pod gives up.
 UPLOAD_PATIENCE = 600.0
@@ -104,15 +106,36 @@ def import_code(modules: list[str]) -> str | None:
     return None
 
 
-def pack_outcomes(outcomes: dict[int, bytes], key: bytes) -> list[dict[str, bytes]]:
-    """The data of each result Secret: ``<index>.<part>.<parts>`` keys and ``<index>.mac`` signatures."""
+def keystream_xor(data: bytes, key: bytes, nonce: bytes) -> bytes:
+    """``data`` XOR a SHAKE-256 key stream of ``key`` and ``nonce``: encrypts and decrypts."""
+    stream = hashlib.shake_256(b"clustrix-result\0" + key + nonce).digest(len(data))
+    return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(len(data), "little")
+
+
+def attempt_context(task: object, attempt: str, stamp: object) -> bytes:
+    """What each signature of an attempt also covers: its task, name and time (a replay under a new stamp fails)."""
+    return f"{task}\0{attempt}\0{stamp}\0".encode()
+
+
+def outcome_mac(key: bytes, context: bytes, index: int, nonce: bytes, sealed: bytes) -> bytes:
+    """The signature of call ``index``'s encrypted outcome (hex HMAC-SHA256 under the job's key)."""
+    return hmac.new(key, context + f"{index}:".encode() + nonce + sealed, hashlib.sha256).hexdigest().encode()
+
+
+def pack_outcomes(outcomes: dict[int, bytes], key: bytes, context: bytes) -> list[dict[str, bytes]]:
+    """The data of each result ConfigMap: ``<index>.<part>.<parts>`` (encrypted), ``<index>.nonce``, ``<index>.mac``.
+
+    ``context`` is the :func:`attempt_context` of the attempt that sends them.
+    """
     entries: list[tuple[str, bytes]] = []
     for index in sorted(outcomes):
-        data = outcomes[index]
+        nonce = os.urandom(16)
+        data = keystream_xor(outcomes[index], key, nonce)
         pieces = [data[i : i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
         for number, piece in enumerate(pieces):
             entries.append((f"{index}.{number}.{len(pieces)}", piece))
-        entries.append((f"{index}.mac", hmac.new(key, data, hashlib.sha256).hexdigest().encode()))
+        entries.append((f"{index}.nonce", nonce))
+        entries.append((f"{index}.mac", outcome_mac(key, context, index, nonce, data)))
     secrets: list[dict[str, bytes]] = []
     current: dict[str, bytes] = {}
     size = 0
@@ -148,7 +171,7 @@ def _api_request(method: str, path: str, body: dict[str, Any]) -> int:
         detail = exc.read().decode(errors="replace")[:500]
         if exc.code in (401, 403):
             raise SystemExit(
-                f"clustrix bootstrap: the pod's ServiceAccount may not create Secrets in its namespace "
+                f"clustrix bootstrap: the pod's ServiceAccount may not create ConfigMaps in its namespace "
                 f"({exc.code}): {detail}; grant it the clustrix-runner Role (docs/kubernetes.md)"
             ) from None
         if exc.code == 409:
@@ -159,13 +182,13 @@ def _api_request(method: str, path: str, body: dict[str, Any]) -> int:
 
 
 def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
-    """Create the result Secrets of this attempt (retrying while the API server is unreachable)."""
+    """Create the result ConfigMaps of this attempt (retrying while the API server is unreachable)."""
     env = os.environ
     namespace = env["CLUSTRIX_NAMESPACE"]
     pod = env["CLUSTRIX_POD_NAME"]
     attempt = hashlib.sha256(pod.encode()).hexdigest()[:10]
     stamp = str(time.time_ns())
-    packed = pack_outcomes(outcomes, bytes.fromhex(meta["key"]))
+    packed = pack_outcomes(outcomes, bytes.fromhex(meta["key"]), attempt_context(task, pod, stamp))
     owner = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -175,8 +198,7 @@ def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
     for seq, data in enumerate(packed):
         body = {
             "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
+            "kind": "ConfigMap",
             "metadata": {
                 "name": f"{meta['prefix']}-r{task}-{attempt}-{seq}",
                 "namespace": namespace,
@@ -184,17 +206,17 @@ def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
                 "annotations": {
                     "clustrix.io/attempt": pod,
                     "clustrix.io/stamp": stamp,
-                    "clustrix.io/secrets": str(len(packed)),
+                    "clustrix.io/objects": str(len(packed)),
                 },
                 "ownerReferences": [owner] if owner["uid"] else [],
             },
-            "data": {name: base64.b64encode(value).decode() for name, value in data.items()},
+            "binaryData": {name: base64.b64encode(value).decode() for name, value in data.items()},
         }
         started = time.monotonic()
         delay = 0.2
         while True:
             try:
-                _api_request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
+                _api_request("POST", f"/api/v1/namespaces/{namespace}/configmaps", body)
                 break
             except OSError as exc:
                 if time.monotonic() - started > UPLOAD_PATIENCE:

@@ -3,11 +3,13 @@
 - payload Secrets ``clustrix-<id>-payload-<n>``: the user's local code (the
   :func:`clustrix.localcode.archive` of the job's units, if any) followed by the
   cloudpickled calls, in chunks, the first Secret also holding ``meta.json``,
-  ``bootstrap.py`` and ``clustrix_runner.py``; the payload never travels in args or env;
+  ``bootstrap.py``, ``clustrix_runner.py`` and the values of ``environment_variables``
+  (``env.<n>``, which the container's env takes by ``secretKeyRef``: the Job and Pod
+  specs hold only the names); the payload never travels in args or env;
 - one Indexed Job (``completionMode: Indexed``) where the server supports it, else one
   Job per array task (``clustrix-<id>-t<n>``), each pod running ``bootstrap.py``;
 - the runner identity (ServiceAccount, Role, RoleBinding) that lets pods write their
-  result Secrets.
+  result ConfigMaps.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def payload_secrets(
     folders to put on ``sys.path`` and the modules to import before the calls.
     """
     plan = plan or CodePlan()
+    environment = options.environment_variables
     stream = code + payload
     chunks = [stream[i : i + CHUNK_BYTES] for i in range(0, len(stream), CHUNK_BYTES)] or [b""]
     if len(chunks) > MAX_CHUNKS:
@@ -126,10 +129,16 @@ def payload_secrets(
                     "bootstrap.py": bootstrap_source.encode(),
                     "clustrix_runner.py": runner_source.encode(),
                     "requirements.txt": "".join(f"{line}\n" for line in requirements).encode(),
+                    **{env_key(n): str(value).encode() for n, value in enumerate(environment.values())},
                 }
             )
         secrets.append(_secret(f"{prefix(job_id)}-payload-{number}", options.namespace, labels, data))
     return secrets
+
+
+def env_key(number: int) -> str:
+    """The key of the payload Secret holding the value of the ``number``-th of ``environment_variables``."""
+    return f"env.{number}"
 
 
 def container_command(options: JobOptions) -> list[str]:
@@ -154,7 +163,11 @@ def _field(path: str) -> dict[str, Any]:
 
 def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int | None, indexed: bool) -> dict[str, Any]:
     """The pod template: one container running the bootstrap with the payload Secrets mounted."""
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in options.environment_variables.items()]
+    # values stay in the payload Secret: the Job and Pod specs, which a view role reads, hold only names
+    env: list[dict[str, Any]] = [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": f"{prefix(job_id)}-payload-0", "key": env_key(n)}}}
+        for n, name in enumerate(options.environment_variables)
+    ]
     env += [
         {"name": "CLUSTRIX_NAMESPACE", **_field("metadata.namespace")},
         {"name": "CLUSTRIX_POD_NAME", **_field("metadata.name")},
@@ -260,7 +273,7 @@ def owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def runner_identity(namespace: str, account: str) -> list[tuple[str, dict[str, Any]]]:
-    """The ServiceAccount, Role and RoleBinding that let pods create their result Secrets."""
+    """The ServiceAccount, Role and RoleBinding that let pods create their result ConfigMaps."""
     meta = {"name": account, "namespace": namespace, "labels": {MANAGED_LABEL: "clustrix"}}
     return [
         ("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
@@ -270,7 +283,7 @@ def runner_identity(namespace: str, account: str) -> list[tuple[str, dict[str, A
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "Role",
                 "metadata": meta,
-                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}],
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}],
             },
         ),
         (

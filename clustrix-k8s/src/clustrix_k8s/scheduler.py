@@ -4,8 +4,9 @@ Submit: validate every option, pickle the calls and find the user's local code t
 need (:mod:`clustrix.localcode`: refusals such as a compiled extension or a unit over
 ``max_module_size`` come here), put the code's archive and the calls into payload
 Secrets (refused with a clear error when too large, before anything is created), make sure the runner
-ServiceAccount exists, create the Job(s), then make the payload Secrets owned by them
-(deleting the Jobs deletes everything). A ``map`` becomes one Indexed Job where the
+ServiceAccount exists, create the Job(s), then the payload Secrets owned by them (their pods
+wait for them; deleting the Jobs deletes everything, and the user needs no patch or delete
+on Secrets). A ``map`` becomes one Indexed Job where the
 server supports it (checked once per namespace by a server-side dry run), else one
 Job per array task; calls are packed into at most ``max_parallel_jobs`` (default
 :data:`MAX_TASKS`) tasks.
@@ -13,8 +14,8 @@ Job per array task; calls are packed into at most ``max_parallel_jobs`` (default
 Poll: one list of Jobs per namespace per round, by label selector, for every open job
 of that namespace; a list of Pods only when a Job failed (was it OOMKilled?) or has
 waited longer than ``pending_timeout`` without its pods starting. Fetch: one list of
-the job's result Secrets (see :mod:`clustrix_k8s.bootstrap`). Cancel: delete the Jobs
-with foreground propagation, so their pods and Secrets go too.
+the job's result ConfigMaps (encrypted and signed, see :mod:`clustrix_k8s.bootstrap`). Cancel: delete the Jobs
+with foreground propagation, so their pods, payload Secrets and result ConfigMaps go too.
 """
 
 from __future__ import annotations
@@ -91,21 +92,14 @@ class KubernetesScheduler:
         ns = options.namespace
         created: list[dict[str, Any]] = []
         try:
-            for secret in payload_objects:
-                api.request("POST", "create", "secrets", ns, body=secret)
+            # Jobs first, then their Secrets owned by them from the start: the pods wait for the Secrets,
+            # and the user's Role needs neither patch nor delete on Secrets (deleting the Jobs deletes them)
             for manifest in manifests_:
                 created.append(api.request("POST", "create", "jobs", ns, body=manifest))
             owners = [manifests.owner_reference(job) for job in created]
             for secret in payload_objects:
-                api.request(
-                    "PATCH",
-                    "patch",
-                    "secrets",
-                    ns,
-                    name=secret["metadata"]["name"],
-                    body={"metadata": {"ownerReferences": owners}},
-                    content_type="application/merge-patch+json",
-                )
+                owned = {**secret, "metadata": {**secret["metadata"], "ownerReferences": owners}}
+                api.request("POST", "create", "secrets", ns, body=owned)
         except BaseException:
             self._delete_everything(api, ns, spec.job_id)
             raise
@@ -171,11 +165,10 @@ class KubernetesScheduler:
             )
         items = [*(redacted(secret) for secret in payload_objects), *jobs]
         base = f"{api.server}/api/v1/namespaces/{ns}"
-        commands = [f"POST {base}/secrets  ({secret['metadata']['name']})" for secret in payload_objects]
-        commands += [
+        commands = [
             f"POST {api.server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs
         ]
-        commands += [f"PATCH {base}/secrets/{s['metadata']['name']}  (owned by the Job)" for s in payload_objects]
+        commands += [f"POST {base}/secrets  ({s['metadata']['name']}, owned by the Job)" for s in payload_objects]
         return DryRun(
             scheduler=NAME,
             job_id=spec.job_id,
@@ -184,8 +177,18 @@ class KubernetesScheduler:
             script=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2),
             script_kind="Kubernetes manifests (JSON, a v1 List; Secret data replaced by sizes)",
             commands=tuple(commands),
-            notes=(*notes, "the payload Secrets carry the pickled calls and a per-job key: never shown"),
+            notes=(
+                *notes,
+                "the payload Secrets carry the pickled calls, the environment_variables values and a per-job key: "
+                "never shown",
+            ),
         )
+
+    def doctor_checks(self, config: Any) -> list[tuple[str, Callable[[], Any]]]:
+        """What ``clustrix doctor`` checks on Kubernetes: permissions, and whether the namespace looks shared."""
+        from clustrix_k8s import doctor
+
+        return doctor.checks(lambda: self._api_factory(config), config.get("namespace"))
 
     def supports_indexed(self, api: KubeApi, namespace: str) -> bool:
         """Whether the server keeps ``completionMode: Indexed`` (one server-side dry run, remembered)."""
@@ -218,7 +221,7 @@ class KubernetesScheduler:
         return supported
 
     def _ensure_runner_account(self, api: KubeApi, namespace: str) -> None:
-        """Make sure the ServiceAccount pods run as may create Secrets (created once if missing)."""
+        """Make sure the ServiceAccount pods run as may create ConfigMaps (its results) (created once if missing)."""
         cache_key = (api.server, namespace, RUNNER_ACCOUNT)
         if cache_key in self._accounts:
             return
@@ -239,7 +242,7 @@ class KubernetesScheduler:
                     f"the ServiceAccount {RUNNER_ACCOUNT!r} that clustrix pods run as does not exist in namespace "
                     f"{namespace!r} and could not be created: {create_error}. Ask an administrator to apply the "
                     "runner Role of docs/kubernetes.md, or set service_account= to an account that may create "
-                    "Secrets in this namespace",
+                    "ConfigMaps in this namespace",
                     status=create_error.status,
                 ) from None
             self._wait_account_token(api, namespace)
@@ -261,18 +264,17 @@ class KubernetesScheduler:
             time.sleep(0.2)
 
     def _delete_everything(self, api: KubeApi, namespace: str, job_id: str) -> None:
-        """Remove what a failed submit created: its Jobs (and their pods), its Secrets."""
-        for resource in ("jobs", "secrets"):
-            try:
-                api.request(
-                    "DELETE",
-                    "deletecollection",
-                    resource,
-                    namespace,
-                    query={"labelSelector": f"{manifests.JOB_ID_LABEL}={job_id}", "propagationPolicy": "Foreground"},
-                )
-            except KubernetesAPIError as exc:
-                log.warning("clustrix.k8s_cleanup_failed", job_id=job_id, resource=resource, error=str(exc))
+        """Remove what a failed submit created: its Jobs, and with them (they own them) its pods and Secrets."""
+        try:
+            api.request(
+                "DELETE",
+                "deletecollection",
+                "jobs",
+                namespace,
+                query={"labelSelector": f"{manifests.JOB_ID_LABEL}={job_id}", "propagationPolicy": "Foreground"},
+            )
+        except KubernetesAPIError as exc:
+            log.warning("clustrix.k8s_cleanup_failed", job_id=job_id, resource="jobs", error=str(exc))
 
     # ---- poll -------------------------------------------------------------
     @hookimpl
@@ -350,11 +352,19 @@ class KubernetesScheduler:
         listing = api.request(
             "GET",
             "list",
-            "secrets",
+            "configmaps",
             namespace,
             query={"labelSelector": f"{manifests.JOB_ID_LABEL}={handle.job_id},{manifests.KIND_LABEL}=result"},
         )
-        found = results.outcome_bytes(listing.get("items") or [], bytes.fromhex(str(handle.data["key"])))
+        refused: list[str] = []
+        found = results.outcome_bytes(listing.get("items") or [], bytes.fromhex(str(handle.data["key"])), refused)
+        if refused:  # never decrypted nor unpickled: someone else wrote them, or they are cut short
+            log.warning(
+                "clustrix.k8s_results_refused",
+                job_id=handle.job_id,
+                attempts=refused,
+                reason="a signature does not verify under the job's key (someone else wrote it?) or parts are missing",
+            )
         outcomes = [jobdir.decode_outcome(found[i]) if i in found else None for i in range(handle.size)]
         self._stuck.pop(handle.job_id, None)
         if config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
