@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import attrs
 
 from clustrix.jobs import JobState
-from clustrix.resources import Resources
+from clustrix.resources import Resources, check_partition_queue
 
 __all__ = [
     "FAILURE_PRIORITY",
@@ -245,9 +245,11 @@ class Dialect:
     def validate(self, resources: Resources) -> None:
         """Raise ``ValueError`` naming the parameter for a request this scheduler cannot take.
 
-        The default refuses :attr:`unsupported` fields that are set and ``extra`` keys not in
-        :attr:`extras`, then calls :meth:`validate_extras`. Called once per submit, before any I/O.
+        The default refuses :attr:`unsupported` fields that are set, a ``partition`` and a ``queue``
+        that disagree (one setting under two names, for every scheduler alike), and ``extra`` keys
+        not in :attr:`extras`, then calls :meth:`validate_extras`. Called once per submit, before any I/O.
         """
+        check_partition_queue(resources.partition, resources.queue)
         for field in sorted(self.unsupported):
             value = getattr(resources, field, None)
             if value not in (None, 0, ""):
