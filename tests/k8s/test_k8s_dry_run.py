@@ -51,3 +51,23 @@ def test_a_map_dry_run_shows_one_indexed_job_and_redacted_payload_secrets_withou
     assert any("Indexed Job assumed" in note for note in shown.notes)
     assert (shown.calls, shown.tasks) == (3, 3)
     assert registry.list_jobs() == []
+
+
+def test_a_dry_run_needs_no_kubeconfig_and_renders_for_the_configured_or_default_namespace(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from clustrix_k8s import api
+
+    api.forget_clients()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nowhere" / "config"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for namespace, expected in ((None, "default"), ("science", "science")):
+        options = {"namespace": namespace} if namespace else {}
+        fn = cluster(cluster_type="kubernetes", image="python:3.11-slim", **options)(add)
+        shown = fn.job_script(1, 2)
+        job = json.loads(str(shown.script))["items"][-1]
+        assert job["kind"] == "Job" and job["metadata"]["namespace"] == expected
+        assert shown.commands[0].startswith(f"POST https://<api-server>/api/v1/namespaces/{expected}/secrets")
+        assert any("no Kubernetes configuration was loaded" in note for note in shown.notes), shown.notes
+    assert registry.list_jobs() == []
