@@ -73,6 +73,7 @@ class PBSScheduler:
             known = self._detected.get(key)
         if known is not None:
             return known
+        self.engines[Flavour.PBSPRO].check_commands(config, transport)  # qsub, qstat, qdel: every flavour's
         result = transport.run(["qstat", "--version"], timeout=60)
         try:
             found = detect_flavour(result.stdout + result.stderr)
@@ -83,6 +84,11 @@ class PBSScheduler:
         with self._lock:
             self._detected[key] = found
         return found
+
+    def probe(self, config: Any, transport: Transport) -> str:
+        """``clustrix doctor``'s check: PBS's commands, the flavour, and the flavour's site query."""
+        flavour = self.flavour(config)
+        return f"{flavour.value}: {self.engines[flavour].probe(config, transport)}"
 
     def _engine(self, handle: JobHandle) -> BatchScheduler:
         return self.engines[Flavour(handle.data.get(FLAVOR_KEY, Flavour.PBSPRO.value))]

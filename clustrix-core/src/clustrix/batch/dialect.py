@@ -198,6 +198,15 @@ class Dialect:
     #: fallback when the site query fails. 1 means "no arrays": every job runs all its calls in one task.
     default_max_array_size: ClassVar[int] = 1000
 
+    #: The scheduler's commands clustrix runs (``("sbatch", "squeue", "scancel", "scontrol")``). The
+    #: engine checks them with ``command -v`` on the target before the first submit of a connection,
+    #: and ``clustrix doctor`` does too: a missing one is an error naming it, before anything is written.
+    #: Empty: nothing is checked.
+    commands: ClassVar[tuple[str, ...]] = ()
+    #: Where the commands usually are, for the error that names a missing one (``"SLURM's client
+    #: commands (Debian: slurm-client)"``); "" for a generic text.
+    commands_hint: ClassVar[str] = ""
+
     # ------------------------------------------------------------------ resources
     #: ``resources.extra`` keys this scheduler understands, each with a one-line description for
     #: error messages and docs (``{"account": "--account: the account charged"}``). Any other key is

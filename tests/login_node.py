@@ -1,0 +1,68 @@
+"""A machine without the scheduler's commands (a laptop, a node without the client), made for real.
+
+:func:`path_without` builds a ``PATH`` of links to every program of this machine's ``PATH``
+except the named ones; :func:`check_missing_commands` runs ``clustrix doctor`` and a submit
+with it and checks what a user meets: the doctor names the missing command and the fix, the
+submit raises a clear clustrix error, and nothing is left behind (no job folder, no registry entry).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from clustrix import cluster, configure, registry
+from clustrix.batch.engine import SchedulerCommandNotFoundError
+
+
+def path_without(commands: Iterable[str], where: Path) -> str:
+    """A PATH (one folder, ``where``) with every program of this PATH but ``commands``, and this Python's."""
+    hidden = set(commands)
+    where.mkdir(parents=True, exist_ok=True)
+    folders = [str(Path(sys.executable).parent), *os.environ.get("PATH", "").split(os.pathsep)]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.scandir(folder):
+            link = where / entry.name
+            if entry.name in hidden or link.exists() or not os.access(entry.path, os.X_OK):
+                continue
+            link.symlink_to(entry.path)
+    return str(where)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def check_missing_commands(
+    cluster_type: str, commands: Iterable[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """Doctor and a submit where ``commands`` are not on PATH: ``missing`` (the first) is named, nothing is left."""
+    path = path_without(commands, tmp_path / "bin")
+    work = tmp_path / "jobs"
+    work.mkdir(mode=0o700)
+    config_file = tmp_path / "clustrix.toml"
+    config_file.write_text(f'cluster_type = "{cluster_type}"\nremote_work_dir = "{work}"\n')
+    env = {**os.environ, "PATH": path, "CLUSTRIX_CONFIG": str(config_file)}
+    doctor = subprocess.run(
+        [sys.executable, "-m", "clustrix.cli", "doctor"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert doctor.returncode == 1, doctor
+    failed = [line for line in doctor.stdout.splitlines() if line.startswith("[FAIL]")]
+    assert len(failed) == 1 and failed[0].startswith("[FAIL] scheduler commands:"), doctor.stdout
+    assert f"runs {missing}" in failed[0] and "not on the PATH there" in failed[0], failed[0]
+    assert "set cluster_host to a login node" in failed[0], failed[0]
+
+    monkeypatch.setenv("PATH", path)
+    configure(cluster_type=cluster_type, remote_work_dir=str(work), python_executable=sys.executable)
+    with pytest.raises(SchedulerCommandNotFoundError, match=rf"runs {missing}\b.*nothing was submitted") as caught:
+        cluster(square)(3)
+    assert "FileNotFoundError" not in str(caught.value) and "sh: " not in str(caught.value)
+    assert list(work.iterdir()) == [], "a submit that cannot start left something in the work dir"
+    assert registry.list_jobs() == []
