@@ -40,28 +40,48 @@ def square(x: int) -> int:
     return x * x
 
 
+def doctor(cluster_type: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``clustrix doctor`` in a new process, configured for ``cluster_type`` with a work dir in ``tmp_path``."""
+    work = tmp_path / "jobs"
+    work.mkdir(mode=0o700, exist_ok=True)
+    config_file = tmp_path / "clustrix.toml"
+    config_file.write_text(f'cluster_type = "{cluster_type}"\nremote_work_dir = "{work}"\n')
+    return subprocess.run(
+        [sys.executable, "-m", "clustrix.cli", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CLUSTRIX_CONFIG": str(config_file), **env},
+    )
+
+
+def check_doctor_finds_commands(cluster_type: str, tmp_path: Path, commands: Iterable[str], **env: str) -> str:
+    """Doctor on a machine that has the scheduler: every line ok, the commands' paths and the site query shown."""
+    found = doctor(cluster_type, tmp_path, **env)
+    assert found.returncode == 0, found
+    line = next(line for line in found.stdout.splitlines() if "scheduler commands" in line)
+    assert line.startswith("[ok] scheduler commands:"), found.stdout
+    for command in commands:
+        assert f"/{command}" in line, line
+    return line
+
+
 def check_missing_commands(
     cluster_type: str, commands: Iterable[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
     """Doctor and a submit where ``commands`` are not on PATH: ``missing`` (the first) is named, nothing is left."""
     path = path_without(commands, tmp_path / "bin")
     work = tmp_path / "jobs"
-    work.mkdir(mode=0o700)
-    config_file = tmp_path / "clustrix.toml"
-    config_file.write_text(f'cluster_type = "{cluster_type}"\nremote_work_dir = "{work}"\n')
-    env = {**os.environ, "PATH": path, "CLUSTRIX_CONFIG": str(config_file)}
-    doctor = subprocess.run(
-        [sys.executable, "-m", "clustrix.cli", "doctor"], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert doctor.returncode == 1, doctor
-    failed = [line for line in doctor.stdout.splitlines() if line.startswith("[FAIL]")]
-    assert len(failed) == 1 and failed[0].startswith("[FAIL] scheduler commands:"), doctor.stdout
-    assert f"runs {missing}" in failed[0] and "not on the PATH there" in failed[0], failed[0]
-    assert "set cluster_host to a login node" in failed[0], failed[0]
+    checked = doctor(cluster_type, tmp_path, PATH=path)
+    assert checked.returncode == 1, checked
+    failed = [line for line in checked.stdout.splitlines() if line.startswith("[FAIL]")]
+    assert len(failed) == 1 and failed[0].startswith("[FAIL] scheduler commands:"), checked.stdout
+    assert f" {missing}" in failed[0] and "not found on localhost (not on the PATH there)" in failed[0], failed[0]
+    assert "set cluster_host to a login node" in failed[0] and "add their directory to PATH" in failed[0], failed[0]
 
     monkeypatch.setenv("PATH", path)
     configure(cluster_type=cluster_type, remote_work_dir=str(work), python_executable=sys.executable)
-    with pytest.raises(SchedulerCommandNotFoundError, match=rf"runs {missing}\b.*nothing was submitted") as caught:
+    with pytest.raises(SchedulerCommandNotFoundError, match=rf"\b{missing}\b.*not found on localhost.*Nothing was submitted") as caught:
         cluster(square)(3)
     assert "FileNotFoundError" not in str(caught.value) and "sh: " not in str(caught.value)
     assert list(work.iterdir()) == [], "a submit that cannot start left something in the work dir"

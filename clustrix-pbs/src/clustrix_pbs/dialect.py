@@ -40,7 +40,7 @@ class PBSDialect(Dialect):
     #: this ask the server (``qstat -Bf``) before packing.
     default_max_array_size = 1000
     commands = ("qsub", "qstat", "qdel")
-    commands_hint = "PBS's client commands (OpenPBS: /opt/pbs/bin; Torque: its client package)"
+    commands_hint = "OpenPBS (in /opt/pbs/bin) or Torque's client package"
     extras = directives.EXTRA_KEYS
     transient_errors = (
         "cannot connect to server",

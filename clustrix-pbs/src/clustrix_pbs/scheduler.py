@@ -73,7 +73,8 @@ class PBSScheduler:
             known = self._detected.get(key)
         if known is not None:
             return known
-        self.engines[Flavour.PBSPRO].check_commands(config, transport)  # qsub, qstat, qdel: every flavour's
+        # qsub, qstat and qdel (every flavour's) before qstat --version asks which PBS it is
+        self.engines[Flavour.PBSPRO].check_commands_before_submit(config, transport)
         result = transport.run(["qstat", "--version"], timeout=60)
         try:
             found = detect_flavour(result.stdout + result.stderr)
@@ -87,6 +88,7 @@ class PBSScheduler:
 
     def probe(self, config: Any, transport: Transport) -> str:
         """``clustrix doctor``'s check: PBS's commands, the flavour, and the flavour's site query."""
+        self.engines[Flavour.PBSPRO].check_commands(config, transport)
         flavour = self.flavour(config)
         return f"{flavour.value}: {self.engines[flavour].probe(config, transport)}"
 

@@ -21,7 +21,7 @@ class SlurmDialect(Dialect):
     #: SLURM's default ``MaxArraySize`` (task ids 0..1000); larger maps ask ``scontrol show config``.
     default_max_array_size = 1001
     commands = ("sbatch", "squeue", "scancel", "scontrol")
-    commands_hint = "SLURM's client commands (the slurm-client package; every login node has them)"
+    commands_hint = "the slurm-client package (every login node has them)"
     extras = script.EXTRA_KEYS
     transient_errors = (
         "temporarily unavailable",

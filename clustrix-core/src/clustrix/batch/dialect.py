@@ -203,8 +203,8 @@ class Dialect:
     #: and ``clustrix doctor`` does too: a missing one is an error naming it, before anything is written.
     #: Empty: nothing is checked.
     commands: ClassVar[tuple[str, ...]] = ()
-    #: Where the commands usually are, for the error that names a missing one (``"SLURM's client
-    #: commands (Debian: slurm-client)"``); "" for a generic text.
+    #: Where the commands come from, for the error that names a missing one (``"the slurm-client
+    #: package"``); "" says nothing about it.
     commands_hint: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ resources

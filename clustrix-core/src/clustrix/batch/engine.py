@@ -187,14 +187,27 @@ class BatchScheduler:
         if missing:
             d = self.dialect
             what = " and ".join(", ".join(missing).rsplit(", ", 1))
-            where = f" ({d.commands_hint})" if d.commands_hint else ""
+            them, they = ("it", "it comes") if len(missing) == 1 else ("them", "they come")
+            source = f"; {they} with {d.commands_hint}" if d.commands_hint else ""
             raise SchedulerCommandNotFoundError(
-                f"cluster_type={d.name!r} runs {what} on {transport.host}, which {'is' if len(missing) == 1 else 'are'} "
-                f"not on the PATH there: nothing was submitted. Run clustrix where {d.label or d.name}'s commands are"
-                f"{where}: set cluster_host to a login node of the cluster, or add their directory to PATH "
-                "(clustrix doctor checks this)"
+                f"{what}: not found on {transport.host} (not on the PATH there); cluster_type={d.name!r} runs {them} "
+                f"to submit and watch jobs. Run clustrix where {d.label or d.name}'s commands are (set cluster_host "
+                f"to a login node of the cluster), or add their directory to PATH{source}"
             )
         return tuple(line for line in lines if line and not line.startswith("@missing "))
+
+    def check_commands_before_submit(self, config: Any, transport: Transport) -> None:
+        """:meth:`check_commands` once per connection (a success is remembered), saying nothing was submitted."""
+        key = (transport.host, *_connection_key(config))
+        with self._lock:
+            if key in self._commands_found:
+                return
+        try:
+            self.check_commands(config, transport)
+        except SchedulerCommandNotFoundError as exc:
+            raise SchedulerCommandNotFoundError(f"{exc}. Nothing was submitted.") from None
+        with self._lock:
+            self._commands_found.add(key)
 
     def probe(self, config: Any, transport: Transport) -> str:
         """``clustrix doctor``'s check of the scheduler: its commands (:meth:`check_commands`) and its site query.
@@ -233,11 +246,7 @@ class BatchScheduler:
         d.validate(spec.resources)
         environment.activation_from_config(config)  # bad variable names or multi-line commands: refused here
         transport = self.transport(config)
-        key = (transport.host, *_connection_key(config))
-        if key not in self._commands_found:  # before anything is built, shipped or staged
-            self.check_commands(config, transport)
-            with self._lock:
-                self._commands_found.add(key)
+        self.check_commands_before_submit(config, transport)  # before anything is built, shipped or staged
         snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
         # before anything is written remotely: a Python mismatch or a failed build stops here
         prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=self.python_needs)
