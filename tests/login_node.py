@@ -81,7 +81,8 @@ def check_missing_commands(
 
     monkeypatch.setenv("PATH", path)
     configure(cluster_type=cluster_type, remote_work_dir=str(work), python_executable=sys.executable)
-    with pytest.raises(SchedulerCommandNotFoundError, match=rf"\b{missing}\b.*not found on localhost.*Nothing was submitted") as caught:
+    expected = rf"\b{missing}\b.*not found on localhost.*Nothing was submitted"
+    with pytest.raises(SchedulerCommandNotFoundError, match=expected) as caught:
         cluster(square)(3)
     assert "FileNotFoundError" not in str(caught.value) and "sh: " not in str(caught.value)
     assert list(work.iterdir()) == [], "a submit that cannot start left something in the work dir"

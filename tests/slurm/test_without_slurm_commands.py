@@ -12,7 +12,8 @@ from tests.login_node import check_doctor_finds_commands, check_missing_commands
 def test_doctor_and_a_submit_without_slurm_commands_name_the_missing_one_and_leave_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    check_missing_commands("slurm", ["sbatch", "squeue", "scancel", "scontrol", "srun", "sacct"], tmp_path, monkeypatch, missing="sbatch")
+    commands = ["sbatch", "squeue", "scancel", "scontrol", "srun", "sacct"]
+    check_missing_commands("slurm", commands, tmp_path, monkeypatch, missing="sbatch")
 
 
 @pytest.mark.testbed_slurm

@@ -163,7 +163,9 @@ class KubernetesScheduler:
             server, default_namespace = api.server, api.namespace
         except ConfigurationError as exc:
             server, default_namespace = NO_SERVER, "default"
-            notes.append(f"no Kubernetes configuration was loaded, so no server is shown; a real submit needs one: {exc}")
+            notes.append(
+                f"no Kubernetes configuration was loaded, so no server is shown; a real submit needs one: {exc}"
+            )
         options, tasks, _key, payload_objects, _plan, _code = _prepare(spec, default_namespace)
         ns = options.namespace
         with self._lock:

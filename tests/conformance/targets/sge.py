@@ -41,8 +41,8 @@ def qstat_state(native_id: str) -> str:
 
 def qstat_h_rt(native_id: str) -> int:
     """``h_rt=172800`` of the hard resource list ``qstat -j`` shows, in seconds."""
-    argv = ["qstat", "-j", native_id]
-    text = subprocess.run(argv, capture_output=True, text=True, check=False, env={**os.environ, **sge_testbed.ENV}).stdout
+    env = {**os.environ, **sge_testbed.ENV}
+    text = subprocess.run(["qstat", "-j", native_id], capture_output=True, text=True, check=False, env=env).stdout
     match = re.search(r"hard resource_list:.*\bh_rt=(\d+)", text)
     assert match, text
     return int(match.group(1))
