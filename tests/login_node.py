@@ -85,5 +85,5 @@ def check_missing_commands(
     with pytest.raises(SchedulerCommandNotFoundError, match=expected) as caught:
         cluster(square)(3)
     assert "FileNotFoundError" not in str(caught.value) and "sh: " not in str(caught.value)
-    assert list(work.iterdir()) == [], "a submit that cannot start left something in the work dir"
+    assert list(work.iterdir()) == [], f"a submit that cannot start left {list(work.rglob('*'))}"
     assert registry.list_jobs() == []

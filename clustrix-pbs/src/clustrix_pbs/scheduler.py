@@ -73,9 +73,14 @@ class PBSScheduler:
             known = self._detected.get(key)
         if known is not None:
             return known
-        # qsub, qstat and qdel (every flavour's) before qstat --version asks which PBS it is
-        self.engines[Flavour.PBSPRO].check_commands_before_submit(config, transport)
-        result = transport.run(["qstat", "--version"], timeout=60)
+        try:
+            result = transport.run(["qstat", "--version"], timeout=60)
+        except FileNotFoundError:  # the local transport runs argv itself
+            result = None
+        if result is None or result.returncode == 127:  # no qstat here: name what is missing and the fix
+            engine = self.engines[Flavour.PBSPRO]
+            engine.check_commands(config, transport, submitting=True)
+            raise engine.commands_not_found(["qstat"], transport.host, submitting=True)
         try:
             found = detect_flavour(result.stdout + result.stderr)
         except ParseError as error:

@@ -125,6 +125,7 @@ class BatchScheduler:
         self._transport_factory = transport_factory
         self._lock = threading.Lock()
         self._sites: dict[tuple[Any, ...], SiteInfo] = {}
+        #: Connections whose scheduler commands were found (:meth:`check_commands_before_submit`).
         self._commands_found: set[tuple[Any, ...]] = set()
         self._unknown_since: dict[str, float] = {}
         self._preempted_since: dict[str, float] = {}
@@ -163,38 +164,27 @@ class BatchScheduler:
             self._sites[key] = info
         return info
 
-    def check_commands(self, config: Any, transport: Transport) -> tuple[str, ...]:
+    def check_commands(self, config: Any, transport: Transport, *, submitting: bool = False) -> tuple[str, ...]:
         """Check the dialect's :attr:`~Dialect.commands` with ``command -v`` on the target; return their paths.
 
-        Raises :class:`SchedulerCommandNotFoundError` naming the missing ones and the fix. A
-        submit asks once per connection (then remembers the success); ``clustrix doctor`` asks every time.
+        Raises :class:`SchedulerCommandNotFoundError` naming the missing ones and the fix. ``clustrix
+        doctor`` asks every time; a submit once per connection (:meth:`check_commands_before_submit`).
         """
         names = self.dialect.commands
         if not names:
             return ()
-        probe = "".join(
-            f"command -v {shlex.quote(name)} 2>/dev/null || printf '@missing %s\\n' {shlex.quote(name)}\n"
-            for name in names
-        )
-        code, out, err = run_script(transport, probe, timeout=COMMAND_TIMEOUT)
-        lines = out.decode(errors="replace").splitlines()
+        probe = "for c in " + " ".join(map(shlex.quote, names)) + '; do command -v "$c"; done'
+        script = "\n".join([*shell.render_command_check(names), probe, ""])
+        code, out, err = run_script(transport, script, timeout=COMMAND_TIMEOUT)
+        errors = err.decode(errors="replace")
+        missing = shell.missing_commands(code, errors)
+        if missing:
+            raise self.commands_not_found(missing, transport.host, submitting=submitting)
         if code != 0:
             raise SchedulerCommandError(
-                f"checking {', '.join(names)} on {transport.host} failed (exit {code}): "
-                f"{err.decode(errors='replace').strip()}"
+                f"checking {', '.join(names)} on {transport.host} failed (exit {code}): {errors}"
             )
-        missing = [line.split(" ", 1)[1] for line in lines if line.startswith("@missing ")]
-        if missing:
-            d = self.dialect
-            what = " and ".join(", ".join(missing).rsplit(", ", 1))
-            them, they = ("it", "it comes") if len(missing) == 1 else ("them", "they come")
-            source = f"; {they} with {d.commands_hint}" if d.commands_hint else ""
-            raise SchedulerCommandNotFoundError(
-                f"{what}: not found on {transport.host} (not on the PATH there); cluster_type={d.name!r} runs {them} "
-                f"to submit and watch jobs. Run clustrix where {d.label or d.name}'s commands are (set cluster_host "
-                f"to a login node of the cluster), or add their directory to PATH{source}"
-            )
-        return tuple(line for line in lines if line and not line.startswith("@missing "))
+        return tuple(line for line in out.decode(errors="replace").splitlines() if line)
 
     def check_commands_before_submit(self, config: Any, transport: Transport) -> None:
         """:meth:`check_commands` once per connection (a success is remembered), saying nothing was submitted."""
@@ -202,12 +192,22 @@ class BatchScheduler:
         with self._lock:
             if key in self._commands_found:
                 return
-        try:
-            self.check_commands(config, transport)
-        except SchedulerCommandNotFoundError as exc:
-            raise SchedulerCommandNotFoundError(f"{exc}. Nothing was submitted.") from None
+        self.check_commands(config, transport, submitting=True)
         with self._lock:
             self._commands_found.add(key)
+
+    def commands_not_found(self, missing: Sequence[str], host: str, *, submitting: bool = False) -> ClustrixError:
+        """The error naming the scheduler commands missing on ``host``, where they come from, and the fix."""
+        d = self.dialect
+        what = " and ".join(", ".join(missing).rsplit(", ", 1))
+        them, they = ("it", "it comes") if len(missing) == 1 else ("them", "they come")
+        source = f"; {they} with {d.commands_hint}" if d.commands_hint else ""
+        done = ". Nothing was submitted." if submitting else ""
+        return SchedulerCommandNotFoundError(
+            f"{what}: not found on {host} (not on the PATH there); cluster_type={d.name!r} runs {them} to submit "
+            f"and watch jobs. Run clustrix where {d.label or d.name}'s commands are (set cluster_host to a login "
+            f"node of the cluster), or add their directory to PATH{source}{done}"
+        )
 
     def probe(self, config: Any, transport: Transport) -> str:
         """``clustrix doctor``'s check of the scheduler: its commands (:meth:`check_commands`) and its site query.
