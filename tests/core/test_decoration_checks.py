@@ -62,7 +62,7 @@ ALIASES: list[tuple[str, Any, str]] = [
     ("cpus_per_task", 4, "cores=4"),  # SLURM, submitit
     ("cpus", 4, "cores=4"),
     ("num_cpus", 4, "cores=4"),  # Ray
-    ("nodes", 2, "clustrix runs each call on one node"),  # SLURM, submitit
+    ("nodes", 2, "cores=N (each call runs on one node)"),  # SLURM, submitit
     ("mem", "4G", "memory='4G'"),  # SLURM
     ("mem_gb", 16, "memory='16GB'"),  # submitit
     ("walltime", "01:00:00", "time='01:00:00'"),  # PBS, dask-jobqueue
@@ -88,7 +88,7 @@ ALIASES: list[tuple[str, Any, str]] = [
 
 @pytest.mark.parametrize(("alias", "value", "meant"), ALIASES, ids=[f"{a}-{m}" for a, _, m in ALIASES])
 def test_a_keyword_of_another_tool_is_refused_naming_the_clustrix_keyword(alias: str, value: Any, meant: str) -> None:
-    with pytest.raises(ValueError, match=rf"unknown keyword {alias}=.*clustrix calls it") as caught:
+    with pytest.raises(ValueError, match=rf"unknown keyword {alias}=.*: for clustrix, write ") as caught:
         cluster(**{alias: value})
     message = str(caught.value)
     assert meant in message, message

@@ -39,10 +39,7 @@ _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
 _CORES = "cores={value!r} (cores of one call, on one node)"
 _MEMORY = "memory={value!r} (a str with its unit, e.g. '16GB'; an int is bytes)"
 _TIME = "time={value!r} ('HH:MM:SS', 'D-HH:MM:SS' or a number of minutes)"
-_PARALLEL = (
-    "max_parallel_jobs={value!r} (how many calls of a map run at once); run calls side by side with "
-    "f.map(items) or f.submit(...)"
-)
+_PARALLEL = "max_parallel_jobs={value!r} (how many calls of a map run at once)"
 _VARIABLES = (
     "environment_variables={{'NAME': 'value'}} for variables of the job, conda_env_name='name' for a conda "
     "environment, module_loads=['name'] for modules"
@@ -54,8 +51,8 @@ KEYWORD_ALIASES: dict[str, str] = {
     **dict.fromkeys(
         ("ncpus", "cpus", "cpus_per_task", "num_cpus", "n_cpus", "ncores", "num_cores", "n_cores", "threads"), _CORES
     ),
-    "nodes": "cores={value!r} at most per call: clustrix runs each call on one node; run many calls with f.map(items)",
-    "ntasks": "cores={value!r} (each call is one task; run many calls with f.map(items))",
+    "nodes": "cores=N (each call runs on one node) and run many calls side by side with f.map(items)",
+    "ntasks": "cores={value!r} (each call is one task) and run many calls side by side with f.map(items)",
     **dict.fromkeys(("mem", "ram", "memory_limit"), _MEMORY),
     "mem_gb": "memory='{value}GB'",
     "mem_mb": "memory='{value}MB'",
@@ -66,10 +63,8 @@ KEYWORD_ALIASES: dict[str, str] = {
     **dict.fromkeys(("gpus_per_node", "gpus_per_task", "ngpus", "num_gpus", "n_gpus", "gpu"), "gpus={value!r}"),
     **dict.fromkeys(("queue_name", "qname"), "queue={value!r}"),
     "slurm_partition": "partition={value!r}",
-    **dict.fromkeys(
-        ("n_workers", "workers", "num_workers", "array_parallelism", "slurm_array_parallelism", "parallel"),
-        _PARALLEL,
-    ),
+    **dict.fromkeys(("n_workers", "workers", "num_workers", "array_parallelism", "slurm_array_parallelism"), _PARALLEL),
+    "parallel": "f.map(items) to run calls side by side (max_parallel_jobs=N limits how many at once)",
     **dict.fromkeys(("environment", "env", "env_vars"), _VARIABLES),
     "conda_env": "conda_env_name={value!r}",
     **dict.fromkeys(("modules", "module"), "module_loads=[...] (a list of module names)"),
@@ -88,7 +83,7 @@ def keyword_hint(key: str, value: Any, known: Iterable[str]) -> str:
     """What to write instead of the unknown keyword ``key``: its ``@cluster`` name, or a spelling guess."""
     alias = KEYWORD_ALIASES.get(key)
     if alias is not None:
-        return f": clustrix calls it {alias.format(value=value)}; use"
+        return f": for clustrix, write {alias.format(value=value)}; otherwise use"
     return did_you_mean(key, known) + ": use"
 
 
