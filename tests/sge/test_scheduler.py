@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clustrix import JobError, JobOutOfMemoryError, cluster, configure
+from clustrix import JobError, JobOutOfMemoryError, cluster, configure, registry
 from clustrix.batch.engine import SubmitRejectedError
 from clustrix.transport import CommandResult, LocalTransport
 from clustrix_sge import SGEScheduler
@@ -99,6 +100,9 @@ def test_an_unknown_parallel_environment_is_refused_at_submit_with_grid_engines_
     with pytest.raises(SubmitRejectedError, match='parallel environment "no-such-pe" does not exist') as info:
         unknown_pe.submit(1)
     assert isinstance(info.value, ValueError)
+    # the refused job leaves no job directory behind (only the shared code cache may stay)
+    assert [p.name for p in Path(local["remote_work_dir"]).iterdir() if p.name != "code"] == []
+    assert registry.list_jobs() == []
 
 
 def test_a_job_in_error_state_fails_with_the_reason_and_is_deleted(local):
