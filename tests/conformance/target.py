@@ -51,6 +51,9 @@ class Target:
     queued_word: str = "queued"
     #: Reads the job's state as the scheduler itself reports it, for assertions (native id -> text).
     native_state: Callable[[str], str] | None = None
+    #: The job's time limit in seconds as the scheduler itself recorded it (native id -> seconds), to
+    #: check that it read the request as meant (a 2-day request is 2 days, not refused). None skips.
+    time_limit: Callable[[str], int] | None = None
     #: The login side (what the transport reaches: this machine, or the sshd) sees a file system the
     #: test mounts. False when it lives in a mount namespace of its own (the sshd in the OpenPBS testbed's).
     login_sees_new_mounts: bool = True

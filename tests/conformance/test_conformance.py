@@ -149,6 +149,24 @@ def test_cancelling_a_queued_call_takes_it_out_of_the_queue(target: Target) -> N
         assert running.cancel()
 
 
+def test_a_two_day_time_request_is_accepted_and_queued_then_cancelled(target: Target) -> None:
+    """``time="2-00:00:00"`` reaches the scheduler as 2 days in its own form (PBS: walltime=48:00:00)."""
+    if target.hold is None or target.time_limit is None:
+        pytest.skip(f"the {target.scheduler} target cannot keep a job queued or show its time limit")
+
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    queued = cluster(time="2-00:00:00", **target.hold, **target.options)(nap).submit(1)
+    assert queued.handle is not None and queued.handle.native_id
+    assert target.queued_word in wait_for_native(target, queued.handle.native_id, target.queued_word)
+    assert target.time_limit(queued.handle.native_id) == 2 * 24 * 3600
+    assert queued.cancel()
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued.result(timeout=60)
+
+
 def test_an_impossible_request_fails_fast(target: Target) -> None:
     if target.impossible is None:
         pytest.skip(f"{target.scheduler} has no request it accepts but can never run")

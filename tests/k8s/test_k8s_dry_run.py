@@ -67,3 +67,23 @@ def test_a_dry_run_names_environment_variables_but_shows_no_value(tmp_path: Path
     job = json.loads(str(shown.script))["items"][-1]
     (variable,) = [e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "API_TOKEN"]
     assert variable["valueFrom"]["secretKeyRef"] == {"name": job["metadata"]["name"] + "-payload-0", "key": "env.0"}
+
+
+def test_a_dry_run_needs_no_kubeconfig_and_renders_for_the_configured_or_default_namespace(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from clustrix_k8s import api
+
+    api.forget_clients()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nowhere" / "config"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for namespace, expected in ((None, "default"), ("science", "science")):
+        options = {"namespace": namespace} if namespace else {}
+        fn = cluster(cluster_type="kubernetes", image="python:3.11-slim", **options)(add)
+        shown = fn.job_script(1, 2)
+        job = json.loads(str(shown.script))["items"][-1]
+        assert job["kind"] == "Job" and job["metadata"]["namespace"] == expected
+        assert shown.commands[0].startswith(f"POST https://<api-server>/apis/batch/v1/namespaces/{expected}/jobs")
+        assert any("no Kubernetes configuration was loaded" in note for note in shown.notes), shown.notes
+    assert registry.list_jobs() == []

@@ -6,6 +6,7 @@ Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended c
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from clustrix.resources import Resources
 from clustrix_pbs import directives, parse, states
 from clustrix_pbs.dialect import PBSProDialect, TorqueDialect, native_job_id
 from clustrix_pbs.parse import Flavour
+from tests.resource_forms import PBS_WALLTIME, TIME_FORMS, TimeForm
 
 GOLDEN = Path(__file__).parent / "golden"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -161,8 +163,8 @@ def test_place_is_pbspro_only_and_partition_must_agree_with_queue() -> None:
     assert "-l place=excl" in " ".join(PBSPRO.directives(job(1, Resources.parse(place="excl"))))
     with pytest.raises(ValueError, match="place= is a PBS Pro option"):
         TORQUE.validate(Resources.parse(place="excl"))
-    with pytest.raises(ValueError, match="PBS has queues only"):
-        PBSPRO.validate(Resources.parse(partition="a", queue="b"))
+    with pytest.raises(ValueError, match="disagree: they name the same thing"):
+        PBSPRO.validate(Resources(partition="a", queue="b"))
 
 
 def test_values_reaching_the_script_are_quoted() -> None:
@@ -273,3 +275,14 @@ def test_every_pbs_keyword_is_accepted_at_decoration_and_a_typo_is_refused_with_
     assert f.resources.extra == extras
     with pytest.raises(ValueError, match=r"unknown keyword plac='excl'.*did you mean 'place'\?"):
         cluster(cluster_type="pbs", plac="excl")
+
+
+@pytest.mark.parametrize("dialect", [PBSPRO, TORQUE], ids=["pbspro", "torque"])
+@pytest.mark.parametrize("form", TIME_FORMS, ids=lambda f: repr(f.given))
+def test_every_documented_time_form_becomes_a_walltime_in_hours_that_pbs_parses(dialect, form: TimeForm) -> None:
+    resources = Resources.parse(time=form.given)
+    dialect.validate(resources)
+    lines = dialect.directives(job(1, resources))
+    assert f"#PBS -l walltime={form.pbs}" in lines
+    walltimes = [line.rsplit("=", 1)[1] for line in lines if "walltime=" in line]
+    assert len(walltimes) == 1 and re.fullmatch(PBS_WALLTIME, walltimes[0]), walltimes

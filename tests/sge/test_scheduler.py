@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clustrix import JobError, JobOutOfMemoryError, cluster, configure
+from clustrix import JobError, JobOutOfMemoryError, cluster, configure, registry
 from clustrix.batch.engine import SubmitRejectedError
 from clustrix.transport import CommandResult, LocalTransport
 from clustrix_sge import SGEScheduler
@@ -99,6 +100,9 @@ def test_an_unknown_parallel_environment_is_refused_at_submit_with_grid_engines_
     with pytest.raises(SubmitRejectedError, match='parallel environment "no-such-pe" does not exist') as info:
         unknown_pe.submit(1)
     assert isinstance(info.value, ValueError)
+    # the refused job leaves no job directory behind (only the shared code cache may stay)
+    assert [p.name for p in Path(local["remote_work_dir"]).iterdir() if p.name != "code"] == []
+    assert registry.list_jobs() == []
 
 
 def test_a_job_in_error_state_fails_with_the_reason_and_is_deleted(local):
@@ -165,7 +169,10 @@ def test_a_map_of_100_calls_is_one_qsub_and_one_qstat_per_poll_round(local, fres
         name="square", func=square, arguments=[((i,), {}) for i in range(100)], resources=Resources(), config=config
     )
     handle = scheduler.clustrix_submit(spec=spec, wake=lambda: None)
-    submits = [c for c in transport.commands if "qsub" in c]
+    # the one-time check that Grid Engine's commands are there (command -v) aside
+    commands = [c for c in transport.commands if "command -v" not in c]
+    assert len(commands) == len(transport.commands) - 1
+    submits = [c for c in commands if "qsub" in c]
     assert len(submits) == 1 and handle.data["tasks"] == 100
     rounds = 0
     deadline = time.monotonic() + 120
@@ -174,7 +181,11 @@ def test_a_map_of_100_calls_is_one_qsub_and_one_qstat_per_poll_round(local, fres
         assert time.monotonic() < deadline
         time.sleep(0.3)
     counts = collections.Counter(
-        word for c in transport.commands for word in ("qsub", "qstat -xml", "qacct", "qconf") if word in c
+        word
+        for c in transport.commands
+        if "command -v" not in c
+        for word in ("qsub", "qstat -xml", "qacct", "qconf")
+        if word in c
     )
     assert counts["qsub"] == 1
     assert counts["qstat -xml"] <= rounds + 1  # one per poll round, none per job

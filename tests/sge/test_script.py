@@ -16,6 +16,7 @@ from clustrix.resources import Resources
 from clustrix_sge import script
 from clustrix_sge.dialect import SGEDialect
 from tests import golden
+from tests.resource_forms import TIME_FORMS, TimeForm
 from tests.sge.conftest import GOLDEN
 from tests.testbed import sge as sge_testbed
 
@@ -147,7 +148,7 @@ def test_the_job_name_is_always_given_and_safe(name, expected):
         ({"queue": "all q"}, "queue='all q' is not valid"),
         ({"gpus": 1}, "gpus=1: SGE cannot limit gpus"),
         ({"qos": "high"}, "SGE does not understand 'qos'; its options are: account, calls_per_task"),
-        ({"queue": "a.q", "partition": "b.q"}, "Grid Engine has queues only"),
+        ({"queue": "a.q", "partition": "b.q"}, "disagree: they name the same thing"),
     ],
 )
 def test_bad_options_are_refused_naming_the_parameter(kwargs, message):
@@ -219,3 +220,13 @@ def test_every_sge_keyword_is_accepted_at_decoration_and_a_typo_is_refused_with_
     assert f.resources.extra == extras
     with pytest.raises(ValueError, match=r"unknown keyword projct='genomics'.*did you mean 'project'\?"):
         cluster(cluster_type="sge", projct="genomics")
+
+
+@pytest.mark.parametrize("form", TIME_FORMS, ids=lambda f: repr(f.given))
+def test_every_documented_time_form_becomes_the_h_rt_grid_engine_reads(form: TimeForm):
+    assert f"#$ -l h_rt={form.sge}\n" in render(Resources.parse(time=form.given))
+
+
+def test_a_partition_and_a_queue_that_disagree_are_refused_like_on_every_scheduler():
+    with pytest.raises(ValueError, match=r"partition='a.q' and queue='b.q' disagree: they name the same thing"):
+        DIALECT.validate(Resources(partition="a.q", queue="b.q"))

@@ -57,8 +57,12 @@ def test_a_map_of_100_calls_is_one_sbatch_one_command_per_poll_round_and_a_fetch
     transport = CountingTransport()
     scheduler = Direct(SlurmScheduler(transport_factory=lambda _config: transport))
     handle = scheduler.submit(spec(double, [(i,) for i in range(100)], config), wake=lambda: None)
-    assert len(transport.commands) <= 2  # the environment check (once per process) and stage + sbatch
-    assert transport.mentioning("sbatch") == 1
+    # the scheduler's commands and the environment checked (once per connection), then stage + sbatch
+    assert len(transport.commands) <= 3
+    assert sum("sbatch --parsable" in command for command in transport.commands) == 1
+    first = len(transport.commands)
+    scheduler.submit(spec(double, [(1,)], config), wake=lambda: None)
+    assert len(transport.commands) == first + 1  # a second submit: one command, stage + sbatch
     assert handle.data["tasks"] == 100
     before = len(transport.commands)
     status, rounds = poll_until_final(scheduler, handle, config, timeout=120)

@@ -23,6 +23,7 @@ from clustrix.resources import Resources
 from clustrix_slurm.dialect import SlurmDialect
 from clustrix_slurm.script import array_spec, memory_megabytes
 from tests import golden
+from tests.resource_forms import TIME_FORMS, TimeForm
 from tests.slurm.conftest import GOLDEN
 
 JOB_DIR = "/home/me/.clustrix/20250101-000000-abcdefabcdef"
@@ -176,3 +177,14 @@ def test_every_slurm_keyword_is_accepted_at_decoration_and_a_typo_is_refused_wit
     assert {"account", "qos", "sbatch_directives", "signal_delay"} <= set(EXTRA_KEYS)
     with pytest.raises(ValueError, match=r"unknown keyword acount='proj'.*did you mean 'account'\?"):
         cluster(cluster_type="slurm", acount="proj")
+
+
+@pytest.mark.parametrize("form", TIME_FORMS, ids=lambda f: repr(f.given))
+def test_every_documented_time_form_becomes_the_time_sbatch_reads(form: TimeForm):
+    assert f"#SBATCH --time={form.slurm}\n" in render(Resources.parse(time=form.given))
+
+
+def test_a_partition_and_a_queue_that_disagree_are_refused_not_one_dropped():
+    with pytest.raises(ValueError, match=r"partition='a' and queue='b' disagree: they name the same thing"):
+        DIALECT.validate(Resources(partition="a", queue="b"))
+    assert "#SBATCH --partition=a\n" in render(Resources.parse(partition="a", queue="a"))

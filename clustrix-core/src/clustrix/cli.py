@@ -172,7 +172,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Check the configuration end to end: scheduler plugin, connection, remote Python, work dir."""
+    """Check the configuration end to end: scheduler plugin, connection, scheduler commands, remote Python, work dir."""
     checks: list[dict[str, Any]] = []
 
     def check(name: str, func: Any, describe: Any = str) -> Any:
@@ -211,6 +211,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             return transport
 
         transport = check("connection (host key checked)", connect, lambda t: f"{type(t).__name__} to {t.host}")
+        probe = getattr(getattr(scheduler, "impl", None), "probe", None)
+        if transport is not None and callable(probe):
+            # the scheduler's own commands (command -v) and its site query, on the target
+            check("scheduler commands", lambda: probe(config, transport))
         if transport is not None:
             needs: tuple[str, ...] = ()
             if config.get("python_executable"):

@@ -24,6 +24,7 @@ from clustrix.jobs import JobSpec, MappedArguments
 from clustrix.plugins import (
     Scheduler,
     capture_environment,
+    check_scheduler_name,
     get_scheduler,
     plugin_config_keys,
     plugin_resource_keys,
@@ -34,6 +35,56 @@ from clustrix.progress import wanted as wanted_progress
 from clustrix.resources import Resources
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
+
+_CORES = "cores={value!r} (cores of one call, on one node)"
+_MEMORY = "memory={value!r} (a str with its unit, e.g. '16GB'; an int is bytes)"
+_TIME = "time={value!r} ('HH:MM:SS', 'D-HH:MM:SS' or a number of minutes)"
+_PARALLEL = "max_parallel_jobs={value!r} (how many calls of a map run at once)"
+_VARIABLES = (
+    "environment_variables={{'NAME': 'value'}} for variables of the job, conda_env_name='name' for a conda "
+    "environment, module_loads=['name'] for modules"
+)
+#: Keywords of SLURM, PBS, submitit, dask-jobqueue, Ray and the original clustrix 0.1.x that users
+#: bring along, and what ``@cluster`` calls them: an unknown keyword found here gets this in its
+#: error instead of a spelling guess (``ncpus`` is not a misspelt ``gpus``). ``{value!r}`` is the value given.
+KEYWORD_ALIASES: dict[str, str] = {
+    **dict.fromkeys(
+        ("ncpus", "cpus", "cpus_per_task", "num_cpus", "n_cpus", "ncores", "num_cores", "n_cores", "threads"), _CORES
+    ),
+    "nodes": "cores=N (each call runs on one node) and run many calls side by side with f.map(items)",
+    "ntasks": "cores={value!r} (each call is one task) and run many calls side by side with f.map(items)",
+    **dict.fromkeys(("mem", "ram", "memory_limit"), _MEMORY),
+    "mem_gb": "memory='{value}GB'",
+    "mem_mb": "memory='{value}MB'",
+    "memory_gb": "memory='{value}GB'",
+    "memory_mb": "memory='{value}MB'",
+    **dict.fromkeys(("walltime", "time_limit", "wall_time", "timeout", "runtime", "max_time"), _TIME),
+    "timeout_min": "time={value!r} (a number is minutes)",
+    **dict.fromkeys(("gpus_per_node", "gpus_per_task", "ngpus", "num_gpus", "n_gpus", "gpu"), "gpus={value!r}"),
+    **dict.fromkeys(("queue_name", "qname"), "queue={value!r}"),
+    "slurm_partition": "partition={value!r}",
+    **dict.fromkeys(("n_workers", "workers", "num_workers", "array_parallelism", "slurm_array_parallelism"), _PARALLEL),
+    "parallel": "f.map(items) to run calls side by side (max_parallel_jobs=N limits how many at once)",
+    **dict.fromkeys(("environment", "env", "env_vars"), _VARIABLES),
+    "conda_env": "conda_env_name={value!r}",
+    **dict.fromkeys(("modules", "module"), "module_loads=[...] (a list of module names)"),
+    **dict.fromkeys(
+        ("job_script_prologue", "prologue", "setup", "slurm_setup"), "pre_execution_commands=[...] (shell lines)"
+    ),
+    **dict.fromkeys(("scheduler", "backend", "cluster"), "cluster_type={value!r}"),
+    **dict.fromkeys(("host", "hostname"), "cluster_host={value!r}"),
+    "user": "username={value!r}",
+    "port": "cluster_port={value!r}",
+    "python": "python_executable={value!r}",
+}
+
+
+def keyword_hint(key: str, value: Any, known: Iterable[str]) -> str:
+    """What to write instead of the unknown keyword ``key``: its ``@cluster`` name, or a spelling guess."""
+    alias = KEYWORD_ALIASES.get(key)
+    if alias is not None:
+        return f": for clustrix, write {alias.format(value=value)}; otherwise use"
+    return did_you_mean(key, known) + ": use"
 
 
 def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], str | None]:
@@ -59,7 +110,10 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     resource_args = {k: options.pop(k) for k in _RESOURCE_KEYS if k in options}
     _check_extras(options)
     resources = Resources.parse(**resource_args, **options)
-    return resources, check_config_keys(config_overrides, where="@cluster(...)"), profile
+    overrides = check_config_keys(config_overrides, where="@cluster(...)")
+    if overrides.get("cluster_type") is not None:
+        check_scheduler_name(overrides["cluster_type"])  # a typo fails here, not at the first call
+    return resources, overrides, profile
 
 
 def _check_extras(extras: dict[str, Any]) -> None:
@@ -75,7 +129,7 @@ def _check_extras(extras: dict[str, Any]) -> None:
     key = unknown[0]
     plugins = ", ".join(sorted(declared)) or "none"
     raise ValueError(
-        f"@cluster(...) got an unknown keyword {key}={extras[key]!r}{did_you_mean(key, known)}: use one of "
+        f"@cluster(...) got an unknown keyword {key}={extras[key]!r}{keyword_hint(key, extras[key], known)} one of "
         f"{', '.join(_RESOURCE_KEYS)}, a configuration key, or a keyword an installed scheduler plugin declares "
         f"(declared now: {plugins})"
     )

@@ -231,6 +231,18 @@ def get_scheduler(name: str) -> Scheduler:
     raise SchedulerNotFoundError(unknown_scheduler_message(name, _registry.schedulers))
 
 
+def check_scheduler_name(name: str) -> None:
+    """Refuse a ``cluster_type`` no installed plugin provides, unless it names one of the project's schedulers.
+
+    A known name that is not installed (``"slurm"`` without ``clustrix-slurm``) passes: the first
+    call says what to install. A typo (``"slurmm"``) raises :class:`SchedulerNotFoundError` with a
+    "did you mean" suggestion.
+    """
+    installed = scheduler_names()
+    if name not in installed and name not in KNOWN_DISTRIBUTIONS:
+        raise SchedulerNotFoundError(unknown_scheduler_message(name, installed))
+
+
 def unknown_scheduler_message(name: str, installed: Iterable[str]) -> str:
     """Why ``cluster_type=name`` cannot be used, and the fix; only distributions that exist are suggested."""
     names = sorted(installed)

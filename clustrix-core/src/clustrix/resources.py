@@ -33,17 +33,28 @@ _MEMORY_HINT = "an amount like '32GB', '512MB', '8G', '16Gi', '4GiB' or '1TB' (u
 _TIME_HINT = "'HH:MM:SS' (e.g. '04:00:00'), 'D-HH:MM:SS' (e.g. '1-12:00:00'), 'MM:SS' or a number of minutes (e.g. 90)"
 
 
+#: An ``int`` memory request below this many bytes is refused: ``memory=1024`` meant megabytes, not 1 KiB.
+MIN_MEMORY_BYTES = 1024**2
+
+
 def parse_memory(value: str | int, *, parameter: str = "memory") -> int:
-    """Return a memory request in bytes; an ``int`` is taken as bytes.
+    """Return a memory request in bytes; an ``int`` is taken as bytes and must be at least 1 MiB.
 
     Decimal units (``GB``) are powers of 1000, binary units (``GiB``, ``Gi``) and the
-    scheduler-style bare letters (``8G``) are powers of 1024, as SLURM reads them.
+    scheduler-style bare letters (``8G``) are powers of 1024, as SLURM reads them. An ``int``
+    below :data:`MIN_MEMORY_BYTES` is refused: ``memory=1024`` is a megabyte count written
+    without its unit far more often than a request for 1 KiB, which no scheduler can honour.
     """
     if isinstance(value, bool):
         raise ValueError(f"{parameter}={value!r} is not valid: use {_MEMORY_HINT}")
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"{parameter}={value!r} must be positive: use {_MEMORY_HINT}")
+        if value < MIN_MEMORY_BYTES:
+            raise ValueError(
+                f"{parameter}={value!r} is {value} bytes (an int is a number of bytes), less than 1 MiB: "
+                f"write the unit, e.g. {parameter}='{value}MB' or {parameter}='{value}MiB'"
+            )
         return value
     if not isinstance(value, str):
         raise ValueError(f"{parameter}={value!r} is not valid: use {_MEMORY_HINT}")
@@ -94,6 +105,17 @@ def parse_time(value: str | int | float, *, parameter: str = "time") -> int:
     return total
 
 
+def format_hours(seconds: int, *, width: int = 2) -> str:
+    """Render seconds as ``HH:MM:SS`` with hours beyond 24 (``48:00:00``), the form PBS and Grid Engine read.
+
+    Neither reads a day prefix (OpenPBS and Torque take digits, ``:`` and ``.`` only); ``width``
+    pads the hours (``width=1``: ``4:00:00``).
+    """
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:0{width}d}:{minutes:02d}:{secs:02d}"
+
+
 def format_time(seconds: int) -> str:
     """Render seconds as ``D-HH:MM:SS`` (or ``HH:MM:SS`` below a day), the form every scheduler reads."""
     days, rest = divmod(int(seconds), 86400)
@@ -110,6 +132,19 @@ def _check_count(parameter: str, value: Any, *, minimum: int, example: str) -> i
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{parameter}={value!r} is not valid: use {parameter} >= {minimum}, e.g. {example}")
     return value
+
+
+def check_partition_queue(partition: str | None, queue: str | None, *, prefix: str = "") -> None:
+    """Refuse a ``partition`` and a ``queue`` that disagree: every scheduler has one of the two, not both.
+
+    SLURM calls it a partition, PBS and Grid Engine a queue; clustrix sends either name to the
+    scheduler's own option, so two different values would drop one silently.
+    """
+    if partition and queue and partition != queue:
+        raise ValueError(
+            f"{prefix}partition={partition!r} and {prefix}queue={queue!r} disagree: they name the same thing "
+            f"(a SLURM partition, a PBS or Grid Engine queue); give one of them"
+        )
 
 
 def _check_name(parameter: str, value: Any) -> str | None:
@@ -156,21 +191,29 @@ class Resources:
     ) -> Resources:
         """Validate user-facing values; ``parameter_prefix`` (``"default_"``) names config keys in errors."""
         p = parameter_prefix
+        partition = _check_name(f"{p}partition", partition)
+        queue = _check_name(f"{p}queue", queue)
+        check_partition_queue(partition, queue, prefix=p)
         return cls(
             cores=_check_count(f"{p}cores", cores, minimum=1, example=f"{p}cores=4"),
             memory=None if memory is None else parse_memory(memory, parameter=f"{p}memory"),
             time=None if time is None else parse_time(time, parameter=f"{p}time"),
-            partition=_check_name(f"{p}partition", partition),
-            queue=_check_name(f"{p}queue", queue),
+            partition=partition,
+            queue=queue,
             gpus=_check_count(f"{p}gpus", gpus, minimum=0, example=f"{p}gpus=1"),
             extra=extra,
         )
 
     def with_defaults(self, defaults: Resources) -> Resources:
-        """Fill unset fields from ``defaults`` (the configured ``default_*`` values)."""
+        """Fill unset fields from ``defaults`` (the configured ``default_*`` values).
+
+        ``partition`` and ``queue`` are one setting under two names: a function that gives either
+        takes neither from the defaults (``queue="long"`` replaces a configured ``default_partition``).
+        """
+        mine = {"partition", "queue"} if self.partition or self.queue else set()
         changes = {
             field.name: getattr(defaults, field.name)
             for field in attrs.fields(Resources)
-            if field.name != "extra" and getattr(self, field.name) is None
+            if field.name != "extra" and field.name not in mine and getattr(self, field.name) is None
         }
         return attrs.evolve(self, **changes, extra={**defaults.extra, **self.extra})

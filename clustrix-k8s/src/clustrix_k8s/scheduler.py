@@ -32,6 +32,7 @@ from typing import Any
 
 from clustrix import jobdir, localcode, runner
 from clustrix.dryrun import DryRun
+from clustrix.errors import ConfigurationError
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
@@ -42,6 +43,8 @@ from clustrix_k8s.options import RUNNER_ACCOUNT, JobOptions, job_options
 log = get_logger("clustrix.k8s")
 
 NAME = "kubernetes"
+#: How a dry run without a loadable kubeconfig shows the API server in its requests.
+NO_SERVER = "https://<api-server>"
 #: Array tasks (pods) per map unless ``max_parallel_jobs`` or ``calls_per_task`` say otherwise.
 MAX_TASKS = 10
 #: Job ids per label selector (``clustrix.io/job-id in (...)``) in one list request.
@@ -144,14 +147,23 @@ class KubernetesScheduler:
         """The manifests submit would create (Secrets' contents left out) and its API requests; nothing is sent.
 
         The kubeconfig is read (namespace, server) but the server is not asked: Indexed Jobs are
-        assumed (Kubernetes >= 1.24) unless this process already probed the namespace.
+        assumed (Kubernetes >= 1.24) unless this process already probed the namespace. A dry run needs
+        no cluster: without a loadable kubeconfig it renders for the configured ``namespace`` (or
+        ``default``) and shows the server as :data:`NO_SERVER`, with a note saying why.
         """
-        api = self._api_factory(spec.config)
-        options, tasks, _key, payload_objects, _plan, _code = _prepare(spec, api.namespace)
-        ns = options.namespace
         notes = []
+        try:
+            api = self._api_factory(spec.config)
+            server, default_namespace = api.server, api.namespace
+        except ConfigurationError as exc:
+            server, default_namespace = NO_SERVER, "default"
+            notes.append(
+                f"no Kubernetes configuration was loaded, so no server is shown; a real submit needs one: {exc}"
+            )
+        options, tasks, _key, payload_objects, _plan, _code = _prepare(spec, default_namespace)
+        ns = options.namespace
         with self._lock:
-            known = self._indexed.get((api.server, ns))
+            known = self._indexed.get((server, ns))
         indexed = len(tasks) > 1 and (known if known is not None else True)
         if len(tasks) > 1 and known is None:
             notes.append(
@@ -164,9 +176,9 @@ class KubernetesScheduler:
                 f"a real submit creates the ServiceAccount {RUNNER_ACCOUNT!r} (and its Role) in {ns} if missing"
             )
         items = [*(redacted(secret) for secret in payload_objects), *jobs]
-        base = f"{api.server}/api/v1/namespaces/{ns}"
+        base = f"{server}/api/v1/namespaces/{ns}"
         commands = [
-            f"POST {api.server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs
+            f"POST {server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs
         ]
         commands += [f"POST {base}/secrets  ({s['metadata']['name']}, owned by the Job)" for s in payload_objects]
         return DryRun(

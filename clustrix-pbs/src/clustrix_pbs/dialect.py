@@ -39,6 +39,8 @@ class PBSDialect(Dialect):
     #: PBS Pro's ``max_array_size`` defaults to 10000, but sites lower it: maps larger than
     #: this ask the server (``qstat -Bf``) before packing.
     default_max_array_size = 1000
+    commands = ("qsub", "qstat", "qdel")
+    commands_hint = "OpenPBS (in /opt/pbs/bin) or Torque's client package"
     extras = directives.EXTRA_KEYS
     transient_errors = (
         "cannot connect to server",

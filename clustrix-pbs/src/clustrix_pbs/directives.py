@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from clustrix.resources import Resources, format_time
+from clustrix.resources import Resources, check_partition_queue, format_hours
 from clustrix_pbs.parse import Flavour
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(account="proj")``).
@@ -91,11 +91,7 @@ def validate_resources(resources: Resources, flavour: Flavour) -> None:
     calls = extra.get("calls_per_task")
     if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
         raise ValueError(f"calls_per_task={calls!r} is not valid: use a whole number >= 1")
-    if resources.partition and resources.queue and resources.partition != resources.queue:
-        raise ValueError(
-            f"partition={resources.partition!r} and queue={resources.queue!r} disagree: "
-            "PBS has queues only, give queue="
-        )
+    check_partition_queue(resources.partition, resources.queue)
 
 
 def memory_megabytes(memory: int) -> int:
@@ -136,7 +132,7 @@ def resource_lists(resources: Resources, flavour: Flavour) -> list[str]:
         if resources.memory is not None:
             lists.append(f"mem={memory_megabytes(resources.memory)}mb")
     if resources.time is not None:
-        lists.append(f"walltime={format_time(resources.time)}")
+        lists.append(f"walltime={format_hours(resources.time)}")
     return lists
 
 

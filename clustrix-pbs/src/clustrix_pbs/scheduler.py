@@ -73,7 +73,14 @@ class PBSScheduler:
             known = self._detected.get(key)
         if known is not None:
             return known
-        result = transport.run(["qstat", "--version"], timeout=60)
+        try:
+            result = transport.run(["qstat", "--version"], timeout=60)
+        except FileNotFoundError:  # the local transport runs argv itself
+            result = None
+        if result is None or result.returncode == 127:  # no qstat here: name what is missing and the fix
+            engine = self.engines[Flavour.PBSPRO]
+            engine.check_commands(config, transport, submitting=True)
+            raise engine.commands_not_found(["qstat"], transport.host, submitting=True)
         try:
             found = detect_flavour(result.stdout + result.stderr)
         except ParseError as error:
@@ -83,6 +90,12 @@ class PBSScheduler:
         with self._lock:
             self._detected[key] = found
         return found
+
+    def probe(self, config: Any, transport: Transport) -> str:
+        """``clustrix doctor``'s check: PBS's commands, the flavour, and the flavour's site query."""
+        self.engines[Flavour.PBSPRO].check_commands(config, transport)
+        flavour = self.flavour(config)
+        return f"{flavour.value}: {self.engines[flavour].probe(config, transport)}"
 
     def _engine(self, handle: JobHandle) -> BatchScheduler:
         return self.engines[Flavour(handle.data.get(FLAVOR_KEY, Flavour.PBSPRO.value))]

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from clustrix.batch.dialect import ScriptJob
-from clustrix.resources import Resources
+from clustrix.resources import Resources, format_hours
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(project="genomics")``).
 EXTRA_KEYS: dict[str, str] = {
@@ -118,10 +118,6 @@ def validate_extras(resources: Resources) -> None:
         value = getattr(resources, key)
         if value is not None and not re.match(r"^[A-Za-z0-9_.@*,+-]+$", value):
             raise ValueError(f"{key}={value!r} is not valid: use a queue name such as 'all.q' (no spaces)")
-    if resources.partition and resources.queue and resources.partition != resources.queue:
-        raise ValueError(
-            f"partition={resources.partition!r} and queue={resources.queue!r}: Grid Engine has queues only; give one"
-        )
 
 
 def check_job_dir(job_dir: str) -> None:
@@ -144,9 +140,7 @@ def per_slot_megabytes(memory: int, n_slots: int) -> int:
 
 def format_h_rt(seconds: int) -> str:
     """``h_rt`` as ``H:MM:SS`` (Grid Engine reads hours beyond 24, not a day prefix)."""
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+    return format_hours(seconds, width=1)
 
 
 def array_spec(n_tasks: int) -> str:

@@ -20,6 +20,8 @@ class SlurmDialect(Dialect):
     first_task_index = 0
     #: SLURM's default ``MaxArraySize`` (task ids 0..1000); larger maps ask ``scontrol show config``.
     default_max_array_size = 1001
+    commands = ("sbatch", "squeue", "scancel", "scontrol")
+    commands_hint = "the slurm-client package (every login node has them)"
     extras = script.EXTRA_KEYS
     transient_errors = (
         "temporarily unavailable",

@@ -7,6 +7,7 @@ processes the suite starts); "ssh" goes through an sshd inside the namespace.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -50,6 +51,14 @@ def conformance_pbs(conformance_pbs_bed: openpbs.OpenPBS, request: pytest.Fixtur
         words = {"job_state = R": " running", "job_state = Q": " queued"}
         return text + "".join(word for state, word in words.items() if state in text)
 
+    def walltime(native_id: str) -> int:
+        """``Resource_List.walltime = 48:00:00`` of ``qstat -x -f``, in seconds."""
+        text = bed.run(["qstat", "-x", "-f", native_id], as_user=False, check=False).stdout
+        match = re.search(r"Resource_List\.walltime = (\d+):(\d+):(\d+)", text)
+        assert match, text
+        hours, minutes, seconds = (int(part) for part in match.groups())
+        return (hours * 60 + minutes) * 60 + seconds
+
     def make(transport: str) -> Target:
         common = {"python_executable": python, "remote_work_dir": "~/.clustrix/conformance-pbs"}
         if transport == "local":
@@ -71,6 +80,7 @@ def conformance_pbs(conformance_pbs_bed: openpbs.OpenPBS, request: pytest.Fixtur
             hold={"pbs_directives": ["-h"]},  # a user hold keeps the job queued (state H) until qdel
             queued_word="job_state = H",
             native_state=native_state,
+            time_limit=walltime,
             # mom (so every job) and the sshd run in mount namespaces of their own (for /etc/hosts), made
             # as slaves of this one: they see what the test mounts under the shared openpbs.MOUNTS
             mount_dir=str(openpbs.MOUNTS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -38,6 +39,15 @@ def qstat_state(native_id: str) -> str:
     return "\n".join(words)
 
 
+def qstat_h_rt(native_id: str) -> int:
+    """``h_rt=172800`` of the hard resource list ``qstat -j`` shows, in seconds."""
+    env = {**os.environ, **sge_testbed.ENV}
+    text = subprocess.run(["qstat", "-j", native_id], capture_output=True, text=True, check=False, env=env).stdout
+    match = re.search(r"hard resource_list:.*\bh_rt=(\d+)", text)
+    assert match, text
+    return int(match.group(1))
+
+
 @pytest.fixture(scope="session")
 def conformance_sge(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: SSHServer) -> Callable[[str], Target]:
     start_or_unavailable("SGE testbed", sge_testbed.start)
@@ -63,6 +73,7 @@ def conformance_sge(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: 
             native_state=qstat_state,
             hold={"sge_directives": ["-h"]},  # a user hold: hqw until qrls
             queued_word="pending",
+            time_limit=qstat_h_rt,
         )
 
     return make

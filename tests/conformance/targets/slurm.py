@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -19,6 +20,15 @@ TRANSPORTS = ("local", "ssh")
 def squeue_state(native_id: str) -> str:
     argv = ["squeue", "-h", "-t", "all", "-j", native_id, "-o", "%T"]
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+
+def scontrol_time_limit(native_id: str) -> int:
+    """``TimeLimit=2-00:00:00`` of ``scontrol show job``, in seconds."""
+    text = subprocess.run(["scontrol", "show", "job", native_id], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"TimeLimit=(?:(\d+)-)?(\d+):(\d+):(\d+)", text)
+    assert match, text
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +50,7 @@ def conformance_slurm(tmp_path_factory: pytest.TempPathFactory, conformance_sshd
             native_state=squeue_state,
             hold={"sbatch_directives": ["--begin=now+3600"]},
             queued_word="PENDING",
+            time_limit=scontrol_time_limit,
         )
 
     return make

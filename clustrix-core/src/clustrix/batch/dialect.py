@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import attrs
 
 from clustrix.jobs import JobState
-from clustrix.resources import Resources
+from clustrix.resources import Resources, check_partition_queue
 
 __all__ = [
     "FAILURE_PRIORITY",
@@ -198,6 +198,15 @@ class Dialect:
     #: fallback when the site query fails. 1 means "no arrays": every job runs all its calls in one task.
     default_max_array_size: ClassVar[int] = 1000
 
+    #: The scheduler's commands clustrix runs (``("sbatch", "squeue", "scancel", "scontrol")``). The
+    #: engine checks them with ``command -v`` on the target before the first submit of a connection,
+    #: and ``clustrix doctor`` does too: a missing one is an error naming it, before anything is written.
+    #: Empty: nothing is checked.
+    commands: ClassVar[tuple[str, ...]] = ()
+    #: Where the commands come from, for the error that names a missing one (``"the slurm-client
+    #: package"``); "" says nothing about it.
+    commands_hint: ClassVar[str] = ""
+
     # ------------------------------------------------------------------ resources
     #: ``resources.extra`` keys this scheduler understands, each with a one-line description for
     #: error messages and docs (``{"account": "--account: the account charged"}``). Any other key is
@@ -245,9 +254,11 @@ class Dialect:
     def validate(self, resources: Resources) -> None:
         """Raise ``ValueError`` naming the parameter for a request this scheduler cannot take.
 
-        The default refuses :attr:`unsupported` fields that are set and ``extra`` keys not in
-        :attr:`extras`, then calls :meth:`validate_extras`. Called once per submit, before any I/O.
+        The default refuses :attr:`unsupported` fields that are set, a ``partition`` and a ``queue``
+        that disagree (one setting under two names, for every scheduler alike), and ``extra`` keys
+        not in :attr:`extras`, then calls :meth:`validate_extras`. Called once per submit, before any I/O.
         """
+        check_partition_queue(resources.partition, resources.queue)
         for field in sorted(self.unsupported):
             value = getattr(resources, field, None)
             if value not in (None, 0, ""):

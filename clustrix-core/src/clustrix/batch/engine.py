@@ -86,6 +86,10 @@ class SchedulerCommandError(ClustrixError):
     """A scheduler command failed in a way that is not about one job (the message carries its stderr)."""
 
 
+class SchedulerCommandNotFoundError(SchedulerCommandError):
+    """A scheduler command is not on the target's PATH (a laptop, a node without the client): nothing was submitted."""
+
+
 def tasks_for(size: int, calls_per_task: int | None, max_array_size: int) -> int:
     """How many array tasks a job of ``size`` calls gets: ``calls_per_task`` calls each, at most ``max_array_size``.
 
@@ -121,6 +125,8 @@ class BatchScheduler:
         self._transport_factory = transport_factory
         self._lock = threading.Lock()
         self._sites: dict[tuple[Any, ...], SiteInfo] = {}
+        #: Connections whose scheduler commands were found (:meth:`check_commands_before_submit`).
+        self._commands_found: set[tuple[Any, ...]] = set()
         self._unknown_since: dict[str, float] = {}
         self._preempted_since: dict[str, float] = {}
         self._never_runnable: dict[str, JobStatus] = {}
@@ -158,6 +164,70 @@ class BatchScheduler:
             self._sites[key] = info
         return info
 
+    def check_commands(self, config: Any, transport: Transport, *, submitting: bool = False) -> tuple[str, ...]:
+        """Check the dialect's :attr:`~Dialect.commands` with ``command -v`` on the target; return their paths.
+
+        Raises :class:`SchedulerCommandNotFoundError` naming the missing ones and the fix. ``clustrix
+        doctor`` asks every time; a submit once per connection (:meth:`check_commands_before_submit`).
+        """
+        names = self.dialect.commands
+        if not names:
+            return ()
+        probe = "for c in " + " ".join(map(shlex.quote, names)) + '; do command -v "$c"; done'
+        script = "\n".join([*shell.render_command_check(names), probe, ""])
+        code, out, err = run_script(transport, script, timeout=COMMAND_TIMEOUT)
+        errors = err.decode(errors="replace")
+        missing = shell.missing_commands(code, errors)
+        if missing:
+            raise self.commands_not_found(missing, transport.host, submitting=submitting)
+        if code != 0:
+            raise SchedulerCommandError(
+                f"checking {', '.join(names)} on {transport.host} failed (exit {code}): {errors}"
+            )
+        return tuple(line for line in out.decode(errors="replace").splitlines() if line)
+
+    def check_commands_before_submit(self, config: Any, transport: Transport) -> None:
+        """:meth:`check_commands` once per connection (a success is remembered), saying nothing was submitted."""
+        key = (transport.host, *_connection_key(config))
+        with self._lock:
+            if key in self._commands_found:
+                return
+        self.check_commands(config, transport, submitting=True)
+        with self._lock:
+            self._commands_found.add(key)
+
+    def commands_not_found(self, missing: Sequence[str], host: str, *, submitting: bool = False) -> ClustrixError:
+        """The error naming the scheduler commands missing on ``host``, where they come from, and the fix."""
+        d = self.dialect
+        what = " and ".join(", ".join(missing).rsplit(", ", 1))
+        them, they = ("it", "it comes") if len(missing) == 1 else ("them", "they come")
+        source = f"; {they} with {d.commands_hint}" if d.commands_hint else ""
+        done = ". Nothing was submitted." if submitting else ""
+        return SchedulerCommandNotFoundError(
+            f"{what}: not found on {host} (not on the PATH there); cluster_type={d.name!r} runs {them} to submit "
+            f"and watch jobs. Run clustrix where {d.label or d.name}'s commands are (set cluster_host to a login "
+            f"node of the cluster), or add their directory to PATH{source}{done}"
+        )
+
+    def probe(self, config: Any, transport: Transport) -> str:
+        """``clustrix doctor``'s check of the scheduler: its commands (:meth:`check_commands`) and its site query.
+
+        Returns what was found, in words; raises naming the missing command or the failed query.
+        """
+        found = self.check_commands(config, transport)
+        text = f"{', '.join(found)} on {transport.host}" if found else f"nothing to check on {transport.host}"
+        argv = self.dialect.site_argv()
+        if argv is None:
+            return text
+        output = self._query(transport, self._command(argv, config))
+        if output.returncode != 0:
+            raise SchedulerCommandError(
+                f"{shlex.join(argv)} on {transport.host} failed (exit {output.returncode}): "
+                f"{(output.stderr or output.stdout).strip()}"
+            )
+        info = self.dialect.parse_site(output.stdout)
+        return f"{text}; {shlex.join(argv)}: arrays up to {info.max_array_size} tasks"
+
     def _query(self, transport: Transport, command: str) -> QueryOutput:
         marker = secrets.token_hex(6)
         code, out, err = run_script(transport, shell.render_query(command, marker=marker), timeout=COMMAND_TIMEOUT)
@@ -176,6 +246,7 @@ class BatchScheduler:
         d.validate(spec.resources)
         environment.activation_from_config(config)  # bad variable names or multi-line commands: refused here
         transport = self.transport(config)
+        self.check_commands_before_submit(config, transport)  # before anything is built, shipped or staged
         snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
         # before anything is written remotely: a Python mismatch or a failed build stops here
         prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=self.python_needs)
@@ -293,6 +364,7 @@ class BatchScheduler:
             answer, errors = out.decode(errors="replace"), err.decode(errors="replace").strip()
         if code != 0:
             reason = errors or answer.strip() or f"the submit command exited {code}"
+            _remove_refused_job_dir(transport, job)
             raise SubmitRejectedError(
                 f"{d.label or d.name} refused the job: {reason}", reason=reason, state=JobState.FAILED
             )
@@ -605,6 +677,16 @@ def plan_submission(
         script_path=script_path,
         command=shell.command_line(argv, dialect.command_environment(config)),
     )
+
+
+def _remove_refused_job_dir(transport: Transport, job: ScriptJob) -> None:
+    """A job the scheduler refused leaves nothing behind: its directory (named after the job id) goes."""
+    if posixpath.basename(job.job_dir.rstrip("/")) != job.job_id:
+        return
+    try:
+        transport.run(["rm", "-rf", "--", job.job_dir], timeout=COMMAND_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - the refusal is the error to report; a leftover is only untidy
+        log.warning("clustrix.cleanup_failed", job_id=job.job_id, job_dir=job.job_dir, error=repr(exc))
 
 
 class _EmptyConfig:

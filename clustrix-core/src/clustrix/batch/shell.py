@@ -22,6 +22,32 @@ from clustrix.report import FRAME_FUNCTIONS
 CANCELLED = "cancelled"
 #: Exit code of the submit script when a file cannot be stored (full or read-only file system).
 WRITE_FAILED_EXIT = 5
+#: Exit code of :func:`render_command_check`'s lines when some of the scheduler's commands are
+#: missing (they follow :data:`MISSING_MARK` on stderr, space-separated).
+MISSING_COMMANDS_EXIT = 6
+MISSING_MARK = "clustrix-missing-commands:"
+
+
+def render_command_check(commands: Sequence[str]) -> list[str]:
+    """Shell lines that stop the script (:data:`MISSING_COMMANDS_EXIT`) when a command is not on PATH."""
+    if not commands:
+        return []
+    names = " ".join(shlex.quote(name) for name in commands)
+    return [
+        f'missing=; for c in {names}; do command -v "$c" >/dev/null 2>&1 || missing="$missing $c"; done',
+        f'[ -z "$missing" ] || {{ printf \'%s%s\\n\' {shlex.quote(MISSING_MARK)} "$missing" >&2; '
+        f"exit {MISSING_COMMANDS_EXIT}; }}",
+    ]
+
+
+def missing_commands(code: int, stderr: str) -> list[str]:
+    """The commands a script of :func:`render_command_check` found missing; [] if it did not stop for that."""
+    if code != MISSING_COMMANDS_EXIT:
+        return []
+    for line in stderr.splitlines():
+        if line.startswith(MISSING_MARK):
+            return line[len(MISSING_MARK) :].split()
+    return []
 
 
 def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:

@@ -24,6 +24,8 @@ class TspDialect(Dialect):
     name = "tsp"
     label = "task-spooler"
     default_max_array_size = 1  # no arrays: one job runs every call of a map
+    commands = ("tsp", "timeout")
+    commands_hint = "the task-spooler package (timeout with coreutils)"
     unsupported = frozenset({"memory", "gpus", "partition", "queue"})
     extras = {"calls_per_task": "accepted for portability; tsp runs a map as one task anyway"}
     states = {"QUEUED": JobState.PENDING, "RUNNING": JobState.RUNNING, "SKIPPED": JobState.CANCELLED}
