@@ -231,7 +231,9 @@ def tests_all(session: nox.Session) -> None:
         # OpenPBS is compiled once per source snapshot (minutes on 2 cores, then cached): before pytest,
         # so no test's timeout covers it; if it fails here, the PBS fixtures fail with the reason
         session.run("python", "-m", "tests.testbed.openpbs", "build", success_codes=[0, 1])
-    _pytest(session, "tests")
+    # `nox -s tests-all -- tests/slurm/test_x.py -x` runs just those paths; without a path, all of tests/
+    named_paths = any(arg.startswith("tests") and not arg.startswith("-") for arg in session.posargs)
+    _pytest(session, *([] if named_paths else ["tests"]))
 
 
 def _lint_targets() -> list[str]:
