@@ -39,9 +39,10 @@ def _when(timestamp: float) -> str:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     config = get_config()
-    data = {"config_file": str(config_path()), "profile": config.profile, "values": config.as_dict()}
+    values = config.shown()  # environment_variables values as sizes: secrets are never printed
+    data = {"config_file": str(config_path()), "profile": config.profile, "values": values}
     lines = [f"# config file: {config_path()}", f"# profile: {config.profile or '(none)'}"]
-    lines += [f"{key} = {value!r}" for key, value in sorted(config.as_dict().items())]
+    lines += [f"{key} = {value!r}" for key, value in sorted(values.items())]
     _print(data, args.json, "\n".join(lines))
     return 0
 
