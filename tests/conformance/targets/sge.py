@@ -63,6 +63,8 @@ def conformance_sge(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: 
             native_state=qstat_state,
             hold={"sge_directives": ["-h"]},  # a user hold: hqw until qrls
             queued_word="pending",
+            # the qmaster's spool (the berkeleydb) and every execd's (execd/<host>/job_scripts, active_jobs)
+            spool_dirs=(str(sge_testbed.QMASTER_SPOOL.parent),),
         )
 
     return make
