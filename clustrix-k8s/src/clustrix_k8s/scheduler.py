@@ -26,10 +26,11 @@ import math
 import secrets as secrets_module
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from clustrix import jobdir, localcode, runner
+from clustrix.config import secret_size
 from clustrix.dryrun import DryRun
 from clustrix.hookspecs import hookimpl
 from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
@@ -169,7 +170,7 @@ class KubernetesScheduler:
             notes.append(
                 f"a real submit creates the ServiceAccount {RUNNER_ACCOUNT!r} (and its Role) in {ns} if missing"
             )
-        items = [*(redacted(secret) for secret in payload_objects), *jobs]
+        items = [*(redacted(secret) for secret in payload_objects), *(without_values(job, options.environment_variables) for job in jobs)]
         base = f"{api.server}/api/v1/namespaces/{ns}"
         commands = [f"POST {base}/secrets  ({secret['metadata']['name']})" for secret in payload_objects]
         commands += [
@@ -444,6 +445,26 @@ def redacted(secret: Mapping[str, Any]) -> dict[str, Any]:
     data = secret.get("data") or {}
     sizes = {name: f"<{len(base64.b64decode(value))} bytes, not shown>" for name, value in data.items()}
     return {**secret, "data": sizes}
+
+
+def without_values(manifest: Any, names: Collection[str]) -> Any:
+    """``manifest`` with the ``value`` of each container ``env`` entry in ``names`` shown as its size only.
+
+    ``names`` are the job's ``environment_variables``, secrets (docs/security.md): a dry run names them only.
+    """
+    if isinstance(manifest, list):
+        return [without_values(item, names) for item in manifest]
+    if not isinstance(manifest, dict):
+        return manifest
+    shown = {key: without_values(value, names) for key, value in manifest.items()}
+    if isinstance(manifest.get("env"), list):
+        shown["env"] = [
+            {**entry, "value": secret_size(entry["value"])}
+            if isinstance(entry, dict) and entry.get("name") in names and "value" in entry
+            else entry
+            for entry in manifest["env"]
+        ]
+    return shown
 
 
 def _prepare(
