@@ -29,6 +29,7 @@ import posixpath
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -487,7 +488,26 @@ _wheel_lock = threading.Lock()
 
 
 def wheel_cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("clustrix")) / "wheels"
+    """``<user cache dir>/clustrix/wheels``, private (0700) at both levels, created if missing.
+
+    The wheels hold the user's own code. A level an older clustrix left 0755 is made 0700; one
+    that is a link or another user's is refused.
+    """
+    root = Path(platformdirs.user_cache_dir("clustrix"))
+    root.parent.mkdir(parents=True, exist_ok=True)  # the user's cache dir (~/.cache): not ours to change
+    for directory in (root, root / "wheels"):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            info = directory.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                raise EnvironmentBuildError(
+                    f"{directory} is not a directory of this user's (a link, a file or another user's): clustrix "
+                    "keeps the wheels of local code there. Remove it and submit again."
+                ) from None
+            if info.st_mode & 0o077:
+                directory.chmod(0o700)
+    return root / "wheels"
 
 
 def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
@@ -504,10 +524,10 @@ def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
         if existing:
             return LocalWheel(name, digest, existing[0])
         if source.is_file() and source.suffix == ".whl":
-            out.mkdir(parents=True, exist_ok=True)
+            out.mkdir(mode=0o700, exist_ok=True)
             shutil.copy2(source, out / source.name)
             return LocalWheel(name, digest, out / source.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out.parent if out.parent.exists() else None))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out.parent))  # 0700, renamed to ``out`` when built
         errors = []
         for isolation in (["--no-build-isolation"], []):
             argv = [
@@ -525,7 +545,6 @@ def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
             proc = subprocess.run(argv, capture_output=True, text=True, check=False)
             built = sorted(tmp.glob("*.whl"))
             if proc.returncode == 0 and built:
-                out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(out, ignore_errors=True)
                 tmp.rename(out)
                 return LocalWheel(name, digest, out / built[0].name)
