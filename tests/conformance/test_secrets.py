@@ -20,7 +20,7 @@ from clustrix import Job, cluster, environment
 from clustrix.jobs import JobState
 from tests.conformance.target import Target
 from tests.held_calls import held, release
-from tests.testbed.cousers import ProcWatch, as_mallory, mallory  # noqa: F401 - mallory is a fixture
+from tests.testbed.cousers import ProcWatch, as_mallory
 
 
 def canary_when_released(release_dir: str) -> str:

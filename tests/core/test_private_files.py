@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from clustrix import cluster, environment
-from tests.testbed.cousers import as_mallory, mallory  # noqa: F401 - mallory is a fixture
+from tests.testbed.cousers import as_mallory
 
 
 def clustrix(*args: str) -> subprocess.CompletedProcess[str]:

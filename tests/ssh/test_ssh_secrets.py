@@ -17,7 +17,7 @@ import pytest
 
 from clustrix import Job, cluster, environment, reset_config
 from tests.held_calls import held, release
-from tests.testbed.cousers import ProcWatch, as_mallory, mallory  # noqa: F401 - mallory is a fixture
+from tests.testbed.cousers import ProcWatch, as_mallory
 from tests.testbed.sshd import SSHServer
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -170,7 +170,8 @@ class KubernetesScheduler:
             notes.append(
                 f"a real submit creates the ServiceAccount {RUNNER_ACCOUNT!r} (and its Role) in {ns} if missing"
             )
-        items = [*(redacted(secret) for secret in payload_objects), *(without_values(job, options.environment_variables) for job in jobs)]
+        shown_jobs = [without_values(job, options.environment_variables) for job in jobs]
+        items = [*(redacted(secret) for secret in payload_objects), *shown_jobs]
         base = f"{api.server}/api/v1/namespaces/{ns}"
         commands = [f"POST {base}/secrets  ({secret['metadata']['name']})" for secret in payload_objects]
         commands += [

@@ -70,9 +70,9 @@ def render_launch(*, base_dir: str, job_dir: str, driver_size: int, variables_si
     The script comes on stdin (see :mod:`clustrix.remote_script`), followed by the
     driver's ``driver_size`` bytes, the job's variables file (``variables_size`` bytes, the
     values of ``environment_variables``, stored 0600 and sourced by the driver) and then the
-    payload: none of them ever appears in a process's arguments. The driver runs under ``setsid`` (its own session and process
-    group, which survives the SSH connection) with ``nohup``, stdin from /dev/null and
-    output to files; the script prints ``pgid <N>``.
+    payload: none of them ever appears in a process's arguments. The driver runs under
+    ``setsid`` (its own session and process group, which survives the SSH connection) with
+    ``nohup``, stdin from /dev/null and output to files; the script prints ``pgid <N>``.
     """
     q = shlex.quote
     payload = posixpath.join(job_dir, runner.PAYLOAD)
