@@ -63,6 +63,9 @@ class Target:
     #: Where the test mounts its small file systems: a shared mount point whose new mounts the
     #: scheduler's own mount namespaces receive (the OpenPBS testbed's). None: a new temporary directory.
     mount_dir: str | None = None
+    #: Where the scheduler keeps copies of job scripts and job data (its spool and state directories, the
+    #: execution side's too): no secret value may be in any of them. Empty: the test cannot look.
+    spool_dirs: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:

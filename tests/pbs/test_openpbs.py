@@ -128,7 +128,7 @@ def wait_until_counting(bed: openpbs.OpenPBS, job_dir: str | None, timeout: floa
 def test_cancel_of_a_checkpointing_call_ends_it_with_sigterms_256_plus_signal_not_a_requeue(
     pbs_complex: openpbs.OpenPBS, pbs_local: dict[str, Any]
 ) -> None:
-    """qdel sends the same SIGTERM as qrerun: the runner saves the checkpoint, then ends by SIGTERM."""
+    """qdel sends the same SIGTERM as qrerun; after clustrix's cancel the runner ends by it at once, unrequeued."""
     future = cluster(time="00:05:00", **pbs_local)(counter_with_checkpoint(0.25)).submit(1200)
     native_id = future.handle.native_id
     wait_until_counting(pbs_complex, future.handle.job_dir)

@@ -26,6 +26,7 @@ from clustrix.environment import RUNNER_MODULES, remote_python
 from clustrix.errors import ClustrixError
 from clustrix.job import Job
 from clustrix.plugins import installed_plugins, transport_for
+from clustrix.runner import write_atomic
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -41,9 +42,10 @@ def _when(timestamp: float) -> str:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     config = get_config()
-    data = {"config_file": str(config_path()), "profile": config.profile, "values": config.as_dict()}
+    values = config.shown()  # environment_variables values as sizes: secrets are never printed
+    data = {"config_file": str(config_path()), "profile": config.profile, "values": values}
     lines = [f"# config file: {config_path()}", f"# profile: {config.profile or '(none)'}"]
-    lines += [f"{key} = {value!r}" for key, value in sorted(config.as_dict().items())]
+    lines += [f"{key} = {value!r}" for key, value in sorted(values.items())]
     _print(data, args.json, "\n".join(lines))
     return 0
 
@@ -131,12 +133,34 @@ def cmd_result(args: argparse.Namespace) -> int:
         return 1
     value: Any = [f.result() for f in futures] if job.handle.size > 1 else futures[0].result()
     if args.output:
-        with open(args.output, "wb") as fh:
-            pickle.dump(value, fh)
+        _write_result(args.output, pickle.dumps(value), force=args.force)
         _print({"job_id": job.job_id, "output": args.output}, args.json, f"result pickled to {args.output}")
     else:
         _print({"job_id": job.job_id, "result": value}, args.json, repr(value))
     return 0
+
+
+def _write_result(path: str, data: bytes, *, force: bool) -> None:
+    """Store ``data`` at ``path``, mode 0600, never through a symbolic link.
+
+    A new file only (``O_CREAT|O_EXCL|O_NOFOLLOW``: an existing file or link is refused), or
+    with ``force`` a private file renamed over what is there (a link is replaced, not followed).
+    """
+    if force:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise ClustrixError(f"{path} is a directory: give a file name to write the result to")
+        write_atomic(path, data)
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ClustrixError(
+            f"{path} already exists (a file or a link): clustrix result -o writes a new file; choose another "
+            "name, or add --force to replace it"
+        ) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 def _type_name(exc: BaseException) -> str:
@@ -404,7 +428,10 @@ def build_parser(prog: str = "clustrix") -> argparse.ArgumentParser:
     result.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after this many seconds (default: never)"
     )
-    result.add_argument("-o", "--output", help="write the pickled result to this file instead of printing it")
+    result.add_argument(
+        "-o", "--output", help="write the pickled result to this new file (mode 0600) instead of printing it"
+    )
+    result.add_argument("--force", action="store_true", help="with -o: replace FILE if it exists (never via a link)")
     add("cancel", cmd_cancel, "cancel a job, pending or running").add_argument("job_id", help=job_id)
     add("doctor", cmd_doctor, "check the configuration, connection, remote python and work dir")
     code = add("code", cmd_code, "list the local modules a function would ship to the cluster (submits nothing)")

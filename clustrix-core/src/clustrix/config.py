@@ -57,6 +57,16 @@ _SINGLE_LINE_KEYS = {
 REDACTED = "<redacted>"
 
 
+def secret_size(value: Any) -> str:
+    """How a secret value is shown: that it is set, and its size (``<set, 12 bytes>``), never the value."""
+    return f"<set, {len(str(value).encode())} bytes>"
+
+
+def redacted_variables(variables: Mapping[str, Any] | None) -> dict[str, str]:
+    """``environment_variables`` as shown anywhere: the names, each value replaced by :func:`secret_size`."""
+    return {str(name): secret_size(value) for name, value in (variables or {}).items()}
+
+
 def config_path() -> Path:
     """Where the TOML config file is read from."""
     override = os.environ.get("CLUSTRIX_CONFIG")
@@ -133,8 +143,19 @@ class ClusterConfig:
         return f"ClusterConfig(values={shown!r}, profile={self.profile!r})"
 
     def as_dict(self, *, include_secrets: bool = False) -> dict[str, Any]:
-        """A JSON-friendly copy; secrets are left out unless asked for."""
+        """A JSON-friendly copy; secrets (``password``) are left out unless asked for.
+
+        ``environment_variables`` keep their values here (a job needs them): show
+        :meth:`shown` instead.
+        """
         return {k: v for k, v in self.values.items() if include_secrets or k not in _secret_keys}
+
+    def shown(self) -> dict[str, Any]:
+        """What may be printed: :meth:`as_dict` with ``environment_variables`` values as sizes (names kept)."""
+        values = self.as_dict()
+        if values.get("environment_variables"):
+            values["environment_variables"] = redacted_variables(values["environment_variables"])
+        return values
 
     @property
     def default_resources(self) -> Resources:

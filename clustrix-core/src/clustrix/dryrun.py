@@ -16,7 +16,7 @@ dialect on :class:`clustrix.batch.engine.BatchScheduler` gets it for free.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -69,6 +69,17 @@ class DryRun:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython and Jupyter show the readable form."""
         printer.text(str(self))
+
+
+def variables_notes(variables: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The dry-run note naming the ``environment_variables`` a job gets, values shown as sizes only."""
+    if not variables:
+        return ()
+    from clustrix.config import redacted_variables
+    from clustrix.environment import VARIABLES_FILE
+
+    shown = ", ".join(f"{name}={size}" for name, size in redacted_variables(dict(variables)).items())
+    return (f"environment_variables, in {VARIABLES_FILE} (0600, sourced by the job; values not shown): {shown}",)
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ import posixpath
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -251,10 +252,27 @@ def activation_lines(
         lines.append('. "$(conda info --base)/etc/profile.d/conda.sh"')
         lines.append(f"conda activate {shlex.quote(conda_env_name)}")
     lines.extend(pre_execution_commands)
-    for key, value in (environment_variables or {}).items():
-        check_variable_name(key, "environment_variables key")
-        lines.append(f"export {key}={shlex.quote(str(value))}")
+    lines.extend(variable_exports(environment_variables or {}))
     return lines
+
+
+#: The file in the job directory that holds the values of ``environment_variables`` (0600,
+#: staged with the job): job scripts source it, so no value is ever in a script a scheduler
+#: copies to its spool, nor in a process's arguments.
+VARIABLES_FILE = "variables.sh"
+
+
+def variable_exports(variables: Mapping[str, str]) -> list[str]:
+    """``export NAME='value'`` lines for ``variables`` (names checked, values quoted)."""
+    return [
+        f"export {check_variable_name(key, 'environment_variables key')}={shlex.quote(str(value))}"
+        for key, value in variables.items()
+    ]
+
+
+def source_variables_line(job_dir: str) -> str:
+    """The prelude line that loads the job's :data:`VARIABLES_FILE` from ``job_dir``."""
+    return f". {shlex.quote(posixpath.join(job_dir, VARIABLES_FILE))}"
 
 
 def activation_from_config(config: ClusterConfig | Mapping[str, Any]) -> list[str]:
@@ -470,7 +488,26 @@ _wheel_lock = threading.Lock()
 
 
 def wheel_cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("clustrix")) / "wheels"
+    """``<user cache dir>/clustrix/wheels``, private (0700) at both levels, created if missing.
+
+    The wheels hold the user's own code. A level an older clustrix left 0755 is made 0700; one
+    that is a link or another user's is refused.
+    """
+    root = Path(platformdirs.user_cache_dir("clustrix"))
+    root.parent.mkdir(parents=True, exist_ok=True)  # the user's cache dir (~/.cache): not ours to change
+    for directory in (root, root / "wheels"):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            info = directory.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                raise EnvironmentBuildError(
+                    f"{directory} is not a directory of this user's (a link, a file or another user's): clustrix "
+                    "keeps the wheels of local code there. Remove it and submit again."
+                ) from None
+            if info.st_mode & 0o077:
+                directory.chmod(0o700)
+    return root / "wheels"
 
 
 def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
@@ -487,10 +524,10 @@ def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
         if existing:
             return LocalWheel(name, digest, existing[0])
         if source.is_file() and source.suffix == ".whl":
-            out.mkdir(parents=True, exist_ok=True)
+            out.mkdir(mode=0o700, exist_ok=True)
             shutil.copy2(source, out / source.name)
             return LocalWheel(name, digest, out / source.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out.parent if out.parent.exists() else None))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out.parent))  # 0700, renamed to ``out`` when built
         errors = []
         for isolation in (["--no-build-isolation"], []):
             argv = [
@@ -508,7 +545,6 @@ def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
             proc = subprocess.run(argv, capture_output=True, text=True, check=False)
             built = sorted(tmp.glob("*.whl"))
             if proc.returncode == 0 and built:
-                out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(out, ignore_errors=True)
                 tmp.rename(out)
                 return LocalWheel(name, digest, out / built[0].name)
@@ -532,11 +568,40 @@ def local_distributions(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 @attrs.frozen
 class RemoteEnvironment:
-    """How a job runs in the replicated environment: a python, and shell lines to run first."""
+    """How a job runs in the replicated environment: a python, and shell lines to run first.
+
+    ``prelude`` holds no value of ``environment_variables``: those are in ``variables`` (never
+    shown by ``repr``), written to the job's private :data:`VARIABLES_FILE` and sourced by the
+    job at ``variables_at`` in its prelude (:meth:`job_prelude`): after the modules, conda and
+    ``pre_execution_commands``, before the ``PYTHONPATH`` lines.
+    """
 
     python: str
     prelude: tuple[str, ...] = ()
     built: bool = False  # True if this call built the venv (not merely found it)
+    variables: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
+    variables_at: int = 0
+
+    def job_prelude(self, job_dir: str) -> tuple[str, ...]:
+        """The prelude of a job in ``job_dir``: ``prelude`` with the variables file sourced in its place."""
+        if not self.variables:
+            return self.prelude
+        at = self.variables_at
+        return (*self.prelude[:at], source_variables_line(job_dir), *self.prelude[at:])
+
+    def variables_file(self) -> bytes:
+        """The text of the job's :data:`VARIABLES_FILE` (empty when there are no variables)."""
+        return "".join(line + "\n" for line in variable_exports(dict(self.variables))).encode()
+
+
+def job_environment(
+    config: ClusterConfig | Mapping[str, Any], python: str, path_line: str | None = None, *, built: bool = False
+) -> RemoteEnvironment:
+    """The :class:`RemoteEnvironment` of ``config`` with ``python``: activation, then ``path_line``."""
+    base = base_selection(config)
+    variables = tuple((str(k), str(v)) for k, v in (config.get("environment_variables") or {}).items())
+    prelude = (*base, path_line) if path_line else tuple(base)
+    return RemoteEnvironment(python=python, prelude=prelude, built=built, variables=variables, variables_at=len(base))
 
 
 _prepared: dict[tuple[Any, ...], RemoteEnvironment] = {}
@@ -603,15 +668,14 @@ def planned_remote_environment(
 
     ``expand`` stands in for the transport's ``~`` expansion. The venv is not built nor checked.
     """
-    activation = activation_from_config(config)
+    activation_from_config(config)  # bad variable names or commands: refused as a submit would
     explicit = config.get("python_executable")
     if explicit or not (snapshot or {}).get("distributions"):
-        return RemoteEnvironment(python=python_path(explicit, expand), prelude=tuple(activation))
+        return job_environment(config, python_path(explicit, expand))
     work_dir = expand(config.get("remote_work_dir") or "~/.clustrix")
     key = environment_key(snapshot or {}, base_selection(config))
     path_line = pythonpath_line([overlay_dir(work_dir, d) for d in local_distributions(snapshot or {})])
-    prelude = (*activation, path_line) if path_line else tuple(activation)
-    return RemoteEnvironment(python=venv_python(work_dir, key), prelude=prelude)
+    return job_environment(config, venv_python(work_dir, key), path_line)
 
 
 def prepare_remote_environment(
@@ -657,7 +721,7 @@ def prepare_remote_environment(
         result = remote_script.run_script(transport, script)
         if not result.ok:
             raise _interpret_failure(result.stderr, expected, transport.host)
-        prepared = RemoteEnvironment(python=python, prelude=tuple(activation))
+        prepared = job_environment(config, python)
     else:
         prepared = _build(transport, config, snapshot or {}, activation, expected, allow, locals_)
     with _prepared_lock:
@@ -713,9 +777,6 @@ def _build(
         raise EnvironmentBuildError(
             f"the environment script printed no ready line:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
-    prelude = list(activation)
     path_line = pythonpath_line([target for _, target in overlays])
-    if path_line:
-        prelude.append(path_line)
     built = "clustrix-env: built" in result.stdout
-    return RemoteEnvironment(python=ready[-1].split(" ", 2)[2], prelude=tuple(prelude), built=built)
+    return job_environment(config, ready[-1].split(" ", 2)[2], path_line, built=built)

@@ -39,6 +39,11 @@ object with ``function`` (or ``func``), ``args`` and ``kwargs`` attributes (subm
 exit-code file. Without a checkpoint the running call is left to finish, and the task then
 requeues itself if it has calls left, instead of starting one it may not finish.
 
+**A cancelled job** (clustrix's cancel leaves the marker :data:`CANCELLED` in the job directory
+before it asks the scheduler) ends at the warning signal at once, with or without a
+checkpoint: the kill that follows the warning would end it anyway, and ending now frees the
+slot at once instead of after the queue's notify time (SGE, ``-notify``).
+
 **A scheduler that stops the task itself** (PBS: ``qdel``, ``qrerun``, preemption and the
 walltime all send ``SIGTERM``, then ``SIGKILL`` after the queue's ``kill_delay``) names its
 warning signal in ``CLUSTRIX_CHECKPOINT_SIGNAL`` (``TERM``) and gives no requeue argv. On
@@ -67,6 +72,9 @@ from typing import Any
 
 PAYLOAD = "payload.pkl"
 OUT_DIR = "out"
+#: The marker a cancel by clustrix leaves in the job directory before it asks the scheduler to
+#: stop the job: a warning signal that comes after it ends the task at once (nothing is kept).
+CANCELLED = "cancelled"
 #: The environment variable holding the JSON argv that requeues this array task.
 REQUEUE_ENV = "CLUSTRIX_REQUEUE_ARGV"
 #: The runner's exit code after it asked to be requeued (no exit-code file is written).
@@ -362,6 +370,11 @@ class _TaskRun:
         signal.signal(checkpoint_signal(name or DEFAULT_CHECKPOINT_SIGNAL), self.on_signal)
 
     def on_signal(self, signum: int, frame: Any) -> None:
+        if os.path.exists(self.path(CANCELLED)):
+            # cancelled: the scheduler's warning (SGE's -notify SIGUSR2, PBS's TERM) comes before a kill
+            # that nothing survives; end now, so the job leaves the queue at once, not after the notify time
+            print("clustrix.runner: the job was cancelled; the running call ends now", file=sys.stderr, flush=True)
+            end_by_signal(signum)
         current = self.current
         resumed = None if current is None else self.checkpoint(current)
         if resumed is not None and current is not None:

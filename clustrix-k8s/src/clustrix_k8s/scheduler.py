@@ -175,7 +175,7 @@ class KubernetesScheduler:
             notes.append(
                 f"a real submit creates the ServiceAccount {RUNNER_ACCOUNT!r} (and its Role) in {ns} if missing"
             )
-        items = [*(redacted(secret) for secret in payload_objects), *jobs]
+        items = [*(redacted(secret) for secret in payload_objects), *jobs]  # env values are secretKeyRefs
         base = f"{server}/api/v1/namespaces/{ns}"
         commands = [
             f"POST {server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs

@@ -90,10 +90,12 @@ class SSHScheduler:
         env = environment.prepare_remote_environment(transport, config, snapshot)
         shipped = localcode.ship(transport, config, code, python=env.python, prelude=env.prelude)
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
-        job_dir, driver = _driver(spec, base_dir, len(tasks), env.python, (*env.prelude, *shipped.prelude))
-        driver_bytes = driver.encode()
-        script = scripts.render_launch(base_dir=base_dir, job_dir=job_dir, driver_size=len(driver_bytes))
-        result = remote_script.run_script(transport, script, driver_bytes + payload)
+        job_dir, driver = _driver(spec, base_dir, len(tasks), env, shipped.prelude)
+        driver_bytes, variables = driver.encode(), env.variables_file()
+        script = scripts.render_launch(
+            base_dir=base_dir, job_dir=job_dir, driver_size=len(driver_bytes), variables_size=len(variables)
+        )
+        result = remote_script.run_script(transport, script, driver_bytes + variables + payload)
         pgid = _parse_pgid(result.stdout)
         unsafe = remote_script.unsafe_from_stderr(result.stderr, transport.host)
         if unsafe is not None:
@@ -134,8 +136,8 @@ class SSHScheduler:
         env = environment.planned_remote_environment(config, snapshot, paths.expand)
         base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
         shipped = localcode.planned(base_dir, code)
-        job_dir, driver = _driver(spec, base_dir, len(tasks), env.python, (*env.prelude, *shipped.prelude))
-        notes = [*paths.notes]
+        job_dir, driver = _driver(spec, base_dir, len(tasks), env, shipped.prelude)
+        notes = [*paths.notes, *dryrun.variables_notes(env.variables)]
         if not config.get("python_executable") and snapshot.get("distributions"):
             notes.append(f"{env.python} is the replicated venv: a real submit builds it first if it is missing")
         return DryRun(
@@ -296,15 +298,21 @@ def _run_report(transport: Transport, script: str, *, raw: bool = False, timeout
 __all__ = ["SSHScheduler", "SubmitError"]
 
 
-def _driver(spec: JobSpec, base_dir: str, n_tasks: int, python: str, prelude: Sequence[str]) -> tuple[str, str]:
-    """The job dir and driver script of ``spec``: what submit stages and what a dry run shows."""
+def _driver(
+    spec: JobSpec, base_dir: str, n_tasks: int, env: environment.RemoteEnvironment, code_prelude: Sequence[str]
+) -> tuple[str, str]:
+    """The job dir and driver script of ``spec``: what submit stages and what a dry run shows.
+
+    The driver sources the job's variables file (:data:`clustrix.environment.VARIABLES_FILE`):
+    no value of ``environment_variables`` is in it.
+    """
     job_dir = posixpath.join(base_dir, spec.job_id)
     driver = scripts.render_driver(
-        python=python,
+        python=env.python,
         job_dir=job_dir,
         n_tasks=n_tasks,
         parallel=spec.config.get("max_parallel_jobs"),
         cores=getattr(spec.resources, "cores", None),
-        prelude=prelude,
+        prelude=(*env.job_prelude(job_dir), *code_prelude),
     )
     return job_dir, driver

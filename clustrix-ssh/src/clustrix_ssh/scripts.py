@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from clustrix import remote_script, runner
+from clustrix import environment, remote_script, runner
 from clustrix.batch.shell import COUNT_FUNCTIONS
 from clustrix.report import FRAME_FUNCTIONS
 
@@ -64,18 +64,20 @@ def render_detach(job_dir: str) -> str:
     )
 
 
-def render_launch(*, base_dir: str, job_dir: str, driver_size: int) -> str:
+def render_launch(*, base_dir: str, job_dir: str, driver_size: int, variables_size: int = 0) -> str:
     """Check the work dir, create the private job dir, store driver and payload, start the driver detached.
 
     The script comes on stdin (see :mod:`clustrix.remote_script`), followed by the
-    driver's ``driver_size`` bytes and then the payload: neither ever appears in a
-    process's arguments. The driver runs under ``setsid`` (its own session and process
-    group, which survives the SSH connection) with ``nohup``, stdin from /dev/null and
-    output to files; the script prints ``pgid <N>``.
+    driver's ``driver_size`` bytes, the job's variables file (``variables_size`` bytes, the
+    values of ``environment_variables``, stored 0600 and sourced by the driver) and then the
+    payload: none of them ever appears in a process's arguments. The driver runs under
+    ``setsid`` (its own session and process group, which survives the SSH connection) with
+    ``nohup``, stdin from /dev/null and output to files; the script prints ``pgid <N>``.
     """
     q = shlex.quote
     payload = posixpath.join(job_dir, runner.PAYLOAD)
     driver_path = posixpath.join(job_dir, DRIVER)
+    variables = posixpath.join(job_dir, environment.VARIABLES_FILE)
     out = posixpath.join(job_dir, runner.OUT_DIR)
     detach = render_detach(job_dir)
     return "\n".join(
@@ -90,6 +92,11 @@ def render_launch(*, base_dir: str, job_dir: str, driver_size: int) -> str:
             "set -e",
             f"mkdir -m 700 {q(job_dir)} {q(out)}",
             remote_script.render_receive(driver_path, driver_size),
+            *(
+                [remote_script.render_receive(variables, variables_size), f"chmod 600 {q(variables)}"]
+                if variables_size
+                else []
+            ),
             f"cat > {q(payload + '.tmp')}",
             f"mv {q(payload + '.tmp')} {q(payload)}",
             "set +e",

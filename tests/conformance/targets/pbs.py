@@ -84,6 +84,8 @@ def conformance_pbs(conformance_pbs_bed: openpbs.OpenPBS, request: pytest.Fixtur
             # mom (so every job) and the sshd run in mount namespaces of their own (for /etc/hosts), made
             # as slaves of this one: they see what the test mounts under the shared openpbs.MOUNTS
             mount_dir=str(openpbs.MOUNTS),
+            # PBS_HOME: server_priv/jobs, mom_priv/jobs (the .SC scripts) and the PostgreSQL datastore
+            spool_dirs=(str(openpbs.PBS_HOME),),
         )
 
     return make

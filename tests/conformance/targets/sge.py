@@ -74,6 +74,8 @@ def conformance_sge(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: 
             hold={"sge_directives": ["-h"]},  # a user hold: hqw until qrls
             queued_word="pending",
             time_limit=qstat_h_rt,
+            # the qmaster's spool (the berkeleydb) and every execd's (execd/<host>/job_scripts, active_jobs)
+            spool_dirs=(str(sge_testbed.QMASTER_SPOOL.parent),),
         )
 
     return make

@@ -51,6 +51,8 @@ def conformance_slurm(tmp_path_factory: pytest.TempPathFactory, conformance_sshd
             hold={"sbatch_directives": ["--begin=now+3600"]},
             queued_word="PENDING",
             time_limit=scontrol_time_limit,
+            # StateSaveLocation (hash.*/job.*/script, environment) and SlurmdSpoolDir (the running job's script)
+            spool_dirs=(str(slurm_testbed.SPOOL_CTLD), str(slurm_testbed.SPOOL_D)),
         )
 
     return make

@@ -40,6 +40,7 @@ def conformance_tsp(
             remote_user=queue.user,
             can_queue=True,
             native_state=lambda native_id: queue.run("-s", native_id).stdout,
+            spool_dirs=(queue.directory,),  # the queue's own directory: its output files
         )
 
     yield make

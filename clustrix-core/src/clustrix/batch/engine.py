@@ -262,7 +262,7 @@ class BatchScheduler:
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
         job, job_dir, script_path = plan.job, plan.job.job_dir, plan.script_path
-        native_id = self._stage_and_submit(transport, job, payload, plan.command)
+        native_id = self._stage_and_submit(transport, job, payload, plan.command, prepared.variables_file())
         log.info(
             "clustrix.job_submitted",
             scheduler=self.name,
@@ -325,12 +325,21 @@ class BatchScheduler:
             commands=(f"cd {shlex.quote(plan.job.job_dir)}", plan.command),
             notes=(
                 *notes,
-                f"staged first, private (0700): {runner.PAYLOAD}, {RUNNER_NAME} and {d.script_name} "
+                f"staged first, private (0700): {runner.PAYLOAD}, {RUNNER_NAME}"
+                f"{', ' + environment.VARIABLES_FILE if prepared.variables else ''} and {d.script_name} "
                 f"in {plan.job.job_dir}",
+                *dryrun.variables_notes(prepared.variables),
             ),
         )
 
-    def _stage_and_submit(self, transport: Transport, job: ScriptJob, payload: bytes, submit: str) -> str:
+    def _stage_and_submit(
+        self, transport: Transport, job: ScriptJob, payload: bytes, submit: str, variables: bytes = b""
+    ) -> str:
+        """Stage the job directory and submit, in one remote command; ``variables`` is the job's variables file.
+
+        The variables file (the values of ``environment_variables``) is stored 0600 next to the
+        payload and sourced by the job script, so no value is in the script a scheduler spools.
+        """
         d = self.dialect
         marker = secrets.token_hex(6)
         runner_file = _runner_source()
@@ -338,12 +347,14 @@ class BatchScheduler:
         files = [
             shell.StagedFile(name=runner.PAYLOAD, size=len(payload)),
             shell.StagedFile(name=RUNNER_NAME, size=len(runner_file)),
+            *([shell.StagedFile(name=environment.VARIABLES_FILE, size=len(variables))] if variables else []),
             shell.StagedFile(name=d.script_name, size=len(job_script), mode=0o700),
         ]
         script = shell.render_submit(
             base_dir=posixpath.dirname(job.job_dir), job_dir=job.job_dir, files=files, submit=submit, marker=marker
         )
-        code, out, err = run_script(transport, script, payload + runner_file + job_script, timeout=COMMAND_TIMEOUT)
+        data = payload + runner_file + variables + job_script
+        code, out, err = run_script(transport, script, data, timeout=COMMAND_TIMEOUT)
         text, errors = out.decode(errors="replace"), err.decode(errors="replace").strip()
         staged = f"@{marker} staged\n"
         if staged not in text:
@@ -665,7 +676,7 @@ def plan_submission(
         n_calls=spec.size,
         resources=spec.resources,
         python=env.python,
-        prelude=(*env.prelude, *code.prelude),
+        prelude=(*env.job_prelude(job_dir), *code.prelude),
         runner_path=posixpath.join(job_dir, RUNNER_NAME),
         max_parallel=config.get("max_parallel_jobs"),
         config=config,

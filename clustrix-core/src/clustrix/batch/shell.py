@@ -18,8 +18,9 @@ import attrs
 from clustrix import remote_script, runner
 from clustrix.report import FRAME_FUNCTIONS
 
-#: The marker file a cancel leaves in the job directory, so the job ends CANCELLED.
-CANCELLED = "cancelled"
+#: The marker file a cancel leaves in the job directory, so the job ends CANCELLED (and the
+#: runner ends at the scheduler's warning signal at once, see :data:`clustrix.runner.CANCELLED`).
+CANCELLED = runner.CANCELLED
 #: Exit code of the submit script when a file cannot be stored (full or read-only file system).
 WRITE_FAILED_EXIT = 5
 #: Exit code of :func:`render_command_check`'s lines when some of the scheduler's commands are
