@@ -177,9 +177,7 @@ class KubernetesScheduler:
             )
         items = [*(redacted(secret) for secret in payload_objects), *jobs]  # env values are secretKeyRefs
         base = f"{server}/api/v1/namespaces/{ns}"
-        commands = [
-            f"POST {server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs
-        ]
+        commands = [f"POST {server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs]
         commands += [f"POST {base}/secrets  ({s['metadata']['name']}, owned by the Job)" for s in payload_objects]
         return DryRun(
             scheduler=NAME,
