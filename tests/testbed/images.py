@@ -49,7 +49,7 @@ PACKAGES = ("python3", "python3-pip", "python3-venv", "python-is-python3", "ca-c
 #: bump when the way the base layer is made changes (the cache key includes it)
 RECIPE = "1"
 #: pure-Python distributions of the prepared images and of the pip step's package index
-WHEELS = {"cloudpickle": "3.1.1", "sortedcontainers": "2.4.0"}
+WHEELS = {"cloudpickle": "3.1.3", "sortedcontainers": "2.4.0"}
 
 
 def _sha256(data: bytes) -> str:
@@ -101,15 +101,19 @@ def python_version(layer: Path) -> str:
         return member.linkname.removeprefix("python")
 
 
-def wheel(name: str) -> Path:
-    """The wheel of :data:`WHEELS` ``name`` (pure Python), downloaded once with pip."""
+def wheel(name: str, version: str | None = None) -> Path:
+    """The wheel of ``name`` (:data:`WHEELS`' version unless given), downloaded once with pip."""
     wheels = IMAGES / "wheels"
-    pattern = f"{name}-{WHEELS[name]}-*.whl"
+    version = version or WHEELS[name]
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
     if not any(wheels.glob(pattern)):
         wheels.mkdir(parents=True, exist_ok=True)
-        _run(["python3", "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
-              f"{name}=={WHEELS[name]}"])  # fmt: skip
-    return sorted(wheels.glob(pattern))[0]
+        _run(["python3", "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
+              "-d", str(wheels), f"{name}=={version}"])  # fmt: skip
+    found = sorted(wheels.glob(pattern))
+    if not found:
+        raise RuntimeError(f"pip download {name}=={version} left no {pattern} in {wheels}")
+    return found[0]
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -149,7 +153,8 @@ class ImageSpec:
 
 def image_specs(version: str, index_url: str) -> list[ImageSpec]:
     site = f"usr/local/lib/python{version}/dist-packages"
-    pip_conf = f"[global]\nindex-url = {index_url}\ntimeout = 5\nretries = 0\n".encode()
+    host = index_url.split("//", 1)[1].split(":", 1)[0]
+    pip_conf = f"[global]\nindex-url = {index_url}\ntrusted-host = {host}\ntimeout = 5\nretries = 0\n".encode()
     prepared = {path: entry for name in WHEELS for path, entry in wheel_files(wheel(name), site).items()}
     env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
     entry = b'#!/bin/sh\n# an image entrypoint that runs the command it is given, as most do\nexec "$@"\n'
