@@ -372,6 +372,7 @@ class KubeCluster:
                 "--port=0",
                 "--feature-gates=TTLAfterFinished=true",
                 "--profiling=false",
+                "--node-monitor-period=1s",  # lifts the node's not-ready taint within a second of Ready
             ],
         )
 
@@ -632,6 +633,7 @@ def start_k8s(directory: Path, log: Any = None) -> KubeCluster:
         image_archives=archives,
         namespace=namespace,
     )
+    started = time.monotonic()
     _write_credentials(directory, cluster.admin_token, cluster.limited_token)
     _write_index(directory)
     try:
@@ -655,12 +657,14 @@ def start_k8s(directory: Path, log: Any = None) -> KubeCluster:
         # every image shares the Debian layer: unpack it once now, while the control plane starts
         cluster._spawn("prepull", ["ctr", f"--address={directory / 'containerd.sock'}", "-n", "k8s.io", "images",
                                    "pull", "--plain-http", cluster.pause_image])  # fmt: skip
+        cluster.start_kubelet()  # it registers the node as soon as the API server answers
         wait_for(cluster._ready, timeout=120, what="kube-apiserver ready", interval=0.2)
+        say(f"API server ready after {time.monotonic() - started:.1f} s")
         cluster.start_controller_manager()
         cluster.start_scheduler()
-        cluster.start_kubelet()
         cluster.start_kube_proxy()
         cluster.wait_node_ready()
+        say(f"node Ready after {time.monotonic() - started:.1f} s")
         cluster.wait_service_account()
     except BaseException as exc:
         logs = "\n".join(f"--- {name} ---\n{cluster.log(name)[-1500:]}" for name in COMPONENTS)
