@@ -65,11 +65,10 @@ SERVICE_IP = "10.96.0.1"
 ETCD_PORT, REGISTRY_PORT, AUTH_REGISTRY_PORT, INDEX_PORT, KUBELET_PORT = 2379, 5000, 5001, 8099, 10250
 REGISTRY_USER = "clustrix-puller"
 #: what the testbed's apt must have for a real node
-NODE_PACKAGES = [
+PACKAGES = [
     "etcd-server", "openssl", "util-linux", "iproute2", "containerd", "runc", "containernetworking-plugins",
     "docker-registry", "debootstrap", "skopeo", "iptables", "conntrack", "apache2-utils",
 ]  # fmt: skip
-PACKAGES = [*NODE_PACKAGES]
 COMPONENTS = ("etcd", "registry", "registry-auth", "index", "kube-apiserver", "kube-controller-manager",
               "kube-scheduler", "containerd", "kubelet", "kube-proxy")  # fmt: skip
 

@@ -15,11 +15,7 @@ over the node's address like from any registry.
 from __future__ import annotations
 
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
-
-import attrs
 
 from tests.testbed.k8s_build import CACHE
 
@@ -52,25 +48,3 @@ def write_htpasswd(path: Path, user: str, password: str) -> None:
     )
     path.write_text(proc.stdout)
     path.chmod(0o600)
-
-
-@attrs.frozen
-class Registry:
-    """Where a registry listens inside the namespace (``host:port`` as pods and containerd name it)."""
-
-    host: str
-    port: int
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def answers(self) -> bool:
-        """``/v2/`` answers (200, or 401 from the one that wants a login); call from inside the namespace."""
-        try:
-            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2):
-                return True
-        except urllib.error.HTTPError as error:
-            return error.code == 401
-        except OSError:
-            return False
