@@ -1,8 +1,8 @@
 """The user's own code travels with the call to Kubernetes pods, inside the job's payload Secrets.
 
-The testbed's kubelet runs pods as local processes with a clean environment and their own
-working folder, so a module that exists only in the user's project folder is not
-importable in the pod unless clustrix ships it.
+The testbed's pods run in containers of an image that holds Debian's Python and the
+distributions the calls need, never the user's project folder, so a module that exists
+only there is not importable in the pod unless clustrix ships it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 from clustrix import cluster, configure
 from clustrix.errors import JobError
 from clustrix.localcode import LocalCodeError
+from tests.k8s.conftest import with_clustrix_in_pods
 from tests.localcode_projects import (
     data_package,
     editable_install,
@@ -35,6 +36,12 @@ from tests.localcode_projects import (
 from tests.testbed.k8s import KubeCluster
 
 pytestmark = pytest.mark.testbed_k8s
+
+
+@pytest.fixture
+def k8s_config(k8s_config: dict[str, Any]) -> dict[str, Any]:
+    """The projects' modules import clustrix (``@cluster``), so unpickling in the pod needs it there."""
+    return with_clustrix_in_pods(k8s_config)
 
 
 def _secrets_of(kube: KubeCluster, job_id: str, namespace: str = "default") -> list[Any]:
@@ -87,7 +94,7 @@ def test_an_editable_install_travels_as_source_and_its_dependency_comes_from_the
     k8s_config: dict[str, Any], tmp_path: Path
 ) -> None:
     python, driver = editable_install(tmp_path)
-    # the pods run the test interpreter: it has sortedcontainers (the dependency) but not myproj
+    # the pods' image has sortedcontainers (the dependency) but not myproj
     assert importlib.util.find_spec("myproj") is None
     result, events = run_main(driver, k8s_config, python=str(python))
     assert result["sorted"] == [[1, 2, 3], "1.2.3"]  # importlib.metadata reads the shipped .dist-info

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from clustrix.config import resolve_config
 from clustrix_k8s.api import KubeApi, api_for
 from clustrix_k8s.scheduler import KubernetesScheduler
 from tests.k8s import rbac_setup
+from tests.k8s.conftest import with_clustrix_in_pods
 from tests.testbed.k8s import KubeCluster
 
 pytestmark = pytest.mark.testbed_k8s
@@ -43,21 +43,25 @@ def pod_submitter(kube: KubeCluster) -> str:
 def test_a_pod_submits_its_own_job_with_the_in_cluster_configuration(
     k8s_config: dict[str, Any], pod_submitter: str, tmp_path: Any
 ) -> None:
-    configure(
+    # the pod submits with its own clustrix and kubernetes client, run by the image's python
+    options = {
         **k8s_config,
-        namespace=pod_submitter,
-        service_account="notebook",
-        environment_variables={"CLUSTRIX_DATA_DIR": str(tmp_path / "pod-registry"), "CLUSTRIX_CONFIG": "/nonexistent"},
-    )
-    python = sys.executable
+        "environment_variables": {
+            "CLUSTRIX_DATA_DIR": str(tmp_path / "pod-registry"),
+            "CLUSTRIX_CONFIG": "/nonexistent",
+        },
+    }
+    configure(**with_clustrix_in_pods(options), namespace=pod_submitter, service_account="notebook")
+    image = k8s_config["image"]
 
     @cluster
     def outer() -> tuple[int, str]:
         from clustrix import cluster, configure
         from clustrix.config import resolve_config
 
-        # no kubeconfig and no namespace: the pod's ServiceAccount and namespace are used
-        configure(cluster_type="kubernetes", python_executable=python, job_poll_interval=0.2)
+        # no kubeconfig and no namespace: the pod's ServiceAccount and namespace are used, and the
+        # API server is reached through the kubernetes Service (KUBERNETES_SERVICE_HOST, kube-proxy)
+        configure(cluster_type="kubernetes", image=image, job_poll_interval=0.2)
 
         @cluster
         def inner(x: int) -> str:

@@ -300,6 +300,16 @@ def test_kubernetes_states_map_to_clustrix_states(jobs: list[Any], pods: list[An
     assert status is not None and status.state is state
 
 
+def test_a_job_under_deletion_whose_killed_pod_failed_it_is_cancelled_not_failed() -> None:
+    # cancel deletes the Job in the foreground; the kubelet kills the pod after its grace period and
+    # the job controller marks the Job failed before it disappears (seen on the real-node testbed)
+    job = _job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+    job["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    killed = [_pod("Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 137, "reason": "Error"}}}])]
+    status = states.job_status([job], 1, killed, now=T0 + 200, pending_timeout=120)
+    assert status is not None and status.state is JobState.CANCELLED
+
+
 def test_a_stuck_pod_within_its_grace_is_still_pending_or_running() -> None:
     pods = [_pod("Pending", containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}])]
     status = states.job_status([_job(active=1)], 1, pods, now=T0 + 5, pending_timeout=120)

@@ -1,12 +1,16 @@
-"""kube-apiserver and kube-controller-manager built from Debian's ``kubernetes`` source package.
+"""The Kubernetes binaries built from Debian's ``kubernetes`` source package.
 
-No ready-made control-plane binary is installable here, but Debian ships the full
+No ready-made Kubernetes binary is installable here, but Debian ships the full
 Kubernetes source tree (with ``vendor/``) as a source package, which builds with
 Debian's Go. The source lists live in a private apt directory under
-:data:`CACHE` so ``/etc/apt`` is never touched. The two binaries are cached by the
-source package's version (``/var/cache/clustrix-testbed/k8s-<version>/``): a machine
-that has built them once starts the control plane in seconds. The source tree is
-removed after a successful build (it takes ~2.2 GB).
+:data:`CACHE` so ``/etc/apt`` is never touched. The binaries (:data:`BINARIES`: the
+control plane and the node) are cached one file each by the source package's version
+(``/var/cache/clustrix-testbed/k8s-<version>/``): a machine that has built them once
+starts the stack in seconds, and a cache that holds only some of them (an older
+testbed built the control plane alone) gets only the missing ones built. Go's own
+build cache stays under ``k8s-src/home`` so such a second build recompiles only the
+packages the first did not need. The source tree is removed after a successful build
+(it takes ~2.2 GB).
 
 Run as a script (``python -m tests.testbed.k8s_build``) to build ahead of the tests.
 """
@@ -23,7 +27,11 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("CLUSTRIX_K8S_CACHE", "/var/cache/clustrix-testbed"))
 SRC = CACHE / "k8s-src"
-BINARIES = ("kube-apiserver", "kube-controller-manager")
+#: Go's build cache, kept outside the source tree (which is removed) while some binary is still missing
+GOCACHE = SRC / "gocache"
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager")
+NODE = ("kubelet", "kube-scheduler", "kube-proxy")
+BINARIES = CONTROL_PLANE + NODE
 PACKAGES = ["golang-go", "etcd-server", "openssl", "rsync", "make", "util-linux", "debian-archive-keyring"]
 
 _SOURCES = """\
@@ -94,32 +102,38 @@ def _source_version(update: bool) -> str | None:
     return parse_showsrc_version(proc.stdout) if proc.returncode == 0 else None
 
 
-def cached_binaries() -> Path | None:
-    """A cache directory holding both binaries, preferring the current source version."""
+def cached_binaries(names: tuple[str, ...] = BINARIES) -> Path | None:
+    """A cache directory holding all of ``names``, preferring the current source version."""
     version = _source_version(update=False) if (SRC / "lists").is_dir() else None
     if version is not None:
         wanted = CACHE / f"k8s-{version}"
-        if all((wanted / name).is_file() for name in BINARIES):
+        if all((wanted / name).is_file() for name in names):
             return wanted
-    candidates = sorted(p for p in CACHE.glob("k8s-[0-9]*") if all((p / name).is_file() for name in BINARIES))
+    candidates = sorted(p for p in CACHE.glob("k8s-[0-9]*") if all((p / name).is_file() for name in names))
     return candidates[-1] if candidates else None
 
 
-def build(log=print) -> Path:  # type: ignore[no-untyped-def]
-    """Build (or find cached) kube-apiserver and kube-controller-manager; the directory holding them."""
+def missing_binaries(directory: Path, names: tuple[str, ...] = BINARIES) -> tuple[str, ...]:
+    """Which of ``names`` a cache directory does not hold yet (a partial cache is completed, not rebuilt)."""
+    return tuple(name for name in names if not (directory / name).is_file())
+
+
+def build(log=print, names: tuple[str, ...] = BINARIES) -> Path:  # type: ignore[no-untyped-def]
+    """Build (or find cached) the binaries ``names``; the directory holding them."""
     from tests.testbed.system import apt_install
 
     apt_install(PACKAGES)
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "k8s-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        found = cached_binaries()
+        found = cached_binaries(names)
         if found is not None:
             return found
         version = _source_version(update=True)
         if version is None:
             raise RuntimeError("apt-cache showsrc kubernetes found no source package (deb-src lists)")
         out = CACHE / f"k8s-{version}"
+        todo = missing_binaries(out, names)
         work = SRC / "build"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -148,26 +162,30 @@ def build(log=print) -> Path:  # type: ignore[no-untyped-def]
             "HOME": str(home),
             "LANG": "C.UTF-8",
         }
-        log(f"building kube-apiserver and kube-controller-manager {version} (several minutes)")
+        # the build scripts export GOCACHE=_output/local/go/cache: point it at a cache that outlives the tree
+        (tree / "_output" / "local" / "go").mkdir(parents=True, exist_ok=True)
+        GOCACHE.mkdir(exist_ok=True)
+        (tree / "_output" / "local" / "go" / "cache").symlink_to(GOCACHE)
+        log(f"building {' '.join(todo)} {version} (several minutes)")
         _run(
             [
                 "make",
-                "WHAT=cmd/kube-apiserver cmd/kube-controller-manager",
+                "WHAT=" + " ".join(f"cmd/{name}" for name in todo),
                 f"KUBE_GIT_VERSION=v{upstream_version(version)}",
             ],
             cwd=tree,
             env=env,
         )
-        built = list(tree.glob("_output/**/bin/kube-apiserver"))
+        built = list(tree.glob(f"_output/**/bin/{todo[0]}"))
         if not built:
-            raise RuntimeError("make finished but no _output/.../bin/kube-apiserver")
-        staging = CACHE / f"k8s-{version}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for name in BINARIES:
-            shutil.copy2(built[0].parent / name, staging / name)
-        staging.rename(out)
+            raise RuntimeError(f"make finished but no _output/.../bin/{todo[0]}")
+        out.mkdir(exist_ok=True)
+        for name in todo:  # one file at a time, each complete before its name appears
+            shutil.copy2(built[0].parent / name, out / f".{name}.partial")
+            (out / f".{name}.partial").rename(out / name)
         shutil.rmtree(work, ignore_errors=True)
+        if not missing_binaries(out):
+            shutil.rmtree(GOCACHE, ignore_errors=True)
         return out
 
 

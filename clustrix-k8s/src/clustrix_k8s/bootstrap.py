@@ -50,6 +50,13 @@ PART_BYTES = 512 * 1024
 SECRET_BYTES = 700 * 1024
 #: How long sending results may keep failing (API server restarting) before the pod gives up.
 UPLOAD_PATIENCE = 600.0
+#: how long a 401/403 is retried: an API server that has just (re)started refuses requests
+#: until its authorization caches are filled (seen on the real-node testbed after a restart)
+REFUSED_PATIENCE = 20.0
+
+
+class RefusedError(Exception):
+    """The API server refused the pod's ServiceAccount (401/403)."""
 
 
 def read_payload(mount: str = MOUNT) -> tuple[dict[str, Any], bytes, str]:
@@ -170,7 +177,7 @@ def _api_request(method: str, path: str, body: dict[str, Any]) -> int:
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
         if exc.code in (401, 403):
-            raise SystemExit(
+            raise RefusedError(
                 f"clustrix bootstrap: the pod's ServiceAccount may not create ConfigMaps in its namespace "
                 f"({exc.code}): {detail}; grant it the clustrix-runner Role (docs/kubernetes.md)"
             ) from None
@@ -218,6 +225,11 @@ def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
             try:
                 _api_request("POST", f"/api/v1/namespaces/{namespace}/configmaps", body)
                 break
+            except RefusedError as exc:
+                if time.monotonic() - started > REFUSED_PATIENCE:
+                    raise SystemExit(str(exc)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
             except OSError as exc:
                 if time.monotonic() - started > UPLOAD_PATIENCE:
                     raise SystemExit(

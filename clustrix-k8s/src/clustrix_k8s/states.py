@@ -96,6 +96,13 @@ def job_status(
     if len(jobs) < expected:
         missing = expected - len(jobs)
         return JobStatus(state=JobState.CANCELLED, reason=f"{missing} of its {expected} Kubernetes Job(s) were deleted")
+    # a Job being deleted (foreground: it stays until its pods are gone) whose killed pod made the job
+    # controller mark it failed is cancelled, not failed (seen on a real node: SIGKILL after the grace period)
+    deleting = [job for job in jobs if (job.get("metadata") or {}).get("deletionTimestamp")]
+    if deleting:
+        return JobStatus(
+            state=JobState.CANCELLED, reason=f"{len(deleting)} of its {expected} Kubernetes Job(s) were deleted"
+        )
     conditions = [final_condition(job) for job in jobs]
     if all(c is not None for c in conditions):
         failed = [c for c in conditions if c is not None and c.get("type") == "Failed"]
