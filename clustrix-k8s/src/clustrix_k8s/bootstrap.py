@@ -32,6 +32,7 @@ import importlib.util
 import io
 import json
 import os
+import signal
 import ssl
 import sys
 import tarfile
@@ -248,7 +249,15 @@ def task_number() -> int:
     return 0
 
 
+def _end_by_signal(signum: int, _frame: object) -> None:
+    os._exit(128 + signum)
+
+
 def main() -> int:
+    # The container's first process gets no default signal actions: without this, the SIGTERM of a
+    # cancel or a drain is ignored and the pod holds its node for the whole grace period.
+    if os.getpid() == 1:
+        signal.signal(signal.SIGTERM, _end_by_signal)
     meta, payload, runner_source = read_payload(os.environ.get("CLUSTRIX_PAYLOAD_MOUNT", MOUNT))
     task = task_number()
     job_dir = tempfile.mkdtemp(prefix="clustrix-")

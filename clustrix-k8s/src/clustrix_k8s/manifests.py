@@ -207,7 +207,9 @@ def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int |
             *(
                 {
                     "name": f"payload-{n}",
-                    "secret": {"secretName": f"{prefix(job_id)}-payload-{n}", "defaultMode": 0o400},
+                    # 0444: the image's user may be anyone (non-root images); only this pod's own
+                    # processes see the volume, and the namespace is the trust boundary (docs/security.md)
+                    "secret": {"secretName": f"{prefix(job_id)}-payload-{n}", "defaultMode": 0o444},
                 }
                 for n in range(n_chunks)
             ),
