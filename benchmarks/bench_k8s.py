@@ -2,7 +2,7 @@
 
 Run with ``nox -s bench`` (or ``python benchmarks/bench_k8s.py --output FILE`` as root in a
 venv with clustrix-core and clustrix-k8s). It starts etcd, kube-apiserver,
-kube-controller-manager and the project's kubelet (``tests/testbed/k8s.py``).
+kube-controller-manager, kube-scheduler and a real kubelet over containerd (``tests/testbed/k8s.py``).
 
 Cases (issue 12), every contender in one run, runs interleaved round-robin:
 
@@ -20,8 +20,8 @@ Cases (issue 12), every contender in one run, runs interleaved round-robin:
     ``__main__`` (pickled by value, no code shipped); plus the archive's size and the time
     to build it at submit.
 
-Pods run this interpreter (``python_executable``), since the testbed's kubelet runs
-containers as local processes. Each timed run starts with no clustrix or raw Job active.
+Pods of both contenders run the testbed's prepared image (Debian's Python with
+``cloudpickle``, pulled from the testbed's registry). Each timed run starts with no clustrix or raw Job active.
 Figures are medians of ``--repeats`` runs (at least 3) with min and max. A benchmark
 reports and never asserts.
 """
@@ -63,8 +63,10 @@ class RawJobs:
 
     name = "raw Jobs (python -c pass)"
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, image: str) -> None:
         from kubernetes import client
+
+        self.image = image
 
         self.batch = client.BatchV1Api(api_client)
 
@@ -80,7 +82,7 @@ class RawJobs:
                     "spec": {
                         "restartPolicy": "Never",
                         "containers": [
-                            {"name": "c", "image": "python:3.11-slim", "command": [sys.executable, "-c", "pass"]}
+                            {"name": "c", "image": self.image, "command": ["python3", "-c", "pass"]}
                         ],
                     },
                 },
@@ -216,12 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         configure(
             cluster_type="kubernetes",
             kubeconfig=str(kube.kubeconfig),
-            python_executable=sys.executable,
+            image=kube.prepared_image,
             cleanup_on_success=True,
         )
         api_client = kube.api()
         ours = Clustrix()
-        raw = RawJobs(api_client)
+        raw = RawJobs(api_client, kube.prepared_image)
         contenders: list[Any] = [ours, raw]
         print(f"Kubernetes testbed up in {bring_up:.1f} s at {kube.server}", flush=True)
         print("warm-up (runner ServiceAccount, Indexed Job probe, imports) ...", flush=True)
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {
             name: importlib.metadata.version(name) for name in ("clustrix-core", "clustrix-k8s", "kubernetes")
         },
-        "server": "kube-apiserver/kube-controller-manager 1.20.2 (Debian source), etcd 3.4, testbed kubelet",
+        "server": "kube-apiserver/kube-controller-manager 1.20.2 (Debian source), etcd 3.4, kubelet over containerd 1.6 + runc",
         "testbed_bring_up_seconds": bring_up,
         "clustrix_cold_single_seconds": cold,
         "repeats": repeats,
