@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -20,10 +21,12 @@ from typing import Any
 
 from clustrix import registry
 from clustrix.config import config_path, get_config
-from clustrix.environment import RUNNER_MODULES, remote_python
+from clustrix.environment import RUNNER_MODULES, SAFE_SYS_PATH, remote_python
 from clustrix.errors import ClustrixError
 from clustrix.job import Job
 from clustrix.plugins import installed_plugins, transport_for
+from clustrix.remote_script import CHECK_FUNCTIONS, render_work_dir_check, run_script, unsafe_from_stderr
+from clustrix.transport import CommandError
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -209,25 +212,38 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 # the job's own Python (no venv is built for it) must load what the scheduler's jobs import
                 needs = tuple(getattr(getattr(scheduler, "impl", None), "python_needs", RUNNER_MODULES))
             probe = _python_probe(needs)
+            path = transport.expand(config.remote_work_dir)
 
-            def remote_python_version() -> str:
-                python = remote_python(transport, config.get("python_executable"))
-                return str(transport.run([python, "-c", probe], check=True, timeout=60).stdout.strip())
-
-            check("remote python", remote_python_version)
+            def in_work_dir(*lines: str) -> str:
+                """Run ``lines`` in the work dir, after it is created private or its whole path is checked."""
+                script = "\n".join([CHECK_FUNCTIONS, *render_work_dir_check(path), *lines, ""])
+                result = run_script(transport, script, timeout=60)
+                unsafe = unsafe_from_stderr(result.stderr, transport.host)
+                if unsafe is not None:
+                    raise unsafe
+                if not result.ok:
+                    raise CommandError(result)
+                return result.stdout
 
             def work_dir() -> str:
-                path = transport.expand(config.remote_work_dir)
                 try:
-                    mode = transport.stat(path).st_mode & 0o777  # as found: makedirs would chmod it
+                    mode: int | None = transport.stat(path).st_mode & 0o777  # as found: nothing is chmod-ed
                 except FileNotFoundError:
-                    transport.makedirs(path)
+                    mode = None
+                in_work_dir()
+                if mode is None:
                     return f"{path} (created, mode 700)"
                 if mode & 0o077:
                     raise PermissionError(f"{path} has mode {mode:o}: other users can reach it; chmod 700 it")
                 return f"{path} (mode {mode:o})"
 
+            def remote_python_version() -> str:
+                python = remote_python(transport, config.get("python_executable"))
+                # in the checked work dir, the current directory off sys.path: nothing planted is imported
+                return in_work_dir(shlex.join([python, "-c", f"{SAFE_SYS_PATH}\n{probe}"])).strip()
+
             check("remote work dir", work_dir)
+            check("remote python", remote_python_version)
     ok = all(c["ok"] for c in checks)
     lines = [f"[{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks]
     _print({"ok": ok, "checks": checks}, args.json, "\n".join(lines))
