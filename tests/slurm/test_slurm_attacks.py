@@ -214,7 +214,6 @@ def test_a_directory_a_co_user_makes_on_the_way_while_clustrix_creates_the_work_
     assert not ran.exists(), "the job ran"
 
 
-
 def touch(path: str) -> None:
     """A job's function: proof that the job ran."""
     open(path, "w").close()

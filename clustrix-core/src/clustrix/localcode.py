@@ -518,7 +518,9 @@ class ShippedCode:
 #: with the current directory off ``sys.path`` before its first import: reports missing
 #: units, unpacks units sent on stdin (each moved into place with one rename, so a
 #: concurrent submit never sees half a unit), then imports the modules.
-_REMOTE = SAFE_SYS_PATH + r"""
+_REMOTE = (
+    SAFE_SYS_PATH
+    + r"""
 import io, os, shutil, tarfile, traceback
 code, mode = sys.argv[1], sys.argv[2]
 sep = sys.argv.index("--")
@@ -557,6 +559,7 @@ for name in modules:
         sys.exit(0)
 print("clustrix-code: ok")
 """
+)
 
 
 def render_ship_script(

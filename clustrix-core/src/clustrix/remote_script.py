@@ -151,18 +151,19 @@ cx_work_dir() {
   cx_wd=$1
   cx_e=$cx_wd
   while [ ! -e "$cx_e" ] && [ ! -L "$cx_e" ]; do cx_e=$(dirname -- "$cx_e"); done
-  if [ "$cx_e" = "$cx_wd" ]; then cx_private "$cx_wd"; cx_ancestors "$cx_wd"; cd -- "$cx_wd" || cx_unsafe "$cx_wd" cannot-enter; return 0; fi
-  cx_ancestors "$cx_e"
-  cx_rest=${cx_wd#"$cx_e"}; cx_at=${cx_e%/}
-  while [ -n "$cx_rest" ]; do
-    cx_rest=${cx_rest#/}; cx_c=${cx_rest%%/*}
-    case $cx_rest in */*) cx_rest=${cx_rest#*/} ;; *) cx_rest="" ;; esac
-    case $cx_c in ""|.) continue ;; esac
-    cx_at="$cx_at/$cx_c"
-    mkdir -m 700 -- "$cx_at" 2>/dev/null && continue
-    if [ -e "$cx_at" ] || [ -L "$cx_at" ]; then cx_unsafe "$cx_at" raced; fi
-    echo "clustrix: cannot create directory $cx_at" >&2; exit 1
-  done
+  if [ "$cx_e" != "$cx_wd" ]; then
+    cx_ancestors "$cx_e"
+    cx_rest=${cx_wd#"$cx_e"}; cx_at=${cx_e%/}
+    while [ -n "$cx_rest" ]; do
+      cx_rest=${cx_rest#/}; cx_c=${cx_rest%%/*}
+      case $cx_rest in */*) cx_rest=${cx_rest#*/} ;; *) cx_rest="" ;; esac
+      case $cx_c in ""|.) continue ;; esac
+      cx_at="$cx_at/$cx_c"
+      mkdir -m 700 -- "$cx_at" 2>/dev/null && continue
+      if [ -e "$cx_at" ] || [ -L "$cx_at" ]; then cx_unsafe "$cx_at" raced; fi
+      echo "clustrix: cannot create directory $cx_at" >&2; exit 1
+    done
+  fi
   cx_private "$cx_wd"
   cx_ancestors "$cx_wd"
   cd -- "$cx_wd" || cx_unsafe "$cx_wd" cannot-enter
