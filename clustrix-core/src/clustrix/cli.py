@@ -26,7 +26,6 @@ from clustrix.errors import ClustrixError
 from clustrix.job import Job
 from clustrix.plugins import installed_plugins, transport_for
 from clustrix.remote_script import CHECK_FUNCTIONS, render_work_dir_check, run_script, unsafe_from_stderr
-from clustrix.transport import CommandError
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -222,7 +221,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 if unsafe is not None:
                     raise unsafe
                 if not result.ok:
-                    raise CommandError(result)
+                    raise RuntimeError(f"exited {result.returncode}: {result.stderr.strip() or result.stdout.strip()}")
                 return result.stdout
 
             def work_dir() -> str:
