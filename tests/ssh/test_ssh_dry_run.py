@@ -22,7 +22,8 @@ def test_an_ssh_dry_run_shows_the_driver_and_the_detached_start_without_connecti
     job_dir = f"{REMOTE_HOME}/.clustrix/{shown.job_id}"
     python = f"{REMOTE_HOME}/venv/bin/python"
     driver = str(shown.script).splitlines()
-    assert driver[0] == "export OMP_NUM_THREADS=1"
+    assert driver[0] == f"cd -- '{job_dir}' || exit 1"  # the job starts in its private directory
+    assert driver[1] == "export OMP_NUM_THREADS=1"
     assert "P=2" in driver
     assert f"xargs -n 1 -P \"$P\" '{python}' -m clustrix.runner '{job_dir}' --task" in driver[-1]
     assert shown.commands == (

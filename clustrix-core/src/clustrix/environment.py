@@ -663,9 +663,9 @@ def prepare_remote_environment(
         quoted = shlex.quote(python)
         checks = [render_version_check(quoted, expected, allow_mismatch=allow), render_import_check(quoted, needs)]
         work_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
-        # the checks run in the checked work dir, never in the caller's (possibly shared) directory
+        # the checks run in the checked work dir (or /), never in the caller's (possibly shared) directory
         script = "\n".join(
-            [remote_script.CHECK_FUNCTIONS, *remote_script.render_work_dir_check(work_dir), *activation, *checks]
+            [remote_script.CHECK_FUNCTIONS, *remote_script.render_enter_work_dir(work_dir), *activation, *checks]
         )
         result = remote_script.run_script(transport, script)
         if not result.ok:

@@ -13,10 +13,11 @@ Two rules of the trust model (see the Security page of the docs) live here:
   directory (``lstat``: not a symbolic link), owned by the login user and writable by
   nobody else, and that every directory on the way to the work directory belongs to root
   or the user and is writable by others only if sticky (like ``/tmp``). Directories
-  clustrix creates are created ``0700`` at once, one level at a time (``mkdir -m 700``,
-  which fails if another user made the level first: refused as a race), and the whole
-  chain is checked again once the work directory exists; directories it did not create
-  are never ``chmod``-ed: an unsafe one is refused with the fix.
+  clustrix creates are created ``0700`` at once, one level at a time (``mkdir -m 700``;
+  a level that appears meanwhile is refused as a race unless it is the user's own and
+  private, as another of their submits makes it), and the whole chain is checked again
+  once the work directory exists; directories it did not create are never
+  ``chmod``-ed: an unsafe one is refused with the fix.
 * **Nothing runs in the caller's directory.** ``cx_work_dir`` ends in the checked work
   directory (``cd``), so what a script runs next never starts in a folder another user can
   write (the login node's current directory, whose files Python, uv and pip would pick up).
@@ -160,7 +161,11 @@ cx_work_dir() {
       case $cx_c in ""|.) continue ;; esac
       cx_at="$cx_at/$cx_c"
       mkdir -m 700 -- "$cx_at" 2>/dev/null && continue
-      if [ -e "$cx_at" ] || [ -L "$cx_at" ]; then cx_unsafe "$cx_at" raced; fi
+      if [ -e "$cx_at" ] || [ -L "$cx_at" ]; then
+        # made between the check and mkdir: by another clustrix command of yours (private, yours), or not
+        [ -z "$(cx_problem "$cx_at")" ] || cx_unsafe "$cx_at" raced
+        continue
+      fi
       echo "clustrix: cannot create directory $cx_at" >&2; exit 1
     done
   fi
@@ -197,6 +202,20 @@ def render_work_dir_check(work_dir: str, subdirs: Sequence[str] = ()) -> list[st
     if subdirs:
         lines.append("cx_mkdir " + " ".join(q(d) for d in subdirs))
     return lines
+
+
+def render_enter_work_dir(work_dir: str) -> list[str]:
+    """Shell lines that change into ``work_dir`` after checking it if it exists, else into ``/``; creates nothing.
+
+    For checks that run before anything is written: no Python starts in the caller's directory.
+    """
+    q = shlex.quote(work_dir)
+    return [
+        f"if [ -e {q} ] || [ -L {q} ]; then",
+        *("  " + line for line in render_work_dir_check(work_dir)),
+        "else cd / || exit 1",
+        "fi",
+    ]
 
 
 def render_receive(path: str, size: int) -> str:
