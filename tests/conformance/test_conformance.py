@@ -63,6 +63,18 @@ def test_a_single_call_returns_its_value(target: Target) -> None:
     assert add(40, 2) == 42
 
 
+def test_the_job_starts_in_its_private_job_directory(target: Target) -> None:
+    """Not in the directory the scheduler chose (PBS: the home directory), which others might write (issue 18)."""
+
+    @cluster(**target.options)
+    def where() -> tuple[str, int]:
+        return os.getcwd(), os.stat(".").st_mode & 0o777
+
+    future = where.submit()
+    cwd, mode = future.result(timeout=300)
+    assert (os.path.basename(cwd), oct(mode)) == (future.job_id, oct(0o700))
+
+
 def test_a_map_of_100_calls_is_one_job_and_returns_in_order(target: Target) -> None:
     @cluster(**target.options)
     def square(x: int) -> int:

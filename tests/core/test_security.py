@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +127,35 @@ def test_a_planted_envs_dir_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(work / "envs", 65534, 65534)
     error = _check(work, work / "envs")
     assert error is not None and f"{work / 'envs'} on localhost belongs to another user" in str(error)
+
+
+def test_doctor_imports_nothing_from_the_directory_it_is_run_in(mallory: Path, tmp_path: Path) -> None:
+    """``clustrix doctor`` run from a folder mallory can write: her cloudpickle.py and clustrix/ never load.
+
+    doctor's Python probe (``python -c``, with the job's modules when python_executable is set) ran
+    in the caller's directory, first on ``sys.path``; now it runs in the checked work dir with the
+    current directory off ``sys.path``.
+    """
+    from tests.testbed.cousers import MALLORY, ids
+
+    canary = mallory / "ran"
+    for name in ("cloudpickle.py", "clustrix/__init__.py", "clustrix/runner.py"):
+        path = mallory / name
+        path.parent.mkdir(mode=0o777, exist_ok=True)
+        path.write_text(f"open({str(canary)!r}, 'a').write({name!r} + chr(10))\n")
+        os.chown(path, *ids(MALLORY))
+    work = tmp_path / "w"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("clustrix")), "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=mallory,
+        env={**os.environ, "CLUSTRIX_REMOTE_WORK_DIR": str(work), "CLUSTRIX_PYTHON_EXECUTABLE": sys.executable},
+    )
+    ran = canary.read_text() if canary.exists() else ""
+    assert ran == "", f"mallory's modules ran as the user: {ran.split()}"
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["remote python"]["ok"], checks
+    assert checks["remote work dir"]["detail"] == f"{work} (created, mode 700)"
+    assert work.stat().st_mode & 0o777 == 0o700

@@ -144,3 +144,24 @@ def test_an_unsafe_outcome_fails_its_call_at_once_naming_path_and_reason(
     assert not unpickled.exists(), "the forged outcome was unpickled"
     assert isinstance(error, UnsafePathError), repr(error)
     assert f"{outcome} on " in str(error) and reason in str(error)
+
+
+def where_job_runs() -> tuple[str, str]:
+    """A job's function: the directory the user's pre-execution commands ran in, and the job's own."""
+    return os.environ["CX_PRELUDE_PWD"], os.getcwd()
+
+
+def test_the_users_commands_and_the_job_start_in_the_private_job_dir(ssh_config: dict[str, Any]) -> None:
+    """The prelude (module loads, conda activate, the user's commands) ran where the launch started.
+
+    Now the driver changes into the job's private directory before anything else runs, so nothing
+    of the job starts in a directory another user might write.
+    """
+    from clustrix.plugins import get_scheduler
+    from tests.ssh.helpers import submit, wait
+
+    config = config_for(ssh_config, pre_execution_commands=['export CX_PRELUDE_PWD="$(pwd)"'])
+    handle = submit(config, where_job_runs)
+    wait(config, handle, timeout=300)
+    (outcome,) = get_scheduler("ssh").fetch(handle, config)
+    assert outcome is not None and outcome.value == (handle.job_dir, handle.job_dir), outcome

@@ -22,7 +22,8 @@ def test_an_ssh_dry_run_shows_the_driver_and_the_detached_start_without_connecti
     job_dir = f"{REMOTE_HOME}/.clustrix/{shown.job_id}"
     python = f"{REMOTE_HOME}/venv/bin/python"
     driver = str(shown.script).splitlines()
-    assert driver[0] == f". '{job_dir}/variables.sh'"  # the values are in the private file, not the driver
+    assert driver[0] == f"cd -- '{job_dir}' || exit 1"  # the job starts in its private directory
+    assert driver[1] == f". '{job_dir}/variables.sh'"  # the values are in the private file, not the driver
     assert "OMP_NUM_THREADS" not in str(shown.script)
     assert any("OMP_NUM_THREADS=<set, 1 bytes>" in note for note in shown.notes)
     assert "P=2" in driver

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import select
+import shlex
 import stat
 import sys
 import traceback
@@ -22,10 +23,11 @@ from typing import Any
 
 from clustrix import registry
 from clustrix.config import config_path, get_config
-from clustrix.environment import RUNNER_MODULES, remote_python
+from clustrix.environment import RUNNER_MODULES, SAFE_SYS_PATH, remote_python
 from clustrix.errors import ClustrixError
 from clustrix.job import Job
 from clustrix.plugins import installed_plugins, transport_for
+from clustrix.remote_script import CHECK_FUNCTIONS, render_work_dir_check, run_script, unsafe_from_stderr
 from clustrix.runner import write_atomic
 
 
@@ -245,31 +247,44 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 # the job's own Python (no venv is built for it) must load what the scheduler's jobs import
                 needs = tuple(getattr(getattr(scheduler, "impl", None), "python_needs", RUNNER_MODULES))
             probe = _python_probe(needs)
+            path = transport.expand(config.remote_work_dir)
 
-            def remote_python_version() -> str:
-                python = remote_python(transport, config.get("python_executable"))
-                return str(transport.run([python, "-c", probe], check=True, timeout=60).stdout.strip())
-
-            check("remote python", remote_python_version)
+            def in_work_dir(*lines: str) -> str:
+                """Run ``lines`` in the work dir, after it is created private or its whole path is checked."""
+                script = "\n".join([CHECK_FUNCTIONS, *render_work_dir_check(path), *lines, ""])
+                result = run_script(transport, script, timeout=60)
+                unsafe = unsafe_from_stderr(result.stderr, transport.host)
+                if unsafe is not None:
+                    raise unsafe
+                if not result.ok:
+                    raise RuntimeError(f"exited {result.returncode}: {result.stderr.strip() or result.stdout.strip()}")
+                return result.stdout
 
             def work_dir() -> str:
-                path = transport.expand(config.remote_work_dir)
                 try:
-                    found = transport.stat(path).st_mode  # as found: makedirs would chmod it
+                    found: int | None = transport.stat(path).st_mode  # as found: nothing is chmod-ed
                 except FileNotFoundError:
-                    transport.makedirs(path)
-                    return f"{path} (created, mode 700)"
-                if stat.S_IFMT(found) and not stat.S_ISDIR(found):  # no type bits: the server did not say
+                    found = None
+                if found is not None and stat.S_IFMT(found) and not stat.S_ISDIR(found):  # no type bits: not said
                     raise NotADirectoryError(
                         f"{path} is a file, not a directory: clustrix makes its job directories in it; move the file "
                         f"away (mv {path} {path}.old) or set remote_work_dir to a folder"
                     )
+                in_work_dir()
+                if found is None:
+                    return f"{path} (created, mode 700)"
                 mode = found & 0o777
                 if mode & 0o077:
                     raise PermissionError(f"{path} has mode {mode:o}: other users can reach it; chmod 700 it")
                 return f"{path} (mode {mode:o})"
 
+            def remote_python_version() -> str:
+                python = remote_python(transport, config.get("python_executable"))
+                # in the checked work dir, the current directory off sys.path: nothing planted is imported
+                return in_work_dir(shlex.join([python, "-c", f"{SAFE_SYS_PATH}\n{probe}"])).strip()
+
             check("remote work dir", work_dir)
+            check("remote python", remote_python_version)
     ok = all(c["ok"] for c in checks)
     lines = [
         f"[{'WARN' if c.get('warning') else 'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in checks

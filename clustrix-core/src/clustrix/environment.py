@@ -324,7 +324,7 @@ def render_version_check(python: str, expected: str | None, *, allow_mismatch: b
     probe = shlex.quote("import sys; print('%d.%d' % sys.version_info[:2])")
     return "\n".join(
         [
-            f"remote_version=$({python} -c {probe} 2>/dev/null) || remote_version=none",
+            f"remote_version=$({python} -I -c {probe} 2>/dev/null) || remote_version=none",
             f'if [ "$remote_version" != {shlex.quote(expected)} ]; then',
             "  printf 'clustrix-env: python-mismatch remote=%s local=%s python=%s\\n' "
             f'"$remote_version" {shlex.quote(expected)} {python} >&2',
@@ -338,11 +338,17 @@ def render_version_check(python: str, expected: str | None, *, allow_mismatch: b
 #: which loads the pickled call. A plugin that ships the runner file needs only cloudpickle.
 RUNNER_MODULES = ("clustrix.runner", "cloudpickle")
 
+#: The first statement of every ``python -c`` clustrix runs where ``-I`` cannot be used (the code
+#: must import from the job's own ``PYTHONPATH``): ``-c`` puts the current directory first on
+#: ``sys.path``, and Python 3.10 has no ``-P``. ``sys`` is built in, so nothing is imported before it.
+SAFE_SYS_PATH = 'import sys; sys.path[:] = [p for p in sys.path if p not in ("", ".")]'
+
 
 def render_import_check(python: str, modules: Sequence[str] = RUNNER_MODULES) -> str:
     """Shell that exits ``BUILD_FAILED_EXIT``, naming ``python`` and its error, if it cannot import ``modules``."""
     return (
-        f"import_error=$({python} -c {shlex.quote('import ' + ', '.join(modules))} 2>&1 >/dev/null) || "
+        f"import_error=$({python} -c {shlex.quote(SAFE_SYS_PATH + '; import ' + ', '.join(modules))} 2>&1 >/dev/null) "
+        "|| "
         f"{{ printf 'clustrix-env: cannot-import python=%s\\n%s\\n' {python} \"$import_error\" >&2; "
         f"exit {BUILD_FAILED_EXIT}; }}"
     )
@@ -424,12 +430,15 @@ def render_build_script(
         if requirement_lines
         else '    : > "$env_dir.requirements.txt"',
         "    if command -v uv >/dev/null 2>&1; then",
+        # uv reads uv.toml / pyproject.toml from the directory it runs in and every parent: only the user's own
+        '      uv_config="${XDG_CONFIG_HOME:-$HOME/.config}/uv/uv.toml"',
+        '      if [ -f "$uv_config" ]; then export UV_CONFIG_FILE="$uv_config"; else export UV_NO_CONFIG=1; fi',
         f'      {{ uv venv --quiet --python {py} "$env_dir" &&',
         '        uv pip install --quiet --no-deps --python "$env_dir/bin/python"'
         ' -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
         "    else",
-        f'      {{ {py} -m venv "$env_dir" &&',
-        '        "$env_dir/bin/python" -m pip install --quiet --no-deps --disable-pip-version-check --no-input'
+        f'      {{ {py} -I -m venv "$env_dir" &&',
+        '        "$env_dir/bin/python" -I -m pip install --quiet --no-deps --disable-pip-version-check --no-input'
         ' -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
         "    fi",
         "    status=$?",
@@ -447,7 +456,7 @@ def render_build_script(
         lines += [
             f"if [ ! -f {q(posixpath.join(target, READY_MARKER))} ]; then",
             f"  tmp={q(target)}.tmp.$$",
-            f'  rm -rf "$tmp" && "$env_dir/bin/python" -m zipfile -e {q(wheel)} "$tmp" &&'
+            f'  rm -rf "$tmp" && "$env_dir/bin/python" -I -m zipfile -e {q(wheel)} "$tmp" &&'
             f' date > "$tmp/{READY_MARKER}" && {{ [ -e {q(target)} ] || mv "$tmp" {q(target)}; rm -rf "$tmp"; }}',
             f"  [ -f {q(posixpath.join(target, READY_MARKER))} ] || {{",
             f"    printf 'clustrix-env: cannot unpack %s\\n' {q(wheel)} >&2; exit {BUILD_FAILED_EXIT}",
@@ -717,7 +726,11 @@ def prepare_remote_environment(
         python = remote_python(transport, explicit)
         quoted = shlex.quote(python)
         checks = [render_version_check(quoted, expected, allow_mismatch=allow), render_import_check(quoted, needs)]
-        script = "\n".join([*activation, *checks])
+        work_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
+        # the checks run in the checked work dir (or /), never in the caller's (possibly shared) directory
+        script = "\n".join(
+            [remote_script.CHECK_FUNCTIONS, *remote_script.render_enter_work_dir(work_dir), *activation, *checks]
+        )
         result = remote_script.run_script(transport, script)
         if not result.ok:
             raise _interpret_failure(result.stderr, expected, transport.host)

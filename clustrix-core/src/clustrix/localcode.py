@@ -68,7 +68,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustrix import remote_script, runner
-from clustrix.environment import RUNNER_MODULES, _direct_url, _file_path, normalize_name, pythonpath_line
+from clustrix.environment import (
+    RUNNER_MODULES,
+    SAFE_SYS_PATH,
+    _direct_url,
+    _file_path,
+    normalize_name,
+    pythonpath_line,
+)
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
 from clustrix.resources import parse_memory
@@ -507,11 +514,14 @@ class ShippedCode:
 
 
 #: The remote half, run by the job's own Python after the shell checked the work dir, the
-#: code dir and every unit dir that exists (:mod:`clustrix.remote_script`): reports missing
+#: code dir and every unit dir that exists (:mod:`clustrix.remote_script`), in the work dir,
+#: with the current directory off ``sys.path`` before its first import: reports missing
 #: units, unpacks units sent on stdin (each moved into place with one rename, so a
 #: concurrent submit never sees half a unit), then imports the modules.
-_REMOTE = r"""
-import io, os, shutil, sys, tarfile, traceback
+_REMOTE = (
+    SAFE_SYS_PATH
+    + r"""
+import io, os, shutil, tarfile, traceback
 code, mode = sys.argv[1], sys.argv[2]
 sep = sys.argv.index("--")
 labels, modules = sys.argv[3:sep], sys.argv[sep + 1:]
@@ -538,7 +548,7 @@ for label in missing:
     print("clustrix-code: missing " + label)
 if missing:
     sys.exit(0)
-sys.path[:] = [os.path.join(code, l) for l in labels] + [p for p in sys.path if p not in ("", ".")]
+sys.path[:] = [os.path.join(code, l) for l in labels] + sys.path
 for name in modules:
     try:
         __import__(name)
@@ -549,6 +559,7 @@ for name in modules:
         sys.exit(0)
 print("clustrix-code: ok")
 """
+)
 
 
 def render_ship_script(

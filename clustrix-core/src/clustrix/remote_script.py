@@ -13,8 +13,14 @@ Two rules of the trust model (see the Security page of the docs) live here:
   directory (``lstat``: not a symbolic link), owned by the login user and writable by
   nobody else, and that every directory on the way to the work directory belongs to root
   or the user and is writable by others only if sticky (like ``/tmp``). Directories
-  clustrix creates are created ``0700`` at once (``mkdir -m 700``); directories it did not
-  create are never ``chmod``-ed: an unsafe one is refused with the fix.
+  clustrix creates are created ``0700`` at once, one level at a time (``mkdir -m 700``;
+  a level that appears meanwhile is refused as a race unless it is the user's own and
+  private, as another of their submits makes it), and the whole chain is checked again
+  once the work directory exists; directories it did not create are never
+  ``chmod``-ed: an unsafe one is refused with the fix.
+* **Nothing runs in the caller's directory.** ``cx_work_dir`` ends in the checked work
+  directory (``cd``), so what a script runs next never starts in a folder another user can
+  write (the login node's current directory, whose files Python, uv and pip would pick up).
 
 The rendering is pure; :func:`run_script` is the one I/O edge.
 """
@@ -54,6 +60,10 @@ REASONS = {
         "(it belongs neither to root nor to you, or others may write it and it is not sticky)"
     ),
     "cannot-enter": "cannot be entered",
+    "raced": (
+        "appeared while clustrix was creating it: another user may have made it first, to swap what clustrix "
+        "writes below it"
+    ),
     "unchecked": "could not be checked",
 }
 
@@ -76,6 +86,10 @@ FIXES = {
     ),
     "unsafe-ancestor": "set remote_work_dir to a directory under your home, such as ~/.clustrix",
     "cannot-enter": "check the path and its permissions",
+    "raced": (
+        "check who made it (ls -ld) and remove it if it is not yours, then submit again; or set remote_work_dir to "
+        "a directory under your home, such as ~/.clustrix"
+    ),
 }
 
 #: POSIX sh functions of the checks (every name starts with ``cx_``). ``cx_unsafe PATH WHY``
@@ -135,13 +149,29 @@ cx_ancestors() {
   cx_unsafe "$cx_given" unchecked
 }
 cx_work_dir() {
-  case $1 in /*) cx_wd=$1 ;; *) cx_wd="$PWD/$1" ;; esac
+  cx_wd=$1
   cx_e=$cx_wd
   while [ ! -e "$cx_e" ] && [ ! -L "$cx_e" ]; do cx_e=$(dirname -- "$cx_e"); done
-  if [ "$cx_e" = "$cx_wd" ]; then cx_private "$cx_wd"; cx_ancestors "$cx_wd"; return 0; fi
-  cx_ancestors "$cx_e"
-  (umask 077 && mkdir -p -- "$cx_wd") || { echo "clustrix: cannot create directory $cx_wd" >&2; exit 1; }
+  if [ "$cx_e" != "$cx_wd" ]; then
+    cx_ancestors "$cx_e"
+    cx_rest=${cx_wd#"$cx_e"}; cx_at=${cx_e%/}
+    while [ -n "$cx_rest" ]; do
+      cx_rest=${cx_rest#/}; cx_c=${cx_rest%%/*}
+      case $cx_rest in */*) cx_rest=${cx_rest#*/} ;; *) cx_rest="" ;; esac
+      case $cx_c in ""|.) continue ;; esac
+      cx_at="$cx_at/$cx_c"
+      mkdir -m 700 -- "$cx_at" 2>/dev/null && continue
+      if [ -e "$cx_at" ] || [ -L "$cx_at" ]; then
+        # made between the check and mkdir: by another clustrix command of yours (private, yours), or not
+        [ -z "$(cx_problem "$cx_at")" ] || cx_unsafe "$cx_at" raced
+        continue
+      fi
+      echo "clustrix: cannot create directory $cx_at" >&2; exit 1
+    done
+  fi
   cx_private "$cx_wd"
+  cx_ancestors "$cx_wd"
+  cd -- "$cx_wd" || cx_unsafe "$cx_wd" cannot-enter
 }
 """
 
@@ -158,12 +188,34 @@ def run_script(transport: Transport, script: str, data: bytes = b"", *, timeout:
 
 
 def render_work_dir_check(work_dir: str, subdirs: Sequence[str] = ()) -> list[str]:
-    """Shell lines that create (``0700``) or refuse ``work_dir``, then each of ``subdirs`` (paths under it)."""
+    """Shell lines that create (``0700``) or refuse ``work_dir`` and change into it, then make ``subdirs``.
+
+    ``work_dir`` must be absolute (expanded) and free of ``..``: a ``ValueError`` names the fix.
+    """
+    if not work_dir.startswith("/") or ".." in work_dir.split("/"):
+        raise ValueError(
+            f"remote_work_dir={work_dir!r} is not an absolute path: set it to an absolute path without '..', or one "
+            "starting with ~/ (the default is ~/.clustrix)"
+        )
     q = shlex.quote
     lines = [f"cx_work_dir {q(work_dir)}"]
     if subdirs:
         lines.append("cx_mkdir " + " ".join(q(d) for d in subdirs))
     return lines
+
+
+def render_enter_work_dir(work_dir: str) -> list[str]:
+    """Shell lines that change into ``work_dir`` after checking it if it exists, else into ``/``; creates nothing.
+
+    For checks that run before anything is written: no Python starts in the caller's directory.
+    """
+    q = shlex.quote(work_dir)
+    return [
+        f"if [ -e {q} ] || [ -L {q} ]; then",
+        *("  " + line for line in render_work_dir_check(work_dir)),
+        "else cd / || exit 1",
+        "fi",
+    ]
 
 
 def render_receive(path: str, size: int) -> str:

@@ -45,8 +45,8 @@ def render_driver(
     tasks = " ".join(str(t) for t in range(n_tasks))
     return "\n".join(
         [
+            f"cd -- {q(job_dir)} || exit 1",  # before the prelude: nothing runs in the directory it started in
             *prelude,
-            f"cd {q(job_dir)} || exit 1",
             limit,
             f"printf '%s\\n' {tasks} | xargs -n 1 -P \"$P\" {q(python)} -m clustrix.runner {q(job_dir)} --task",
             "",

@@ -313,7 +313,9 @@ class Dialect:
     def render_script(self, job: ScriptJob) -> str:
         """The whole job script; the default is the same shape for every scheduler.
 
-        ``#!/bin/bash``, :meth:`directives`, a comment, :meth:`setup_lines`, the prelude inside
+        ``#!/bin/bash``, :meth:`directives`, a comment, :meth:`setup_lines`, a ``cd`` into the private
+        job directory (whatever directory the scheduler started the job in: the submit directory, the
+        home directory, ``-wd``), the prelude inside
         ``set -e``/``set +e``, the requeue export (when :meth:`requeue_argv` gives one and the
         ``requeue`` extra is not False), the :attr:`checkpoint_signal` export, then ``exec`` of the
         runner for this task: the runner is the batch shell, so the scheduler's signals reach Python.
@@ -321,6 +323,7 @@ class Dialect:
         lines = ["#!/bin/bash", *self.directives(job)]
         lines.append(f"# clustrix job {job.job_id}: {job.n_calls} call(s) in {job.n_tasks} array task(s)")
         lines.extend(self.setup_lines(job))
+        lines.append(f"cd -- {shlex.quote(job.job_dir)} || exit 1")
         if job.prelude:
             lines.extend(["set -e", *job.prelude, "set +e"])
         requeue = self.requeue_argv() if job.resources.extra.get("requeue", True) is not False else None
