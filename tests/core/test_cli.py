@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from clustrix import cluster
 
@@ -77,19 +78,24 @@ def test_doctor_checks_the_local_setup(tmp_path: Path) -> None:
     assert {c["check"] for c in data["checks"]} >= {"configuration", "remote python", "remote work dir"}
 
 
-def test_doctor_reports_a_work_dir_others_can_reach_and_leaves_its_mode_alone(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    os.chmod(shared, 0o755)
+def _doctor_work_dir_check(work_dir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``clustrix doctor --json`` run as a program with ``remote_work_dir`` set, and its work-dir check."""
     result = subprocess.run(
         [sys.executable, "-m", "clustrix.cli", "doctor", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "CLUSTRIX_REMOTE_WORK_DIR": str(shared)},
+        env={**os.environ, "CLUSTRIX_REMOTE_WORK_DIR": str(work_dir)},
     )
-    data = json.loads(result.stdout)
-    (work,) = [c for c in data["checks"] if c["check"] == "remote work dir"]
+    (work,) = [c for c in json.loads(result.stdout)["checks"] if c["check"] == "remote work dir"]
+    return result, work
+
+
+def test_doctor_reports_a_work_dir_others_can_reach_and_leaves_its_mode_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    result, work = _doctor_work_dir_check(shared)
     assert not work["ok"] and "mode 755" in work["detail"] and "chmod 700" in work["detail"]
     assert result.returncode == 1
     assert shared.stat().st_mode & 0o777 == 0o755  # reported, not silently changed
@@ -99,15 +105,7 @@ def test_doctor_says_a_work_dir_that_is_a_file_is_not_a_directory(tmp_path: Path
     regular = tmp_path / "clustrix-work"
     regular.write_text("not a folder\n")
     regular.chmod(0o644)
-    result = subprocess.run(
-        [sys.executable, "-m", "clustrix.cli", "doctor", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "CLUSTRIX_REMOTE_WORK_DIR": str(regular)},
-    )
-    data = json.loads(result.stdout)
-    (work,) = [c for c in data["checks"] if c["check"] == "remote work dir"]
+    result, work = _doctor_work_dir_check(regular)
     assert not work["ok"]
     assert f"{regular} is a file, not a directory" in work["detail"]
     assert "mv " in work["detail"] and "chmod" not in work["detail"]
