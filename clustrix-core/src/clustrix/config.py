@@ -63,6 +63,9 @@ CORE_DEFAULTS: dict[str, Any] = {
     # local executor
     "executor": "auto",
     "max_workers": None,
+    # a decorated function called inside a running call (a local worker, a job): "inline" runs it
+    # there, "submit" submits it as configured (docs/local.md, "Calls that call decorated functions")
+    "nested_calls": "inline",
     # ssh
     "known_hosts_file": None,
     "host_key_policy": "reject",
@@ -80,6 +83,7 @@ CORE_DEFAULTS: dict[str, Any] = {
 _LIST_KEYS = {"module_loads", "pre_execution_commands", "ship_modules", "exclude_modules"}
 _CHOICES = {
     "executor": ("auto", "process", "thread"),
+    "nested_calls": ("inline", "submit"),
     "host_key_policy": ("reject", "accept-new"),
 }
 _secret_keys = {"password"}
