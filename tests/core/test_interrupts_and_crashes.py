@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -135,6 +138,147 @@ def test_ctrl_c_during_a_local_map_stops_its_workers_and_leaves_no_process_behin
     assert "KeyboardInterrupt" in stderr
     assert len(list(tmp_path.glob("started-*"))) == len(started) == 2  # queued calls never started
     assert _group_gone(proc.pid), "a worker outlived the script"
+
+
+#: ``python script.py FOLDER EXECUTOR``: a map of calls of 60 s, two at a time, as a user writes it.
+#: ``executor="auto"`` picks threads (the function sleeps); each call marks that it started and where.
+SLEEPY_MAP = """
+    import os, sys, time
+    from clustrix import cluster
+
+    folder, executor = sys.argv[1], sys.argv[2]
+
+    @cluster(executor=executor, max_workers=2)
+    def slow(i):
+        open(os.path.join(folder, f"started-{i}-{os.getpid()}"), "w").close()
+        time.sleep(60)
+        return i
+
+    try:
+        slow.map(range(8))
+    except KeyboardInterrupt as exc:
+        print("interrupted:", exc, flush=True)
+        raise
+"""
+#: The calls take 60 s; an exit within this bound means they were stopped, not waited for.
+EXIT_BOUND_SECONDS = 10.0
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``: what a terminal's Ctrl-C would have to stop."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == sid and fields[0] not in {"Z", "X"}:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _wait_exit(pid: int, bound: float) -> tuple[float | None, int | None]:
+    """Seconds until ``pid`` (our child) exits and its wait status, or (None, None) after ``bound`` seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < bound:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return time.monotonic() - start, status
+        time.sleep(0.01)
+    return None, None
+
+
+def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[float, str]:
+    """Start SLEEPY_MAP, wait until two calls run, deliver SIGINT; the exit's delay and the output.
+
+    ``deliver="terminal"``: the script runs in a real pseudo-terminal as a session leader
+    with it as controlling terminal, and ``^C`` is typed on it, so the line discipline sends
+    SIGINT to the whole foreground process group (the workers too). ``"parent"``: SIGINT
+    reaches the script's process alone.
+    """
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SLEEPY_MAP))
+    argv = [sys.executable, str(script), str(tmp_path), executor]
+    output: list[bytes] = []
+    if deliver == "terminal":
+        pid, master = pty.fork()
+        if pid == 0:  # the child: a new session whose controlling terminal is the pty
+            try:
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+
+        def read() -> None:
+            while True:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # EIO: every process holding the terminal is gone
+                    return
+                if not data:
+                    return
+                output.append(data)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+    else:
+        pid = os.fork()
+        if pid == 0:  # the child: a session of its own, so that the clean-up below reaches only it
+            try:
+                os.setsid()
+                out = os.open(tmp_path / "output", os.O_WRONLY | os.O_CREAT, 0o600)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("started-*"))) < 2:
+            assert time.monotonic() < deadline, "the calls never started"
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            assert not done, f"the script ended early: {b''.join(output)!r}"
+            time.sleep(0.05)
+        if deliver == "terminal":
+            os.write(master, b"\x03")  # Ctrl-C typed in the terminal
+        else:
+            os.kill(pid, signal.SIGINT)
+        elapsed, status = _wait_exit(pid, EXIT_BOUND_SECONDS)
+        assert elapsed is not None, f"Ctrl-C: the script was still running after {EXIT_BOUND_SECONDS} s"
+        assert status is not None and os.waitstatus_to_exitcode(status) != 0
+        print(f"Ctrl-C ({deliver}, executor={executor}) to exit: {elapsed:.2f} s")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # whatever is left of the test's session, not the test's own group
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    # nothing of the script is left: no worker process keeps running (the script's session is empty)
+    deadline = time.monotonic() + 5
+    while _session_processes(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_processes(pid) == [], "a worker outlived the script"
+    if deliver == "terminal":
+        reader.join(5)
+        os.close(master)
+        text = b"".join(output).decode(errors="replace")
+    else:
+        text = (tmp_path / "output").read_text(errors="replace")
+    return elapsed, text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("deliver", ["terminal", "parent"])
+@pytest.mark.parametrize("executor", ["auto", "process"])
+def test_ctrl_c_during_a_map_of_sleeping_calls_exits_at_once_and_leaves_no_worker(
+    tmp_path: Path, executor: str, deliver: str
+) -> None:
+    elapsed, output = _ctrl_c_ends_the_map(tmp_path, executor, deliver)
+    assert elapsed < EXIT_BOUND_SECONDS  # the calls sleep 60 s
+    assert "the local calls of job" in output and "were cancelled" in output, output
+    started = {int(path.name.split("-")[2]) for path in tmp_path.glob("started-*")}
+    # auto picks threads for a function that sleeps: the calls ran in the script's own process
+    assert (len(started) == 1) is (executor == "auto"), started
 
 
 def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_once(tmp_path: Path) -> None:
