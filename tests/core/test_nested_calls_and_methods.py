@@ -67,11 +67,11 @@ def test_a_decorated_function_called_in_a_thread_worker_runs_inline_without_dead
 
 
 def test_an_inline_call_raises_its_own_exception_in_the_calling_function() -> None:
-    @cluster(executor="thread")
+    @cluster(executor="process")
     def refuse(x: int) -> int:
         raise ValueError(f"no {x}")
 
-    @cluster(executor="thread")
+    @cluster(executor="process")
     def outer(x: int) -> str:
         try:
             refuse.map([x, x + 1])
