@@ -281,9 +281,12 @@ def test_ctrl_c_during_a_map_of_sleeping_calls_exits_at_once_and_leaves_no_worke
     assert (len(started) == 1) is (executor == "auto"), started
 
 
-def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_once(
+    tmp_path: Path, executor: str
+) -> None:
     body = (
-        SLOW
+        SLOW.replace('executor="process"', f"executor={executor!r}")
         + """
     futures = slow.submit_map(range(4))  # never waited for: the exit waits for them
     print("submitted", flush=True)
@@ -295,6 +298,24 @@ def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_onc
     os.killpg(proc.pid, signal.SIGINT)
     proc.communicate(timeout=60)  # the calls sleep 600 s: they were stopped, not waited for
     assert _group_gone(proc.pid)
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_the_exit_waits_for_calls_submitted_and_never_waited_for(tmp_path: Path, executor: str) -> None:
+    body = f"""
+        import os, sys, time
+        from clustrix import cluster
+
+        @cluster(executor={executor!r}, max_workers=2)
+        def late(i):
+            time.sleep(0.5)
+            open(os.path.join(sys.argv[1], f"done-{{i}}"), "w").close()
+
+        late.submit_map(range(4))
+    """
+    proc = _script(tmp_path, body)
+    assert proc.communicate(timeout=120)[1] == "" and proc.returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("done-*")) == [f"done-{i}" for i in range(4)]
 
 
 def _process_gone(pid: int) -> bool:
