@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pty
 import signal
 import subprocess
 import sys
@@ -179,21 +178,16 @@ def _session_processes(sid: int) -> list[int]:
     return pids
 
 
-def _wait_exit(pid: int, bound: float) -> tuple[float | None, int | None]:
-    """Seconds until ``pid`` (our child) exits and its wait status, or (None, None) after ``bound`` seconds."""
-    start = time.monotonic()
-    while time.monotonic() - start < bound:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return time.monotonic() - start, status
-        time.sleep(0.01)
-    return None, None
+#: Runs ``argv[1:]`` as a session leader whose controlling terminal is its stdin (a pty), as a shell would.
+IN_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[float, str]:
     """Start SLEEPY_MAP, wait until two calls run, deliver SIGINT; the exit's delay and the output.
 
-    ``deliver="terminal"``: the script runs in a real pseudo-terminal as a session leader
+    ``deliver="terminal"``: the script runs in a real pseudo-terminal, as a session leader
     with it as controlling terminal, and ``^C`` is typed on it, so the line discipline sends
     SIGINT to the whole foreground process group (the workers too). ``"parent"``: SIGINT
     reaches the script's process alone.
@@ -203,12 +197,15 @@ def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[f
     argv = [sys.executable, str(script), str(tmp_path), executor]
     output: list[bytes] = []
     if deliver == "terminal":
-        pid, master = pty.fork()
-        if pid == 0:  # the child: a new session whose controlling terminal is the pty
-            try:
-                os.execv(argv[0], argv)
-            finally:
-                os._exit(127)
+        master, terminal = os.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", IN_TERMINAL, *argv],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            start_new_session=True,
+        )
+        os.close(terminal)
 
         def read() -> None:
             while True:
@@ -223,48 +220,39 @@ def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[f
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
     else:
-        pid = os.fork()
-        if pid == 0:  # the child: a session of its own, so that the clean-up below reaches only it
-            try:
-                os.setsid()
-                out = os.open(tmp_path / "output", os.O_WRONLY | os.O_CREAT, 0o600)
-                os.dup2(out, 1)
-                os.dup2(out, 2)
-                os.execv(argv[0], argv)
-            finally:
-                os._exit(127)
+        with open(tmp_path / "output", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("started-*"))) < 2:
             assert time.monotonic() < deadline, "the calls never started"
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            assert not done, f"the script ended early: {b''.join(output)!r}"
+            assert proc.poll() is None, f"the script ended early: {b''.join(output)!r}"
             time.sleep(0.05)
         if deliver == "terminal":
             os.write(master, b"\x03")  # Ctrl-C typed in the terminal
         else:
-            os.kill(pid, signal.SIGINT)
-        elapsed, status = _wait_exit(pid, EXIT_BOUND_SECONDS)
-        assert elapsed is not None, f"Ctrl-C: the script was still running after {EXIT_BOUND_SECONDS} s"
-        assert status is not None and os.waitstatus_to_exitcode(status) != 0
+            os.kill(proc.pid, signal.SIGINT)
+        start = time.monotonic()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(EXIT_BOUND_SECONDS)
+        elapsed = time.monotonic() - start
+        assert proc.returncode is not None, f"Ctrl-C: the script was still running after {EXIT_BOUND_SECONDS} s"
+        assert proc.returncode != 0
         print(f"Ctrl-C ({deliver}, executor={executor}) to exit: {elapsed:.2f} s")
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # whatever is left of the test's session, not the test's own group
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the script's session
+        proc.wait()
     # nothing of the script is left: no worker process keeps running (the script's session is empty)
     deadline = time.monotonic() + 5
-    while _session_processes(pid) and time.monotonic() < deadline:
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _session_processes(pid) == [], "a worker outlived the script"
+    assert _session_processes(proc.pid) == [], "a worker outlived the script"
     if deliver == "terminal":
         reader.join(5)
         os.close(master)
-        text = b"".join(output).decode(errors="replace")
-    else:
-        text = (tmp_path / "output").read_text(errors="replace")
-    return elapsed, text
+        return elapsed, b"".join(output).decode(errors="replace")
+    return elapsed, (tmp_path / "output").read_text(errors="replace")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
