@@ -64,7 +64,7 @@ CORE_DEFAULTS: dict[str, Any] = {
     "executor": "auto",
     "max_workers": None,
     # a decorated function called inside a running call (a local worker, a job): "inline" runs it
-    # there, "submit" submits it as configured (docs/local.md, "Calls that call decorated functions")
+    # there, "submit" submits it as configured (docs/local.md, "Decorated functions that call decorated functions")
     "nested_calls": "inline",
     # ssh
     "known_hosts_file": None,

@@ -167,8 +167,7 @@ class _Pools:
         finally:
             for pool in processes:
                 pool.shutdown(wait=False)
-            for threads_pool in threads:  # their threads are daemons: they end with the interpreter
-                threads_pool.forget(threads_pool.awaited())
+            # the threads are daemons: calls still running in them end with the interpreter
 
 
 _pools = _Pools()

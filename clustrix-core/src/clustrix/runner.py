@@ -29,6 +29,10 @@ exit at once. A call whose outcome exists is never run again, and a claim made b
 same array task in an earlier run (it was requeued or preempted) is taken over, so a
 restarted task is an idempotent re-run.
 
+**Nested calls**: while calls run, ``CLUSTRIX_INSIDE_CALL=job`` is set, so a ``@cluster``
+function that a call calls runs inline, inside this job, instead of submitting another
+(unless its configuration says ``nested_calls="submit"``; see :mod:`clustrix.decorator`).
+
 **Checkpoints and requeue**: when ``CLUSTRIX_REQUEUE_ARGV`` (a JSON argv, e.g.
 ``["scontrol", "requeue", "123_4"]``) is set, ``SIGUSR2`` asks the task to stop and come
 back. If the running call's callable has a ``checkpoint(*args, **kwargs)`` method, it is
