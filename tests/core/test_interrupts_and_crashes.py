@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -137,9 +139,142 @@ def test_ctrl_c_during_a_local_map_stops_its_workers_and_leaves_no_process_behin
     assert _group_gone(proc.pid), "a worker outlived the script"
 
 
-def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_once(tmp_path: Path) -> None:
+#: ``python script.py FOLDER EXECUTOR``: a map of calls of 60 s, two at a time, as a user writes it.
+#: ``executor="auto"`` picks threads (the function sleeps); each call marks that it started and where.
+SLEEPY_MAP = """
+    import os, sys, time
+    from clustrix import cluster
+
+    folder, executor = sys.argv[1], sys.argv[2]
+
+    @cluster(executor=executor, max_workers=2)
+    def slow(i):
+        open(os.path.join(folder, f"started-{i}-{os.getpid()}"), "w").close()
+        time.sleep(60)
+        return i
+
+    try:
+        slow.map(range(8))
+    except KeyboardInterrupt as exc:
+        print("interrupted:", exc, flush=True)
+        raise
+"""
+#: The calls take 60 s; an exit within this bound means they were stopped, not waited for.
+EXIT_BOUND_SECONDS = 10.0
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``: what a terminal's Ctrl-C would have to stop."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == sid and fields[0] not in {"Z", "X"}:
+            pids.append(int(entry.name))
+    return pids
+
+
+#: Runs ``argv[1:]`` as a session leader whose controlling terminal is its stdin (a pty), as a shell would.
+IN_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[float, str]:
+    """Start SLEEPY_MAP, wait until two calls run, deliver SIGINT; the exit's delay and the output.
+
+    ``deliver="terminal"``: the script runs in a real pseudo-terminal, as a session leader
+    with it as controlling terminal, and ``^C`` is typed on it, so the line discipline sends
+    SIGINT to the whole foreground process group (the workers too). ``"parent"``: SIGINT
+    reaches the script's process alone.
+    """
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SLEEPY_MAP))
+    argv = [sys.executable, str(script), str(tmp_path), executor]
+    output: list[bytes] = []
+    if deliver == "terminal":
+        master, terminal = os.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", IN_TERMINAL, *argv],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            start_new_session=True,
+        )
+        os.close(terminal)
+
+        def read() -> None:
+            while True:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # EIO: every process holding the terminal is gone
+                    return
+                if not data:
+                    return
+                output.append(data)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+    else:
+        with open(tmp_path / "output", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("started-*"))) < 2:
+            assert time.monotonic() < deadline, "the calls never started"
+            assert proc.poll() is None, f"the script ended early: {b''.join(output)!r}"
+            time.sleep(0.05)
+        if deliver == "terminal":
+            os.write(master, b"\x03")  # Ctrl-C typed in the terminal
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+        start = time.monotonic()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(EXIT_BOUND_SECONDS)
+        elapsed = time.monotonic() - start
+        assert proc.returncode is not None, f"Ctrl-C: the script was still running after {EXIT_BOUND_SECONDS} s"
+        assert proc.returncode != 0
+        print(f"Ctrl-C ({deliver}, executor={executor}) to exit: {elapsed:.2f} s")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the script's session
+        proc.wait()
+    # nothing of the script is left: no worker process keeps running (the script's session is empty)
+    deadline = time.monotonic() + 5
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_processes(proc.pid) == [], "a worker outlived the script"
+    if deliver == "terminal":
+        reader.join(5)
+        os.close(master)
+        return elapsed, b"".join(output).decode(errors="replace")
+    return elapsed, (tmp_path / "output").read_text(errors="replace")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("deliver", ["terminal", "parent"])
+@pytest.mark.parametrize("executor", ["auto", "process"])
+def test_ctrl_c_during_a_map_of_sleeping_calls_exits_at_once_and_leaves_no_worker(
+    tmp_path: Path, executor: str, deliver: str
+) -> None:
+    elapsed, output = _ctrl_c_ends_the_map(tmp_path, executor, deliver)
+    assert elapsed < EXIT_BOUND_SECONDS  # the calls sleep 60 s
+    assert "the local calls of job" in output and "were cancelled" in output, output
+    started = {int(path.name.split("-")[2]) for path in tmp_path.glob("started-*")}
+    # auto picks threads for a function that sleeps: the calls ran in the script's own process
+    assert (len(started) == 1) is (executor == "auto"), started
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_once(
+    tmp_path: Path, executor: str
+) -> None:
     body = (
-        SLOW
+        SLOW.replace('executor="process"', f"executor={executor!r}")
         + """
     futures = slow.submit_map(range(4))  # never waited for: the exit waits for them
     print("submitted", flush=True)
@@ -151,6 +286,24 @@ def test_ctrl_c_while_the_exit_waits_for_submitted_calls_ends_the_process_at_onc
     os.killpg(proc.pid, signal.SIGINT)
     proc.communicate(timeout=60)  # the calls sleep 600 s: they were stopped, not waited for
     assert _group_gone(proc.pid)
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_the_exit_waits_for_calls_submitted_and_never_waited_for(tmp_path: Path, executor: str) -> None:
+    body = f"""
+        import os, sys, time
+        from clustrix import cluster
+
+        @cluster(executor={executor!r}, max_workers=2)
+        def late(i):
+            time.sleep(0.5)
+            open(os.path.join(sys.argv[1], f"done-{{i}}"), "w").close()
+
+        late.submit_map(range(4))
+    """
+    proc = _script(tmp_path, body)
+    assert proc.communicate(timeout=120)[1] == "" and proc.returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("done-*")) == [f"done-{i}" for i in range(4)]
 
 
 def _process_gone(pid: int) -> bool:

@@ -281,6 +281,12 @@ CORE_KEYS: dict[str, ConfigKey] = {
         help="local backend: worker count (default: the cores you may use)",
         backends=("local",),
     ),
+    "nested_calls": ConfigKey(
+        default="inline",
+        type=Literal["inline", "submit"],
+        help="a decorated function called inside a running call (a local worker, a job): `inline` runs it "
+        "there, `submit` submits it as configured (docs/local.md)",
+    ),
     "known_hosts_file": ConfigKey(
         default=None, type=PATH | None, help="an extra known_hosts file for " + _CONNECTION, backends=REMOTE
     ),

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import inspect
 import json
+import os
 import pickle
 import threading
 import time
@@ -18,8 +19,8 @@ import attrs
 from clustrix.config import CORE_DEFAULTS, ClusterConfig, resolve_config
 from clustrix.config import _check_keys as check_config_keys
 from clustrix.dryrun import DryRun
-from clustrix.errors import did_you_mean
-from clustrix.futures import ClusterFuture, get_manager
+from clustrix.errors import ConfigurationError, did_you_mean
+from clustrix.futures import ClusterFuture, InlineFuture, get_manager
 from clustrix.jobs import JobSpec, MappedArguments
 from clustrix.plugins import (
     Scheduler,
@@ -33,6 +34,7 @@ from clustrix.progress import count as count_with_progress
 from clustrix.progress import wait as wait_with_progress
 from clustrix.progress import wanted as wanted_progress
 from clustrix.resources import Resources
+from clustrix.runner import INSIDE_ENV, unwrap
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
 
@@ -209,6 +211,47 @@ class _EnvironmentCache:
 
 _environments = _EnvironmentCache()
 
+#: ``inside`` is set in the threads of the local executor's thread pool.
+_worker_thread = threading.local()
+
+
+def mark_worker_thread() -> None:
+    """Calls made in this thread (a worker of the local executor's thread pool) are inside a call."""
+    _worker_thread.inside = True
+
+
+def inside_a_call() -> str | None:
+    """Where the running code is: ``"job"`` (a job's runner), ``"local"`` (a local worker), or None (neither)."""
+    if getattr(_worker_thread, "inside", False):
+        return "local"
+    return os.environ.get(INSIDE_ENV) or None
+
+
+def run_inline(
+    func: Callable[..., Any], arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool
+) -> list[ClusterFuture]:
+    """Run every call here and now; finished futures as ``_submit`` returns them (see ``nested_calls``)."""
+    func = unwrap(func)
+    futures: list[ClusterFuture] = []
+    for index, (args, kwargs) in enumerate(arguments):
+        future = InlineFuture(None if whole else index)
+        try:
+            future.set_result(func(*args, **kwargs))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too, as on a worker: carried to the future
+            future.set_exception(exc)
+        futures.append(future)
+    if not whole:
+        return futures
+    result = InlineFuture(None)
+    failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is not None:
+        result.set_exception(failed)
+    else:
+        result.set_result([f.result() for f in futures])
+    return [result]
+
 
 class ClusterFunction:
     """A function decorated with ``@cluster``: call it, ``.submit()`` it or ``.map()`` it."""
@@ -232,6 +275,8 @@ class ClusterFunction:
         self.config_overrides = {k: v for k, v in (config_overrides or {}).items() if v is not None}
         self.profile = profile
         self._plugin_keys_moved = False
+        #: whether calls made inside a call run inline (decided once; shared with the methods bound from it)
+        self._inline: list[bool] = []
 
     def _move_plugin_keys(self) -> None:
         """Move extras that installed plugins declare as configuration keys into the overrides."""
@@ -247,6 +292,22 @@ class ClusterFunction:
 
     def __repr__(self) -> str:
         return f"<cluster function {getattr(self.func, '__qualname__', self.func)!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a job's code refers to it): where it runs decides anew whether nested calls run inline."""
+        return {**self.__dict__, "_inline": []}
+
+    def __get__(self, instance: Any, owner: type | None = None) -> ClusterFunction:
+        """``@cluster`` on a method: ``obj.method`` is bound to ``obj``, which travels with each call by value."""
+        if instance is None:
+            return self
+        bound = object.__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        method = functools.partial(self.func, instance)
+        method.__qualname__ = getattr(self.func, "__qualname__", type(self.func).__name__)  # type: ignore[attr-defined]
+        bound.func = method
+        bound.__dict__["__wrapped__"] = method  # what the runner calls if this bound function is pickled
+        return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the call where it is configured to run; block and return its result."""
@@ -274,7 +335,7 @@ class ClusterFunction:
             return []
         (whole,) = self._submit(arguments, whole=True)
         try:
-            if wanted_progress(progress, whole._job.config):
+            if not isinstance(whole, InlineFuture) and wanted_progress(progress, whole._job.config):
                 name = getattr(self.func, "__qualname__", "map")
                 result: list[Any] = wait_with_progress(whole, len(arguments), name, timeout)
             else:
@@ -315,9 +376,30 @@ class ClusterFunction:
     def _submit(
         self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
     ) -> list[ClusterFuture]:
+        if inside_a_call() and self._runs_inline():
+            return run_inline(self.func, arguments, whole=whole)
         spec, scheduler = self._spec(arguments)
         with self._naming_unpicklable(spec):
             return get_manager().submit(spec, scheduler, whole=whole)
+
+    def _runs_inline(self) -> bool:
+        """Inside a call (a local worker, a job): whether this call runs right there (``nested_calls``).
+
+        ``nested_calls="submit"`` submits as configured instead, but a local worker cannot
+        start another pool: a local call made in a local worker always runs inline. Decided
+        at the first such call in a process (resolving the configuration costs far more
+        than a call made inline).
+        """
+        if not self._inline:
+            try:
+                config = self.config()
+            except ConfigurationError:  # e.g. a profile the job's machine does not define: inline needs none
+                inline = True
+            else:
+                submit = config.get("nested_calls", "inline") == "submit"
+                inline = not submit or (config.cluster_type == "local" and inside_a_call() == "local")
+            self._inline[:] = [inline]
+        return self._inline[0]
 
     def _dry_run(self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> DryRun:
         spec, scheduler = self._spec(arguments)
@@ -455,7 +537,7 @@ class Executor(concurrent.futures.Executor):
         function = self._function(fn)
         futures = function.submit_map(*iterables)
         self._track(futures)
-        if futures and wanted_progress(progress, futures[0]._job.config):
+        if futures and not isinstance(futures[0], InlineFuture) and wanted_progress(progress, futures[0]._job.config):
             count_with_progress(futures, getattr(function.func, "__qualname__", "map"))
         deadline = None if timeout is None else time.monotonic() + timeout
 

@@ -135,6 +135,32 @@ class ClusterFuture(concurrent.futures.Future[Any]):
         return f"<ClusterFuture job={self.job_id} index={self.index} state={self._state}>"
 
 
+class InlineFuture(ClusterFuture):
+    """The future of a call that ran inline where it was made (see ``nested_calls``): finished, no job, ``job_id`` None.
+
+    It is finished when returned, so nothing of :class:`ClusterFuture` that reaches a job runs.
+    """
+
+    def __init__(self, index: int | None) -> None:
+        concurrent.futures.Future.__init__(self)
+        self.index = index
+
+    @property
+    def job_id(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def handle(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def last_status(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<InlineFuture index={self.index} state={self._state}>"
+
+
 @attrs.define(eq=False)
 class _ActiveJob:
     manager: JobManager

@@ -14,6 +14,7 @@ import concurrent.futures
 import functools
 import inspect
 import os
+import queue
 import re
 import textwrap
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 import attrs
 
 from clustrix.config import ClusterConfig
-from clustrix.decorator import ClusterFunction
+from clustrix.decorator import ClusterFunction, mark_worker_thread
 from clustrix.dryrun import DryRun
 from clustrix.errors import JobLostError
 from clustrix.hookspecs import hookimpl
@@ -44,6 +45,8 @@ _CHUNKS_PER_WORKER = 4
 def uses_io(func: Callable[..., Any]) -> bool:
     """True if ``func``'s source mentions file, network, process or sleep calls."""
     func = inspect.unwrap(func)
+    while isinstance(func, functools.partial):  # a method of an instance (see ClusterFunction.__get__)
+        func = inspect.unwrap(func.func)
     try:
         source = textwrap.dedent(inspect.getsource(func))
     except Exception:  # noqa: BLE001 - no source, or lines that are not its source (exec'd code: TokenError on 3.12+)
@@ -65,13 +68,74 @@ def default_workers(requested: int | None = None) -> int:
     return max(1, min(requested, cpus) if requested else cpus)
 
 
+class _ThreadPool:
+    """Up to ``workers`` daemon threads running submitted functions, started as calls come.
+
+    ``concurrent.futures.ThreadPoolExecutor`` joins its threads when the interpreter exits,
+    so after a Ctrl-C the process would hang until every running call returned. These
+    threads are daemons: the exit waits (in :meth:`_Pools.shutdown`) only for the calls
+    of jobs nobody cancelled, and a cancelled job's running calls end with the process.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.max_workers = workers
+        self._queue: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]]
+        self._queue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads = 0
+        #: calls the exit waits for: submitted, not finished, their job not cancelled
+        self._awaited: set[concurrent.futures.Future[Any]] = set()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            self._awaited.add(future)
+        future.add_done_callback(self._settled)
+        self._queue.put((future, fn, args))
+        if not self._idle.acquire(blocking=False):
+            with self._lock:
+                start = self._threads < self.max_workers
+                self._threads += start
+            if start:
+                threading.Thread(target=self._work, name="clustrix-local", daemon=True).start()
+        return future
+
+    def forget(self, futures: Iterable[concurrent.futures.Future[Any]]) -> None:
+        """The exit no longer waits for ``futures`` (their job was cancelled; a running thread cannot be stopped)."""
+        with self._lock:
+            self._awaited.difference_update(futures)
+
+    def awaited(self) -> list[concurrent.futures.Future[Any]]:
+        with self._lock:
+            return list(self._awaited)
+
+    def _settled(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._awaited.discard(future)
+
+    def _work(self) -> None:
+        mark_worker_thread()  # a decorated function called by a call runs inline in this thread
+        while True:
+            future, fn, args = self._queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # noqa: BLE001 - carried to the future, as the executor does
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, fn, args
+            self._idle.release()
+
+
 class _Pools:
     """Process and thread pools, reused across calls (starting processes is the slow part)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.processes: dict[int, ProcessPool] = {}
-        self.threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self.threads: dict[int, _ThreadPool] = {}
 
     def process_pool(self, workers: int) -> ProcessPool:
         with self.lock:
@@ -80,28 +144,30 @@ class _Pools:
                 pool = self.processes[workers] = ProcessPool(workers)
             return pool
 
-    def thread_pool(self, workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    def thread_pool(self, workers: int) -> _ThreadPool:
         with self.lock:
             pool = self.threads.get(workers)
             if pool is None:
-                pool = self.threads[workers] = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=workers, thread_name_prefix="clustrix-local"
-                )
+                pool = self.threads[workers] = _ThreadPool(workers)
             return pool
 
     def shutdown(self) -> None:
-        """At exit: let submitted calls finish; a Ctrl-C while waiting stops every worker at once."""
+        """At exit: let submitted calls finish; a Ctrl-C while waiting stops every worker at once.
+
+        Calls of a cancelled job (a Ctrl-C while waiting for it cancels it) are not waited for.
+        """
         with self.lock:
             processes, self.processes = list(self.processes.values()), {}
             threads, self.threads = list(self.threads.values()), {}
         try:
+            for threads_pool in threads:
+                concurrent.futures.wait(threads_pool.awaited())
             for pool in processes:
                 pool.shutdown(wait=True)
         finally:
             for pool in processes:
                 pool.shutdown(wait=False)
-            for threads_pool in threads:
-                threads_pool.shutdown(wait=False, cancel_futures=True)
+            # the threads are daemons: calls still running in them end with the interpreter
 
 
 _pools = _Pools()
@@ -140,6 +206,7 @@ class _LocalJob:
     #: the process pool's job and pool
     pool_job: PoolJob | None = None
     pool: ProcessPool | None = None
+    threads: _ThreadPool | None = None
 
 
 def _crash_outcome(job_id: str, index: int, cause: str) -> Outcome:
@@ -208,7 +275,7 @@ class LocalScheduler:
             job = _LocalJob(kind, chunks, pool_job=pool_job, pool=pool)
         else:
             threads = _pools.thread_pool(workers)
-            job = _LocalJob(kind, chunks)
+            job = _LocalJob(kind, chunks, threads=threads)
             for chunk in chunks:
                 future = threads.submit(_run_in_thread, func, [spec.arguments[i] for i in chunk])
                 future.add_done_callback(lambda _f: wake())
@@ -292,6 +359,8 @@ class LocalScheduler:
             stopped = True
         else:
             stopped = all([f.cancel() or f.done() for f in job.futures])
+            if job.threads is not None:
+                job.threads.forget(job.futures)  # the exit does not wait for calls nobody wants
         if stopped:  # nothing will fetch a cancelled job: forget it here
             with self._lock:
                 self._jobs.pop(handle.job_id, None)

@@ -80,7 +80,9 @@ def describe_exit(exitcode: int | None) -> str:
 def _worker_main(conn: multiprocessing.connection.Connection, current: Any) -> None:
     """Run chunks of calls until the pipe closes; ``current.value`` is the index of the running call."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from clustrix.runner import dumps, encode_outcome_error, unwrap
+    from clustrix.runner import INSIDE_ENV, dumps, encode_outcome_error, unwrap
+
+    os.environ[INSIDE_ENV] = "local"  # a decorated function called by a call runs inline: no pool in a worker
 
     parent = os.getppid()
     while True:

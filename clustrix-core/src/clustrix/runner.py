@@ -29,6 +29,10 @@ exit at once. A call whose outcome exists is never run again, and a claim made b
 same array task in an earlier run (it was requeued or preempted) is taken over, so a
 restarted task is an idempotent re-run.
 
+**Nested calls**: while calls run, ``CLUSTRIX_INSIDE_CALL=job`` is set, so a ``@cluster``
+function that a call calls runs inline, inside this job, instead of submitting another
+(unless its configuration says ``nested_calls="submit"``; see :mod:`clustrix.decorator`).
+
 **Checkpoints and requeue**: when ``CLUSTRIX_REQUEUE_ARGV`` (a JSON argv, e.g.
 ``["scontrol", "requeue", "123_4"]``) is set, ``SIGUSR2`` asks the task to stop and come
 back. If the running call's callable has a ``checkpoint(*args, **kwargs)`` method, it is
@@ -83,6 +87,10 @@ REQUEUED_EXIT = 75
 #: (``TERM``); unset: ``USR2``, acted on only when :data:`REQUEUE_ENV` is set.
 SIGNAL_ENV = "CLUSTRIX_CHECKPOINT_SIGNAL"
 DEFAULT_CHECKPOINT_SIGNAL = "USR2"
+#: Set while calls run: ``job`` in a job this runner runs, ``local`` in a worker of the local
+#: executor. A ``@cluster`` function called there runs inline (``nested_calls``); inherited by
+#: the programs a call starts.
+INSIDE_ENV = "CLUSTRIX_INSIDE_CALL"
 
 
 def outcome_name(index: int) -> str:
@@ -438,6 +446,7 @@ def end_by_signal(signum: int) -> None:
 
 def run_task(job_dir: str, task: int) -> int:
     """Run array task ``task`` of the job in ``job_dir``; return the exit code to use."""
+    os.environ[INSIDE_ENV] = "job"  # a decorated function called by a call runs here: it submits no job
     check_private(job_dir)
     payload_path = os.path.join(job_dir, PAYLOAD)
     out_dir = os.path.join(job_dir, OUT_DIR)
