@@ -319,6 +319,30 @@ def test_without_an_image_the_default_python_slim_image_is_pulled_and_the_pip_st
     assert [j.spec.template.spec.containers[0].image for j in jobs] == [kube.default_image]
 
 
+def test_without_egress_the_pip_step_fails_fast_with_an_error_naming_image_as_the_fix(
+    k8s_config: dict[str, Any],
+) -> None:
+    # the documented default, in a pod that cannot reach its index: PIP_INDEX_URL (over the image's
+    # pip.conf) names the real PyPI, which no pod of the testbed can reach (no way out of its namespace)
+    options = {k: v for k, v in k8s_config.items() if k != "image"}
+    configure(
+        **options,
+        replicate_distributions=["cloudpickle"],
+        environment_variables={"PIP_INDEX_URL": "https://pypi.org/simple/"},
+    )
+
+    @cluster
+    def one() -> int:
+        return 1
+
+    started = time.monotonic()
+    with pytest.raises(JobError) as caught:
+        one.submit().result(timeout=150)
+    message = str(caught.value)
+    assert "pip step could not install" in message and "image=" in message and "PIP_INDEX_URL" in message
+    assert time.monotonic() - started < 75, "pip must give up after one short retry"
+
+
 # ---- what only a real node shows ------------------------------------------------------------
 
 

@@ -310,6 +310,20 @@ def test_a_job_under_deletion_whose_killed_pod_failed_it_is_cancelled_not_failed
     assert status is not None and status.state is JobState.CANCELLED
 
 
+def test_a_failed_pip_step_names_image_and_the_index_as_the_fix_and_pip_fails_fast() -> None:
+    failed = _job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+    exited = [_pod("Failed", containerStatuses=[{"state": {"terminated": {"exitCode": states.PIP_FAILED_EXIT}}}])]
+    status = states.job_status([failed], 1, exited, now=T0 + 5, pending_timeout=120, pip_step=True)
+    assert status is not None and status.state is JobState.FAILED
+    assert "pip step" in (status.reason or "") and "image=" in (status.reason or "")
+    assert "PIP_INDEX_URL" in (status.reason or "")
+    # the same exit code from a pod without the pip step is the user's own
+    status = states.job_status([failed], 1, exited, now=T0 + 5, pending_timeout=120)
+    assert status is not None and "image=" not in (status.reason or "")
+    command = manifests.container_command(job_options(_config(), Resources(), ENV))[2]
+    assert "--retries 1 --timeout 10" in command and f"exit {states.PIP_FAILED_EXIT}" in command
+
+
 def test_a_stuck_pod_within_its_grace_is_still_pending_or_running() -> None:
     pods = [_pod("Pending", containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}])]
     status = states.job_status([_job(active=1)], 1, pods, now=T0 + 5, pending_timeout=120)

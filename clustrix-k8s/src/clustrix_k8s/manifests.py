@@ -24,6 +24,7 @@ from typing import Any
 from clustrix.localcode import CodePlan, _format_size
 from clustrix_k8s.bootstrap import MOUNT
 from clustrix_k8s.options import JobOptions
+from clustrix_k8s.states import PIP_FAILED_EXIT
 
 #: Payload bytes per Secret (the API limit for a Secret's data is 1 MiB).
 CHUNK_BYTES = 700 * 1024
@@ -146,10 +147,13 @@ def container_command(options: JobOptions) -> list[str]:
     python = shlex.quote(options.python)
     lines = ["set -e"]
     if options.pip_requirements:
+        # one retry and a short timeout: a pod without a reachable index fails in seconds, not minutes,
+        # and exits PIP_FAILED_EXIT so the poll names the fix (states.pip_step_failed)
         lines += [
             'CLUSTRIX_SITE="$(mktemp -d)"',
-            f"{python} -m pip install --quiet --no-cache-dir --disable-pip-version-check "
-            f'--target "$CLUSTRIX_SITE" -r {shlex.quote(MOUNT + "/0/requirements.txt")}',
+            f"{python} -m pip install --quiet --no-cache-dir --disable-pip-version-check --retries 1 --timeout 10 "
+            f'--target "$CLUSTRIX_SITE" -r {shlex.quote(MOUNT + "/0/requirements.txt")} '
+            f"|| {{ echo 'clustrix: the pip step failed' >&2; exit {PIP_FAILED_EXIT}; }}",
             'export PYTHONPATH="$CLUSTRIX_SITE${PYTHONPATH:+:$PYTHONPATH}"',
         ]
     lines += list(options.pre_commands)

@@ -139,6 +139,7 @@ class KubernetesScheduler:
                 "indexed": indexed,
                 "key": key.hex(),
                 "pending_timeout": options.pending_timeout,
+                "pip_step": bool(options.pip_requirements),
             },
         )
 
@@ -342,6 +343,7 @@ class KubernetesScheduler:
                 pods,
                 now=now,
                 pending_timeout=float(handle.data.get("pending_timeout", 120.0)),
+                pip_step=bool(handle.data.get("pip_step")),
             )
             if status is None:
                 continue

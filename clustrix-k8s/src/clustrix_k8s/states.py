@@ -4,9 +4,11 @@ A clustrix job is one Indexed Job or one Job per array task. It is final when ev
 one of its Jobs has a ``Complete`` or ``Failed`` condition, or when one was deleted.
 ``DeadlineExceeded`` maps to TIMEOUT, a container ``OOMKilled`` to OUT_OF_MEMORY, and
 ``BackoffLimitExceeded`` to FAILED (core then raises the call's own exception, which the
-last attempt sent back). A pod that waits on an image that cannot be pulled, on a
-missing Secret or ConfigMap, or that no node can take, for longer than
-``pending_timeout``, makes the job FAILED with Kubernetes' own message: never poll for ever.
+last attempt sent back); a pod whose pip step (``image=None``) failed, exit
+:data:`PIP_FAILED_EXIT`, to FAILED with a reason naming ``image=`` and the index as the
+fix. A pod that waits on an image that cannot be pulled, on a missing Secret or ConfigMap,
+or that no node can take, for longer than ``pending_timeout``, makes the job FAILED with
+Kubernetes' own message: never poll for ever.
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ STUCK_REASONS = frozenset(
         "CreateContainerError",
     }
 )
+
+#: The container's exit code when the pip step (``image=None``) cannot install the job's requirements.
+PIP_FAILED_EXIT = 43
+
+
+def pip_step_failed(message: str) -> str:
+    """The reason of a job whose pods could not pip-install its requirements: what happened and the fixes."""
+    return (
+        f"{message}; the pod's pip step could not install the job's requirements (exit {PIP_FAILED_EXIT}: no "
+        "package index reachable from the pod, or one that lacks a pinned version; pip's last words are in the "
+        "stderr below). With image=None every pod pip-installs this environment's pinned distributions at start. "
+        "Fix: set image= to an image with those packages and cloudpickle baked in (then nothing is installed), "
+        "or give the pods an index they can reach (a pip.conf or PIP_INDEX_URL naming your site's mirror), and "
+        "narrow what is installed with replicate_distributions=[...]"
+    )
 
 
 def parse_time(text: str | None) -> float | None:
@@ -91,8 +108,12 @@ def job_status(
     *,
     now: float,
     pending_timeout: float,
+    pip_step: bool = False,
 ) -> JobStatus | None:
-    """The clustrix status of one job's Kubernetes Jobs; None when the pods are needed to decide."""
+    """The clustrix status of one job's Kubernetes Jobs; None when the pods are needed to decide.
+
+    ``pip_step``: the pods install the requirements at start, so exit :data:`PIP_FAILED_EXIT` means that failed.
+    """
     if len(jobs) < expected:
         missing = expected - len(jobs)
         return JobStatus(state=JobState.CANCELLED, reason=f"{missing} of its {expected} Kubernetes Job(s) were deleted")
@@ -120,7 +141,10 @@ def job_status(
                 reason=f"{message}; a container was OOMKilled (it used more than memory_limit)",
                 exit_code=last_exit_code(pods),
             )
-        return JobStatus(state=JobState.FAILED, reason=message, exit_code=last_exit_code(pods))
+        code = last_exit_code(pods)
+        if pip_step and code == PIP_FAILED_EXIT:
+            message = pip_step_failed(message)
+        return JobStatus(state=JobState.FAILED, reason=message, exit_code=code)
     if pods is not None:
         for pod in pods:
             reason = stuck_reason(pod)
