@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -374,6 +375,42 @@ def test_an_image_whose_user_is_not_root_runs_calls_with_a_home_it_cannot_write(
         return os.getuid(), os.access(os.environ["HOME"], os.W_OK)
 
     assert who() == (1000, False)
+
+
+def test_a_read_only_root_filesystem_runs_calls_and_the_pip_step_as_a_non_root_user(
+    k8s_config: dict[str, Any], kube: KubeCluster
+) -> None:
+    from clustrix import environment
+
+    @cluster
+    def writes() -> tuple[int, str, int]:
+        import errno
+        import os
+        import tempfile
+
+        try:
+            open("/tmp/clustrix-probe", "w").close()  # /tmp is world-writable in the image, unless read-only
+            refused = 0
+        except OSError as exc:
+            refused = exc.errno or 0
+        with tempfile.NamedTemporaryFile() as scratch:  # where clustrix points TMPDIR: its emptyDir
+            return os.getuid(), scratch.name, refused if refused == errno.EROFS else -refused
+
+    read_only = {"readOnlyRootFilesystem": True, "runAsNonRoot": True}
+    configure(**{**k8s_config, "image": kube.image("nonroot")}, security_context=read_only)
+    uid, scratch, refused = writes()
+    assert (uid, refused) == (1000, errno.EROFS)
+    assert scratch.startswith("/var/run/clustrix/scratch/")
+    # the documented default (pip step into a temporary folder) in the same read-only pod, as user 1000
+    options = {k: v for k, v in k8s_config.items() if k != "image"}
+    configure(
+        **options,
+        replicate_distributions=["cloudpickle"],
+        security_context={**read_only, "runAsUser": 1000, "runAsGroup": 1000},
+    )
+    kube.serve_packages(environment.requirements(environment.capture_environment(["cloudpickle"])))
+    uid, scratch, refused = writes()
+    assert (uid, refused) == (1000, errno.EROFS) and scratch.startswith("/var/run/clustrix/scratch/")
 
 
 def test_an_image_entrypoint_does_not_swallow_the_pods_command(k8s_config: dict[str, Any], kube: KubeCluster) -> None:

@@ -44,6 +44,8 @@ import urllib.request
 from typing import Any
 
 MOUNT = "/var/run/clustrix/payload"
+#: The pod's writable scratch (an ``emptyDir``, the container's ``TMPDIR``): the job directory lives there.
+SCRATCH = "/var/run/clustrix/scratch"
 ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: One call's outcome is cut into parts of this size at most.
 PART_BYTES = 512 * 1024

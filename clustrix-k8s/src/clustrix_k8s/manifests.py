@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clustrix.localcode import CodePlan, _format_size
-from clustrix_k8s.bootstrap import MOUNT
+from clustrix_k8s.bootstrap import MOUNT, SCRATCH
 from clustrix_k8s.options import JobOptions
 from clustrix_k8s.states import PIP_FAILED_EXIT
 
@@ -179,6 +179,10 @@ def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int |
         {"name": "CLUSTRIX_JOB_UID", **_field("metadata.labels['controller-uid']")},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    if "TMPDIR" not in options.environment_variables:
+        # clustrix's own writes (the pip step's site, the job directory) go to its emptyDir: the image's
+        # root filesystem may be read-only and its user anyone
+        env.append({"name": "TMPDIR", "value": SCRATCH})
     if indexed:
         env.append(
             {"name": "CLUSTRIX_TASK_ID", **_field("metadata.annotations['batch.kubernetes.io/job-completion-index']")}
@@ -198,9 +202,12 @@ def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int |
         "resources": resources,
         "volumeMounts": [
             *({"name": f"payload-{n}", "mountPath": f"{MOUNT}/{n}", "readOnly": True} for n in range(n_chunks)),
+            {"name": "clustrix-scratch", "mountPath": SCRATCH},
             *(dict(m) for m in options.volume_mounts),
         ],
     }
+    if options.security_context:
+        container["securityContext"] = dict(options.security_context)
     if options.image_pull_policy:
         container["imagePullPolicy"] = options.image_pull_policy
     spec: dict[str, Any] = {
@@ -217,6 +224,7 @@ def pod_template(job_id: str, options: JobOptions, n_chunks: int, *, task: int |
                 }
                 for n in range(n_chunks)
             ),
+            {"name": "clustrix-scratch", "emptyDir": {}},
             *(dict(v) for v in options.volumes),
         ],
     }

@@ -107,6 +107,13 @@ DECLARED_KEYS: dict[str, ConfigKey] = {
         help="force the pip step on (`True`) or off (`False`); `None`: on unless `image` or `python_executable` is set",
         backends=_K8S,
     ),
+    "security_context": ConfigKey(
+        default={},
+        type=dict[str, Any],
+        help="the container's `securityContext`, e.g. `{'readOnlyRootFilesystem': True, 'runAsNonRoot': True}`; "
+        "clustrix writes only to its own `emptyDir` (`TMPDIR`)",
+        backends=_K8S,
+    ),
     "volumes": ConfigKey(
         default=[], type=_OBJECTS, help="extra pod volumes (Kubernetes objects as dicts)", backends=_K8S
     ),
@@ -160,6 +167,7 @@ class JobOptions:
     pending_timeout: float
     volumes: tuple[dict[str, Any], ...] = ()
     volume_mounts: tuple[dict[str, Any], ...] = ()
+    security_context: dict[str, Any] = attrs.field(factory=dict)
 
 
 def _fail(key: str, value: Any, fix: str) -> ValueError:
@@ -314,6 +322,11 @@ def job_options(
             raise _fail(
                 "volume_mounts", mounts, "each mount needs the name of one of volumes=[...] and an absolute mountPath"
             )
+    security = get("security_context") or {}
+    if not isinstance(security, Mapping) or not all(isinstance(k, str) for k in security):
+        raise _fail(
+            "security_context", security, "use a mapping such as {'readOnlyRootFilesystem': True, 'runAsUser': 1000}"
+        )
     variables = dict(get("environment_variables") or {})
     for name in variables:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -340,4 +353,5 @@ def job_options(
         pending_timeout=float(pending),
         volumes=volumes,
         volume_mounts=mounts,
+        security_context=dict(security),
     )
