@@ -36,6 +36,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         say = lambda message: sys.stderr.write(f"[k8s testbed] {message}\n")  # noqa: E731
         where = build(log=say)
         build_images(index_url(), log=say)
+        from tests.testbed.images import wheels_for
+
+        # a test module's pip_step_requirements(): the wheels its pods' pip step (image=None) needs in the
+        # testbed's package index, downloaded here once (cached by name and version)
+        for module in {item.module for item in session.items if hasattr(item.module, "pip_step_requirements")}:
+            wheels_for(module.pip_step_requirements())
         sys.stderr.write(f"[k8s testbed] binaries in {where}, images built ({time.monotonic() - started:.1f} s)\n")
     except Exception as exc:  # noqa: BLE001 - reported (and in CI failed) by the fixture
         _build_error.append(exc)

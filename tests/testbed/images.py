@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -114,6 +115,37 @@ def wheel(name: str, version: str | None = None) -> Path:
     if not found:
         raise RuntimeError(f"pip download {name}=={version} left no {pattern} in {wheels}")
     return found[0]
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _cached_wheel(wheels: Path, name: str, version: str) -> Path | None:
+    for path in sorted(wheels.glob("*.whl")):
+        wheel_name, wheel_version = path.name.split("-")[:2]
+        if _normal(wheel_name) == _normal(name) and wheel_version == version:
+            return path
+    return None
+
+
+def wheels_for(requirements: list[str]) -> list[Path]:
+    """The wheels of pinned ``name==version`` lines for the node's Python: what is missing, in one ``pip download``.
+
+    Cached by name and version under :data:`IMAGES` ``/wheels`` (a warm start downloads nothing).
+    """
+    wheels = IMAGES / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    pins = [line.split("==", 1) for line in requirements]
+    missing = [f"{name}=={version}" for name, version in pins if _cached_wheel(wheels, name, version) is None]
+    if missing:
+        _run(["python3", "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+              "--python-version", "3.11", "-d", str(wheels), *missing])  # fmt: skip
+    found = [(f"{name}=={version}", _cached_wheel(wheels, name, version)) for name, version in pins]
+    lost = [line for line, path in found if path is None]
+    if lost:
+        raise RuntimeError(f"pip download left no wheel for {', '.join(lost)} in {wheels}")
+    return [path for _, path in found if path is not None]
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:

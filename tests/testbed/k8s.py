@@ -467,9 +467,8 @@ class KubeCluster:
 
     def serve_packages(self, requirements: list[str]) -> None:
         """Put ``name==version`` wheels in the testbed's package index, as a site's PyPI mirror would hold them."""
-        for line in requirements:
-            name, version = line.split("==", 1)
-            _serve_wheel(self.directory, name, version)
+        for wheel in images_module.wheels_for(requirements):
+            _serve_wheel(self.directory, wheel)
 
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         """containerd's own client on the node's runtime (namespace ``k8s.io``, where the kubelet's containers live)."""
@@ -595,11 +594,11 @@ def _write_credentials(directory: Path, admin_token: str, limited_token: str) ->
 def _write_index(directory: Path) -> None:
     """The pip step's package index (PEP 503 pages as plain folders) of :data:`images.WHEELS`."""
     for name, version in images_module.WHEELS.items():
-        _serve_wheel(directory, name, version)
+        _serve_wheel(directory, images_module.wheel(name, version))
 
 
-def _serve_wheel(directory: Path, name: str, version: str) -> None:
-    wheel = images_module.wheel(name, version)
+def _serve_wheel(directory: Path, wheel: Path) -> None:
+    name = wheel.name.split("-", 1)[0]
     project = directory / "index" / "simple" / re.sub(r"[-_.]+", "-", name).lower()
     project.mkdir(parents=True, exist_ok=True)
     if not (project / wheel.name).exists():
