@@ -93,6 +93,7 @@ def test_time_becomes_active_deadline_and_a_late_job_raises_job_timeout_error(
         future.result(timeout=120)
     (job,) = _jobs_of(kube, future.job_id)
     assert job.spec.active_deadline_seconds == 2
+    assert job.spec.template.spec.active_deadline_seconds == 2
 
 
 def test_a_container_over_its_memory_limit_raises_job_out_of_memory_error(k8s_config: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ def test_resources_become_requests_limits_gpus_and_the_deadline() -> None:
         "limits": {"cpu": "2500m", "memory": str(2**30), "nvidia.com/gpu": "1"},
     }
     assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 600  # the kubelet enforces it on time
     assert job["spec"]["backoffLimit"] == 3
     assert job["spec"]["ttlSecondsAfterFinished"] == 60
     assert container["image"] == "python:3.11-slim"

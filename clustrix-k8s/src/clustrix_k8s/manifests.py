@@ -271,6 +271,10 @@ def job_manifest(
         )
     if options.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = options.active_deadline_seconds
+        # the pod's too: the kubelet ends a pod at its deadline itself, while a Job controller of 1.20
+        # (and older) acts on the Job's only at its next sync, which a pod that is already running may not
+        # cause until it ends; the pod starts after its Job, so the Job is past its deadline by then
+        spec["template"]["spec"]["activeDeadlineSeconds"] = options.active_deadline_seconds
     if options.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = options.ttl_seconds_after_finished
     return {
