@@ -266,6 +266,11 @@ T0 = states.parse_time("2026-01-01T00:00:00Z") or 0.0
     [
         ([_job([{"type": "Complete", "status": "True"}])], None, JobState.COMPLETED),
         ([_job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}])], None, JobState.TIMEOUT),
+        (  # the kubelet ended the pod at the pod's deadline: the Job says only BackoffLimitExceeded
+            [_job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])],
+            [_pod("Failed", reason="DeadlineExceeded")],
+            JobState.TIMEOUT,
+        ),
         (
             [_job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])],
             [_pod("Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}])],

@@ -2,7 +2,8 @@
 
 A clustrix job is one Indexed Job or one Job per array task. It is final when every
 one of its Jobs has a ``Complete`` or ``Failed`` condition, or when one was deleted.
-``DeadlineExceeded`` maps to TIMEOUT, a container ``OOMKilled`` to OUT_OF_MEMORY, and
+``DeadlineExceeded`` (the Job's, or a pod's: the kubelet ends a pod at ``time=``) maps to
+TIMEOUT, a container ``OOMKilled`` to OUT_OF_MEMORY, and
 ``BackoffLimitExceeded`` to FAILED (core then raises the call's own exception, which the
 last attempt sent back); a pod whose pip step (``image=None``) failed, exit
 :data:`PIP_FAILED_EXIT`, to FAILED with a reason naming ``image=`` and the index as the
@@ -135,6 +136,10 @@ def job_status(
             return JobStatus(state=JobState.TIMEOUT, reason=message)
         if pods is None:
             return None
+        if any((pod.get("status") or {}).get("reason") == "DeadlineExceeded" for pod in pods):
+            # the kubelet ended a pod at its own activeDeadlineSeconds (time=); the Job controller
+            # counts that pod's failure against backoffLimit before it looks at the Job's deadline
+            return JobStatus(state=JobState.TIMEOUT, reason=f"{message}; a pod ran past time= (DeadlineExceeded)")
         if oom_killed(pods):
             return JobStatus(
                 state=JobState.OUT_OF_MEMORY,
