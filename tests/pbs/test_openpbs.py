@@ -211,13 +211,17 @@ def test_qdel_warns_a_running_job_with_sigterm_before_killing_it(pbs_complex: op
     """What docs/pbs.md says about kill_delay: a deleted job gets SIGTERM first, and may end on its own."""
     t = pbs_complex.transport()
     marker = t.expand("~/.clustrix/pbs-tests/sigterm-seen")
+    ready = t.expand("~/.clustrix/pbs-tests/trap-set")
     t.makedirs(t.expand("~/.clustrix/pbs-tests"))
-    t.run(["rm", "-f", marker])
-    script = f"trap 'echo TERM > {marker}; exit 0' TERM; sleep 300 & wait"
+    t.run(["rm", "-f", marker, ready])
+    script = f"trap 'echo TERM > {marker}; exit 0' TERM; touch {ready}; sleep 300 & wait"
     native_id = t.run(["qsub", "-f", "-o", "/dev/null", "-e", "/dev/null", "--", "/bin/bash", "-c", script], check=True)
     job = native_id.stdout.strip()
     wait_for_state(pbs_complex, job, "R")
-    time.sleep(1)  # the trap is set once bash runs
+    deadline = time.monotonic() + 60
+    while t.run(["test", "-e", ready]).returncode != 0:  # "R" comes before bash has set its trap
+        assert time.monotonic() < deadline, "the job's bash never set its trap"
+        time.sleep(0.2)
     t.run(["qdel", job], check=True)
     record = wait_for_state(pbs_complex, job, "F")
     assert t.run(["cat", marker]).stdout.strip() == "TERM"
