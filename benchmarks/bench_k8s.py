@@ -81,9 +81,7 @@ class RawJobs:
                     "metadata": {"labels": {"bench-run": run}},
                     "spec": {
                         "restartPolicy": "Never",
-                        "containers": [
-                            {"name": "c", "image": self.image, "command": ["python3", "-c", "pass"]}
-                        ],
+                        "containers": [{"name": "c", "image": self.image, "command": ["python3", "-c", "pass"]}],
                     },
                 },
             },
@@ -164,7 +162,7 @@ class ClustrixWithCode:
 
     def archive(self) -> tuple[int, float]:
         """(bytes, seconds) of the archive a submit builds for this package."""
-        from clustrix import localcode
+        from clustrix.remote import localcode
 
         _, referenced = localcode.dumps_recording(self.module.trivial)
         plan = localcode.plan_code(referenced, None, needs=())
@@ -212,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     bring_up = time.monotonic() - started
     try:
         from clustrix import configure
-        from clustrix.config import resolve_config
+        from clustrix.config.settings import resolve_config
         from clustrix_k8s.api import api_for
 
         configure(

@@ -1,4 +1,4 @@
-"""Benchmark shipping the user's own code (``clustrix.localcode``) to the testbed sshd.
+"""Benchmark shipping the user's own code (``clustrix.remote.localcode``) to the testbed sshd.
 
 Run with ``nox -s bench`` or ``python benchmarks/bench_localcode.py --output FILE`` (as root:
 the testbed, tests/testbed/sshd.py, creates a user and starts a private sshd on 127.0.0.1).
@@ -51,8 +51,8 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=200, help="modules in the extra package")
     args = parser.parse_args()
 
-    from clustrix import environment, localcode, runner
-    from clustrix.config import resolve_config
+    from clustrix.config.settings import resolve_config
+    from clustrix.remote import environment, localcode, runner
     from clustrix_ssh import get_transport
     from tests.localcode_projects import write_project
     from tests.testbed.sshd import start_sshd

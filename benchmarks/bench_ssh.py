@@ -93,9 +93,10 @@ def builds_between(before: dict[str, str], after: dict[str, str]) -> int:
 
 
 def run_benchmark(repeats: int) -> dict[str, Any]:
-    from clustrix import cluster, environment
-    from clustrix.config import resolve_config
-    from clustrix.plugins import transport_for
+    from clustrix import cluster
+    from clustrix.config.settings import resolve_config
+    from clustrix.plugin.manager import transport_for
+    from clustrix.remote import environment
     from tests.testbed.sshd import start_sshd
 
     server = start_sshd()

@@ -171,7 +171,7 @@ class CountingLocal:
     """A local transport that counts the commands run through it (each one a round trip over SSH)."""
 
     def __init__(self) -> None:
-        from clustrix.transport import LocalTransport
+        from clustrix.plugin.transport import LocalTransport
 
         self.inner = LocalTransport()
         self.host = self.inner.host
@@ -206,10 +206,10 @@ def count_operations(
     ``submit`` a later one; ``poll_round`` each round until final; ``fetch`` bringing the results back.
     The SSH transport counts its own; on this host a :class:`CountingLocal` does.
     """
-    from clustrix import environment
-    from clustrix.config import resolve_config
-    from clustrix.jobs import JobSpec
-    from clustrix.plugins import transport_for
+    from clustrix.config.settings import resolve_config
+    from clustrix.plugin.manager import transport_for
+    from clustrix.plugin.types import JobSpec
+    from clustrix.remote import environment
 
     config = resolve_config(overrides=options)
     transport: Any = CountingLocal() if local else transport_for(config)

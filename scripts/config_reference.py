@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clustrix.config import reference_page
+from clustrix.config.settings import reference_page
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration-reference.md"
 

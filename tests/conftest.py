@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import clustrix.config
-import clustrix.plugins
+import clustrix.config.settings
+import clustrix.plugin.manager
 from tests.testbed.cousers import mallory  # noqa: F401 - the co-user fixture of the attack tests
 
 
@@ -29,11 +29,11 @@ def isolated_clustrix(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     monkeypatch.setenv("CLUSTRIX_DATA_DIR", str(home / "data"))
     # the test plugin distribution ships a deliberately broken plugin; only its own test loads it
     monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken")
-    clustrix.plugins.reset_plugins()
-    clustrix.config.reset_config()
+    clustrix.plugin.manager.reset_plugins()
+    clustrix.config.settings.reset_config()
     yield home
-    clustrix.config.reset_config()
-    clustrix.plugins.reset_plugins()
+    clustrix.config.settings.reset_config()
+    clustrix.plugin.manager.reset_plugins()
 
 
 @pytest.fixture

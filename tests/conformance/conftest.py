@@ -52,7 +52,7 @@ def conformance_sshd() -> Iterator[SSHServer]:
 def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Target]:
     """One (scheduler, transport), with a fresh registry and configuration for the test."""
     from clustrix import reset_config
-    from clustrix.plugins import reset_plugins
+    from clustrix.plugin.manager import reset_plugins
 
     scheduler, transport = request.param
     make = request.getfixturevalue(f"conformance_{scheduler}")

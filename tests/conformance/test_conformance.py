@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from clustrix import Job, JobError, JobOutOfMemoryError, JobTimeoutError, cluster
-from clustrix.config import resolve_config
+from clustrix.config.settings import resolve_config
 from clustrix.errors import ClustrixError
 from tests.conformance.target import Target, full_file_system
 from tests.held_calls import arguments, finish_raise_or_wait, held, release
@@ -249,9 +249,9 @@ def test_the_result_arrives_although_the_controller_restarted_while_the_job_ran(
 
 def _job_python(target: Target) -> str:
     """The Python the target's jobs run (the replicated venv over SSH), built once per session."""
-    from clustrix import environment
     from clustrix.batch.engine import JOB_NEEDS
-    from clustrix.plugins import transport_for
+    from clustrix.plugin.manager import transport_for
+    from clustrix.remote import environment
 
     config = resolve_config(overrides=target.options)
     snapshot = environment.capture_environment(config.get("replicate_distributions"))

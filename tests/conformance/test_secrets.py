@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from clustrix import Job, cluster, environment
-from clustrix.jobs import JobState
+from clustrix import Job, cluster
+from clustrix.plugin.types import JobState
+from clustrix.remote import environment
 from tests.conformance.target import Target
 from tests.held_calls import held, release
 from tests.testbed.cousers import ProcWatch, as_mallory

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clustrix import runner
 from clustrix.batch import shell
 from clustrix.batch.dialect import Dialect, ScriptJob, TaskRecord, expand_task_ids
 from clustrix.batch.reports import parse_report
 from clustrix.batch.status import JobFiles, as_cancelled, call_counts, job_status, status_from_files
-from clustrix.jobs import JobState
-from clustrix.report import run_script
-from clustrix.resources import Resources
-from clustrix.transport import LocalTransport
+from clustrix.config.resources import Resources
+from clustrix.plugin.transport import LocalTransport
+from clustrix.plugin.types import JobState
+from clustrix.remote import runner
+from clustrix.remote.report import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,7 +125,7 @@ def test_one_poll_command_reports_the_query_the_files_and_inlines_finished_outco
     assert (report.query.stdout.strip(), report.query.returncode, report.query.stderr) == ("7|R", 1, "oops\n")
     assert report.files["running"] == JobFiles(exits={1: 1}, outcomes=0, cancelled=True)
     assert report.files["done"].outcomes == 1 and report.swept == {"done"}
-    from clustrix.jobdir import decode_outcome
+    from clustrix.remote.jobdir import decode_outcome
 
     assert decode_outcome(report.outcomes["done"][0]).value == 42
     assert "running" not in report.outcomes
@@ -177,7 +177,7 @@ class Unreachable(OneBased):
 
 def test_a_status_query_that_fails_leaves_open_jobs_unknown_and_finished_ones_still_finish(tmp_path: Path) -> None:
     from clustrix.batch.engine import BatchScheduler
-    from clustrix.jobs import JobHandle
+    from clustrix.plugin.types import JobHandle
 
     tmp_path.chmod(0o700)
     handles = []
@@ -221,7 +221,7 @@ class Listed(OneBased):
 
 def test_a_poll_counts_each_call_done_failed_running_or_pending_from_one_command(tmp_path: Path) -> None:
     from clustrix.batch.engine import BatchScheduler
-    from clustrix.jobs import JobHandle
+    from clustrix.plugin.types import JobHandle
 
     tmp_path.chmod(0o700)
     job_dir = _job_dir_with_calls(tmp_path / "job", ok=[0, 1, 2], raised=[5], claimed=[3, 4, 6])

@@ -148,7 +148,7 @@ def test_python_dash_m_clustrix_runs_the_command() -> None:
 def test_version_prints_clustrix_core_and_each_installed_plugin() -> None:
     import importlib.metadata
 
-    from clustrix.plugins import installed_plugins
+    from clustrix.plugin.manager import installed_plugins
 
     for argv in ([_installed_clustrix(), "--version"], [sys.executable, "-m", "clustrix", "--version"]):
         result = _run(argv)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from clustrix import cluster, configure, get_config
-from clustrix.config import resolve_config
+from clustrix.config.settings import resolve_config
 from clustrix.errors import ConfigurationError
 
 PROFILES = """
@@ -288,8 +288,8 @@ def test_environment_text_is_read_as_the_declared_type(monkeypatch: pytest.Monke
 def test_every_key_of_core_and_of_each_installed_project_plugin_declares_a_type_and_what_it_does() -> None:
     from typing import Any
 
-    from clustrix.config import declarations
-    from clustrix.plugins import KNOWN_DISTRIBUTIONS
+    from clustrix.config.settings import declarations
+    from clustrix.plugin.manager import KNOWN_DISTRIBUTIONS
 
     project = {"clustrix-core", *KNOWN_DISTRIBUTIONS.values()}
     for distribution, keys in declarations():
@@ -314,8 +314,8 @@ def test_a_plugin_key_of_the_wrong_type_is_refused_naming_the_type() -> None:
 def test_the_configuration_reference_page_is_the_rendering_of_every_declared_key() -> None:
     import importlib.metadata
 
-    from clustrix.config import reference_page
-    from clustrix.plugins import KNOWN_DISTRIBUTIONS
+    from clustrix.config.settings import reference_page
+    from clustrix.plugin.manager import KNOWN_DISTRIBUTIONS
 
     for distribution in sorted(set(KNOWN_DISTRIBUTIONS.values())):
         try:
@@ -330,7 +330,7 @@ def test_the_configuration_reference_page_is_the_rendering_of_every_declared_key
 
 
 def test_the_configuration_reference_shows_each_key_with_type_default_backends_and_meaning() -> None:
-    from clustrix.config import reference_page
+    from clustrix.config.settings import reference_page
 
     page = reference_page()
     assert '| `remote_work_dir` | `str \\| PathLike` | `"~/.clustrix"` | ssh, slurm, pbs, sge | where private' in page

@@ -8,8 +8,8 @@ import pytest
 
 import clustrix
 from clustrix import cluster
+from clustrix.config.resources import Resources, parse_memory
 from clustrix.errors import SchedulerNotFoundError
-from clustrix.resources import Resources, parse_memory
 
 # ---- memory: an int is bytes, and a small one is a forgotten unit --------------------------------
 

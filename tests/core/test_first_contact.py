@@ -16,10 +16,10 @@ import pytest
 
 import clustrix
 from clustrix import cluster, configure, registry
-from clustrix.config import get_config
-from clustrix.environment import prepare_remote_environment
+from clustrix.config.settings import get_config
 from clustrix.errors import ConfigurationError, StateFileError
-from clustrix.transport import LocalTransport
+from clustrix.plugin.transport import LocalTransport
+from clustrix.remote.environment import prepare_remote_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -257,7 +257,7 @@ def test_doctor_checks_that_python_executable_can_import_clustrix_where_jobs_nee
     python.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} -S "$@"\n')
     python.chmod(0o755)
     env = {
-        "CLUSTRIX_CLUSTER_TYPE": "subprocess",  # its jobs run python -m clustrix.runner, as the ssh backend's do
+        "CLUSTRIX_CLUSTER_TYPE": "subprocess",  # its jobs run python -m clustrix.remote.runner, as the ssh backend's do
         "CLUSTRIX_PYTHON_EXECUTABLE": str(python),
         "CLUSTRIX_REMOTE_WORK_DIR": str(tmp_path / "w"),
     }

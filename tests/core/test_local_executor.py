@@ -16,7 +16,7 @@ import pytest
 
 import clustrix
 from clustrix import JobError, cluster, execute_loop_parallel
-from clustrix.local import choose_executor, uses_io
+from clustrix.local.backend import choose_executor, uses_io
 
 
 @cluster(cores=2)
@@ -179,7 +179,7 @@ def test_cancelling_a_queued_local_call_cancels_it_and_it_never_runs() -> None:
         second.result()
     time.sleep(0.2)
     assert ran == [1]
-    from clustrix.plugins import get_scheduler
+    from clustrix.plugin.manager import get_scheduler
 
     assert second.job_id not in get_scheduler("local").impl._jobs  # nothing kept for a cancelled job
 
@@ -244,7 +244,7 @@ def test_a_killed_worker_fails_the_call_with_a_job_error_and_the_pool_recovers()
 def test_a_decorated_function_sent_to_a_worker_runs_there_instead_of_resubmitting() -> None:
     import cloudpickle
 
-    from clustrix.runner import execute_call
+    from clustrix.remote.runner import execute_call
 
     # a @cluster function that reaches a worker (e.g. passed as an argument) is unwrapped
     ok, encoded = execute_call(pickle.loads(cloudpickle.dumps(square)), (6,), {})
@@ -288,7 +288,7 @@ def test_a_function_whose_source_cannot_be_read_back_still_runs_in_a_process(tmp
 
 
 def test_a_maps_arguments_pickle_as_plain_pairs_so_a_remote_runner_needs_no_clustrix_class() -> None:
-    from clustrix.decorator import _mapped_arguments
+    from clustrix.api.decorator import _mapped_arguments
 
     arguments = _mapped_arguments(([1, 2], ["a", "b"]))
     assert list(arguments) == [((1, "a"), {}), ((2, "b"), {})]

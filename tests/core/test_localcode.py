@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from clustrix import localcode
-from clustrix.localcode import LocalCodeError
-from clustrix.runner import UnsafePathError
-from clustrix.transport import LocalTransport
+from clustrix.plugin.transport import LocalTransport
+from clustrix.remote import localcode
+from clustrix.remote.localcode import LocalCodeError
+from clustrix.remote.runner import UnsafePathError
 
 
 def unique(prefix: str) -> str:
@@ -92,7 +92,7 @@ def test_the_archive_is_the_same_bytes_for_the_same_content(local_modules: Path)
 
 
 def test_bad_configuration_for_local_code_is_named() -> None:
-    from clustrix.config import resolve_config
+    from clustrix.config.settings import resolve_config
     from clustrix.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="max_module_size='lots' is not valid"):

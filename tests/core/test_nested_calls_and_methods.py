@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from clustrix import cluster
-from clustrix.dryrun import DryRun
+from clustrix.plugin.dryrun import DryRun
 from tests.core.counters import Counter
 
 # ---- a decorated function called inside a call runs inline there ----------------------------------

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import clustrix
-from clustrix import Job, JobState, cluster, configure, hookspecs
+from clustrix import Job, JobState, cluster, configure
 from clustrix.errors import SchedulerNotFoundError
-from clustrix.plugins import (
+from clustrix.plugin import hookspecs
+from clustrix.plugin.manager import (
     PluginWarning,
     get_plugin_manager,
     get_scheduler,
@@ -88,7 +89,7 @@ def test_calling_with_an_uninstalled_project_scheduler_fails_before_submitting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CLUSTRIX_DISABLE_PLUGINS", "broken,pbs")  # as if clustrix-pbs were not installed
-    clustrix.plugins.reset_plugins()
+    clustrix.plugin.manager.reset_plugins()
     configure(cluster_type="pbs")  # accepted: the project ships it, the call says what to install
 
     @cluster
@@ -133,7 +134,7 @@ def test_hook_wrappers_of_other_plugins_wrap_every_scheduler() -> None:
 
 
 def test_environment_capture_merges_every_plugins_snapshot_and_core_keys_win() -> None:
-    from clustrix.plugins import capture_environment
+    from clustrix.plugin.manager import capture_environment
 
     snapshot = capture_environment(clustrix.get_config())
     assert snapshot["testsched"] is True
@@ -265,8 +266,8 @@ def test_an_attached_arrays_result_is_its_first_call_and_results_raise_the_faili
 def test_a_plugin_fetching_too_few_outcomes_is_warned_about_and_the_missing_calls_count_as_lost() -> None:
     import pluggy
 
-    from clustrix.jobs import JobHandle, Outcome
-    from clustrix.plugins import PluginWarning, Scheduler
+    from clustrix.plugin.manager import PluginWarning, Scheduler
+    from clustrix.plugin.types import JobHandle, Outcome
 
     class ShortFetch:
         @hookspecs.hookimpl

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from clustrix import cluster, environment
+from clustrix import cluster
+from clustrix.remote import environment
 from tests.testbed.cousers import as_mallory
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import clustrix
 from clustrix import cluster, configure
-from clustrix.config import get_config
+from clustrix.config.settings import get_config
 
 
 def _nap(x: int) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from clustrix import cluster
-from clustrix.resources import Resources, format_time, parse_memory, parse_time
+from clustrix.config.resources import Resources, format_time, parse_memory, parse_time
 
 
 @pytest.mark.parametrize(

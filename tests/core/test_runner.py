@@ -1,4 +1,4 @@
-"""The remote runner, run directly as ``python -m clustrix.runner JOBDIR``."""
+"""The remote runner, run directly as ``python -m clustrix.remote.runner JOBDIR``."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from clustrix import runner
-from clustrix.jobdir import decode_outcome, finished_tasks, plan_tasks, read_outcomes, stage
-from clustrix.jobs import JobSpec
-from clustrix.transport import LocalTransport
+from clustrix.plugin.transport import LocalTransport
+from clustrix.plugin.types import JobSpec
+from clustrix.remote import runner
+from clustrix.remote.jobdir import decode_outcome, finished_tasks, plan_tasks, read_outcomes, stage
 from tests.counting import counter_with_checkpoint
 
 
 def _run(job_dir: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clustrix.runner", job_dir, *extra], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "clustrix.remote.runner", job_dir, *extra], capture_output=True, text=True, timeout=120
     )
 
 
@@ -68,7 +68,7 @@ def test_functions_travel_by_value_with_their_file_name_nested_code_included() -
 def test_runner_takes_the_task_from_the_scheduler_environment(tmp_path: Path) -> None:
     job_dir = _stage(tmp_path, [((1, 1), {}), ((4, 2), {})], plan_tasks(2))
     subprocess.run(
-        [sys.executable, "-m", "clustrix.runner", job_dir],
+        [sys.executable, "-m", "clustrix.remote.runner", job_dir],
         env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"},
         check=True,
         timeout=120,
@@ -126,7 +126,7 @@ def test_a_value_whose_class_is_missing_here_becomes_that_calls_error_not_a_fetc
     import pickle
     import types
 
-    from clustrix.runner import encode_outcome_ok
+    from clustrix.remote.runner import encode_outcome_ok
 
     module = types.ModuleType("clustrix_vanishing_module")
     exec("class Thing:\n    pass\n", module.__dict__)
@@ -194,7 +194,7 @@ def test_the_schedulers_own_warning_signal_saves_the_checkpoint_and_ends_the_tas
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(1), claim=True)
     env = {k: v for k, v in os.environ.items() if k != runner.REQUEUE_ENV}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clustrix.runner", job_dir, "--task", "0"],
+        [sys.executable, "-m", "clustrix.remote.runner", job_dir, "--task", "0"],
         env={**env, runner.SIGNAL_ENV: "TERM"},
         stderr=subprocess.PIPE,
         text=True,
@@ -220,7 +220,7 @@ def test_the_schedulers_own_warning_signal_saves_the_checkpoint_and_ends_the_tas
 def test_an_unknown_checkpoint_signal_name_is_refused_naming_the_variable(tmp_path: Path) -> None:
     job_dir = _stage(tmp_path, [((6, 3), {})], plan_tasks(1))
     result = subprocess.run(
-        [sys.executable, "-m", "clustrix.runner", job_dir],
+        [sys.executable, "-m", "clustrix.remote.runner", job_dir],
         env={**os.environ, runner.SIGNAL_ENV: "NOPE"},
         capture_output=True,
         text=True,

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from clustrix import cluster, configure, get_config, registry, remote_script
-from clustrix.config import resolve_config
+from clustrix import cluster, configure, get_config, registry
+from clustrix.config.settings import resolve_config
 from clustrix.errors import ConfigurationError
-from clustrix.jobdir import decode_outcome
-from clustrix.jobs import JobHandle, JobSpec
-from clustrix.transport import LocalTransport
+from clustrix.plugin.transport import LocalTransport
+from clustrix.plugin.types import JobHandle, JobSpec
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.jobdir import decode_outcome
 
 SECRET = "s3cret-Tok3n"
 
@@ -139,7 +140,7 @@ def test_doctor_imports_nothing_from_the_directory_it_is_run_in(mallory: Path, t
     from tests.testbed.cousers import MALLORY, ids
 
     canary = mallory / "ran"
-    for name in ("cloudpickle.py", "clustrix/__init__.py", "clustrix/runner.py"):
+    for name in ("cloudpickle.py", "clustrix/__init__.py", "clustrix/remote/runner.py"):
         path = mallory / name
         path.parent.mkdir(mode=0o777, exist_ok=True)
         path.write_text(f"open({str(canary)!r}, 'a').write({name!r} + chr(10))\n")

@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from clustrix import cluster
-from clustrix.transport import CommandError, LocalTransport, Transport
+from clustrix.plugin.transport import CommandError, LocalTransport, Transport
 
 
 def test_local_transport_runs_argv_without_a_shell(tmp_path: Path) -> None:

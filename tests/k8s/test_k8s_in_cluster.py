@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from clustrix import cluster, configure
-from clustrix.config import resolve_config
+from clustrix.config.settings import resolve_config
 from clustrix_k8s.api import KubeApi, api_for
 from clustrix_k8s.scheduler import KubernetesScheduler
 from tests.k8s import rbac_setup
@@ -57,7 +57,7 @@ def test_a_pod_submits_its_own_job_with_the_in_cluster_configuration(
     @cluster
     def outer() -> tuple[int, str]:
         from clustrix import cluster, configure
-        from clustrix.config import resolve_config
+        from clustrix.config.settings import resolve_config
 
         # no kubeconfig and no namespace: the pod's ServiceAccount and namespace are used, and the
         # API server is reached through the kubernetes Service (KUBERNETES_SERVICE_HOST, kube-proxy)

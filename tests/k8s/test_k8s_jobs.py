@@ -297,7 +297,7 @@ def test_without_an_image_the_default_python_slim_image_is_pulled_and_the_pip_st
 ) -> None:
     # the documented default: image=None, no python_executable; the pod pulls python:3.11-slim (here
     # from the testbed's docker.io mirror), which has no cloudpickle, and pip installs it at start
-    from clustrix import environment
+    from clustrix.remote import environment
 
     options = {k: v for k, v in k8s_config.items() if k != "image"}
     configure(**options, replicate_distributions=["cloudpickle"])
@@ -381,7 +381,7 @@ def test_an_image_whose_user_is_not_root_runs_calls_with_a_home_it_cannot_write(
 def test_a_read_only_root_filesystem_runs_calls_and_the_pip_step_as_a_non_root_user(
     k8s_config: dict[str, Any], kube: KubeCluster
 ) -> None:
-    from clustrix import environment
+    from clustrix.remote import environment
 
     @cluster
     def writes() -> tuple[int, str, int]:

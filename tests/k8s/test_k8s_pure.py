@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clustrix import localcode
-from clustrix.config import ClusterConfig
-from clustrix.jobs import JobState
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
+from clustrix.config.settings import ClusterConfig
+from clustrix.plugin.types import JobState
+from clustrix.remote import localcode
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import permission_message
 from clustrix_k8s.options import CONFIG_KEYS, job_options

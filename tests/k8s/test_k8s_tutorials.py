@@ -29,7 +29,7 @@ TUTORIAL_DISTRIBUTIONS = ["clustrix-k8s"]
 
 def pip_step_requirements() -> list[str]:
     """The pinned lines the tutorials' pip step installs (the conftest puts their wheels in the index)."""
-    from clustrix import environment
+    from clustrix.remote import environment
 
     return environment.requirements(environment.capture_environment(TUTORIAL_DISTRIBUTIONS))
 

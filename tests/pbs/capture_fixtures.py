@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from clustrix.transport import CommandResult, Transport
+from clustrix.plugin.transport import CommandResult, Transport
 from clustrix_pbs.dialect import PBSProDialect, TorqueDialect
 from tests.testbed import openpbs, torque
 

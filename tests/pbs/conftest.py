@@ -47,7 +47,7 @@ def pbs_ssh(pbs_complex: openpbs.OpenPBS) -> Iterator[openpbs.NetnsSSH]:
 @pytest.fixture
 def pbs_plugins(pbs_complex: openpbs.OpenPBS) -> Iterator[None]:
     """Fresh plugins (the test-only clustrix-openpbs-netns reaches the namespace as the job user)."""
-    from clustrix.plugins import reset_plugins
+    from clustrix.plugin.manager import reset_plugins
 
     reset_plugins()
     yield

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from clustrix.batch.dialect import ParseError, ScriptJob, TaskRecord
-from clustrix.jobs import JobState
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
+from clustrix.plugin.types import JobState
 from clustrix_pbs import directives, parse, states
 from clustrix_pbs.dialect import PBSProDialect, TorqueDialect, native_job_id
 from clustrix_pbs.parse import Flavour

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_pbs import parse
 from clustrix_pbs.dialect import PBSProDialect, TorqueDialect
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_pbs import parse, states
 from clustrix_pbs.parse import ErrorKind, Flavour
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.testbed_pbs
 
 @pytest.fixture
 def torque_options(torque_cli: torque.TorqueCLI, tmp_path: Any, monkeypatch: Any) -> Iterator[dict[str, Any]]:
-    from clustrix.plugins import reset_plugins
+    from clustrix.plugin.manager import reset_plugins
 
     reset_plugins()
     torque_cli.transport_hook().install()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from clustrix import Job, cluster, configure
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from tests.testbed import sge as sge_testbed
 
 pytestmark = pytest.mark.testbed_sge

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_sge import parse
 from clustrix_sge.dialect import SGEDialect
 from clustrix_sge.states import classify, to_job_state

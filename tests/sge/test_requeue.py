@@ -19,7 +19,7 @@ import pytest
 
 from clustrix import Job, cluster, configure
 from clustrix.errors import JobCancelledError
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from tests.testbed import sge as sge_testbed
 
 pytestmark = pytest.mark.testbed_sge
@@ -89,7 +89,7 @@ def test_qdel_of_a_checkpointing_job_cancels_it_instead_of_requeueing(sge_cell, 
         time.sleep(0.2)
     time.sleep(3)  # a requeue would show the task queued again by now
     assert not listed()
-    assert "clustrix.runner: call 0 checkpointed" in Job.attach(future.job_id).logs("stderr")
+    assert "clustrix.remote.runner: call 0 checkpointed" in Job.attach(future.job_id).logs("stderr")
 
 
 def double_once_restarted(x: int) -> tuple[int, str | None]:

@@ -16,7 +16,7 @@ import pytest
 
 from clustrix import JobError, JobOutOfMemoryError, cluster, configure, registry
 from clustrix.batch.engine import SubmitRejectedError
-from clustrix.transport import CommandResult, LocalTransport
+from clustrix.plugin.transport import CommandResult, LocalTransport
 from clustrix_sge import SGEScheduler
 from tests.testbed import sge as sge_testbed
 
@@ -158,9 +158,9 @@ class CountingTransport(LocalTransport):
 
 
 def test_a_map_of_100_calls_is_one_qsub_and_one_qstat_per_poll_round(local, fresh_plugins):
-    from clustrix.config import resolve_config
-    from clustrix.jobs import JobSpec
-    from clustrix.resources import Resources
+    from clustrix.config.resources import Resources
+    from clustrix.config.settings import resolve_config
+    from clustrix.plugin.types import JobSpec
 
     transport = CountingTransport()
     scheduler = SGEScheduler(transport_factory=lambda _config: transport)
@@ -197,7 +197,7 @@ def test_a_map_of_100_calls_is_one_qsub_and_one_qstat_per_poll_round(local, fres
 
 @pytest.fixture
 def fresh_plugins():
-    from clustrix.plugins import reset_plugins
+    from clustrix.plugin.manager import reset_plugins
 
     reset_plugins()
     yield

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from clustrix.batch.dialect import ScriptJob
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
 from clustrix_sge import script
 from clustrix_sge.dialect import SGEDialect
 from tests import golden

@@ -41,7 +41,7 @@ def transport_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[st
 
 @pytest.fixture
 def fresh_plugins() -> Iterator[None]:
-    from clustrix.plugins import reset_plugins
+    from clustrix.plugin.manager import reset_plugins
 
     reset_plugins()
     yield

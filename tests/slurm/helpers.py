@@ -9,9 +9,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from clustrix.config import ClusterConfig, resolve_config
-from clustrix.jobs import JobHandle, JobStatus
-from clustrix.transport import CommandResult, LocalTransport
+from clustrix.config.settings import ClusterConfig, resolve_config
+from clustrix.plugin.transport import CommandResult, LocalTransport
+from clustrix.plugin.types import JobHandle, JobStatus
 
 #: The job's Python: it has clustrix-core and cloudpickle installed.
 PYTHON = sys.executable

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from clustrix import runner
 from clustrix.batch.engine import tasks_for
 from clustrix.batch.status import status_from_outcomes
-from clustrix.jobdir import outcome_files, plan_tasks, read_outcomes, stage
-from clustrix.jobs import JobSpec, JobState
-from clustrix.resources import Resources
-from clustrix.transport import LocalTransport
+from clustrix.config.resources import Resources
+from clustrix.plugin.transport import LocalTransport
+from clustrix.plugin.types import JobSpec, JobState
+from clustrix.remote import runner
+from clustrix.remote.jobdir import outcome_files, plan_tasks, read_outcomes, stage
 from clustrix_slurm.script import array_spec
 from tests.slurm.helpers import Direct, poll_until_final, slurm_config
 
@@ -156,7 +156,7 @@ def identity(x: int) -> int:
 def test_tiny_calls_finish_in_the_first_tasks_and_the_rest_of_the_array_leaves_the_queue(
     slurm_cluster: object, tmp_path: Path, fresh_plugins: None
 ) -> None:
-    from clustrix.plugins import get_scheduler
+    from clustrix.plugin.manager import get_scheduler
 
     config = slurm_config(str(tmp_path / "jobs"))
     scheduler = get_scheduler("slurm")

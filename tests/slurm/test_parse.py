@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clustrix.batch.status import job_status as engine_job_status
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_slurm import parse
 from clustrix_slurm.dialect import SlurmDialect, to_job_state
 from clustrix_slurm.states import NATIVE_STATES, never_runnable

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from clustrix import runner
-from clustrix.config import resolve_config
-from clustrix.jobdir import plan_tasks, read_outcomes, stage
-from clustrix.jobs import JobSpec, JobState, JobStatus
-from clustrix.plugins import get_scheduler
-from clustrix.resources import Resources
-from clustrix.transport import LocalTransport
+from clustrix.config.resources import Resources
+from clustrix.config.settings import resolve_config
+from clustrix.plugin.manager import get_scheduler
+from clustrix.plugin.transport import LocalTransport
+from clustrix.plugin.types import JobSpec, JobState, JobStatus
+from clustrix.remote import runner
+from clustrix.remote.jobdir import plan_tasks, read_outcomes, stage
 from clustrix_slurm import SlurmScheduler
 from clustrix_slurm.dialect import SlurmDialect, to_job_state
 from tests.slurm.helpers import poll_until_final, slurm_config, wait_for_state

@@ -1,7 +1,7 @@
 """The sbatch script is a pure function of the job, checked against golden files.
 
 The scripts are rendered exactly as the engine renders them in production: the SLURM
-dialect's directives, core's environment prelude (:func:`clustrix.environment.activation_lines`)
+dialect's directives, core's environment prelude (:func:`clustrix.remote.environment.activation_lines`)
 and the runner file shipped into the job directory. Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to
 rewrite the golden files after an intended change.
 """
@@ -17,9 +17,9 @@ import pytest
 
 from clustrix.batch.dialect import ScriptJob
 from clustrix.batch.engine import RUNNER_NAME
-from clustrix.environment import activation_lines
+from clustrix.config.resources import Resources
 from clustrix.errors import ConfigurationError
-from clustrix.resources import Resources
+from clustrix.remote.environment import activation_lines
 from clustrix_slurm.dialect import SlurmDialect
 from clustrix_slurm.script import array_spec, memory_megabytes
 from tests import golden
@@ -163,7 +163,7 @@ def test_the_task_runs_the_shipped_runner_file_with_its_slurm_array_index():
     assert script.splitlines()[-1] == (
         f'exec /opt/py/bin/python3 {JOB_DIR}/{RUNNER_NAME} {JOB_DIR} --task "${{SLURM_ARRAY_TASK_ID:-0}}"'
     )
-    assert "-m clustrix.runner" not in script
+    assert "-m clustrix.remote.runner" not in script
 
 
 def test_every_slurm_keyword_is_accepted_at_decoration_and_a_typo_is_refused_with_a_suggestion() -> None:

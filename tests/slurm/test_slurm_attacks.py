@@ -18,8 +18,9 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from clustrix import cluster, environment, reset_config
-from clustrix.runner import UnsafePathError
+from clustrix import cluster, reset_config
+from clustrix.remote import environment
+from clustrix.remote.runner import UnsafePathError
 from tests.slurm.conftest import REPLICATE
 from tests.testbed import cousers
 from tests.testbed.cousers import MALLORY, ProcWatch, as_mallory, plant_outcome, read_canary, wait_for_flag_then_vanish
@@ -102,7 +103,7 @@ PLANTED = (
     "pip/__init__.py",
     "pip/__main__.py",
     "clustrix/__init__.py",
-    "clustrix/runner.py",
+    "clustrix/remote/runner.py",
 )
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from clustrix import cluster, registry
 from clustrix.cli import main
-from clustrix.dryrun import REMOTE_HOME
-from clustrix.jobs import JobSpec
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
+from clustrix.plugin.dryrun import REMOTE_HOME
+from clustrix.plugin.types import JobSpec
 from clustrix_slurm import SlurmScheduler
 from tests.slurm.helpers import PYTHON, CountingTransport, Direct, poll_until_final, slurm_config
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from clustrix.config import ClusterConfig, resolve_config
-from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
-from clustrix.plugins import Scheduler, get_scheduler
+from clustrix.config.settings import ClusterConfig, resolve_config
+from clustrix.plugin.manager import Scheduler, get_scheduler
+from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 
 #: The remote venv holds clustrix-core's closure only: this machine's full dev venv pins
 #: packages (e.g. soupsieve 4.1.2) that need Python >= 3.11.5, and the sshd user's

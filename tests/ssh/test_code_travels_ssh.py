@@ -14,9 +14,9 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from clustrix import localcode
-from clustrix.jobs import JobSpec
-from clustrix.localcode import LocalCodeError
+from clustrix.plugin.types import JobSpec
+from clustrix.remote import localcode
+from clustrix.remote.localcode import LocalCodeError
 from tests.localcode_projects import (
     MAIN_JOBS,
     data_package,

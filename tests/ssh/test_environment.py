@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clustrix import environment
-from clustrix.environment import EnvironmentBuildError, PythonVersionMismatchError
+from clustrix.remote import environment
+from clustrix.remote.environment import EnvironmentBuildError, PythonVersionMismatchError
 from clustrix_ssh import get_transport
 from tests.ssh.helpers import REPLICATE, config_for, run
 from tests.testbed.sshd import SSHServer

@@ -8,7 +8,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from clustrix.config import resolve_config
+from clustrix.config.settings import resolve_config
 from clustrix_ssh import ChangedHostKeyError, SSHConnectionError, UnknownHostKeyError, get_transport
 from clustrix_ssh.target import resolve_target, split_destination
 from tests.testbed.sshd import SSHServer

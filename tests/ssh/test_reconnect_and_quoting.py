@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from clustrix import environment
 from clustrix.errors import ConfigurationError
+from clustrix.remote import environment
 from clustrix_ssh import SSHTransport, get_transport
 from tests.ssh.helpers import REPLICATE, config_for, run
 from tests.testbed.sshd import SSHServer

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_ssh.report import ReportError, parse_report
 
 

@@ -10,11 +10,12 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from clustrix import cluster, runner
-from clustrix.config import resolve_config
-from clustrix.jobs import JobState
-from clustrix.plugins import transport_for
-from clustrix.report import INLINE_LIMIT
+from clustrix import cluster
+from clustrix.config.settings import resolve_config
+from clustrix.plugin.manager import transport_for
+from clustrix.plugin.types import JobState
+from clustrix.remote import runner
+from clustrix.remote.report import INLINE_LIMIT
 from clustrix_ssh.scheduler import SSHScheduler
 from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer

@@ -16,8 +16,9 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from clustrix import environment, reset_config
-from clustrix.runner import UnsafePathError
+from clustrix import reset_config
+from clustrix.remote import environment
+from clustrix.remote.runner import UnsafePathError
 from tests.ssh.helpers import config_for, run
 from tests.testbed import cousers
 from tests.testbed.cousers import (
@@ -157,7 +158,7 @@ def test_the_users_commands_and_the_job_start_in_the_private_job_dir(ssh_config:
     Now the driver changes into the job's private directory before anything else runs, so nothing
     of the job starts in a directory another user might write.
     """
-    from clustrix.plugins import get_scheduler
+    from clustrix.plugin.manager import get_scheduler
     from tests.ssh.helpers import submit, wait
 
     config = config_for(ssh_config, pre_execution_commands=['export CX_PRELUDE_PWD="$(pwd)"'])

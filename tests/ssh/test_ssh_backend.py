@@ -12,7 +12,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_ssh.scheduler import SSHScheduler
 from tests.held_calls import arguments, finish_raise_or_wait, held, release
 from tests.ssh.helpers import REPLICATE, config_for, run, scheduler, submit, wait
@@ -170,7 +170,7 @@ def _exec_requests(sshd: SSHServer) -> int:
 def test_a_work_dir_other_users_can_write_is_refused_before_a_job_is_written(
     ssh_config: dict[str, Any], sshd: SSHServer
 ) -> None:
-    from clustrix.runner import UnsafePathError
+    from clustrix.remote.runner import UnsafePathError
 
     assert sshd.run_as_user("rm -rf ~/shared-work && mkdir ~/shared-work && chmod 777 ~/shared-work").returncode == 0
     config = config_for(ssh_config, remote_work_dir="~/shared-work")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clustrix import cluster, registry
-from clustrix.dryrun import REMOTE_HOME
+from clustrix.plugin.dryrun import REMOTE_HOME
 
 
 def halve(x):
@@ -27,7 +27,7 @@ def test_an_ssh_dry_run_shows_the_driver_and_the_detached_start_without_connecti
     assert "OMP_NUM_THREADS" not in str(shown.script)
     assert any("OMP_NUM_THREADS=<set, 1 bytes>" in note for note in shown.notes)
     assert "P=2" in driver
-    assert f"xargs -n 1 -P \"$P\" '{python}' -m clustrix.runner '{job_dir}' --task" in driver[-1]
+    assert f"xargs -n 1 -P \"$P\" '{python}' -m clustrix.remote.runner '{job_dir}' --task" in driver[-1]
     assert shown.commands == (
         f"cd '{job_dir}'",
         f"setsid nohup sh '{job_dir}/driver.sh' </dev/null >'{job_dir}/stdout' 2>'{job_dir}/stderr' &",

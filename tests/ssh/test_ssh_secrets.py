@@ -15,7 +15,8 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from clustrix import Job, cluster, environment, reset_config
+from clustrix import Job, cluster, reset_config
+from clustrix.remote import environment
 from tests.held_calls import held, release
 from tests.testbed.cousers import ProcWatch, as_mallory
 from tests.testbed.sshd import SSHServer

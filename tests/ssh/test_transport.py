@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.transport import CommandError, Transport
+from clustrix.plugin.transport import CommandError, Transport
 from clustrix_ssh import SSHTransport, get_transport
 from tests.testbed.sshd import SSHServer
 

@@ -47,7 +47,7 @@ import attrs
 import clustrix_openpbs_netns as netns_plugin
 from clustrix_openpbs_netns import NetnsTransport
 
-from clustrix.transport import CommandResult
+from clustrix.plugin.transport import CommandResult
 from tests.testbed import sshd
 from tests.testbed.netns import Gateway, Namespace
 from tests.testbed.system import apt_install, port_is_free, wait_for

@@ -2,7 +2,7 @@
 
 ``cluster_host="openpbs-netns"`` reaches OpenPBS inside its network namespace as the job
 user; ``cluster_host="torque-cli"`` is the login node with the Torque-style wrappers first
-on PATH. The scheduler plugins see an ordinary :class:`clustrix.transport.Transport`.
+on PATH. The scheduler plugins see an ordinary :class:`clustrix.plugin.transport.Transport`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clustrix.hookspecs import hookimpl
-from clustrix.transport import Transport
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.transport import Transport
 
 
 class TransportHook:
@@ -27,7 +27,7 @@ class TransportHook:
 
     def install(self) -> None:
         """Register with the current plugin manager (again after a ``reset_plugins``)."""
-        from clustrix.plugins import get_plugin_manager
+        from clustrix.plugin.manager import get_plugin_manager
 
         manager = get_plugin_manager()
         if not manager.is_registered(self):

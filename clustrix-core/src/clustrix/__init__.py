@@ -7,7 +7,7 @@
 >>> square.map(range(4))
 [0, 1, 4, 9]
 
-Names are imported lazily: ``python -m clustrix.runner`` on a compute node then imports
+Names are imported lazily: ``python -m clustrix.remote.runner`` on a compute node then imports
 only the runner (standard library and cloudpickle), not the whole client.
 """
 
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "configure": "clustrix.config",
-    "get_config": "clustrix.config",
-    "reset_config": "clustrix.config",
-    "ClusterFunction": "clustrix.decorator",
-    "Executor": "clustrix.decorator",
-    "cluster": "clustrix.decorator",
+    "configure": "clustrix.config.settings",
+    "get_config": "clustrix.config.settings",
+    "reset_config": "clustrix.config.settings",
+    "ClusterFunction": "clustrix.api.decorator",
+    "Executor": "clustrix.api.decorator",
+    "cluster": "clustrix.api.decorator",
     "ClustrixError": "clustrix.errors",
     "ConfigurationError": "clustrix.errors",
     "JobCancelledError": "clustrix.errors",
@@ -34,16 +34,16 @@ _EXPORTS = {
     "JobTimeoutError": "clustrix.errors",
     "RemoteTraceback": "clustrix.errors",
     "SchedulerNotFoundError": "clustrix.errors",
-    "ClusterFuture": "clustrix.futures",
-    "hookimpl": "clustrix.hookspecs",
-    "Job": "clustrix.job",
-    "JobHandle": "clustrix.jobs",
-    "JobSpec": "clustrix.jobs",
-    "JobState": "clustrix.jobs",
-    "JobStatus": "clustrix.jobs",
-    "Outcome": "clustrix.jobs",
-    "execute_loop_parallel": "clustrix.local",
-    "Resources": "clustrix.resources",
+    "ClusterFuture": "clustrix.api.futures",
+    "hookimpl": "clustrix.plugin.hookspecs",
+    "Job": "clustrix.api.job",
+    "JobHandle": "clustrix.plugin.types",
+    "JobSpec": "clustrix.plugin.types",
+    "JobState": "clustrix.plugin.types",
+    "JobStatus": "clustrix.plugin.types",
+    "Outcome": "clustrix.plugin.types",
+    "execute_loop_parallel": "clustrix.local.backend",
+    "Resources": "clustrix.config.resources",
 }
 
 __all__ = [
@@ -75,8 +75,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from clustrix.config import configure, get_config, reset_config
-    from clustrix.decorator import ClusterFunction, Executor, cluster
+    from clustrix.api.decorator import ClusterFunction, Executor, cluster
+    from clustrix.api.futures import ClusterFuture
+    from clustrix.api.job import Job
+    from clustrix.config.resources import Resources
+    from clustrix.config.settings import configure, get_config, reset_config
     from clustrix.errors import (
         ClustrixError,
         ConfigurationError,
@@ -88,12 +91,9 @@ if TYPE_CHECKING:
         RemoteTraceback,
         SchedulerNotFoundError,
     )
-    from clustrix.futures import ClusterFuture
-    from clustrix.hookspecs import hookimpl
-    from clustrix.job import Job
-    from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
-    from clustrix.local import execute_loop_parallel
-    from clustrix.resources import Resources
+    from clustrix.local.backend import execute_loop_parallel
+    from clustrix.plugin.hookspecs import hookimpl
+    from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
 
 
 def __getattr__(name: str) -> Any:

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from clustrix import registry
-from clustrix.config import config_path, get_config
-from clustrix.environment import RUNNER_MODULES, SAFE_SYS_PATH, remote_python
+from clustrix.api.job import Job
+from clustrix.config.settings import config_path, get_config
 from clustrix.errors import ClustrixError
-from clustrix.job import Job
-from clustrix.plugins import installed_plugins, transport_for
-from clustrix.remote_script import CHECK_FUNCTIONS, render_work_dir_check, run_script, unsafe_from_stderr
-from clustrix.runner import write_atomic
+from clustrix.plugin.manager import installed_plugins, transport_for
+from clustrix.remote.environment import RUNNER_MODULES, SAFE_SYS_PATH, remote_python
+from clustrix.remote.runner import write_atomic
+from clustrix.remote.scripts import CHECK_FUNCTIONS, render_work_dir_check, run_script, unsafe_from_stderr
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -213,7 +213,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         checks.append({"check": name, "ok": True, "detail": describe(value)})
         return value
 
-    from clustrix.plugins import get_scheduler
+    from clustrix.plugin.manager import get_scheduler
 
     check("job registry", registry.check)
     config = check(
@@ -295,7 +295,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_code(args: argparse.Namespace) -> int:
     """What of the user's own code a function would take to the cluster (nothing is submitted)."""
-    from clustrix import localcode, runner
+    from clustrix.remote import localcode, runner
 
     function = runner.unwrap(_import_target(args.target, "code"))
     _, referenced = localcode.dumps_recording(function)
@@ -332,7 +332,7 @@ def _cli_value(text: str) -> Any:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``clustrix submit --dry-run MODULE:FUNCTION [ARG...]``: the job script and command, nothing submitted."""
-    from clustrix.decorator import ClusterFunction, cluster
+    from clustrix.api.decorator import ClusterFunction, cluster
 
     if not args.dry_run:
         raise ValueError(

@@ -6,7 +6,7 @@ import concurrent.futures
 import difflib
 from collections.abc import Iterable
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 
 
 class ClustrixError(Exception):

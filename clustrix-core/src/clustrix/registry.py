@@ -24,7 +24,7 @@ import attrs
 import platformdirs
 
 from clustrix.errors import StateFileError
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -5,7 +5,7 @@ It is the pod side of the results channel documented in ``docs/kubernetes.md``:
 1. join the payload chunks mounted from the job's Secrets (``payload`` keys, in order of
    the mount directories ``0, 1, ...``) and check their SHA-256 against ``meta.json``;
 2. unpack the user's local code that leads the joined bytes (a ``tar.gz`` of
-   ``<name>-<hash>/`` unit folders, see :mod:`clustrix.localcode`) into the private job
+   ``<name>-<hash>/`` unit folders, see :mod:`clustrix.remote.localcode`) into the private job
    directory, put each unit folder first on ``sys.path`` (and ``PYTHONPATH``, for
    subprocesses) and import the modules the calls name, so a unit that does not import
    in this image fails with its import error and the fix, before any call runs;

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
-from clustrix.configkeys import PATH, ConfigKey
-from clustrix.resources import Resources, parse_memory
+from clustrix.config.keys import PATH, ConfigKey
+from clustrix.config.resources import Resources, parse_memory
 
 _K8S = ("kubernetes",)
 _OBJECTS = list[dict[str, Any]]
@@ -309,7 +309,7 @@ def job_options(
     replicate = get("replicate_environment")
     if replicate is None:
         replicate = get("image") is None and get("python_executable") is None
-    from clustrix import environment as env_module
+    from clustrix.remote import environment as env_module
 
     requirements = tuple(env_module.requirements(environment)) if replicate else ()
     if replicate and not any(r.lower().startswith("cloudpickle") for r in requirements):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from clustrix.configkeys import ConfigKey
-from clustrix.hookspecs import hookimpl
+from clustrix.config.keys import ConfigKey
+from clustrix.plugin.hookspecs import hookimpl
 from clustrix_k8s.options import DECLARED_KEYS, EXTRA_KEYS
 
 NAME = "kubernetes"

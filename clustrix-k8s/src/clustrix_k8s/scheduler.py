@@ -1,7 +1,7 @@
 """``cluster_type="kubernetes"``: each submission is a Kubernetes Job (or one per array task).
 
 Submit: validate every option, pickle the calls and find the user's local code they
-need (:mod:`clustrix.localcode`: refusals such as a compiled extension or a unit over
+need (:mod:`clustrix.remote.localcode`: refusals such as a compiled extension or a unit over
 ``max_module_size`` come here), put the code's archive and the calls into payload
 Secrets (refused with a clear error when too large, before anything is created), make sure the runner
 ServiceAccount exists, create the Job(s), then the payload Secrets owned by them (their pods
@@ -30,12 +30,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from clustrix import jobdir, localcode, runner
-from clustrix.dryrun import DryRun
 from clustrix.errors import ConfigurationError
-from clustrix.hookspecs import hookimpl
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
+from clustrix.plugin.dryrun import DryRun
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.remote import jobdir, localcode, runner
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
 from clustrix_k8s.options import RUNNER_ACCOUNT, JobOptions, job_options

@@ -18,7 +18,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clustrix.jobs import JobState, JobStatus
+from clustrix.plugin.types import JobState, JobStatus
 
 #: Container waiting reasons that do not resolve by themselves.
 STUCK_REASONS = frozenset(

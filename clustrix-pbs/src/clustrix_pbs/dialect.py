@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.dialect import ParseError as EngineParseError
-from clustrix.jobs import JobState
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
+from clustrix.plugin.types import JobState
 from clustrix_pbs import directives, parse, states
 
 #: ``qstat`` exit codes that only mean "some listed job is unknown" (PBSE_UNKJOBID 15001 and

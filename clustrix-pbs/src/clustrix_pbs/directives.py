@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from clustrix.resources import Resources, check_partition_queue, format_hours
+from clustrix.config.resources import Resources, check_partition_queue, format_hours
 from clustrix_pbs.parse import Flavour
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(account="proj")``).

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from clustrix.configkeys import ConfigKey
-from clustrix.hookspecs import hookimpl
+from clustrix.config.keys import ConfigKey
+from clustrix.plugin.hookspecs import hookimpl
 from clustrix_pbs.directives import EXTRA_KEYS
 from clustrix_pbs.parse import Flavour
 from clustrix_pbs.scheduler import PBSScheduler

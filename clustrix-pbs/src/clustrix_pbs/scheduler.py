@@ -16,12 +16,12 @@ from typing import Any
 import attrs
 
 from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
-from clustrix.dryrun import DryRun
 from clustrix.errors import ConfigurationError
-from clustrix.hookspecs import hookimpl
-from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
-from clustrix.plugins import transport_for
-from clustrix.transport import Transport
+from clustrix.plugin.dryrun import DryRun
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.manager import transport_for
+from clustrix.plugin.transport import Transport
+from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 from clustrix_pbs.dialect import DIALECTS
 from clustrix_pbs.parse import Flavour, ParseError, detect_flavour
 

@@ -1,4 +1,4 @@
-"""PBS job states and exit statuses, mapped explicitly onto :class:`clustrix.jobs.JobState`.
+"""PBS job states and exit statuses, mapped explicitly onto :class:`clustrix.plugin.types.JobState`.
 
 A PBS job that ended is in state ``F`` (PBS Pro: finished, ``X`` for an expired
 subjob) or ``C`` (Torque: completed) whatever happened to it: what happened is in
@@ -13,7 +13,7 @@ import signal
 
 import attrs
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_pbs.parse import Flavour, QstatRecord
 
 #: Job states of both flavours. ``F``/``X``/``C`` are final; their meaning comes from the exit status.

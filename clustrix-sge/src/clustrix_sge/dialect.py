@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
-from clustrix.jobs import JobState
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
+from clustrix.plugin.types import JobState
 from clustrix_sge import parse, script
 from clustrix_sge import states as sge_states
 

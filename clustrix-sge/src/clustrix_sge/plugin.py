@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from clustrix.configkeys import ConfigKey
-from clustrix.hookspecs import hookimpl
+from clustrix.config.keys import ConfigKey
+from clustrix.plugin.hookspecs import hookimpl
 from clustrix_sge.scheduler import SGEScheduler
 from clustrix_sge.script import CONFIG_KEYS, EXTRA_KEYS
 

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from clustrix.batch.dialect import ScriptJob
-from clustrix.resources import Resources, format_hours
+from clustrix.config.resources import Resources, format_hours
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(project="genomics")``).
 EXTRA_KEYS: dict[str, str] = {

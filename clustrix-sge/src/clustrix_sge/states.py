@@ -1,4 +1,4 @@
-"""Grid Engine's job states and accounting records, mapped explicitly onto :class:`clustrix.jobs.JobState`.
+"""Grid Engine's job states and accounting records, mapped explicitly onto :class:`clustrix.plugin.types.JobState`.
 
 ``qstat`` prints a state as letters: ``qw`` (queued, waiting), ``hqw`` (held), ``r``
 (running), ``t`` (being transferred to the execution host), ``Rr``/``Rq`` (restarted:
@@ -12,8 +12,8 @@ into one of the history words of :data:`HISTORY_STATES`.
 
 from __future__ import annotations
 
-from clustrix.jobs import JobState
-from clustrix.runner import REQUEUED_EXIT
+from clustrix.plugin.types import JobState
+from clustrix.remote.runner import REQUEUED_EXIT
 from clustrix_sge.parse import AccountingRecord, memory_bytes, seconds
 
 #: Letter combinations ``qstat`` prints, each with its meaning (upper-cased, as the engine normalises words).

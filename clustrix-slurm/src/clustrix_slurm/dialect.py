@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
-from clustrix.jobs import JobState
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
+from clustrix.plugin.types import JobState
 from clustrix_slurm import parse, script
 from clustrix_slurm import states as slurm_states
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from clustrix.hookspecs import hookimpl
+from clustrix.plugin.hookspecs import hookimpl
 from clustrix_slurm.scheduler import SlurmScheduler
 from clustrix_slurm.script import EXTRA_KEYS
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
-from clustrix.plugins import transport_for
-from clustrix.transport import Transport
+from clustrix.plugin.manager import transport_for
+from clustrix.plugin.transport import Transport
 from clustrix_slurm.dialect import SlurmDialect
 
 #: sbatch refused the job (its own message); the engine's error under SLURM's name.

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Sequence
 
 from clustrix.batch.dialect import ScriptJob
-from clustrix.resources import Resources, format_time
+from clustrix.config.resources import Resources, format_time
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(account="proj", qos="high")``).
 EXTRA_KEYS: dict[str, str] = {

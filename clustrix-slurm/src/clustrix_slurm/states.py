@@ -1,8 +1,8 @@
-"""SLURM's job states and pending reasons, mapped explicitly onto :class:`clustrix.jobs.JobState`."""
+"""SLURM's job states and pending reasons, mapped explicitly onto :class:`clustrix.plugin.types.JobState`."""
 
 from __future__ import annotations
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 
 #: Every state ``squeue``/``sacct`` print (long and compact forms) and what it means to clustrix.
 NATIVE_STATES: dict[str, JobState] = {

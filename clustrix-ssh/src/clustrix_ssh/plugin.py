@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from clustrix.hookspecs import hookimpl
+from clustrix.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from clustrix.config import ClusterConfig
+    from clustrix.config.settings import ClusterConfig
     from clustrix_ssh.transport import SSHTransport
 
 

@@ -2,7 +2,7 @@
 
 A report is a sequence of lines ``ID WORD ...`` for job states, each final job followed by
 its outcome frame, ``ID outcomes-deferred TOTAL`` or ``ID unsafe REASON ENTRY`` (see
-:mod:`clustrix.report`).
+:mod:`clustrix.remote.report`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import attrs
 
 from clustrix.batch.status import JobFiles, call_counts
-from clustrix.jobs import JobState, JobStatus
-from clustrix.report import Frames, ReportError
+from clustrix.plugin.types import JobState, JobStatus
+from clustrix.remote.report import Frames, ReportError
 
 #: Sent by a poll or watch: "<id> done <max exit code>" | "<id> running <outcomes> <failed> <claims>" |
 #: "<id> gone" | "<id> cancelled"

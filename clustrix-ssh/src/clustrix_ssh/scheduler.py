@@ -24,21 +24,23 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix import dryrun, environment, jobdir, localcode, remote_script, runner
-from clustrix.dryrun import DryRun
 from clustrix.errors import ClustrixError
-from clustrix.hookspecs import hookimpl
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
-from clustrix.plugins import transport_for
-from clustrix.report import run_script, unsafe_outcomes
-from clustrix.transport import CommandError
+from clustrix.plugin import dryrun
+from clustrix.plugin.dryrun import DryRun
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.manager import transport_for
+from clustrix.plugin.transport import CommandError
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.remote import environment, jobdir, localcode, runner
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.report import run_script, unsafe_outcomes
 from clustrix_ssh import scripts
 from clustrix_ssh.report import Report, counted, parse_report
 
 if TYPE_CHECKING:
-    from clustrix.config import ClusterConfig
-    from clustrix.transport import Transport
+    from clustrix.config.settings import ClusterConfig
+    from clustrix.plugin.transport import Transport
 
 log = get_logger("clustrix.ssh")
 
@@ -303,7 +305,7 @@ def _driver(
 ) -> tuple[str, str]:
     """The job dir and driver script of ``spec``: what submit stages and what a dry run shows.
 
-    The driver sources the job's variables file (:data:`clustrix.environment.VARIABLES_FILE`):
+    The driver sources the job's variables file (:data:`clustrix.remote.environment.VARIABLES_FILE`):
     no value of ``environment_variables`` is in it.
     """
     job_dir = posixpath.join(base_dir, spec.job_id)

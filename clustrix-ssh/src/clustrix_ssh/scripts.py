@@ -2,8 +2,8 @@
 
 Pure functions from values to POSIX sh text; every value is quoted with
 :func:`shlex.quote` (``prelude`` lines are the user's own shell, already rendered by
-:mod:`clustrix.environment`). Each script is one remote command whose text travels on
-stdin (:mod:`clustrix.remote_script`), so a submit, a poll round for any number of jobs,
+:mod:`clustrix.remote.environment`). Each script is one remote command whose text travels on
+stdin (:mod:`clustrix.remote.scripts`), so a submit, a poll round for any number of jobs,
 or a cancel is one remote command and no script is ever in a process's arguments.
 """
 
@@ -15,9 +15,10 @@ from collections.abc import Sequence
 
 import attrs
 
-from clustrix import environment, remote_script, runner
 from clustrix.batch.shell import COUNT_FUNCTIONS
-from clustrix.report import FRAME_FUNCTIONS
+from clustrix.remote import environment, runner
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.report import FRAME_FUNCTIONS
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -48,7 +49,7 @@ def render_driver(
             f"cd -- {q(job_dir)} || exit 1",  # before the prelude: nothing runs in the directory it started in
             *prelude,
             limit,
-            f"printf '%s\\n' {tasks} | xargs -n 1 -P \"$P\" {q(python)} -m clustrix.runner {q(job_dir)} --task",
+            f"printf '%s\\n' {tasks} | xargs -n 1 -P \"$P\" {q(python)} -m clustrix.remote.runner {q(job_dir)} --task",
             "",
         ]
     )
@@ -67,7 +68,7 @@ def render_detach(job_dir: str) -> str:
 def render_launch(*, base_dir: str, job_dir: str, driver_size: int, variables_size: int = 0) -> str:
     """Check the work dir, create the private job dir, store driver and payload, start the driver detached.
 
-    The script comes on stdin (see :mod:`clustrix.remote_script`), followed by the
+    The script comes on stdin (see :mod:`clustrix.remote.scripts`), followed by the
     driver's ``driver_size`` bytes, the job's variables file (``variables_size`` bytes, the
     values of ``environment_variables``, stored 0600 and sourced by the driver) and then the
     payload: none of them ever appears in a process's arguments. The driver runs under

@@ -1,4 +1,4 @@
-"""``SSHTransport``: clustrix's :class:`clustrix.transport.Transport` over paramiko.
+"""``SSHTransport``: clustrix's :class:`clustrix.plugin.transport.Transport` over paramiko.
 
 Commands run on exec channels, files move over the connection's SFTP session. An
 operation that fails because the link dropped is retried once after reconnecting;
@@ -24,8 +24,8 @@ from typing import TypeVar
 import paramiko
 import paramiko.agent
 
-from clustrix import remote_script
-from clustrix.transport import CommandError, CommandResult
+from clustrix.plugin.transport import CommandError, CommandResult
+from clustrix.remote import scripts as remote_script
 from clustrix_ssh.command import render_command
 from clustrix_ssh.connection import Connection
 from clustrix_ssh.errors import SSHConnectionError
@@ -39,7 +39,7 @@ _CHUNK = 1 << 20
 
 
 class SSHTransport:
-    """Run commands and move files on one SSH host; see :class:`clustrix.transport.Transport`."""
+    """Run commands and move files on one SSH host; see :class:`clustrix.plugin.transport.Transport`."""
 
     def __init__(self, target: Target, *, known_hosts_file: str | None = None, host_key_policy: str = "reject") -> None:
         self.target = target
@@ -81,7 +81,7 @@ class SSHTransport:
         """Run ``argv`` remotely; every element, env value and the cwd are shell-quoted.
 
         With ``env``, the exports travel on stdin ahead of ``input`` (see
-        :mod:`clustrix.remote_script`), so no value is in any process's arguments.
+        :mod:`clustrix.remote.scripts`), so no value is in any process's arguments.
         """
         command = render_command(argv, env=env, cwd=None if cwd is None else self.expand(cwd))
         if env:

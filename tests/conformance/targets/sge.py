@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from clustrix.jobs import JobState
+from clustrix.plugin.types import JobState
 from clustrix_sge.parse import parse_qstat_xml
 from clustrix_sge.states import to_job_state
 from tests.conformance.target import Target, transport_options

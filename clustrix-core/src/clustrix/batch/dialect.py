@@ -42,8 +42,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from clustrix.jobs import JobState
-from clustrix.resources import Resources, check_partition_queue
+from clustrix.config.resources import Resources, check_partition_queue
+from clustrix.plugin.types import JobState
 
 __all__ = [
     "FAILURE_PRIORITY",
@@ -82,14 +82,14 @@ class ScriptJob:
     resources: Resources
     #: The Python that runs the runner file (``python_executable``, or the replicated venv's python).
     python: str
-    #: Shell lines that prepare the job's shell, rendered once by :mod:`clustrix.environment`
+    #: Shell lines that prepare the job's shell, rendered once by :mod:`clustrix.remote.environment`
     #: (modules, conda, ``pre_execution_commands``, exports, PYTHONPATH overlay): used as is.
     prelude: tuple[str, ...] = ()
     #: Absolute path of the runner file shipped into the job directory.
     runner_path: str
     #: ``max_parallel_jobs``: at most this many tasks at once (an array throttle), or None.
     max_parallel: int | None = None
-    #: The job's :class:`clustrix.config.ClusterConfig`, for site settings a plugin declared through
+    #: The job's :class:`clustrix.config.settings.ClusterConfig`, for site settings a plugin declared through
     #: ``clustrix_config_keys`` (SGE's parallel environment name); None when rendered without one.
     config: Any = attrs.field(default=None, eq=False, repr=False)
 
@@ -177,7 +177,7 @@ class Dialect:
     """
 
     # ------------------------------------------------------------------ identity
-    #: The ``cluster_type`` this dialect serves (``"slurm"``); also in :class:`clustrix.jobs.JobHandle`.
+    #: The ``cluster_type`` this dialect serves (``"slurm"``); also in :class:`clustrix.plugin.types.JobHandle`.
     name: ClassVar[str] = ""
     #: How messages name the scheduler (``"SLURM"``, ``"SGE"``, ``"PBS"``).
     label: ClassVar[str] = ""
@@ -212,7 +212,7 @@ class Dialect:
     #: error messages and docs (``{"account": "--account: the account charged"}``). Any other key is
     #: refused by :meth:`validate` with the list of these.
     extras: ClassVar[Mapping[str, str]] = {}
-    #: :class:`clustrix.resources.Resources` fields this scheduler cannot express or enforce
+    #: :class:`clustrix.config.resources.Resources` fields this scheduler cannot express or enforce
     #: (e.g. ``{"memory", "gpus"}``); asking for one is a ``ValueError`` naming it.
     unsupported: ClassVar[frozenset[str]] = frozenset()
 
@@ -348,7 +348,7 @@ class Dialect:
     def command_environment(self, config: Any) -> Mapping[str, str]:
         """Variables set for every scheduler command (e.g. ``TS_SOCKET``, ``SGE_ROOT``); default none.
 
-        ``config`` is the job's :class:`clustrix.config.ClusterConfig` (always available: poll,
+        ``config`` is the job's :class:`clustrix.config.settings.ClusterConfig` (always available: poll,
         cancel and fetch work from the handle and the registry's stored configuration).
         """
         return {}
@@ -471,7 +471,7 @@ _REQUEUE_SAFE = re.compile(r"^[A-Za-z0-9_./:=@%+${}-]*$")
 
 def requeue_export_line(argv: Sequence[str]) -> str:
     """``export CLUSTRIX_REQUEUE_ARGV=...``: the argv as JSON, with ``${VAR}`` expanded by the job's shell."""
-    from clustrix.runner import REQUEUE_ENV
+    from clustrix.remote.runner import REQUEUE_ENV
 
     for item in argv:
         if not _REQUEUE_SAFE.match(item):
@@ -482,7 +482,7 @@ def requeue_export_line(argv: Sequence[str]) -> str:
 
 def checkpoint_signal_line(name: str) -> str:
     """``export CLUSTRIX_CHECKPOINT_SIGNAL=TERM``: the signal the runner checkpoints on."""
-    from clustrix.runner import SIGNAL_ENV
+    from clustrix.remote.runner import SIGNAL_ENV
 
     if not re.fullmatch(r"[A-Z][A-Z0-9]*", name):
         raise ValueError(f"checkpoint_signal {name!r} must be a signal name such as TERM or USR2")

@@ -4,7 +4,7 @@ Register ``BatchScheduler(MyDialect())`` under the dialect's name and the schedu
 the login node itself (local transport) and from a laptop (SSH transport), with each
 operation one remote command:
 
-- **submit**: the environment check (once per process and target, :mod:`clustrix.environment`),
+- **submit**: the environment check (once per process and target, :mod:`clustrix.remote.environment`),
   then one command that creates the private job directory, stores the payload (stdin), the
   runner file and the job script, and calls the scheduler's submit command. The site query
   (``MaxArraySize``) runs only for maps larger than the dialect's default array size.
@@ -19,7 +19,7 @@ operation one remote command:
 - **fetch**: the outcomes the poll brought back, else one command.
 - **cancel**, **logs**: one command each.
 
-Poll, cancel, fetch and logs work from the :class:`~clustrix.jobs.JobHandle` and the stored
+Poll, cancel, fetch and logs work from the :class:`~clustrix.plugin.types.JobHandle` and the stored
 configuration alone, so the CLI and :meth:`clustrix.Job.attach` work in another process.
 """
 
@@ -38,7 +38,6 @@ from typing import Any
 
 import attrs
 
-from clustrix import dryrun, environment, jobdir, localcode, remote_script, runner
 from clustrix.batch import shell
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
@@ -51,16 +50,19 @@ from clustrix.batch.status import (
     status_from_files,
 )
 from clustrix.errors import ClustrixError, JobError
-from clustrix.hookspecs import hookimpl
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.log import get_logger
-from clustrix.plugins import transport_for
-from clustrix.report import run_script, unsafe_outcomes
-from clustrix.transport import Transport
+from clustrix.plugin import dryrun
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.manager import transport_for
+from clustrix.plugin.transport import Transport
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.remote import environment, jobdir, localcode, runner
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.report import run_script, unsafe_outcomes
 
 log = get_logger("clustrix.batch")
 
-#: The runner module, shipped as a file: ``python -m clustrix.runner`` would import the whole
+#: The runner module, shipped as a file: ``python -m clustrix.remote.runner`` would import the whole
 #: clustrix package first (about 0.3 s of CPU per array task); the file needs only cloudpickle.
 RUNNER_NAME = "clustrix_runner.py"
 #: What the job's Python must import (the runner file needs only cloudpickle).
@@ -286,7 +288,7 @@ class BatchScheduler:
         """The script and submit command of ``spec``, by :func:`plan_submission` as a submit would; no I/O.
 
         Validation and pickling run as for a submit. Nothing connects: ``~`` is expanded here for a
-        local scheduler and shown as :data:`clustrix.dryrun.REMOTE_HOME` for another host; the site's
+        local scheduler and shown as :data:`clustrix.plugin.dryrun.REMOTE_HOME` for another host; the site's
         array limit is the one this process already asked, else the dialect's default.
         """
         d = self.dialect

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from clustrix.batch.status import JobFiles
-from clustrix.report import Frames, ReportError
+from clustrix.remote.report import Frames, ReportError
 
 
 @attrs.define

@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from clustrix import remote_script, runner
-from clustrix.report import FRAME_FUNCTIONS
+from clustrix.remote import runner
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.report import FRAME_FUNCTIONS
 
 #: The marker file a cancel leaves in the job directory, so the job ends CANCELLED (and the
-#: runner ends at the scheduler's warning signal at once, see :data:`clustrix.runner.CANCELLED`).
+#: runner ends at the scheduler's warning signal at once, see :data:`clustrix.remote.runner.CANCELLED`).
 CANCELLED = runner.CANCELLED
 #: Exit code of the submit script when a file cannot be stored (full or read-only file system).
 WRITE_FAILED_EXIT = 5
@@ -77,7 +78,7 @@ def render_submit(
     """Create the private job directory, store ``files`` from stdin (in order), then submit.
 
     ``base_dir`` (``remote_work_dir``) is created private or refused by
-    :mod:`clustrix.remote_script`'s checks, in this same command, before anything is written;
+    :mod:`clustrix.remote.scripts`'s checks, in this same command, before anything is written;
     the job directory is made new (``mkdir -m 700`` fails if it exists). Every stored file is
     checked for its full size, so a full file system stops here with a message naming the
     path (exit :data:`WRITE_FAILED_EXIT`), never with a half-written payload. The line
@@ -110,7 +111,7 @@ def render_submit(
 
 
 #: Shell function ``counts DIR``: prints ``OUTCOMES FAILED CLAIMS`` of the job in ``DIR``, the runner's
-#: per-call files read in one pass (shared by every backend that runs :mod:`clustrix.runner`).
+#: per-call files read in one pass (shared by every backend that runs :mod:`clustrix.remote.runner`).
 #: FAILED counts the outcomes whose ``.failed`` marker exists (made before the outcome, so never
 #: missed); claims are counted after the outcomes, so a call that ends between the two is still
 #: started. :func:`clustrix.batch.status.call_counts` turns the three numbers into counts of calls.
@@ -149,7 +150,7 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
     per job ``JOB files EXITS`` with ``EXITS`` as ``task:code`` words, ``JOB outs N F``
     (outcomes, F of them of calls that raised), ``JOB claims N`` (calls some task has
     started), ``JOB failed I I ...``, ``JOB cancelled`` if marked, and when every call or every task is
-    done, the job's outcome frame (:mod:`clustrix.report`, mode ``auto``).
+    done, the job's outcome frame (:mod:`clustrix.remote.report`, mode ``auto``).
     """
     q = shlex.quote
     m = "@" + marker

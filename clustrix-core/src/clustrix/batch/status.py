@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from clustrix.batch.dialect import FAILURE_PRIORITY, Dialect, TaskRecord
-from clustrix.jobs import JobState, JobStatus
+from clustrix.plugin.types import JobState, JobStatus
 
 #: The reason of a job that clustrix cancelled.
 CANCELLED_REASON = "cancelled through clustrix"

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clustrix.hookspecs import hookimpl
-from clustrix.transport import CommandError, CommandResult, LocalTransport
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.transport import CommandError, CommandResult, LocalTransport
 
 HOST = "openpbs-netns"
 #: Written by the testbed: namespace, hosts file, job user, PATH and pbs.conf of the running complex.

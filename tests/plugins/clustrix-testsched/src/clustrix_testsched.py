@@ -1,4 +1,4 @@
-"""A third-party scheduler in one module: each job runs ``python -m clustrix.runner`` in a
+"""A third-party scheduler in one module: each job runs ``python -m clustrix.remote.runner`` in a
 detached local subprocess, using core's job directories and exit-code files.
 
 It also shows the other hooks a plugin may implement: a configuration key, a wrapper
@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clustrix import JobHandle, JobSpec, JobState, JobStatus, Outcome, hookimpl
-from clustrix.jobdir import finished_tasks, plan_tasks, read_outcomes, runner_argv, stage
-from clustrix.transport import LocalTransport
+from clustrix.plugin.transport import LocalTransport
+from clustrix.remote.jobdir import finished_tasks, plan_tasks, read_outcomes, runner_argv, stage
 
 #: Every job this process saw submitted, through the observer hook.
 SUBMITTED: list[str] = []
@@ -25,7 +25,7 @@ WRAPPED: list[str] = []
 
 
 class SubprocessScheduler:
-    """Runs each array task as a ``python -m clustrix.runner`` process of its own."""
+    """Runs each array task as a ``python -m clustrix.remote.runner`` process of its own."""
 
     #: the runner uses this very interpreter: there is no environment to rebuild
     needs_environment = False

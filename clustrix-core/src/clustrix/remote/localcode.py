@@ -67,8 +67,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from clustrix import remote_script, runner
-from clustrix.environment import (
+from clustrix.config.resources import parse_memory
+from clustrix.errors import ConfigurationError
+from clustrix.log import get_logger
+from clustrix.remote import runner
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.environment import (
     RUNNER_MODULES,
     SAFE_SYS_PATH,
     _direct_url,
@@ -76,14 +80,11 @@ from clustrix.environment import (
     normalize_name,
     pythonpath_line,
 )
-from clustrix.errors import ConfigurationError
-from clustrix.log import get_logger
-from clustrix.resources import parse_memory
 
 if TYPE_CHECKING:
-    from clustrix.transport import Transport
+    from clustrix.plugin.transport import Transport
 
-log = get_logger("clustrix.localcode")
+log = get_logger("clustrix.remote.localcode")
 
 #: The folder under ``remote_work_dir`` that holds shipped units, one sub-folder per content hash.
 CODE_DIR = "code"
@@ -129,7 +130,7 @@ _recording_class: Any = None
 
 
 def _recorder() -> Any:
-    """The payload pickler (:func:`clustrix.runner.dumps`'s) that also records module names."""
+    """The payload pickler (:func:`clustrix.remote.runner.dumps`'s) that also records module names."""
     global _recording_class
     if _recording_class is None:
         base = runner._pickler()
@@ -514,7 +515,7 @@ class ShippedCode:
 
 
 #: The remote half, run by the job's own Python after the shell checked the work dir, the
-#: code dir and every unit dir that exists (:mod:`clustrix.remote_script`), in the work dir,
+#: code dir and every unit dir that exists (:mod:`clustrix.remote.scripts`), in the work dir,
 #: with the current directory off ``sys.path`` before its first import: reports missing
 #: units, unpacks units sent on stdin (each moved into place with one rename, so a
 #: concurrent submit never sees half a unit), then imports the modules.

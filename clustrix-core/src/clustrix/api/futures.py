@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
 from clustrix.log import get_logger
-from clustrix.runner import UnsafePathError
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
+from clustrix.remote.runner import UnsafePathError
 
 if TYPE_CHECKING:
-    from clustrix.config import ClusterConfig
-    from clustrix.plugins import Scheduler
+    from clustrix.config.settings import ClusterConfig
+    from clustrix.plugin.manager import Scheduler
 
 log = get_logger("clustrix.poller")
 
@@ -201,7 +201,7 @@ class JobManager:
     def submit(self, spec: JobSpec, scheduler: Scheduler, *, whole: bool = False) -> list[ClusterFuture]:
         """Submit ``spec``; return a future per call, or with ``whole`` one future for all of them."""
         from clustrix import registry
-        from clustrix.plugins import get_plugin_manager
+        from clustrix.plugin.manager import get_plugin_manager
 
         handle = scheduler.submit(spec, wake=lambda: self._wake(scheduler.name))
         job = _ActiveJob(self, handle, scheduler, spec.config)
@@ -416,7 +416,7 @@ def remove_job_dir(handle: JobHandle, config: ClusterConfig) -> None:
     job_dir = handle.job_dir
     if not job_dir or posixpath.basename(job_dir.rstrip("/")) != handle.job_id:
         return
-    from clustrix.plugins import transport_for
+    from clustrix.plugin.manager import transport_for
 
     try:
         transport_for(config).run(["rm", "-rf", "--", job_dir], timeout=120)

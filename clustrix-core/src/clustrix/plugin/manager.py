@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
-from clustrix import hookspecs
 from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
 from clustrix.log import get_logger
+from clustrix.plugin import hookspecs
 
 if TYPE_CHECKING:
-    from clustrix.config import ClusterConfig
-    from clustrix.dryrun import DryRun
-    from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
-    from clustrix.transport import Transport
+    from clustrix.config.settings import ClusterConfig
+    from clustrix.plugin.dryrun import DryRun
+    from clustrix.plugin.transport import Transport
+    from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 
 ENTRY_POINT_GROUP = "clustrix"
-log = get_logger("clustrix.plugins")
+log = get_logger("clustrix.plugin.manager")
 
 #: Schedulers maintained by the project, so an unknown name can say what to install.
 KNOWN_DISTRIBUTIONS = {
@@ -295,7 +295,7 @@ def is_local_host(config: ClusterConfig) -> bool:
 
 def transport_for(config: ClusterConfig) -> Transport:
     """The transport that reaches the scheduler: local on the login node, else via a plugin."""
-    from clustrix.transport import LocalTransport
+    from clustrix.plugin.transport import LocalTransport
 
     if is_local_host(config):
         return LocalTransport()

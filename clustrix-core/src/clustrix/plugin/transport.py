@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from clustrix.runner import write_atomic
+from clustrix.remote.runner import write_atomic
 
 
 @attrs.frozen

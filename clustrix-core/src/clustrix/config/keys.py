@@ -356,7 +356,7 @@ def render_table(keys: Mapping[str, ConfigKey]) -> list[str]:
 REFERENCE_HEADER = """\
 # Configuration reference
 
-<!-- generated from the declared keys by clustrix.config.reference_page(); do not edit by hand:
+<!-- generated from the declared keys by clustrix.config.settings.reference_page(); do not edit by hand:
      python scripts/config_reference.py (with every clustrix distribution installed) writes this page -->
 
 Every configuration key, with its type, default, the backends that read it and what it does.

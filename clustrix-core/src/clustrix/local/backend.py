@@ -1,6 +1,6 @@
 """The local backend: the machine's own cores, registered as an ordinary plugin (``local``).
 
-CPU-bound work runs in a reused process pool (:mod:`clustrix.pool`: cloudpickle carries
+CPU-bound work runs in a reused process pool (:mod:`clustrix.local.pool`: cloudpickle carries
 lambdas, closures and functions defined in ``__main__`` or a notebook; a call that kills
 its worker fails alone; cancelling kills the running calls); I/O-bound work, or
 ``executor="thread"``, runs in a thread pool. A ``.map()`` is split into a few chunks
@@ -24,15 +24,15 @@ from typing import Any
 
 import attrs
 
-from clustrix.config import ClusterConfig
-from clustrix.decorator import ClusterFunction, mark_worker_thread
-from clustrix.dryrun import DryRun
+from clustrix.api.decorator import ClusterFunction, mark_worker_thread
+from clustrix.config.settings import ClusterConfig
 from clustrix.errors import JobLostError
-from clustrix.hookspecs import hookimpl
-from clustrix.jobdir import decode_outcome, plan_tasks
-from clustrix.jobs import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
-from clustrix.pool import PoolJob, ProcessPool
-from clustrix.runner import type_name
+from clustrix.local.pool import PoolJob, ProcessPool
+from clustrix.plugin.dryrun import DryRun
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
+from clustrix.remote.jobdir import decode_outcome, plan_tasks
+from clustrix.remote.runner import type_name
 
 #: Names whose use in a function's source makes ``executor="auto"`` choose threads, as the
 #: original clustrix did: the function mostly waits on files, sockets or other programs.

@@ -16,13 +16,16 @@ from typing import Any, overload
 
 import attrs
 
-from clustrix.config import CORE_DEFAULTS, ClusterConfig, resolve_config
-from clustrix.config import _check_keys as check_config_keys
-from clustrix.dryrun import DryRun
+from clustrix.api.futures import ClusterFuture, InlineFuture, get_manager
+from clustrix.api.progress import count as count_with_progress
+from clustrix.api.progress import wait as wait_with_progress
+from clustrix.api.progress import wanted as wanted_progress
+from clustrix.config.resources import Resources
+from clustrix.config.settings import CORE_DEFAULTS, ClusterConfig, resolve_config
+from clustrix.config.settings import _check_keys as check_config_keys
 from clustrix.errors import ConfigurationError, did_you_mean
-from clustrix.futures import ClusterFuture, InlineFuture, get_manager
-from clustrix.jobs import JobSpec, MappedArguments
-from clustrix.plugins import (
+from clustrix.plugin.dryrun import DryRun
+from clustrix.plugin.manager import (
     Scheduler,
     capture_environment,
     check_scheduler_name,
@@ -30,11 +33,8 @@ from clustrix.plugins import (
     plugin_config_keys,
     plugin_resource_keys,
 )
-from clustrix.progress import count as count_with_progress
-from clustrix.progress import wait as wait_with_progress
-from clustrix.progress import wanted as wanted_progress
-from clustrix.resources import Resources
-from clustrix.runner import INSIDE_ENV, unwrap
+from clustrix.plugin.types import JobSpec, MappedArguments
+from clustrix.remote.runner import INSIDE_ENV, unwrap
 
 _RESOURCE_KEYS = ("cores", "memory", "time", "partition", "queue", "gpus")
 
@@ -160,7 +160,7 @@ def unpicklable_argument(
 
     Used only after pickling a job failed, to name the culprit.
     """
-    from clustrix.runner import dumps
+    from clustrix.remote.runner import dumps
 
     def fails(value: Any) -> str | None:
         try:
@@ -327,7 +327,7 @@ class ClusterFunction:
 
         The first failed call's exception is raised (after all calls have finished or
         ``timeout`` seconds have passed). A progress bar of calls done, failed, running
-        and pending shows in a terminal or a notebook (see :mod:`clustrix.progress`);
+        and pending shows in a terminal or a notebook (see :mod:`clustrix.api.progress`);
         ``progress=False`` turns it off, ``True`` forces it.
         """
         arguments = _mapped_arguments(iterables)
@@ -353,8 +353,8 @@ class ClusterFunction:
     def job_script(self) -> JobScript:
         """Show what a call would submit, without submitting: ``fn.job_script(*args)``, ``fn.job_script.map(items)``.
 
-        Like dask-jobqueue's ``job_script()``: returns a :class:`clustrix.dryrun.DryRun` whose
-        ``str()`` is the exact job script and submit command(s). See :mod:`clustrix.dryrun`.
+        Like dask-jobqueue's ``job_script()``: returns a :class:`clustrix.plugin.dryrun.DryRun` whose
+        ``str()`` is the exact job script and submit command(s). See :mod:`clustrix.plugin.dryrun`.
         """
         return JobScript(self)
 

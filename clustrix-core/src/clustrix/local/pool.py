@@ -80,7 +80,7 @@ def describe_exit(exitcode: int | None) -> str:
 def _worker_main(conn: multiprocessing.connection.Connection, current: Any) -> None:
     """Run chunks of calls until the pipe closes; ``current.value`` is the index of the running call."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from clustrix.runner import INSIDE_ENV, dumps, encode_outcome_error, unwrap
+    from clustrix.remote.runner import INSIDE_ENV, dumps, encode_outcome_error, unwrap
 
     os.environ[INSIDE_ENV] = "local"  # a decorated function called by a call runs inline: no pool in a worker
 
@@ -202,10 +202,10 @@ class _Task:
 def _pick(arguments: Sequence[Any], picked: Sequence[int]) -> tuple[list[Any], bool]:
     """The calls ``picked`` of a job's ``arguments``, and whether they are bare positional tuples.
 
-    A map's arguments (:class:`clustrix.jobs.MappedArguments`) are sliced as positional
+    A map's arguments (:class:`clustrix.plugin.types.MappedArguments`) are sliced as positional
     tuples, without building an ``(args, kwargs)`` pair per call.
     """
-    from clustrix.jobs import MappedArguments  # not at import: worker processes import this module too
+    from clustrix.plugin.types import MappedArguments  # not at import: worker processes import this module too
 
     if isinstance(arguments, MappedArguments):
         items = arguments.items
@@ -221,7 +221,7 @@ def _make_task(job: PoolJob, positions: list[int], func: Any, calls: list[Any], 
     The payload ends with ``CX`` and the number of calls, so a worker that cannot load it
     still knows how many errors to report.
     """
-    from clustrix.runner import dumps
+    from clustrix.remote.runner import dumps
 
     payload = dumps((func, calls, positional)) + b"CX" + len(calls).to_bytes(4, "big")
     return _Task(job, positions, func, calls, payload, positional)
@@ -377,7 +377,7 @@ class ProcessPool:
         except BaseException as exc:  # a bug here must not leave callers waiting for ever
             if self._closed:  # shut down under its feet (the interpreter is exiting): nothing waits any more
                 return
-            from clustrix.runner import encode_outcome_error
+            from clustrix.remote.runner import encode_outcome_error
 
             error = encode_outcome_error(RuntimeError(f"the local process pool failed: {type(exc).__name__}: {exc}"))
             with self._lock:
@@ -447,7 +447,7 @@ class ProcessPool:
         try:
             final, start, values, errors = pickle.loads(message)
         except Exception as exc:  # noqa: BLE001 - e.g. a returned value whose class cannot be loaded here
-            from clustrix.runner import encode_outcome_error
+            from clustrix.remote.runner import encode_outcome_error
 
             # the message's position is unknown: the worker goes, and its unfinished calls with it
             error = encode_outcome_error(RuntimeError(f"the results could not be unpickled here: {exc!r}"))

@@ -75,8 +75,8 @@ def variables_notes(variables: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     """The dry-run note naming the ``environment_variables`` a job gets, values shown as sizes only."""
     if not variables:
         return ()
-    from clustrix.config import redacted_variables
-    from clustrix.environment import VARIABLES_FILE
+    from clustrix.config.settings import redacted_variables
+    from clustrix.remote.environment import VARIABLES_FILE
 
     shown = ", ".join(f"{name}={size}" for name, size in redacted_variables(dict(variables)).items())
     return (f"environment_variables, in {VARIABLES_FILE} (0600, sourced by the job; values not shown): {shown}",)
@@ -92,8 +92,8 @@ class RemotePaths:
 
 def remote_paths(config: Any) -> RemotePaths:
     """Expand ``~`` here when the scheduler runs on this machine, else to :data:`REMOTE_HOME`."""
-    from clustrix.plugins import is_local_host
-    from clustrix.transport import LocalTransport
+    from clustrix.plugin.manager import is_local_host
+    from clustrix.plugin.transport import LocalTransport
 
     if is_local_host(config):
         return RemotePaths(LocalTransport().expand)

@@ -32,10 +32,10 @@ import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from clustrix.runner import UnsafePathError
+from clustrix.remote.runner import UnsafePathError
 
 if TYPE_CHECKING:
-    from clustrix.transport import CommandResult, Transport
+    from clustrix.plugin.transport import CommandResult, Transport
 
 #: The whole remote command line: the script comes on stdin (its byte length on the first line).
 #: ``head -c`` reads exactly that many bytes, so data after the script stays on stdin for it.

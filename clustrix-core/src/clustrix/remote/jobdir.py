@@ -1,7 +1,7 @@
 """Job directories on the machine that runs the job: staging the payload, reading outcomes back.
 
-Every plugin that runs :mod:`clustrix.runner` remotely (ssh, slurm, pbs, sge) shares
-these functions, so the layout documented in :mod:`clustrix.runner` lives in one place.
+Every plugin that runs :mod:`clustrix.remote.runner` remotely (ssh, slurm, pbs, sge) shares
+these functions, so the layout documented in :mod:`clustrix.remote.runner` lives in one place.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 
 import attrs
 
-from clustrix import environment, localcode, remote_script, runner
-from clustrix.jobs import JobSpec, Outcome
-from clustrix.transport import CommandError, LocalTransport, Transport
+from clustrix.plugin.transport import CommandError, LocalTransport, Transport
+from clustrix.plugin.types import JobSpec, Outcome
+from clustrix.remote import environment, localcode, runner
+from clustrix.remote import scripts as remote_script
 
 
 def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
@@ -40,7 +41,7 @@ def _payload(spec: JobSpec, tasks: Sequence[Sequence[int]], claim: bool) -> dict
 
 
 def encode_payload(spec: JobSpec, tasks: Sequence[Sequence[int]], *, claim: bool = False) -> bytes:
-    """The bytes of ``payload.pkl`` for ``spec``; ``claim`` turns on dynamic packing (see :mod:`clustrix.runner`)."""
+    """The bytes of ``payload.pkl``; ``claim`` turns on dynamic packing (see :mod:`clustrix.remote.runner`)."""
     return runner.dumps(_payload(spec, tasks, claim))
 
 
@@ -55,8 +56,8 @@ def encode_payload_and_code(
 
     ``needs`` are the modules the job's runner imports besides the payload's (shipped too
     when they are local, e.g. an editable clustrix-core). Raises
-    :class:`clustrix.localcode.LocalCodeError` for code that cannot travel; send the plan
-    with :func:`clustrix.localcode.ship` and put its ``prelude`` in the job's shell.
+    :class:`clustrix.remote.localcode.LocalCodeError` for code that cannot travel; send the plan
+    with :func:`clustrix.remote.localcode.ship` and put its ``prelude`` in the job's shell.
     """
     data, referenced = localcode.dumps_recording(_payload(spec, tasks, claim))
     return data, localcode.plan_code(referenced, spec.config, needs=needs)
@@ -69,7 +70,7 @@ def job_dir_for(base_dir: str, spec: JobSpec) -> str:
 def render_stage(base_dir: str, job_dir: str) -> str:
     """The script of :func:`stage`: check the work dir, create the job dir and ``out/`` 0700, store the payload.
 
-    The payload is the rest of stdin after the script (see :mod:`clustrix.remote_script`).
+    The payload is the rest of stdin after the script (see :mod:`clustrix.remote.scripts`).
     """
     q = shlex.quote
     payload = posixpath.join(job_dir, runner.PAYLOAD)
@@ -144,7 +145,7 @@ def outcome_files(names: Sequence[str]) -> OutcomeFiles:
 
 def runner_argv(python: str, job_dir: str, task: str | int | None = None) -> list[str]:
     """The argv that runs the runner; ``task`` may be a shell expression like ``$SLURM_ARRAY_TASK_ID``."""
-    argv = [python, "-m", "clustrix.runner", job_dir]
+    argv = [python, "-m", "clustrix.remote.runner", job_dir]
     if task is not None:
         argv += ["--task", str(task)]
     return argv
@@ -159,7 +160,7 @@ def runner_shell_command(python: str, job_dir: str, task_variable: str | None = 
 
 
 def decode_outcome(data: bytes) -> Outcome:
-    """Turn an outcome file's bytes into an :class:`Outcome` (see :mod:`clustrix.runner`).
+    """Turn an outcome file's bytes into an :class:`Outcome` (see :mod:`clustrix.remote.runner`).
 
     Bytes that are no outcome record make that call's failed outcome, so they are
     unpickled once only (a fetch that raised would be retried, unpickling them again).
@@ -235,7 +236,7 @@ def read_outcomes(transport: Transport, job_dir: str, size: int) -> list[Outcome
 
     The work dir above the job, the job dir, ``out/`` and each outcome file must belong
     to the login user, be writable by nobody else and be no symbolic link; the first that
-    is not raises :class:`clustrix.runner.UnsafePathError` naming it and why.
+    is not raises :class:`clustrix.remote.runner.UnsafePathError` naming it and why.
     """
     owner = _login_uid(transport)
     check_private_remote(transport, posixpath.dirname(job_dir.rstrip("/")), owner=owner)

@@ -10,7 +10,7 @@ from typing import Any, overload
 
 import attrs
 
-from clustrix.resources import Resources
+from clustrix.config.resources import Resources
 
 
 class JobState(enum.Enum):
@@ -47,7 +47,7 @@ class JobSpec:
 
     ``func`` is shared by every task; ``arguments`` holds one ``(args, kwargs)`` pair per
     task, so ``len(arguments) == 1`` for a single call. ``config`` is the resolved
-    configuration (a :class:`clustrix.config.ClusterConfig`); ``environment`` is the
+    configuration (a :class:`clustrix.config.settings.ClusterConfig`); ``environment`` is the
     snapshot made by the ``clustrix_capture_environment`` hooks (empty for local runs).
     """
 

@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from clustrix import registry
-from clustrix.config import ClusterConfig, resolve_config
-from clustrix.futures import resolve_futures, tail
-from clustrix.jobs import JobHandle, JobState, JobStatus
-from clustrix.plugins import Scheduler, get_scheduler
+from clustrix.api.futures import resolve_futures, tail
+from clustrix.config.settings import ClusterConfig, resolve_config
+from clustrix.plugin.manager import Scheduler, get_scheduler
+from clustrix.plugin.types import JobHandle, JobState, JobStatus
 
 
 class Job:

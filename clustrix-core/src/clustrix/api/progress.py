@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from clustrix.config import ClusterConfig
-    from clustrix.futures import ClusterFuture
+    from clustrix.api.futures import ClusterFuture
+    from clustrix.config.settings import ClusterConfig
 
 #: Seconds a map runs before its bar appears.
 DELAY = 0.5

@@ -1,4 +1,4 @@
-"""The remote runner: ``python -m clustrix.runner JOBDIR [--task N]``.
+"""The remote runner: ``python -m clustrix.remote.runner JOBDIR [--task N]``.
 
 It loads the cloudpickled payload of a job directory, runs the calls assigned to one
 array task, and writes each call's outcome atomically, then an exit-code side file.
@@ -31,7 +31,7 @@ restarted task is an idempotent re-run.
 
 **Nested calls**: while calls run, ``CLUSTRIX_INSIDE_CALL=job`` is set, so a ``@cluster``
 function that a call calls runs inline, inside this job, instead of submitting another
-(unless its configuration says ``nested_calls="submit"``; see :mod:`clustrix.decorator`).
+(unless its configuration says ``nested_calls="submit"``; see :mod:`clustrix.api.decorator`).
 
 **Checkpoints and requeue**: when ``CLUSTRIX_REQUEUE_ARGV`` (a JSON argv, e.g.
 ``["scontrol", "requeue", "123_4"]``) is set, ``SIGUSR2`` asks the task to stop and come
@@ -351,7 +351,7 @@ class _TaskRun:
         if os.path.lexists(checkpoint):
             with open_private(checkpoint) as fh:
                 func, args, kwargs = pickle.load(fh)
-            print(f"clustrix.runner: call {index} resumes from its checkpoint", file=sys.stderr, flush=True)
+            print(f"clustrix.remote.runner: call {index} resumes from its checkpoint", file=sys.stderr, flush=True)
         self.current = (index, func, args, kwargs)
         try:
             ok, encoded = execute_call(func, args, kwargs)
@@ -373,7 +373,7 @@ class _TaskRun:
         if text:
             argv = json.loads(text)
             if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-                raise SystemExit(f"clustrix.runner: {REQUEUE_ENV} must be a JSON list of strings, not {text!r}")
+                raise SystemExit(f"clustrix.remote.runner: {REQUEUE_ENV} must be a JSON list of strings, not {text!r}")
             self.requeue_argv = argv
         signal.signal(checkpoint_signal(name or DEFAULT_CHECKPOINT_SIGNAL), self.on_signal)
 
@@ -381,13 +381,15 @@ class _TaskRun:
         if os.path.exists(self.path(CANCELLED)):
             # cancelled: the scheduler's warning (SGE's -notify SIGUSR2, PBS's TERM) comes before a kill
             # that nothing survives; end now, so the job leaves the queue at once, not after the notify time
-            print("clustrix.runner: the job was cancelled; the running call ends now", file=sys.stderr, flush=True)
+            print(
+                "clustrix.remote.runner: the job was cancelled; the running call ends now", file=sys.stderr, flush=True
+            )
             end_by_signal(signum)
         current = self.current
         resumed = None if current is None else self.checkpoint(current)
         if resumed is not None and current is not None:
             write_atomic(self.path(checkpoint_name(current[0])), dumps(resumed))
-            print(f"clustrix.runner: call {current[0]} checkpointed", file=sys.stderr, flush=True)
+            print(f"clustrix.remote.runner: call {current[0]} checkpointed", file=sys.stderr, flush=True)
         if self.requeue_argv is None:
             end_by_signal(signum)  # the scheduler stops the task itself, then reruns or deletes it
         if resumed is None:
@@ -405,7 +407,7 @@ class _TaskRun:
             returned = method(*args, **kwargs)
             return None if returned is None else as_call(returned)
         except Exception:  # noqa: BLE001 - a broken checkpoint leaves the call as it is
-            print("clustrix.runner: checkpoint() failed; the call is not checkpointed", file=sys.stderr)
+            print("clustrix.remote.runner: checkpoint() failed; the call is not checkpointed", file=sys.stderr)
             traceback.print_exc()
             return None
 
@@ -418,10 +420,10 @@ class _TaskRun:
         except (OSError, subprocess.TimeoutExpired) as exc:
             ok, detail = False, str(exc)
         if not ok:
-            print(f"clustrix.runner: requeue failed ({' '.join(argv)}): {detail}", file=sys.stderr, flush=True)
+            print(f"clustrix.remote.runner: requeue failed ({' '.join(argv)}): {detail}", file=sys.stderr, flush=True)
             self.stop_requested = False
             return
-        print(f"clustrix.runner: task {self.task} requeued", file=sys.stderr, flush=True)
+        print(f"clustrix.remote.runner: task {self.task} requeued", file=sys.stderr, flush=True)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(REQUEUED_EXIT)
@@ -432,7 +434,9 @@ def checkpoint_signal(name: str) -> signal.Signals:
     try:
         return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
     except KeyError:
-        raise SystemExit(f"clustrix.runner: {SIGNAL_ENV}={name!r} is not a signal name (e.g. TERM, USR2)") from None
+        raise SystemExit(
+            f"clustrix.remote.runner: {SIGNAL_ENV}={name!r} is not a signal name (e.g. TERM, USR2)"
+        ) from None
 
 
 def end_by_signal(signum: int) -> None:
@@ -455,7 +459,7 @@ def run_task(job_dir: str, task: int) -> int:
         payload = pickle.load(fh)
     run = _TaskRun(job_dir, task, payload)
     if not 0 <= task < len(run.tasks):
-        raise SystemExit(f"clustrix.runner: task {task} is not in 0..{len(run.tasks) - 1}")
+        raise SystemExit(f"clustrix.remote.runner: task {task} is not in 0..{len(run.tasks) - 1}")
     run.install_signal_handler()
     return run.run()
 
@@ -472,14 +476,14 @@ def _task_from_environment() -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
-        print("usage: python -m clustrix.runner JOBDIR [--task N]", file=sys.stderr)
+        print("usage: python -m clustrix.remote.runner JOBDIR [--task N]", file=sys.stderr)
         return 2
     job_dir = argv[0]
     task = int(argv[argv.index("--task") + 1]) if "--task" in argv else _task_from_environment()
     try:
         return run_task(job_dir, task)
     except UnsafePathError as exc:
-        print(f"clustrix.runner: {exc}", file=sys.stderr)
+        print(f"clustrix.remote.runner: {exc}", file=sys.stderr)
         return 3
 
 

@@ -13,7 +13,7 @@ Layers, later wins:
 6. ``@cluster(...)`` keywords that are configuration keys;
 7. ``CLUSTRIX_<KEY>`` environment variables (``CLUSTRIX_CLUSTER_TYPE=local``).
 
-Every key has a declared type (:mod:`clustrix.configkeys`); a value of another type is
+Every key has a declared type (:mod:`clustrix.config.keys`); a value of another type is
 refused naming the key, the type and where the value came from (for the config file: its
 path and line).
 """
@@ -31,16 +31,16 @@ from typing import Any, cast
 import attrs
 import platformdirs
 
-from clustrix.configkeys import CORE_KEYS, ConfigKey, from_default, from_text, mismatch, type_matches
+from clustrix.config.keys import CORE_KEYS, ConfigKey, from_default, from_text, mismatch, type_matches
+from clustrix.config.resources import Resources, parse_memory
 from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
-from clustrix.resources import Resources, parse_memory
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-#: The defaults of core's keys (declared with their types in :data:`clustrix.configkeys.CORE_KEYS`).
+#: The defaults of core's keys (declared with their types in :data:`clustrix.config.keys.CORE_KEYS`).
 #: Scheduler-specific keys (``namespace``, ``image``, ``kubeconfig``, ...) are declared by their
 #: plugins through ``clustrix_config_keys``.
 CORE_DEFAULTS: dict[str, Any] = {name: key.default for name, key in CORE_KEYS.items()}
@@ -77,14 +77,14 @@ def config_path() -> Path:
 
 def declared_keys() -> dict[str, ConfigKey]:
     """Core keys plus those declared by installed plugins, each with its type, default and meaning."""
-    from clustrix.plugins import plugin_config_keys
+    from clustrix.plugin.manager import plugin_config_keys
 
     return {**CORE_KEYS, **_typed(plugin_config_keys())}
 
 
 def declarations() -> list[tuple[str, dict[str, ConfigKey]]]:
     """Who declares which keys: ``("clustrix-core", {...})`` first, then each installed plugin's distribution."""
-    from clustrix.plugins import get_plugin_manager, installed_plugins
+    from clustrix.plugin.manager import get_plugin_manager, installed_plugins
 
     distributions = {info.name: info.distribution or info.name for info in installed_plugins()}
     by_distribution: dict[str, dict[str, ConfigKey]] = {}
@@ -107,8 +107,8 @@ def reference_page() -> str:
 
     Third-party plugins are left out: the page documents what this project ships.
     """
-    from clustrix.configkeys import render_reference
-    from clustrix.plugins import KNOWN_DISTRIBUTIONS
+    from clustrix.config.keys import render_reference
+    from clustrix.plugin.manager import KNOWN_DISTRIBUTIONS
 
     project = {"clustrix-core", *KNOWN_DISTRIBUTIONS.values()}
     return render_reference((name, keys) for name, keys in declarations() if name in project)
@@ -451,7 +451,7 @@ def configure(*, profile: str | None = _UNSET, **settings: Any) -> None:
             parameter_prefix="default_",
         )
     if "cluster_type" in checked:
-        from clustrix.plugins import KNOWN_DISTRIBUTIONS, scheduler_names, unknown_scheduler_message
+        from clustrix.plugin.manager import KNOWN_DISTRIBUTIONS, scheduler_names, unknown_scheduler_message
 
         installed = scheduler_names()
         name = checked["cluster_type"]

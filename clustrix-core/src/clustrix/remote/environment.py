@@ -12,7 +12,7 @@ from then on (a marker file is written last). Distributions installed from a loc
 (not editable) are built into wheels here, shipped to ``<remote_work_dir>/wheels/`` and
 unpacked into ``<remote_work_dir>/local/<name>-<digest>``, which jobs put first on
 ``PYTHONPATH``. Editable installs (``pip install -e .``) are never installed remotely: their
-source travels as the user's own code (:mod:`clustrix.localcode`), and their requirements
+source travels as the user's own code (:mod:`clustrix.remote.localcode`), and their requirements
 are pinned in the venv like any other distribution's.
 
 The functions that render shell scripts are pure, so schedulers other than ``ssh`` (a
@@ -42,16 +42,16 @@ from urllib.parse import unquote, urlparse
 import attrs
 import platformdirs
 
-from clustrix import remote_script
 from clustrix.errors import ClustrixError, ConfigurationError
-from clustrix.hookspecs import hookimpl
 from clustrix.log import get_logger
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.remote import scripts as remote_script
 
 if TYPE_CHECKING:
-    from clustrix.config import ClusterConfig
-    from clustrix.transport import Transport
+    from clustrix.config.settings import ClusterConfig
+    from clustrix.plugin.transport import Transport
 
-log = get_logger("clustrix.environment")
+log = get_logger("clustrix.remote.environment")
 
 #: The venv brings its own installer; pinning it would only slow the build.
 NOT_REPLICATED = frozenset({"pip"})
@@ -209,7 +209,7 @@ def capture_environment(roots: Iterable[str] | None = None) -> dict[str, Any]:
     }
 
 
-@hookimpl(tryfirst=True)  # called first, so its keys win (see clustrix.plugins.capture_environment)
+@hookimpl(tryfirst=True)  # called first, so its keys win (see clustrix.plugin.manager.capture_environment)
 def clustrix_capture_environment(config: ClusterConfig) -> dict[str, Any] | None:
     """Core's contribution to the snapshot: Python and pip distributions.
 
@@ -334,9 +334,9 @@ def render_version_check(python: str, expected: str | None, *, allow_mismatch: b
     )
 
 
-#: What a job's Python must import: the runner (``python -m clustrix.runner``) and cloudpickle,
+#: What a job's Python must import: the runner (``python -m clustrix.remote.runner``) and cloudpickle,
 #: which loads the pickled call. A plugin that ships the runner file needs only cloudpickle.
-RUNNER_MODULES = ("clustrix.runner", "cloudpickle")
+RUNNER_MODULES = ("clustrix.remote.runner", "cloudpickle")
 
 #: The first statement of every ``python -c`` clustrix runs where ``-I`` cannot be used (the code
 #: must import from the job's own ``PYTHONPATH``): ``-c`` puts the current directory first on
@@ -369,7 +369,7 @@ def render_build_script(
     """The POSIX sh script that makes ``<work_dir>/envs/<key>`` exist and be complete.
 
     ``work_dir`` must be absolute (expanded). Before anything is written or run, the work
-    dir and every directory used below it is checked (see :mod:`clustrix.remote_script`).
+    dir and every directory used below it is checked (see :mod:`clustrix.remote.scripts`).
     ``shipped`` are (remote wheel path, size) pairs whose bytes follow the script on stdin,
     in order. ``overlays`` are (remote wheel path, target dir) pairs unpacked with the
     venv's Python if the target is missing; a wheel that is needed but neither shipped nor

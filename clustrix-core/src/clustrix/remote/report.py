@@ -1,6 +1,6 @@
 """Job directories read in one remote command: the shell that prints outcome frames, and their parser.
 
-Used by every backend that runs :mod:`clustrix.runner` on another machine (the ``ssh``
+Used by every backend that runs :mod:`clustrix.remote.runner` on another machine (the ``ssh``
 backend and the batch engine): instead of one SFTP request per file, a script prints a
 job's outcome files inline in its output, after checking that nobody but the login user
 could have written them. Pure: values in, shell text or parsed bytes out.
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix import remote_script
-from clustrix.runner import UnsafePathError
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.runner import UnsafePathError
 
 if TYPE_CHECKING:
-    from clustrix.jobs import JobHandle
-    from clustrix.transport import Transport
+    from clustrix.plugin.transport import Transport
+    from clustrix.plugin.types import JobHandle
 
 #: ``find`` tests true for a directory that is not private: not owned by ``$uid``, group or
 #: other writable, or not a directory at all (a symlink given as a start is not followed).
@@ -42,7 +42,7 @@ NOT_PRIVATE_DIR = '\\( ! -user "$uid" -o -perm -020 -o -perm -002 -o ! -type d \
 #: report's output, so fetching them costs no further round trip.
 INLINE_LIMIT = 1024 * 1024
 
-#: Shell functions for reports (POSIX sh), after :data:`clustrix.remote_script.CHECK_FUNCTIONS`.
+#: Shell functions for reports (POSIX sh), after :data:`clustrix.remote.scripts.CHECK_FUNCTIONS`.
 #:
 #: ``private DIR`` is the remote half of "nothing is unpickled from a place another user
 #: can write": the job dir, its parent, its ``out/`` and every outcome file must be owned by
@@ -50,7 +50,7 @@ INLINE_LIMIT = 1024 * 1024
 #: follow a symlink given as a starting point, so a symlink fails ``-type``). Any output of
 #: ``find``, including its own errors, means "refuse"; ``why_unsafe DIR`` then names the
 #: first entry that fails and why (``REASON ENTRY``, ENTRY relative to DIR: ``.``, ``out``,
-#: ``..``, ``out/N.pkl``; REASON a key of :data:`clustrix.remote_script.REASONS`).
+#: ``..``, ``out/N.pkl``; REASON a key of :data:`clustrix.remote.scripts.REASONS`).
 #:
 #: ``outcomes ID DIR MODE`` prints one frame (see the module docs). ``MODE`` is ``raw``,
 #: ``base64``, or ``auto`` (base64 if TOTAL <= :data:`INLINE_LIMIT` and ``base64`` exists,
@@ -181,7 +181,7 @@ def run_script(
     """Run a rendered ``sh`` script as one remote command: exit code, stdout and stderr as bytes.
 
     The script and then ``data`` travel on stdin behind the constant
-    :data:`clustrix.remote_script.BOOTSTRAP` line, never in a process's arguments. A
+    :data:`clustrix.remote.scripts.BOOTSTRAP` line, never in a process's arguments. A
     transport with ``run_bytes`` (SSH) returns raw bytes, so outcome frames may be raw;
     elsewhere the text output is encoded back (base64 frames are ASCII).
     """

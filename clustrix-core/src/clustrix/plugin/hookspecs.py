@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from clustrix.config import ClusterConfig
-    from clustrix.dryrun import DryRun
-    from clustrix.jobs import JobHandle, JobSpec, JobStatus, Outcome
-    from clustrix.transport import Transport
+    from clustrix.config.settings import ClusterConfig
+    from clustrix.plugin.dryrun import DryRun
+    from clustrix.plugin.transport import Transport
+    from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 
 PROJECT_NAME = "clustrix"
 
@@ -61,7 +61,7 @@ def clustrix_config_keys() -> Mapping[str, Any] | None:
     another type than the declared one is refused naming the key, the type and where
     the value came from; the configuration reference lists every declared key.
 
-    :return: a mapping of key to :class:`clustrix.configkeys.ConfigKey` (a bare default
+    :return: a mapping of key to :class:`clustrix.config.keys.ConfigKey` (a bare default
         value is still taken, its type being the default's), or None.
     """
 
@@ -107,7 +107,7 @@ def clustrix_make_transport(config: ClusterConfig) -> Transport | None:
     """Return a transport that reaches ``config.cluster_host`` (e.g. over SSH).
 
     Core calls this only when ``cluster_host`` names another machine; with no host (or
-    ``localhost``) batch schedulers use :class:`clustrix.transport.LocalTransport`.
+    ``localhost``) batch schedulers use :class:`clustrix.plugin.transport.LocalTransport`.
     ``clustrix-ssh`` implements it; a site could add another way in.
 
     Stops at first non-None result.
@@ -200,7 +200,7 @@ def clustrix_dry_run(spec: JobSpec) -> DryRun | None:
 
     Optional: a scheduler without it answers ``fn.job_script()`` with an error naming it.
     Validate as :func:`clustrix_submit` does (the same ``ValueError`` for the same bad
-    request), then return a :class:`clustrix.dryrun.DryRun` built by the same functions the
+    request), then return a :class:`clustrix.plugin.dryrun.DryRun` built by the same functions the
     submit uses. Write nothing remotely, create nothing, and avoid connecting: show values
     only the remote side knows as placeholders and say so in ``DryRun.notes``. Never put
     secrets (payload contents, tokens, passwords) in it.

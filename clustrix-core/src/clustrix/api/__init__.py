@@ -1,0 +1,1 @@
+"""The user's API: ``@cluster``, ``Executor``, futures, ``Job`` and the progress bar."""

@@ -1,0 +1,1 @@
+"""Configuration: settings and profiles, the declared keys, and resource requests."""

@@ -1,0 +1,1 @@
+"""The local backend: the machine's own cores."""
