@@ -19,7 +19,7 @@ from clustrix import cluster, configure, registry
 from clustrix.config.settings import get_config
 from clustrix.errors import ConfigurationError, StateFileError
 from clustrix.plugin.transport import LocalTransport
-from clustrix.remote.environment import prepare_remote_environment
+from clustrix.remote.environment.prepare import prepare_remote_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 

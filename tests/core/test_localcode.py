@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 
 from clustrix.plugin.transport import LocalTransport
-from clustrix.remote import localcode
-from clustrix.remote.localcode import LocalCodeError
+from clustrix.remote.environment.activation import pythonpath_line
+from clustrix.remote.localcode import shipping
+from clustrix.remote.localcode.detection import dumps_recording, imported_names, is_installed_path, locate
+from clustrix.remote.localcode.plan import plan_code
+from clustrix.remote.localcode.shipping import CODE_DIR, READY_MARKER, ShippedCode, forget_shipped
+from clustrix.remote.localcode.units import LocalCodeError, archive, make_unit
 from clustrix.remote.runner import UnsafePathError
 
 
@@ -37,13 +41,13 @@ def test_imports_inside_a_function_body_are_found_but_relative_ones_are_not() ->
 
         from . import test_localcode  # noqa: F401  (a relative import: never followed)
 
-    assert localcode.imported_names(body.__code__) == {"json.decoder", "os"}
+    assert imported_names(body.__code__) == {"json.decoder", "os"}
 
 
 def test_the_standard_library_and_installed_distributions_are_not_local() -> None:
-    assert localcode.locate("json") is None
-    assert localcode.locate("attrs") is None  # an installed distribution
-    assert localcode.is_installed_path(json.__file__)
+    assert locate("json") is None
+    assert locate("attrs") is None  # an installed distribution
+    assert is_installed_path(json.__file__)
 
 
 def test_a_local_module_named_like_a_standard_module_travels(
@@ -51,7 +55,7 @@ def test_a_local_module_named_like_a_standard_module_travels(
 ) -> None:
     (local_modules / "colorsys.py").write_text("SHADOWED = True\n")  # the user's file wins locally, so remotely too
     monkeypatch.delitem(sys.modules, "colorsys", raising=False)
-    origin = localcode.locate("colorsys")
+    origin = locate("colorsys")
     assert origin is not None and origin.paths == (str((local_modules / "colorsys.py").resolve()),)
 
 
@@ -59,9 +63,9 @@ def test_a_folder_pip_installed_into_with_target_is_not_local_code(local_modules
     name = unique("targeted")
     (local_modules / name).mkdir()
     (local_modules / name / "__init__.py").write_text("")
-    assert localcode.locate(name) is not None  # a plain folder on sys.path: the user's code
+    assert locate(name) is not None  # a plain folder on sys.path: the user's code
     (local_modules / f"{name}-1.0.dist-info").mkdir()  # what pip install --target leaves next to it
-    assert localcode.locate(name) is None
+    assert locate(name) is None
 
 
 def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_modules: Path) -> None:
@@ -72,8 +76,8 @@ def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_mo
     def uses() -> int:
         return int(package.VALUE)
 
-    _, referenced = localcode.dumps_recording(uses)
-    plan = localcode.plan_code(referenced, None, needs=())
+    _, referenced = dumps_recording(uses)
+    plan = plan_code(referenced, None, needs=())
     (unit,) = plan.units
     assert unit.name == name and unit.label == f"{name}-{unit.digest}"
     assert [arcname for arcname, _ in unit.files] == [f"{name}/__init__.py", f"{name}/data.json", f"{name}/inner.py"]
@@ -83,11 +87,11 @@ def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_mo
 def test_the_archive_is_the_same_bytes_for_the_same_content(local_modules: Path) -> None:
     name = unique("pkg")
     write_package(local_modules, name)
-    origin = localcode.locate(name)
+    origin = locate(name)
     assert origin is not None
-    unit = localcode.make_unit(origin, limit=10**6)
-    assert localcode.archive([unit]) == localcode.archive([unit])
-    with tarfile.open(fileobj=io.BytesIO(localcode.archive([unit])), mode="r:gz") as tar:
+    unit = make_unit(origin, limit=10**6)
+    assert archive([unit]) == archive([unit])
+    with tarfile.open(fileobj=io.BytesIO(archive([unit])), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == sorted(f"{unit.label}/{arcname}" for arcname, _ in unit.files)
 
 
@@ -98,7 +102,7 @@ def test_bad_configuration_for_local_code_is_named() -> None:
     with pytest.raises(ConfigurationError, match="max_module_size='lots' is not valid"):
         resolve_config(overrides={"max_module_size": "lots"})
     with pytest.raises(LocalCodeError, match="ship_modules lists 'json', which is not a local module"):
-        localcode.plan_code([], {"ship_modules": ["json"]}, needs=())
+        plan_code([], {"ship_modules": ["json"]}, needs=())
 
 
 def test_shipping_through_the_local_transport_sends_each_content_once(local_modules: Path, tmp_path: Path) -> None:
@@ -108,18 +112,18 @@ def test_shipping_through_the_local_transport_sends_each_content_once(local_modu
     config = {"remote_work_dir": str(tmp_path / "work")}
     transport = LocalTransport()
 
-    def ship() -> localcode.ShippedCode:
+    def ship() -> ShippedCode:
         module = importlib.import_module(changing)
-        _, referenced = localcode.dumps_recording(lambda: module.B)
-        plan = localcode.plan_code(referenced, config, needs=())
-        return localcode.ship(transport, config, plan, python=sys.executable)
+        _, referenced = dumps_recording(lambda: module.B)
+        plan = plan_code(referenced, config, needs=())
+        return shipping.ship(transport, config, plan, python=sys.executable)
 
     first = ship()
     assert {label.rsplit("-", 1)[0] for label in first.sent} == {stable, changing}
-    assert first.prelude == (localcode.pythonpath_line(first.paths),)
-    assert all(Path(path, localcode.READY_MARKER).is_file() for path in first.paths)
+    assert first.prelude == (pythonpath_line(first.paths),)
+    assert all(Path(path, READY_MARKER).is_file() for path in first.paths)
     assert ship().sent == ()  # remembered in this process: no command
-    localcode.forget_shipped()  # as a new process would
+    forget_shipped()  # as a new process would
     again = ship()
     assert again.sent == () and set(again.reused) == set(first.sent)  # the remote side had them
 
@@ -138,14 +142,14 @@ def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_pa
     (local_modules / f"{name}.py").write_text("A = 1\n")
     module = importlib.import_module(name)
     work = tmp_path / "work"
-    (work / localcode.CODE_DIR).mkdir(parents=True)
-    (work / localcode.CODE_DIR).chmod(0o777)
+    (work / CODE_DIR).mkdir(parents=True)
+    (work / CODE_DIR).chmod(0o777)
     config = {"remote_work_dir": str(work)}
-    _, referenced = localcode.dumps_recording(lambda: module.A)
-    plan = localcode.plan_code(referenced, config, needs=())
+    _, referenced = dumps_recording(lambda: module.A)
+    plan = plan_code(referenced, config, needs=())
     with pytest.raises(UnsafePathError, match=r"code on localhost is writable by other users"):
-        localcode.ship(LocalTransport(), config, plan, python=sys.executable)
-    assert list((work / localcode.CODE_DIR).iterdir()) == []
+        shipping.ship(LocalTransport(), config, plan, python=sys.executable)
+    assert list((work / CODE_DIR).iterdir()) == []
 
 
 def test_clustrix_code_lists_what_a_function_would_ship_without_submitting(

@@ -19,7 +19,7 @@ from clustrix.batch.dialect import ScriptJob
 from clustrix.batch.engine import RUNNER_NAME
 from clustrix.config.resources import Resources
 from clustrix.errors import ConfigurationError
-from clustrix.remote.environment import activation_lines
+from clustrix.remote.environment.activation import activation_lines
 from clustrix_slurm.dialect import SlurmDialect
 from clustrix_slurm.script import array_spec, memory_megabytes
 from tests import golden

@@ -26,9 +26,15 @@ from clustrix.api.job import Job
 from clustrix.config.settings import config_path, get_config
 from clustrix.errors import ClustrixError
 from clustrix.plugin.manager import installed_plugins, transport_for
-from clustrix.remote.environment import RUNNER_MODULES, SAFE_SYS_PATH, remote_python
+from clustrix.remote.environment.interpreter import RUNNER_MODULES, remote_python
 from clustrix.remote.runner import write_atomic
-from clustrix.remote.scripts import CHECK_FUNCTIONS, render_work_dir_check, run_script, unsafe_from_stderr
+from clustrix.remote.scripts import (
+    CHECK_FUNCTIONS,
+    SAFE_SYS_PATH,
+    render_work_dir_check,
+    run_script,
+    unsafe_from_stderr,
+)
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -295,12 +301,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_code(args: argparse.Namespace) -> int:
     """What of the user's own code a function would take to the cluster (nothing is submitted)."""
-    from clustrix.remote import localcode, runner
+    from clustrix.remote import runner
+    from clustrix.remote.localcode.detection import dumps_recording
+    from clustrix.remote.localcode.plan import describe, plan_code
 
     function = runner.unwrap(_import_target(args.target, "code"))
-    _, referenced = localcode.dumps_recording(function)
-    plan = localcode.plan_code(referenced, get_config(), needs=())
-    units = localcode.describe(plan)
+    _, referenced = dumps_recording(function)
+    plan = plan_code(referenced, get_config(), needs=())
+    units = describe(plan)
     lines = [f"{'UNIT':<40} {'SIZE':>10}  SOURCE"]
     lines += [f"{u['label']:<40} {u['size']:>10}  {u['source']}" for u in units] or ["(nothing: no local code)"]
     lines.append(f"imported remotely before submit: {', '.join(plan.modules) or '-'}")

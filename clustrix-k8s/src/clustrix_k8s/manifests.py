@@ -21,7 +21,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clustrix.remote.localcode import CodePlan, _format_size
+from clustrix.remote.localcode.plan import CodePlan
+from clustrix.remote.localcode.units import format_size
 from clustrix_k8s.bootstrap import MOUNT, SCRATCH
 from clustrix_k8s.options import JobOptions
 from clustrix_k8s.states import PIP_FAILED_EXIT
@@ -72,7 +73,7 @@ def too_large_message(payload: int, code: int, plan: CodePlan) -> str:
             "reference (object storage, a volume, a URL) instead of as an argument"
         )
     units = sorted(plan.units, key=lambda u: -u.size)
-    listed = ", ".join(f"{u.name} {_format_size(u.size)}" for u in units[:5]) + (", ..." if len(units) > 5 else "")
+    listed = ", ".join(f"{u.name} {format_size(u.size)}" for u in units[:5]) + (", ..." if len(units) > 5 else "")
     biggest = units[0].name
     return (
         f"the job's local code ({listed}; {_mib(code)} compressed) and its calls and arguments "
