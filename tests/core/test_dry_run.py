@@ -15,7 +15,7 @@ import pytest
 from clustrix import cluster, registry
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob
 from clustrix.batch.engine import RUNNER_NAME, BatchScheduler
-from clustrix.cli import main
+from clustrix.cli.app import main
 from clustrix.config.resources import Resources
 from clustrix.config.settings import resolve_config
 from clustrix.errors import ConfigurationError

@@ -155,7 +155,7 @@ def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_pa
 def test_clustrix_code_lists_what_a_function_would_ship_without_submitting(
     local_modules: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from clustrix.cli import main
+    from clustrix.cli.app import main
 
     helper, driver = unique("helper"), unique("driver")
     (local_modules / f"{helper}.py").write_text("def twice(x):\n    return 2 * x\n")
