@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
 import sys
 import tarfile
 import uuid
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from clustrix.plugin.transport import LocalTransport
-from clustrix.remote.environment.activation import pythonpath_line
+from clustrix.remote.environment.activation import job_environment, pythonpath_line
 from clustrix.remote.localcode import shipping
-from clustrix.remote.localcode.detection import dumps_recording, imported_names, is_installed_path, locate
-from clustrix.remote.localcode.plan import plan_code
+from clustrix.remote.localcode.detection import Origin, dumps_recording, imported_names, is_installed_path, locate
+from clustrix.remote.localcode.plan import CodePlan, plan_code
 from clustrix.remote.localcode.shipping import CODE_DIR, READY_MARKER, ShippedCode, forget_shipped
 from clustrix.remote.localcode.units import LocalCodeError, archive, make_unit
 from clustrix.remote.runner import UnsafePathError
@@ -135,6 +136,30 @@ def test_shipping_through_the_local_transport_sends_each_content_once(local_modu
     assert {label for label in changed.reused if label.startswith(stable)} == {
         label for label in first.sent if label.startswith(stable)
     }
+
+
+def test_a_module_that_reads_an_environment_variable_at_import_is_checked_with_the_jobs_values(
+    local_modules: Path, tmp_path: Path
+) -> None:
+    # the variables' values are in a private file the job sources, which does not exist when the code is
+    # checked: the check's script (on stdin) exports them in the same place of the prelude instead
+    name, variable = unique("needs_env"), unique("CLUSTRIX_TEST_TOKEN").upper()
+    value = "it's $(x) `y`"
+    (local_modules / f"{name}.py").write_text(f"import os\nassert os.environ[{variable!r}] == {value!r}\n")
+    assert variable not in os.environ
+    config = {"remote_work_dir": str(tmp_path / "work"), "environment_variables": {variable: value}}
+    env = job_environment(config, sys.executable)
+    plan = CodePlan(units=(make_unit(locate(name) or _missing(name), limit=10**6),), modules=(name,))
+    with pytest.raises(LocalCodeError, match=rf"{name}.*does not import.*KeyError: '{variable}'"):
+        shipping.ship(LocalTransport(), config, plan, python=sys.executable, prelude=env.prelude)  # without them
+    forget_shipped()
+    shipped = shipping.ship(LocalTransport(), config, plan, python=sys.executable, prelude=env.check_prelude())
+    assert [label.rsplit("-", 1)[0] for label in shipped.reused] == [name]  # sent by the refused attempt
+    assert all(variable not in line for line in env.prelude)  # the job's own prelude still holds no value
+
+
+def _missing(name: str) -> Origin:
+    raise AssertionError(f"{name} is not found as local code")
 
 
 def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The sbatch script is a pure function of the job, checked against golden files.
 
 The scripts are rendered exactly as the engine renders them in production: the SLURM
-dialect's directives, core's environment prelude (:func:`clustrix.remote.environment.activation_lines`)
+dialect's directives, core's environment prelude (:func:`clustrix.remote.environment.activation.activation_lines`)
 and the runner file shipped into the job directory. Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to
 rewrite the golden files after an intended change.
 """

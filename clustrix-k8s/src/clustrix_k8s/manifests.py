@@ -1,7 +1,7 @@
 """The Kubernetes objects of one clustrix job, rendered as plain dicts (pure).
 
 - payload Secrets ``clustrix-<id>-payload-<n>``: the user's local code (the
-  :func:`clustrix.remote.localcode.archive` of the job's units, if any) followed by the
+  :func:`clustrix.remote.localcode.units.archive` of the job's units, if any) followed by the
   cloudpickled calls, in chunks, the first Secret also holding ``meta.json``,
   ``bootstrap.py``, ``clustrix_runner.py`` and the values of ``environment_variables``
   (``env.<n>``, which the container's env takes by ``secretKeyRef``: the Job and Pod
@@ -98,7 +98,7 @@ def payload_secrets(
 ) -> list[dict[str, Any]]:
     """The payload Secrets of a job; :class:`PayloadTooLargeError` before anything is created.
 
-    ``code`` is ``clustrix.remote.localcode.archive(plan.units)``: it travels first in the same
+    ``code`` is ``clustrix.remote.localcode.units.archive(plan.units)``: it travels first in the same
     chunked stream as the calls, and ``meta.json`` tells the pod its size, the units'
     folders to put on ``sys.path`` and the modules to import before the calls.
     """

@@ -94,7 +94,7 @@ class SSHScheduler:
         payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True)
         # before anything is written remotely: a Python mismatch or a failed build stops here
         env = prepare_remote_environment(transport, config, snapshot)
-        shipped = ship(transport, config, code, python=env.python, prelude=env.prelude)
+        shipped = ship(transport, config, code, python=env.python, prelude=env.check_prelude())
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         job_dir, driver = _driver(spec, base_dir, len(tasks), env, shipped.prelude)
         driver_bytes, variables = driver.encode(), env.variables_file()
@@ -309,7 +309,7 @@ def _driver(
 ) -> tuple[str, str]:
     """The job dir and driver script of ``spec``: what submit stages and what a dry run shows.
 
-    The driver sources the job's variables file (:data:`clustrix.remote.environment.VARIABLES_FILE`):
+    The driver sources the job's variables file (:data:`clustrix.remote.environment.activation.VARIABLES_FILE`):
     no value of ``environment_variables`` is in it.
     """
     job_dir = posixpath.join(base_dir, spec.job_id)

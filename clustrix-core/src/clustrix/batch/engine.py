@@ -264,7 +264,7 @@ class BatchScheduler:
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
         # the user's own modules: refused if they cannot travel, else shipped once per content hash
         payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
-        shipped = ship(transport, config, code, python=prepared.python, prelude=prepared.prelude)
+        shipped = ship(transport, config, code, python=prepared.python, prelude=prepared.check_prelude())
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
         job, job_dir, script_path = plan.job, plan.job.job_dir, plan.script_path

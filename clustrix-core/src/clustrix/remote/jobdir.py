@@ -59,8 +59,8 @@ def encode_payload_and_code(
 
     ``needs`` are the modules the job's runner imports besides the payload's (shipped too
     when they are local, e.g. an editable clustrix-core). Raises
-    :class:`clustrix.remote.localcode.LocalCodeError` for code that cannot travel; send the plan
-    with :func:`clustrix.remote.localcode.ship` and put its ``prelude`` in the job's shell.
+    :class:`clustrix.remote.localcode.units.LocalCodeError` for code that cannot travel; send the plan
+    with :func:`clustrix.remote.localcode.shipping.ship` and put its ``prelude`` in the job's shell.
     """
     data, referenced = dumps_recording(_payload(spec, tasks, claim))
     return data, plan_code(referenced, spec.config, needs=needs)

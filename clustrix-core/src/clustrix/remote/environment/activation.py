@@ -123,6 +123,17 @@ class RemoteEnvironment:
         at = self.variables_at
         return (*self.prelude[:at], source_variables_line(job_dir), *self.prelude[at:])
 
+    def check_prelude(self) -> tuple[str, ...]:
+        """The prelude of a check that runs before the job's directory exists (the shipped code's import check).
+
+        The variables are exported in place, in the text of the check's script, which travels on
+        stdin (:func:`clustrix.remote.scripts.run_script`): in no file and no process's arguments.
+        """
+        if not self.variables:
+            return self.prelude
+        at = self.variables_at
+        return (*self.prelude[:at], *variable_exports(dict(self.variables)), *self.prelude[at:])
+
     def variables_file(self) -> bytes:
         """The text of the job's :data:`VARIABLES_FILE` (empty when there are no variables)."""
         return "".join(line + "\n" for line in variable_exports(dict(self.variables))).encode()

@@ -165,7 +165,10 @@ def ship(
 
     Sends only units whose content hash the remote side lacks. One command when every
     unit is there already, two when some must be sent; none when this process already
-    checked the same units with the same Python on the same host.
+    checked the same units with the same Python on the same host. ``prelude`` is the job's
+    shell before its Python, variables included
+    (:meth:`~clustrix.remote.environment.activation.RemoteEnvironment.check_prelude`), so a
+    module that needs an ``environment_variables`` value at import imports as in the job.
     """
     if not plan.units:
         return ShippedCode()
