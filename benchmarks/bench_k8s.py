@@ -162,12 +162,14 @@ class ClustrixWithCode:
 
     def archive(self) -> tuple[int, float]:
         """(bytes, seconds) of the archive a submit builds for this package."""
-        from clustrix.remote import localcode
+        from clustrix.remote.localcode.detection import dumps_recording
+        from clustrix.remote.localcode.plan import plan_code
+        from clustrix.remote.localcode.units import archive
 
-        _, referenced = localcode.dumps_recording(self.module.trivial)
-        plan = localcode.plan_code(referenced, None, needs=())
+        _, referenced = dumps_recording(self.module.trivial)
+        plan = plan_code(referenced, None, needs=())
         start = time.perf_counter()
-        data = localcode.archive(plan.units)
+        data = archive(plan.units)
         return len(data), time.perf_counter() - start
 
 

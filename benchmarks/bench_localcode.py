@@ -52,7 +52,14 @@ def main() -> int:
     args = parser.parse_args()
 
     from clustrix.config.settings import resolve_config
-    from clustrix.remote import environment, localcode, runner
+    from clustrix.remote import runner
+    from clustrix.remote.environment.capture import capture_environment
+    from clustrix.remote.environment.prepare import prepare_remote_environment
+    from clustrix.remote.localcode import shipping
+    from clustrix.remote.localcode.detection import dumps_recording
+    from clustrix.remote.localcode.plan import plan_code
+    from clustrix.remote.localcode.shipping import ShippedCode, forget_shipped
+    from clustrix.remote.localcode.units import archive
     from clustrix_ssh import get_transport
     from tests.localcode_projects import write_project
     from tests.testbed.sshd import start_sshd
@@ -76,16 +83,16 @@ def main() -> int:
     plain, recording = [], []
     for _ in range(args.repeats):  # alternated, so load on the machine hits both alike
         plain.append(median_ms(lambda: runner.dumps(payload), 1))
-        recording.append(median_ms(lambda: localcode.dumps_recording(payload), 1))
+        recording.append(median_ms(lambda: dumps_recording(payload), 1))
     results["pickle_10000_calls_plain_ms"] = statistics.median(plain)
     results["pickle_10000_calls_recording_ms"] = statistics.median(recording)
-    _, referenced = localcode.dumps_recording(payload)
+    _, referenced = dumps_recording(payload)
     started = time.perf_counter()
-    plan = localcode.plan_code(referenced, None, needs=())
+    plan = plan_code(referenced, None, needs=())
     results["plan_first_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    results["plan_again_ms"] = median_ms(lambda: localcode.plan_code(referenced, None, needs=()), args.repeats)
+    results["plan_again_ms"] = median_ms(lambda: plan_code(referenced, None, needs=()), args.repeats)
     results["units"] = [{"label": u.label, "bytes": u.size} for u in plan.units]
-    results["archive_bytes"] = len(localcode.archive(plan.units))
+    results["archive_bytes"] = len(archive(plan.units))
 
     try:
         server = start_sshd()
@@ -100,16 +107,14 @@ def main() -> int:
                 server.host, port=server.port, user=server.user, key_file=server.key_file,
                 known_hosts_file=server.known_hosts,
             )  # fmt: skip
-            env = environment.prepare_remote_environment(
-                transport, config, environment.capture_environment(["clustrix-core"])
-            )
+            env = prepare_remote_environment(transport, config, capture_environment(["clustrix-core"]))
 
-            def ship() -> localcode.ShippedCode:
-                return localcode.ship(transport, config, plan, python=env.python, prelude=env.prelude)
+            def ship() -> ShippedCode:
+                return shipping.ship(transport, config, plan, python=env.python, prelude=env.prelude)
 
             for name, forget in (("first_submit", True), ("new_process_unchanged", True), ("same_process", False)):
                 if forget:
-                    localcode.forget_shipped()
+                    forget_shipped()
                 started = time.perf_counter()
                 shipped = ship()
                 results[f"ship_{name}_ms"] = round((time.perf_counter() - started) * 1000, 1)

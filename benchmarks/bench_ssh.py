@@ -96,7 +96,7 @@ def run_benchmark(repeats: int) -> dict[str, Any]:
     from clustrix import cluster
     from clustrix.config.settings import resolve_config
     from clustrix.plugin.manager import transport_for
-    from clustrix.remote import environment
+    from clustrix.remote.environment.prepare import forget_prepared
     from tests.testbed.sshd import start_sshd
 
     server = start_sshd()
@@ -120,7 +120,7 @@ def run_benchmark(repeats: int) -> dict[str, Any]:
         results["second_call_s"] = timed(small)
         ops_second = transport.operations()
         after_second = env_markers(transport, remote_work_dir)
-        environment.forget_prepared()
+        forget_prepared()
         results["new_process_call_s"] = timed(small)
         after_third = env_markers(transport, remote_work_dir)
         results["builds_second_call"] = builds_between(after_first, after_second)

@@ -209,7 +209,7 @@ def count_operations(
     from clustrix.config.settings import resolve_config
     from clustrix.plugin.manager import transport_for
     from clustrix.plugin.types import JobSpec
-    from clustrix.remote import environment
+    from clustrix.remote.environment.prepare import forget_prepared
 
     config = resolve_config(overrides=options)
     transport: Any = CountingLocal() if local else transport_for(config)
@@ -219,7 +219,7 @@ def count_operations(
     def spec() -> JobSpec:
         return JobSpec(name=function.__name__, func=function, arguments=calls, config=config)
 
-    environment.forget_prepared()
+    forget_prepared()
     before = transport.operations()
     scheduler.clustrix_submit(spec=spec(), wake=lambda: None)
     first = _delta(before, transport.operations())

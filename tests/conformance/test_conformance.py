@@ -251,11 +251,12 @@ def _job_python(target: Target) -> str:
     """The Python the target's jobs run (the replicated venv over SSH), built once per session."""
     from clustrix.batch.engine import JOB_NEEDS
     from clustrix.plugin.manager import transport_for
-    from clustrix.remote import environment
+    from clustrix.remote.environment.capture import capture_environment
+    from clustrix.remote.environment.prepare import prepare_remote_environment
 
     config = resolve_config(overrides=target.options)
-    snapshot = environment.capture_environment(config.get("replicate_distributions"))
-    return environment.prepare_remote_environment(transport_for(config), config, snapshot, needs=JOB_NEEDS).python
+    snapshot = capture_environment(config.get("replicate_distributions"))
+    return prepare_remote_environment(transport_for(config), config, snapshot, needs=JOB_NEEDS).python
 
 
 def test_a_full_job_file_system_is_a_clear_error_naming_the_path(target: Target) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from clustrix import Job, cluster
 from clustrix.plugin.types import JobState
-from clustrix.remote import environment
+from clustrix.remote.environment.activation import VARIABLES_FILE
 from tests.conformance.target import Target
 from tests.held_calls import held, release
 from tests.testbed.cousers import ProcWatch, as_mallory
@@ -66,7 +66,7 @@ def test_environment_variable_values_are_in_no_job_script_spool_or_process_argum
             assert time.monotonic() < deadline, f"the job never started: {job.status()}"
             time.sleep(0.2)
         holding = files_holding(watch.canary, [*target.spool_dirs, str(job.handle.job_dir)])
-        variables = os.path.join(str(job.handle.job_dir), environment.VARIABLES_FILE)
+        variables = os.path.join(str(job.handle.job_dir), VARIABLES_FILE)
         mallory_reads = as_mallory(f"cat {variables}")
         release(release_dir)
         value = future.result(timeout=120)

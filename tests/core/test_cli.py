@@ -197,7 +197,7 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_error(isolated_clustrix: Pa
 def test_every_option_argument_and_command_has_help_text() -> None:
     import argparse
 
-    from clustrix.cli import build_parser
+    from clustrix.cli.app import build_parser
 
     missing = []
 

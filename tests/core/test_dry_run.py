@@ -15,7 +15,7 @@ import pytest
 from clustrix import cluster, registry
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob
 from clustrix.batch.engine import RUNNER_NAME, BatchScheduler
-from clustrix.cli import main
+from clustrix.cli.app import main
 from clustrix.config.resources import Resources
 from clustrix.config.settings import resolve_config
 from clustrix.errors import ConfigurationError
@@ -125,7 +125,8 @@ def test_a_dry_run_shows_the_replicated_venv_a_submit_would_build_without_buildi
     snapshot = {"python": "3.11.7", "hash": "h", "distributions": [{"name": "x", "source": "pypi", "version": "1"}]}
     spec = JobSpec(name="add", func=add, arguments=[((1,), {})], config=config, environment=snapshot)
     shown = BatchScheduler(CopyDialect()).clustrix_dry_run(spec)
-    from clustrix.remote.environment import base_selection, environment_key, venv_python
+    from clustrix.remote.environment.activation import base_selection
+    from clustrix.remote.environment.venv import environment_key, venv_python
 
     python = venv_python(str(tmp_path / "w"), environment_key(snapshot, base_selection(config)))
     assert f"exec {python} " in str(shown.script)

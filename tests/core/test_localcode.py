@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
 import sys
 import tarfile
 import uuid
@@ -13,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from clustrix.plugin.transport import LocalTransport
-from clustrix.remote import localcode
-from clustrix.remote.localcode import LocalCodeError
+from clustrix.remote.environment.activation import job_environment, pythonpath_line
+from clustrix.remote.localcode import shipping
+from clustrix.remote.localcode.detection import Origin, dumps_recording, imported_names, is_installed_path, locate
+from clustrix.remote.localcode.plan import CodePlan, plan_code
+from clustrix.remote.localcode.shipping import CODE_DIR, READY_MARKER, ShippedCode, forget_shipped
+from clustrix.remote.localcode.units import LocalCodeError, archive, make_unit
 from clustrix.remote.runner import UnsafePathError
 
 
@@ -37,13 +42,13 @@ def test_imports_inside_a_function_body_are_found_but_relative_ones_are_not() ->
 
         from . import test_localcode  # noqa: F401  (a relative import: never followed)
 
-    assert localcode.imported_names(body.__code__) == {"json.decoder", "os"}
+    assert imported_names(body.__code__) == {"json.decoder", "os"}
 
 
 def test_the_standard_library_and_installed_distributions_are_not_local() -> None:
-    assert localcode.locate("json") is None
-    assert localcode.locate("attrs") is None  # an installed distribution
-    assert localcode.is_installed_path(json.__file__)
+    assert locate("json") is None
+    assert locate("attrs") is None  # an installed distribution
+    assert is_installed_path(json.__file__)
 
 
 def test_a_local_module_named_like_a_standard_module_travels(
@@ -51,7 +56,7 @@ def test_a_local_module_named_like_a_standard_module_travels(
 ) -> None:
     (local_modules / "colorsys.py").write_text("SHADOWED = True\n")  # the user's file wins locally, so remotely too
     monkeypatch.delitem(sys.modules, "colorsys", raising=False)
-    origin = localcode.locate("colorsys")
+    origin = locate("colorsys")
     assert origin is not None and origin.paths == (str((local_modules / "colorsys.py").resolve()),)
 
 
@@ -59,9 +64,9 @@ def test_a_folder_pip_installed_into_with_target_is_not_local_code(local_modules
     name = unique("targeted")
     (local_modules / name).mkdir()
     (local_modules / name / "__init__.py").write_text("")
-    assert localcode.locate(name) is not None  # a plain folder on sys.path: the user's code
+    assert locate(name) is not None  # a plain folder on sys.path: the user's code
     (local_modules / f"{name}-1.0.dist-info").mkdir()  # what pip install --target leaves next to it
-    assert localcode.locate(name) is None
+    assert locate(name) is None
 
 
 def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_modules: Path) -> None:
@@ -72,8 +77,8 @@ def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_mo
     def uses() -> int:
         return int(package.VALUE)
 
-    _, referenced = localcode.dumps_recording(uses)
-    plan = localcode.plan_code(referenced, None, needs=())
+    _, referenced = dumps_recording(uses)
+    plan = plan_code(referenced, None, needs=())
     (unit,) = plan.units
     assert unit.name == name and unit.label == f"{name}-{unit.digest}"
     assert [arcname for arcname, _ in unit.files] == [f"{name}/__init__.py", f"{name}/data.json", f"{name}/inner.py"]
@@ -83,11 +88,11 @@ def test_a_package_travels_whole_with_its_data_files_and_without_caches(local_mo
 def test_the_archive_is_the_same_bytes_for_the_same_content(local_modules: Path) -> None:
     name = unique("pkg")
     write_package(local_modules, name)
-    origin = localcode.locate(name)
+    origin = locate(name)
     assert origin is not None
-    unit = localcode.make_unit(origin, limit=10**6)
-    assert localcode.archive([unit]) == localcode.archive([unit])
-    with tarfile.open(fileobj=io.BytesIO(localcode.archive([unit])), mode="r:gz") as tar:
+    unit = make_unit(origin, limit=10**6)
+    assert archive([unit]) == archive([unit])
+    with tarfile.open(fileobj=io.BytesIO(archive([unit])), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == sorted(f"{unit.label}/{arcname}" for arcname, _ in unit.files)
 
 
@@ -98,7 +103,7 @@ def test_bad_configuration_for_local_code_is_named() -> None:
     with pytest.raises(ConfigurationError, match="max_module_size='lots' is not valid"):
         resolve_config(overrides={"max_module_size": "lots"})
     with pytest.raises(LocalCodeError, match="ship_modules lists 'json', which is not a local module"):
-        localcode.plan_code([], {"ship_modules": ["json"]}, needs=())
+        plan_code([], {"ship_modules": ["json"]}, needs=())
 
 
 def test_shipping_through_the_local_transport_sends_each_content_once(local_modules: Path, tmp_path: Path) -> None:
@@ -108,18 +113,18 @@ def test_shipping_through_the_local_transport_sends_each_content_once(local_modu
     config = {"remote_work_dir": str(tmp_path / "work")}
     transport = LocalTransport()
 
-    def ship() -> localcode.ShippedCode:
+    def ship() -> ShippedCode:
         module = importlib.import_module(changing)
-        _, referenced = localcode.dumps_recording(lambda: module.B)
-        plan = localcode.plan_code(referenced, config, needs=())
-        return localcode.ship(transport, config, plan, python=sys.executable)
+        _, referenced = dumps_recording(lambda: module.B)
+        plan = plan_code(referenced, config, needs=())
+        return shipping.ship(transport, config, plan, python=sys.executable)
 
     first = ship()
     assert {label.rsplit("-", 1)[0] for label in first.sent} == {stable, changing}
-    assert first.prelude == (localcode.pythonpath_line(first.paths),)
-    assert all(Path(path, localcode.READY_MARKER).is_file() for path in first.paths)
+    assert first.prelude == (pythonpath_line(first.paths),)
+    assert all(Path(path, READY_MARKER).is_file() for path in first.paths)
     assert ship().sent == ()  # remembered in this process: no command
-    localcode.forget_shipped()  # as a new process would
+    forget_shipped()  # as a new process would
     again = ship()
     assert again.sent == () and set(again.reused) == set(first.sent)  # the remote side had them
 
@@ -133,25 +138,49 @@ def test_shipping_through_the_local_transport_sends_each_content_once(local_modu
     }
 
 
+def test_a_module_that_reads_an_environment_variable_at_import_is_checked_with_the_jobs_values(
+    local_modules: Path, tmp_path: Path
+) -> None:
+    # the variables' values are in a private file the job sources, which does not exist when the code is
+    # checked: the check's script (on stdin) exports them in the same place of the prelude instead
+    name, variable = unique("needs_env"), unique("CLUSTRIX_TEST_TOKEN").upper()
+    value = "it's $(x) `y`"
+    (local_modules / f"{name}.py").write_text(f"import os\nassert os.environ[{variable!r}] == {value!r}\n")
+    assert variable not in os.environ
+    config = {"remote_work_dir": str(tmp_path / "work"), "environment_variables": {variable: value}}
+    env = job_environment(config, sys.executable)
+    plan = CodePlan(units=(make_unit(locate(name) or _missing(name), limit=10**6),), modules=(name,))
+    with pytest.raises(LocalCodeError, match=rf"{name}.*does not import.*KeyError: '{variable}'"):
+        shipping.ship(LocalTransport(), config, plan, python=sys.executable, prelude=env.prelude)  # without them
+    forget_shipped()
+    shipped = shipping.ship(LocalTransport(), config, plan, python=sys.executable, prelude=env.check_prelude())
+    assert [label.rsplit("-", 1)[0] for label in shipped.reused] == [name]  # sent by the refused attempt
+    assert all(variable not in line for line in env.prelude)  # the job's own prelude still holds no value
+
+
+def _missing(name: str) -> Origin:
+    raise AssertionError(f"{name} is not found as local code")
+
+
 def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_path: Path) -> None:
     name = unique("mod")
     (local_modules / f"{name}.py").write_text("A = 1\n")
     module = importlib.import_module(name)
     work = tmp_path / "work"
-    (work / localcode.CODE_DIR).mkdir(parents=True)
-    (work / localcode.CODE_DIR).chmod(0o777)
+    (work / CODE_DIR).mkdir(parents=True)
+    (work / CODE_DIR).chmod(0o777)
     config = {"remote_work_dir": str(work)}
-    _, referenced = localcode.dumps_recording(lambda: module.A)
-    plan = localcode.plan_code(referenced, config, needs=())
+    _, referenced = dumps_recording(lambda: module.A)
+    plan = plan_code(referenced, config, needs=())
     with pytest.raises(UnsafePathError, match=r"code on localhost is writable by other users"):
-        localcode.ship(LocalTransport(), config, plan, python=sys.executable)
-    assert list((work / localcode.CODE_DIR).iterdir()) == []
+        shipping.ship(LocalTransport(), config, plan, python=sys.executable)
+    assert list((work / CODE_DIR).iterdir()) == []
 
 
 def test_clustrix_code_lists_what_a_function_would_ship_without_submitting(
     local_modules: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from clustrix.cli import main
+    from clustrix.cli.app import main
 
     helper, driver = unique("helper"), unique("driver")
     (local_modules / f"{helper}.py").write_text("def twice(x):\n    return 2 * x\n")

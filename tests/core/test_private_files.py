@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from clustrix import cluster
-from clustrix.remote import environment
+from clustrix.remote.environment.wheels import build_local_wheel
 from tests.testbed.cousers import as_mallory
 
 
@@ -96,7 +96,7 @@ def test_the_wheel_cache_of_local_code_is_private(tmp_path: Path, monkeypatch: p
     wheel = tmp_path / "mine-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("mine.py", "SECRET_ALGORITHM = 1\n")
-    built = environment.build_local_wheel({"name": "mine", "digest": "abc", "path": str(wheel), "source": "local"})
+    built = build_local_wheel({"name": "mine", "digest": "abc", "path": str(wheel), "source": "local"})
     assert built.path.read_bytes() == wheel.read_bytes()
     for directory in (root, root / "wheels", built.path.parent):
         assert mode(directory) == 0o700, f"{directory} is {oct(mode(directory))}"

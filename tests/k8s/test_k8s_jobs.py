@@ -297,12 +297,13 @@ def test_without_an_image_the_default_python_slim_image_is_pulled_and_the_pip_st
 ) -> None:
     # the documented default: image=None, no python_executable; the pod pulls python:3.11-slim (here
     # from the testbed's docker.io mirror), which has no cloudpickle, and pip installs it at start
-    from clustrix.remote import environment
+    from clustrix.remote.environment.capture import capture_environment
+    from clustrix.remote.environment.venv import requirements
 
     options = {k: v for k, v in k8s_config.items() if k != "image"}
     configure(**options, replicate_distributions=["cloudpickle"])
     # pods have no way out to PyPI: the testbed's index (the image's pip.conf) stands in for a site's mirror
-    kube.serve_packages(environment.requirements(environment.capture_environment(["cloudpickle"])))
+    kube.serve_packages(requirements(capture_environment(["cloudpickle"])))
 
     @cluster
     def where() -> tuple[str, str, str]:
@@ -381,7 +382,8 @@ def test_an_image_whose_user_is_not_root_runs_calls_with_a_home_it_cannot_write(
 def test_a_read_only_root_filesystem_runs_calls_and_the_pip_step_as_a_non_root_user(
     k8s_config: dict[str, Any], kube: KubeCluster
 ) -> None:
-    from clustrix.remote import environment
+    from clustrix.remote.environment.capture import capture_environment
+    from clustrix.remote.environment.venv import requirements
 
     @cluster
     def writes() -> tuple[int, str, int]:
@@ -409,7 +411,7 @@ def test_a_read_only_root_filesystem_runs_calls_and_the_pip_step_as_a_non_root_u
         replicate_distributions=["cloudpickle"],
         security_context={**read_only, "runAsUser": 1000, "runAsGroup": 1000},
     )
-    kube.serve_packages(environment.requirements(environment.capture_environment(["cloudpickle"])))
+    kube.serve_packages(requirements(capture_environment(["cloudpickle"])))
     uid, scratch, refused = writes()
     assert (uid, refused) == (1000, errno.EROFS) and scratch.startswith("/var/run/clustrix/scratch/")
 

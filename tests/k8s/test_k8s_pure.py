@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from clustrix.config.resources import Resources
 from clustrix.config.settings import ClusterConfig
 from clustrix.plugin.types import JobState
-from clustrix.remote import localcode
+from clustrix.remote.localcode.detection import locate
+from clustrix.remote.localcode.plan import CodePlan
+from clustrix.remote.localcode.units import CodeUnit, archive, make_unit
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import permission_message
 from clustrix_k8s.options import CONFIG_KEYS, job_options
@@ -124,14 +126,14 @@ def test_a_payload_too_large_for_its_secrets_is_refused_before_anything_is_creat
 def test_code_over_the_payload_secrets_is_refused_naming_the_largest_unit() -> None:
     options = job_options(_config(), Resources(), ENV)
     units = tuple(
-        localcode.CodeUnit(name=name, digest="0" * 16, size=size, source=f"/p/{name}", distribution=None, files=())
+        CodeUnit(name=name, digest="0" * 16, size=size, source=f"/p/{name}", distribution=None, files=())
         for name, size in (("small", 2000), ("data_pkg", 50 * 2**20))
     )
     code = b"x" * (manifests.MAX_CHUNKS * manifests.CHUNK_BYTES)
     with pytest.raises(manifests.PayloadTooLargeError) as caught:
         manifests.payload_secrets(
             "id", options, b"calls", key=b"k", bootstrap_source="", runner_source="", code=code,
-            plan=localcode.CodePlan(units=units, modules=("small",)),
+            plan=CodePlan(units=units, modules=("small",)),
         )  # fmt: skip
     message = str(caught.value)
     assert "local code (data_pkg 52.4 MB, small 2.0 kB; 43.8 MiB compressed)" in message
@@ -143,10 +145,10 @@ def test_the_code_leads_the_payload_and_the_pod_puts_it_first_on_sys_path(
 ) -> None:
     name = f"podside_{uuid.uuid4().hex[:8]}"
     (local_modules / f"{name}.py").write_text("VALUE = 7\n")
-    origin = localcode.locate(name)
+    origin = locate(name)
     assert origin is not None
-    plan = localcode.CodePlan(units=(localcode.make_unit(origin, limit=10**6),), modules=(name,))
-    code = localcode.archive(plan.units)
+    plan = CodePlan(units=(make_unit(origin, limit=10**6),), modules=(name,))
+    code = archive(plan.units)
     options = job_options(_config(), Resources(), ENV)
     secrets = manifests.payload_secrets(
         "id", options, b"the calls", key=b"k", bootstrap_source="", runner_source="", code=code, plan=plan

@@ -29,9 +29,10 @@ TUTORIAL_DISTRIBUTIONS = ["clustrix-k8s"]
 
 def pip_step_requirements() -> list[str]:
     """The pinned lines the tutorials' pip step installs (the conftest puts their wheels in the index)."""
-    from clustrix.remote import environment
+    from clustrix.remote.environment.capture import capture_environment
+    from clustrix.remote.environment.venv import requirements
 
-    return environment.requirements(environment.capture_environment(TUTORIAL_DISTRIBUTIONS))
+    return requirements(capture_environment(TUTORIAL_DISTRIBUTIONS))
 
 
 def _example(name: str) -> Iterator[ModuleType]:

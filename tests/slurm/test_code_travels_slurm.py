@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from clustrix import cluster
 from clustrix.config.settings import resolve_config
 from clustrix.plugin.manager import get_scheduler
 from clustrix.plugin.types import JobSpec
-from clustrix.remote.localcode import LocalCodeError
+from clustrix.remote.localcode.units import LocalCodeError
 from tests.localcode_projects import editable_install, labels, run_and_change, run_main, write_project
 from tests.slurm.conftest import REPLICATE
 from tests.testbed.sshd import SSHServer
@@ -71,3 +73,25 @@ def test_a_local_module_that_does_not_import_on_the_login_node_is_refused_before
     assert "No module named 'sortedcontainers'" in str(err.value)
     assert sshd.run_as_user(f"test -e ~/.clustrix/slurm-tests/{spec.job_id}").returncode != 0  # no job dir, no sbatch
     del sys.modules[name]
+
+
+def test_a_local_module_that_needs_an_environment_variable_at_import_is_checked_and_runs_with_it(
+    slurm_options: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the values reach the job in its private variables file, which does not exist yet when the shipped code's
+    # import is checked before sbatch: that check's script (on stdin) exports them in the same place instead
+    name, variable, value = f"needs_env_{uuid.uuid4().hex[:8]}", "CLUSTRIX_TEST_TOKEN", "it's $(remote) `value`"
+    (tmp_path / f"{name}.py").write_text(f"import os\n\nTOKEN = os.environ[{variable!r}]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(variable, "local")
+    module = importlib.import_module(name)  # imports here with this machine's value, which the job must not see
+    monkeypatch.delenv(variable)
+    assert variable not in os.environ
+
+    def token() -> str:
+        return str(module.TOKEN)
+
+    try:
+        assert cluster(**slurm_options, environment_variables={variable: value})(token)() == value
+    finally:
+        del sys.modules[name]

@@ -14,7 +14,7 @@ import pytest
 from clustrix.config.resources import Resources
 from clustrix.plugin.manager import get_scheduler
 from clustrix.plugin.types import JobSpec, JobState
-from clustrix.remote.environment import EnvironmentBuildError
+from clustrix.remote.environment.interpreter import EnvironmentBuildError
 from clustrix_slurm import SbatchRejectedError, SlurmScheduler
 from tests.slurm.helpers import CountingTransport, Direct, poll_until_final, slurm_config, wait_for_state
 

@@ -1,7 +1,7 @@
 """The sbatch script is a pure function of the job, checked against golden files.
 
 The scripts are rendered exactly as the engine renders them in production: the SLURM
-dialect's directives, core's environment prelude (:func:`clustrix.remote.environment.activation_lines`)
+dialect's directives, core's environment prelude (:func:`clustrix.remote.environment.activation.activation_lines`)
 and the runner file shipped into the job directory. Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to
 rewrite the golden files after an intended change.
 """
@@ -19,7 +19,7 @@ from clustrix.batch.dialect import ScriptJob
 from clustrix.batch.engine import RUNNER_NAME
 from clustrix.config.resources import Resources
 from clustrix.errors import ConfigurationError
-from clustrix.remote.environment import activation_lines
+from clustrix.remote.environment.activation import activation_lines
 from clustrix_slurm.dialect import SlurmDialect
 from clustrix_slurm.script import array_spec, memory_megabytes
 from tests import golden

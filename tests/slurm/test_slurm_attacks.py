@@ -19,7 +19,7 @@ import cloudpickle
 import pytest
 
 from clustrix import cluster, reset_config
-from clustrix.remote import environment
+from clustrix.remote.environment.prepare import forget_prepared
 from clustrix.remote.runner import UnsafePathError
 from tests.slurm.conftest import REPLICATE
 from tests.testbed import cousers
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.testbed_slurm
 def options(slurm_cluster: Any, transport_options: dict[str, Any], tmp_path: Path, monkeypatch: Any) -> Iterator[Any]:
     monkeypatch.setenv("CLUSTRIX_DATA_DIR", str(tmp_path / "registry"))
     reset_config()
-    environment.forget_prepared()
+    forget_prepared()
     cloudpickle.register_pickle_by_value(cousers)
     yield {"cluster_type": "slurm", "job_poll_interval": 0.2, **transport_options}
     cloudpickle.unregister_pickle_by_value(cousers)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clustrix import cluster, registry
-from clustrix.cli import main
+from clustrix.cli.app import main
 from clustrix.config.resources import Resources
 from clustrix.plugin.dryrun import REMOTE_HOME
 from clustrix.plugin.types import JobSpec

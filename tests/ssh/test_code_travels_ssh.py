@@ -15,8 +15,9 @@ import cloudpickle
 import pytest
 
 from clustrix.plugin.types import JobSpec
-from clustrix.remote import localcode
-from clustrix.remote.localcode import LocalCodeError
+from clustrix.remote.localcode.detection import dumps_recording
+from clustrix.remote.localcode.plan import plan_code
+from clustrix.remote.localcode.units import LocalCodeError
 from tests.localcode_projects import (
     MAIN_JOBS,
     data_package,
@@ -150,9 +151,9 @@ def test_the_plan_names_what_travels_and_leaves_installed_and_excluded_modules_h
 
         return other.Y + len(json.dumps(cloudpickle.__name__))  # nor installed distributions
 
-    _, referenced = localcode.dumps_recording(uses_it)
-    plan = localcode.plan_code(referenced, None, needs=())
+    _, referenced = dumps_recording(uses_it)
+    plan = plan_code(referenced, None, needs=())
     assert [unit.name for unit in plan.units] == ["other_local", "plain_local"]  # plain_local: imported by other
     assert plan.modules == ("other_local",)
-    excluded = localcode.plan_code(referenced, {"exclude_modules": ["plain_local"]}, needs=())
+    excluded = plan_code(referenced, {"exclude_modules": ["plain_local"]}, needs=())
     assert [unit.name for unit in excluded.units] == ["other_local"]

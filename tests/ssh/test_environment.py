@@ -12,8 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clustrix.remote import environment
-from clustrix.remote.environment import EnvironmentBuildError, PythonVersionMismatchError
+from clustrix.remote.environment.activation import activation_lines, base_selection
+from clustrix.remote.environment.capture import capture_environment
+from clustrix.remote.environment.interpreter import EnvironmentBuildError, PythonVersionMismatchError
+from clustrix.remote.environment.prepare import forget_prepared, prepare_remote_environment
+from clustrix.remote.environment.venv import environment_key, render_build_script, requirements
 from clustrix_ssh import get_transport
 from tests.ssh.helpers import REPLICATE, config_for, run
 from tests.testbed.sshd import SSHServer
@@ -22,14 +25,14 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def test_snapshot_lists_python_and_pinned_distributions_with_their_source() -> None:
-    snapshot = environment.capture_environment(["clustrix-core"])
+    snapshot = capture_environment(["clustrix-core"])
     assert snapshot["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     by_name = {d["name"]: d for d in snapshot["distributions"]}
     assert {"clustrix-core", "cloudpickle", "attrs", "pluggy"} <= set(by_name)
     assert by_name["cloudpickle"]["source"] == "pypi"
     assert by_name["clustrix-core"]["source"] in {"editable", "local", "pypi"}
     assert len(snapshot["hash"]) == 64
-    assert environment.capture_environment(["clustrix-core"])["hash"] == snapshot["hash"]
+    assert capture_environment(["clustrix-core"])["hash"] == snapshot["hash"]
 
 
 def test_requirements_pin_index_packages_and_leave_local_ones_to_overlays() -> None:
@@ -40,26 +43,26 @@ def test_requirements_pin_index_packages_and_leave_local_ones_to_overlays() -> N
             {"name": "c", "version": "3", "source": "vcs", "requirement": "c @ git+https://h/c@abc"},
         ]
     }
-    assert environment.requirements(snapshot) == ["a==1.0", "c @ git+https://h/c@abc"]
+    assert requirements(snapshot) == ["a==1.0", "c @ git+https://h/c@abc"]
 
 
 def test_environment_variables_do_not_change_the_venv_key_but_modules_do() -> None:
     snapshot = {"hash": "h"}
-    plain = environment.environment_key(snapshot, environment.base_selection({}))
-    with_vars = environment.environment_key(snapshot, environment.base_selection({"environment_variables": {"A": "1"}}))
-    with_module = environment.environment_key(snapshot, environment.base_selection({"module_loads": ["python/3.11"]}))
+    plain = environment_key(snapshot, base_selection({}))
+    with_vars = environment_key(snapshot, base_selection({"environment_variables": {"A": "1"}}))
+    with_module = environment_key(snapshot, base_selection({"module_loads": ["python/3.11"]}))
     assert plain == with_vars != with_module
 
 
 def test_activation_quotes_module_conda_names_and_values() -> None:
-    lines = environment.activation_lines(
+    lines = activation_lines(
         module_loads=["gcc; rm -rf ~"], conda_env_name="env $(x)", environment_variables={"A": "it's"}
     )
     assert "module load 'gcc; rm -rf ~'" in lines
     assert "conda activate 'env $(x)'" in lines
     assert f"export A={shlex.quote(chr(39).join(['it', 's']))}" in lines
     with pytest.raises(ValueError, match="not a valid variable name"):
-        environment.activation_lines(environment_variables={"A B": "1"})
+        activation_lines(environment_variables={"A B": "1"})
 
 
 NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
@@ -79,7 +82,7 @@ def test_activation_values_reach_the_remote_shell_byte_identical(sshd: SSHServer
     transport = get_transport(
         sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
     )
-    lines = environment.activation_lines(
+    lines = activation_lines(
         module_loads=[module],
         pre_execution_commands=["module() { printf '%s\\0' \"$2\"; }"],
         environment_variables={"CLUSTRIX_V": value},
@@ -123,7 +126,7 @@ def test_a_python_major_minor_mismatch_is_refused_before_anything_is_submitted(
         sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
     )
     allowed = config_for(ssh_config, python_executable=f"{sshd.home}/python3.9", allow_python_mismatch=True)
-    assert environment.prepare_remote_environment(transport, allowed, {"python": "3.11"}).python.endswith("python3.9")
+    assert prepare_remote_environment(transport, allowed, {"python": "3.11"}).python.endswith("python3.9")
 
 
 @pytest.mark.testbed_ssh
@@ -146,15 +149,15 @@ def test_a_second_submission_with_the_same_environment_builds_nothing(
         sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
     )
     config = config_for(ssh_config)
-    snapshot = environment.capture_environment(REPLICATE)
-    first = environment.prepare_remote_environment(transport, config, snapshot)  # builds if this machine never did
-    environment.forget_prepared()  # as a new process would
+    snapshot = capture_environment(REPLICATE)
+    first = prepare_remote_environment(transport, config, snapshot)  # builds if this machine never did
+    forget_prepared()  # as a new process would
     started = time.perf_counter()
-    again = environment.prepare_remote_environment(transport, config, snapshot)
+    again = prepare_remote_environment(transport, config, snapshot)
     remote_check = time.perf_counter() - started
     assert again.python == first.python and not again.built
     started = time.perf_counter()
-    assert environment.prepare_remote_environment(transport, config, snapshot) is again
+    assert prepare_remote_environment(transport, config, snapshot) is again
     assert time.perf_counter() - started < 0.01  # remembered in-process: no remote command at all
     print(f"existing environment checked remotely in {remote_check * 1000:.0f} ms")
 
@@ -168,7 +171,7 @@ def test_concurrent_builds_of_one_environment_build_it_once(ssh_config: dict[str
         sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_file, known_hosts_file=sshd.known_hosts
     )
     work = transport.expand(f"~/race-{time.monotonic_ns()}")
-    script = environment.render_build_script(work_dir=work, key="k", requirement_lines=[], python_version=None)
+    script = render_build_script(work_dir=work, key="k", requirement_lines=[], python_version=None)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: transport.run(["sh", "-c", script]), range(2)))
     assert all(r.ok for r in results), [r.stderr for r in results]

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clustrix.errors import ConfigurationError
-from clustrix.remote import environment
+from clustrix.remote.environment.capture import capture_environment
+from clustrix.remote.environment.prepare import prepare_remote_environment
 from clustrix_ssh import SSHTransport, get_transport
 from tests.ssh.helpers import REPLICATE, config_for, run
 from tests.testbed.sshd import SSHServer
@@ -134,8 +135,8 @@ def test_a_job_runs_with_any_remote_work_dir_and_python_executable_name(
             config_for(ssh_config, python_executable=f"/usr/bin/{name}")
         return
     transport = connect(sshd)
-    prepared = environment.prepare_remote_environment(
-        transport, config_for(ssh_config), environment.capture_environment(REPLICATE)
+    prepared = prepare_remote_environment(
+        transport, config_for(ssh_config), capture_environment(REPLICATE)
     )  # a venv with clustrix; the wrapper sets it up as a job's script would (prelude: PYTHONPATH)
     transport.makedirs("~/pythons")
     wrapper = f"{transport.expand('~/pythons')}/{name}"

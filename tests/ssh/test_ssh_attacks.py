@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 
 from clustrix import reset_config
-from clustrix.remote import environment
+from clustrix.remote.environment.prepare import forget_prepared
 from clustrix.remote.runner import UnsafePathError
 from tests.ssh.helpers import config_for, run
 from tests.testbed import cousers
@@ -43,7 +43,7 @@ MALLORY_PYTHON = "/usr/bin/python3"
 
 @pytest.fixture(autouse=True)
 def environment_checked_again() -> Iterator[None]:
-    environment.forget_prepared()  # every attack sees the environment check run
+    forget_prepared()  # every attack sees the environment check run
     cloudpickle.register_pickle_by_value(cousers)  # the jobs' functions live there
     yield
     cloudpickle.unregister_pickle_by_value(cousers)

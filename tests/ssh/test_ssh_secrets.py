@@ -16,7 +16,8 @@ import cloudpickle
 import pytest
 
 from clustrix import Job, cluster, reset_config
-from clustrix.remote import environment
+from clustrix.remote.environment.activation import VARIABLES_FILE
+from clustrix.remote.environment.prepare import forget_prepared
 from tests.held_calls import held, release
 from tests.testbed.cousers import ProcWatch, as_mallory
 from tests.testbed.sshd import SSHServer
@@ -39,7 +40,7 @@ def test_a_running_ssh_job_has_its_secret_only_in_its_private_variables_file(
     """While the call runs the driver and payload hold no value; mallory reads it neither there nor in argv."""
     monkeypatch.setenv("CLUSTRIX_DATA_DIR", str(tmp_path / "registry"))
     reset_config()
-    environment.forget_prepared()
+    forget_prepared()
     with held() as release_dir, ProcWatch(mallory) as watch:
         options = {**ssh_config, "environment_variables": {"CLUSTRIX_CANARY": watch.canary}}
         future = cluster(**options)(canary_when_released).submit(str(release_dir))
@@ -49,13 +50,13 @@ def test_a_running_ssh_job_has_its_secret_only_in_its_private_variables_file(
             assert time.monotonic() < deadline, "the call never started"
             time.sleep(0.1)
         holding = sorted(p.name for p in job_dir.rglob("*") if p.is_file() and watch.canary.encode() in p.read_bytes())
-        variables = job_dir / environment.VARIABLES_FILE
+        variables = job_dir / VARIABLES_FILE
         mallory_reads = as_mallory(f"cat {variables}")
         release(release_dir)
         value = future.result(timeout=120)
     reset_config()
     assert value == watch.canary  # the job still sees its variable
-    assert holding == [environment.VARIABLES_FILE], f"the secret value is in: {holding}"
+    assert holding == [VARIABLES_FILE], f"the secret value is in: {holding}"
     assert variables.stat().st_mode & 0o777 == 0o600
     assert mallory_reads.returncode != 0 and watch.canary not in mallory_reads.stdout
     assert watch.seen == [], f"mallory read the secret in the arguments of: {watch.seen}"

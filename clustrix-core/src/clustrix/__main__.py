@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from clustrix.cli import main
+from clustrix.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m clustrix"))

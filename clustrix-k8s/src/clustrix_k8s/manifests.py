@@ -1,7 +1,7 @@
 """The Kubernetes objects of one clustrix job, rendered as plain dicts (pure).
 
 - payload Secrets ``clustrix-<id>-payload-<n>``: the user's local code (the
-  :func:`clustrix.remote.localcode.archive` of the job's units, if any) followed by the
+  :func:`clustrix.remote.localcode.units.archive` of the job's units, if any) followed by the
   cloudpickled calls, in chunks, the first Secret also holding ``meta.json``,
   ``bootstrap.py``, ``clustrix_runner.py`` and the values of ``environment_variables``
   (``env.<n>``, which the container's env takes by ``secretKeyRef``: the Job and Pod
@@ -21,7 +21,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clustrix.remote.localcode import CodePlan, _format_size
+from clustrix.remote.localcode.plan import CodePlan
+from clustrix.remote.localcode.units import format_size
 from clustrix_k8s.bootstrap import MOUNT, SCRATCH
 from clustrix_k8s.options import JobOptions
 from clustrix_k8s.states import PIP_FAILED_EXIT
@@ -72,7 +73,7 @@ def too_large_message(payload: int, code: int, plan: CodePlan) -> str:
             "reference (object storage, a volume, a URL) instead of as an argument"
         )
     units = sorted(plan.units, key=lambda u: -u.size)
-    listed = ", ".join(f"{u.name} {_format_size(u.size)}" for u in units[:5]) + (", ..." if len(units) > 5 else "")
+    listed = ", ".join(f"{u.name} {format_size(u.size)}" for u in units[:5]) + (", ..." if len(units) > 5 else "")
     biggest = units[0].name
     return (
         f"the job's local code ({listed}; {_mib(code)} compressed) and its calls and arguments "
@@ -97,7 +98,7 @@ def payload_secrets(
 ) -> list[dict[str, Any]]:
     """The payload Secrets of a job; :class:`PayloadTooLargeError` before anything is created.
 
-    ``code`` is ``clustrix.remote.localcode.archive(plan.units)``: it travels first in the same
+    ``code`` is ``clustrix.remote.localcode.units.archive(plan.units)``: it travels first in the same
     chunked stream as the calls, and ``meta.json`` tells the pod its size, the units'
     folders to put on ``sys.path`` and the modules to import before the calls.
     """

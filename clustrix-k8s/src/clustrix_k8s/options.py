@@ -309,7 +309,7 @@ def job_options(
     replicate = get("replicate_environment")
     if replicate is None:
         replicate = get("image") is None and get("python_executable") is None
-    from clustrix.remote import environment as env_module
+    from clustrix.remote.environment import venv as env_module
 
     requirements = tuple(env_module.requirements(environment)) if replicate else ()
     if replicate and not any(r.lower().startswith("cloudpickle") for r in requirements):

@@ -35,7 +35,9 @@ from clustrix.log import get_logger
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.remote import jobdir, localcode, runner
+from clustrix.remote import jobdir, runner
+from clustrix.remote.localcode.plan import CodePlan
+from clustrix.remote.localcode.units import archive
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
 from clustrix_k8s.options import RUNNER_ACCOUNT, JobOptions, job_options
@@ -470,7 +472,7 @@ def redacted(secret: Mapping[str, Any]) -> dict[str, Any]:
 
 def _prepare(
     spec: JobSpec, default_namespace: str
-) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]], localcode.CodePlan, bytes]:
+) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]], CodePlan, bytes]:
     """Validate ``spec``: options, tasks, result key, payload Secrets (too large: refused), code plan, archive."""
     config = spec.config
     options = job_options(config, spec.resources, spec.environment or {}, default_namespace=default_namespace)
@@ -479,7 +481,7 @@ def _prepare(
     key = secrets_module.token_bytes(32)
     # the runner travels as source next to the bootstrap: only the payload's own modules are needed
     payload, plan = jobdir.encode_payload_and_code(spec, tasks, needs=())
-    code = localcode.archive(plan.units) if plan.units else b""
+    code = archive(plan.units) if plan.units else b""
     payload_objects = manifests.payload_secrets(
         spec.job_id,
         options,

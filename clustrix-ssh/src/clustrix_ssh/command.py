@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from clustrix.remote.environment import check_variable_name
+from clustrix.remote.environment.activation import check_variable_name
 
 
 def export_lines(env: Mapping[str, str]) -> list[str]:

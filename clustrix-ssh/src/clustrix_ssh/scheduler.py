@@ -32,8 +32,12 @@ from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.manager import transport_for
 from clustrix.plugin.transport import CommandError
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.remote import environment, jobdir, localcode, runner
+from clustrix.remote import jobdir, runner
 from clustrix.remote import scripts as remote_script
+from clustrix.remote.environment.activation import RemoteEnvironment
+from clustrix.remote.environment.capture import capture_environment
+from clustrix.remote.environment.prepare import planned_remote_environment, prepare_remote_environment
+from clustrix.remote.localcode.shipping import planned, ship
 from clustrix.remote.report import run_script, unsafe_outcomes
 from clustrix_ssh import scripts
 from clustrix_ssh.report import Report, counted, parse_report
@@ -83,14 +87,14 @@ class SSHScheduler:
     def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
         config: ClusterConfig = spec.config
         transport = transport_for(config)
-        snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
+        snapshot = spec.environment or capture_environment(config.get("replicate_distributions"))
         tasks = jobdir.plan_tasks(spec.size, MAX_TASKS)
         # code that cannot travel (a compiled extension, too large) is refused before any remote command
         # claims: idle tasks take calls others have not started, and each started call is counted as running
         payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True)
         # before anything is written remotely: a Python mismatch or a failed build stops here
-        env = environment.prepare_remote_environment(transport, config, snapshot)
-        shipped = localcode.ship(transport, config, code, python=env.python, prelude=env.prelude)
+        env = prepare_remote_environment(transport, config, snapshot)
+        shipped = ship(transport, config, code, python=env.python, prelude=env.check_prelude())
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         job_dir, driver = _driver(spec, base_dir, len(tasks), env, shipped.prelude)
         driver_bytes, variables = driver.encode(), env.variables_file()
@@ -132,12 +136,12 @@ class SSHScheduler:
         """The driver script and the line that starts it, worked out here as submit would; nothing connects."""
         config: ClusterConfig = spec.config
         paths = dryrun.remote_paths(config)
-        snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
+        snapshot = spec.environment or capture_environment(config.get("replicate_distributions"))
         tasks = jobdir.plan_tasks(spec.size, MAX_TASKS)
         _payload, code = jobdir.encode_payload_and_code(spec, tasks)
-        env = environment.planned_remote_environment(config, snapshot, paths.expand)
+        env = planned_remote_environment(config, snapshot, paths.expand)
         base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
-        shipped = localcode.planned(base_dir, code)
+        shipped = planned(base_dir, code)
         job_dir, driver = _driver(spec, base_dir, len(tasks), env, shipped.prelude)
         notes = [*paths.notes, *dryrun.variables_notes(env.variables)]
         if not config.get("python_executable") and snapshot.get("distributions"):
@@ -301,11 +305,11 @@ __all__ = ["SSHScheduler", "SubmitError"]
 
 
 def _driver(
-    spec: JobSpec, base_dir: str, n_tasks: int, env: environment.RemoteEnvironment, code_prelude: Sequence[str]
+    spec: JobSpec, base_dir: str, n_tasks: int, env: RemoteEnvironment, code_prelude: Sequence[str]
 ) -> tuple[str, str]:
     """The job dir and driver script of ``spec``: what submit stages and what a dry run shows.
 
-    The driver sources the job's variables file (:data:`clustrix.remote.environment.VARIABLES_FILE`):
+    The driver sources the job's variables file (:data:`clustrix.remote.environment.activation.VARIABLES_FILE`):
     no value of ``environment_variables`` is in it.
     """
     job_dir = posixpath.join(base_dir, spec.job_id)

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import attrs
 
 from clustrix.batch.shell import COUNT_FUNCTIONS
-from clustrix.remote import environment, runner
+from clustrix.remote import runner
 from clustrix.remote import scripts as remote_script
+from clustrix.remote.environment.activation import VARIABLES_FILE
 from clustrix.remote.report import FRAME_FUNCTIONS
 
 STDOUT = "stdout"
@@ -78,7 +79,7 @@ def render_launch(*, base_dir: str, job_dir: str, driver_size: int, variables_si
     q = shlex.quote
     payload = posixpath.join(job_dir, runner.PAYLOAD)
     driver_path = posixpath.join(job_dir, DRIVER)
-    variables = posixpath.join(job_dir, environment.VARIABLES_FILE)
+    variables = posixpath.join(job_dir, VARIABLES_FILE)
     out = posixpath.join(job_dir, runner.OUT_DIR)
     detach = render_detach(job_dir)
     return "\n".join(

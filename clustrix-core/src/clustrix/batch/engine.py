@@ -56,8 +56,12 @@ from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.manager import transport_for
 from clustrix.plugin.transport import Transport
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.remote import environment, jobdir, localcode, runner
+from clustrix.remote import jobdir, runner
 from clustrix.remote import scripts as remote_script
+from clustrix.remote.environment.activation import VARIABLES_FILE, RemoteEnvironment, activation_from_config
+from clustrix.remote.environment.capture import capture_environment
+from clustrix.remote.environment.prepare import planned_remote_environment, prepare_remote_environment
+from clustrix.remote.localcode.shipping import ShippedCode, planned, ship
 from clustrix.remote.report import run_script, unsafe_outcomes
 
 log = get_logger("clustrix.batch")
@@ -246,12 +250,12 @@ class BatchScheduler:
         d = self.dialect
         config = spec.config if spec.config is not None else _EMPTY_CONFIG
         d.validate(spec.resources)
-        environment.activation_from_config(config)  # bad variable names or multi-line commands: refused here
+        activation_from_config(config)  # bad variable names or multi-line commands: refused here
         transport = self.transport(config)
         self.check_commands_before_submit(config, transport)  # before anything is built, shipped or staged
-        snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
+        snapshot = spec.environment or capture_environment(config.get("replicate_distributions"))
         # before anything is written remotely: a Python mismatch or a failed build stops here
-        prepared = environment.prepare_remote_environment(transport, config, snapshot, needs=self.python_needs)
+        prepared = prepare_remote_environment(transport, config, snapshot, needs=self.python_needs)
         wanted = tasks_for(spec.size, d.calls_per_task(spec.resources), spec.size)
         max_array = d.default_max_array_size
         if wanted > max_array and d.site_argv() is not None:
@@ -260,7 +264,7 @@ class BatchScheduler:
         tasks = jobdir.plan_tasks(spec.size, n_tasks)
         # the user's own modules: refused if they cannot travel, else shipped once per content hash
         payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
-        shipped = localcode.ship(transport, config, code, python=prepared.python, prelude=prepared.prelude)
+        shipped = ship(transport, config, code, python=prepared.python, prelude=prepared.check_prelude())
         base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
         plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
         job, job_dir, script_path = plan.job, plan.job.job_dir, plan.script_path
@@ -294,10 +298,10 @@ class BatchScheduler:
         d = self.dialect
         config = spec.config if spec.config is not None else _EMPTY_CONFIG
         d.validate(spec.resources)
-        environment.activation_from_config(config)
+        activation_from_config(config)
         paths = dryrun.remote_paths(config)
-        snapshot = spec.environment or environment.capture_environment(config.get("replicate_distributions"))
-        prepared = environment.planned_remote_environment(config, snapshot, paths.expand)
+        snapshot = spec.environment or capture_environment(config.get("replicate_distributions"))
+        prepared = planned_remote_environment(config, snapshot, paths.expand)
         notes = list(paths.notes)
         max_array = d.default_max_array_size
         if tasks_for(spec.size, d.calls_per_task(spec.resources), spec.size) > max_array and d.site_argv():
@@ -313,7 +317,7 @@ class BatchScheduler:
         tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
         _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=self.python_needs)
         base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
-        shipped = localcode.planned(base_dir, code)
+        shipped = planned(base_dir, code)
         plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
         if not config.get("python_executable") and snapshot.get("distributions"):
             notes.append(f"{prepared.python} is the replicated venv: a real submit builds it first if it is missing")
@@ -328,7 +332,7 @@ class BatchScheduler:
             notes=(
                 *notes,
                 f"staged first, private (0700): {runner.PAYLOAD}, {RUNNER_NAME}"
-                f"{', ' + environment.VARIABLES_FILE if prepared.variables else ''} and {d.script_name} "
+                f"{', ' + VARIABLES_FILE if prepared.variables else ''} and {d.script_name} "
                 f"in {plan.job.job_dir}",
                 *dryrun.variables_notes(prepared.variables),
             ),
@@ -349,7 +353,7 @@ class BatchScheduler:
         files = [
             shell.StagedFile(name=runner.PAYLOAD, size=len(payload)),
             shell.StagedFile(name=RUNNER_NAME, size=len(runner_file)),
-            *([shell.StagedFile(name=environment.VARIABLES_FILE, size=len(variables))] if variables else []),
+            *([shell.StagedFile(name=VARIABLES_FILE, size=len(variables))] if variables else []),
             shell.StagedFile(name=d.script_name, size=len(job_script), mode=0o700),
         ]
         script = shell.render_submit(
@@ -661,8 +665,8 @@ def plan_submission(
     *,
     base_dir: str,
     n_tasks: int,
-    env: environment.RemoteEnvironment,
-    code: localcode.ShippedCode,
+    env: RemoteEnvironment,
+    code: ShippedCode,
 ) -> Submission:
     """The :class:`ScriptJob` and submit command of ``spec`` under ``base_dir``; pure.
 

@@ -76,7 +76,7 @@ def variables_notes(variables: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     if not variables:
         return ()
     from clustrix.config.settings import redacted_variables
-    from clustrix.remote.environment import VARIABLES_FILE
+    from clustrix.remote.environment.activation import VARIABLES_FILE
 
     shown = ", ".join(f"{name}={size}" for name, size in redacted_variables(dict(variables)).items())
     return (f"environment_variables, in {VARIABLES_FILE} (0600, sourced by the job; values not shown): {shown}",)

@@ -18,8 +18,11 @@ import attrs
 
 from clustrix.plugin.transport import CommandError, LocalTransport, Transport
 from clustrix.plugin.types import JobSpec, Outcome
-from clustrix.remote import environment, localcode, runner
+from clustrix.remote import runner
 from clustrix.remote import scripts as remote_script
+from clustrix.remote.environment.interpreter import RUNNER_MODULES
+from clustrix.remote.localcode.detection import dumps_recording
+from clustrix.remote.localcode.plan import CodePlan, plan_code
 
 
 def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
@@ -50,17 +53,17 @@ def encode_payload_and_code(
     tasks: Sequence[Sequence[int]],
     *,
     claim: bool = False,
-    needs: Sequence[str] = environment.RUNNER_MODULES,
-) -> tuple[bytes, localcode.CodePlan]:
+    needs: Sequence[str] = RUNNER_MODULES,
+) -> tuple[bytes, CodePlan]:
     """The payload's bytes and the user's local code it needs (pickled once, for every call of the job).
 
     ``needs`` are the modules the job's runner imports besides the payload's (shipped too
     when they are local, e.g. an editable clustrix-core). Raises
-    :class:`clustrix.remote.localcode.LocalCodeError` for code that cannot travel; send the plan
-    with :func:`clustrix.remote.localcode.ship` and put its ``prelude`` in the job's shell.
+    :class:`clustrix.remote.localcode.units.LocalCodeError` for code that cannot travel; send the plan
+    with :func:`clustrix.remote.localcode.shipping.ship` and put its ``prelude`` in the job's shell.
     """
-    data, referenced = localcode.dumps_recording(_payload(spec, tasks, claim))
-    return data, localcode.plan_code(referenced, spec.config, needs=needs)
+    data, referenced = dumps_recording(_payload(spec, tasks, claim))
+    return data, plan_code(referenced, spec.config, needs=needs)
 
 
 def job_dir_for(base_dir: str, spec: JobSpec) -> str:

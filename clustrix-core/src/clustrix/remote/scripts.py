@@ -22,14 +22,14 @@ Two rules of the trust model (see the Security page of the docs) live here:
   directory (``cd``), so what a script runs next never starts in a folder another user can
   write (the login node's current directory, whose files Python, uv and pip would pick up).
 
-The rendering is pure; :func:`run_script` is the one I/O edge.
+The rendering is pure; :func:`run_script` (and :func:`run_checked` over it) is the one I/O edge.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from clustrix.remote.runner import UnsafePathError
@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 #: ``head -c`` reads exactly that many bytes, so data after the script stays on stdin for it.
 BOOTSTRAP = 'IFS= read -r n && s=$(head -c "$n") && eval "$s"'
 BOOTSTRAP_ARGV = ("sh", "-c", BOOTSTRAP)
+
+#: The first statement of every ``python -c`` clustrix runs where ``-I`` cannot be used (the code
+#: must import from the job's own ``PYTHONPATH``): ``-c`` puts the current directory first on
+#: ``sys.path``, and Python 3.10 has no ``-P``. ``sys`` is built in, so nothing is imported before it.
+SAFE_SYS_PATH = 'import sys; sys.path[:] = [p for p in sys.path if p not in ("", ".")]'
 
 #: Exit status of a script that refused a directory (after a :data:`UNSAFE_TAG` report on stderr).
 UNSAFE_EXIT = 44
@@ -185,6 +190,28 @@ def script_input(script: str, data: bytes = b"") -> bytes:
 def run_script(transport: Transport, script: str, data: bytes = b"", *, timeout: float | None = None) -> CommandResult:
     """Run a clustrix script on ``transport``'s host with the script and ``data`` on stdin, never in argv."""
     return transport.run(list(BOOTSTRAP_ARGV), input=script_input(script, data), timeout=timeout)
+
+
+def run_checked(
+    transport: Transport,
+    script: str,
+    data: bytes = b"",
+    *,
+    timeout: float | None = None,
+    failure: Callable[[CommandResult], Exception] | None = None,
+) -> CommandResult:
+    """:func:`run_script`, then raise the :class:`UnsafePathError` the script reported on stderr, if any.
+
+    With ``failure``, a result that is not ok (and reported no unsafe directory) raises
+    ``failure(result)``; without, the caller reads the result (an exit status it expects).
+    """
+    result = run_script(transport, script, data, timeout=timeout)
+    unsafe = unsafe_from_stderr(result.stderr, transport.host)
+    if unsafe is not None:
+        raise unsafe
+    if failure is not None and not result.ok:
+        raise failure(result)
+    return result
 
 
 def render_work_dir_check(work_dir: str, subdirs: Sequence[str] = ()) -> list[str]:

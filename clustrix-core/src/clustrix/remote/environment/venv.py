@@ -1,0 +1,167 @@
+"""The remote venv: its key, its pinned requirements, and the script that builds it once (pure).
+
+One venv is built per environment key under ``<remote_work_dir>/envs/<key>`` from the pinned
+requirements, with uv when the remote has it, else ``python3 -m venv`` + pip, under a lock,
+and reused from then on (a marker file is written last). Distributions installed here from a
+local path are unpacked from wheels (:mod:`clustrix.remote.environment.wheels`) into
+``<remote_work_dir>/local/<name>-<digest>``, put first on the job's ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from clustrix.remote import scripts as remote_script
+from clustrix.remote.environment.interpreter import BUILD_FAILED_EXIT, render_version_check
+
+READY_MARKER = ".clustrix-ready"
+#: The build script's exit status when local wheels must be sent (see :func:`render_build_script`).
+NEED_WHEELS_EXIT = 45
+
+
+def environment_key(snapshot: Mapping[str, Any], base_lines: Sequence[str]) -> str:
+    """The venv's directory name: the snapshot hash plus what chose the base interpreter.
+
+    ``environment_variables`` are left out: changing one must not rebuild the venv.
+    """
+    text = json.dumps([snapshot.get("hash", ""), list(base_lines)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def requirements(snapshot: Mapping[str, Any]) -> list[str]:
+    """The pinned requirement lines the venv is built from (local sources are overlays)."""
+    lines = []
+    for dist in snapshot.get("distributions", []):
+        if dist["source"] == "pypi":
+            lines.append(f"{dist['name']}=={dist['version']}")
+        elif dist["source"] in {"vcs", "url"}:
+            lines.append(dist["requirement"])
+    return lines
+
+
+def render_build_script(
+    *,
+    work_dir: str,
+    key: str,
+    requirement_lines: Sequence[str],
+    python_version: str | None,
+    activation: Sequence[str] = (),
+    base_python: str = "python3",
+    allow_mismatch: bool = False,
+    overlays: Sequence[tuple[str, str]] = (),
+    shipped: Sequence[tuple[str, int]] = (),
+) -> str:
+    """The POSIX sh script that makes ``<work_dir>/envs/<key>`` exist and be complete.
+
+    ``work_dir`` must be absolute (expanded). Before anything is written or run, the work
+    dir and every directory used below it is checked (see :mod:`clustrix.remote.scripts`).
+    ``shipped`` are (remote wheel path, size) pairs whose bytes follow the script on stdin,
+    in order. ``overlays`` are (remote wheel path, target dir) pairs unpacked with the
+    venv's Python if the target is missing; a wheel that is needed but neither shipped nor
+    there makes the script print ``clustrix-env: need-wheel LABEL`` lines and exit
+    :data:`NEED_WHEELS_EXIT` before building anything. Prints ``clustrix-env: ready PATH``
+    with the venv's python on success.
+    """
+    q = shlex.quote
+    envs = posixpath.join(work_dir, "envs")
+    env_dir = posixpath.join(envs, key)
+    py = q(base_python)
+    subdirs = [envs]
+    if overlays:
+        subdirs += [posixpath.join(work_dir, "wheels"), posixpath.join(work_dir, "local")]
+    lines = [remote_script.CHECK_FUNCTIONS, *remote_script.render_work_dir_check(work_dir, subdirs)]
+    existing = [env_dir] + [p for wheel, target in overlays for p in (posixpath.dirname(wheel), target)]
+    lines.append("cx_existing " + " ".join(q(p) for p in existing))
+    for wheel, size in shipped:
+        lines.append(f"cx_mkdir {q(posixpath.dirname(wheel))}")
+        lines.append(remote_script.render_receive(wheel, size))
+    lines += [
+        "exec </dev/null",  # the rest (module, conda, the user's commands) must not read the data
+        *activation,
+        render_version_check(py, python_version, allow_mismatch=allow_mismatch),
+    ]
+    if overlays:
+        lines.append('need=""')
+        for wheel, target in overlays:
+            label = posixpath.basename(posixpath.dirname(wheel))
+            lines.append(
+                f"[ -f {q(posixpath.join(target, READY_MARKER))} ] || [ -f {q(wheel)} ] || "
+                f"{{ echo {q('clustrix-env: need-wheel ' + label)}; need=1; }}"
+            )
+        lines.append(f'[ -z "$need" ] || exit {NEED_WHEELS_EXIT}')
+    lines += [
+        f"env_dir={q(env_dir)}",
+        'lock="$env_dir.lock"',
+        'log="$env_dir.log"',
+        f'if [ ! -f "$env_dir/{READY_MARKER}" ]; then',
+        '  me="$(hostname):$$"; waited=0',
+        '  until mkdir "$lock" 2>/dev/null; do',
+        '    holder=$(cat "$lock/owner" 2>/dev/null || echo "")',
+        '    case "$holder" in',
+        '      "$(hostname)":*) kill -0 "${holder##*:}" 2>/dev/null || { rm -rf "$lock"; continue; } ;;',
+        "    esac",
+        "    waited=$((waited + 1))",
+        '    [ "$waited" -gt 3600 ] && {',
+        '      echo "clustrix-env: gave up waiting for $lock (held by $holder)" >&2',
+        f"      exit {BUILD_FAILED_EXIT}",
+        "    }",
+        "    sleep 1",
+        "  done",
+        '  echo "$me" > "$lock/owner"',
+        "  trap 'rm -rf \"$lock\"' EXIT",
+        f'  if [ ! -f "$env_dir/{READY_MARKER}" ]; then',
+        '    rm -rf "$env_dir"',
+        '    printf "%s\\n" ' + " ".join(q(r) for r in requirement_lines) + ' > "$env_dir.requirements.txt"'
+        if requirement_lines
+        else '    : > "$env_dir.requirements.txt"',
+        "    if command -v uv >/dev/null 2>&1; then",
+        # uv reads uv.toml / pyproject.toml from the directory it runs in and every parent: only the user's own
+        '      uv_config="${XDG_CONFIG_HOME:-$HOME/.config}/uv/uv.toml"',
+        '      if [ -f "$uv_config" ]; then export UV_CONFIG_FILE="$uv_config"; else export UV_NO_CONFIG=1; fi',
+        f'      {{ uv venv --quiet --python {py} "$env_dir" &&',
+        '        uv pip install --quiet --no-deps --python "$env_dir/bin/python"'
+        ' -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
+        "    else",
+        f'      {{ {py} -I -m venv "$env_dir" &&',
+        '        "$env_dir/bin/python" -I -m pip install --quiet --no-deps --disable-pip-version-check --no-input'
+        ' -r "$env_dir.requirements.txt"; } >"$log" 2>&1',
+        "    fi",
+        "    status=$?",
+        '    if [ "$status" -ne 0 ]; then',
+        '      echo "clustrix-env: build-failed $env_dir" >&2; tail -n 40 "$log" >&2',
+        f"      exit {BUILD_FAILED_EXIT}",
+        "    fi",
+        f'    date > "$env_dir/{READY_MARKER}"',
+        '    echo "clustrix-env: built $env_dir"',
+        "  fi",
+        '  rm -rf "$lock"; trap - EXIT',
+        "fi",
+    ]
+    for wheel, target in overlays:
+        lines += [
+            f"if [ ! -f {q(posixpath.join(target, READY_MARKER))} ]; then",
+            f"  tmp={q(target)}.tmp.$$",
+            f'  rm -rf "$tmp" && "$env_dir/bin/python" -I -m zipfile -e {q(wheel)} "$tmp" &&'
+            f' date > "$tmp/{READY_MARKER}" && {{ [ -e {q(target)} ] || mv "$tmp" {q(target)}; rm -rf "$tmp"; }}',
+            f"  [ -f {q(posixpath.join(target, READY_MARKER))} ] || {{",
+            f"    printf 'clustrix-env: cannot unpack %s\\n' {q(wheel)} >&2; exit {BUILD_FAILED_EXIT}",
+            "  }",
+            "fi",
+        ]
+    lines.append('echo "clustrix-env: ready $env_dir/bin/python"')
+    return "\n".join(lines) + "\n"
+
+
+def venv_python(work_dir: str, key: str) -> str:
+    """The python of the replicated venv ``key`` under ``work_dir`` (what the build script reports ready)."""
+    return posixpath.join(work_dir, "envs", key, "bin", "python")
+
+
+def overlay_dir(work_dir: str, dist: Mapping[str, Any]) -> str:
+    """Where a local distribution's wheel is unpacked on the remote side (its label: name and source digest)."""
+    return posixpath.join(work_dir, "local", f"{dist['name']}-{dist.get('digest', 'missing')}")
