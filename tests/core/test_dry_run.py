@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from clustrix import cluster, registry
-from clustrix.batch.dialect import Dialect, ParseError, ScriptJob
+from clustrix.batch.dialect import Dialect, ScriptJob
 from clustrix.batch.engine import RUNNER_NAME, BatchScheduler
 from clustrix.cli import main
 from clustrix.config.resources import Resources
 from clustrix.config.settings import resolve_config
-from clustrix.errors import ConfigurationError
+from clustrix.errors import ConfigurationError, ParseError
 from clustrix.plugin.dryrun import REMOTE_HOME
 from clustrix.plugin.types import JobSpec
 

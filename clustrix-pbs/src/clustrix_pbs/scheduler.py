@@ -16,14 +16,14 @@ from typing import Any
 import attrs
 
 from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
-from clustrix.errors import ConfigurationError
+from clustrix.errors import ConfigurationError, ParseError
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.manager import transport_for
 from clustrix.plugin.transport import Transport
 from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 from clustrix_pbs.dialect import DIALECTS
-from clustrix_pbs.parse import Flavour, ParseError, detect_flavour
+from clustrix_pbs.parse import Flavour, detect_flavour
 
 #: qsub refused the job (its own message); the engine's error under PBS's name.
 QsubRejectedError = SubmitRejectedError

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from clustrix.batch.dialect import ParseError, expand_task_ids
+from clustrix.batch.dialect import expand_task_ids
+from clustrix.errors import ParseError
 
 __all__ = [
     "AccountingRecord",
-    "ParseError",
     "QstatJob",
     "max_aj_tasks",
     "memory_bytes",

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
+from clustrix.errors import JobError, JobLostError, RemoteTraceback, UnsafePathError, error_for_state
 from clustrix.log import get_logger
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
-from clustrix.remote.runner import UnsafePathError
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig

@@ -26,7 +26,7 @@ Conventions that hold for every member:
 - **Native ids.** A *native id* is what :meth:`Dialect.parse_submit` returned for the
   whole job (the array's id), e.g. ``"123"`` (SLURM), ``"45"`` (SGE),
   ``"12[].server"`` (PBS array) or ``"12.server"`` (PBS plain job).
-- **Errors.** Parsers raise :class:`ParseError` for text they do not understand; the engine
+- **Errors.** Parsers raise :class:`clustrix.errors.ParseError` for text they do not understand; the engine
   turns that into a clear error naming the command. Validation raises ``ValueError``
   naming the parameter and the fix, before anything is submitted.
 
@@ -43,21 +43,17 @@ from typing import Any, ClassVar
 import attrs
 
 from clustrix.config.resources import Resources, check_partition_queue
+from clustrix.errors import ParseError
 from clustrix.plugin.types import JobState
 
 __all__ = [
     "FAILURE_PRIORITY",
     "Dialect",
-    "ParseError",
     "ScriptJob",
     "SiteInfo",
     "TaskRecord",
     "expand_task_ids",
 ]
-
-
-class ParseError(ValueError):
-    """A scheduler command printed something the dialect does not understand."""
 
 
 @attrs.frozen(kw_only=True)

@@ -39,7 +39,7 @@ from typing import Any
 import attrs
 
 from clustrix.batch import shell
-from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
+from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
 from clustrix.batch.status import (
     JobFiles,
@@ -49,7 +49,7 @@ from clustrix.batch.status import (
     running_tasks,
     status_from_files,
 )
-from clustrix.errors import ClustrixError, JobError
+from clustrix.errors import ClustrixError, JobError, ParseError
 from clustrix.log import get_logger
 from clustrix.plugin import dryrun
 from clustrix.plugin.hookspecs import hookimpl

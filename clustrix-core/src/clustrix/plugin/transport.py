@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from clustrix.errors import CommandError
 from clustrix.remote.runner import write_atomic
 
 
@@ -31,15 +32,6 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
-
-
-class CommandError(RuntimeError):
-    """A command run through a transport failed; the message carries its stderr."""
-
-    def __init__(self, result: CommandResult) -> None:
-        self.result = result
-        output = result.stderr.strip() or result.stdout.strip()
-        super().__init__(f"command {' '.join(result.argv)!r} exited {result.returncode}: {output}")
 
 
 @runtime_checkable

@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clustrix import JobState, hookimpl
-from clustrix.batch import Dialect, ParseError, ScriptJob, TaskRecord
+from clustrix.batch import Dialect, ScriptJob, TaskRecord
 from clustrix.batch.engine import BatchScheduler
+from clustrix.errors import ParseError
 
 #: ``timeout``'s exit code when the time limit killed the job.
 TIMED_OUT = 124
