@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from clustrix import cluster, registry
-from clustrix.batch.dialect import Dialect, ScriptJob
+from clustrix.batch.dialect import Dialect, ScriptJob, TaskRecord
 from clustrix.batch.engine import RUNNER_NAME, BatchScheduler
 from clustrix.cli import main
 from clustrix.config.resources import Resources
@@ -50,6 +50,9 @@ class CopyDialect(Dialect):
 
     def status_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["true"]
+
+    def parse_status(self, stdout: str) -> list[TaskRecord]:
+        return []  # nothing runs: the queue knows no job
 
     def cancel_argv(self, native_id: str) -> list[str]:
         return ["true"]

@@ -36,9 +36,10 @@ from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.remote import jobdir, localcode, runner
+from clustrix.remote.environment import RUNNER_MODULES
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
-from clustrix_k8s.options import RUNNER_ACCOUNT, JobOptions, job_options
+from clustrix_k8s.options import EXTRA_KEYS, RUNNER_ACCOUNT, JobOptions, job_options
 
 log = get_logger("clustrix.k8s")
 
@@ -73,6 +74,10 @@ class KubernetesScheduler:
     """Scheduler hooks for ``cluster_type="kubernetes"``; the routed methods are pluggy hookimpls."""
 
     needs_environment = True
+    persistent = True
+    #: the pod's Python runs clustrix's runner (python_executable, or the image's python)
+    python_needs = RUNNER_MODULES
+    resource_keys = EXTRA_KEYS  # cpu_limit, node_selector, ... are configuration keys; these are the rest
 
     def __init__(self, api_factory: Callable[[Any], KubeApi] = api_for) -> None:
         self._api_factory = api_factory

@@ -71,7 +71,10 @@ class _Final:
 class SSHScheduler:
     """Scheduler hooks for ``cluster_type="ssh"``; the routed methods are pluggy hookimpls."""
 
-    needs_environment = True
+    needs_environment = True  # the declared capabilities of clustrix.plugin.types.Scheduler
+    persistent = True
+    python_needs = environment.RUNNER_MODULES
+    resource_keys: Mapping[str, str] = {}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -256,6 +259,10 @@ class SSHScheduler:
         if not result.ok:
             raise CommandError(result)
         return True
+
+    @hookimpl
+    def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
+        return jobdir.remove_job_dir(transport_for(config), handle)
 
     @hookimpl
     def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str:

@@ -119,11 +119,15 @@ def n_tasks_of(handle: JobHandle) -> int:
 class BatchScheduler:
     """The scheduler hooks for one batch dialect; register an instance under ``dialect.name``."""
 
+    needs_environment = True  # the declared capabilities of clustrix.plugin.types.Scheduler
+    persistent = True
+
     def __init__(self, dialect: Dialect, transport_factory: Callable[[Any], Transport] = transport_for) -> None:
         self.dialect = dialect
         self.name = dialect.name
         #: What a job's Python must import (``clustrix doctor`` checks it): the runner file ships with the job.
         self.python_needs: tuple[str, ...] = JOB_NEEDS
+        self.resource_keys = dialect.extras  # the @cluster keywords core accepts at decoration
         self._transport_factory = transport_factory
         self._lock = threading.Lock()
         self._sites: dict[tuple[Any, ...], SiteInfo] = {}
@@ -642,6 +646,10 @@ class BatchScheduler:
         if n_tasks == 1:
             return logs.get(0, "")
         return "\n".join(f"==> array task {task} <==\n{text}" for task, text in logs.items())
+
+    @hookimpl
+    def clustrix_remove_job_dir(self, handle: JobHandle, config: Any) -> bool:
+        return jobdir.remove_job_dir(self.transport(config), handle)
 
 
 @attrs.frozen(kw_only=True)
