@@ -28,7 +28,7 @@ import secrets as secrets_module
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
@@ -40,6 +40,9 @@ from clustrix.remote.environment import RUNNER_MODULES
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
 from clustrix_k8s.options import EXTRA_KEYS, RUNNER_ACCOUNT, JobOptions, job_options
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 log = get_logger("clustrix.k8s")
 
@@ -200,7 +203,7 @@ class KubernetesScheduler:
             ),
         )
 
-    def doctor_checks(self, config: Any) -> list[tuple[str, Callable[[], Any]]]:
+    def doctor_checks(self, config: ClusterConfig) -> list[tuple[str, Callable[[], Any]]]:
         """What ``clustrix doctor`` checks on Kubernetes: permissions, and whether the namespace looks shared."""
         from clustrix_k8s import doctor
 
@@ -294,7 +297,7 @@ class KubernetesScheduler:
 
     # ---- poll -------------------------------------------------------------
     @hookimpl
-    def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:
+    def clustrix_poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]:
         api = self._api_factory(config)
         by_namespace: dict[str, list[JobHandle]] = {}
         statuses: dict[str, JobStatus] = {}
@@ -363,7 +366,7 @@ class KubernetesScheduler:
 
     # ---- fetch ------------------------------------------------------------
     @hookimpl
-    def clustrix_fetch(self, handle: JobHandle, config: Any) -> Sequence[Outcome | None]:
+    def clustrix_fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
         api = self._api_factory(config)
         namespace = str(handle.data.get("namespace", "default"))
         listing = api.request(
@@ -399,12 +402,12 @@ class KubernetesScheduler:
         )
 
     @hookimpl
-    def clustrix_cancel(self, handle: JobHandle, config: Any) -> bool:
+    def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
         self._delete_jobs(self._api_factory(config), handle)
         return True
 
     @hookimpl
-    def clustrix_read_logs(self, handle: JobHandle, config: Any, stream: str) -> str:
+    def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"stream={stream!r} is not valid: use 'stdout' or 'stderr'")
         api = self._api_factory(config)

@@ -39,13 +39,16 @@ import abc
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
 from clustrix.config.resources import Resources, check_partition_queue
 from clustrix.errors import ParseError
 from clustrix.plugin.types import JobState
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 __all__ = [
     "FAILURE_PRIORITY",
@@ -88,7 +91,7 @@ class ScriptJob:
     max_parallel: int | None = None
     #: The job's :class:`clustrix.config.settings.ClusterConfig`, for site settings a plugin declared through
     #: ``clustrix_config_keys`` (SGE's parallel environment name); None when rendered without one.
-    config: Any = attrs.field(default=None, eq=False, repr=False)
+    config: ClusterConfig | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -346,7 +349,7 @@ class Dialect(abc.ABC):
         return line + (f' --task "{task}"' if first == 0 else f' --task "$(( {task} - {first} ))"')
 
     # ================================================================== commands and parsers
-    def command_environment(self, config: Any) -> Mapping[str, str]:
+    def command_environment(self, config: ClusterConfig) -> Mapping[str, str]:
         """Variables set for every scheduler command (e.g. ``TS_SOCKET``, ``SGE_ROOT``); default none.
 
         ``config`` is the job's :class:`clustrix.config.settings.ClusterConfig` (always available: poll,

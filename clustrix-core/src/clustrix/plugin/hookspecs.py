@@ -6,11 +6,12 @@ Two kinds of hook live here.
 declaring configuration keys, capturing the environment, observing submissions.
 
 *Scheduler hooks* (``clustrix_submit``, ``clustrix_poll``, ``clustrix_fetch``,
-``clustrix_cancel``, ``clustrix_read_logs``, ``clustrix_dry_run``) are routed: core calls only the scheduler
-object registered under the configured ``cluster_type`` (plus any hook *wrappers* that
-other plugins add around them, e.g. for accounting or credentials). A scheduler is an
-object whose methods are hook implementations of these specs; it never has to ask
-"is this job mine?".
+``clustrix_cancel``, ``clustrix_read_logs``, and the optional ``clustrix_dry_run`` and
+``clustrix_remove_job_dir``) are routed: core calls only the scheduler object registered
+under the configured ``cluster_type`` (plus any hook *wrappers* that other plugins add
+around them, e.g. for accounting or credentials). A scheduler is a
+:class:`clustrix.plugin.types.Scheduler`: an object whose methods are hook implementations
+of these specs and which declares its capabilities; it never has to ask "is this job mine?".
 
 Hook implementations may accept fewer arguments than the spec names, so specs can grow
 without breaking plugins.
