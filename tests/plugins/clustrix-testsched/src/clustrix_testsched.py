@@ -1,5 +1,5 @@
 """A third-party scheduler in one module: each job runs ``python -m clustrix.remote.runner`` in a
-detached local subprocess, using core's job directories and exit-code files.
+detached local subprocess, in a job directory staged by :mod:`clustrix_testsched_jobdir`.
 
 It also shows the other hooks a plugin may implement: a configuration key, a wrapper
 around every scheduler's submit, an observer of submissions and an environment entry.
