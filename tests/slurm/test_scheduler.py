@@ -13,9 +13,9 @@ import pytest
 
 from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
 from clustrix.config.resources import Resources
+from clustrix.errors import EnvironmentBuildError
 from clustrix.plugin.manager import get_scheduler
 from clustrix.plugin.types import JobSpec, JobState
-from clustrix.remote.environment import EnvironmentBuildError
 from clustrix_slurm import SlurmDialect
 from tests.slurm.helpers import CountingTransport, Direct, poll_until_final, slurm_config, wait_for_state
 

@@ -52,6 +52,22 @@ class ParseError(ClustrixError, ValueError):
     """A scheduler command printed something the plugin does not understand."""
 
 
+class ReportError(ClustrixError, ValueError):
+    """A remote script's output is not a well-formed report (truncated, or not ours)."""
+
+
+class PythonVersionMismatchError(ConfigurationError):
+    """The remote Python's major.minor differs from the local one (pickles may not load)."""
+
+
+class EnvironmentBuildError(ClustrixError):
+    """The remote environment could not be built; the message carries the build log's tail."""
+
+
+class LocalCodeError(ConfigurationError):
+    """The user's own code cannot travel with the call; the message names the module and the fix."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """``" (did you mean 'cores'?)"`` for the closest of ``candidates``, or ``""`` if none is close."""
     close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)

@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlparse
 import attrs
 import platformdirs
 
-from clustrix.errors import ClustrixError, ConfigurationError
+from clustrix.errors import ConfigurationError, EnvironmentBuildError, PythonVersionMismatchError
 from clustrix.log import get_logger
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.remote import scripts as remote_script
@@ -64,14 +64,6 @@ _SKIP_DIRS = {
     ".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "build", "dist", ".nox", ".tox",
     ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "node_modules",
 }  # fmt: skip
-
-
-class PythonVersionMismatchError(ConfigurationError):
-    """The remote Python's major.minor differs from the local one (pickles may not load)."""
-
-
-class EnvironmentBuildError(ClustrixError):
-    """The remote environment could not be built; the message carries the build log's tail."""
 
 
 # ---------------------------------------------------------------------------

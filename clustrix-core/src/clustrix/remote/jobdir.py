@@ -47,7 +47,7 @@ def encode_payload_and_code(
 
     ``needs`` are the modules the job's runner imports besides the payload's (shipped too
     when they are local, e.g. an editable clustrix-core). Raises
-    :class:`clustrix.remote.localcode.LocalCodeError` for code that cannot travel; send the plan
+    :class:`clustrix.errors.LocalCodeError` for code that cannot travel; send the plan
     with :func:`clustrix.remote.localcode.ship` and put its ``prelude`` in the job's shell.
     """
     data, referenced = localcode.dumps_recording(_payload(spec, tasks, claim))

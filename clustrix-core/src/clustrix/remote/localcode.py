@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustrix.config.resources import parse_memory
-from clustrix.errors import ConfigurationError
+from clustrix.errors import LocalCodeError
 from clustrix.log import get_logger
 from clustrix.remote import runner
 from clustrix.remote import scripts as remote_script
@@ -96,10 +96,6 @@ SKIP_DIRS = frozenset(
      ".ruff_cache", ".hypothesis", "node_modules", ".ipynb_checkpoints"}
 )  # fmt: skip
 _NEVER_SHIPPED = frozenset({"__main__", "__mp_main__", "builtins", "__builtin__"})
-
-
-class LocalCodeError(ConfigurationError):
-    """The user's own code cannot travel with the call; the message names the module and the fix."""
 
 
 # ---------------------------------------------------------------------------
