@@ -27,6 +27,7 @@ the exit code is 0 even when a target is missed; the table says MISS.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -104,7 +105,8 @@ def wait_until_idle(timeout: float = 120) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clustrix_sge import SGEScheduler
+    from clustrix.batch.engine import BatchScheduler
+    from clustrix_sge import SGEDialect
 
     output, repeats = arguments(__doc__ or "", "benchmarks/results/sge.json", argv)
 
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         contenders: list[Contender] = [over_ssh, on_host, raw]
         counted = (over_ssh, on_host)
         figures, med, counts = harness.measure(
-            SGEScheduler, contenders, contenders, counted, trivial, MAP_SIZE, repeats, wait_until_idle
+            functools.partial(BatchScheduler, SGEDialect()), contenders, contenders, counted, trivial, MAP_SIZE, repeats, wait_until_idle
         )
     finally:
         server.cleanup()

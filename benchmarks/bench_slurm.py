@@ -29,6 +29,7 @@ the exit code is 0 even when a target is missed; the table says MISS.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import subprocess
@@ -122,7 +123,8 @@ def wait_until_idle(timeout: float = 60) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clustrix_slurm import SlurmScheduler
+    from clustrix.batch.engine import BatchScheduler
+    from clustrix_slurm import SlurmDialect
 
     output, repeats = harness.arguments(__doc__ or "", "benchmarks/results/slurm.json", argv)
 
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         maps: list[Contender] = [over_ssh, on_login, submitit, raw]
         counted = (over_ssh, on_login)
         figures, med, counts = harness.measure(
-            SlurmScheduler, singles, maps, counted, trivial, MAP_SIZE, repeats, wait_until_idle
+            functools.partial(BatchScheduler, SlurmDialect()), singles, maps, counted, trivial, MAP_SIZE, repeats, wait_until_idle
         )
     finally:
         server.cleanup()

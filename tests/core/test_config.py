@@ -209,7 +209,7 @@ def test_reset_config_and_the_precedence_are_documented() -> None:
         ({"cleanup_on_success": "yes"}, r"cleanup_on_success='yes' .*takes bool, not str"),
         ({"default_cores": "4"}, r"default_cores='4' .*takes int \| None, not str"),
         ({"environment_variables": {"A": [1]}}, r"environment_variables=\{'A': \[1\]\} .*takes dict\[str, "),
-        ({"host_key_policy": "yes"}, r"host_key_policy='yes' .*takes 'reject' \| 'accept-new'$"),
+        ({"executor": "yes"}, r"executor='yes' .*takes 'auto' \| 'process' \| 'thread'$"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_naming_the_key_and_its_type(settings: dict, match: str) -> None:

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from clustrix import cluster, registry
-from clustrix.batch.dialect import Dialect, ParseError, ScriptJob
+from clustrix.batch.dialect import Dialect, ScriptJob, TaskRecord
 from clustrix.batch.engine import RUNNER_NAME, BatchScheduler
 from clustrix.cli.app import main
 from clustrix.config.resources import Resources
 from clustrix.config.settings import resolve_config
-from clustrix.errors import ConfigurationError
+from clustrix.errors import ConfigurationError, ParseError
 from clustrix.plugin.dryrun import REMOTE_HOME
 from clustrix.plugin.types import JobSpec
 
@@ -50,6 +50,9 @@ class CopyDialect(Dialect):
 
     def status_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["true"]
+
+    def parse_status(self, stdout: str) -> list[TaskRecord]:
+        return []  # nothing runs: the queue knows no job
 
     def cancel_argv(self, native_id: str) -> list[str]:
         return ["true"]

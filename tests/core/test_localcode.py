@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from clustrix.errors import LocalCodeError
 from clustrix.plugin.transport import LocalTransport
 from clustrix.remote.environment.activation import job_environment, pythonpath_line
 from clustrix.remote.localcode import shipping
 from clustrix.remote.localcode.detection import Origin, dumps_recording, imported_names, is_installed_path, locate
 from clustrix.remote.localcode.plan import CodePlan, plan_code
 from clustrix.remote.localcode.shipping import CODE_DIR, READY_MARKER, ShippedCode, forget_shipped
-from clustrix.remote.localcode.units import LocalCodeError, archive, make_unit
+from clustrix.remote.localcode.units import archive, make_unit
 from clustrix.remote.runner import UnsafePathError
 
 

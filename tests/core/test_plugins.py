@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import clustrix
-from clustrix import Job, JobState, cluster, configure
+from clustrix import Job, cluster, configure
 from clustrix.errors import SchedulerNotFoundError
 from clustrix.plugin import hookspecs
 from clustrix.plugin.manager import (
@@ -27,6 +27,7 @@ from clustrix.plugin.manager import (
     reset_plugins,
     scheduler_names,
 )
+from clustrix.plugin.types import JobState
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -266,7 +267,7 @@ def test_an_attached_arrays_result_is_its_first_call_and_results_raise_the_faili
 def test_a_plugin_fetching_too_few_outcomes_is_warned_about_and_the_missing_calls_count_as_lost() -> None:
     import pluggy
 
-    from clustrix.plugin.manager import PluginWarning, Scheduler
+    from clustrix.plugin.manager import PluginWarning, RegisteredScheduler
     from clustrix.plugin.types import JobHandle, Outcome
 
     class ShortFetch:
@@ -278,7 +279,7 @@ def test_a_plugin_fetching_too_few_outcomes_is_warned_about_and_the_missing_call
     pm.add_hookspecs(hookspecs)
     impl = ShortFetch()
     pm.register(impl)
-    scheduler = Scheduler("short", impl, pm, lambda: [])
+    scheduler = RegisteredScheduler("short", impl, pm, lambda: [])  # type: ignore[arg-type]
     handle = JobHandle(job_id="j", scheduler="short", size=3)
     with pytest.warns(PluginWarning, match="'short' fetched 1 outcomes for job j of 3 calls"):
         outcomes = scheduler.fetch(handle, clustrix.get_config())

@@ -12,11 +12,13 @@ import types
 from pathlib import Path
 
 import pytest
+from clustrix_testsched_jobdir import finished_tasks, read_outcomes, stage
 
+from clustrix.config.settings import ClusterConfig
 from clustrix.plugin.transport import LocalTransport
 from clustrix.plugin.types import JobSpec
 from clustrix.remote import runner
-from clustrix.remote.jobdir import decode_outcome, finished_tasks, plan_tasks, read_outcomes, stage
+from clustrix.remote.jobdir import decode_outcome, plan_tasks
 from tests.counting import counter_with_checkpoint
 
 
@@ -32,7 +34,7 @@ def _stage(
     def divide(a: float, b: float) -> float:  # a local function travels by value, like a notebook's
         return a / b
 
-    spec = JobSpec(name="divide", func=divide, arguments=arguments)
+    spec = JobSpec(name="divide", func=divide, arguments=arguments, config=ClusterConfig({}))
     return stage(LocalTransport(), str(tmp_path / "work"), spec, tasks)
 
 
@@ -190,7 +192,7 @@ def test_the_schedulers_own_warning_signal_saves_the_checkpoint_and_ends_the_tas
     tmp_path: Path,
 ) -> None:
     """PBS's way: SIGTERM, no requeue argv; the scheduler reruns the task, which resumes."""
-    spec = JobSpec(name="count", func=counter_with_checkpoint(0.05), arguments=[((60,), {})])
+    spec = JobSpec(name="count", func=counter_with_checkpoint(0.05), arguments=[((60,), {})], config=ClusterConfig({}))
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(1), claim=True)
     env = {k: v for k, v in os.environ.items() if k != runner.REQUEUE_ENV}
     proc = subprocess.Popen(

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from clustrix import cluster, configure
-from clustrix.errors import JobError
-from clustrix.remote.localcode.units import LocalCodeError
+from clustrix.errors import JobError, LocalCodeError
 from tests.k8s.conftest import with_clustrix_in_pods
 from tests.localcode_projects import (
     data_package,

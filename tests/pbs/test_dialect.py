@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.batch.dialect import ParseError, ScriptJob, TaskRecord
+from clustrix.batch.dialect import ScriptJob, TaskRecord
 from clustrix.config.resources import Resources
+from clustrix.errors import ParseError
 from clustrix.plugin.types import JobState
 from clustrix_pbs import directives, parse, states
 from clustrix_pbs.dialect import PBSProDialect, TorqueDialect, native_job_id

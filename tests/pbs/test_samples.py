@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from clustrix.errors import ParseError
 from clustrix.plugin.types import JobState
 from clustrix_pbs import parse, states
 from clustrix_pbs.parse import ErrorKind, Flavour
@@ -201,7 +202,7 @@ def test_qstat_json_without_jobs_is_empty_and_merged_stderr_is_skipped() -> None
     merged = (SAMPLES / TESTBED / "09_mem_enforce_mem_qstat_f_json_at_35s.json").read_text()
     assert merged.startswith("qstat: ")
     assert parse.parse_qstat_json(merged) == []
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.parse_qstat_json("qstat: cannot connect to server vm (errno=15010)\n")
 
 
@@ -271,7 +272,7 @@ def test_qsub_sample_gives_the_job_id(name: str) -> None:
 
 
 def test_interactive_qsub_output_is_not_mistaken_for_a_job_id() -> None:
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.parse_qsub((SAMPLES / "pbspro_qsub-I_interactive_unsw-katana.txt").read_text())
 
 
@@ -303,5 +304,5 @@ def test_qdel_with_nothing_to_say_is_quiet() -> None:
 def test_flavour_is_pbspro_for_pbs_version_and_torque_otherwise() -> None:
     assert parse.detect_flavour("pbs_version = 23.06.06\n") is Flavour.PBSPRO
     assert parse.detect_flavour("Version: 6.1.2\n") is Flavour.TORQUE
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.detect_flavour("  \n")

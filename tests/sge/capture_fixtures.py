@@ -79,20 +79,20 @@ def main() -> None:
     time.sleep(3)
     run(["qmod", "-sj", ids["suspended"]])
     time.sleep(2)
-    (FIXTURES / "qstat_xml.txt").write_text(run(parse.qstat_argv()).stdout)
+    (FIXTURES / "qstat_xml.txt").write_text(run(["qstat", "-xml"]).stdout)
     # the dialect's status command: qstat -xml, then qstat -j of the listed jobs in an error state
     (FIXTURES / "status_command.txt").write_text(run(parse.status_argv(list(ids.values()))).stdout)
-    (FIXTURES / "qstat_j_error.txt").write_text(run(parse.qstat_j_argv(ids["error"])).stdout)
-    gone = run(parse.qstat_j_argv("999999"))
+    (FIXTURES / "qstat_j_error.txt").write_text(run(["qstat", "-j", ids["error"]]).stdout)
+    gone = run(["qstat", "-j", "999999"])
     (FIXTURES / "qstat_j_unknown_stderr.txt").write_text(gone.stderr + gone.stdout)
     run(["qdel", ids["cancelled"], ids["suspended"], ids["held"], ids["held_array"], ids["error"]])
     time.sleep(25)  # past h_rt and every short job (the array runs two tasks at a time)
     for name in ("completed", "array", "failed", "timeout", "oom", "memoryerror", "cancelled", "pe"):
-        (FIXTURES / f"qacct_{name}.txt").write_text(run(parse.qacct_argv(ids[name])).stdout)
+        (FIXTURES / f"qacct_{name}.txt").write_text(run(["qacct", "-j", ids[name]]).stdout)
     # the dialect's history command: qacct -j of each listed job, an unknown one skipped
     history = run(parse.history_argv([ids["timeout"], ids["oom"], ids["cancelled"], ids["array"], "999999"]))
     (FIXTURES / "history_command.txt").write_text(history.stdout)
-    unknown = run(parse.qacct_argv("999999"))
+    unknown = run(["qacct", "-j", "999999"])
     (FIXTURES / "qacct_unknown_stderr.txt").write_text(unknown.stderr + unknown.stdout)
     (FIXTURES / "qconf_sconf.txt").write_text(run(parse.qconf_sconf_argv()).stdout)
     for name, args in {

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from clustrix.errors import ParseError
 from clustrix.plugin.types import JobState
 from clustrix_sge import parse
 from clustrix_sge.dialect import SGEDialect
@@ -37,9 +38,9 @@ def test_qsub_terse_gives_the_job_id_of_a_job_and_of_an_array():
     assert parse.parse_qsub_terse(fixture("qsub_terse.txt")) == JOBS["completed"]
     assert fixture("qsub_terse_array.txt").strip() == f"{JOBS['array']}.1-6:1"
     assert parse.parse_qsub_terse(fixture("qsub_terse_array.txt")) == JOBS["array"]
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.parse_qsub_terse(fixture("qsub_rejected_no_suitable_queue_stderr.txt"))
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.parse_qsub_terse("")
 
 
@@ -75,7 +76,7 @@ def test_qstat_j_error_reasons_lose_their_timestamp_and_keep_their_task():
 
 def test_empty_qstat_output_means_no_open_jobs_and_garbage_is_an_error():
     assert parse.parse_qstat_xml("") == []
-    with pytest.raises(parse.ParseError, match="not XML"):
+    with pytest.raises(ParseError, match="not XML"):
         parse.parse_qstat_xml("error: commlib error: got select error (Connection refused)")
 
 

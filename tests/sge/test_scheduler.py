@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from clustrix import JobError, JobOutOfMemoryError, cluster, configure, registry
-from clustrix.batch.engine import SubmitRejectedError
-from clustrix.plugin.transport import CommandResult, LocalTransport
-from clustrix_sge import SGEScheduler
+from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
+from clustrix.plugin.transport import LocalTransport
+from clustrix_sge import SGEDialect
 from tests.testbed import sge as sge_testbed
 
 pytestmark = pytest.mark.testbed_sge
@@ -150,11 +150,11 @@ class CountingTransport(LocalTransport):
     def __init__(self) -> None:
         self.commands: list[str] = []
 
-    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # type: ignore[override]
+    def execute(self, argv: Sequence[str], **kwargs: Any) -> tuple[int, bytes, bytes]:  # run() and run_bytes()
         # the script travels on stdin behind a constant bootstrap argv: record both
         stdin = kwargs.get("input") or b""
         self.commands.append(" ".join(argv) + "\n" + bytes(stdin).decode(errors="replace"))
-        return super().run(argv, **kwargs)
+        return super().execute(argv, **kwargs)
 
 
 def test_a_map_of_100_calls_is_one_qsub_and_one_qstat_per_poll_round(local, fresh_plugins):
@@ -163,7 +163,7 @@ def test_a_map_of_100_calls_is_one_qsub_and_one_qstat_per_poll_round(local, fres
     from clustrix.plugin.types import JobSpec
 
     transport = CountingTransport()
-    scheduler = SGEScheduler(transport_factory=lambda _config: transport)
+    scheduler = BatchScheduler(SGEDialect(), transport_factory=lambda _config: transport)
     config = resolve_config()
     spec = JobSpec(
         name="square", func=square, arguments=[((i,), {}) for i in range(100)], resources=Resources(), config=config

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from clustrix.config.settings import ClusterConfig, resolve_config
-from clustrix.plugin.transport import CommandResult, LocalTransport
+from clustrix.plugin.transport import LocalTransport
 from clustrix.plugin.types import JobHandle, JobStatus
 
 #: The job's Python: it has clustrix-core and cloudpickle installed.
@@ -35,12 +35,12 @@ class CountingTransport(LocalTransport):
     def __init__(self) -> None:
         self.commands: list[str] = []
 
-    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # type: ignore[override]
+    def execute(self, argv: Sequence[str], **kwargs: Any) -> tuple[int, bytes, bytes]:  # run() and run_bytes()
         stdin: bytes = kwargs.get("input") or b""
         size, _, rest = stdin.partition(b"\n")
         script = rest[: int(size)].decode(errors="replace") if size.isdigit() else ""  # scripts come on stdin
         self.commands.append(shlex.join(argv) + "\n" + script)
-        return super().run(argv, **kwargs)
+        return super().execute(argv, **kwargs)
 
     def mentioning(self, program: str) -> int:
         """How many commands so far name ``program`` (e.g. ``sbatch``) as a word."""

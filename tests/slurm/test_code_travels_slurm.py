@@ -13,9 +13,9 @@ import pytest
 
 from clustrix import cluster
 from clustrix.config.settings import resolve_config
+from clustrix.errors import LocalCodeError
 from clustrix.plugin.manager import get_scheduler
 from clustrix.plugin.types import JobSpec
-from clustrix.remote.localcode.units import LocalCodeError
 from tests.localcode_projects import editable_install, labels, run_and_change, run_main, write_project
 from tests.slurm.conftest import REPLICATE
 from tests.testbed.sshd import SSHServer

@@ -12,14 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from clustrix_testsched_jobdir import outcome_files, read_outcomes, stage
 
 from clustrix.batch.engine import tasks_for
 from clustrix.batch.status import status_from_outcomes
 from clustrix.config.resources import Resources
+from clustrix.config.settings import ClusterConfig
 from clustrix.plugin.transport import LocalTransport
 from clustrix.plugin.types import JobSpec, JobState
 from clustrix.remote import runner
-from clustrix.remote.jobdir import outcome_files, plan_tasks, read_outcomes, stage
+from clustrix.remote.jobdir import plan_tasks
 from clustrix_slurm.script import array_spec
 from tests.slurm.helpers import Direct, poll_until_final, slurm_config
 
@@ -49,6 +51,7 @@ def stage_claiming(tmp_path: Path, n_calls: int, n_tasks: int) -> tuple[str, str
         name="record_and_double",
         func=record_and_double,
         arguments=[((str(log_dir), i), {}) for i in range(n_calls)],
+        config=ClusterConfig({}),
     )
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(n_calls, n_tasks), claim=True)
     return job_dir, str(log_dir)
@@ -104,7 +107,9 @@ def test_failed_calls_leave_a_marker_so_status_needs_no_unpickling(tmp_path: Pat
             raise ValueError(f"{x} is odd")
         return x // 2
 
-    spec = JobSpec(name="half_of_even", func=half_of_even, arguments=[((i,), {}) for i in range(4)])
+    spec = JobSpec(
+        name="half_of_even", func=half_of_even, arguments=[((i,), {}) for i in range(4)], config=ClusterConfig({})
+    )
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(4, 4), claim=True)
     assert run_task(job_dir, 0).returncode == 1
     files = outcome_files(os.listdir(Path(job_dir, runner.OUT_DIR)))
@@ -184,9 +189,10 @@ def test_tiny_calls_finish_in_the_first_tasks_and_the_rest_of_the_array_leaves_t
 @pytest.mark.testbed_slurm
 def test_long_calls_still_run_in_parallel_array_tasks(slurm_cluster: object, tmp_path: Path) -> None:
     config = slurm_config(str(tmp_path / "jobs"))
-    from clustrix_slurm import SlurmScheduler
+    from clustrix.batch.engine import BatchScheduler
+    from clustrix_slurm import SlurmDialect
 
-    scheduler = Direct(SlurmScheduler())
+    scheduler = Direct(BatchScheduler(SlurmDialect()))
     spec = JobSpec(
         name="nap_and_double",
         func=nap_and_double,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clustrix.batch.status import job_status as engine_job_status
+from clustrix.errors import ParseError
 from clustrix.plugin.types import JobState
 from clustrix_slurm import parse
 from clustrix_slurm.dialect import SlurmDialect, to_job_state
@@ -35,7 +36,7 @@ def by_job(records):
 def test_sbatch_parsable_gives_the_job_id_with_or_without_a_cluster_name():
     assert parse.parse_sbatch_parsable(fixture("sbatch_parsable.txt")) == JOBS["completed"]
     assert parse.parse_sbatch_parsable("4242;clustrix\n") == "4242"
-    with pytest.raises(parse.ParseError):
+    with pytest.raises(ParseError):
         parse.parse_sbatch_parsable("sbatch: error: nope")
 
 

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clustrix_testsched_jobdir import read_outcomes, stage
 
+from clustrix.batch.engine import BatchScheduler
 from clustrix.config.resources import Resources
-from clustrix.config.settings import resolve_config
+from clustrix.config.settings import ClusterConfig, resolve_config
 from clustrix.plugin.manager import get_scheduler
 from clustrix.plugin.transport import LocalTransport
 from clustrix.plugin.types import JobSpec, JobState, JobStatus
 from clustrix.remote import runner
-from clustrix.remote.jobdir import plan_tasks, read_outcomes, stage
-from clustrix_slurm import SlurmScheduler
+from clustrix.remote.jobdir import plan_tasks
 from clustrix_slurm.dialect import SlurmDialect, to_job_state
 from tests.slurm.helpers import poll_until_final, slurm_config, wait_for_state
 from tests.testbed.slurm import SlurmTestbed
@@ -90,7 +91,7 @@ def wait_for_file(path: Path, timeout: float = 30) -> None:
 
 def test_sigusr2_checkpoints_the_call_requeues_and_a_rerun_resumes_from_the_checkpoint(tmp_path: Path) -> None:
     counter = CountTo(step_seconds=0.05)
-    spec = JobSpec(name="count", func=counter, arguments=[((60,), {})])
+    spec = JobSpec(name="count", func=counter, arguments=[((60,), {})], config=ClusterConfig({}))
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(1), claim=True)
     marker = tmp_path / "requeued"
     proc = start_runner(job_dir, ["touch", str(marker)])
@@ -116,7 +117,9 @@ def test_sigusr2_checkpoints_the_call_requeues_and_a_rerun_resumes_from_the_chec
 
 
 def test_sigusr2_without_checkpoint_finishes_the_running_call_then_requeues_for_the_rest(tmp_path: Path) -> None:
-    spec = JobSpec(name="double", func=double_and_restarts, arguments=[((i, 0.6), {}) for i in range(4)])
+    spec = JobSpec(
+        name="double", func=double_and_restarts, arguments=[((i, 0.6), {}) for i in range(4)], config=ClusterConfig({})
+    )
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(4, 1), claim=True)
     marker = tmp_path / "requeued"
     proc = start_runner(job_dir, ["touch", str(marker)])
@@ -131,7 +134,9 @@ def test_sigusr2_without_checkpoint_finishes_the_running_call_then_requeues_for_
 
 
 def test_a_failing_requeue_command_lets_the_task_carry_on(tmp_path: Path) -> None:
-    spec = JobSpec(name="double", func=double_and_restarts, arguments=[((i, 0.3), {}) for i in range(2)])
+    spec = JobSpec(
+        name="double", func=double_and_restarts, arguments=[((i, 0.3), {}) for i in range(2)], config=ClusterConfig({})
+    )
     job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(2, 1), claim=True)
     proc = start_runner(job_dir, ["false"])
     wait_for_file(Path(job_dir, runner.claim_name(0)))
@@ -297,7 +302,7 @@ def test_requeued_and_held_states_keep_the_job_waiting() -> None:
 
 
 def test_preempted_is_waited_on_and_reported_failed_only_if_never_requeued() -> None:
-    scheduler = SlurmScheduler()
+    scheduler = BatchScheduler(SlurmDialect())
     LIMIT = SlurmDialect.preempted_final_after
     preempted = JobStatus(state=JobState.PREEMPTED, reason="PREEMPTED")
     assert scheduler._settle_preempted("j", preempted, 100.0).state is JobState.PREEMPTED

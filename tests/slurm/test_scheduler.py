@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
 from clustrix.config.resources import Resources
+from clustrix.errors import EnvironmentBuildError
 from clustrix.plugin.manager import get_scheduler
 from clustrix.plugin.types import JobSpec, JobState
-from clustrix.remote.environment.interpreter import EnvironmentBuildError
-from clustrix_slurm import SbatchRejectedError, SlurmScheduler
+from clustrix_slurm import SlurmDialect
 from tests.slurm.helpers import CountingTransport, Direct, poll_until_final, slurm_config, wait_for_state
 
 pytestmark = pytest.mark.testbed_slurm
@@ -55,7 +56,7 @@ def test_a_map_of_100_calls_is_one_sbatch_one_command_per_poll_round_and_a_fetch
     slurm_cluster, config, fresh_plugins
 ):
     transport = CountingTransport()
-    scheduler = Direct(SlurmScheduler(transport_factory=lambda _config: transport))
+    scheduler = Direct(BatchScheduler(SlurmDialect(), transport_factory=lambda _config: transport))
     handle = scheduler.submit(spec(double, [(i,) for i in range(100)], config), wake=lambda: None)
     # the scheduler's commands and the environment checked (once per connection), then stage + sbatch
     assert len(transport.commands) <= 3
@@ -96,7 +97,7 @@ def test_an_array_with_one_failing_call_keeps_the_other_results(scheduler, confi
 
 def test_memory_beyond_any_node_is_refused_at_submit_with_slurms_message(scheduler, config, slurm_cluster):
     too_much = f"{slurm_cluster.real_memory_mb * 4}M"
-    with pytest.raises(SbatchRejectedError, match="Requested node configuration is not available") as info:
+    with pytest.raises(SubmitRejectedError, match="Requested node configuration is not available") as info:
         scheduler.submit(spec(double, [(1,)], config, memory=too_much), wake=lambda: None)
     assert isinstance(info.value, ValueError)
 

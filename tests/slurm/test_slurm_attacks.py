@@ -19,8 +19,8 @@ import cloudpickle
 import pytest
 
 from clustrix import cluster, reset_config
+from clustrix.errors import UnsafePathError
 from clustrix.remote.environment.prepare import forget_prepared
-from clustrix.remote.runner import UnsafePathError
 from tests.slurm.conftest import REPLICATE
 from tests.testbed import cousers
 from tests.testbed.cousers import MALLORY, ProcWatch, as_mallory, plant_outcome, read_canary, wait_for_flag_then_vanish

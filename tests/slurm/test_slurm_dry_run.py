@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from clustrix import cluster, registry
+from clustrix.batch.engine import BatchScheduler
 from clustrix.cli.app import main
 from clustrix.config.resources import Resources
 from clustrix.plugin.dryrun import REMOTE_HOME
 from clustrix.plugin.types import JobSpec
-from clustrix_slurm import SlurmScheduler
+from clustrix_slurm import SlurmDialect
 from tests.slurm.helpers import PYTHON, CountingTransport, Direct, poll_until_final, slurm_config
 
 
@@ -89,7 +90,7 @@ def test_the_dry_run_is_exactly_what_a_real_sbatch_gets_and_submits_nothing(slur
         config=config,
     )
     transport = CountingTransport()
-    scheduler = Direct(SlurmScheduler(transport_factory=lambda _config: transport))
+    scheduler = Direct(BatchScheduler(SlurmDialect(), transport_factory=lambda _config: transport))
     shown = scheduler.impl.clustrix_dry_run(spec=spec)
     queued = subprocess.run(["squeue", "-h", "-n", name], capture_output=True, text=True, check=True).stdout
     assert transport.commands == [] and queued == "" and not (tmp_path / "jobs").exists()

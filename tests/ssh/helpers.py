@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clustrix.config.settings import ClusterConfig, resolve_config
-from clustrix.plugin.manager import Scheduler, get_scheduler
+from clustrix.plugin.manager import RegisteredScheduler, get_scheduler
 from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 
 #: The remote venv holds clustrix-core's closure only: this machine's full dev venv pins
@@ -16,7 +16,7 @@ from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 REPLICATE = ["clustrix-core"]
 
 
-def scheduler() -> Scheduler:
+def scheduler() -> RegisteredScheduler:
     return get_scheduler("ssh")
 
 

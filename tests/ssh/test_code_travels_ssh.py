@@ -14,10 +14,10 @@ from typing import Any
 import cloudpickle
 import pytest
 
+from clustrix.errors import LocalCodeError
 from clustrix.plugin.types import JobSpec
 from clustrix.remote.localcode.detection import dumps_recording
 from clustrix.remote.localcode.plan import plan_code
-from clustrix.remote.localcode.units import LocalCodeError
 from tests.localcode_projects import (
     MAIN_JOBS,
     data_package,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clustrix.errors import EnvironmentBuildError, PythonVersionMismatchError
 from clustrix.remote.environment.activation import activation_lines, base_selection
 from clustrix.remote.environment.capture import capture_environment
-from clustrix.remote.environment.interpreter import EnvironmentBuildError, PythonVersionMismatchError
 from clustrix.remote.environment.prepare import forget_prepared, prepare_remote_environment
 from clustrix.remote.environment.venv import environment_key, render_build_script, requirements
 from clustrix_ssh import get_transport

@@ -169,10 +169,11 @@ def test_two_configurations_with_different_keys_or_host_key_policies_never_share
     sshd: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A scheduler keeps no transports of its own: the one pool owns them, keyed by every access setting."""
-    from clustrix_slurm import SlurmScheduler
+    from clustrix.batch.engine import BatchScheduler
+    from clustrix_slurm import SlurmDialect
     from clustrix_ssh import target as target_module
 
-    transport_for = SlurmScheduler().transport
+    transport_for = BatchScheduler(SlurmDialect()).transport
 
     stranger = tmp_path / "stranger_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)

@@ -7,6 +7,11 @@
 >>> square.map(range(4))
 [0, 1, 4, 9]
 
+These are the user API. A plugin imports the contract from :mod:`clustrix.plugin.types`
+(``JobSpec``, ``JobHandle``, ``JobStatus``, ``JobState``, ``Outcome``, ``Scheduler``) and
+:mod:`clustrix.plugin.hookspecs` (``hookimpl``). ``execute_loop_parallel`` stays here: the
+docs (docs/local.md, docs/migration.md) promise it to users of the original clustrix.
+
 Names are imported lazily: ``python -m clustrix.remote.runner`` on a compute node then imports
 only the runner (standard library and cloudpickle), not the whole client.
 """
@@ -35,13 +40,7 @@ _EXPORTS = {
     "RemoteTraceback": "clustrix.errors",
     "SchedulerNotFoundError": "clustrix.errors",
     "ClusterFuture": "clustrix.api.futures",
-    "hookimpl": "clustrix.plugin.hookspecs",
     "Job": "clustrix.api.job",
-    "JobHandle": "clustrix.plugin.types",
-    "JobSpec": "clustrix.plugin.types",
-    "JobState": "clustrix.plugin.types",
-    "JobStatus": "clustrix.plugin.types",
-    "Outcome": "clustrix.plugin.types",
     "execute_loop_parallel": "clustrix.local.backend",
     "Resources": "clustrix.config.resources",
 }
@@ -55,14 +54,9 @@ __all__ = [
     "Job",
     "JobCancelledError",
     "JobError",
-    "JobHandle",
     "JobLostError",
     "JobOutOfMemoryError",
-    "JobSpec",
-    "JobState",
-    "JobStatus",
     "JobTimeoutError",
-    "Outcome",
     "RemoteTraceback",
     "Resources",
     "SchedulerNotFoundError",
@@ -70,7 +64,6 @@ __all__ = [
     "configure",
     "execute_loop_parallel",
     "get_config",
-    "hookimpl",
     "reset_config",
 ]
 
@@ -92,8 +85,6 @@ if TYPE_CHECKING:
         SchedulerNotFoundError,
     )
     from clustrix.local.backend import execute_loop_parallel
-    from clustrix.plugin.hookspecs import hookimpl
-    from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
 
 
 def __getattr__(name: str) -> Any:

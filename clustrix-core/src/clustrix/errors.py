@@ -5,8 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import difflib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from clustrix.plugin.types import JobState
+if TYPE_CHECKING:  # the runner imports this module on a compute node: the standard library only at run time
+    from clustrix.plugin.transport import CommandResult
+    from clustrix.plugin.types import JobState
 
 
 class ClustrixError(Exception):
@@ -26,6 +29,43 @@ class StateFileError(ClustrixError):
 
     The message names the path and how to fix it.
     """
+
+
+class UnsafePathError(ClustrixError, PermissionError):
+    """A file to be unpickled, or a directory to write into, could have been written by another user.
+
+    The message names the path, why it is refused and the fix. (:mod:`clustrix.remote.runner`,
+    shipped alone next to a payload, raises a ``PermissionError`` of its own with the same name.)
+    """
+
+
+class CommandError(ClustrixError, RuntimeError):
+    """A command run through a transport failed; the message carries its stderr."""
+
+    def __init__(self, result: CommandResult) -> None:
+        self.result = result
+        output = result.stderr.strip() or result.stdout.strip()
+        super().__init__(f"command {' '.join(result.argv)!r} exited {result.returncode}: {output}")
+
+
+class ParseError(ClustrixError, ValueError):
+    """A scheduler command printed something the plugin does not understand."""
+
+
+class ReportError(ClustrixError, ValueError):
+    """A remote script's output is not a well-formed report (truncated, or not ours)."""
+
+
+class PythonVersionMismatchError(ConfigurationError):
+    """The remote Python's major.minor differs from the local one (pickles may not load)."""
+
+
+class EnvironmentBuildError(ClustrixError):
+    """The remote environment could not be built; the message carries the build log's tail."""
+
+
+class LocalCodeError(ConfigurationError):
+    """The user's own code cannot travel with the call; the message names the module and the fix."""
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -101,6 +141,8 @@ class JobLostError(JobError):
 
 def error_for_state(state: JobState) -> type[JobError]:
     """The exception class a user sees for a job that ended in ``state`` without a result."""
+    from clustrix.plugin.types import JobState
+
     return {
         JobState.TIMEOUT: JobTimeoutError,
         JobState.OUT_OF_MEMORY: JobOutOfMemoryError,

@@ -203,7 +203,7 @@ def storable_config(values: dict[str, Any]) -> dict[str, Any]:
 
 def record(spec: JobSpec, handle: JobHandle) -> None:
     """Store a newly submitted job."""
-    config = storable_config(spec.config.as_dict()) if spec.config is not None else {}
+    config = storable_config(spec.config.as_dict())
     now = time.time()
     with _connect() as conn:
         conn.execute(

@@ -15,9 +15,12 @@ import json
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clustrix.errors import ClustrixError, ConfigurationError
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -201,7 +204,7 @@ _apis: dict[tuple[Any, ...], KubeApi] = {}
 _apis_lock = threading.Lock()
 
 
-def api_for(config: Any) -> KubeApi:
+def api_for(config: ClusterConfig) -> KubeApi:
     """The shared client for ``kubeconfig``/``kube_context`` (or in-cluster config), made once."""
     kubeconfig = config.get("kubeconfig")
     context = config.get("kube_context")

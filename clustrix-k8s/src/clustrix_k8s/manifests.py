@@ -21,6 +21,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from clustrix.errors import ClustrixError
 from clustrix.remote.localcode.plan import CodePlan
 from clustrix.remote.localcode.units import format_size
 from clustrix_k8s.bootstrap import MOUNT, SCRATCH
@@ -37,7 +38,7 @@ MANAGED_LABEL = "app.kubernetes.io/managed-by"
 CONTAINER = "clustrix"
 
 
-class PayloadTooLargeError(ValueError):
+class PayloadTooLargeError(ClustrixError, ValueError):
     """The cloudpickled calls exceed what the payload Secrets can carry."""
 
 

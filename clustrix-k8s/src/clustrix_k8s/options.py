@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from clustrix.config.keys import PATH, ConfigKey
 from clustrix.config.resources import Resources, parse_memory
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 _K8S = ("kubernetes",)
 _OBJECTS = list[dict[str, Any]]
@@ -226,7 +229,7 @@ def _mappings(key: str, value: Any, example: str) -> tuple[dict[str, Any], ...]:
 
 
 def job_options(
-    config: Any, resources: Resources, environment: Mapping[str, Any], *, default_namespace: str = "default"
+    config: ClusterConfig, resources: Resources, environment: Mapping[str, Any], *, default_namespace: str = "default"
 ) -> JobOptions:
     """Check the configuration and resources of one submission; ``ValueError`` names what is wrong.
 
@@ -309,9 +312,9 @@ def job_options(
     replicate = get("replicate_environment")
     if replicate is None:
         replicate = get("image") is None and get("python_executable") is None
-    from clustrix.remote.environment import venv as env_module
+    from clustrix.remote.environment.venv import requirements as pinned
 
-    requirements = tuple(env_module.requirements(environment)) if replicate else ()
+    requirements = tuple(pinned(environment)) if replicate else ()
     if replicate and not any(r.lower().startswith("cloudpickle") for r in requirements):
         requirements = (*requirements, "cloudpickle")
     volumes = _mappings("volumes", get("volumes"), "[{'name': 'data', 'persistentVolumeClaim': {'claimName': 'data'}}]")

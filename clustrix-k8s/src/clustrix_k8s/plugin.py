@@ -1,12 +1,12 @@
-"""Entry point ``kubernetes``: registers the Kubernetes scheduler, its configuration keys and ``@cluster`` keywords."""
+"""Entry point ``kubernetes``: registers the Kubernetes scheduler and its configuration keys."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from clustrix.config.keys import ConfigKey
 from clustrix.plugin.hookspecs import hookimpl
-from clustrix_k8s.options import DECLARED_KEYS, EXTRA_KEYS
+from clustrix_k8s.options import DECLARED_KEYS
 
 NAME = "kubernetes"
 
@@ -15,12 +15,6 @@ NAME = "kubernetes"
 def clustrix_config_keys() -> dict[str, ConfigKey]:
     # each key with its type, default and meaning: core checks values against the type
     return dict(DECLARED_KEYS)
-
-
-@hookimpl
-def clustrix_resource_keys() -> Mapping[str, str]:
-    # cpu_limit, node_selector, ... are configuration keys (accepted as such); these are the rest
-    return EXTRA_KEYS
 
 
 @hookimpl

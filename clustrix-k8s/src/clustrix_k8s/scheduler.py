@@ -28,7 +28,7 @@ import secrets as secrets_module
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
@@ -36,11 +36,15 @@ from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
 from clustrix.remote import jobdir, runner
+from clustrix.remote.environment.interpreter import RUNNER_MODULES
 from clustrix.remote.localcode.plan import CodePlan
 from clustrix.remote.localcode.units import archive
 from clustrix_k8s import bootstrap, manifests, results, states
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
-from clustrix_k8s.options import RUNNER_ACCOUNT, JobOptions, job_options
+from clustrix_k8s.options import EXTRA_KEYS, RUNNER_ACCOUNT, JobOptions, job_options
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 log = get_logger("clustrix.k8s")
 
@@ -75,6 +79,10 @@ class KubernetesScheduler:
     """Scheduler hooks for ``cluster_type="kubernetes"``; the routed methods are pluggy hookimpls."""
 
     needs_environment = True
+    persistent = True
+    #: the pod's Python runs clustrix's runner (python_executable, or the image's python)
+    python_needs = RUNNER_MODULES
+    resource_keys = EXTRA_KEYS  # cpu_limit, node_selector, ... are configuration keys; these are the rest
 
     def __init__(self, api_factory: Callable[[Any], KubeApi] = api_for) -> None:
         self._api_factory = api_factory
@@ -197,7 +205,7 @@ class KubernetesScheduler:
             ),
         )
 
-    def doctor_checks(self, config: Any) -> list[tuple[str, Callable[[], Any]]]:
+    def doctor_checks(self, config: ClusterConfig) -> list[tuple[str, Callable[[], Any]]]:
         """What ``clustrix doctor`` checks on Kubernetes: permissions, and whether the namespace looks shared."""
         from clustrix_k8s import doctor
 
@@ -291,7 +299,7 @@ class KubernetesScheduler:
 
     # ---- poll -------------------------------------------------------------
     @hookimpl
-    def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:
+    def clustrix_poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]:
         api = self._api_factory(config)
         by_namespace: dict[str, list[JobHandle]] = {}
         statuses: dict[str, JobStatus] = {}
@@ -360,7 +368,7 @@ class KubernetesScheduler:
 
     # ---- fetch ------------------------------------------------------------
     @hookimpl
-    def clustrix_fetch(self, handle: JobHandle, config: Any) -> Sequence[Outcome | None]:
+    def clustrix_fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
         api = self._api_factory(config)
         namespace = str(handle.data.get("namespace", "default"))
         listing = api.request(
@@ -396,12 +404,12 @@ class KubernetesScheduler:
         )
 
     @hookimpl
-    def clustrix_cancel(self, handle: JobHandle, config: Any) -> bool:
+    def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
         self._delete_jobs(self._api_factory(config), handle)
         return True
 
     @hookimpl
-    def clustrix_read_logs(self, handle: JobHandle, config: Any, stream: str) -> str:
+    def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"stream={stream!r} is not valid: use 'stdout' or 'stderr'")
         api = self._api_factory(config)

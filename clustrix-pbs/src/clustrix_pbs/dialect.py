@@ -13,7 +13,6 @@ import shlex
 from collections.abc import Sequence
 
 from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
-from clustrix.batch.dialect import ParseError as EngineParseError
 from clustrix.config.resources import Resources
 from clustrix.plugin.types import JobState
 from clustrix_pbs import directives, parse, states
@@ -21,10 +20,6 @@ from clustrix_pbs import directives, parse, states
 #: ``qstat`` exit codes that only mean "some listed job is unknown" (PBSE_UNKJOBID 15001 and
 #: PBSE_HISTJOBID 15139, modulo 256): the records of the other jobs are still on stdout.
 UNKNOWN_JOB_EXIT_CODES = frozenset({153, 35})
-
-
-def _as_engine_error(error: parse.ParseError) -> EngineParseError:
-    return EngineParseError(str(error))
 
 
 class PBSDialect(Dialect):
@@ -86,10 +81,7 @@ class PBSDialect(Dialect):
         return directives.qsub_argv(self.request(job), script_path)
 
     def parse_submit(self, stdout: str) -> str:
-        try:
-            return parse.parse_qsub(stdout)
-        except parse.ParseError as error:
-            raise _as_engine_error(error) from error
+        return parse.parse_qsub(stdout)
 
     # ---- status ------------------------------------------------------------------
     def parse_qstat(self, stdout: str) -> list[parse.QstatRecord]:
@@ -97,10 +89,7 @@ class PBSDialect(Dialect):
         raise NotImplementedError
 
     def parse_status(self, stdout: str) -> list[TaskRecord]:
-        try:
-            found = self.parse_qstat(stdout)
-        except parse.ParseError as error:
-            raise _as_engine_error(error) from error
+        found = self.parse_qstat(stdout)
         return [
             task_record(record, self.flavour)
             for record in found

@@ -20,10 +20,7 @@ from typing import Any
 
 import attrs
 
-
-class ParseError(ValueError):
-    """A PBS command printed something this plugin does not understand."""
-
+from clustrix.errors import ParseError
 
 # ---------------------------------------------------------------------------
 # qsub

@@ -7,7 +7,6 @@ from typing import Any
 
 from clustrix.config.keys import ConfigKey
 from clustrix.plugin.hookspecs import hookimpl
-from clustrix_pbs.directives import EXTRA_KEYS
 from clustrix_pbs.parse import Flavour
 from clustrix_pbs.scheduler import PBSScheduler
 
@@ -31,9 +30,3 @@ def clustrix_config_keys() -> Mapping[str, Any]:
             backends=("pbs", "torque"),
         )
     }
-
-
-@hookimpl
-def clustrix_resource_keys() -> Mapping[str, str]:
-    # the @cluster(account=..., place=...) keywords core accepts at decoration for this plugin
-    return EXTRA_KEYS

@@ -11,29 +11,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
-from clustrix.errors import ConfigurationError
+from clustrix.batch.engine import JOB_NEEDS, BatchScheduler
+from clustrix.errors import ConfigurationError, ParseError
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.manager import transport_for
 from clustrix.plugin.transport import Transport
 from clustrix.plugin.types import JobHandle, JobSpec, JobStatus, Outcome
 from clustrix_pbs.dialect import DIALECTS
-from clustrix_pbs.parse import Flavour, ParseError, detect_flavour
+from clustrix_pbs.directives import EXTRA_KEYS
+from clustrix_pbs.parse import Flavour, detect_flavour
 
-#: qsub refused the job (its own message); the engine's error under PBS's name.
-QsubRejectedError = SubmitRejectedError
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
+
 #: ``JobHandle.data`` key holding the flavour a job was submitted with.
 FLAVOR_KEY = "pbs_flavor"
 
 
-def configured_flavour(config: Any, spec_extra: Mapping[str, Any] | None = None) -> Flavour | None:
+def configured_flavour(config: ClusterConfig, spec_extra: Mapping[str, Any] | None = None) -> Flavour | None:
     """``pbs_flavor`` from the resources or the configuration; ``ValueError`` naming it when invalid."""
-    value = (spec_extra or {}).get("pbs_flavor") or (config.get("pbs_flavor") if config is not None else None)
+    value = (spec_extra or {}).get("pbs_flavor") or config.get("pbs_flavor")
     if value is None:
         return None
     try:
@@ -46,9 +48,13 @@ class PBSScheduler:
     """``cluster_type="pbs"``: one batch engine per flavour, chosen per job."""
 
     name = "pbs"
+    needs_environment = True
+    persistent = True
+    python_needs = JOB_NEEDS  # the runner file ships with each job, as for every batch scheduler
+    resource_keys = EXTRA_KEYS  # every flavour's dialect has these extras
 
     def __init__(
-        self, transport_factory: Callable[[Any], Transport] = transport_for, *, forced: Flavour | None = None
+        self, transport_factory: Callable[[ClusterConfig], Transport] = transport_for, *, forced: Flavour | None = None
     ) -> None:
         self._transport_factory = transport_factory
         #: ``cluster_type="torque"`` is this scheduler with the flavour fixed
@@ -62,13 +68,13 @@ class PBSScheduler:
         self._lock = threading.Lock()
         self._detected: dict[tuple[Any, ...], Flavour] = {}
 
-    def flavour(self, config: Any, extra: Mapping[str, Any] | None = None) -> Flavour:
+    def flavour(self, config: ClusterConfig, extra: Mapping[str, Any] | None = None) -> Flavour:
         """The configured flavour, else the one ``qstat --version`` shows (asked once per host)."""
         chosen = self.forced or configured_flavour(config, extra)
         if chosen is not None:
             return chosen
         transport = self._transport_factory(config)
-        key = (transport.host, *tuple(getattr(config, "connection_key", ()) or ()))
+        key = (transport.host, *config.connection_key)
         with self._lock:
             known = self._detected.get(key)
         if known is not None:
@@ -91,7 +97,7 @@ class PBSScheduler:
             self._detected[key] = found
         return found
 
-    def probe(self, config: Any, transport: Transport) -> str:
+    def probe(self, config: ClusterConfig, transport: Transport) -> str:
         """``clustrix doctor``'s check: PBS's commands, the flavour, and the flavour's site query."""
         self.engines[Flavour.PBSPRO].check_commands(config, transport)
         flavour = self.flavour(config)
@@ -112,7 +118,7 @@ class PBSScheduler:
         flavour = self.forced or configured_flavour(spec.config, spec.resources.extra)
         note = None
         if flavour is None:
-            transport_key = tuple(getattr(spec.config, "connection_key", ()) or ())
+            transport_key = spec.config.connection_key
             with self._lock:
                 known = [found for key, found in self._detected.items() if key[1:] == transport_key]
             flavour = known[0] if known else Flavour.PBSPRO
@@ -125,7 +131,7 @@ class PBSScheduler:
         return attrs.evolve(shown, scheduler=self.name, notes=(*shown.notes, *([note] if note else [])))
 
     @hookimpl
-    def clustrix_poll(self, handles: Sequence[JobHandle], config: Any) -> Mapping[str, JobStatus]:
+    def clustrix_poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]:
         statuses: dict[str, JobStatus] = {}
         for engine in self.engines.values():
             mine = [h for h in handles if self._engine(h) is engine]
@@ -134,13 +140,17 @@ class PBSScheduler:
         return statuses
 
     @hookimpl
-    def clustrix_fetch(self, handle: JobHandle, config: Any) -> Sequence[Outcome | None]:
+    def clustrix_fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]:
         return self._engine(handle).clustrix_fetch(handle, config)
 
     @hookimpl
-    def clustrix_cancel(self, handle: JobHandle, config: Any) -> bool:
+    def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool:
         return self._engine(handle).clustrix_cancel(handle, config)
 
     @hookimpl
-    def clustrix_read_logs(self, handle: JobHandle, config: Any, stream: str) -> str:
+    def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str:
         return self._engine(handle).clustrix_read_logs(handle, config, stream)
+
+    @hookimpl
+    def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
+        return self._engine(handle).clustrix_remove_job_dir(handle, config)

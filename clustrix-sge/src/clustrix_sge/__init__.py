@@ -5,6 +5,5 @@ host itself or over SSH, through the batch engine of clustrix core.
 """
 
 from clustrix_sge.dialect import SGEDialect
-from clustrix_sge.scheduler import SGEScheduler
 
-__all__ = ["SGEDialect", "SGEScheduler"]
+__all__ = ["SGEDialect"]

@@ -11,13 +11,16 @@ are read from ``qacct``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
 from clustrix.config.resources import Resources
 from clustrix.plugin.types import JobState
 from clustrix_sge import parse, script
 from clustrix_sge import states as sge_states
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 
 class SGEDialect(Dialect):
@@ -58,11 +61,11 @@ class SGEDialect(Dialect):
         # with -notify, SIGUSR2 may come before the runner's handler is set: the shell must not die of it
         return ["trap '' USR2"] if script.requeueable(job.resources) else []
 
-    def command_environment(self, config: Any) -> dict[str, str]:
+    def command_environment(self, config: ClusterConfig) -> dict[str, str]:
         """``SGE_ROOT``/``SGE_CELL`` for every command when the configuration sets them (``sge_root``, ``sge_cell``)."""
         env = {}
         for key, variable in (("sge_root", "SGE_ROOT"), ("sge_cell", "SGE_CELL")):
-            value = config.get(key) if config is not None else None
+            value = config.get(key)
             if value:
                 env[variable] = str(value)
         return env

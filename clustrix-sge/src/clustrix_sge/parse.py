@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from clustrix.batch.dialect import ParseError, expand_task_ids
+from clustrix.batch.dialect import expand_task_ids
+from clustrix.errors import ParseError
 
 __all__ = [
     "AccountingRecord",
-    "ParseError",
     "QstatJob",
     "max_aj_tasks",
     "memory_bytes",
@@ -73,24 +73,9 @@ def status_argv(native_ids: Sequence[str]) -> list[str]:
     return ["sh", "-c", _STATUS_PROGRAM, "sh", *native_ids]
 
 
-def qstat_argv() -> list[str]:
-    """``qstat -xml``: every open job of the user; pending array tasks come as ranges (``1-5:1``)."""
-    return ["qstat", "-xml"]
-
-
-def qstat_j_argv(native_id: str) -> list[str]:
-    """``qstat -j ID``: one job's details, among them the reason of an error state (``Eqw``)."""
-    return ["qstat", "-j", native_id]
-
-
 def history_argv(native_ids: Sequence[str]) -> list[str]:
     """One command for the jobs that left qstat: ``qacct -j`` of each."""
     return ["sh", "-c", _HISTORY_PROGRAM, "sh", *native_ids]
-
-
-def qacct_argv(native_id: str) -> list[str]:
-    """``qacct -j ID``: a job's accounting records, one per array task and run."""
-    return ["qacct", "-j", native_id]
 
 
 def qconf_sconf_argv() -> list[str]:

@@ -1,14 +1,15 @@
-"""The ``sge`` entry point: registers :class:`~clustrix_sge.scheduler.SGEScheduler`, its configuration and keywords."""
+"""The ``sge`` entry point: the batch engine with :class:`~clustrix_sge.dialect.SGEDialect`, and SGE's configuration."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from clustrix.batch.engine import BatchScheduler
 from clustrix.config.keys import ConfigKey
 from clustrix.plugin.hookspecs import hookimpl
-from clustrix_sge.scheduler import SGEScheduler
-from clustrix_sge.script import CONFIG_KEYS, EXTRA_KEYS
+from clustrix_sge.dialect import SGEDialect
+from clustrix_sge.script import CONFIG_KEYS
 
 _SGE = ("sge",)
 
@@ -44,15 +45,9 @@ DECLARED_KEYS: dict[str, ConfigKey] = {
 
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
-    register("sge", SGEScheduler())
+    register("sge", BatchScheduler(SGEDialect()))
 
 
 @hookimpl
 def clustrix_config_keys() -> Mapping[str, Any]:
     return DECLARED_KEYS
-
-
-@hookimpl
-def clustrix_resource_keys() -> Mapping[str, str]:
-    # the @cluster(project=..., pe=...) keywords core accepts at decoration for this plugin
-    return EXTRA_KEYS

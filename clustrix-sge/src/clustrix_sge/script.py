@@ -13,12 +13,15 @@ import posixpath
 import re
 import shlex
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from clustrix.batch.dialect import ScriptJob
 from clustrix.config.resources import Resources, format_hours
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 #: ``resources.extra`` keys this plugin understands (``@cluster(project="genomics")``).
 EXTRA_KEYS: dict[str, str] = {
@@ -65,7 +68,7 @@ class SiteOptions:
     memory_resources: tuple[str, ...] = tuple(CONFIG_KEYS["sge_memory_resources"])
 
     @classmethod
-    def from_config(cls, config: Any) -> SiteOptions:
+    def from_config(cls, config: ClusterConfig | None) -> SiteOptions:
         get = config.get if config is not None else (lambda key, default=None: default)
         pe = get("sge_pe") or CONFIG_KEYS["sge_pe"]
         memory = get("sge_memory_resources") or CONFIG_KEYS["sge_memory_resources"]

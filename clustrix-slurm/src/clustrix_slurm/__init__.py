@@ -2,9 +2,10 @@
 
 Install it next to ``clustrix-core`` and set ``cluster_type="slurm"``; it works on the
 login node itself and, with ``clustrix-ssh``, from a laptop through ``cluster_host``.
+The scheduler is clustrix's batch engine with :class:`~clustrix_slurm.dialect.SlurmDialect`.
 """
 
-from clustrix_slurm.scheduler import SbatchRejectedError, SlurmScheduler
+from clustrix_slurm.dialect import SlurmDialect
 
-__all__ = ["SbatchRejectedError", "SlurmScheduler"]
+__all__ = ["SlurmDialect"]
 __version__ = "0.1.0"

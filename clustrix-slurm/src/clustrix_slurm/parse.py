@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from clustrix.batch.dialect import ParseError, TaskRecord, expand_task_ids
+from clustrix.batch.dialect import TaskRecord, expand_task_ids
+from clustrix.errors import ParseError
 
 #: ``squeue`` columns: array job id (the job id for plain jobs), array task id(s), state, reason.
 SQUEUE_FORMAT = "%F|%K|%T|%r"

@@ -1,19 +1,14 @@
-"""The ``slurm`` entry point: registers :class:`~clustrix_slurm.scheduler.SlurmScheduler` with clustrix."""
+"""The ``slurm`` entry point: the batch engine of clustrix core with :class:`~clustrix_slurm.dialect.SlurmDialect`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
+from clustrix.batch.engine import BatchScheduler
 from clustrix.plugin.hookspecs import hookimpl
-from clustrix_slurm.scheduler import SlurmScheduler
-from clustrix_slurm.script import EXTRA_KEYS
+from clustrix_slurm.dialect import SlurmDialect
 
 
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
-    register("slurm", SlurmScheduler())
-
-
-@hookimpl
-def clustrix_resource_keys() -> Mapping[str, str]:
-    return EXTRA_KEYS
+    register("slurm", BatchScheduler(SlurmDialect()))

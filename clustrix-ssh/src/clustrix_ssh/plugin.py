@@ -1,11 +1,13 @@
-"""The ``ssh`` entry point: the SSH transport for every scheduler, and the plain ``ssh`` backend."""
+"""The ``ssh`` entry point: the SSH transport for every scheduler, its config keys, and the plain ``ssh`` backend."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from clustrix.config.keys import ConfigKey
 from clustrix.plugin.hookspecs import hookimpl
+from clustrix_ssh.keys import DECLARED_KEYS
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
@@ -26,6 +28,11 @@ def transport_from_config(config: ClusterConfig) -> SSHTransport:
         host_key_policy=config.get("host_key_policy") or "reject",
         forward_agent=bool(config.get("forward_agent")),
     )
+
+
+@hookimpl
+def clustrix_config_keys() -> dict[str, ConfigKey]:
+    return dict(DECLARED_KEYS)
 
 
 @hookimpl

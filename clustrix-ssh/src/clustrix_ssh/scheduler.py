@@ -36,6 +36,7 @@ from clustrix.remote import jobdir, runner
 from clustrix.remote import scripts as remote_script
 from clustrix.remote.environment.activation import RemoteEnvironment
 from clustrix.remote.environment.capture import capture_environment
+from clustrix.remote.environment.interpreter import RUNNER_MODULES
 from clustrix.remote.environment.prepare import planned_remote_environment, prepare_remote_environment
 from clustrix.remote.localcode.shipping import planned, ship
 from clustrix.remote.report import run_script, unsafe_outcomes
@@ -75,7 +76,10 @@ class _Final:
 class SSHScheduler:
     """Scheduler hooks for ``cluster_type="ssh"``; the routed methods are pluggy hookimpls."""
 
-    needs_environment = True
+    needs_environment = True  # the declared capabilities of clustrix.plugin.types.Scheduler
+    persistent = True
+    python_needs = RUNNER_MODULES
+    resource_keys: Mapping[str, str] = {}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -260,6 +264,10 @@ class SSHScheduler:
         if not result.ok:
             raise CommandError(result)
         return True
+
+    @hookimpl
+    def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
+        return jobdir.remove_job_dir(transport_for(config), handle)
 
     @hookimpl
     def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str:

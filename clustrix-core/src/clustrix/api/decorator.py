@@ -21,14 +21,12 @@ from clustrix.api.progress import count as count_with_progress
 from clustrix.api.progress import wait as wait_with_progress
 from clustrix.api.progress import wanted as wanted_progress
 from clustrix.config.resources import Resources
-from clustrix.config.settings import CORE_DEFAULTS, ClusterConfig, resolve_config
-from clustrix.config.settings import _check_keys as check_config_keys
+from clustrix.config.settings import CORE_DEFAULTS, ClusterConfig, check_settings, resolve_config
 from clustrix.errors import ConfigurationError, did_you_mean
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.manager import (
-    Scheduler,
+    RegisteredScheduler,
     capture_environment,
-    check_scheduler_name,
     get_scheduler,
     plugin_config_keys,
     plugin_resource_keys,
@@ -97,7 +95,7 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     (``account``, ``qos``, ``cpu_limit``, ...) passed through to the scheduler plugin.
 
     A keyword core does not know must be declared by an installed plugin, as a
-    resource (``clustrix_resource_keys``) or a configuration key
+    resource (a registered scheduler's ``resource_keys``) or a configuration key
     (``clustrix_config_keys``); otherwise it is a ``ValueError`` here, with a "did you
     mean" suggestion, so a typo never runs. Plugins are loaded only for such keywords.
     Keys declared by plugins as configuration keys are moved from the extras to the
@@ -112,9 +110,7 @@ def split_options(options: dict[str, Any]) -> tuple[Resources, dict[str, Any], s
     resource_args = {k: options.pop(k) for k in _RESOURCE_KEYS if k in options}
     _check_extras(options)
     resources = Resources.parse(**resource_args, **options)
-    overrides = check_config_keys(config_overrides, where="@cluster(...)")
-    if overrides.get("cluster_type") is not None:
-        check_scheduler_name(overrides["cluster_type"])  # a typo fails here, not at the first call
+    overrides = check_settings(config_overrides, where="@cluster(...)")
     return resources, overrides, profile
 
 
@@ -285,7 +281,7 @@ class ClusterFunction:
         declared = plugin_config_keys()
         moved = {k: v for k, v in self.resources.extra.items() if k in declared}
         if moved:
-            self.config_overrides = {**self.config_overrides, **check_config_keys(moved, where="@cluster(...)")}
+            self.config_overrides = {**self.config_overrides, **check_settings(moved, where="@cluster(...)")}
             extra = {k: v for k, v in self.resources.extra.items() if k not in moved}
             self.resources = attrs.evolve(self.resources, extra=extra)
         self._plugin_keys_moved = True
@@ -358,11 +354,11 @@ class ClusterFunction:
         """
         return JobScript(self)
 
-    def _spec(self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> tuple[JobSpec, Scheduler]:
+    def _spec(self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> tuple[JobSpec, RegisteredScheduler]:
         config = self.config()
         scheduler = get_scheduler(config.cluster_type)
         resources = self.resources.with_defaults(config.default_resources)
-        environment = _environments.get(config) if getattr(scheduler.impl, "needs_environment", True) else {}
+        environment = _environments.get(config) if scheduler.impl.needs_environment else {}
         spec = JobSpec(
             name=getattr(self.func, "__qualname__", type(self.func).__name__),
             func=self.func,

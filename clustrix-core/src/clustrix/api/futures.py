@@ -12,7 +12,6 @@ scheduler's reason and the tail of the job's stderr.
 from __future__ import annotations
 
 import concurrent.futures
-import posixpath
 import threading
 import time
 from collections.abc import Sequence
@@ -20,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
+from clustrix.errors import JobError, JobLostError, RemoteTraceback, UnsafePathError, error_for_state
 from clustrix.log import get_logger
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
-from clustrix.remote.runner import UnsafePathError
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
-    from clustrix.plugin.manager import Scheduler
+    from clustrix.plugin.manager import RegisteredScheduler
 
 log = get_logger("clustrix.poller")
 
@@ -165,7 +163,7 @@ class InlineFuture(ClusterFuture):
 class _ActiveJob:
     manager: JobManager
     handle: JobHandle
-    scheduler: Scheduler
+    scheduler: RegisteredScheduler
     config: ClusterConfig
     futures: list[ClusterFuture] = attrs.field(factory=list)
     failing_since: float | None = None
@@ -174,10 +172,7 @@ class _ActiveJob:
     @property
     def group(self) -> tuple[Any, ...]:
         """Jobs polled together, with the first one's config: same scheduler, host and access."""
-        access = tuple(
-            self.config.get(key) for key in ("key_file", "known_hosts_file", "host_key_policy", "remote_work_dir")
-        )
-        return (self.scheduler.name, *self.config.connection_key, *access)
+        return (self.scheduler.name, *self.config.connection_key, self.config.get("remote_work_dir"))
 
 
 @attrs.define
@@ -198,7 +193,7 @@ class JobManager:
         self._thread: threading.Thread | None = None
 
     # ---- submission -------------------------------------------------------
-    def submit(self, spec: JobSpec, scheduler: Scheduler, *, whole: bool = False) -> list[ClusterFuture]:
+    def submit(self, spec: JobSpec, scheduler: RegisteredScheduler, *, whole: bool = False) -> list[ClusterFuture]:
         """Submit ``spec``; return a future per call, or with ``whole`` one future for all of them."""
         from clustrix import registry
         from clustrix.plugin.manager import get_plugin_manager
@@ -206,7 +201,7 @@ class JobManager:
         handle = scheduler.submit(spec, wake=lambda: self._wake(scheduler.name))
         job = _ActiveJob(self, handle, scheduler, spec.config)
         job.futures = [ClusterFuture(job, None)] if whole else [ClusterFuture(job, i) for i in range(spec.size)]
-        if getattr(scheduler.impl, "persistent", True):
+        if scheduler.impl.persistent:
             try:
                 registry.record(spec, handle)
             except Exception as exc:  # noqa: BLE001 - the job runs; the live future still gets its result
@@ -258,7 +253,7 @@ class JobManager:
         commands to wait for it or cancel it.
         """
         job_id = job.handle.job_id
-        if not getattr(job.scheduler.impl, "persistent", True):
+        if not job.scheduler.impl.persistent:
             for future in job.futures:
                 concurrent.futures.Future.cancel(future)
             with self._lock:
@@ -375,12 +370,21 @@ class JobManager:
         # the registry and the job dir are settled first: whoever .result() wakes sees them final
         self._record_final(job, status)
         if job.config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
-            remove_job_dir(job.handle, job.config)
+            self._remove_job_dir(job)
         stderr_tail = lambda: self._stderr_tail(job)  # noqa: E731 - read only if a call wrote no result
         if job.futures and job.futures[0].index is None:
             resolve_whole(job.futures[0], outcomes, job.handle, status, stderr_tail)
         else:
             resolve_futures(job.futures, outcomes, job.handle, status, stderr_tail)
+
+    def _remove_job_dir(self, job: _ActiveJob) -> None:
+        """``cleanup_on_success``: the scheduler deletes the job's directory once every call's result is home."""
+        try:
+            job.scheduler.remove_job_dir(job.handle, job.config)
+        except Exception as exc:  # noqa: BLE001 - the results are home; a leftover directory is harmless
+            log.warning(
+                "clustrix.cleanup_failed", job_id=job.handle.job_id, job_dir=job.handle.job_dir, error=repr(exc)
+            )
 
     def _stderr_tail(self, job: _ActiveJob) -> str:
         try:
@@ -399,29 +403,13 @@ class JobManager:
 
     def _record(self, job: _ActiveJob, status: JobStatus, *, final: bool) -> None:
         """Store the job's status in the registry (a running one's state and counts too, for ``clustrix jobs``)."""
-        if getattr(job.scheduler.impl, "persistent", True):
+        if job.scheduler.impl.persistent:
             from clustrix import registry
 
             try:
                 (registry.update_state if final else registry.update_progress)(job.handle.job_id, status)
             except Exception as exc:  # noqa: BLE001 - the registry is a view; the job goes on
                 log.warning("clustrix.registry_update_failed", job_id=job.handle.job_id, error=repr(exc))
-
-
-def remove_job_dir(handle: JobHandle, config: ClusterConfig) -> None:
-    """``cleanup_on_success``: delete a job's directory once every call's result is home.
-
-    Only a directory named after the job id is removed, through the job's transport.
-    """
-    job_dir = handle.job_dir
-    if not job_dir or posixpath.basename(job_dir.rstrip("/")) != handle.job_id:
-        return
-    from clustrix.plugin.manager import transport_for
-
-    try:
-        transport_for(config).run(["rm", "-rf", "--", job_dir], timeout=120)
-    except Exception as exc:  # noqa: BLE001 - the results are home; a leftover directory is harmless
-        log.warning("clustrix.cleanup_failed", job_id=handle.job_id, job_dir=job_dir, error=repr(exc))
 
 
 def _set(future: concurrent.futures.Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:

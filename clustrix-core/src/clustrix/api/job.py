@@ -9,7 +9,7 @@ from typing import Any
 from clustrix import registry
 from clustrix.api.futures import resolve_futures, tail
 from clustrix.config.settings import ClusterConfig, resolve_config
-from clustrix.plugin.manager import Scheduler, get_scheduler
+from clustrix.plugin.manager import RegisteredScheduler, get_scheduler
 from clustrix.plugin.types import JobHandle, JobState, JobStatus
 
 
@@ -27,7 +27,7 @@ class Job:
         # the stored configuration, plus secrets that are never stored (a password)
         values = {**record.config, **{k: v for k, v in secrets.items() if k not in record.config}}
         self.config = ClusterConfig(values)
-        self._scheduler: Scheduler | None = None
+        self._scheduler: RegisteredScheduler | None = None
 
     @classmethod
     def attach(cls, job_id: str) -> Job:
@@ -39,7 +39,7 @@ class Job:
         return self.handle.job_id
 
     @property
-    def scheduler(self) -> Scheduler:
+    def scheduler(self) -> RegisteredScheduler:
         if self._scheduler is None:
             self._scheduler = get_scheduler(self.handle.scheduler)
         return self._scheduler

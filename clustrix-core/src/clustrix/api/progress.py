@@ -48,11 +48,11 @@ def in_notebook() -> bool:
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
 
 
-def wanted(progress: bool | None, config: ClusterConfig | None) -> bool:
+def wanted(progress: bool | None, config: ClusterConfig) -> bool:
     """Whether to show a bar: the call's ``progress``, else the configured one, else "someone is watching"."""
     if progress is not None:
         return bool(progress)
-    configured = config.get("progress") if config is not None else None
+    configured = config.get("progress")
     if configured is not None:
         return bool(configured)
     stdout = sys.stdout

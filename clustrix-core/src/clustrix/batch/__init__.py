@@ -5,6 +5,6 @@ the state table: no I/O); the engine (:mod:`clustrix.batch.engine`) implements t
 scheduler hooks once for every dialect.
 """
 
-from clustrix.batch.dialect import FAILURE_PRIORITY, Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
+from clustrix.batch.dialect import FAILURE_PRIORITY, Dialect, ScriptJob, SiteInfo, TaskRecord
 
-__all__ = ["FAILURE_PRIORITY", "Dialect", "ParseError", "ScriptJob", "SiteInfo", "TaskRecord"]
+__all__ = ["FAILURE_PRIORITY", "Dialect", "ScriptJob", "SiteInfo", "TaskRecord"]

@@ -26,7 +26,7 @@ Conventions that hold for every member:
 - **Native ids.** A *native id* is what :meth:`Dialect.parse_submit` returned for the
   whole job (the array's id), e.g. ``"123"`` (SLURM), ``"45"`` (SGE),
   ``"12[].server"`` (PBS array) or ``"12.server"`` (PBS plain job).
-- **Errors.** Parsers raise :class:`ParseError` for text they do not understand; the engine
+- **Errors.** Parsers raise :class:`clustrix.errors.ParseError` for text they do not understand; the engine
   turns that into a clear error naming the command. Validation raises ``ValueError``
   naming the parameter and the fix, before anything is submitted.
 
@@ -35,29 +35,29 @@ Names in this module are stable: they are extended, never renamed.
 
 from __future__ import annotations
 
+import abc
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
 from clustrix.config.resources import Resources, check_partition_queue
+from clustrix.errors import ParseError
 from clustrix.plugin.types import JobState
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 __all__ = [
     "FAILURE_PRIORITY",
     "Dialect",
-    "ParseError",
     "ScriptJob",
     "SiteInfo",
     "TaskRecord",
     "expand_task_ids",
 ]
-
-
-class ParseError(ValueError):
-    """A scheduler command printed something the dialect does not understand."""
 
 
 @attrs.frozen(kw_only=True)
@@ -91,7 +91,7 @@ class ScriptJob:
     max_parallel: int | None = None
     #: The job's :class:`clustrix.config.settings.ClusterConfig`, for site settings a plugin declared through
     #: ``clustrix_config_keys`` (SGE's parallel environment name); None when rendered without one.
-    config: Any = attrs.field(default=None, eq=False, repr=False)
+    config: ClusterConfig | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -169,11 +169,13 @@ def expand_task_ids(spec: str) -> tuple[int, ...]:
     return tuple(ids)
 
 
-class Dialect:
+class Dialect(abc.ABC):
     """One batch scheduler's vocabulary. Subclass it; every member is documented for authors.
 
-    Class attributes describe the scheduler; methods marked *required* raise
-    ``NotImplementedError`` here. Methods with a default may be overridden.
+    Class attributes describe the scheduler; methods marked *required* are abstract: a dialect
+    that lacks one cannot be created (``TypeError`` naming the missing methods), so an
+    incomplete dialect fails when its plugin registers it, not at its first submit. Methods
+    with a default may be overridden.
     """
 
     # ------------------------------------------------------------------ identity
@@ -276,6 +278,7 @@ class Dialect:
 
     def validate_extras(self, resources: Resources) -> None:
         """Check the values of declared ``extra`` keys (types, single lines); default: nothing."""
+        return None
 
     def calls_per_task(self, resources: Resources) -> int | None:
         """How many calls each array task owns (``calls_per_task`` extra), or None for one each.
@@ -292,6 +295,7 @@ class Dialect:
         name = job.resources.extra.get("job_name") or job.name or "clustrix"
         return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(name))[:64] or "clustrix"
 
+    @abc.abstractmethod
     def directives(self, job: ScriptJob) -> list[str]:
         """*Required.* The directive lines of the script, each with its prefix (``#SBATCH --mem=100M``).
 
@@ -300,7 +304,7 @@ class Dialect:
         first_task_index + n_tasks - 1`` (throttled to ``max_parallel``), or is absent for a plain job.
         Output and error paths go into ``job.job_dir`` under :meth:`log_name`'s names.
         """
-        raise NotImplementedError
+        ...
 
     def setup_lines(self, job: ScriptJob) -> list[str]:
         """Shell lines right after the directives, before the prelude (e.g. SLURM's ``trap '' USR2``)."""
@@ -345,7 +349,7 @@ class Dialect:
         return line + (f' --task "{task}"' if first == 0 else f' --task "$(( {task} - {first} ))"')
 
     # ================================================================== commands and parsers
-    def command_environment(self, config: Any) -> Mapping[str, str]:
+    def command_environment(self, config: ClusterConfig) -> Mapping[str, str]:
         """Variables set for every scheduler command (e.g. ``TS_SOCKET``, ``SGE_ROOT``); default none.
 
         ``config`` is the job's :class:`clustrix.config.settings.ClusterConfig` (always available: poll,
@@ -353,25 +357,29 @@ class Dialect:
         """
         return {}
 
+    @abc.abstractmethod
     def submit_argv(self, script_path: str, job: ScriptJob) -> list[str]:
         """*Required.* The argv that submits ``script_path`` (``["sbatch", "--parsable", path]``).
 
         It runs with the job directory as working directory. Options that must be on the command
         line (Torque's ``-o``/``-e``) go here; the rest belongs in :meth:`directives`.
         """
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def parse_submit(self, stdout: str) -> str:
         """*Required.* The native id from the submit command's standard output; :class:`ParseError` if none."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def status_argv(self, native_ids: Sequence[str]) -> list[str]:
         """*Required.* One status query for every listed job, finished ones included where possible."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def parse_status(self, stdout: str) -> list[TaskRecord]:
         """*Required.* The records in the status query's output (a job may have several lines)."""
-        raise NotImplementedError
+        ...
 
     def status_failure_means_unknown(self, returncode: int, stderr: str) -> bool:
         """True when a failed status query only means "some of these jobs are not known any more".
@@ -402,9 +410,10 @@ class Dialect:
         """
         return False
 
+    @abc.abstractmethod
     def cancel_argv(self, native_id: str) -> list[str]:
         """*Required.* The argv that cancels the whole job, pending or running (``["scancel", id]``)."""
-        raise NotImplementedError
+        ...
 
     def sweep_argv(self, native_id: str) -> list[str] | None:
         """Cancel only the array's still *pending* tasks (every call is done; they would find no work).
@@ -456,6 +465,7 @@ class Dialect:
         return reason
 
     # ================================================================== logs
+    @abc.abstractmethod
     def log_name(self, native_id: str, task: int, stream: str) -> str:
         """*Required.* The file name (in the job directory) of ``stream`` of native task ``task``.
 
@@ -463,7 +473,7 @@ class Dialect:
 
         Names must be made of ``[A-Za-z0-9_.+%:-]`` (the engine lists them in one shell command).
         """
-        raise NotImplementedError
+        ...
 
 
 _REQUEUE_SAFE = re.compile(r"^[A-Za-z0-9_./:=@%+${}-]*$")

@@ -39,7 +39,7 @@ from typing import Any
 import attrs
 
 from clustrix.batch import shell
-from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, SiteInfo, TaskRecord
+from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
 from clustrix.batch.status import (
     JobFiles,
@@ -49,7 +49,7 @@ from clustrix.batch.status import (
     running_tasks,
     status_from_files,
 )
-from clustrix.errors import ClustrixError, JobError
+from clustrix.errors import ClustrixError, JobError, ParseError
 from clustrix.log import get_logger
 from clustrix.plugin import dryrun
 from clustrix.plugin.hookspecs import hookimpl
@@ -123,11 +123,15 @@ def n_tasks_of(handle: JobHandle) -> int:
 class BatchScheduler:
     """The scheduler hooks for one batch dialect; register an instance under ``dialect.name``."""
 
+    needs_environment = True  # the declared capabilities of clustrix.plugin.types.Scheduler
+    persistent = True
+
     def __init__(self, dialect: Dialect, transport_factory: Callable[[Any], Transport] = transport_for) -> None:
         self.dialect = dialect
         self.name = dialect.name
         #: What a job's Python must import (``clustrix doctor`` checks it): the runner file ships with the job.
         self.python_needs: tuple[str, ...] = JOB_NEEDS
+        self.resource_keys = dialect.extras  # the @cluster keywords core accepts at decoration
         self._transport_factory = transport_factory
         self._lock = threading.Lock()
         self._sites: dict[tuple[Any, ...], SiteInfo] = {}
@@ -646,6 +650,10 @@ class BatchScheduler:
         if n_tasks == 1:
             return logs.get(0, "")
         return "\n".join(f"==> array task {task} <==\n{text}" for task, text in logs.items())
+
+    @hookimpl
+    def clustrix_remove_job_dir(self, handle: JobHandle, config: Any) -> bool:
+        return jobdir.remove_job_dir(self.transport(config), handle)
 
 
 @attrs.frozen(kw_only=True)

@@ -64,7 +64,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             needs: tuple[str, ...] = ()
             if config.get("python_executable"):
                 # the job's own Python (no venv is built for it) must load what the scheduler's jobs import
-                needs = tuple(getattr(getattr(scheduler, "impl", None), "python_needs", RUNNER_MODULES))
+                needs = scheduler.impl.python_needs if scheduler is not None else RUNNER_MODULES
             probe = _python_probe(needs)
             path = transport.expand(config.remote_work_dir)
 

@@ -33,12 +33,18 @@ class ConfigKey:
     """One configuration key: its default, its type, what it does, and which backends read it.
 
     ``backends`` names the ``cluster_type`` values that read the key; empty means every backend.
+    ``connection`` marks a key that says how the scheduler's host is reached (a key file, a
+    host-key policy): jobs whose values differ never share a connection or a poll query
+    (:attr:`clustrix.config.settings.ClusterConfig.connection_key`). ``single_line`` marks a key
+    whose value ends up in a line of a shell or batch script: a line break (or NUL) in it is refused.
     """
 
     default: Any
     type: Any
     help: str
     backends: tuple[str, ...] = ()
+    connection: bool = False
+    single_line: bool = False
 
 
 def from_default(default: Any) -> ConfigKey:
@@ -170,12 +176,26 @@ CORE_KEYS: dict[str, ConfigKey] = {
         type=str | None,
         help="login node or SSH host (an `~/.ssh/config` alias works); empty means this machine",
         backends=REMOTE,
+        connection=True,
+        single_line=True,
     ),
-    "cluster_port": ConfigKey(default=22, type=int, help="SSH port", backends=REMOTE),
+    "cluster_port": ConfigKey(default=22, type=int, help="SSH port", backends=REMOTE, connection=True),
     "username": ConfigKey(
-        default=None, type=str | None, help="remote user (else `~/.ssh/config`, else the local user)", backends=REMOTE
+        default=None,
+        type=str | None,
+        help="remote user (else `~/.ssh/config`, else the local user)",
+        backends=REMOTE,
+        connection=True,
+        single_line=True,
     ),
-    "key_file": ConfigKey(default=None, type=PATH | None, help="private key file for " + _CONNECTION, backends=REMOTE),
+    "key_file": ConfigKey(
+        default=None,
+        type=PATH | None,
+        help="private key file for " + _CONNECTION,
+        backends=REMOTE,
+        connection=True,
+        single_line=True,
+    ),
     "password": ConfigKey(
         default=None,
         type=str | None,
@@ -187,6 +207,7 @@ CORE_KEYS: dict[str, ConfigKey] = {
         type=PATH,
         help="where private (0700) job directories are made on the target",
         backends=REMOTE,
+        single_line=True,
     ),
     "python_executable": ConfigKey(
         default=None,
@@ -194,21 +215,28 @@ CORE_KEYS: dict[str, ConfigKey] = {
         help="remote Python; default: the replicated environment, else `python3` (`python` in a pod); a leading "
         "`~` is expanded on the remote side",
         backends=NOT_LOCAL,
+        single_line=True,
     ),
     "conda_env_name": ConfigKey(
-        default=None, type=str | None, help="conda environment to activate remotely", backends=REMOTE
+        default=None,
+        type=str | None,
+        help="conda environment to activate remotely",
+        backends=REMOTE,
+        single_line=True,
     ),
     "module_loads": ConfigKey(
         default=[],
         type=list[str] | str,
         help="environment modules to load (`module load ...`); a string is one module",
         backends=REMOTE,
+        single_line=True,
     ),
     "pre_execution_commands": ConfigKey(
         default=[],
         type=list[str] | str,
         help="shell lines run before the call; a string is one line",
         backends=NOT_LOCAL,
+        single_line=True,
     ),
     "environment_variables": ConfigKey(
         default={},
@@ -236,12 +264,14 @@ CORE_KEYS: dict[str, ConfigKey] = {
         type=str | None,
         help="partition for functions that do not give their own `partition=`",
         backends=("slurm",),
+        single_line=True,
     ),
     "default_queue": ConfigKey(
         default=None,
         type=str | None,
         help="queue for functions that do not give their own `queue=`",
         backends=("pbs", "sge"),
+        single_line=True,
     ),
     "job_poll_interval": ConfigKey(
         default=1.0,
@@ -287,18 +317,6 @@ CORE_KEYS: dict[str, ConfigKey] = {
         help="a decorated function called inside a running call (a local worker, a job): `inline` runs it "
         "there, `submit` submits it as configured (docs/local.md)",
     ),
-    "known_hosts_file": ConfigKey(
-        default=None, type=PATH | None, help="an extra known_hosts file for " + _CONNECTION, backends=REMOTE
-    ),
-    "host_key_policy": ConfigKey(
-        default="reject",
-        type=Literal["reject", "accept-new"],
-        help='`"reject"` unknown SSH host keys, or `"accept-new"` as OpenSSH does',
-        backends=REMOTE,
-    ),
-    "forward_agent": ConfigKey(
-        default=False, type=bool, help="SSH agent forwarding, off unless asked", backends=REMOTE
-    ),
     "allow_python_mismatch": ConfigKey(
         default=False,
         type=bool,
@@ -311,6 +329,7 @@ CORE_KEYS: dict[str, ConfigKey] = {
         help='limit the replicated remote environment to these distributions and their requirements ("numpy, '
         'attrs" also works); clustrix-core and cloudpickle are always included',
         backends=NOT_LOCAL,
+        single_line=True,
     ),
     "ship_modules": ConfigKey(
         default=[],

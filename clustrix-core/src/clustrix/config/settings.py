@@ -33,7 +33,7 @@ import platformdirs
 
 from clustrix.config.keys import CORE_KEYS, ConfigKey, from_default, from_text, mismatch, type_matches
 from clustrix.config.resources import Resources, parse_memory
-from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
+from clustrix.errors import ConfigurationError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,13 +47,6 @@ CORE_DEFAULTS: dict[str, Any] = {name: key.default for name, key in CORE_KEYS.it
 
 _LIST_KEYS = {"module_loads", "pre_execution_commands", "ship_modules", "exclude_modules"}
 _secret_keys = {"password"}
-#: Keys whose value ends up in a line of a shell or batch script (``#SBATCH --partition=...``,
-#: ``cd``, ``module load``, ...): a newline there would start a new line of the script.
-_SINGLE_LINE_KEYS = {
-    "cluster_host", "username", "key_file", "remote_work_dir", "python_executable", "conda_env_name",
-    "default_partition", "default_queue", "known_hosts_file",
-    "module_loads", "pre_execution_commands", "replicate_distributions",
-}  # fmt: skip
 REDACTED = "<redacted>"
 
 
@@ -170,13 +163,28 @@ class ClusterConfig:
 
     @property
     def connection_key(self) -> tuple[Any, ...]:
-        """Jobs with the same key share a connection and a poll query."""
-        return (
-            self.values.get("cluster_type"),
-            self.values.get("cluster_host"),
-            self.values.get("cluster_port"),
-            self.values.get("username"),
-        )
+        """Jobs with the same key share a connection and a poll query.
+
+        The scheduler, then the value of every key declared with ``connection=True`` (core's
+        host, port, user and key file; a transport plugin's own, such as SSH's host-key policy).
+        """
+        return (self.values.get("cluster_type"), *(_hashable(self.values.get(k)) for k in connection_keys()))
+
+
+def connection_keys() -> tuple[str, ...]:
+    """The names of the keys declared with ``connection=True``, core's first (asked once per plugin set)."""
+    from clustrix.plugin.manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    cached = _state.connection_keys
+    if cached is None or cached[0] is not pm:
+        cached = (pm, tuple(name for name, key in declared_keys().items() if key.connection))
+        _state.connection_keys = cached
+    return cached[1]
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _check_single_line(key: str, value: Any) -> None:
@@ -192,9 +200,9 @@ def _check_single_line(key: str, value: Any) -> None:
             )
 
 
-def _convert(key: str, value: Any, default: Any) -> Any:
+def _convert(key: str, value: Any, declared: ConfigKey) -> Any:
     """Coerce and check one value; raise ``ConfigurationError`` naming the key."""
-    if key in _SINGLE_LINE_KEYS:
+    if declared.single_line:
         _check_single_line(key, value)
     if key in _LIST_KEYS:
         if isinstance(value, str):
@@ -267,6 +275,7 @@ class _State:
         self.overrides: dict[str, Any] = {}
         self.profile: str | None = None
         self.file_cache: tuple[Path, float, _File] | None = None
+        self.connection_keys: tuple[object, tuple[str, ...]] | None = None
 
 
 _state = _State()
@@ -299,9 +308,31 @@ def _check_keys(
         if isinstance(value, os.PathLike):  # a pathlib.Path where the type takes one: kept as its string
             value = os.fspath(value)
         try:
-            checked[key] = _convert(key, value, declared.default)
+            checked[key] = _convert(key, value, declared)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{exc} (in {origin})") from None
+    return checked
+
+
+def check_settings(values: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """Check settings a program gives (``configure()``, ``@cluster(...)``): every check of a key, in one place.
+
+    The names, types and values of :func:`_check_keys`, then what needs several keys or the
+    installed plugins: the ``default_*`` resources parse, and ``cluster_type`` names an installed
+    scheduler or one of the project's (a typo fails here with a "did you mean", not at the first call).
+    """
+    checked = _check_keys(values, where=where)
+    if "default_cores" in checked or "default_memory" in checked or "default_time" in checked:
+        Resources.parse(
+            cores=checked.get("default_cores"),
+            memory=checked.get("default_memory"),
+            time=checked.get("default_time"),
+            parameter_prefix="default_",
+        )
+    if checked.get("cluster_type") is not None:
+        from clustrix.plugin.manager import check_scheduler_name
+
+        check_scheduler_name(checked["cluster_type"])
     return checked
 
 
@@ -442,21 +473,7 @@ def configure(*, profile: str | None = _UNSET, **settings: Any) -> None:
     ``configure()`` win over the process-wide profile, whether given in the same call or
     another; :func:`reset_config` forgets them all.
     """
-    checked = _check_keys(settings, where="configure()")
-    if "default_cores" in checked or "default_memory" in checked or "default_time" in checked:
-        Resources.parse(
-            cores=checked.get("default_cores"),
-            memory=checked.get("default_memory"),
-            time=checked.get("default_time"),
-            parameter_prefix="default_",
-        )
-    if "cluster_type" in checked:
-        from clustrix.plugin.manager import KNOWN_DISTRIBUTIONS, scheduler_names, unknown_scheduler_message
-
-        installed = scheduler_names()
-        name = checked["cluster_type"]
-        if name not in installed and name not in KNOWN_DISTRIBUTIONS:  # a typo: a known one says what to install
-            raise SchedulerNotFoundError(unknown_scheduler_message(name, installed))
+    checked = check_settings(settings, where="configure()")
     if profile is not _UNSET and profile is not None:
         if not isinstance(profile, str) or not profile:
             raise ConfigurationError(f"profile={profile!r} is not valid: use the name of a [profiles.NAME] table")

@@ -254,6 +254,10 @@ class LocalScheduler:
     persistent = False
     #: Local jobs share this interpreter's environment: nothing to capture or rebuild.
     needs_environment = False
+    #: Calls run in this interpreter's workers, never in another Python.
+    python_needs: tuple[str, ...] = ()
+    #: Only core's resources (``cores`` sizes the pool); no keyword of its own.
+    resource_keys: Mapping[str, str] = {}
 
     def __init__(self) -> None:
         self._jobs: dict[str, _LocalJob] = {}
@@ -262,9 +266,9 @@ class LocalScheduler:
     @hookimpl
     def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
         config = spec.config
-        executor = config.get("executor", "auto") if config is not None else "auto"
+        executor = config.get("executor", "auto")
         kind = choose_executor(spec.func, executor)
-        requested = (config.get("max_workers") if config is not None else None) or spec.resources.cores
+        requested = config.get("max_workers") or spec.resources.cores
         workers = default_workers(requested)
         chunks = plan_tasks(spec.size, workers * _CHUNKS_PER_WORKER if spec.size > 1 else 1)
         func = inspect.unwrap(spec.func)
@@ -290,9 +294,9 @@ class LocalScheduler:
     def clustrix_dry_run(self, spec: JobSpec) -> DryRun:
         """Local calls run in this Python's workers: there is no script or command to show, only the plan."""
         config = spec.config
-        executor = config.get("executor", "auto") if config is not None else "auto"
+        executor = config.get("executor", "auto")
         kind = choose_executor(spec.func, executor)
-        requested = (config.get("max_workers") if config is not None else None) or spec.resources.cores
+        requested = config.get("max_workers") or spec.resources.cores
         workers = default_workers(requested)
         return DryRun(
             scheduler="local",

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 #: Stands for the remote home directory in a dry run to another host (``~`` is expanded there at submit).
 REMOTE_HOME = "<REMOTE_HOME>"
@@ -90,7 +93,7 @@ class RemotePaths:
     notes: tuple[str, ...] = ()
 
 
-def remote_paths(config: Any) -> RemotePaths:
+def remote_paths(config: ClusterConfig) -> RemotePaths:
     """Expand ``~`` here when the scheduler runs on this machine, else to :data:`REMOTE_HOME`."""
     from clustrix.plugin.manager import is_local_host
     from clustrix.plugin.transport import LocalTransport

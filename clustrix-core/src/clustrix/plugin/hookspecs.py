@@ -6,11 +6,12 @@ Two kinds of hook live here.
 declaring configuration keys, capturing the environment, observing submissions.
 
 *Scheduler hooks* (``clustrix_submit``, ``clustrix_poll``, ``clustrix_fetch``,
-``clustrix_cancel``, ``clustrix_read_logs``, ``clustrix_dry_run``) are routed: core calls only the scheduler
-object registered under the configured ``cluster_type`` (plus any hook *wrappers* that
-other plugins add around them, e.g. for accounting or credentials). A scheduler is an
-object whose methods are hook implementations of these specs; it never has to ask
-"is this job mine?".
+``clustrix_cancel``, ``clustrix_read_logs``, and the optional ``clustrix_dry_run`` and
+``clustrix_remove_job_dir``) are routed: core calls only the scheduler object registered
+under the configured ``cluster_type`` (plus any hook *wrappers* that other plugins add
+around them, e.g. for accounting or credentials). A scheduler is a
+:class:`clustrix.plugin.types.Scheduler`: an object whose methods are hook implementations
+of these specs and which declares its capabilities; it never has to ask "is this job mine?".
 
 Hook implementations may accept fewer arguments than the spec names, so specs can grow
 without breaking plugins.
@@ -44,9 +45,10 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
     """Register the schedulers this plugin provides.
 
     Call ``register(name, scheduler)`` once per scheduler; ``name`` is the value users
-    give as ``cluster_type`` and ``scheduler`` an object implementing the scheduler
-    hooks as methods. Core rejects duplicate names and schedulers that implement no
-    ``clustrix_submit``.
+    give as ``cluster_type`` and ``scheduler`` a :class:`clustrix.plugin.types.Scheduler`:
+    the scheduler hooks as methods, and the declared capabilities (``needs_environment``,
+    ``persistent``, ``python_needs``, ``resource_keys``). Core rejects duplicate names and
+    a scheduler that lacks a member, naming it.
 
     :param register: the callback that records a scheduler.
     """
@@ -63,20 +65,6 @@ def clustrix_config_keys() -> Mapping[str, Any] | None:
 
     :return: a mapping of key to :class:`clustrix.config.keys.ConfigKey` (a bare default
         value is still taken, its type being the default's), or None.
-    """
-
-
-@hookspec
-def clustrix_resource_keys() -> Mapping[str, str] | None:
-    """Declare the backend-specific ``@cluster`` keywords this plugin's schedulers understand.
-
-    Core accepts a keyword of ``@cluster(...)`` or ``Executor(...)`` only if it is one of
-    its own resources (``cores``, ``memory``, ...), a configuration key, or declared here
-    by an installed plugin; any other keyword is a ``ValueError`` at decoration, with a
-    "did you mean" suggestion. Declared keywords reach the scheduler in
-    ``JobSpec.resources.extra``.
-
-    :return: a mapping of keyword to a one-line description, or None.
     """
 
 
@@ -209,4 +197,20 @@ def clustrix_dry_run(spec: JobSpec) -> DryRun | None:
 
     :param spec: the job that would be submitted.
     :return: the dry run.
+    """
+
+
+@hookspec(firstresult=True)
+def clustrix_remove_job_dir(handle: JobHandle, config: ClusterConfig) -> bool | None:
+    """Delete a finished job's directory (``cleanup_on_success``, once every call's result is home).
+
+    Optional: a scheduler that keeps no directory (the local executor) leaves it out.
+    Remove only the directory this job was given (its ``handle.job_dir``, named after
+    ``handle.job_id``), never a parent. A failure is logged by core; the results are home.
+
+    Stops at first non-None result.
+
+    :param handle: a job whose state is final and whose calls all succeeded.
+    :param config: the configuration it was submitted with.
+    :return: True once the directory is gone.
     """

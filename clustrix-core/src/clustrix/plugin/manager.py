@@ -21,6 +21,7 @@ import pluggy
 from clustrix.errors import ConfigurationError, SchedulerNotFoundError, did_you_mean
 from clustrix.log import get_logger
 from clustrix.plugin import hookspecs
+from clustrix.plugin.types import SCHEDULER_MEMBERS, Scheduler
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
@@ -56,10 +57,15 @@ class PluginInfo:
     schedulers: tuple[str, ...]
 
 
-class Scheduler:
-    """One registered scheduler, with typed methods over its routed hooks."""
+class RegisteredScheduler:
+    """One registered scheduler, with typed methods over its routed hooks.
 
-    def __init__(self, name: str, impl: object, pm: pluggy.PluginManager, others: Callable[[], list[object]]) -> None:
+    ``impl`` is the object the plugin registered, a :class:`clustrix.plugin.types.Scheduler`.
+    """
+
+    def __init__(
+        self, name: str, impl: Scheduler, pm: pluggy.PluginManager, others: Callable[[], list[object]]
+    ) -> None:
         self.name = name
         self.impl = impl
         self._pm = pm
@@ -107,12 +113,16 @@ class Scheduler:
     def read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str = "stderr") -> str:
         return self._caller("clustrix_read_logs")(handle=handle, config=config, stream=stream) or ""
 
+    def remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
+        """Delete the job's remote directory (``cleanup_on_success``); False when the scheduler keeps none."""
+        return bool(self._caller("clustrix_remove_job_dir")(handle=handle, config=config))
+
 
 class _Registry:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.pm: pluggy.PluginManager | None = None
-        self.schedulers: dict[str, Scheduler] = {}
+        self.schedulers: dict[str, RegisteredScheduler] = {}
         self.infos: list[PluginInfo] = []
 
 
@@ -145,7 +155,7 @@ def _build() -> None:
             continue
         loaded.append((ep.name, plugin, ep))
 
-    schedulers: dict[str, Scheduler] = {}
+    schedulers: dict[str, RegisteredScheduler] = {}
     impls: list[object] = []
 
     def others_of(impl: object) -> Callable[[], list[object]]:
@@ -159,26 +169,30 @@ def _build() -> None:
             raise ConfigurationError(f"plugin {owner!r} registered a scheduler with an invalid name {name!r}")
         if name in schedulers:
             raise ConfigurationError(f"plugin {owner!r} registered scheduler {name!r}, which is already registered")
-        if not callable(getattr(impl, "clustrix_submit", None)):
-            raise ConfigurationError(f"plugin {owner!r} registered scheduler {name!r} without a clustrix_submit method")
+        if not isinstance(impl, Scheduler):
+            missing = [member for member in SCHEDULER_MEMBERS if not hasattr(impl, member)]
+            raise ConfigurationError(
+                f"plugin {owner!r} registered scheduler {name!r} without {', '.join(missing)}: a scheduler "
+                "declares every member of clustrix.plugin.types.Scheduler"
+            )
         pm.register(impl, name=f"scheduler:{name}")
         impls.append(impl)
-        schedulers[name] = Scheduler(name, impl, pm, others_of(impl))
+        schedulers[name] = RegisteredScheduler(name, impl, pm, others_of(impl))
 
     infos = []
     for ep_name, plugin, ep in loaded:
         before = set(schedulers)
-        impl_fn = getattr(plugin, "clustrix_register_schedulers", None)
-        if impl_fn is not None:
-            current[:] = [ep_name]
-            try:
-                impl_fn(register=register)
-            except Exception as exc:  # noqa: BLE001
-                warnings.warn(
-                    f"clustrix plugin {ep_name!r} failed to register its schedulers: {type(exc).__name__}: {exc}",
-                    PluginWarning,
-                    stacklevel=3,
-                )
+        current[:] = [ep_name]
+        # one plugin at a time, through pluggy: a plugin that fails to register is a warning naming it
+        others = [p for _name, p, _ep in loaded if p is not plugin]
+        try:
+            pm.subset_hook_caller("clustrix_register_schedulers", remove_plugins=others)(register=register)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(
+                f"clustrix plugin {ep_name!r} failed to register its schedulers: {type(exc).__name__}: {exc}",
+                PluginWarning,
+                stacklevel=3,
+            )
         distribution = ep.dist
         infos.append(
             PluginInfo(
@@ -221,7 +235,7 @@ def scheduler_names() -> list[str]:
     return sorted(_registry.schedulers)
 
 
-def get_scheduler(name: str) -> Scheduler:
+def get_scheduler(name: str) -> RegisteredScheduler:
     """The scheduler registered as ``name``; an unknown name says which distribution to install."""
     get_plugin_manager()
     try:
@@ -256,23 +270,22 @@ def unknown_scheduler_message(name: str, installed: Iterable[str]) -> str:
     )
 
 
-def _declared(hook: str) -> dict[str, Any]:
-    """The mappings every installed plugin returns from the broadcast ``hook``, merged."""
+def plugin_config_keys() -> dict[str, Any]:
+    """The configuration keys installed plugins declare (``clustrix_config_keys``), with defaults."""
     keys: dict[str, Any] = {}
-    for declared in getattr(get_plugin_manager().hook, hook)():
+    for declared in get_plugin_manager().hook.clustrix_config_keys():
         if declared:
             keys.update(declared)
     return keys
 
 
-def plugin_config_keys() -> dict[str, Any]:
-    """The configuration keys installed plugins declare (``clustrix_config_keys``), with defaults."""
-    return _declared("clustrix_config_keys")
-
-
 def plugin_resource_keys() -> dict[str, str]:
-    """The ``@cluster`` keywords installed plugins declare (``clustrix_resource_keys``), with descriptions."""
-    return _declared("clustrix_resource_keys")
+    """The ``@cluster`` keywords the registered schedulers declare (``Scheduler.resource_keys``), with descriptions."""
+    get_plugin_manager()
+    keys: dict[str, str] = {}
+    for registered in _registry.schedulers.values():
+        keys.update(registered.impl.resource_keys)
+    return keys
 
 
 def capture_environment(config: ClusterConfig) -> dict[str, Any]:

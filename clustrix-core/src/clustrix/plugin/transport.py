@@ -8,7 +8,6 @@ Commands are always argv lists; a transport that needs a shell quotes every elem
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from clustrix.errors import CommandError
 from clustrix.remote.runner import write_atomic
 
 
@@ -33,25 +33,20 @@ class CommandResult:
         return self.returncode == 0
 
 
-class CommandError(RuntimeError):
-    """A command run through a transport failed; the message carries its stderr."""
-
-    def __init__(self, result: CommandResult) -> None:
-        self.result = result
-        output = result.stderr.strip() or result.stdout.strip()
-        super().__init__(f"command {' '.join(result.argv)!r} exited {result.returncode}: {output}")
-
-
 @runtime_checkable
 class Transport(Protocol):
-    """The operations a scheduler plugin may use on the machine where the scheduler runs.
+    """What core calls on the machine where the scheduler runs: exactly these, nothing else.
 
-    Paths are strings on that machine; ``~`` at the start of a path means the remote
-    user's home. ``makedirs`` creates missing directories private (0700) by default and
-    never changes the mode of one that exists; ``write_bytes`` replaces a file atomically
-    (write to a temporary name, then rename). ``stat`` and ``lstat`` (which does not follow
-    a symbolic link) return an object with at least ``st_mode``, ``st_uid`` and ``st_size``;
-    they, ``read_bytes`` and ``listdir`` raise ``FileNotFoundError`` for a missing path.
+    ``run`` runs an argv (a scheduler command, ``rm -rf`` of a job directory); ``run_bytes``
+    runs a shell command line and returns its output as raw bytes, which is how every rendered
+    script travels (the script on stdin, see :mod:`clustrix.remote.scripts`), binary outcome
+    frames included; ``expand`` turns a leading ``~`` into the remote user's home; ``stat``
+    (``clustrix doctor``'s work-directory check) returns an object with at least ``st_mode``,
+    ``st_uid`` and ``st_size``; ``read_bytes`` (the ``ssh`` backend's logs) returns a file's
+    contents. Both raise ``FileNotFoundError`` for a missing path. Paths are strings on that
+    machine. A transport may offer more (:class:`LocalTransport` and ``clustrix_ssh.SSHTransport``
+    also write and list files, for tests and tools), but core moves files inside its
+    one-command scripts, so the contract holds no other file operation.
     """
 
     host: str
@@ -67,31 +62,47 @@ class Transport(Protocol):
         check: bool = False,
     ) -> CommandResult: ...
 
-    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None: ...
-
-    def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None: ...
-
-    def read_bytes(self, remote_path: str) -> bytes: ...
-
-    def exists(self, remote_path: str) -> bool: ...
-
-    def stat(self, remote_path: str) -> os.stat_result: ...
-
-    def lstat(self, remote_path: str) -> os.stat_result: ...
-
-    def listdir(self, remote_path: str) -> list[str]: ...
-
-    def makedirs(self, remote_path: str, *, mode: int = 0o700) -> None: ...
+    def run_bytes(
+        self, command: str, *, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[int, bytes, bytes]: ...
 
     def expand(self, remote_path: str) -> str: ...
 
-    def close(self) -> None: ...
+    def stat(self, remote_path: str) -> os.stat_result: ...
+
+    def read_bytes(self, remote_path: str) -> bytes: ...
 
 
 class LocalTransport:
     """The transport for the machine this process runs on (the login node, or tests)."""
 
     host = "localhost"
+
+    def execute(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``argv`` (no shell); exit code, stdout and stderr as bytes.
+
+        The one place a command of this transport runs: :meth:`run` and :meth:`run_bytes` both
+        come here, so a subclass that rewrites or records commands overrides only this.
+        """
+        full_env = None if env is None else {**os.environ, **env}
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            env=full_env,
+            cwd=None if cwd is None else self.expand(cwd),
+            timeout=timeout,
+            capture_output=True,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
 
     def run(
         self,
@@ -103,28 +114,17 @@ class LocalTransport:
         timeout: float | None = None,
         check: bool = False,
     ) -> CommandResult:
-        full_env = None if env is None else {**os.environ, **env}
-        proc = subprocess.run(
-            list(argv),
-            input=input,
-            env=full_env,
-            cwd=None if cwd is None else self.expand(cwd),
-            timeout=timeout,
-            capture_output=True,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
-        result = CommandResult(
-            tuple(argv),
-            proc.returncode,
-            proc.stdout.decode(errors="replace"),
-            proc.stderr.decode(errors="replace"),
-        )
+        code, out, err = self.execute(argv, input=input, env=env, cwd=cwd, timeout=timeout)
+        result = CommandResult(tuple(argv), code, out.decode(errors="replace"), err.decode(errors="replace"))
         if check and not result.ok:
             raise CommandError(result)
         return result
 
-    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
-        shutil.copyfile(local_path, self.expand(remote_path))
+    def run_bytes(
+        self, command: str, *, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[int, bytes, bytes]:
+        """Run the shell command line ``command`` (``sh -c``); exit code, stdout and stderr as raw bytes."""
+        return self.execute(["sh", "-c", command], input=input, timeout=timeout)
 
     def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
         write_atomic(self.expand(remote_path), data, mode=mode)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import enum
 import secrets
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 
 import attrs
 
 from clustrix.config.resources import Resources
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 
 class JobState(enum.Enum):
@@ -47,8 +50,8 @@ class JobSpec:
 
     ``func`` is shared by every task; ``arguments`` holds one ``(args, kwargs)`` pair per
     task, so ``len(arguments) == 1`` for a single call. ``config`` is the resolved
-    configuration (a :class:`clustrix.config.settings.ClusterConfig`); ``environment`` is the
-    snapshot made by the ``clustrix_capture_environment`` hooks (empty for local runs).
+    configuration; ``environment`` is the snapshot made by the ``clustrix_capture_environment``
+    hooks (empty for a scheduler whose ``needs_environment`` is False).
     """
 
     job_id: str = attrs.field(factory=new_job_id)
@@ -56,7 +59,7 @@ class JobSpec:
     func: Callable[..., Any]
     arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
     resources: Resources = attrs.field(factory=Resources)
-    config: Any = None
+    config: ClusterConfig
     environment: dict[str, Any] = attrs.field(factory=dict)
 
     @property
@@ -188,3 +191,53 @@ class Outcomes(Sequence[Outcome | None]):
         if all(pair is not None and pair[0] is True for pair in self._pairs):
             return [pair[1] for pair in self._pairs]  # type: ignore[index]
         return None
+
+
+#: The members :class:`Scheduler` declares; registering an object without one of them is an error naming it.
+SCHEDULER_MEMBERS = (
+    "needs_environment",
+    "persistent",
+    "python_needs",
+    "resource_keys",
+    "clustrix_submit",
+    "clustrix_poll",
+    "clustrix_fetch",
+    "clustrix_cancel",
+    "clustrix_read_logs",
+)
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """The contract of an object registered with ``register(name, scheduler)``.
+
+    Its methods are the routed scheduler hooks (each decorated ``@hookimpl``; an
+    implementation may take fewer arguments than the hookspec). ``clustrix_dry_run`` and
+    ``clustrix_remove_job_dir`` are optional. The attributes declare what core does around
+    the scheduler's jobs; every scheduler sets all four (core reads them as they are, and
+    refuses at registration a scheduler that lacks one, naming it).
+    """
+
+    #: True: core captures the local environment for each job (``JobSpec.environment``), so the
+    #: remote side can rebuild it; False skips the capture (the local executor shares this interpreter).
+    needs_environment: bool
+    #: True: jobs outlive this process, so core records them in the job registry (``Job.attach``,
+    #: ``clustrix jobs``) and never cancels one silently on Ctrl-C; False: they end with the process.
+    persistent: bool
+    #: The modules a job's Python must import: ``clustrix doctor`` checks a configured
+    #: ``python_executable`` for them (empty when jobs never run another Python).
+    python_needs: tuple[str, ...]
+    #: The ``@cluster`` keywords this scheduler understands beyond core's resources, each with a
+    #: one-line description; they reach it in ``JobSpec.resources.extra``. A batch scheduler's are
+    #: its dialect's ``extras``. Core accepts a keyword at decoration if any registered scheduler declares it.
+    resource_keys: Mapping[str, str]
+
+    def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle: ...
+
+    def clustrix_poll(self, handles: Sequence[JobHandle], config: ClusterConfig) -> Mapping[str, JobStatus]: ...
+
+    def clustrix_fetch(self, handle: JobHandle, config: ClusterConfig) -> Sequence[Outcome | None]: ...
+
+    def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool: ...
+
+    def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str: ...

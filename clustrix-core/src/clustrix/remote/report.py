@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from clustrix.errors import ReportError
 from clustrix.remote import scripts as remote_script
 from clustrix.remote.runner import UnsafePathError
 
@@ -97,10 +98,6 @@ FRAME_FUNCTIONS = [
     "  )",
     "}",
 ]
-
-
-class ReportError(ValueError):
-    """A remote script's output is not a well-formed report (truncated, or not ours)."""
 
 
 def read_line(data: bytes, pos: int, job_id: str) -> tuple[str, int]:

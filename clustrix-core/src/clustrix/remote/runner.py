@@ -113,8 +113,12 @@ def exit_name(task: int) -> str:
     return f"{OUT_DIR}/task-{task}.exit"
 
 
-class UnsafePathError(PermissionError):
-    """A file to be unpickled could have been written by another user."""
+try:  # installed: core's error, a ClustrixError the client catches
+    from clustrix.errors import UnsafePathError
+except ImportError:  # shipped alone next to the payload: the standard library and cloudpickle only
+
+    class UnsafePathError(PermissionError):  # type: ignore[no-redef]
+        """A file to be unpickled could have been written by another user."""
 
 
 def check_private(path: str, st: os.stat_result | None = None, *, uid: int | None = None) -> None:

@@ -15,10 +15,13 @@ import os
 import pwd
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clustrix.plugin.hookspecs import hookimpl
-from clustrix.plugin.transport import CommandError, CommandResult, LocalTransport
+from clustrix.plugin.transport import LocalTransport
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 HOST = "openpbs-netns"
 #: Written by the testbed: namespace, hosts file, job user, PATH and pbs.conf of the running complex.
@@ -58,14 +61,10 @@ class WrappedLocalTransport(LocalTransport):
         """The command and extra environment to run instead of ``argv`` with ``env``."""
         raise NotImplementedError
 
-    def run(self, argv: Sequence[str], **options: Any) -> CommandResult:
-        check = options.pop("check", False)
+    def execute(self, argv: Sequence[str], **options: Any) -> tuple[int, bytes, bytes]:
+        # run() and run_bytes() both come here: the result still names the command as asked
         wrapped, env = self.wrap(argv, options.pop("env", None))
-        result = super().run(wrapped, env=env, check=False, **options)
-        result = CommandResult(tuple(argv), result.returncode, result.stdout, result.stderr)
-        if check and not result.ok:
-            raise CommandError(result)
-        return result
+        return super().execute(wrapped, env=env, **options)
 
 
 class NetnsTransport(WrappedLocalTransport):
@@ -99,10 +98,6 @@ class NetnsTransport(WrappedLocalTransport):
     def _give(self, path: str) -> None:
         os.chown(path, self.account.pw_uid, self.account.pw_gid)
 
-    def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
-        super().put(local_path, remote_path)
-        self._give(self.expand(remote_path))
-
     def write_bytes(self, remote_path: str, data: bytes, *, mode: int = 0o600) -> None:
         super().write_bytes(remote_path, data, mode=mode)
         self._give(self.expand(remote_path))
@@ -121,5 +116,5 @@ class NetnsTransport(WrappedLocalTransport):
 
 
 @hookimpl(tryfirst=True)  # before clustrix-ssh, which would take any cluster_host for an SSH host
-def clustrix_make_transport(config: Any) -> NetnsTransport | None:
+def clustrix_make_transport(config: ClusterConfig) -> NetnsTransport | None:
     return NetnsTransport() if config.get("cluster_host") == HOST else None

@@ -1,5 +1,5 @@
 """A third-party scheduler in one module: each job runs ``python -m clustrix.remote.runner`` in a
-detached local subprocess, using core's job directories and exit-code files.
+detached local subprocess, in a job directory staged by :mod:`clustrix_testsched_jobdir`.
 
 It also shows the other hooks a plugin may implement: a configuration key, a wrapper
 around every scheduler's submit, an observer of submissions and an environment entry.
@@ -14,9 +14,12 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from clustrix import JobHandle, JobSpec, JobState, JobStatus, Outcome, hookimpl
+from clustrix_testsched_jobdir import finished_tasks, read_outcomes, runner_argv, stage
+
+from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.transport import LocalTransport
-from clustrix.remote.jobdir import finished_tasks, plan_tasks, read_outcomes, runner_argv, stage
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
+from clustrix.remote.jobdir import plan_tasks, remove_job_dir
 
 #: Every job this process saw submitted, through the observer hook.
 SUBMITTED: list[str] = []
@@ -29,6 +32,9 @@ class SubprocessScheduler:
 
     #: the runner uses this very interpreter: there is no environment to rebuild
     needs_environment = False
+    persistent = True  # another process can attach to a job: its directory and pids are in the handle
+    python_needs = ("clustrix.remote.runner", "cloudpickle")  # python -m clustrix.remote.runner
+    resource_keys = {"testsched_priority": "a resource keyword only this test plugin declares"}
 
     def __init__(self) -> None:
         self.transport = LocalTransport()
@@ -84,6 +90,10 @@ class SubprocessScheduler:
         return True
 
     @hookimpl
+    def clustrix_remove_job_dir(self, handle: JobHandle) -> bool:
+        return remove_job_dir(self.transport, handle)
+
+    @hookimpl
     def clustrix_read_logs(self, handle: JobHandle, stream: str) -> str:
         suffix = "err" if stream == "stderr" else "out"
         texts = []
@@ -118,11 +128,6 @@ def clustrix_register_schedulers(register: Callable[[str, object], None]) -> Non
 @hookimpl
 def clustrix_config_keys() -> Mapping[str, Any]:
     return {"testsched_marker": None}
-
-
-@hookimpl
-def clustrix_resource_keys() -> Mapping[str, str]:
-    return {"testsched_priority": "a resource keyword only this test plugin declares"}
 
 
 @hookimpl

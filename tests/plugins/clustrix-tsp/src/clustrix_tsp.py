@@ -10,11 +10,16 @@ is coreutils' ``timeout`` around the runner.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clustrix import JobState, hookimpl
-from clustrix.batch import Dialect, ParseError, ScriptJob, TaskRecord
+from clustrix.batch import Dialect, ScriptJob, TaskRecord
 from clustrix.batch.engine import BatchScheduler
+from clustrix.errors import ParseError
+from clustrix.plugin.hookspecs import hookimpl
+from clustrix.plugin.types import JobState
+
+if TYPE_CHECKING:
+    from clustrix.config.settings import ClusterConfig
 
 #: ``timeout``'s exit code when the time limit killed the job.
 TIMED_OUT = 124
@@ -30,7 +35,7 @@ class TspDialect(Dialect):
     extras = {"calls_per_task": "accepted for portability; tsp runs a map as one task anyway"}
     states = {"QUEUED": JobState.PENDING, "RUNNING": JobState.RUNNING, "SKIPPED": JobState.CANCELLED}
 
-    def command_environment(self, config: Any) -> Mapping[str, str]:
+    def command_environment(self, config: ClusterConfig) -> Mapping[str, str]:
         socket = config.get("tsp_socket")
         return {"TS_SOCKET": socket} if socket else {}
 
@@ -87,8 +92,3 @@ def clustrix_config_keys() -> dict[str, Any]:
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
     register("tsp", BatchScheduler(TspDialect()))
-
-
-@hookimpl
-def clustrix_resource_keys() -> Mapping[str, str]:
-    return TspDialect.extras

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from clustrix.errors import ClustrixError, ConfigurationError
+from clustrix.errors import EnvironmentBuildError, PythonVersionMismatchError
 from clustrix.remote.scripts import SAFE_SYS_PATH
 
 if TYPE_CHECKING:
@@ -21,14 +21,6 @@ if TYPE_CHECKING:
 
 MISMATCH_EXIT = 42
 BUILD_FAILED_EXIT = 43
-
-
-class PythonVersionMismatchError(ConfigurationError):
-    """The remote Python's major.minor differs from the local one (pickles may not load)."""
-
-
-class EnvironmentBuildError(ClustrixError):
-    """The remote environment could not be built; the message carries the build log's tail."""
 
 
 def render_version_check(python: str, expected: str | None, *, allow_mismatch: bool) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import platformdirs
 
-from clustrix.remote.environment.interpreter import EnvironmentBuildError
+from clustrix.errors import EnvironmentBuildError
 
 
 @attrs.frozen

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustrix.config.resources import parse_memory
+from clustrix.errors import LocalCodeError
 from clustrix.remote.environment.interpreter import RUNNER_MODULES
 from clustrix.remote.localcode.detection import locate
-from clustrix.remote.localcode.units import CodeUnit, LocalCodeError, make_unit, unit_imports
+from clustrix.remote.localcode.units import CodeUnit, make_unit, unit_imports
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig

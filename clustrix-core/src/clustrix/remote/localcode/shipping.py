@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from clustrix.errors import LocalCodeError
 from clustrix.log import get_logger
 from clustrix.remote import scripts as remote_script
 from clustrix.remote.environment.activation import pythonpath_line
 from clustrix.remote.localcode.plan import CodePlan
-from clustrix.remote.localcode.units import LocalCodeError, archive
+from clustrix.remote.localcode.units import archive
 from clustrix.remote.scripts import SAFE_SYS_PATH
 
 if TYPE_CHECKING:

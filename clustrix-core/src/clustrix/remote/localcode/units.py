@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from clustrix.errors import ConfigurationError
+from clustrix.errors import LocalCodeError
 from clustrix.remote.localcode.detection import Origin, editable_for
 
 #: Folders never shipped inside a package (caches, version control, virtual environments).
@@ -30,10 +30,6 @@ SKIP_DIRS = frozenset(
     {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".nox", ".tox", ".mypy_cache", ".pytest_cache",
      ".ruff_cache", ".hypothesis", "node_modules", ".ipynb_checkpoints"}
 )  # fmt: skip
-
-
-class LocalCodeError(ConfigurationError):
-    """The user's own code cannot travel with the call; the message names the module and the fix."""
 
 
 @attrs.frozen
