@@ -22,7 +22,7 @@ from clustrix.config.resources import Resources
 from clustrix.plugin.transport import LocalTransport
 from clustrix.plugin.types import JobState
 from clustrix.remote import runner
-from clustrix.remote.report import run_script
+from clustrix.remote.report import run_script_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_one_poll_command_reports_the_query_the_files_and_inlines_finished_outco
         shell.PollJob(job_id="running", job_dir=str(running), n_tasks=2, n_calls=2),
     ]
     script = shell.render_poll(jobs, status="printf '7|R\\n'; echo oops >&2; false", marker="m")
-    _code, out, _err = run_script(LocalTransport(), script)
+    _code, out, _err = run_script_bytes(LocalTransport(), script)
     report = parse_report(out, "m", {"done", "running"})
     assert report.query is not None
     assert (report.query.stdout.strip(), report.query.returncode, report.query.stderr) == ("7|R", 1, "oops\n")
@@ -137,7 +137,7 @@ def test_a_submit_on_a_full_file_system_stops_with_the_path_before_the_scheduler
     script = shell.render_submit(
         base_dir=str(tmp_path), job_dir=str(tmp_path / "j"), files=files, submit="echo submitted", marker="m"
     )
-    code, out, err = run_script(LocalTransport(), script, b"short")  # 5 of 10 bytes arrive
+    code, out, err = run_script_bytes(LocalTransport(), script, b"short")  # 5 of 10 bytes arrive
     assert code == shell.WRITE_FAILED_EXIT
     assert f"cannot write {tmp_path / 'j' / 'payload.pkl'} (10 bytes)" in err.decode()
     assert b"submitted" not in out
@@ -247,7 +247,7 @@ def test_the_poll_reads_outcomes_failures_and_claims_as_counts_not_lists(tmp_pat
     script = shell.render_poll(
         [shell.PollJob(job_id="j", job_dir=job_dir, n_tasks=5, n_calls=6)], status=None, marker="m"
     )
-    _code, out, _err = run_script(LocalTransport(), script)
+    _code, out, _err = run_script_bytes(LocalTransport(), script)
     files = parse_report(out, "m", {"j"}).files["j"]
     assert (files.outcomes, files.failed_outcomes, files.claims) == (4, 2, 5)
     assert call_counts(files, 6) == {"done": 2, "failed": 2, "running": 1, "pending": 1}

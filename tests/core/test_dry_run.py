@@ -14,7 +14,8 @@ import pytest
 
 from clustrix import cluster, registry
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob
-from clustrix.batch.engine import RUNNER_NAME, BatchScheduler
+from clustrix.batch.engine import BatchScheduler
+from clustrix.batch.submit import RUNNER_NAME
 from clustrix.cli import main
 from clustrix.config.resources import Resources
 from clustrix.config.settings import resolve_config

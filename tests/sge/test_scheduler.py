@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from clustrix import JobError, JobOutOfMemoryError, cluster, configure, registry
-from clustrix.batch.engine import SubmitRejectedError
+from clustrix.errors import SubmitRejectedError
 from clustrix.plugin.transport import CommandResult, LocalTransport
 from clustrix_sge import SGEScheduler
 from tests.testbed import sge as sge_testbed

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.batch.engine import tasks_for
+from clustrix.batch.submit import tasks_for
 from clustrix.batch.status import status_from_outcomes
 from clustrix.config.resources import Resources
 from clustrix.plugin.transport import LocalTransport

@@ -15,7 +15,8 @@ from typing import Any
 
 import attrs
 
-from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
+from clustrix.batch.engine import BatchScheduler
+from clustrix.errors import SubmitRejectedError
 from clustrix.errors import ConfigurationError
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
+from clustrix.batch.engine import BatchScheduler
+from clustrix.errors import SubmitRejectedError
 from clustrix.plugin.manager import transport_for
 from clustrix.plugin.transport import Transport
 from clustrix_slurm.dialect import SlurmDialect

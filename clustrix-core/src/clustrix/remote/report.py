@@ -175,7 +175,7 @@ class Frames:
         return pos
 
 
-def run_script(
+def run_script_bytes(
     transport: Transport, script: str, data: bytes = b"", *, timeout: float | None = None
 ) -> tuple[int, bytes, bytes]:
     """Run a rendered ``sh`` script as one remote command: exit code, stdout and stderr as bytes.
