@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.batch.submit import tasks_for
 from clustrix.batch.status import status_from_outcomes
+from clustrix.batch.submit import tasks_for
 from clustrix.config.resources import Resources
 from clustrix.plugin.transport import LocalTransport
 from clustrix.plugin.types import JobSpec, JobState

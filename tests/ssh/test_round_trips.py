@@ -11,12 +11,12 @@ import cloudpickle
 import pytest
 
 from clustrix import cluster
+from clustrix.batch.engine import BatchScheduler
 from clustrix.config.settings import resolve_config
 from clustrix.plugin.manager import transport_for
 from clustrix.plugin.types import JobState
 from clustrix.remote import runner
 from clustrix.remote.report import INLINE_LIMIT
-from clustrix.batch.engine import BatchScheduler
 from clustrix_ssh.dialect import SSHDialect
 from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer

@@ -12,8 +12,8 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from clustrix.plugin.types import JobState
 from clustrix.batch.engine import BatchScheduler
+from clustrix.plugin.types import JobState
 from clustrix_ssh.dialect import SSHDialect
 from tests.held_calls import arguments, finish_raise_or_wait, held, release
 from tests.ssh.helpers import REPLICATE, config_for, run, scheduler, submit, wait

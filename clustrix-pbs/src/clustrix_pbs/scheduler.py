@@ -16,8 +16,7 @@ from typing import Any
 import attrs
 
 from clustrix.batch.engine import BatchScheduler
-from clustrix.errors import SubmitRejectedError
-from clustrix.errors import ConfigurationError
+from clustrix.errors import ConfigurationError, SubmitRejectedError
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.manager import transport_for
