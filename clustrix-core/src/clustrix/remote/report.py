@@ -2,9 +2,9 @@
 
 Used by every backend that runs :mod:`clustrix.remote.runner` on another machine (the batch
 engine, and so every dialect on it, the ``ssh`` backend included): instead of one SFTP
-request per file, a script prints a job's outcome files inline in its output, after checking that nobody but the login user
-could have written them. Pure: values in, shell text or parsed bytes out, except
-:func:`run_script_bytes`, which runs one such script through a transport.
+request per file, a script prints a job's outcome files inline in its output, after
+checking that nobody but the login user could have written them. Pure: values in, shell
+text or parsed bytes out, except :func:`run_script_bytes`, which runs one such script.
 
 An outcome frame::
 
