@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from clustrix import cluster, configure, registry
-from clustrix.batch.engine import SchedulerCommandNotFoundError
+from clustrix.errors import SchedulerCommandNotFoundError
 
 
 def path_without(commands: Iterable[str], where: Path) -> str:

@@ -249,7 +249,7 @@ def test_the_result_arrives_although_the_controller_restarted_while_the_job_ran(
 
 def _job_python(target: Target) -> str:
     """The Python the target's jobs run (the replicated venv over SSH), built once per session."""
-    from clustrix.batch.engine import JOB_NEEDS
+    from clustrix.batch.submit import JOB_NEEDS
     from clustrix.plugin.manager import transport_for
     from clustrix.remote.environment.capture import capture_environment
     from clustrix.remote.environment.prepare import prepare_remote_environment

@@ -22,7 +22,7 @@ from clustrix.config.resources import Resources
 from clustrix.plugin.transport import LocalTransport
 from clustrix.plugin.types import JobState
 from clustrix.remote import runner
-from clustrix.remote.report import run_script
+from clustrix.remote.report import run_script_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +141,7 @@ def test_one_poll_command_reports_the_query_the_files_and_inlines_finished_outco
         shell.PollJob(job_id="running", job_dir=str(running), n_tasks=2, n_calls=2),
     ]
     script = shell.render_poll(jobs, status="printf '7|R\\n'; echo oops >&2; false", marker="m")
-    _code, out, _err = run_script(LocalTransport(), script)
+    _code, out, _err = run_script_bytes(LocalTransport(), script)
     report = parse_report(out, "m", {"done", "running"})
     assert report.query is not None
     assert (report.query.stdout.strip(), report.query.returncode, report.query.stderr) == ("7|R", 1, "oops\n")
@@ -153,13 +153,62 @@ def test_one_poll_command_reports_the_query_the_files_and_inlines_finished_outco
     assert "running" not in report.outcomes
 
 
+def test_a_watch_waits_on_the_target_until_the_files_are_complete_or_the_job_is_gone(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    job = tmp_path / "job"
+    (job / runner.OUT_DIR).mkdir(parents=True, mode=0o700)
+    job.chmod(0o700)
+    tmp_path.chmod(0o700)
+    poll_job = shell.PollJob(job_id="job", job_dir=str(job), n_tasks=1, n_calls=1)
+
+    def watch(alive: str) -> tuple[float, bytes]:
+        wait = shell.Wait(alive=alive, seconds=30)
+        started = time.monotonic()
+        _code, out, _err = run_script_bytes(
+            LocalTransport(), shell.render_poll([poll_job], status="true", marker="m", wait=wait)
+        )
+        return time.monotonic() - started, out
+
+    elapsed, out = watch("false")  # the job is gone: the watch stops at its first liveness check
+    assert elapsed < 5 and parse_report(out, "m", {"job"}).files["job"].exits == {}
+
+    def finish() -> None:
+        time.sleep(0.7)  # past the first half second of 10 ms looks
+        runner.write_atomic(job / runner.outcome_name(0), runner.encode_outcome_ok(7))
+        runner.write_atomic(job / runner.exit_name(0), b"0\n")
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    elapsed, out = watch("true")  # alive: the watch returns when the files are complete, outcomes inline
+    writer.join()
+    report = parse_report(out, "m", {"job"})
+    assert 0.7 <= elapsed < 5 and report.files["job"].exits == {0: 0}
+    from clustrix.remote.jobdir import decode_outcome
+
+    assert decode_outcome(report.outcomes["job"][0]).value == 7
+
+
+def test_a_never_runnable_job_is_a_structured_signal_not_a_message() -> None:
+    from clustrix.batch.status import never_runnable
+
+    dialect = OneBased()
+    pending = [TaskRecord("1", None, "qw", reason="disabled")]
+    status = never_runnable(dialect, pending, 2, {})
+    assert status is not None and status.state is JobState.FAILED and "queue is disabled" in (status.reason or "")
+    assert job_status(dialect, pending, 2, {}) == status
+    assert never_runnable(dialect, [TaskRecord("1", None, "qw", reason="priority")], 2, {}) is None
+    assert never_runnable(dialect, pending, 2, {0: 0, 1: 0}) is None  # every task finished: nothing to cancel
+
+
 def test_a_submit_on_a_full_file_system_stops_with_the_path_before_the_scheduler_is_called(tmp_path: Path) -> None:
     tmp_path.chmod(0o700)
     files = [shell.StagedFile(name="payload.pkl", size=10)]
     script = shell.render_submit(
         base_dir=str(tmp_path), job_dir=str(tmp_path / "j"), files=files, submit="echo submitted", marker="m"
     )
-    code, out, err = run_script(LocalTransport(), script, b"short")  # 5 of 10 bytes arrive
+    code, out, err = run_script_bytes(LocalTransport(), script, b"short")  # 5 of 10 bytes arrive
     assert code == shell.WRITE_FAILED_EXIT
     assert f"cannot write {tmp_path / 'j' / 'payload.pkl'} (10 bytes)" in err.decode()
     assert b"submitted" not in out
@@ -269,7 +318,7 @@ def test_the_poll_reads_outcomes_failures_and_claims_as_counts_not_lists(tmp_pat
     script = shell.render_poll(
         [shell.PollJob(job_id="j", job_dir=job_dir, n_tasks=5, n_calls=6)], status=None, marker="m"
     )
-    _code, out, _err = run_script(LocalTransport(), script)
+    _code, out, _err = run_script_bytes(LocalTransport(), script)
     files = parse_report(out, "m", {"j"}).files["j"]
     assert (files.outcomes, files.failed_outcomes, files.claims) == (4, 2, 5)
     assert call_counts(files, 6) == {"done": 2, "failed": 2, "running": 1, "pending": 1}

@@ -14,7 +14,8 @@ import pytest
 
 from clustrix import cluster, registry
 from clustrix.batch.dialect import Dialect, ScriptJob, TaskRecord
-from clustrix.batch.engine import RUNNER_NAME, BatchScheduler
+from clustrix.batch.engine import BatchScheduler
+from clustrix.batch.submit import RUNNER_NAME
 from clustrix.cli.app import main
 from clustrix.config.resources import Resources
 from clustrix.config.settings import resolve_config

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from clustrix import JobError, JobOutOfMemoryError, cluster, configure, registry
-from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
+from clustrix.batch.engine import BatchScheduler
+from clustrix.errors import SubmitRejectedError
 from clustrix.plugin.transport import LocalTransport
 from clustrix_sge import SGEDialect
 from tests.testbed import sge as sge_testbed

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from clustrix_testsched_jobdir import outcome_files, read_outcomes, stage
 
-from clustrix.batch.engine import tasks_for
 from clustrix.batch.status import status_from_outcomes
+from clustrix.batch.submit import tasks_for
 from clustrix.config.resources import Resources
 from clustrix.config.settings import ClusterConfig
 from clustrix.plugin.transport import LocalTransport

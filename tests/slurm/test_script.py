@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from clustrix.batch.dialect import ScriptJob
-from clustrix.batch.engine import RUNNER_NAME
+from clustrix.batch.submit import RUNNER_NAME
 from clustrix.config.resources import Resources
 from clustrix.errors import ConfigurationError
 from clustrix.remote.environment.activation import activation_lines

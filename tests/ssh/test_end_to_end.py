@@ -83,7 +83,8 @@ def test_clustrix_cancel_from_a_new_process_kills_the_remote_job(tmp_path: Path,
     proc = run_script(tmp_path, options, "submit-long")
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.split()[0]
-    pgid = Job.attach(job_id).handle.data["pgid"]
+    native_id = Job.attach(job_id).handle.native_id or ""
+    pgid = int(native_id.split(":")[0])  # the native id is PGID:JOBID
     assert live_members(pgid) > 0  # the call is running
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

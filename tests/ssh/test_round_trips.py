@@ -11,12 +11,13 @@ import cloudpickle
 import pytest
 
 from clustrix import cluster
+from clustrix.batch.engine import BatchScheduler
 from clustrix.config.settings import resolve_config
 from clustrix.plugin.manager import transport_for
 from clustrix.plugin.types import JobState
 from clustrix.remote import runner
 from clustrix.remote.report import INLINE_LIMIT
-from clustrix_ssh.scheduler import SSHScheduler
+from clustrix_ssh.dialect import SSHDialect
 from tests.ssh.helpers import REPLICATE, config_for, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer
 
@@ -48,7 +49,7 @@ def test_outcomes_larger_than_the_inline_limit_come_back_in_one_raw_command(ssh_
     value = b"x" * (INLINE_LIMIT * 3)
     handle = submit(config, identity, (value,))
     wait(config, handle)
-    other_process = SSHScheduler()
+    other_process = BatchScheduler(SSHDialect())
     transport = transport_for(config)
     other_process.clustrix_poll([handle], config)
     before = transport.operations()  # type: ignore[attr-defined]
@@ -72,7 +73,7 @@ def test_outcomes_writable_by_other_users_are_refused(
         "outcome file": f"{handle.job_dir}/{runner.outcome_name(0)}",
     }[target]
     assert sshd.run_as_user(f"chmod g+w {shlex.quote(path)}").returncode == 0
-    other_process = SSHScheduler()
+    other_process = BatchScheduler(SSHDialect())
     other_process.clustrix_poll([handle], config)
     with pytest.raises(runner.UnsafePathError, match="writable by other users"):
         other_process.clustrix_fetch(handle, config)
@@ -86,7 +87,7 @@ def test_an_outcome_replaced_by_a_symlink_is_refused(ssh_config: dict[str, Any],
     elsewhere = f"{sshd.home}/elsewhere.pkl"
     script = f"cp {shlex.quote(outcome)} {elsewhere} && ln -sf {elsewhere} {shlex.quote(outcome)}"
     assert sshd.run_as_user(script).returncode == 0
-    other_process = SSHScheduler()
+    other_process = BatchScheduler(SSHDialect())
     other_process.clustrix_poll([handle], config)
     with pytest.raises(runner.UnsafePathError):
         other_process.clustrix_fetch(handle, config)

@@ -12,8 +12,9 @@ from typing import Any
 import cloudpickle
 import pytest
 
+from clustrix.batch.engine import BatchScheduler
 from clustrix.plugin.types import JobState
-from clustrix_ssh.scheduler import SSHScheduler
+from clustrix_ssh.dialect import SSHDialect
 from tests.held_calls import arguments, finish_raise_or_wait, held, release
 from tests.ssh.helpers import REPLICATE, config_for, run, scheduler, submit, wait
 from tests.testbed.sshd import SSHServer
@@ -153,7 +154,7 @@ def test_jobs_this_process_does_not_watch_are_polled_and_fetched_in_one_remote_c
     handles = [submit(config, whoami, (i,)) for i in range(4)]
     for handle in handles:
         wait(config, handle)
-    other_process = SSHScheduler()  # knows nothing of these jobs, like Job.attach elsewhere
+    other_process = BatchScheduler(SSHDialect())  # knows nothing of these jobs, like Job.attach elsewhere
     before = _exec_requests(sshd)
     statuses = other_process.clustrix_poll(handles, config)
     assert {s.state for s in statuses.values()} == {JobState.COMPLETED} and len(statuses) == 4
@@ -194,8 +195,8 @@ def test_cancel_and_poll_leave_alone_a_process_group_that_reused_a_dead_jobs_id(
     stranger = int(started.stdout.strip())
     try:
         sshd.run_as_user(f"rm -f {handle.job_dir}/out/task-*.exit")  # the job now looks unfinished
-        reused = attrs.evolve(handle, native_id=str(stranger), data={**handle.data, "pgid": stranger})
-        fresh = SSHScheduler()
+        reused = attrs.evolve(handle, native_id=f"{stranger}:{handle.job_id}")  # the native id is PGID:JOBID
+        fresh = BatchScheduler(SSHDialect())
         assert fresh.clustrix_poll([reused], config)[handle.job_id].state is not JobState.RUNNING
         fresh.clustrix_cancel(reused, config)
         assert sshd.run_as_user(f"kill -0 {stranger}").returncode == 0, "cancel killed an unrelated process"

@@ -1,4 +1,4 @@
-"""``fn.job_script`` on the plain ssh backend: the driver script and the line that starts it, nothing connects."""
+"""``fn.job_script`` on the plain ssh backend: the job script and the line that starts it detached; nothing connects."""
 
 from __future__ import annotations
 
@@ -27,10 +27,13 @@ def test_an_ssh_dry_run_shows_the_driver_and_the_detached_start_without_connecti
     assert "OMP_NUM_THREADS" not in str(shown.script)
     assert any("OMP_NUM_THREADS=<set, 1 bytes>" in note for note in shown.notes)
     assert "P=2" in driver
-    assert f"xargs -n 1 -P \"$P\" '{python}' -m clustrix.remote.runner '{job_dir}' --task" in driver[-1]
+    runner = f"'{job_dir}/clustrix_runner.py'"  # the runner file shipped into the job directory
+    assert f"xargs -n 1 -P \"$P\" '{python}' {runner} '{job_dir}' --task" in driver[-1]
+    assert shown.script_path == f"{job_dir}/job.sh"
     assert shown.commands == (
         f"cd '{job_dir}'",
-        f"setsid nohup sh '{job_dir}/driver.sh' </dev/null >'{job_dir}/stdout' 2>'{job_dir}/stderr' &",
+        f"sh -c 'setsid nohup sh \"$0\" </dev/null >stdout 2>stderr & echo \"$!:$1\"' '{job_dir}/job.sh' "
+        f"{shown.job_id}",
     )
     assert any("box.example.invalid" in note for note in shown.notes)
     assert registry.list_jobs() == []

@@ -149,3 +149,20 @@ def error_for_state(state: JobState) -> type[JobError]:
         JobState.CANCELLED: JobCancelledError,
         JobState.NODE_FAIL: JobLostError,
     }.get(state, JobError)
+
+
+# ---- batch and ssh submission
+class SubmitRejectedError(JobError, ValueError):
+    """The scheduler refused the job at submission; the message is the scheduler's own."""
+
+
+class StagingError(ClustrixError, OSError):
+    """The job directory could not be created or written (not private, full, read-only); nothing was submitted."""
+
+
+class SchedulerCommandError(ClustrixError, RuntimeError):
+    """A scheduler command failed in a way that is not about one job (the message carries its stderr)."""
+
+
+class SchedulerCommandNotFoundError(SchedulerCommandError):
+    """A scheduler command is not on the target's PATH (a laptop, a node without the client): nothing was submitted."""

@@ -23,13 +23,13 @@ from __future__ import annotations
 import base64
 import inspect
 import json
-import math
 import secrets as secrets_module
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from clustrix.batch.submit import tasks_for
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
 from clustrix.plugin.dryrun import DryRun
@@ -57,13 +57,6 @@ MAX_TASKS = 10
 SELECTOR_IDS = 100
 #: How many pods' logs ``read_logs`` joins at most (failed pods first).
 MAX_LOGS = 5
-
-
-def n_tasks_for(size: int, calls_per_task: Any, max_parallel: Any) -> int:
-    """How many array tasks (pods) a job of ``size`` calls gets."""
-    if calls_per_task:
-        return max(1, min(size, math.ceil(size / int(calls_per_task))))
-    return max(1, min(size, int(max_parallel or MAX_TASKS)))
 
 
 def _selector(job_ids: Sequence[str], extra: str = "") -> str:
@@ -484,7 +477,9 @@ def _prepare(
     """Validate ``spec``: options, tasks, result key, payload Secrets (too large: refused), code plan, archive."""
     config = spec.config
     options = job_options(config, spec.resources, spec.environment or {}, default_namespace=default_namespace)
-    n_tasks = n_tasks_for(spec.size, spec.resources.extra.get("calls_per_task"), config.get("max_parallel_jobs"))
+    per_task = spec.resources.extra.get("calls_per_task")  # unbounded by MAX_TASKS when given
+    limit = spec.size if per_task else int(config.get("max_parallel_jobs") or MAX_TASKS)
+    n_tasks = tasks_for(spec.size, int(per_task) if per_task else None, limit)
     tasks = jobdir.plan_tasks(spec.size, n_tasks)
     key = secrets_module.token_bytes(32)
     # the runner travels as source next to the bootstrap: only the payload's own modules are needed

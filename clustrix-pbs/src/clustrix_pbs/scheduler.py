@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from clustrix.batch.engine import JOB_NEEDS, BatchScheduler
+from clustrix.batch.engine import BatchScheduler
+from clustrix.batch.submit import JOB_NEEDS
 from clustrix.errors import ConfigurationError, ParseError
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl

@@ -44,6 +44,7 @@ def clustrix_make_transport(config: ClusterConfig) -> SSHTransport | None:
 
 @hookimpl
 def clustrix_register_schedulers(register: Callable[[str, object], None]) -> None:
-    from clustrix_ssh.scheduler import SSHScheduler
+    from clustrix.batch.engine import BatchScheduler
+    from clustrix_ssh.dialect import SSHDialect
 
-    register("ssh", SSHScheduler())
+    register("ssh", BatchScheduler(SSHDialect()))

@@ -234,6 +234,20 @@ class Dialect(abc.ABC):
     #: Seconds a job may stay ``PREEMPTED`` without being requeued before it counts as FAILED.
     preempted_final_after: ClassVar[float] = 60.0
 
+    #: The exit code the job script itself writes into a task's exit-code file when its own time
+    #: limit ended the task (coreutils ``timeout``: 124), for a scheduler that cannot say so (no
+    #: history); such a task makes the job ``TIMEOUT``. None: exit-code files never mean that.
+    timeout_exit_code: ClassVar[int | None] = None
+
+    # ------------------------------------------------------------------ watch
+    #: True: right after a submit the engine sends one more command, a *watch*, that waits on the
+    #: target until the job's files are complete or :meth:`alive_argv` says the job ended (or a
+    #: time limit passed, then it is sent again), and then reports like a poll round, outcomes
+    #: inline, and wakes the poller. A one-call job under watch is not polled: a warm call costs its
+    #: submit and its watch. For a scheduler whose status query is cheap and local (the ``ssh``
+    #: backend's ``ps``); a few watches per connection at once, further jobs are polled.
+    watch: ClassVar[bool] = False
+
     # ------------------------------------------------------------------ checkpoints
     #: The signal the scheduler itself sends a job before it stops it, when that is how a call's
     #: ``checkpoint()`` is reached (``"TERM"`` on PBS: ``qdel``, ``qrerun``, preemption and the
@@ -409,6 +423,21 @@ class Dialect(abc.ABC):
         (``qacct -j``: "job id N not found".) Default: False (the failure is an error of the round).
         """
         return False
+
+    def alive_argv(self, native_id: str) -> list[str] | None:
+        """For a :attr:`watch`: an argv that exits 0 while the job may still run, else not 0.
+
+        The watch asks it every 20 looks at the files (about once a second). Default: None (the
+        watch waits for the files or its time limit only).
+        """
+        return None
+
+    def lost_reason(self, native_id: str) -> str:
+        """Why a job that neither the status nor the history query reports (for ``lost_after_seconds``) FAILED."""
+        return (
+            f"{self.label or self.name} no longer knows job {native_id} "
+            "(neither the status nor the history query reports it)"
+        )
 
     @abc.abstractmethod
     def cancel_argv(self, native_id: str) -> list[str]:

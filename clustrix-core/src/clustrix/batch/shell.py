@@ -138,7 +138,40 @@ class PollJob:
     sweep: str | None = None
 
 
-def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> str:
+@attrs.frozen(kw_only=True)
+class Wait:
+    """What a watch waits for before its poll round (see :func:`render_poll`)."""
+
+    #: A shell command line that exits 0 while the job may still run, or None (files and time only).
+    alive: str | None
+    #: The longest wait, in seconds; the engine sends the watch again while the job runs.
+    seconds: float
+    #: Seconds between looks at the files after the first half second (every 10 ms before).
+    interval: float = 0.05
+
+
+def render_wait(job: PollJob, wait: Wait) -> list[str]:
+    """Shell lines that wait until ``job``'s files are complete, its ``alive`` command fails, or time is up.
+
+    The files are looked at every 10 ms for the first half second (a quick call's result is
+    noticed at once), then every ``interval``; ``alive`` and the time limit every 20 looks.
+    """
+    complete = f"complete {shlex.quote(job.job_dir)} {int(job.n_tasks)} {int(job.n_calls)}"
+    alive = f"{{ {wait.alive}; }} >/dev/null 2>&1 || break" if wait.alive else ":"
+    return [
+        "i=0; d=0.01; start=$(date +%s)",
+        f"while ! {complete}; do",
+        f'  i=$((i + 1)); [ "$i" -eq 50 ] && d={float(wait.interval)}',
+        "  if [ $((i % 20)) -eq 0 ]; then",
+        f"    {alive}",
+        f"    [ $(($(date +%s) - start)) -ge {int(wait.seconds)} ] && break",
+        "  fi",
+        '  sleep "$d" 2>/dev/null || sleep 1',
+        "done",
+    ]
+
+
+def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str, wait: Wait | None = None) -> str:
     """One poll round for every open job of a host: the status query, then each job's files.
 
     The scheduler is asked first (only if some job's files are not complete yet), and the
@@ -151,6 +184,8 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
     (outcomes, F of them of calls that raised), ``JOB claims N`` (calls some task has
     started), ``JOB failed I I ...``, ``JOB cancelled`` if marked, and when every call or every task is
     done, the job's outcome frame (:mod:`clustrix.remote.report`, mode ``auto``).
+
+    With ``wait`` (a *watch*, for one job), the round runs after :func:`render_wait`'s lines.
     """
     q = shlex.quote
     m = "@" + marker
@@ -176,8 +211,10 @@ def render_poll(jobs: Sequence[PollJob], *, status: str | None, marker: str) -> 
         f'  [ -e "$2/{CANCELLED}" ] && echo {q(m)} "$1" cancelled',
         "  return 0",
         "}",
-        "open=0",
     ]
+    if wait is not None:
+        lines += render_wait(jobs[0], wait)
+    lines.append("open=0")
     for job in jobs:
         lines.append(f"complete {q(job.job_dir)} {int(job.n_tasks)} {int(job.n_calls)} || open=1")
     if status is not None:

@@ -38,11 +38,24 @@ class JobFiles:
         return all(t in self.exits for t in range(n_tasks))
 
 
-def status_from_exit_codes(exit_codes: Mapping[int, int]) -> JobStatus:
-    """Every task wrote its exit-code file, so every call it ran wrote its outcome."""
+def status_from_exit_codes(exit_codes: Mapping[int, int], timeout_exit_code: int | None = None) -> JobStatus:
+    """Every task wrote its exit-code file, so every call it ran wrote its outcome.
+
+    A task whose file holds ``timeout_exit_code`` (:attr:`Dialect.timeout_exit_code`) was ended by the
+    job script's own time limit: the job is ``TIMEOUT``.
+    """
     worst = max(exit_codes.values(), default=0)
     if worst == 0:
         return JobStatus(state=JobState.COMPLETED, exit_code=0)
+    timed_out = sorted(
+        task for task, code in exit_codes.items() if timeout_exit_code is not None and code == timeout_exit_code
+    )
+    if timed_out:
+        return JobStatus(
+            state=JobState.TIMEOUT,
+            reason=f"the time limit ended array task(s) {', '.join(map(str, timed_out[:10]))}",
+            exit_code=timeout_exit_code,
+        )
     failed = sorted(task for task, code in exit_codes.items() if code)
     return JobStatus(
         state=JobState.FAILED,
@@ -64,12 +77,14 @@ def status_from_outcomes(failed: Iterable[int]) -> JobStatus:
     )
 
 
-def status_from_files(files: JobFiles, n_tasks: int, n_calls: int) -> JobStatus | None:
+def status_from_files(
+    files: JobFiles, n_tasks: int, n_calls: int, timeout_exit_code: int | None = None
+) -> JobStatus | None:
     """The final status the files alone prove, or None while some call and some task are still open."""
     if files.all_calls_done(n_calls):
         return status_from_outcomes(files.failed)
     if files.all_tasks_done(n_tasks):
-        return status_from_exit_codes(files.exits)
+        return status_from_exit_codes(files.exits, timeout_exit_code)
     return None
 
 
@@ -148,18 +163,12 @@ def job_status(
     by_task = records_by_task(dialect, records, n_tasks)
     open_tasks = [t for t in range(n_tasks) if t not in exit_codes]
     if not open_tasks:
-        return status_from_exit_codes(exit_codes)
+        return status_from_exit_codes(exit_codes, dialect.timeout_exit_code)
     unknown = [t for t in open_tasks if t not in by_task]
     states = {t: dialect.to_job_state(by_task[t]) for t in open_tasks if t in by_task}
-
-    for task, state in states.items():
-        if state is JobState.PENDING:
-            never = dialect.never_runnable(by_task[task])
-            if never is not None:
-                return JobStatus(
-                    state=JobState.FAILED,
-                    reason=f"{dialect.label or dialect.name} will never start this job: {never}",
-                )
+    never = never_runnable(dialect, records, n_tasks, exit_codes)
+    if never is not None:
+        return never
     active = [t for t, s in states.items() if not s.final]
     if active:
         running = [t for t in active if states[t] is JobState.RUNNING]
@@ -177,6 +186,24 @@ def job_status(
     if state is JobState.COMPLETED:
         state = JobState.FAILED
     return JobStatus(state=state, reason=describe(dialect, record, worst, n_tasks), exit_code=record.exit_code)
+
+
+def never_runnable(
+    dialect: Dialect, records: Iterable[TaskRecord], n_tasks: int, exit_codes: Mapping[int, int]
+) -> JobStatus | None:
+    """The FAILED status of a job the scheduler will never start (:meth:`Dialect.never_runnable` of a
+    pending open task), or None. The engine reports it and cancels the job."""
+    by_task = records_by_task(dialect, records, n_tasks)
+    for task in range(n_tasks):
+        record = by_task.get(task)
+        if task in exit_codes or record is None or dialect.to_job_state(record) is not JobState.PENDING:
+            continue
+        never = dialect.never_runnable(record)
+        if never is not None:
+            return JobStatus(
+                state=JobState.FAILED, reason=f"{dialect.label or dialect.name} will never start this job: {never}"
+            )
+    return None
 
 
 def as_cancelled(status: JobStatus | None, files: JobFiles) -> JobStatus | None:

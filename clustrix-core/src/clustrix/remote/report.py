@@ -1,9 +1,10 @@
 """Job directories read in one remote command: the shell that prints outcome frames, and their parser.
 
-Used by every backend that runs :mod:`clustrix.remote.runner` on another machine (the ``ssh``
-backend and the batch engine): instead of one SFTP request per file, a script prints a
-job's outcome files inline in its output, after checking that nobody but the login user
-could have written them. Pure: values in, shell text or parsed bytes out.
+Used by every backend that runs :mod:`clustrix.remote.runner` on another machine (the batch
+engine, and so every dialect on it, the ``ssh`` backend included): instead of one SFTP
+request per file, a script prints a job's outcome files inline in its output, after
+checking that nobody but the login user could have written them. Pure: values in, shell
+text or parsed bytes out, except :func:`run_script_bytes`, which runs one such script.
 
 An outcome frame::
 
@@ -172,7 +173,7 @@ class Frames:
         return pos
 
 
-def run_script(
+def run_script_bytes(
     transport: Transport, script: str, data: bytes = b"", *, timeout: float | None = None
 ) -> tuple[int, bytes, bytes]:
     """Run a rendered ``sh`` script as one remote command: exit code, stdout and stderr as bytes.
