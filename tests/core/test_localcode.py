@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.errors import LocalCodeError
+from clustrix.errors import LocalCodeError, UnsafePathError
 from clustrix.plugin.transport import LocalTransport
 from clustrix.remote.environment.activation import job_environment, pythonpath_line
 from clustrix.remote.localcode import shipping
@@ -21,7 +21,6 @@ from clustrix.remote.localcode.detection import Origin, dumps_recording, importe
 from clustrix.remote.localcode.plan import CodePlan, plan_code
 from clustrix.remote.localcode.shipping import CODE_DIR, READY_MARKER, ShippedCode, forget_shipped
 from clustrix.remote.localcode.units import archive, make_unit
-from clustrix.remote.runner import UnsafePathError
 
 
 def unique(prefix: str) -> str:

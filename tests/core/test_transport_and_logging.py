@@ -8,7 +8,8 @@ import pytest
 import structlog
 
 from clustrix import cluster
-from clustrix.plugin.transport import CommandError, LocalTransport, Transport
+from clustrix.errors import CommandError
+from clustrix.plugin.transport import LocalTransport, Transport
 
 
 def test_local_transport_runs_argv_without_a_shell(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from clustrix.batch.reports import parse_report
 from clustrix.batch.status import as_cancelled, status_from_files
+from clustrix.errors import ReportError
 from clustrix.plugin.types import JobState
-from clustrix.remote.report import ReportError
 from clustrix_ssh.dialect import TIMED_OUT, SSHDialect
 
 

@@ -17,8 +17,8 @@ import cloudpickle
 import pytest
 
 from clustrix import reset_config
+from clustrix.errors import UnsafePathError
 from clustrix.remote.environment.prepare import forget_prepared
-from clustrix.remote.runner import UnsafePathError
 from tests.ssh.helpers import config_for, run
 from tests.testbed import cousers
 from tests.testbed.cousers import (

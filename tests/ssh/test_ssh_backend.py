@@ -171,7 +171,7 @@ def _exec_requests(sshd: SSHServer) -> int:
 def test_a_work_dir_other_users_can_write_is_refused_before_a_job_is_written(
     ssh_config: dict[str, Any], sshd: SSHServer
 ) -> None:
-    from clustrix.remote.runner import UnsafePathError
+    from clustrix.errors import UnsafePathError
 
     assert sshd.run_as_user("rm -rf ~/shared-work && mkdir ~/shared-work && chmod 777 ~/shared-work").returncode == 0
     config = config_for(ssh_config, remote_work_dir="~/shared-work")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.plugin.transport import CommandError, Transport
+from clustrix.errors import CommandError
+from clustrix.plugin.transport import Transport
 from clustrix_ssh import SSHTransport, get_transport
 from tests.testbed.sshd import SSHServer
 

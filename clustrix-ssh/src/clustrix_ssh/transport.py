@@ -24,7 +24,8 @@ from typing import TypeVar
 import paramiko
 import paramiko.agent
 
-from clustrix.plugin.transport import CommandError, CommandResult
+from clustrix.errors import CommandError
+from clustrix.plugin.transport import CommandResult
 from clustrix.remote import scripts as remote_script
 from clustrix_ssh.command import render_command
 from clustrix_ssh.connection import Connection

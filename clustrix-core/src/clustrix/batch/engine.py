@@ -400,8 +400,7 @@ class BatchScheduler(SchedulerCommands):
         files = None if known is None else known.files
         if files is None:
             transport = self.transport(config)
-            raw = hasattr(transport, "run_bytes")
-            script = shell.render_fetch(job_id=handle.job_id, job_dir=handle.job_dir, raw=raw)
+            script = shell.render_fetch(job_id=handle.job_id, job_dir=handle.job_dir)
             _code, out, err = run_script_bytes(transport, script, timeout=None)
             report = parse_report(out, "", {handle.job_id})
             if handle.job_id in report.unsafe:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import attrs
 
 from clustrix.batch.status import JobFiles
-from clustrix.remote.report import Frames, ReportError
+from clustrix.errors import ReportError
+from clustrix.remote.report import Frames
 
 
 @attrs.define

@@ -252,10 +252,10 @@ def render_query(query: str, *, marker: str) -> str:
     )
 
 
-def render_fetch(*, job_id: str, job_dir: str, raw: bool) -> str:
-    """Print the job's outcome frame: raw bytes when the transport returns bytes, else base64."""
+def render_fetch(*, job_id: str, job_dir: str) -> str:
+    """Print the job's outcome frame as raw bytes (every transport's ``run_bytes`` returns them as printed)."""
     q = shlex.quote
-    return "\n".join([*FRAME_FUNCTIONS, f"outcomes {q(job_id)} {q(job_dir)} {'raw' if raw else 'base64'}", ""])
+    return "\n".join([*FRAME_FUNCTIONS, f"outcomes {q(job_id)} {q(job_dir)} raw", ""])
 
 
 def render_cancel(*, job_dir: str, cancel: str) -> str:

@@ -33,6 +33,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return value
 
     from clustrix.plugin.manager import get_scheduler
+    from clustrix.plugin.types import ChecksBeforeConnecting, ProbesTarget
 
     check("job registry", registry.check)
     config = check(
@@ -46,9 +47,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             lambda: get_scheduler(config.cluster_type),
             lambda s: f"{config.cluster_type} ({type(s.impl).__name__})",
         )
-        plugin_checks = getattr(getattr(scheduler, "impl", None), "doctor_checks", None)
-        for name, func in plugin_checks(config) if plugin_checks is not None else ():
-            check(name, func)
+        impl = None if scheduler is None else scheduler.impl
+        if isinstance(impl, ChecksBeforeConnecting):
+            for name, func in impl.doctor_checks(config):
+                check(name, func)
 
         def connect() -> Any:
             transport = transport_for(config)
@@ -56,15 +58,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             return transport
 
         transport = check("connection (host key checked)", connect, lambda t: f"{type(t).__name__} to {t.host}")
-        probe = getattr(getattr(scheduler, "impl", None), "probe", None)
-        if transport is not None and callable(probe):
+        if transport is not None and isinstance(impl, ProbesTarget):
             # the scheduler's own commands (command -v) and its site query, on the target
-            check("scheduler commands", lambda: probe(config, transport))
+            target: ProbesTarget = impl
+            check("scheduler commands", lambda: target.probe(config, transport))
         if transport is not None:
             needs: tuple[str, ...] = ()
             if config.get("python_executable"):
                 # the job's own Python (no venv is built for it) must load what the scheduler's jobs import
-                needs = scheduler.impl.python_needs if scheduler is not None else RUNNER_MODULES
+                needs = impl.python_needs if impl is not None else RUNNER_MODULES
             probe = _python_probe(needs)
             path = transport.expand(config.remote_work_dir)
 

@@ -42,9 +42,8 @@ class Transport(Protocol):
     script travels (the script on stdin, see :mod:`clustrix.remote.scripts`), binary outcome
     frames included; ``expand`` turns a leading ``~`` into the remote user's home; ``stat``
     (``clustrix doctor``'s work-directory check) returns an object with at least ``st_mode``,
-    ``st_uid`` and ``st_size``; ``read_bytes`` (the ``ssh`` backend's logs) returns a file's
-    contents. Both raise ``FileNotFoundError`` for a missing path. Paths are strings on that
-    machine. A transport may offer more (:class:`LocalTransport` and ``clustrix_ssh.SSHTransport``
+    ``st_uid`` and ``st_size``, and raises ``FileNotFoundError`` for a missing path. Paths are
+    strings on that machine. A transport may offer more (:class:`LocalTransport` and ``clustrix_ssh.SSHTransport``
     also write and list files, for tests and tools), but core moves files inside its
     one-command scripts, so the contract holds no other file operation.
     """
@@ -69,8 +68,6 @@ class Transport(Protocol):
     def expand(self, remote_path: str) -> str: ...
 
     def stat(self, remote_path: str) -> os.stat_result: ...
-
-    def read_bytes(self, remote_path: str) -> bytes: ...
 
 
 class LocalTransport:

@@ -14,6 +14,7 @@ from clustrix.config.resources import Resources
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
+    from clustrix.plugin.transport import Transport
 
 
 class JobState(enum.Enum):
@@ -241,3 +242,24 @@ class Scheduler(Protocol):
     def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool: ...
 
     def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str: ...
+
+
+@runtime_checkable
+class ChecksBeforeConnecting(Protocol):
+    """Optional: a scheduler with checks of its own for ``clustrix doctor``, run before any connection.
+
+    Each is a name and a function that returns what it found in words or raises saying what is wrong
+    (Kubernetes: the permissions the namespace grants, and whether it looks shared).
+    """
+
+    def doctor_checks(self, config: ClusterConfig) -> list[tuple[str, Callable[[], Any]]]: ...
+
+
+@runtime_checkable
+class ProbesTarget(Protocol):
+    """Optional: a scheduler that ``clustrix doctor`` asks to look at its target once connected.
+
+    ``probe`` returns what it found in words (a batch scheduler: its commands and site limits) or raises.
+    """
+
+    def probe(self, config: ClusterConfig, transport: Transport) -> str: ...

@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix.errors import ReportError
+from clustrix.errors import ReportError, UnsafePathError
 from clustrix.remote import scripts as remote_script
-from clustrix.remote.runner import UnsafePathError
 
 if TYPE_CHECKING:
     from clustrix.plugin.transport import Transport
@@ -180,16 +179,10 @@ def run_script_bytes(
 
     The script and then ``data`` travel on stdin behind the constant
     :data:`clustrix.remote.scripts.BOOTSTRAP` line, never in a process's arguments. A
-    transport with ``run_bytes`` (SSH) returns raw bytes, so outcome frames may be raw;
-    elsewhere the text output is encoded back (base64 frames are ASCII).
+    transport's ``run_bytes`` returns the output as it was printed, so outcome frames may be raw.
     """
     stdin = remote_script.script_input(script, data)
-    run_bytes = getattr(transport, "run_bytes", None)
-    if run_bytes is not None:
-        code, out, err = run_bytes(shlex.join(remote_script.BOOTSTRAP_ARGV), input=stdin, timeout=timeout)
-        return int(code), bytes(out), bytes(err)
-    result = transport.run(list(remote_script.BOOTSTRAP_ARGV), input=stdin, timeout=timeout)
-    return result.returncode, result.stdout.encode(), result.stderr.encode()
+    return transport.run_bytes(shlex.join(remote_script.BOOTSTRAP_ARGV), input=stdin, timeout=timeout)
 
 
 def unsafe_outcomes(handle: JobHandle, why: tuple[str, str]) -> UnsafePathError:

@@ -32,7 +32,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from clustrix.remote.runner import UnsafePathError
+from clustrix.errors import UnsafePathError
 
 if TYPE_CHECKING:
     from clustrix.plugin.transport import CommandResult, Transport
