@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from clustrix.batch.engine import BatchScheduler, SubmitRejectedError
+from clustrix.batch.engine import BatchScheduler
 from clustrix.config.resources import Resources
-from clustrix.errors import EnvironmentBuildError
+from clustrix.errors import EnvironmentBuildError, SubmitRejectedError
 from clustrix.plugin.manager import get_scheduler
 from clustrix.plugin.types import JobSpec, JobState
 from clustrix_slurm import SlurmDialect
