@@ -159,6 +159,61 @@ SLEEPY_MAP = """
         print("interrupted:", exc, flush=True)
         raise
 """
+#: SLEEPY_MAP whose Ctrl-C comes while the map is still being submitted, its first calls already
+#: running: an observer of submissions waits for two calls to start, then interrupts the script. On a
+#: loaded machine the calls' threads can start and run before the submitting thread returns.
+SLEEPY_MAP_INTERRUPTED_WHILE_SUBMITTING = SLEEPY_MAP.replace(
+    "\n    @cluster(",
+    """
+    import glob, signal
+    from clustrix.hookspecs import hookimpl
+    from clustrix.plugins import get_plugin_manager
+
+    class CtrlCOnceTwoCallsRun:
+        @hookimpl
+        def clustrix_job_submitted(self):
+            deadline = time.monotonic() + 120
+            while len(glob.glob(os.path.join(folder, "started-*"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            signal.raise_signal(signal.SIGINT)
+
+    get_plugin_manager().register(CtrlCOnceTwoCallsRun())
+
+    @cluster(""",
+    1,
+)
+#: SLEEPY_MAP whose Ctrl-C comes just as the map begins to wait, its first calls running: inside
+#: ``threading.Condition.wait``, right after it released the future's lock (a KeyboardInterrupt there
+#: leaves the lock released, and the ``with`` around the wait raises RuntimeError instead).
+SLEEPY_MAP_INTERRUPTED_AS_THE_WAIT_BEGINS = SLEEPY_MAP.replace(
+    "\n    @cluster(",
+    """
+    import concurrent.futures, glob, signal, threading
+
+    unwatched_init = concurrent.futures.Future.__init__
+    interrupted = []
+
+    def ctrl_c_once_the_wait_released_the_lock(self):
+        unwatched_init(self)
+        release = self._condition._release_save
+
+        def release_then_ctrl_c():
+            state = release()
+            if threading.current_thread() is threading.main_thread() and not interrupted:
+                deadline = time.monotonic() + 120
+                while len(glob.glob(os.path.join(folder, "started-*"))) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                interrupted.append(True)
+                signal.raise_signal(signal.SIGINT)
+            return state
+
+        self._condition._release_save = release_then_ctrl_c
+
+    concurrent.futures.Future.__init__ = ctrl_c_once_the_wait_released_the_lock
+
+    @cluster(""",
+    1,
+)
 #: The calls take 60 s; an exit within this bound means they were stopped, not waited for.
 EXIT_BOUND_SECONDS = 10.0
 
@@ -184,16 +239,16 @@ IN_TERMINAL = (
 )
 
 
-def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[float, str]:
+def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str, body: str = SLEEPY_MAP) -> tuple[float, str]:
     """Start SLEEPY_MAP, wait until two calls run, deliver SIGINT; the exit's delay and the output.
 
     ``deliver="terminal"``: the script runs in a real pseudo-terminal, as a session leader
     with it as controlling terminal, and ``^C`` is typed on it, so the line discipline sends
     SIGINT to the whole foreground process group (the workers too). ``"parent"``: SIGINT
-    reaches the script's process alone.
+    reaches the script's process alone. ``"itself"``: the script (``body``) sends it.
     """
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SLEEPY_MAP))
+    script.write_text(textwrap.dedent(body))
     argv = [sys.executable, str(script), str(tmp_path), executor]
     output: list[bytes] = []
     if deliver == "terminal":
@@ -230,7 +285,7 @@ def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[f
             time.sleep(0.05)
         if deliver == "terminal":
             os.write(master, b"\x03")  # Ctrl-C typed in the terminal
-        else:
+        elif deliver == "parent":
             os.kill(proc.pid, signal.SIGINT)
         start = time.monotonic()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -267,6 +322,25 @@ def test_ctrl_c_during_a_map_of_sleeping_calls_exits_at_once_and_leaves_no_worke
     started = {int(path.name.split("-")[2]) for path in tmp_path.glob("started-*")}
     # auto picks threads for a function that sleeps: the calls ran in the script's own process
     assert (len(started) == 1) is (executor == "auto"), started
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("moment", ["while-submitting", "as-the-wait-begins"])
+@pytest.mark.parametrize("executor", ["auto", "process"])
+def test_ctrl_c_at_the_edges_of_a_maps_wait_stops_the_calls_already_running(
+    tmp_path: Path, executor: str, moment: str
+) -> None:
+    # the moments a loaded machine hits at random: a KeyboardInterrupt there used to escape the
+    # map without cancelling its job (before the wait; or turned into a RuntimeError by the wait),
+    # and the exit then waited for the running calls (60 s)
+    body = {
+        "while-submitting": SLEEPY_MAP_INTERRUPTED_WHILE_SUBMITTING,
+        "as-the-wait-begins": SLEEPY_MAP_INTERRUPTED_AS_THE_WAIT_BEGINS,
+    }[moment]
+    elapsed, output = _ctrl_c_ends_the_map(tmp_path, executor, "itself", body)
+    assert elapsed < EXIT_BOUND_SECONDS
+    assert "the local calls of job" in output and "were cancelled" in output, output
+    assert "RuntimeError" not in output, output
 
 
 @pytest.mark.parametrize("executor", ["process", "thread"])
