@@ -159,6 +159,61 @@ SLEEPY_MAP = """
         print("interrupted:", exc, flush=True)
         raise
 """
+#: SLEEPY_MAP whose Ctrl-C comes while the map is still being submitted, its first calls already
+#: running: an observer of submissions waits for two calls to start, then interrupts the script. On a
+#: loaded machine the calls' threads can start and run before the submitting thread returns.
+SLEEPY_MAP_INTERRUPTED_WHILE_SUBMITTING = SLEEPY_MAP.replace(
+    "\n    @cluster(",
+    """
+    import glob, signal
+    from clustrix.plugin.hookspecs import hookimpl
+    from clustrix.plugin.manager import get_plugin_manager
+
+    class CtrlCOnceTwoCallsRun:
+        @hookimpl
+        def clustrix_job_submitted(self):
+            deadline = time.monotonic() + 120
+            while len(glob.glob(os.path.join(folder, "started-*"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            signal.raise_signal(signal.SIGINT)
+
+    get_plugin_manager().register(CtrlCOnceTwoCallsRun())
+
+    @cluster(""",
+    1,
+)
+#: SLEEPY_MAP whose Ctrl-C comes just as the map begins to wait, its first calls running: inside
+#: ``threading.Condition.wait``, right after it released the future's lock (a KeyboardInterrupt there
+#: leaves the lock released, and the ``with`` around the wait raises RuntimeError instead).
+SLEEPY_MAP_INTERRUPTED_AS_THE_WAIT_BEGINS = SLEEPY_MAP.replace(
+    "\n    @cluster(",
+    """
+    import concurrent.futures, glob, signal, threading
+
+    unwatched_init = concurrent.futures.Future.__init__
+    interrupted = []
+
+    def ctrl_c_once_the_wait_released_the_lock(self):
+        unwatched_init(self)
+        release = self._condition._release_save
+
+        def release_then_ctrl_c():
+            state = release()
+            if threading.current_thread() is threading.main_thread() and not interrupted:
+                deadline = time.monotonic() + 120
+                while len(glob.glob(os.path.join(folder, "started-*"))) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                interrupted.append(True)
+                signal.raise_signal(signal.SIGINT)
+            return state
+
+        self._condition._release_save = release_then_ctrl_c
+
+    concurrent.futures.Future.__init__ = ctrl_c_once_the_wait_released_the_lock
+
+    @cluster(""",
+    1,
+)
 #: The calls take 60 s; an exit within this bound means they were stopped, not waited for.
 EXIT_BOUND_SECONDS = 10.0
 
@@ -184,16 +239,16 @@ IN_TERMINAL = (
 )
 
 
-def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[float, str]:
+def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str, body: str = SLEEPY_MAP) -> tuple[float, str]:
     """Start SLEEPY_MAP, wait until two calls run, deliver SIGINT; the exit's delay and the output.
 
     ``deliver="terminal"``: the script runs in a real pseudo-terminal, as a session leader
     with it as controlling terminal, and ``^C`` is typed on it, so the line discipline sends
     SIGINT to the whole foreground process group (the workers too). ``"parent"``: SIGINT
-    reaches the script's process alone.
+    reaches the script's process alone. ``"itself"``: the script (``body``) sends it.
     """
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SLEEPY_MAP))
+    script.write_text(textwrap.dedent(body))
     argv = [sys.executable, str(script), str(tmp_path), executor]
     output: list[bytes] = []
     if deliver == "terminal":
@@ -230,7 +285,7 @@ def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str) -> tuple[f
             time.sleep(0.05)
         if deliver == "terminal":
             os.write(master, b"\x03")  # Ctrl-C typed in the terminal
-        else:
+        elif deliver == "parent":
             os.kill(proc.pid, signal.SIGINT)
         start = time.monotonic()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -267,6 +322,25 @@ def test_ctrl_c_during_a_map_of_sleeping_calls_exits_at_once_and_leaves_no_worke
     started = {int(path.name.split("-")[2]) for path in tmp_path.glob("started-*")}
     # auto picks threads for a function that sleeps: the calls ran in the script's own process
     assert (len(started) == 1) is (executor == "auto"), started
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("moment", ["while-submitting", "as-the-wait-begins"])
+@pytest.mark.parametrize("executor", ["auto", "process"])
+def test_ctrl_c_at_the_edges_of_a_maps_wait_stops_the_calls_already_running(
+    tmp_path: Path, executor: str, moment: str
+) -> None:
+    # the moments a loaded machine hits at random: a KeyboardInterrupt there used to escape the
+    # map without cancelling its job (before the wait; or turned into a RuntimeError by the wait),
+    # and the exit then waited for the running calls (60 s)
+    body = {
+        "while-submitting": SLEEPY_MAP_INTERRUPTED_WHILE_SUBMITTING,
+        "as-the-wait-begins": SLEEPY_MAP_INTERRUPTED_AS_THE_WAIT_BEGINS,
+    }[moment]
+    elapsed, output = _ctrl_c_ends_the_map(tmp_path, executor, "itself", body)
+    assert elapsed < EXIT_BOUND_SECONDS
+    assert "the local calls of job" in output and "were cancelled" in output, output
+    assert "RuntimeError" not in output, output
 
 
 @pytest.mark.parametrize("executor", ["process", "thread"])
@@ -370,15 +444,55 @@ def test_ctrl_c_while_waiting_on_a_remote_job_names_it_and_leaves_it_running(tmp
         future.result()
     """
     proc = _script(tmp_path, body)
+    assert proc.stdout is not None
+    # the job id is printed once submit returned: the script is then about to wait on the job
+    job_id = proc.stdout.readline().strip()
+    assert job_id, f"the script printed no job id: {proc.communicate(timeout=60)}"
     _wait_for_files(tmp_path, "started-remote", 1, proc)
     os.killpg(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    job_id = stdout.split()[0]
-    assert f"job {job_id} (subprocess) keeps running" in stderr
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert f"job {job_id} (subprocess) keeps running" in stderr, stderr
     assert f"clustrix result --wait {job_id}" in stderr and f"clustrix cancel {job_id}" in stderr
     cli = [sys.executable, "-m", "clustrix.cli"]
     status = subprocess.run([*cli, "status", job_id], capture_output=True, text=True, timeout=120)
     assert "RUNNING" in status.stdout, status
+    cancel = subprocess.run([*cli, "cancel", job_id], capture_output=True, text=True, timeout=120)
+    assert cancel.returncode == 0, cancel
+
+
+def test_ctrl_c_just_after_a_remote_job_was_accepted_names_it_and_leaves_it_running(tmp_path: Path) -> None:
+    # the moment between the scheduler's answer and the job being recorded and watched: the job
+    # exists remotely, so the interrupt must name it rather than escape as a bare KeyboardInterrupt
+    body = """
+        import os, signal, sys, time
+        from clustrix import cluster
+        from clustrix.plugin.hookspecs import hookimpl
+        from clustrix.plugin.manager import get_plugin_manager
+
+        folder = sys.argv[1]
+
+        class CtrlCOnceAccepted:
+            @hookimpl
+            def clustrix_job_submitted(self, handle):
+                print(handle.job_id, flush=True)
+                signal.raise_signal(signal.SIGINT)
+
+        get_plugin_manager().register(CtrlCOnceAccepted())
+
+        @cluster(cluster_type="subprocess", remote_work_dir=os.path.join(folder, "work"))
+        def slow():
+            time.sleep(600)
+
+        slow.submit().result()
+    """
+    proc = _script(tmp_path, body)
+    stdout, stderr = proc.communicate(timeout=120)
+    job_id = stdout.strip()
+    assert job_id and proc.returncode != 0, (stdout, stderr)
+    assert f"job {job_id} (subprocess) keeps running" in stderr, stderr
+    cli = [sys.executable, "-m", "clustrix.cli"]
+    status = subprocess.run([*cli, "status", job_id], capture_output=True, text=True, timeout=120)
+    assert "RUNNING" in status.stdout or "PENDING" in status.stdout, status
     cancel = subprocess.run([*cli, "cancel", job_id], capture_output=True, text=True, timeout=120)
     assert cancel.returncode == 0, cancel
 

@@ -307,7 +307,14 @@ class ClusterFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the call where it is configured to run; block and return its result."""
-        return self.submit(*args, **kwargs).result()
+        submitted: list[ClusterFuture] = []
+        try:
+            self._submit([(args, kwargs)], into=submitted)
+            return submitted[0].result()
+        except KeyboardInterrupt:
+            if not submitted:
+                raise
+            raise submitted[0].interrupted() from None  # a Ctrl-C before the wait began stops the call too
 
     def submit(self, *args: Any, **kwargs: Any) -> ClusterFuture:
         """Submit one call; return a ``concurrent.futures.Future`` with ``job_id`` on it."""
@@ -329,8 +336,10 @@ class ClusterFunction:
         arguments = _mapped_arguments(iterables)
         if not arguments:
             return []
-        (whole,) = self._submit(arguments, whole=True)
+        submitted: list[ClusterFuture] = []
         try:
+            self._submit(arguments, whole=True, into=submitted)
+            (whole,) = submitted
             if not isinstance(whole, InlineFuture) and wanted_progress(progress, whole._job.config):
                 name = getattr(self.func, "__qualname__", "map")
                 result: list[Any] = wait_with_progress(whole, len(arguments), name, timeout)
@@ -338,6 +347,10 @@ class ClusterFunction:
                 result = whole.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"the {len(arguments)} calls had not all finished after {timeout} s") from None
+        except KeyboardInterrupt:
+            if not submitted:
+                raise
+            raise submitted[0].interrupted() from None  # a Ctrl-C before the wait began stops the calls too
         return result
 
     def config(self) -> ClusterConfig:
@@ -370,13 +383,21 @@ class ClusterFunction:
         return spec, scheduler
 
     def _submit(
-        self, arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *, whole: bool = False
+        self,
+        arguments: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        whole: bool = False,
+        into: list[ClusterFuture] | None = None,
     ) -> list[ClusterFuture]:
+        """Submit the calls; their futures, also added to ``into`` as soon as they exist (see ``JobManager.submit``)."""
         if inside_a_call() and self._runs_inline():
-            return run_inline(self.func, arguments, whole=whole)
+            futures = run_inline(self.func, arguments, whole=whole)
+            if into is not None:
+                into.extend(futures)
+            return futures
         spec, scheduler = self._spec(arguments)
         with self._naming_unpicklable(spec):
-            return get_manager().submit(spec, scheduler, whole=whole)
+            return get_manager().submit(spec, scheduler, whole=whole, into=into)
 
     def _runs_inline(self) -> bool:
         """Inside a call (a local worker, a job): whether this call runs right there (``nested_calls``).

@@ -12,10 +12,13 @@ scheduler's reason and the tail of the job's stderr.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import signal
 import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -35,6 +38,7 @@ _BACKOFF = 1.5
 #: The job itself stays in the registry, so ``Job.attach`` can still fetch it later.
 POLL_FAILURE_LIMIT = 300.0
 STDERR_TAIL_CHARS = 4000
+_T = TypeVar("_T")
 
 
 def exception_from_outcome(outcome: Outcome, *, job_id: str | None = None) -> BaseException:
@@ -117,17 +121,19 @@ class ClusterFuture(concurrent.futures.Future[Any]):
     def result(self, timeout: float | None = None) -> Any:
         """The call's value (or its exception raised again); see :meth:`JobManager.interrupted` for Ctrl-C."""
         try:
-            return super().result(timeout)
+            return _wait_interruptibly(super().result, timeout, self.done())
         except KeyboardInterrupt:
-            message = self._job.manager.interrupted(self._job)
-            raise KeyboardInterrupt(message) from None
+            raise self.interrupted() from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
-            return super().exception(timeout)
+            return _wait_interruptibly(super().exception, timeout, self.done())
         except KeyboardInterrupt:
-            message = self._job.manager.interrupted(self._job)
-            raise KeyboardInterrupt(message) from None
+            raise self.interrupted() from None
+
+    def interrupted(self) -> KeyboardInterrupt:
+        """Ctrl-C while waiting: settle the job (see :meth:`JobManager.interrupted`); the error to raise."""
+        return KeyboardInterrupt(self._job.manager.interrupted(self._job))
 
     def __repr__(self) -> str:
         return f"<ClusterFuture job={self.job_id} index={self.index} state={self._state}>"
@@ -155,6 +161,9 @@ class InlineFuture(ClusterFuture):
     def last_status(self) -> None:
         return None
 
+    def interrupted(self) -> KeyboardInterrupt:
+        return KeyboardInterrupt()
+
     def __repr__(self) -> str:
         return f"<InlineFuture index={self.index} state={self._state}>"
 
@@ -168,11 +177,84 @@ class _ActiveJob:
     futures: list[ClusterFuture] = attrs.field(factory=list)
     failing_since: float | None = None
     status: JobStatus | None = None
+    #: what the first Ctrl-C while waiting for the job did to it (see :meth:`JobManager.interrupted`)
+    interruption: str | None = None
 
     @property
     def group(self) -> tuple[Any, ...]:
         """Jobs polled together, with the first one's config: same scheduler, host and access."""
         return (self.scheduler.name, *self.config.connection_key, self.config.get("remote_work_dir"))
+
+
+class _HeldInterrupts:
+    """Ctrl-C inside is held and raised as ``KeyboardInterrupt`` on leaving, whatever the body was doing.
+
+    Only in the main thread (where Python runs signal handlers) and while SIGINT has
+    Python's default handler (``active``); a program with a handler of its own keeps it
+    unchanged. Inside another hold, this one shares its ``caught`` and leaves the raising to it.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._outer: _HeldInterrupts | None = None
+        self._caught = False
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self._caught = True
+
+    @property
+    def active(self) -> bool:
+        return self._previous is not None or self._outer is not None
+
+    @property
+    def caught(self) -> bool:
+        return self._outer.caught if self._outer is not None else self._caught
+
+    def __enter__(self) -> _HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            if handler is signal.default_int_handler:
+                self._previous = signal.signal(signal.SIGINT, self._note)
+            elif isinstance(getattr(handler, "__self__", None), _HeldInterrupts):
+                self._outer = getattr(handler, "__self__", None)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            if self._caught and exc_type is not KeyboardInterrupt:
+                raise KeyboardInterrupt
+
+
+#: While a future is waited for, a held Ctrl-C is looked at this often.
+_INTERRUPT_CHECK_SECONDS = 0.05
+
+
+def _wait_interruptibly(get: Callable[[float | None], _T], timeout: float | None, done: bool) -> _T:
+    """``get(timeout)`` (a future's ``result`` or ``exception``), with Ctrl-C raised between waits.
+
+    A ``KeyboardInterrupt`` raised inside ``threading.Condition.wait`` just after it released
+    the future's lock leaves that lock released, and the ``with`` around the wait then
+    raises ``RuntimeError: cannot release un-acquired lock`` instead: a Ctrl-C the caller
+    never sees as one. So Ctrl-C is held while waiting, and the wait is cut into short
+    waits, between which a held Ctrl-C is raised.
+    """
+    if done:  # no wait
+        return get(timeout)
+    with _HeldInterrupts() as held:
+        if not held.active:
+            return get(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not held.caught:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return get(_INTERRUPT_CHECK_SECONDS if left is None else min(left, _INTERRUPT_CHECK_SECONDS))
+            except concurrent.futures.TimeoutError:
+                if left is not None and left <= _INTERRUPT_CHECK_SECONDS:
+                    raise
+        raise KeyboardInterrupt
 
 
 @attrs.define
@@ -193,22 +275,52 @@ class JobManager:
         self._thread: threading.Thread | None = None
 
     # ---- submission -------------------------------------------------------
-    def submit(self, spec: JobSpec, scheduler: RegisteredScheduler, *, whole: bool = False) -> list[ClusterFuture]:
-        """Submit ``spec``; return a future per call, or with ``whole`` one future for all of them."""
+    def submit(
+        self,
+        spec: JobSpec,
+        scheduler: RegisteredScheduler,
+        *,
+        whole: bool = False,
+        into: list[ClusterFuture] | None = None,
+    ) -> list[ClusterFuture]:
+        """Submit ``spec``; return a future per call, or with ``whole`` one future for all of them.
+
+        The futures are also added to ``into`` as soon as they exist, so that a caller
+        that waits for them can settle the job on a Ctrl-C that comes before this returns.
+        A Ctrl-C while a job that ends with this process (the local executor) is submitted
+        is held until the job is watched, then cancels it (:meth:`interrupted`): its first
+        calls may already run, and nothing else would stop them. A remote submit is not held
+        (it may wait on the network) until the scheduler has accepted the job; from then until
+        the job is recorded and watched, a Ctrl-C is held too, then names the job, which keeps running.
+        """
         from clustrix import registry
         from clustrix.plugin.manager import get_plugin_manager
 
-        handle = scheduler.submit(spec, wake=lambda: self._wake(scheduler.name))
-        job = _ActiveJob(self, handle, scheduler, spec.config)
-        job.futures = [ClusterFuture(job, None)] if whole else [ClusterFuture(job, i) for i in range(spec.size)]
-        if scheduler.impl.persistent:
-            try:
-                registry.record(spec, handle)
-            except Exception as exc:  # noqa: BLE001 - the job runs; the live future still gets its result
-                log.warning("clustrix.registry_record_failed", job_id=handle.job_id, error=repr(exc))
-        get_plugin_manager().hook.clustrix_job_submitted(spec=spec, handle=handle)
-        log.debug("clustrix.job_submitted", job_id=handle.job_id, scheduler=scheduler.name, size=spec.size)
-        self.watch(job)
+        persistent = scheduler.impl.persistent
+        job: _ActiveJob | None = None
+        try:
+            # a remote submit may wait on the network: Ctrl-C stays immediate there, until the job exists
+            with contextlib.nullcontext() if persistent else _HeldInterrupts():
+                handle = scheduler.submit(spec, wake=lambda: self._wake(scheduler.name))
+                with _HeldInterrupts() if persistent else contextlib.nullcontext():
+                    job = _ActiveJob(self, handle, scheduler, spec.config)
+                    job.futures = (
+                        [ClusterFuture(job, None)] if whole else [ClusterFuture(job, i) for i in range(spec.size)]
+                    )
+                    if into is not None:
+                        into.extend(job.futures)
+                    if persistent:
+                        try:
+                            registry.record(spec, handle)
+                        except Exception as exc:  # noqa: BLE001 - the job runs; the live future still gets its result
+                            log.warning("clustrix.registry_record_failed", job_id=handle.job_id, error=repr(exc))
+                    get_plugin_manager().hook.clustrix_job_submitted(spec=spec, handle=handle)
+                    log.debug("clustrix.job_submitted", job_id=handle.job_id, scheduler=scheduler.name, size=spec.size)
+                    self.watch(job)
+        except KeyboardInterrupt:
+            if job is None:
+                raise
+            raise KeyboardInterrupt(self.interrupted(job)) from None
         return job.futures
 
     def watch(self, job: _ActiveJob) -> None:
@@ -250,8 +362,13 @@ class JobManager:
         A job that ends with this process (the local executor) is cancelled: its calls
         that have not started are dropped and its running calls stopped. A remote job is
         never cancelled silently: it keeps running, and the message names it and the
-        commands to wait for it or cancel it.
+        commands to wait for it or cancel it. Only the first Ctrl-C acts; later ones get the same message.
         """
+        if job.interruption is None:
+            job.interruption = self._interrupt(job)
+        return job.interruption
+
+    def _interrupt(self, job: _ActiveJob) -> str:
         job_id = job.handle.job_id
         if not job.scheduler.impl.persistent:
             for future in job.futures:
