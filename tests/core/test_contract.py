@@ -137,7 +137,7 @@ def test_the_local_transport_offers_what_core_calls_and_runs_scripts_as_raw_byte
     assert isinstance(transport, Transport)
     code, out, err = transport.run_bytes("printf '\\000\\377'; cat", input=b"\x01")
     assert (code, out, err) == (0, b"\x00\xff\x01", b"")
-    assert _members(Transport) == {"host", "run", "run_bytes", "expand", "stat", "read_bytes"}
+    assert _members(Transport) == {"host", "run", "run_bytes", "expand", "stat"}
 
 
 def test_every_error_class_of_core_lives_in_errors_and_is_a_clustrix_error() -> None:
