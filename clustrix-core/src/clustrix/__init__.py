@@ -28,7 +28,7 @@ _EXPORTS = {
     "get_config": "clustrix.config.settings",
     "reset_config": "clustrix.config.settings",
     "ClusterFunction": "clustrix.api.decorator",
-    "Executor": "clustrix.api.decorator",
+    "Executor": "clustrix.api.executor",
     "cluster": "clustrix.api.decorator",
     "ClustrixError": "clustrix.errors",
     "ConfigurationError": "clustrix.errors",
@@ -68,7 +68,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from clustrix.api.decorator import ClusterFunction, Executor, cluster
+    from clustrix.api.decorator import ClusterFunction, cluster
+    from clustrix.api.executor import Executor
     from clustrix.api.futures import ClusterFuture
     from clustrix.api.job import Job
     from clustrix.config.resources import Resources

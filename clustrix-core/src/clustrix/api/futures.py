@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from types import FrameType, TracebackType
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from clustrix.api.interrupts import HeldInterrupts, wait_interruptibly
 from clustrix.errors import JobError, JobLostError, RemoteTraceback, UnsafePathError, error_for_state
 from clustrix.log import get_logger
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
@@ -121,13 +120,13 @@ class ClusterFuture(concurrent.futures.Future[Any]):
     def result(self, timeout: float | None = None) -> Any:
         """The call's value (or its exception raised again); see :meth:`JobManager.interrupted` for Ctrl-C."""
         try:
-            return _wait_interruptibly(super().result, timeout, self.done())
+            return wait_interruptibly(super().result, timeout, self.done())
         except KeyboardInterrupt:
             raise self.interrupted() from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
-            return _wait_interruptibly(super().exception, timeout, self.done())
+            return wait_interruptibly(super().exception, timeout, self.done())
         except KeyboardInterrupt:
             raise self.interrupted() from None
 
@@ -186,77 +185,6 @@ class _ActiveJob:
         return (self.scheduler.name, *self.config.connection_key, self.config.get("remote_work_dir"))
 
 
-class _HeldInterrupts:
-    """Ctrl-C inside is held and raised as ``KeyboardInterrupt`` on leaving, whatever the body was doing.
-
-    Only in the main thread (where Python runs signal handlers) and while SIGINT has
-    Python's default handler (``active``); a program with a handler of its own keeps it
-    unchanged. Inside another hold, this one shares its ``caught`` and leaves the raising to it.
-    """
-
-    def __init__(self) -> None:
-        self._previous: Any = None
-        self._outer: _HeldInterrupts | None = None
-        self._caught = False
-
-    def _note(self, signum: int, frame: FrameType | None) -> None:
-        self._caught = True
-
-    @property
-    def active(self) -> bool:
-        return self._previous is not None or self._outer is not None
-
-    @property
-    def caught(self) -> bool:
-        return self._outer.caught if self._outer is not None else self._caught
-
-    def __enter__(self) -> _HeldInterrupts:
-        if threading.current_thread() is threading.main_thread():
-            handler = signal.getsignal(signal.SIGINT)
-            if handler is signal.default_int_handler:
-                self._previous = signal.signal(signal.SIGINT, self._note)
-            elif isinstance(getattr(handler, "__self__", None), _HeldInterrupts):
-                self._outer = getattr(handler, "__self__", None)
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            if self._caught and exc_type is not KeyboardInterrupt:
-                raise KeyboardInterrupt
-
-
-#: While a future is waited for, a held Ctrl-C is looked at this often.
-_INTERRUPT_CHECK_SECONDS = 0.05
-
-
-def _wait_interruptibly(get: Callable[[float | None], _T], timeout: float | None, done: bool) -> _T:
-    """``get(timeout)`` (a future's ``result`` or ``exception``), with Ctrl-C raised between waits.
-
-    A ``KeyboardInterrupt`` raised inside ``threading.Condition.wait`` just after it released
-    the future's lock leaves that lock released, and the ``with`` around the wait then
-    raises ``RuntimeError: cannot release un-acquired lock`` instead: a Ctrl-C the caller
-    never sees as one. So Ctrl-C is held while waiting, and the wait is cut into short
-    waits, between which a held Ctrl-C is raised.
-    """
-    if done:  # no wait
-        return get(timeout)
-    with _HeldInterrupts() as held:
-        if not held.active:
-            return get(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not held.caught:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                return get(_INTERRUPT_CHECK_SECONDS if left is None else min(left, _INTERRUPT_CHECK_SECONDS))
-            except concurrent.futures.TimeoutError:
-                if left is not None and left <= _INTERRUPT_CHECK_SECONDS:
-                    raise
-        raise KeyboardInterrupt
-
-
 @attrs.define
 class _Group:
     next_poll: float
@@ -300,9 +228,9 @@ class JobManager:
         job: _ActiveJob | None = None
         try:
             # a remote submit may wait on the network: Ctrl-C stays immediate there, until the job exists
-            with contextlib.nullcontext() if persistent else _HeldInterrupts():
+            with contextlib.nullcontext() if persistent else HeldInterrupts():
                 handle = scheduler.submit(spec, wake=lambda: self._wake(scheduler.name))
-                with _HeldInterrupts() if persistent else contextlib.nullcontext():
+                with HeldInterrupts() if persistent else contextlib.nullcontext():
                     job = _ActiveJob(self, handle, scheduler, spec.config)
                     job.futures = (
                         [ClusterFuture(job, None)] if whole else [ClusterFuture(job, i) for i in range(spec.size)]
