@@ -512,3 +512,26 @@ def test_cancelling_one_job_stops_its_calls_and_leaves_the_other_jobs_calls_to_f
         future.cancel()
     assert all(f.cancelled() for f in doomed)
     assert [f.result(timeout=120) for f in others] == list(range(100, 106))
+
+
+def test_a_call_whose_outcome_is_a_timeout_error_is_raised_once_it_ends() -> None:
+    # the builtin TimeoutError is concurrent.futures.TimeoutError: waiting for a future whose own
+    # outcome is one (a call's, or JobTimeoutError) once looped for ever, its traceback growing
+    script = textwrap.dedent(
+        """
+        import time
+        from clustrix import cluster
+
+        @cluster(executor="thread")
+        def late():
+            time.sleep(0.5)
+            raise TimeoutError("the call's own")
+
+        try:
+            late.submit().result()
+        except TimeoutError as exc:
+            print("raised:", exc)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "raised: the call's own" in done.stdout, done

@@ -120,13 +120,13 @@ class ClusterFuture(concurrent.futures.Future[Any]):
     def result(self, timeout: float | None = None) -> Any:
         """The call's value (or its exception raised again); see :meth:`JobManager.interrupted` for Ctrl-C."""
         try:
-            return wait_interruptibly(super().result, timeout, self.done())
+            return wait_interruptibly(super().result, timeout, self.done)
         except KeyboardInterrupt:
             raise self.interrupted() from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
-            return wait_interruptibly(super().exception, timeout, self.done())
+            return wait_interruptibly(super().exception, timeout, self.done)
         except KeyboardInterrupt:
             raise self.interrupted() from None
 

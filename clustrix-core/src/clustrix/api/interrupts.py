@@ -64,16 +64,18 @@ class HeldInterrupts:
 _INTERRUPT_CHECK_SECONDS = 0.05
 
 
-def wait_interruptibly(get: Callable[[float | None], _T], timeout: float | None, done: bool) -> _T:
+def wait_interruptibly(get: Callable[[float | None], _T], timeout: float | None, done: Callable[[], bool]) -> _T:
     """``get(timeout)`` (a future's ``result`` or ``exception``), with Ctrl-C raised between waits.
 
     A ``KeyboardInterrupt`` raised inside ``threading.Condition.wait`` just after it released
     the future's lock leaves that lock released, and the ``with`` around the wait then
     raises ``RuntimeError: cannot release un-acquired lock`` instead: a Ctrl-C the caller
     never sees as one. So Ctrl-C is held while waiting, and the wait is cut into short
-    waits, between which a held Ctrl-C is raised.
+    waits, between which a held Ctrl-C is raised. ``done`` tells a short wait that ran out from
+    an outcome that is itself a ``TimeoutError`` (``JobTimeoutError``, or a call's own): the
+    builtin ``TimeoutError`` is ``concurrent.futures.TimeoutError``.
     """
-    if done:  # no wait
+    if done():  # no wait
         return get(timeout)
     with HeldInterrupts() as held:
         if not held.active:
@@ -84,6 +86,8 @@ def wait_interruptibly(get: Callable[[float | None], _T], timeout: float | None,
             try:
                 return get(_INTERRUPT_CHECK_SECONDS if left is None else min(left, _INTERRUPT_CHECK_SECONDS))
             except concurrent.futures.TimeoutError:
+                if done():  # finished: its outcome (a TimeoutError of its own, perhaps), raised or returned
+                    return get(0)
                 if left is not None and left <= _INTERRUPT_CHECK_SECONDS:
                     raise
         raise KeyboardInterrupt
