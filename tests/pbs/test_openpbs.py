@@ -214,7 +214,9 @@ def test_qdel_warns_a_running_job_with_sigterm_before_killing_it(pbs_complex: op
     ready = t.expand("~/.clustrix/pbs-tests/trap-set")
     t.makedirs(t.expand("~/.clustrix/pbs-tests"))
     t.run(["rm", "-f", marker, ready])
-    script = f"trap 'echo TERM > {marker}; exit 0' TERM; touch {ready}; sleep 300 & wait"
+    # MoM signals the job's whole session: the sleep dies of the same SIGTERM, so the script must not
+    # end with it (bash could then exit before it ran its trap); short sleeps in a loop keep it running
+    script = f"trap 'echo TERM > {marker}; exit 0' TERM; touch {ready}; while :; do sleep 1; done"
     native_id = t.run(["qsub", "-f", "-o", "/dev/null", "-e", "/dev/null", "--", "/bin/bash", "-c", script], check=True)
     job = native_id.stdout.strip()
     wait_for_state(pbs_complex, job, "R")
