@@ -50,7 +50,7 @@ class SchedulerCommands:
 
     def site(self, config: ClusterConfig, transport: Transport) -> SiteInfo:
         """:class:`SiteInfo`, asked once per cluster (and only if the dialect has a site query)."""
-        key = (transport.host, *_connection_key(config))
+        key = (transport.host, *config.connection_key)
         with self._lock:
             info = self._sites.get(key)
         if info is not None:
@@ -92,12 +92,12 @@ class SchedulerCommands:
     def known_site(self, config: ClusterConfig) -> SiteInfo | None:
         """The :class:`SiteInfo` this process already asked for ``config``'s cluster, if any (no I/O)."""
         with self._lock:
-            known = [info for key, info in self._sites.items() if key[1:] == _connection_key(config)]
+            known = [info for key, info in self._sites.items() if key[1:] == config.connection_key]
         return known[0] if known else None
 
     def check_commands_before_submit(self, config: ClusterConfig, transport: Transport) -> None:
         """:meth:`check_commands` once per connection (a success is remembered), saying nothing was submitted."""
-        key = (transport.host, *_connection_key(config))
+        key = (transport.host, *config.connection_key)
         with self._lock:
             if key in self._commands_found:
                 return
@@ -148,7 +148,3 @@ class SchedulerCommands:
                 f"running {command!r} on {transport.host} failed (exit {code}): {err.decode(errors='replace').strip()}"
             )
         return report.query
-
-
-def _connection_key(config: ClusterConfig) -> tuple[Any, ...]:
-    return tuple(config.connection_key)
