@@ -81,7 +81,7 @@ SMOKE = "not (testbed_slurm or testbed_ssh or testbed_sge or testbed_pbs or test
 #: Distributions a plugin's tests also need: the batch schedulers are tested through
 #: both transports, local and over SSH, and the SSH transport lives in clustrix-ssh.
 TEST_ALSO_NEEDS = {"slurm": ["ssh"], "pbs": ["ssh"], "sge": ["ssh"]}
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "pytest-xdist>=3.6"]
 #: tests/notebooks and tests/slurm/test_notebook.py run a real Jupyter kernel (tests-all, tests-slurm).
 NOTEBOOK_DEPS = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
 RUFF = "ruff==0.17.6"
@@ -220,6 +220,14 @@ def tests_core_pythons(session: nox.Session) -> None:
     _pytest(session, "tests/core")
 
 
+def _side_by_side() -> list[str]:
+    """pytest-xdist workers for tests-all: each testbed's tests run in one worker, in order (tests/conftest.py
+    groups them), the testbeds side by side, the tests that need none spread over all workers.
+    ``CLUSTRIX_TEST_WORKERS=0`` runs everything in one process, as before."""
+    workers = os.environ.get("CLUSTRIX_TEST_WORKERS", "4")
+    return [] if workers == "0" else ["-n", workers, "--dist", "loadgroup"]
+
+
 @nox.session(name="tests-all", python=PYTHON)
 @timed
 def tests_all(session: nox.Session) -> None:
@@ -233,7 +241,7 @@ def tests_all(session: nox.Session) -> None:
         session.run("python", "-m", "tests.testbed.openpbs", "build", success_codes=[0, 1])
     # `nox -s tests-all -- tests/slurm/test_x.py -x` runs just those paths; without a path, all of tests/
     named_paths = any(arg.startswith("tests") and not arg.startswith("-") for arg in session.posargs)
-    _pytest(session, *([] if named_paths else ["tests"]))
+    _pytest(session, *_side_by_side(), *([] if named_paths else ["tests"]))
 
 
 def _lint_targets() -> list[str]:

@@ -18,6 +18,52 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CLUSTRIX_DISABLE_PLUGINS"] = "broken"
 
 
+#: The session fixture that brings a testbed up -> the testbed. Checked before the markers: the
+#: Torque-style CLI in tests/pbs drives the SLURM testbed, not OpenPBS.
+TESTBED_FIXTURES = {
+    "torque_cli": "slurm",
+    "slurm_cluster": "slurm",
+    "pbs_complex": "pbs",
+    "sge_cell": "sge",
+    "kube": "k8s",
+}
+#: Test folders whose every test drives that folder's testbed.
+TESTBED_FOLDERS = {"slurm", "pbs", "sge", "k8s"}
+#: Conformance targets whose scheduler is a testbed of its own (ssh needs only a per-test sshd).
+CONFORMANCE_TESTBEDS = {"slurm", "pbs", "sge", "tsp"}
+
+
+def testbed_of(item: pytest.Item) -> str | None:
+    """The testbed a test drives, or None when it needs none (or only an sshd of its own)."""
+    names = set(getattr(item, "fixturenames", ()))
+    for fixture, bed in TESTBED_FIXTURES.items():
+        if fixture in names:
+            return bed
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("target") if callspec is not None else None
+    if isinstance(target, tuple) and target and target[0] in CONFORMANCE_TESTBEDS:
+        return str(target[0])
+    folder = item.path.relative_to(item.config.rootpath).parts[1:2]
+    if folder and folder[0] in TESTBED_FOLDERS:
+        return folder[0]
+    for marker in item.iter_markers():
+        if marker.name.startswith("testbed_") and marker.name != "testbed_ssh":
+            return marker.name.removeprefix("testbed_")
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), every test of one testbed runs in the same worker,
+    one after the other as before, while the testbeds run side by side: most of their time is spent
+    waiting on daemons. A testbed's tests restart its daemons, so two workers must never share one."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        bed = testbed_of(item)
+        if bed is not None:
+            item.add_marker(pytest.mark.xdist_group(bed))
+
+
 @pytest.fixture(autouse=True)
 def isolated_clustrix(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test gets its own config file location and registry, and no CLUSTRIX_* leaks in."""

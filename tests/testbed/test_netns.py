@@ -13,6 +13,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+import pytest
+
 from tests.testbed import netns, sge, slurm
 from tests.testbed.system import apt_install, free_port, start_or_unavailable, unavailable, wait_for
 
@@ -78,6 +80,7 @@ def _only_loopback_outside(ports: Sequence[int]) -> None:
     assert all(address == "127.0.0.1" for address, _ in outside), outside
 
 
+@pytest.mark.testbed_slurm
 def test_slurm_daemons_listen_only_inside_their_namespace_and_clients_outside_reach_them() -> None:
     _root()
     bed = start_or_unavailable("SLURM testbed", slurm.start)
@@ -90,6 +93,7 @@ def test_slurm_daemons_listen_only_inside_their_namespace_and_clients_outside_re
     assert slurm.node_state(bed.node).rstrip("*~#") in {"idle", "mixed", "allocated", "completing"}
 
 
+@pytest.mark.testbed_sge
 def test_sge_daemons_listen_only_inside_their_namespace_and_clients_outside_reach_them() -> None:
     _root()
     bed = start_or_unavailable("SGE testbed", sge.start)
