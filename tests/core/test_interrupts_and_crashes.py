@@ -216,6 +216,10 @@ SLEEPY_MAP_INTERRUPTED_AS_THE_WAIT_BEGINS = SLEEPY_MAP.replace(
 )
 #: The calls take 60 s; an exit within this bound means they were stopped, not waited for.
 EXIT_BOUND_SECONDS = 10.0
+#: What a user at a terminal is promised (issue 19, row 1): the process is gone within 2 s of Ctrl-C.
+CTRL_C_EXIT_SECONDS = 2.0
+#: How long the workers may take to go once the script itself has exited.
+WORKER_GRACE_SECONDS = 2.0
 
 
 def _session_processes(sid: int) -> list[int]:
@@ -294,15 +298,17 @@ def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str, body: str 
         assert proc.returncode is not None, f"Ctrl-C: the script was still running after {EXIT_BOUND_SECONDS} s"
         assert proc.returncode != 0
         print(f"Ctrl-C ({deliver}, executor={executor}) to exit: {elapsed:.2f} s")
+        # nothing of the script is left: no worker keeps running (the script's session is empty). Looked
+        # at before the cleanup below kills the session's process group, which would hide a leftover worker.
+        deadline = time.monotonic() + WORKER_GRACE_SECONDS
+        while _session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = _session_processes(proc.pid)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the script's session
         proc.wait()
-    # nothing of the script is left: no worker process keeps running (the script's session is empty)
-    deadline = time.monotonic() + 5
-    while _session_processes(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_processes(proc.pid) == [], "a worker outlived the script"
+    assert left == [], f"a worker outlived the script: {left}"
     if deliver == "terminal":
         reader.join(5)
         os.close(master)
@@ -317,7 +323,7 @@ def test_ctrl_c_during_a_map_of_sleeping_calls_exits_at_once_and_leaves_no_worke
     tmp_path: Path, executor: str, deliver: str
 ) -> None:
     elapsed, output = _ctrl_c_ends_the_map(tmp_path, executor, deliver)
-    assert elapsed < EXIT_BOUND_SECONDS  # the calls sleep 60 s
+    assert elapsed < CTRL_C_EXIT_SECONDS  # the calls sleep 60 s
     assert "the local calls of job" in output and "were cancelled" in output, output
     started = {int(path.name.split("-")[2]) for path in tmp_path.glob("started-*")}
     # auto picks threads for a function that sleeps: the calls ran in the script's own process

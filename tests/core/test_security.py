@@ -160,3 +160,51 @@ def test_doctor_imports_nothing_from_the_directory_it_is_run_in(mallory: Path, t
     assert checks["remote python"]["ok"], checks
     assert checks["remote work dir"]["detail"] == f"{work} (created, mode 700)"
     assert work.stat().st_mode & 0o777 == 0o700
+
+
+#: A stand-in for ``uv`` on PATH: records the configuration it would read and where it runs, then fails.
+UV_SHIM = """#!/bin/sh
+printf 'UV_NO_CONFIG=%s\\nUV_CONFIG_FILE=%s\\nPWD=%s\\n' \\
+  "${UV_NO_CONFIG-}" "${UV_CONFIG_FILE-}" "$(pwd -P)" > "$CX_UV_RECORD"
+exit 1
+"""
+
+
+@pytest.mark.parametrize("own_config", [False, True])
+def test_uv_reads_no_configuration_from_where_it_runs_only_the_users_own(tmp_path: Path, own_config: bool) -> None:
+    """uv reads ``uv.toml``/``pyproject.toml`` from its directory and every parent (``/tmp`` for a work dir there).
+
+    A co-user's file there could point the venv build at her index; clustrix's build tells uv to
+    read no configuration file (``UV_NO_CONFIG``), or only the user's own ``~/.config/uv/uv.toml``.
+    """
+    from clustrix.remote.environment.venv import render_build_script
+
+    bin_dir, home, record = tmp_path / "bin", tmp_path / "home", tmp_path / "uv-record"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text(UV_SHIM)
+    (bin_dir / "uv").chmod(0o755)
+    user_config = home / ".config" / "uv" / "uv.toml"
+    if own_config:
+        user_config.parent.mkdir(parents=True)
+        user_config.write_text("# the user's own\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "uv.toml").write_text('index-url = "http://127.0.0.1:9/planted"\n')  # what mallory leaves
+    (shared / "pyproject.toml").write_text('[tool.uv]\nindex-url = "http://127.0.0.1:9/planted"\n')
+    work = shared / "work"
+    script = render_build_script(work_dir=str(work), key="k", requirement_lines=["attrs"], python_version=None)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("UV_", "XDG_CONFIG"))},
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME": str(home),
+        "CX_UV_RECORD": str(record),
+    }
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, cwd=shared, timeout=60)
+    assert "build-failed" in result.stderr, result.stderr  # the shim ran, as the build's uv
+    seen = dict(line.split("=", 1) for line in record.read_text().splitlines())
+    if own_config:
+        assert seen["UV_CONFIG_FILE"] == str(user_config) and seen["UV_NO_CONFIG"] == "", seen
+    else:
+        assert seen["UV_NO_CONFIG"] == "1" and seen["UV_CONFIG_FILE"] == "", seen
+    assert seen["PWD"] == str(work.resolve()), seen  # in the checked work dir, not the caller's

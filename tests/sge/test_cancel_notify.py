@@ -76,5 +76,6 @@ def test_cancelling_a_running_call_that_does_not_checkpoint_frees_the_slot_well_
         waited = time.monotonic() - started
         assert waited < default_notify_time / 2, f"job {native_id} still holds its slot after {waited:.0f} s"
         time.sleep(0.2)
+    print(f"cancel to out of the queue: {time.monotonic() - started:.1f} s (notify time {default_notify_time} s)")
     assert job.status().state is JobState.CANCELLED
     assert "the running call ends now" in job.logs("stderr")
