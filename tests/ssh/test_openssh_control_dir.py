@@ -81,7 +81,7 @@ def test_a_co_user_cannot_use_the_login_socket(
     tried = as_mallory(
         f"ssh -F /dev/null -o ControlPath={socket_path} -O check tb; echo rc=$?; "
         f"ssh -F /dev/null -o BatchMode=yes -o ControlMaster=no -S {socket_path} tb id; echo rc=$?; "
-        f'python3 -c "import socket; socket.socket(socket.AF_UNIX).connect(\'{socket_path}\')"; echo rc=$?; '
+        f"python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{socket_path}')\"; echo rc=$?; "
         f"ls {socket_path.rsplit('/', 1)[0]}; echo rc=$?"
     )
     assert "rc=0" not in tried.stdout, tried
