@@ -342,7 +342,14 @@ def open_master(
         proc = subprocess.run(argv, timeout=timeout, check=False)
         message = ""
     else:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout or 60.0, check=False)
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout or 60.0,
+            check=False,
+            start_new_session=True,  # no terminal: nothing to prompt on, no Ctrl-C of the terminal
+        )
         message = proc.stderr.decode(errors="replace").strip()
     if proc.returncode != 0:
         raise SSHConnectionError(
