@@ -336,7 +336,7 @@ CORE_KEYS: dict[str, ConfigKey] = {
         type=Literal["auto", "none", "reachable"],
         help="whether the remote side reaches a package index when it builds the replicated venv: `auto` probes "
         "once per host, `none` ships wheels downloaded here (no index there), `reachable` installs from the "
-        "index there (docs/environment.md)",
+        "index there (docs/ssh.md, sites whose cluster cannot reach PyPI)",
         backends=REMOTE,
     ),
     "pip_index_url": ConfigKey(
