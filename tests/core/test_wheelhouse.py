@@ -220,3 +220,20 @@ def test_a_distribution_with_no_wheel_here_or_on_the_index_is_named_with_the_fix
     assert "cxmissing==0.1" in message and "cxfake" not in message.split(":")[1]
     assert "Nothing was submitted" in message and "python_executable=" in message and "module_loads=" in message
     assert not (tmp_path / "r" / "envs").exists() or not any((tmp_path / "r" / "envs").iterdir())
+
+
+def test_a_local_project_built_here_with_a_c_extension_for_another_platform_is_named(
+    downloads: Path, tmp_path: Path
+) -> None:
+    built = make_wheel(tmp_path, "cext", "1.0")
+    foreign = built.with_name("cext-1.0-cp311-cp311-win_amd64.whl")
+    built.rename(foreign)
+    local = {"name": "cext", "version": "1.0", "source": "local", "path": str(foreign), "digest": "0123456789abcdef"}
+    snap = snapshot(("cxfake", "1.0"))
+    snap["distributions"].append(local)
+    config = resolve_config(
+        overrides={"cluster_type": "ssh", "cluster_host": "h", "remote_work_dir": str(tmp_path / "r"),
+                   "remote_index": "none", "allow_python_mismatch": True}
+    )  # fmt: skip
+    with pytest.raises(NoWheelError, match=r"cext \(built here, a wheel for this machine only\)"):
+        prepare_remote_environment(LocalTransport(), config, snap)
