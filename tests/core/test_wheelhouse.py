@@ -237,3 +237,25 @@ def test_a_local_project_built_here_with_a_c_extension_for_another_platform_is_n
     )  # fmt: skip
     with pytest.raises(NoWheelError, match=r"cext \(built here, a wheel for this machine only\)"):
         prepare_remote_environment(LocalTransport(), config, snap)
+
+
+def test_the_build_script_passes_the_index_keys_there_or_installs_the_shipped_files_with_no_index() -> None:
+    from clustrix.remote.environment.venv import render_build_script
+
+    common: dict[str, Any] = {"work_dir": "/home/u/.clustrix", "key": "k", "python_version": "3.11"}
+    there = render_build_script(
+        requirement_lines=["numpy==2.2.6"], index_environment={"PIP_INDEX_URL": "https://mirror/simple"}, **common
+    )
+    assert "export PIP_INDEX_URL=https://mirror/simple" in there and "--no-index" not in there
+    shipped = ["/home/u/.clustrix/wheelhouse/" + "a" * 64 + "/numpy-2.2.6-cp311-cp311-manylinux_2_17_x86_64.whl"]
+    offline = render_build_script(
+        requirement_lines=["numpy==2.2.6"], index_wheels=shipped, wheelhouse="/home/u/.clustrix/wheelhouse",
+        index_environment={"PIP_INDEX_URL": "https://mirror/simple"}, **common,
+    )  # fmt: skip
+    assert (
+        "pip install --quiet --no-index --no-deps" in offline
+        and "uv pip install --quiet --offline --no-index" in offline
+    )
+    assert "PIP_INDEX_URL" not in offline and shipped[0] in offline and "numpy==2.2.6" not in offline
+    probing = render_build_script(requirement_lines=[], probe="check", wheelhouse="/w", **common)
+    assert probing.index("clustrix-env: python-mismatch") < probing.index("clustrix-env: target")

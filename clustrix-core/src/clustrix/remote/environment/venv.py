@@ -221,7 +221,8 @@ def render_receive_checked(path: str, sha256: str, size: int) -> str:
     q = shlex.quote
     tmp = f"{q(path)}.tmp.$$"
     return (
-        f'head -c {int(size)} > {tmp} && [ "$(sha256sum < {tmp} | cut -c1-64)" = {q(sha256)} ] && '
+        f"head -c {int(size)} > {tmp} && "
+        f'[ "$( (sha256sum || shasum -a 256) < {tmp} 2>/dev/null | cut -c1-64)" = {q(sha256)} ] && '
         f"mv -f -- {tmp} {q(path)} || {{ rm -f {tmp}; "
         f"printf 'clustrix-env: wheel %s arrived damaged\\n' {q(posixpath.basename(path))} >&2; "
         f"exit {BUILD_FAILED_EXIT}; }}"
