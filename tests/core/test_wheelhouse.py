@@ -259,3 +259,9 @@ def test_the_build_script_passes_the_index_keys_there_or_installs_the_shipped_fi
     assert "PIP_INDEX_URL" not in offline and shipped[0] in offline and "numpy==2.2.6" not in offline
     probing = render_build_script(requirement_lines=[], probe="check", wheelhouse="/w", **common)
     assert probing.index("clustrix-env: python-mismatch") < probing.index("clustrix-env: target")
+
+
+def test_a_vcs_requirement_is_refused_without_asking_pip(downloads: Path) -> None:
+    line = "mylib @ git+https://example.invalid/mylib@0123abcd"
+    wheels, refused = download_wheels(["cxfake==1.0", line], target_from_facts(GLIBC_311), {}, host="h")
+    assert [w.path.name for w in wheels] == ["cxfake-1.0-py3-none-any.whl"] and refused == [line]

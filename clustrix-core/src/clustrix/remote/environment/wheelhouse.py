@@ -112,7 +112,10 @@ def _version(text: str) -> str:
 
 def _found(folder: Path, target: Target, line: str) -> Path | None:
     """A wheel for ``line`` (``name==version``) already downloaded into ``folder`` for ``target``."""
-    if "==" not in line or "@" in line:
+    if "@" in line:  # a wheel named by its URL: pip keeps its file name
+        path = folder / line.rstrip().rsplit("/", 1)[-1].split("#")[0]
+        return path if path.suffix == ".whl" and path.is_file() and target.accepts(path.name) else None
+    if "==" not in line:
         return None
     name, version = _requirement_name(line), _version(line.split("==", 1)[1])
     for path in sorted(folder.glob("*.whl")):
@@ -137,8 +140,9 @@ def download_wheels(
     folder.mkdir(mode=0o700, exist_ok=True)
     with _download_lock:
         found = {line: _found(folder, target, line) for line in requirement_lines}
-        todo = [line for line, path in found.items() if path is None]
-        refused: dict[str, str] = {}
+        # a VCS commit or a source archive must be built, which only the remote side can do for its platform
+        refused = {line: "" for line in requirement_lines if "@" in line and not line.rstrip().endswith(".whl")}
+        todo = [line for line, path in found.items() if path is None and line not in refused]
         while todo:
             argv = [
                 sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
@@ -160,7 +164,7 @@ def download_wheels(
         wheels = []
         for line, path in found.items():
             path = path or _found(folder, target, line)
-            if path is None:  # refused, or a URL requirement whose wheel pip named itself
+            if path is None:  # refused, or pip found no wheel this Python takes
                 refused.setdefault(line, "")
                 continue
             wheels.append(IndexWheel(path=path, sha256=file_sha256(path)))
