@@ -26,7 +26,7 @@ from clustrix.remote.environment.capture import environment_hash
 from clustrix.remote.environment.prepare import forget_prepared, prepare_remote_environment
 from clustrix.remote.environment.target import PROBE, parse_target, target_from_facts
 from clustrix.remote.environment.venv import render_receive_checked
-from clustrix.remote.environment.wheelhouse import download_wheels, index_environment, index_options
+from clustrix.remote.environment.wheelhouse import download_wheels, index_environment
 
 GLIBC_311 = {
     "impl": "cpython",
@@ -89,21 +89,25 @@ def test_the_probe_line_is_read_from_a_scripts_output_with_whether_the_index_ans
     assert parse_target("clustrix-env: target {not json\n") is None
 
 
-def test_the_index_settings_go_to_pip_here_and_to_pip_and_uv_there() -> None:
+def test_the_index_settings_go_to_pip_and_uv_as_variables_never_as_arguments() -> None:
     config = {
-        "pip_index_url": "https://mirror.site/simple",
+        "pip_index_url": "https://user:secret@mirror.site/simple",
         "pip_extra_index_url": ["https://a/simple", "https://b/simple"],
         "pip_trusted_host": "mirror.site",
     }
-    assert index_options(config) == [
-        "--index-url", "https://mirror.site/simple", "--extra-index-url", "https://a/simple",
-        "--extra-index-url", "https://b/simple", "--trusted-host", "mirror.site",
-    ]  # fmt: skip
     there = index_environment(config)
-    assert there["PIP_INDEX_URL"] == there["UV_INDEX_URL"] == "https://mirror.site/simple"
+    assert there["PIP_INDEX_URL"] == there["UV_INDEX_URL"] == "https://user:secret@mirror.site/simple"
     assert there["PIP_EXTRA_INDEX_URL"] == "https://a/simple https://b/simple"
-    assert there["UV_INSECURE_HOST"] == "mirror.site"
-    assert index_options({}) == [] and index_environment({}) == {}
+    assert there["PIP_TRUSTED_HOST"] == there["UV_INSECURE_HOST"] == "mirror.site"
+    assert index_environment({}) == {}
+    from clustrix.remote.environment.venv import render_build_script
+
+    script = render_build_script(
+        work_dir="/w", key="k", requirement_lines=[], python_version="3.11", probe="check", wheelhouse="/w/h",
+        index_url=config["pip_index_url"], index_environment=there,
+    )  # fmt: skip
+    probe_line = next(line for line in script.splitlines() if "CX_INDEX_URL=" in line)
+    assert probe_line.startswith("  cx_index=0; CX_INDEX_URL=https://user:secret@mirror.site/simple python3 -I -c")
 
 
 def test_a_wheel_whose_bytes_do_not_match_its_hash_is_not_stored(tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ import attrs
 
 from clustrix.remote.scripts import SAFE_SYS_PATH
 
-#: The probe, run as ``python3 -I -c PROBE INDEX_URL CHECK`` (``CHECK`` is ``1`` to try the index).
-#: ``INDEX_URL`` is ``pip_index_url`` or empty: then ``$PIP_INDEX_URL``, the user's pip.conf, or PyPI.
+#: The probe, run as ``python3 -I -c PROBE CHECK`` (``CHECK`` is ``1`` to try the index). The index is
+#: ``$CX_INDEX_URL`` (``pip_index_url``: in the environment, never in a process's arguments, as it may
+#: hold a password), else ``$PIP_INDEX_URL``, the user's pip.conf, or PyPI.
 #: Exits 0 when the index answered, 3 when it did not or was not asked (wheels must be shipped).
 PROBE = (
     SAFE_SYS_PATH
@@ -31,7 +32,7 @@ import json, os, platform, sysconfig
 facts = {"impl": sys.implementation.name, "version": list(sys.version_info[:2]),
          "soabi": sysconfig.get_config_var("SOABI") or "", "platform": sysconfig.get_platform(),
          "libc": list(platform.libc_ver()), "gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED"))}
-url = sys.argv[1] or os.environ.get("PIP_INDEX_URL", "")
+url = os.environ.get("CX_INDEX_URL") or os.environ.get("PIP_INDEX_URL", "")
 if not url:
     import configparser
     home = os.path.expanduser("~")
@@ -45,12 +46,12 @@ if not url:
             url = parser.get(section, "index-url", fallback="") or parser.get(section, "index_url", fallback="") or url
     except (configparser.Error, OSError):
         pass
-url = (url or "https://pypi.org/simple/").split()[0]
-facts["index"] = url
-if sys.argv[2] == "1":
-    import socket, ssl, urllib.error, urllib.parse, urllib.request
-    parts = urllib.parse.urlsplit(url)
-    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+import urllib.parse
+parts = urllib.parse.urlsplit((url or "https://pypi.org/simple/").split()[0])
+bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no password in the report
+facts["index"] = bare
+if sys.argv[1] == "1":
+    import ssl, urllib.error, urllib.request
     try:
         urllib.request.urlopen(bare.rstrip("/") + "/pip/", timeout=5).close()
         facts["reachable"] = True
@@ -60,7 +61,6 @@ if sys.argv[2] == "1":
         facts["reachable"] = isinstance(exc.reason, ssl.SSLError)
     except (OSError, ValueError):
         facts["reachable"] = False
-    facts["index"] = bare
 print("clustrix-env: target " + json.dumps(facts))
 sys.exit(0 if facts.get("reachable") else 3)
 """

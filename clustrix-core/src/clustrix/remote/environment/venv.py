@@ -203,7 +203,7 @@ def render_probe(python: str, probe: str, index_url: str, wheelhouse: str, env_d
     check = "1" if probe == "check" else "0"
     return [
         f"if [ ! -f {q(posixpath.join(env_dir, READY_MARKER))} ]; then",
-        f"  cx_index=0; {python} -I -c {q(PROBE)} {q(index_url)} {check} || cx_index=$?",
+        f"  cx_index=0; CX_INDEX_URL={q(index_url)} {python} -I -c {q(PROBE)} {check} || cx_index=$?",
         '  case "$cx_index" in',
         "    0) ;;",
         "    3) need=1; echo 'clustrix-env: index unreachable'",

@@ -14,6 +14,7 @@ refused here, before anything is submitted (:class:`~clustrix.errors.NoWheelErro
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import re
 import subprocess
@@ -75,18 +76,12 @@ def _listed(config: ClusterConfig | Mapping[str, Any], key: str) -> list[str]:
     return value.split() if isinstance(value, str) else [str(v) for v in value]
 
 
-def index_options(config: ClusterConfig | Mapping[str, Any]) -> list[str]:
-    """pip's index options from ``pip_index_url``, ``pip_extra_index_url`` and ``pip_trusted_host`` (else none)."""
-    options = ["--index-url", str(config.get("pip_index_url"))] if config.get("pip_index_url") else []
-    for url in _listed(config, "pip_extra_index_url"):
-        options += ["--extra-index-url", url]
-    for host in _listed(config, "pip_trusted_host"):
-        options += ["--trusted-host", host]
-    return options
-
-
 def index_environment(config: ClusterConfig | Mapping[str, Any]) -> dict[str, str]:
-    """The same settings as variables pip and uv read on the remote side (empty when none is set)."""
+    """``pip_index_url``, ``pip_extra_index_url`` and ``pip_trusted_host`` as the variables pip and uv read.
+
+    Empty when none is set (pip's own configuration applies). Used here for ``pip download``
+    and there for a build from the index.
+    """
     found: dict[str, str] = {}
     if config.get("pip_index_url"):
         found["PIP_INDEX_URL"] = found["UV_INDEX_URL"] = str(config.get("pip_index_url"))
@@ -147,9 +142,12 @@ def download_wheels(
             argv = [
                 sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                 "--disable-pip-version-check", "--progress-bar", "off", *target.pip_options(),
-                *index_options(config), "-d", str(folder), *todo,
+                "-d", str(folder), *todo,
             ]  # fmt: skip
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            # the index keys go in pip's environment, not its arguments: an index URL may hold a password
+            variables = {k: v for k, v in index_environment(config).items() if k.startswith("PIP_")}
+            env = {**os.environ, **variables}
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
             if proc.returncode == 0:
                 break
             names = {_requirement_name(m) for m in _REFUSED.findall(proc.stderr)}
