@@ -64,6 +64,13 @@ class EnvironmentBuildError(ClustrixError):
     """The remote environment could not be built; the message carries the build log's tail."""
 
 
+class NoWheelError(EnvironmentBuildError, ValueError):
+    """The remote side reaches no package index and a distribution has no wheel for its platform.
+
+    Raised before anything is submitted; the message names each distribution and the fixes.
+    """
+
+
 class LocalCodeError(ConfigurationError):
     """The user's own code cannot travel with the call; the message names the module and the fix."""
 

@@ -331,6 +331,36 @@ CORE_KEYS: dict[str, ConfigKey] = {
         backends=NOT_LOCAL,
         single_line=True,
     ),
+    "remote_index": ConfigKey(
+        default="auto",
+        type=Literal["auto", "none", "reachable"],
+        help="whether the remote side reaches a package index when it builds the replicated venv: `auto` probes "
+        "once per host, `none` ships wheels downloaded here (no index there), `reachable` installs from the "
+        "index there (docs/ssh.md, sites whose cluster cannot reach PyPI)",
+        backends=REMOTE,
+    ),
+    "pip_index_url": ConfigKey(
+        default=None,
+        type=str | None,
+        help="the package index (a site mirror or proxy) pip and uv use: there when the remote side reaches it, "
+        "here when clustrix downloads wheels to ship",
+        backends=REMOTE,
+        single_line=True,
+    ),
+    "pip_extra_index_url": ConfigKey(
+        default=[],
+        type=list[str] | str,
+        help="more package indexes, used like pip_index_url",
+        backends=REMOTE,
+        single_line=True,
+    ),
+    "pip_trusted_host": ConfigKey(
+        default=[],
+        type=list[str] | str,
+        help="index hosts pip may reach without a valid certificate (pip's --trusted-host)",
+        backends=REMOTE,
+        single_line=True,
+    ),
     "ship_modules": ConfigKey(
         default=[],
         type=list[str] | str,

@@ -12,6 +12,10 @@
   script that builds it.
 - :mod:`~clustrix.remote.environment.wheels`: distributions installed here from a local path,
   built into wheels to ship.
+- :mod:`~clustrix.remote.environment.target`: the remote ``python3``'s wheel tags and whether
+  it reaches a package index (the probe in the build script).
+- :mod:`~clustrix.remote.environment.wheelhouse`: for a remote side with no index, wheels
+  downloaded here for its tags and kept there once per file hash.
 - :mod:`~clustrix.remote.environment.prepare`: making it all exist on a remote through a
   transport (once per process), or planning it for a dry run.
 

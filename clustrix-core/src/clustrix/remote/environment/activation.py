@@ -115,6 +115,9 @@ class RemoteEnvironment:
     built: bool = False  # True if this call built the venv (not merely found it)
     variables: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
     variables_at: int = 0
+    #: the wheels this call sent to a host that reaches no index (file names), and their bytes
+    shipped_wheels: tuple[str, ...] = ()
+    shipped_bytes: int = 0
 
     def job_prelude(self, job_dir: str) -> tuple[str, ...]:
         """The prelude of a job in ``job_dir``: ``prelude`` with the variables file sourced in its place."""

@@ -13,8 +13,9 @@ import posixpath
 import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from clustrix.log import get_logger
 from clustrix.remote import scripts as remote_script
@@ -34,6 +35,7 @@ from clustrix.remote.environment.interpreter import (
     render_import_check,
     render_version_check,
 )
+from clustrix.remote.environment.target import Target, parse_target
 from clustrix.remote.environment.venv import (
     NEED_WHEELS_EXIT,
     environment_key,
@@ -41,6 +43,13 @@ from clustrix.remote.environment.venv import (
     render_build_script,
     requirements,
     venv_python,
+)
+from clustrix.remote.environment.wheelhouse import (
+    WHEELHOUSE,
+    IndexWheel,
+    download_wheels,
+    index_environment,
+    no_wheel_error,
 )
 from clustrix.remote.environment.wheels import build_local_wheel, local_distributions
 
@@ -52,12 +61,15 @@ log = get_logger("clustrix.remote.environment")
 
 _prepared: dict[tuple[Any, ...], RemoteEnvironment] = {}
 _prepared_lock = threading.Lock()
+#: What the probe found per host (its wheel tags, whether it reaches the index): asked once per process.
+_targets: dict[tuple[Any, ...], Target] = {}
 
 
 def forget_prepared() -> None:
-    """Forget which remotes were prepared in this process (tests)."""
+    """Forget which remotes were prepared in this process, and what their probes found (tests)."""
     with _prepared_lock:
         _prepared.clear()
+        _targets.clear()
 
 
 def planned_remote_environment(
@@ -107,6 +119,8 @@ def prepare_remote_environment(
         (snapshot or {}).get("hash"),
         tuple((d["name"], d.get("digest")) for d in locals_),
         tuple(needs),
+        config.get("remote_index"),
+        tuple(sorted(index_environment(config).items())),
     )
     with _prepared_lock:
         if cache_key in _prepared:
@@ -130,6 +144,14 @@ def prepare_remote_environment(
     return prepared
 
 
+def _probe_mode(config: ClusterConfig, known: Target | None) -> str | None:
+    """How the build script asks about the index: ``check`` it, only the ``tags``, or not at all (None)."""
+    mode = config.get("remote_index") or "auto"
+    if mode == "reachable" or (mode == "auto" and known is not None and known.reachable):
+        return None
+    return "tags" if mode == "none" or (known is not None and known.reachable is False) else "check"
+
+
 def _build(
     transport: Transport,
     config: ClusterConfig,
@@ -143,35 +165,75 @@ def _build(
     key = environment_key(snapshot, base_selection(config))
     wheels = {}
     overlays: list[tuple[str, str]] = []
+    built_here = []
     for wheel in (build_local_wheel(d) for d in locals_):
         remote_wheel = posixpath.join(work_dir, "wheels", wheel.label, wheel.path.name)
         wheels[wheel.label] = (remote_wheel, wheel.path)
+        built_here.append(wheel)
         overlays.append((remote_wheel, overlay_dir(work_dir, {"name": wheel.name, "digest": wheel.digest})))
     log.info(
         "clustrix.environment_check", host=transport.host, key=key, distributions=len(snapshot.get("distributions", []))
     )
-    shipped: list[tuple[str, Path]] = []
-    while True:
-        script = render_build_script(
-            work_dir=work_dir,
-            key=key,
-            requirement_lines=requirements(snapshot),
-            python_version=expected,
-            activation=activation,
-            allow_mismatch=allow,
-            overlays=overlays,
-            shipped=[(remote, path.stat().st_size) for remote, path in shipped],
-        )
-        # the wheels go in the same command that checked the directories they are written to
-        result = remote_script.run_checked(transport, script, b"".join(path.read_bytes() for _, path in shipped))
-        if result.returncode != NEED_WHEELS_EXIT or shipped:
-            break
+    host_key = (transport.host, config.get("cluster_port"), config.get("username"), config.get("pip_index_url"))
+    with _prepared_lock:
+        known = _targets.get(host_key)
+    probe = _probe_mode(config, known)
+    wheelhouse = posixpath.join(work_dir, WHEELHOUSE)
+    reqs = requirements(snapshot)
+    common: dict[str, Any] = {
+        "work_dir": work_dir,
+        "key": key,
+        "python_version": expected,
+        "activation": activation,
+        "allow_mismatch": allow,
+        "overlays": overlays,
+        "index_url": str(config.get("pip_index_url") or ""),
+        "index_environment": index_environment(config),
+    }
+    script = render_build_script(
+        requirement_lines=reqs, probe=probe, wheelhouse=wheelhouse if probe else None, **common
+    )
+    result = remote_script.run_checked(transport, script)
+    target = parse_target(result.stdout)
+    if target is not None and probe == "check":  # the same answer for every environment on this host
+        with _prepared_lock:
+            _targets[host_key] = target
+    sent: list[IndexWheel] = []
+    if result.returncode == NEED_WHEELS_EXIT:
         lines = result.stdout.splitlines()
         needed = [line.split(" ", 2)[2] for line in lines if line.startswith("clustrix-env: need-wheel ")]
         shipped = [wheels[label] for label in needed if label in wheels]
-        if not shipped:
-            break
+        index_paths: list[str] = []
+        if target is not None and "clustrix-env: index unreachable" in lines:
+            downloaded, refused = download_wheels(reqs, target, config, host=transport.host)
+            foreign = [w.name for w in built_here if not target.accepts(w.path.name)]
+            if refused or foreign:
+                raise no_wheel_error(refused, target, transport.host, local=foreign)
+            have = {line.split(" ", 2)[2] for line in lines if line.startswith("clustrix-env: have ")}
+            index_paths = [w.remote_path(work_dir) for w in downloaded]
+            sent = [w for w in downloaded if w.remote_path(work_dir) not in have]
+        script = render_build_script(
+            requirement_lines=reqs,
+            shipped=[(remote, path.stat().st_size) for remote, path in shipped],
+            wheelhouse=wheelhouse if index_paths else None,
+            index_wheels=index_paths,
+            received=[(w.remote_path(work_dir), w.sha256, w.path.stat().st_size) for w in sent],
+            **common,
+        )
+        data = b"".join([*(path.read_bytes() for _, path in shipped), *(w.path.read_bytes() for w in sent)])
+        # the wheels go in the same command that checked the directories they are written to
+        result = remote_script.run_checked(transport, script, data, timeout=3600)
+        if index_paths:
+            log.info(
+                "clustrix.wheels_shipped",
+                host=transport.host,
+                sent=len(sent),
+                reused=len(index_paths) - len(sent),
+                bytes=sum(w.path.stat().st_size for w in sent),
+            )
     if not result.ok:
+        if result.returncode == NEED_WHEELS_EXIT:
+            raise EnvironmentBuildError(f"the remote side still asks for wheels after they were sent:\n{result.stdout}")
         raise interpret_failure(result.stderr, expected)
     ready = [line for line in result.stdout.splitlines() if line.startswith("clustrix-env: ready ")]
     if not ready:
@@ -180,4 +242,9 @@ def _build(
         )
     path_line = pythonpath_line([target for _, target in overlays])
     built = "clustrix-env: built" in result.stdout
-    return job_environment(config, ready[-1].split(" ", 2)[2], path_line, built=built)
+    prepared = job_environment(config, ready[-1].split(" ", 2)[2], path_line, built=built)
+    return attrs.evolve(
+        prepared,
+        shipped_wheels=tuple(w.path.name for w in sent),
+        shipped_bytes=sum(w.path.stat().st_size for w in sent),
+    )

@@ -45,9 +45,14 @@ def wheel_cache_dir() -> Path:
     The wheels hold the user's own code. A level an older clustrix left 0755 is made 0700; one
     that is a link or another user's is refused.
     """
+    return private_cache_dir("wheels")
+
+
+def private_cache_dir(name: str) -> Path:
+    """``<user cache dir>/clustrix/<name>``, private (0700) at both levels, created if missing (see above)."""
     root = Path(platformdirs.user_cache_dir("clustrix"))
     root.parent.mkdir(parents=True, exist_ok=True)  # the user's cache dir (~/.cache): not ours to change
-    for directory in (root, root / "wheels"):
+    for directory in (root, root / name):
         try:
             directory.mkdir(mode=0o700)
         except FileExistsError:
@@ -55,11 +60,11 @@ def wheel_cache_dir() -> Path:
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
                 raise EnvironmentBuildError(
                     f"{directory} is not a directory of this user's (a link, a file or another user's): clustrix "
-                    "keeps the wheels of local code there. Remove it and submit again."
+                    "keeps wheels there. Remove it and submit again."
                 ) from None
             if info.st_mode & 0o077:
                 directory.chmod(0o700)
-    return root / "wheels"
+    return root / name
 
 
 def build_local_wheel(dist: Mapping[str, Any]) -> LocalWheel:
