@@ -20,6 +20,7 @@ input's exception as ``__cause__``. Cancelling an upstream cancels its dependant
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,9 @@ def input_error(future: concurrent.futures.Future[Any]) -> DependencyError:
     return error
 
 
-def submit(function: ClusterFunction, arguments: Arguments, *, whole: bool, into: list[ClusterFuture] | None) -> Any:
+def submit(
+    function: ClusterFunction, arguments: Arguments, *, whole: bool, into: list[ClusterFuture] | None
+) -> list[ClusterFuture] | None:
     """Submit calls whose arguments hold futures; None when they hold none (the caller submits as usual)."""
     found = {id(f): f for call in arguments for f in futures_in(call)}
     if not found:
@@ -194,7 +197,9 @@ class ChainedFuture(InlineFuture):
         return f"<ChainedFuture job={self.job_id} index={self.index} state={self._state}>"
 
 
-def chain(function: ClusterFunction, arguments: Arguments, *, whole: bool, into: list[ClusterFuture] | None) -> Any:
+def chain(
+    function: ClusterFunction, arguments: Arguments, *, whole: bool, into: list[ClusterFuture] | None
+) -> list[ClusterFuture]:
     """Client-side chaining: return futures now; a thread submits the calls when their inputs are ready."""
     futures = [ChainedFuture(None)] if whole else [ChainedFuture(i) for i in range(len(arguments))]
     if into is not None:
@@ -204,7 +209,7 @@ def chain(function: ClusterFunction, arguments: Arguments, *, whole: bool, into:
         target=_run_chain, args=(function, arguments, inputs, futures, whole), name="clustrix-chain", daemon=True
     )
     thread.start()
-    return futures
+    return list(futures)
 
 
 def _run_chain(
@@ -241,7 +246,7 @@ def _run_chain(
         mine.target = target
         if mine.cancelled():
             target.cancel()
-        target.add_done_callback(lambda t, mine=mine: _forward(t, mine))
+        target.add_done_callback(functools.partial(_forward, mine=mine))
 
 
 def _forward(target: concurrent.futures.Future[Any], mine: ChainedFuture) -> None:

@@ -53,7 +53,9 @@ def handle_data(spec: JobSpec) -> dict[str, Any]:
     """What the handle (and so the registry) keeps of ``spec``'s dependencies: ``{"after": [...]}`` or nothing."""
     if not spec.dependencies:
         return {}
-    after = [{"job": d.job_id, "native_id": d.native_id, "calls": [list(c) for c in d.calls]} for d in spec.dependencies]
+    after = [
+        {"job": d.job_id, "native_id": d.native_id, "calls": [list(c) for c in d.calls]} for d in spec.dependencies
+    ]
     return {"after": after}
 
 

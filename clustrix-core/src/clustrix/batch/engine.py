@@ -41,8 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 
 from clustrix.batch import shell
-from clustrix.batch.dependencies import holds_jobs, kept
 from clustrix.batch.commands import SchedulerCommands
+from clustrix.batch.dependencies import holds_jobs, kept
 from clustrix.batch.dialect import Dialect, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
 from clustrix.batch.status import (

@@ -21,7 +21,7 @@ from clustrix.remote.runner import UPSTREAM
 def placeholder(
     *, job_id: str, job_dir: str, index: int, tasks: int, held: bool, wait: float | None = None
 ) -> dict[str, Any]:
-    """What the runner replaces by call ``index``'s value of the job in ``job_dir`` (see the runner's ``read_upstream``).
+    """What the runner replaces by the value of call ``index`` of the job in ``job_dir`` (its ``read_upstream``).
 
     ``held``: the scheduler starts the dependant only after the upstream ended; else the runner waits
     for the upstream on the cluster, at most ``wait`` seconds when given.
