@@ -293,6 +293,8 @@ def call_order(n_calls: int, own: Sequence[int]) -> list[int]:
 #: A one-key dict ``{UPSTREAM: {"job", "dir", "index", "tasks", "wait", "held"}}`` in a call's arguments
 #: (in lists, tuples and dicts) stands for the result of call ``index`` of the job in ``dir``.
 UPSTREAM = "__clustrix_upstream__"
+#: Set (to 1) in a job no scheduler holds for its inputs (the plain ssh backend): each waits until its upstream is over.
+INPUTS_WAIT_ENV = "CLUSTRIX_INPUTS_WAIT"
 
 try:
     from clustrix.errors import DependencyError
@@ -340,7 +342,7 @@ def read_upstream(ref: dict[str, Any]) -> Any:
             pass
         ended = [os.path.exists(os.path.join(job_dir, exit_name(t))) for t in range(int(ref["tasks"]))]
         over = all(ended) or os.path.exists(os.path.join(job_dir, CANCELLED)) or not os.path.isdir(job_dir)
-        if ref.get("held") and not over:
+        if ref.get("held") and not os.environ.get(INPUTS_WAIT_ENV) and not over:
             try:
                 with open(os.path.join(job_dir, claim_name(index)), encoding="utf-8") as fh:
                     holder = fh.readline().strip()
