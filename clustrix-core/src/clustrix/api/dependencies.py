@@ -219,7 +219,11 @@ def _run_chain(
     futures: list[ChainedFuture],
     whole: bool,
 ) -> None:
-    concurrent.futures.wait(inputs)
+    ended = threading.Semaphore(0)  # not concurrent.futures.wait: it misses a future cancelled by .cancel() alone
+    for future in inputs:
+        future.add_done_callback(lambda _: ended.release())
+    for _ in inputs:
+        ended.acquire()
     ready, errors = [], {}
     for i, call in enumerate(arguments):
         bad = next((f for f in futures_in(call) if f.cancelled() or f.exception() is not None), None)
