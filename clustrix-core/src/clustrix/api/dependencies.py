@@ -97,23 +97,29 @@ def submit(
     )
     if not on_cluster:
         return chain(function, arguments, whole=whole, into=into)
-    jobs = {f.job_id: f for f in upstream}
-    held_jobs.keep(list(jobs))  # before looking at done(): its directory must not go meanwhile
+    every = list({f.job_id for f in upstream})
+    held_jobs.keep(every)  # before looking at done(): a directory must not go meanwhile
     if any(f.done() and (f.cancelled() or f.exception() is not None) for f in upstream):
-        for job_id in jobs:
+        for job_id in every:
             held_jobs.release(job_id)
         return chain(function, arguments, whole=whole, into=into)
-    calls: dict[str, list[tuple[int, int]]] = {job_id: [] for job_id in jobs}
+    jobs: dict[str, ClusterFuture] = {}
+    calls: dict[str, list[tuple[int, int]]] = {}
     new_arguments = []
     for i, call in enumerate(arguments):
 
         def put(f: concurrent.futures.Future[Any], i: int = i) -> Any:
             assert isinstance(f, ClusterFuture) and f.index is not None
-            calls[f.job_id].append((i, f.index))
+            if f.done():
+                return f.result()  # its value is here already (its directory may be cleaned up): no dependency
+            jobs.setdefault(f.job_id, f)
+            calls.setdefault(f.job_id, []).append((i, f.index))
             tasks = int(f.handle.data.get("tasks", 1))
             return placeholder(job_id=f.job_id, job_dir=str(f.handle.job_dir), index=f.index, tasks=tasks, held=True)
 
         new_arguments.append(replaced(call, put))
+    for job_id in set(every) - set(jobs):
+        held_jobs.release(job_id)
     after = tuple(
         Dependency(
             job_id=job_id,
@@ -133,7 +139,8 @@ def submit(
         for job_id in jobs:
             held_jobs.release(job_id)
         raise
-    link(list(jobs.values()), futures)
+    if jobs:
+        link(list(jobs.values()), futures)
     return futures
 
 
