@@ -149,13 +149,15 @@ def link(upstream: list[ClusterFuture], dependants: list[ClusterFuture]) -> None
     directory goes (``cleanup_on_success``) once every dependant has read it."""
     job = dependants[0]._job
     every_upstream_future = {id(g): g for f in upstream for g in f._job.futures}.values()
+    cancelling: list[concurrent.futures.Future[Any]] = []
 
     def upstream_done(future: concurrent.futures.Future[Any]) -> None:
         exc = None if future.cancelled() else future.exception()
         lost = future.cancelled() or (
             isinstance(exc, JobError) and not isinstance(exc, DependencyError) and exc.error_type is None
         )
-        if lost and not all(d.done() for d in dependants):
+        if lost and not cancelling and not all(d.done() for d in dependants):
+            cancelling.append(future)  # once, not for each call of the upstream
             try:  # its futures stay: they end with a DependencyError naming the input
                 job.scheduler.cancel(job.handle, job.config)
             except Exception as error:  # noqa: BLE001 - the scheduler drops it anyway where it can
