@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 
@@ -100,15 +101,19 @@ def test_cancelling_an_upstream_cancels_its_dependants(target: Target) -> None:
     def after(x: float) -> float:
         return x
 
-    upstream = nap.submit(600)
+    upstream = nap.submit(300)
     dependant = after.submit(upstream)
-    _held(dependant)
-    time.sleep(2)
-    assert upstream.cancel()
-    with pytest.raises(DependencyError) as info:
-        dependant.result(timeout=180)
-    assert info.value.upstream_job_id == upstream.job_id
-    assert Job.attach(dependant.job_id).status().state.final
+    try:
+        _held(dependant)
+        time.sleep(2)
+        assert upstream.cancel()
+        with pytest.raises(DependencyError) as info:
+            dependant.result(timeout=180)
+        assert info.value.upstream_job_id == upstream.job_id
+        assert Job.attach(dependant.job_id).status().state.final
+    finally:  # nothing of a failed test keeps the shared testbed busy
+        for future in (upstream, dependant):
+            future.cancel()
 
 
 def test_the_cli_cancels_a_job_with_its_dependants(target: Target) -> None:
@@ -117,9 +122,17 @@ def test_the_cli_cancels_a_job_with_its_dependants(target: Target) -> None:
         time.sleep(seconds)
         return seconds
 
-    upstream = nap.submit(600)
+    upstream = nap.submit(300)
     middle = nap.submit(upstream)
     last = nap.submit(middle)
+    try:
+        check_the_cli(upstream, middle, last)
+    finally:  # nothing of a failed test keeps the shared testbed busy
+        for future in (upstream, middle, last):
+            future.cancel()
+
+
+def check_the_cli(upstream: Any, middle: Any, last: Any) -> None:
     listing = subprocess.run(
         [sys.executable, "-m", "clustrix.cli", "status", last.job_id], capture_output=True, text=True, timeout=120
     )
