@@ -30,7 +30,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # tests.testbed brings the cluster and sshd up
 
 import harness  # noqa: E402  (benchmarks/, the script's own folder)
-from bench_slurm import wait_until_idle  # noqa: E402
 
 MAP_SIZE = 100
 ALIVE_GOAL = 3.0
@@ -75,25 +74,37 @@ def waiting_in_the_client(functions: tuple[Any, Any, Any]) -> tuple[float, float
 
 
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
     from clustrix import cluster
-    from tests.testbed import slurm as slurm_testbed
     from tests.testbed.sshd import start_sshd
 
-    output, repeats = harness.arguments(__doc__ or "", "benchmarks/results/pipeline.json", argv)
-    bed = slurm_testbed.start()
-    server = start_sshd(slurm_testbed.TEST_USER)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    scheduler = "slurm"  # --scheduler sge runs the same pipeline on the Grid Engine testbed
+    if "--scheduler" in argv:
+        at = argv.index("--scheduler")
+        scheduler = argv[at + 1]
+        del argv[at : at + 2]
+    wait_until_idle = importlib.import_module(f"bench_{scheduler}").wait_until_idle
+    testbed = importlib.import_module(f"tests.testbed.{scheduler}")
+    default = (
+        "benchmarks/results/pipeline.json" if scheduler == "slurm" else f"benchmarks/results/pipeline-{scheduler}.json"
+    )
+    output, repeats = harness.arguments(__doc__ or "", default, argv)
+    bed = testbed.start()
+    server = start_sshd(testbed.TEST_USER)
     work = tempfile.mkdtemp(prefix="clustrix-bench-pipeline-")
     os.environ.setdefault("CLUSTRIX_DATA_DIR", os.path.join(work, "registry"))
     contenders = {"dependencies": with_dependencies, "client waits": waiting_in_the_client}
     times: dict[str, dict[str, list[float]]] = {name: {"total": [], "alive": []} for name in contenders}
     try:
         options = server.config(
-            cluster_type="slurm",
+            cluster_type=scheduler,
             replicate_distributions=["clustrix-core"],
             remote_work_dir="~/.clustrix/bench-pipeline",
         )
         functions = tuple(cluster(**options)(fn) for fn in (stage_one, stage_two, stage_three))
-        print(f"SLURM testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
+        print(f"{scheduler} testbed {'reused' if bed.reused else 'started'}; sshd on {server.host}:{server.port}")
         with_dependencies(functions)  # warm-up: the environment check and the venv, once per process
         for run in range(repeats):
             for name in harness.rotated(list(contenders), run):
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = {case: {name: harness.summary(t[case]) for name, t in times.items()} for case in ("total", "alive")}
     harness.print_figures(
-        f"3-stage pipeline of {MAP_SIZE}-call maps on SLURM over SSH, seconds (total: first submit to final "
+        f"3-stage pipeline of {MAP_SIZE}-call maps on {scheduler} over SSH, seconds (total: first submit to final "
         "result; alive: the submitting process)",
         figures,
     )
@@ -117,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsubmitting process alive with dependencies: {alive:.2f} s (goal < {ALIVE_GOAL} s) {verdict}")
     print(f"first submit to final result: client waits / dependencies = {speedup:.2f}x")
     report = {
-        "testbed": {"cpus": bed.cpus},
+        "scheduler": scheduler,
+        "testbed": {"cpus": getattr(bed, "cpus", None), "slots": getattr(bed, "slots", None)},
         "repeats": repeats,
         "map_size": MAP_SIZE,
         "figures": figures,
         "targets": [{"what": "process alive with dependencies (s)", "value": alive, "goal": ALIVE_GOAL}],
         "missed": [] if verdict == "met" else ["process alive"],
     }
-    harness.write_report(output, "pipeline", report)
+    harness.write_report(output, f"pipeline-{scheduler}", report)
     return 0
 
 
