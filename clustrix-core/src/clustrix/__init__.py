@@ -32,6 +32,7 @@ _EXPORTS = {
     "cluster": "clustrix.api.decorator",
     "ClustrixError": "clustrix.errors",
     "ConfigurationError": "clustrix.errors",
+    "DependencyError": "clustrix.errors",
     "JobCancelledError": "clustrix.errors",
     "JobError": "clustrix.errors",
     "JobLostError": "clustrix.errors",
@@ -50,6 +51,7 @@ __all__ = [
     "ClusterFuture",
     "ClustrixError",
     "ConfigurationError",
+    "DependencyError",
     "Executor",
     "Job",
     "JobCancelledError",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
     from clustrix.errors import (
         ClustrixError,
         ConfigurationError,
+        DependencyError,
         JobCancelledError,
         JobError,
         JobLostError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import difflib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the runner imports this module on a compute node: the standard library only at run time
     from clustrix.plugin.transport import CommandResult
@@ -144,6 +144,21 @@ class JobCancelledError(JobError, concurrent.futures.CancelledError):
 
 class JobLostError(JobError):
     """The job ended without writing a result: node failure, killed runner, missing files."""
+
+
+class DependencyError(JobError):
+    """An input of the call (a future passed as an argument) failed, was cancelled or is gone, so the call never ran.
+
+    ``upstream_job_id`` and ``upstream_call`` name the job and call whose result was the input; the
+    upstream's own exception is the ``__cause__`` when it is known (see :mod:`clustrix.api.dependencies`).
+    """
+
+    def __init__(
+        self, message: str, *, upstream_job_id: str | None = None, upstream_call: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream_job_id = upstream_job_id
+        self.upstream_call = upstream_call
 
 
 def error_for_state(state: JobState) -> type[JobError]:

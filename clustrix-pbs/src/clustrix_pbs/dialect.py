@@ -80,6 +80,16 @@ class PBSDialect(Dialect):
     def submit_argv(self, script_path: str, job: ScriptJob) -> list[str]:
         return directives.qsub_argv(self.request(job), script_path)
 
+    def dependency_options(self, job: ScriptJob) -> list[str] | None:
+        # whole jobs only (PBS holds no subjob for another's); an array is named "12[].server"
+        arrays = [d.native_id for d in job.after if "[" in d.native_id]
+        plain = [d.native_id for d in job.after if "[" not in d.native_id]
+        if self.flavour is parse.Flavour.TORQUE:  # Torque: afterokarray for arrays
+            kinds = [("afterok", plain), ("afterokarray", arrays)]
+        else:  # OpenPBS / PBS Pro: afterok takes an array job id too
+            kinds = [("afterok", plain + arrays)]
+        return ["-W", "depend=" + ",".join(f"{kind}:{':'.join(ids)}" for kind, ids in kinds if ids)]
+
     def parse_submit(self, stdout: str) -> str:
         return parse.parse_qsub(stdout)
 

@@ -53,6 +53,7 @@ class PBSScheduler:
     persistent = True
     python_needs = JOB_NEEDS  # the runner file ships with each job, as for every batch scheduler
     resource_keys = EXTRA_KEYS  # every flavour's dialect has these extras
+    holds_dependencies = True  # both flavours' dialects give -W depend= (futures as arguments)
 
     def __init__(
         self, transport_factory: Callable[[ClusterConfig], Transport] = transport_for, *, forced: Flavour | None = None

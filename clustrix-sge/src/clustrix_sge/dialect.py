@@ -73,6 +73,12 @@ class SGEDialect(Dialect):
     def submit_argv(self, script_path: str, job: ScriptJob) -> list[str]:
         return ["qsub", "-terse", script_path]
 
+    def dependency_options(self, job: ScriptJob) -> list[str] | None:
+        # -hold_jid for whole jobs, -hold_jid_ad task by task (same task range) where the packing lines up
+        whole = [d.native_id for d in job.after if not d.elementwise]
+        each = [d.native_id for d in job.after if d.elementwise]
+        return [*(["-hold_jid", ",".join(whole)] if whole else []), *(["-hold_jid_ad", ",".join(each)] if each else [])]
+
     def parse_submit(self, stdout: str) -> str:
         return parse.parse_qsub_terse(stdout)
 

@@ -47,6 +47,13 @@ class SlurmDialect(Dialect):
     def submit_argv(self, script_path: str, job: ScriptJob) -> list[str]:
         return ["sbatch", "--parsable", script_path]
 
+    def dependency_options(self, job: ScriptJob) -> list[str] | None:
+        # afterok for whole jobs, aftercorr task by task where the packing lines up; "," is AND
+        whole = [d.native_id for d in job.after if not d.elementwise]
+        each = [d.native_id for d in job.after if d.elementwise]
+        kinds = [f"{kind}:{':'.join(ids)}" for kind, ids in (("afterok", whole), ("aftercorr", each)) if ids]
+        return [f"--dependency={','.join(kinds)}", "--kill-on-invalid-dep=yes"]
+
     def parse_submit(self, stdout: str) -> str:
         return parse.parse_sbatch_parsable(stdout)
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob, TaskRecord
 from clustrix.plugin.types import JobState
+from clustrix.remote.runner import INPUTS_WAIT_ENV
 
 #: At most this many runner tasks per job; calls beyond it are packed into the tasks.
 MAX_TASKS = 64
@@ -112,11 +113,15 @@ class SSHDialect(Dialect):
             [
                 f"cd -- {shlex.quote(job.job_dir)} || exit 1",  # before the prelude: nothing runs where it started
                 *job.prelude,
+                *([f"export {INPUTS_WAIT_ENV}=1"] if job.after else []),
                 limit,
                 f"printf '%s\\n' {tasks} | xargs -n 1 -P \"$P\" {run}",
                 "",
             ]
         )
+
+    def dependency_options(self, job: ScriptJob) -> list[str] | None:
+        return []  # no queue to hold the job: it starts at once, and its runner waits for its inputs (below)
 
     def submit_argv(self, script_path: str, job: ScriptJob) -> list[str]:
         detach = 'setsid nohup sh "$0" </dev/null >stdout 2>stderr & echo "$!:$1"'

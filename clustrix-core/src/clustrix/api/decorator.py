@@ -15,6 +15,7 @@ from typing import Any, overload
 
 import attrs
 
+from clustrix.api import dependencies
 from clustrix.api.futures import ClusterFuture, InlineFuture, get_manager
 from clustrix.api.progress import wait as wait_with_progress
 from clustrix.api.progress import wanted as wanted_progress
@@ -393,6 +394,8 @@ class ClusterFunction:
             if into is not None:
                 into.extend(futures)
             return futures
+        if (chained := dependencies.submit(self, arguments, whole=whole, into=into)) is not None:
+            return chained  # some arguments are futures (see clustrix.api.dependencies)
         spec, scheduler = self._spec(arguments)
         with self._naming_unpicklable(spec):
             return get_manager().submit(spec, scheduler, whole=whole, into=into)

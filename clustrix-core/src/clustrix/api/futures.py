@@ -61,8 +61,12 @@ def exception_from_outcome(outcome: Outcome, *, job_id: str | None = None) -> Ba
     )
 
 
-def missing_outcome_error(handle: JobHandle, status: JobStatus, stderr_tail: str | None) -> JobError:
-    """The error for a call that wrote no result, chosen by the job's final state."""
+def missing_outcome_error(handle: JobHandle, status: JobStatus, stderr_tail: str | None, index: int = 0) -> JobError:
+    """The error for a call that wrote no result, chosen by the job's final state (or its failed input)."""
+    from clustrix.api.dependencies import upstream_error
+
+    if handle.data.get("after") and (error := upstream_error(handle, index, status)) is not None:
+        return error
     if status.state is JobState.COMPLETED:
         cls: type[JobError] = JobLostError
         message = f"job {handle.job_id} finished but wrote no result for this call"
@@ -476,13 +480,13 @@ def resolve_futures(
 ) -> None:
     """Set each future from its outcome; ``stderr_tail()`` is called at most once, if needed."""
     tail_text: list[str] = []
-    for future, outcome in zip(futures, outcomes, strict=False):
+    for index, (future, outcome) in enumerate(zip(futures, outcomes, strict=False)):
         if future.done():
             continue
         if outcome is None:
             if not tail_text:
                 tail_text.append(stderr_tail())
-            _set(future, error=missing_outcome_error(handle, status, tail_text[0]))
+            _set(future, error=missing_outcome_error(handle, status, tail_text[0], index))
         elif outcome.ok:
             _set(future, value=outcome.value)
         else:
@@ -501,9 +505,9 @@ def resolve_whole(
         _set(future, value=all_values)
         return
     values = []
-    for outcome in outcomes:
+    for index, outcome in enumerate(outcomes):
         if outcome is None:
-            _set(future, error=missing_outcome_error(handle, status, stderr_tail()))
+            _set(future, error=missing_outcome_error(handle, status, stderr_tail(), index))
             return
         if not outcome.ok:
             _set(future, error=exception_from_outcome(outcome, job_id=handle.job_id))

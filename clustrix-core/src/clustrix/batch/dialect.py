@@ -45,13 +45,14 @@ import attrs
 
 from clustrix.config.resources import Resources, check_partition_queue
 from clustrix.errors import ParseError
-from clustrix.plugin.types import JobState
+from clustrix.plugin.types import Dependency, JobState
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
 
 __all__ = [
     "FAILURE_PRIORITY",
+    "Dependency",
     "Dialect",
     "ScriptJob",
     "SiteInfo",
@@ -92,6 +93,9 @@ class ScriptJob:
     #: The job's :class:`clustrix.config.settings.ClusterConfig`, for site settings a plugin declared through
     #: ``clustrix_config_keys`` (SGE's parallel environment name); None when rendered without one.
     config: ClusterConfig | None = attrs.field(default=None, eq=False, repr=False)
+    #: Jobs of the same scheduler this one must wait for (futures passed as arguments); see
+    #: :meth:`Dialect.dependency_options`. ``elementwise`` is set where task *t* needs only task *t*.
+    after: tuple[Dependency, ...] = ()
 
 
 @attrs.frozen
@@ -379,6 +383,22 @@ class Dialect(abc.ABC):
         line (Torque's ``-o``/``-e``) go here; the rest belongs in :meth:`directives`.
         """
         ...
+
+    def dependency_options(self, job: ScriptJob) -> list[str] | None:
+        """*Optional.* Submit options that hold ``job`` until every job of ``job.after`` has ended well.
+
+        They are put right after the submit command's name (``sbatch --dependency=afterok:12
+        --parsable job.sh``). Each :class:`Dependency` gives the upstream's native id, its task
+        count, and ``elementwise`` when task *t* of ``job`` needs only task *t* of the upstream
+        (SLURM ``aftercorr``, SGE ``-hold_jid_ad``); a scheduler that cannot hold tasks one by one
+        holds the whole job. If the upstream can never end well, the scheduler should drop
+        ``job`` (SLURM ``--kill-on-invalid-dep=yes``), so nothing waits for ever.
+
+        The default, None, means "this scheduler has no dependencies": the client then waits for
+        the inputs and submits the job itself when they are ready (client-side chaining), so the
+        submitting process must stay alive.
+        """
+        return None
 
     @abc.abstractmethod
     def parse_submit(self, stdout: str) -> str:

@@ -42,6 +42,7 @@ import attrs
 
 from clustrix.batch import shell
 from clustrix.batch.commands import SchedulerCommands
+from clustrix.batch.dependencies import holds_jobs, kept
 from clustrix.batch.dialect import Dialect, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
 from clustrix.batch.status import (
@@ -118,6 +119,11 @@ class BatchScheduler(SchedulerCommands):
 
     def __repr__(self) -> str:
         return f"BatchScheduler({type(self.dialect).__name__})"
+
+    @property
+    def holds_dependencies(self) -> bool:
+        """Whether the scheduler itself holds a job until its inputs are ready (else the client chains)."""
+        return holds_jobs(self.dialect)
 
     # ---- submit -------------------------------------------------------------
     @hookimpl
@@ -209,7 +215,8 @@ class BatchScheduler(SchedulerCommands):
         for handle in handles:
             n_tasks = n_tasks_of(handle)
             sweep = None
-            if n_tasks > 1 and handle.native_id and handle.job_id not in self._swept:
+            # an upstream's pending tasks stay: a cancelled task would fail its dependants' afterok
+            if n_tasks > 1 and handle.native_id and handle.job_id not in self._swept and not kept(handle.job_id):
                 argv = d.sweep_argv(handle.native_id)
                 sweep = None if argv is None else self._command(argv, config)
             jobs.append(
@@ -447,4 +454,6 @@ class BatchScheduler(SchedulerCommands):
 
     @hookimpl
     def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
+        if kept(handle.job_id):  # dependants still read its results (see clustrix.batch.dependencies)
+            return False
         return jobdir.remove_job_dir(self.transport(config), handle)

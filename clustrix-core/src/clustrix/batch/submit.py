@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from clustrix.batch import shell
+from clustrix.batch import dependencies, shell
 from clustrix.batch.dialect import Dialect, ParseError, ScriptJob
 from clustrix.errors import SchedulerCommandError, StagingError, SubmitRejectedError
 from clustrix.log import get_logger
@@ -79,7 +79,8 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
         max_array = scheduler.site(config, transport).max_array_size
     tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
     # the user's own modules: refused if they cannot travel (before anything is written remotely)
-    payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=JOB_NEEDS)
+    claim = dependencies.claims_allowed(spec.dependencies, spec.size, len(tasks))
+    payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=claim, needs=JOB_NEEDS)
     # before anything is written remotely: a Python mismatch or a failed build stops here
     prepared = prepare_remote_environment(transport, config, snapshot, needs=JOB_NEEDS)
     shipped = ship(transport, config, code, python=prepared.python, prelude=prepared.check_prelude())
@@ -101,7 +102,7 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
         native_id=native_id,
         host=transport.host,
         job_dir=plan.job.job_dir,
-        data={"tasks": len(tasks), "script": plan.script_path},
+        data={"tasks": len(tasks), "script": plan.script_path, **dependencies.handle_data(spec)},
     )
     return handle, transport
 
@@ -132,7 +133,8 @@ def dry_run(scheduler: BatchScheduler, spec: JobSpec) -> dryrun.DryRun:
                 f"({shlex.join(d.site_argv() or [])}) and may use more"
             )
     tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
-    _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=True, needs=JOB_NEEDS)
+    claim = dependencies.claims_allowed(spec.dependencies, spec.size, len(tasks))
+    _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=claim, needs=JOB_NEEDS)
     base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
     shipped = planned(base_dir, code)
     plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
@@ -194,9 +196,10 @@ def plan_submission(
         runner_path=posixpath.join(job_dir, RUNNER_NAME),
         max_parallel=config.get("max_parallel_jobs"),
         config=config,
+        after=dependencies.lined_up(spec.dependencies, spec.size, n_tasks),
     )
     script_path = posixpath.join(job_dir, dialect.script_name)
-    argv = dialect.submit_argv(script_path, job)
+    argv = dependencies.with_options(dialect, dialect.submit_argv(script_path, job), job)
     return Submission(
         job=job,
         script_path=script_path,

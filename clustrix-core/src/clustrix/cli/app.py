@@ -125,7 +125,11 @@ def build_parser(prog: str = "clustrix") -> argparse.ArgumentParser:
         "-o", "--output", help="write the pickled result to this new file (mode 0600) instead of printing it"
     )
     result.add_argument("--force", action="store_true", help="with -o: replace FILE if it exists (never via a link)")
-    add("cancel", cmd_cancel, "cancel a job, pending or running").add_argument("job_id", help=job_id)
+    cancel = add("cancel", cmd_cancel, "cancel a job, pending or running")
+    cancel.add_argument("job_id", help=job_id)
+    cancel.add_argument(
+        "--with-dependants", action="store_true", help="also cancel every job that takes this job's results"
+    )
     add("doctor", cmd_doctor, "check the configuration, connection, remote python and work dir")
     code = add("code", cmd_code, "list the local modules a function would ship to the cluster (submits nothing)")
     code.add_argument("target", help="MODULE:FUNCTION, e.g. mylib:run (imported from the current folder)")

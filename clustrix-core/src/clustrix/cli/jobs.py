@@ -22,12 +22,12 @@ def _when(timestamp: float) -> str:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     records = registry.list_jobs(limit=args.limit, unfinished_only=args.running)
-    data = [r.to_dict() for r in records]
+    data = [{**r.to_dict(), "after": upstream_of(r)} for r in records]
     header = f"{'JOB ID':<30} {'SCHEDULER':<10} {'NATIVE':<12} {'STATE':<14} {'CALLS':>5}  {COUNTS_HEADER:<18}  "
-    lines = [header + f"{'SUBMITTED':<19}  NAME"]
+    lines = [header + f"{'SUBMITTED':<19}  {'NAME':<20}  AFTER"]
     lines += [
         f"{r.job_id:<30} {r.scheduler:<10} {r.handle.native_id or '-':<12} {r.state.value:<14} {r.size:>5}  "
-        f"{_counts_column(r.counts):<18}  {_when(r.submitted_at):<19}  {r.name}"
+        f"{_counts_column(r.counts):<18}  {_when(r.submitted_at):<19}  {r.name:<20}  {','.join(upstream_of(r)) or '-'}"
         for r in records
     ]
     emit(data, args.json, "\n".join(lines))
@@ -37,6 +37,37 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 #: The calls of a job, as ``clustrix jobs`` shows them (at the last update of the registry).
 COUNTS_HEADER = "DONE/FAIL/RUN/PEND"
 COUNT_KEYS = ("done", "failed", "running", "pending")
+
+
+def upstream_of(record: registry.JobRecord) -> list[str]:
+    """The jobs whose results ``record``'s calls take as arguments (what it waits for, or waited for)."""
+    return [str(entry.get("job")) for entry in record.handle.data.get("after") or []]
+
+
+def waiting_for(record: registry.JobRecord) -> list[str]:
+    """The upstream jobs of ``record`` that have not finished yet, as the registry knows them."""
+    waiting = []
+    for job_id in upstream_of(record):
+        try:
+            if not Job.attach(job_id).status().state.final:
+                waiting.append(job_id)
+        except ClustrixError:
+            waiting.append(job_id)  # not in this registry: it may still run
+    return waiting
+
+
+def dependants_of(job_id: str) -> list[str]:
+    """Every registered job that takes ``job_id``'s results, directly or through others (nearest first)."""
+    records = registry.list_jobs(limit=100000)
+    found: list[str] = []
+    frontier = [job_id]
+    while frontier:
+        upstream = frontier.pop(0)
+        for r in records:
+            if upstream in upstream_of(r) and r.job_id not in found:
+                found.append(r.job_id)
+                frontier.append(r.job_id)
+    return found
 
 
 def _counts_column(counts: dict[str, int] | None) -> str:
@@ -55,6 +86,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "counts": counts,
     }
     text = f"{job.job_id}: {status.state.value}" + (f" ({status.reason})" if status.reason else "")
+    if not status.state.final and (waiting := waiting_for(job.record)):
+        data["waiting_for"] = waiting
+        text += f"\nwaiting for {', '.join(waiting)}"
     if counts:
         calls = ", ".join(f"{counts.get(key, 0)} {key}" for key in COUNT_KEYS)
         text += f"\n{job.handle.size} calls: {calls}"
@@ -144,5 +178,14 @@ def _failure_text(item: dict[str, Any], calls: int) -> str:
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = Job.attach(args.job_id)
     ok = job.cancel()
-    emit({"job_id": job.job_id, "cancelled": ok}, args.json, f"{job.job_id}: {'cancelled' if ok else 'not cancelled'}")
+    data: dict[str, Any] = {"job_id": job.job_id, "cancelled": ok}
+    text = f"{job.job_id}: {'cancelled' if ok else 'not cancelled'}"
+    if getattr(args, "with_dependants", False):
+        data["dependants"] = {}
+        for dependant in dependants_of(job.job_id):
+            other = Job.attach(dependant)
+            done = other.record.state.final or other.cancel()
+            data["dependants"][dependant] = done
+            text += f"\n{dependant}: {'cancelled' if done else 'not cancelled'} (a dependant)"
+    emit(data, args.json, text)
     return 0 if ok else 1

@@ -46,6 +46,31 @@ def new_job_id() -> str:
 
 
 @attrs.frozen(kw_only=True)
+class Dependency:
+    """A job whose results some calls of another job take as arguments (futures passed as arguments).
+
+    The scheduler holds the dependant until this job has ended well (:meth:`clustrix.batch.Dialect.dependency_options`);
+    the dependant's runner then reads the results from ``job_dir`` (see :mod:`clustrix.api.dependencies`).
+    """
+
+    job_id: str
+    native_id: str
+    job_dir: str
+    #: Calls of the upstream job, and the array tasks it was submitted as.
+    size: int = 1
+    tasks: int = 1
+    #: ``(dependant call, upstream call)`` for every upstream result an argument stands for.
+    calls: tuple[tuple[int, int], ...] = ()
+    #: Set by the batch engine: the dependant's task *t* needs only the upstream's task *t* (same
+    #: packing, call *i* reads call *i*), so a scheduler may hold each task for its own (SLURM ``aftercorr``).
+    elementwise: bool = False
+
+    def one_to_one(self, size: int) -> bool:
+        """Whether call *i* of a ``size``-call dependant reads call *i* of this job, and nothing else of it."""
+        return size == self.size and sorted(self.calls) == [(i, i) for i in range(size)]
+
+
+@attrs.frozen(kw_only=True)
 class JobSpec:
     """Everything a scheduler needs to run one job: one call, or many calls as one array.
 
@@ -62,6 +87,8 @@ class JobSpec:
     resources: Resources = attrs.field(factory=Resources)
     config: ClusterConfig
     environment: dict[str, Any] = attrs.field(factory=dict)
+    #: Jobs on the same cluster whose results some arguments stand for (empty: none).
+    dependencies: tuple[Dependency, ...] = ()
 
     @property
     def size(self) -> int:

@@ -17,6 +17,7 @@ from clustrix.plugin.transport import Transport
 from clustrix.plugin.types import JobHandle, JobSpec, Outcome
 from clustrix.remote import runner
 from clustrix.remote.environment.interpreter import RUNNER_MODULES
+from clustrix.remote.inputs import upstream_failed
 from clustrix.remote.localcode.detection import dumps_recording
 from clustrix.remote.localcode.plan import CodePlan, plan_code
 
@@ -36,7 +37,8 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
 
 
 def _payload(spec: JobSpec, tasks: Sequence[Sequence[int]], claim: bool) -> dict[str, Any]:
-    return {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
+    payload = {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
+    return {**payload, "inputs": True} if spec.dependencies else payload
 
 
 def encode_payload_and_code(
@@ -73,6 +75,8 @@ def decode_outcome(data: bytes) -> Outcome:
             error_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
             error_message=f"the outcome file could not be read: {type(exc).__name__}: {exc}",
         )
+    if record.get("upstream") is not None:
+        return upstream_failed(record["upstream"], decode_outcome)
     if record["ok"]:
         try:
             value = pickle.loads(record["value"])

@@ -69,6 +69,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 import types
 from collections.abc import Sequence
@@ -288,6 +289,83 @@ def call_order(n_calls: int, own: Sequence[int]) -> list[int]:
     return [*own, *(i for i in rest if i not in seen)]
 
 
+# ---- inputs: upstream results read on the cluster (futures passed as arguments) -----------------
+#: A one-key dict ``{UPSTREAM: {"job", "dir", "index", "tasks", "wait", "held"}}`` in a call's arguments
+#: (in lists, tuples and dicts) stands for the result of call ``index`` of the job in ``dir``.
+UPSTREAM = "__clustrix_upstream__"
+#: Set (to 1) in a job no scheduler holds for its inputs (the plain ssh backend): each waits until its upstream is over.
+INPUTS_WAIT_ENV = "CLUSTRIX_INPUTS_WAIT"
+
+try:
+    from clustrix.errors import DependencyError
+except ImportError:  # shipped alone: the client reads the record's "upstream" part, not this class
+
+    class DependencyError(RuntimeError):  # type: ignore[no-redef]
+        """An input of the call failed or is gone."""
+
+
+def with_inputs(args: Any, kwargs: Any) -> tuple[Any, Any] | bytes:
+    """``(args, kwargs)`` with every upstream placeholder replaced by its value, or the call's failed outcome."""
+    try:
+        return resolve_inputs(args), resolve_inputs(kwargs)
+    except DependencyError as exc:
+        record = pickle.loads(encode_outcome_error(exc))
+        record["upstream"] = getattr(exc, "upstream", None)
+        return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def resolve_inputs(obj: Any) -> Any:
+    kind = type(obj)
+    if kind is dict and len(obj) == 1 and UPSTREAM in obj:
+        return read_upstream(obj[UPSTREAM])
+    if kind is list or kind is tuple:
+        return kind(resolve_inputs(item) for item in obj)
+    return {k: resolve_inputs(v) for k, v in obj.items()} if kind is dict else obj
+
+
+def read_upstream(ref: dict[str, Any]) -> Any:
+    """The value of an upstream call, from its outcome file (checked as every outcome); DependencyError if none.
+
+    It waits while the call may still write it: a task of the upstream holds its claim and has not ended
+    (``held``: the scheduler started us after the upstream), or the upstream is not over (not held:
+    no scheduler dependency), at most ``wait`` seconds when given.
+    """
+    job_dir, index, delay, start = ref["dir"], int(ref["index"]), 0.05, time.monotonic()
+    path, record = os.path.join(job_dir, outcome_name(index)), None
+    while record is None:
+        try:
+            check_private(job_dir)
+            with open_private(path) as fh:
+                record = pickle.load(fh)
+            break
+        except FileNotFoundError:
+            pass
+        ended = [os.path.exists(os.path.join(job_dir, exit_name(t))) for t in range(int(ref["tasks"]))]
+        over = all(ended) or os.path.exists(os.path.join(job_dir, CANCELLED)) or not os.path.isdir(job_dir)
+        if ref.get("held") and not os.environ.get(INPUTS_WAIT_ENV) and not over:
+            try:
+                with open(os.path.join(job_dir, claim_name(index)), encoding="utf-8") as fh:
+                    holder = fh.readline().strip()
+                over = holder.isdigit() and ended[int(holder)]
+            except (OSError, IndexError):
+                over = True  # nobody took the call, and the upstream task that owns it has ended
+        waited = time.monotonic() - start
+        if (over or (ref.get("wait") is not None and waited > ref["wait"])) and not os.path.exists(path):
+            raise unmet(f"its input, call {index} of job {ref['job']}, wrote no result", ref, None)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+    if record.get("ok"):
+        return pickle.loads(record["value"])
+    message = f"its input, call {index} of job {ref['job']}, failed: {record.get('type')}: {record.get('message')}"
+    raise unmet(message, ref, record)
+
+
+def unmet(message: str, ref: dict[str, Any], record: dict[str, Any] | None) -> BaseException:
+    exc = DependencyError(message)
+    exc.upstream = {"job": ref["job"], "index": int(ref["index"]), "record": record}  # type: ignore[attr-defined]
+    return exc
+
+
 class _TaskRun:
     """One run of one array task: the calls it takes, and what the warning signal makes it do."""
 
@@ -298,6 +376,7 @@ class _TaskRun:
         self.arguments = payload["arguments"]
         self.tasks = payload.get("tasks") or [list(range(len(self.arguments)))]
         self.claim = bool(payload.get("claim"))
+        self.inputs = bool(payload.get("inputs"))  # some arguments are upstream results (see with_inputs)
         self.owner = str(task)
         self.current: tuple[int, Any, Any, Any] | None = None
         self.stop_requested = False
@@ -358,7 +437,8 @@ class _TaskRun:
             print(f"clustrix.remote.runner: call {index} resumes from its checkpoint", file=sys.stderr, flush=True)
         self.current = (index, func, args, kwargs)
         try:
-            ok, encoded = execute_call(func, args, kwargs)
+            inputs = with_inputs(args, kwargs) if self.inputs else (args, kwargs)
+            ok, encoded = (False, inputs) if isinstance(inputs, bytes) else execute_call(func, *inputs)
         finally:
             self.current = None
         if not ok:

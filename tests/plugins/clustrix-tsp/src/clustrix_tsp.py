@@ -50,6 +50,10 @@ class TspDialect(Dialect):
         slots = str(job.resources.cores or 1)
         return ["tsp", "-N", slots, "-L", self.job_name(job), "sh", "-c", 'exec "$0" >stdout 2>stderr', script_path]
 
+    def dependency_options(self, job: ScriptJob) -> list[str] | None:
+        # -D: run only if that job ended well (one id; tsp runs jobs in order, so the newest input)
+        return ["-D", max((d.native_id for d in job.after), key=int)]
+
     def parse_submit(self, stdout: str) -> str:
         text = stdout.strip()
         if not text.isdigit():

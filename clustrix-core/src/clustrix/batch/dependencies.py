@@ -1,0 +1,82 @@
+"""Scheduler dependencies in the batch engine: which dialects hold jobs, how, and which job directories stay.
+
+The client (:mod:`clustrix.api.dependencies`) decides that a job depends on others; here the
+engine lines the tasks up (element-wise where the packing allows), puts the dialect's options
+on the submit command, records the dependencies in the handle (the registry keeps them, so
+``clustrix jobs`` and another process see them), and keeps an upstream's directory until its
+dependants have read it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from clustrix.batch.dialect import Dialect, ScriptJob
+from clustrix.plugin.types import Dependency, JobSpec
+
+_kept: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def holds_jobs(dialect: Dialect) -> bool:
+    """True when the dialect implements :meth:`Dialect.dependency_options` (else: client-side chaining)."""
+    return type(dialect).dependency_options is not Dialect.dependency_options
+
+
+def lined_up(dependencies: Sequence[Dependency], size: int, n_tasks: int) -> tuple[Dependency, ...]:
+    """``dependencies`` with ``elementwise`` set where the dependant's task *t* needs only the upstream's task *t*.
+
+    Both jobs pack calls the same way (:func:`clustrix.remote.jobdir.plan_tasks`) when they have as
+    many calls and tasks, so then call *i* reading call *i* means task *t* reading task *t*.
+    """
+    return tuple(
+        attrs.evolve(d, elementwise=n_tasks > 1 and d.tasks == n_tasks and d.one_to_one(size)) for d in dependencies
+    )
+
+
+def claims_allowed(dependencies: Sequence[Dependency], size: int, n_tasks: int) -> bool:
+    """Whether tasks may steal each other's calls: not when a task is held for its own upstream task only."""
+    return not any(d.elementwise for d in lined_up(dependencies, size, n_tasks))
+
+
+def with_options(dialect: Dialect, argv: list[str], job: ScriptJob) -> list[str]:
+    """The submit argv with the dialect's dependency options after the command's name."""
+    options = dialect.dependency_options(job) if job.after else None
+    return [argv[0], *options, *argv[1:]] if options else argv
+
+
+def handle_data(spec: JobSpec) -> dict[str, Any]:
+    """What the handle (and so the registry) keeps of ``spec``'s dependencies: ``{"after": [...]}`` or nothing."""
+    if not spec.dependencies:
+        return {}
+    after = [
+        {"job": d.job_id, "native_id": d.native_id, "calls": [list(c) for c in d.calls]} for d in spec.dependencies
+    ]
+    return {"after": after}
+
+
+def keep(job_ids: Sequence[str]) -> None:
+    """Dependants will read these jobs' directories: ``cleanup_on_success`` leaves them until :func:`release`."""
+    with _lock:
+        for job_id in job_ids:
+            _kept[job_id] = _kept.get(job_id, 0) + 1
+
+
+def release(job_id: str) -> bool:
+    """One dependant of ``job_id`` is done with it; True when none is left (the directory may go)."""
+    with _lock:
+        left = _kept.get(job_id, 0) - 1
+        if left > 0:
+            _kept[job_id] = left
+            return False
+        _kept.pop(job_id, None)
+        return True
+
+
+def kept(job_id: str) -> bool:
+    with _lock:
+        return job_id in _kept

@@ -1,0 +1,178 @@
+"""Futures as arguments (issue 21): the pure parts and the local executor's client-side chaining.
+
+The scheduler side (SLURM, PBS, SGE, tsp, ssh) is tested end to end in tests/conformance/test_dependencies.py.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+
+from clustrix import cluster
+from clustrix.api.dependencies import futures_in, replaced
+from clustrix.batch.dependencies import claims_allowed, lined_up, with_options
+from clustrix.config.resources import Resources
+from clustrix.errors import DependencyError
+from clustrix.plugin.types import Dependency
+from clustrix.remote import jobdir, runner
+from clustrix.remote.inputs import placeholder
+from tests.core.test_batch import OneBased, job
+
+
+def upstream_dir(tmp_path: Path, outcomes: dict[int, bytes], tasks_ended: int = 0) -> Path:
+    directory = tmp_path / "20250101-000000-aaaaaaaaaaaa"
+    (directory / "out").mkdir(parents=True, mode=0o700)
+    directory.chmod(0o700)
+    for index, data in outcomes.items():
+        runner.write_atomic(directory / runner.outcome_name(index), data)
+    for task in range(tasks_ended):
+        runner.write_atomic(directory / runner.exit_name(task), b"0\n")
+    return directory
+
+
+def ref(directory: Path, index: int, tasks: int = 1, held: bool = True) -> dict[str, object]:
+    return placeholder(job_id=directory.name, job_dir=str(directory), index=index, tasks=tasks, held=held)
+
+
+def test_futures_are_found_and_replaced_in_lists_tuples_and_dicts() -> None:
+    f1, f2 = concurrent.futures.Future[int](), concurrent.futures.Future[int]()
+    call = ((f1, [1, {"a": f2}]), {"k": (f2,)})
+    assert list(futures_in(call)) == [f1, f2, f2]
+    assert replaced(call, lambda f: "F1" if f is f1 else "F2") == (("F1", [1, {"a": "F2"}]), {"k": ("F2",)})
+
+
+def test_the_runner_puts_each_upstream_value_in_place(tmp_path: Path) -> None:
+    directory = upstream_dir(tmp_path, {0: runner.encode_outcome_ok(10), 1: runner.encode_outcome_ok([2])})
+    args, kwargs = runner.with_inputs((ref(directory, 0), [ref(directory, 1)]), {"x": {"y": ref(directory, 0)}})
+    assert (args, kwargs) == ((10, [[2]]), {"x": {"y": 10}})
+
+
+def test_a_failed_input_becomes_a_dependencyerror_with_the_upstream_exception_as_cause(tmp_path: Path) -> None:
+    directory = upstream_dir(tmp_path, {0: runner.encode_outcome_error(ValueError("bad"))})
+    encoded = runner.with_inputs((ref(directory, 0),), {})
+    assert isinstance(encoded, bytes)
+    outcome = jobdir.decode_outcome(encoded)
+    assert not outcome.ok and isinstance(outcome.exception, DependencyError)
+    assert (outcome.exception.upstream_job_id, outcome.exception.upstream_call) == (directory.name, 0)
+    assert isinstance(outcome.exception.__cause__, ValueError) and str(outcome.exception.__cause__) == "bad"
+
+
+def test_a_held_job_whose_input_nobody_ran_fails_at_once(tmp_path: Path) -> None:
+    directory = upstream_dir(tmp_path, {}, tasks_ended=0)
+    started = time.monotonic()
+    outcome = jobdir.decode_outcome(runner.with_inputs((ref(directory, 0),), {}))  # type: ignore[arg-type]
+    assert isinstance(outcome.exception, DependencyError) and "wrote no result" in str(outcome.exception)
+    assert time.monotonic() - started < 5
+
+
+def test_an_input_claimed_by_a_running_task_is_waited_for(tmp_path: Path) -> None:
+    directory = upstream_dir(tmp_path, {}, tasks_ended=1)  # task 0 ended; task 1 runs call 0 (it stole it)
+    (directory / runner.claim_name(0)).write_text("1\nhost 1\n")
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    reading = pool.submit(runner.with_inputs, (ref(directory, 0, tasks=2),), {})
+    time.sleep(0.5)
+    assert not reading.done()
+    runner.write_atomic(directory / runner.outcome_name(0), runner.encode_outcome_ok("late"))
+    assert reading.result(timeout=10) == (("late",), {})
+
+
+def test_without_a_scheduler_hold_the_runner_waits_until_the_upstream_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(runner.INPUTS_WAIT_ENV, "1")
+    directory = upstream_dir(tmp_path, {})
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    reading = pool.submit(runner.with_inputs, (ref(directory, 0),), {})
+    time.sleep(0.5)
+    assert not reading.done()
+    (directory / runner.CANCELLED).touch()
+    outcome = jobdir.decode_outcome(reading.result(timeout=10))  # type: ignore[arg-type]
+    assert isinstance(outcome.exception, DependencyError)
+
+
+def test_an_outcome_file_of_another_user_or_a_link_is_refused(tmp_path: Path) -> None:
+    directory = upstream_dir(tmp_path, {})
+    target = tmp_path / "elsewhere.pkl"
+    target.write_bytes(runner.encode_outcome_ok(1))
+    os.symlink(target, directory / runner.outcome_name(0))
+    with pytest.raises(PermissionError):
+        runner.with_inputs((ref(directory, 0),), {})
+
+
+def test_tasks_line_up_element_wise_only_with_the_same_packing_and_call_i_reading_call_i() -> None:
+    one_to_one = Dependency(
+        job_id="a", native_id="1", job_dir="/w/a", size=4, tasks=4, calls=tuple((i, i) for i in range(4))
+    )
+    crossed = Dependency(
+        job_id="b", native_id="2", job_dir="/w/b", size=4, tasks=4, calls=((0, 1), (1, 0), (2, 2), (3, 3))
+    )
+    packed = Dependency(
+        job_id="c", native_id="3", job_dir="/w/c", size=4, tasks=2, calls=tuple((i, i) for i in range(4))
+    )
+    assert [d.elementwise for d in lined_up([one_to_one, crossed, packed], 4, 4)] == [True, False, False]
+    assert not claims_allowed([one_to_one], 4, 4)  # a task must not steal a call whose input is not held for it
+    assert claims_allowed([packed], 4, 4)
+
+
+def test_the_dialect_options_go_right_after_the_command_name() -> None:
+    class Holding(OneBased):
+        def dependency_options(self, job):  # type: ignore[no-untyped-def]
+            return ["--after", ",".join(d.native_id for d in job.after)]
+
+    after = (Dependency(job_id="a", native_id="7", job_dir="/w/a"),)
+    assert with_options(Holding(), ["submit", "job.sh"], job(after=after)) == ["submit", "--after", "7", "job.sh"]
+    assert with_options(Holding(), ["submit", "job.sh"], job()) == ["submit", "job.sh"]
+
+
+# ---- the local executor: the client chains -----------------------------------------------------
+@cluster(executor="thread")
+def square(x: int) -> int:
+    return x * x
+
+
+@cluster(executor="thread")
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+@cluster(executor="thread")
+def total(values: list[int], extra: dict[str, int]) -> int:
+    return sum(values) + extra["n"]
+
+
+@cluster(executor="thread")
+def boom(x: int) -> int:
+    raise ValueError(f"boom {x}")
+
+
+def test_the_local_executor_chains_futures_anywhere_in_the_arguments() -> None:
+    first = square.submit_map(range(4))
+    assert add.map(first, range(4)) == [x * x + x for x in range(4)]
+    assert total.submit(first, {"n": square.submit(10)}).result(timeout=60) == 14 + 100
+    assert add.submit(square.submit(3), b=square.submit(4)).result(timeout=60) == 25
+
+
+def test_a_failed_local_input_raises_dependencyerror_and_the_rest_of_the_map_runs() -> None:
+    inputs = [square.submit(1), boom.submit(2), square.submit(3)]
+    results = add.submit_map(inputs)
+    assert results[0].result(timeout=60) == 1 and results[2].result(timeout=60) == 9
+    with pytest.raises(DependencyError) as info:
+        results[1].result(timeout=60)
+    assert info.value.upstream_job_id == inputs[1].job_id and isinstance(info.value.__cause__, ValueError)
+
+
+def test_a_cancelled_local_input_fails_its_dependant() -> None:
+    gate = concurrent.futures.Future[int]()  # a future nobody sets: cancelled below
+    dependant = add.submit(gate)
+    gate.cancel()
+    with pytest.raises(DependencyError, match="cancelled"):
+        dependant.result(timeout=60)
+
+
+def test_resources_are_unchanged_by_dependencies() -> None:
+    assert pickle.loads(pickle.dumps(Resources())) == Resources()
