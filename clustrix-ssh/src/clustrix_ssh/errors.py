@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clustrix.errors import ClustrixError, ConfigurationError
+from clustrix.errors import ClustrixError, ConfigurationError, UnsafePathError
 
 
 class SSHConnectionError(ClustrixError, ConnectionError):
@@ -19,3 +19,11 @@ class UnknownHostKeyError(HostKeyError):
 
 class ChangedHostKeyError(HostKeyError):
     """The server presented a key different from the known_hosts entry (always refused)."""
+
+
+class ControlDirError(UnsafePathError):
+    """The directory of the SSH master sockets is not private to the user (or cannot be used)."""
+
+
+class LoginRequiredError(SSHConnectionError):
+    """The OpenSSH transport found no usable login for a host and may not prompt: run ``clustrix login HOST``."""
