@@ -31,4 +31,21 @@ DECLARED_KEYS: dict[str, ConfigKey] = {
     "forward_agent": ConfigKey(
         default=False, type=bool, help="SSH agent forwarding, off unless asked", backends=REMOTE, connection=True
     ),
+    "ssh_client": ConfigKey(
+        default="auto",
+        type=Literal["auto", "openssh", "paramiko"],
+        help='which SSH client: `"openssh"` (the system `ssh`, over a master connection: `clustrix login`), '
+        '`"paramiko"`, or `"auto"`: OpenSSH when the host\'s ssh_config sets ControlMaster/ControlPath '
+        "or a master for it is live, paramiko otherwise",
+        backends=REMOTE,
+        connection=True,
+    ),
+    "ssh_config_file": ConfigKey(
+        default=None,
+        type=PATH | None,
+        help="an ssh_config file read instead of ~/.ssh/config (`ssh -F`), by both SSH clients",
+        backends=REMOTE,
+        connection=True,
+        single_line=True,
+    ),
 }

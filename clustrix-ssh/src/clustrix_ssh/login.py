@@ -51,6 +51,13 @@ class LoginTarget:
     user: str | None = None
     port: int | None = None
     config_file: str | None = None
+    #: clustrix's ``key_file``, offered first (``-i``), as the paramiko transport does
+    key_file: str | None = None
+    #: clustrix's ``known_hosts_file``: read besides the ssh_config's ``UserKnownHostsFile``
+    known_hosts_file: str | None = None
+    #: ``"reject"`` (``StrictHostKeyChecking=yes``) or ``"accept-new"``; never "no"
+    host_key_policy: str = "reject"
+    forward_agent: bool = False
 
     def ssh_options(self) -> list[str]:
         """The options that pick this destination: ``-F``, ``-l``, ``-p`` (no host)."""
@@ -62,6 +69,26 @@ class LoginTarget:
         if self.port and self.port != 22:
             options += ["-p", str(self.port)]
         return options
+
+
+def connection_options(target: LoginTarget) -> list[str]:
+    """The options of a connection that authenticates: keys, host-key checking, agent forwarding.
+
+    Host keys are always checked: ``StrictHostKeyChecking`` is ``yes`` or ``accept-new``, the
+    ssh_config's known_hosts files stay in use and clustrix's ``known_hosts_file`` is added.
+    """
+    if target.host_key_policy not in ("reject", "accept-new"):
+        raise ValueError(f"host_key_policy={target.host_key_policy!r} is not valid: use 'reject' or 'accept-new'")
+    options = ["-o", "StrictHostKeyChecking=" + ("yes" if target.host_key_policy == "reject" else "accept-new")]
+    if target.key_file:
+        options += ["-i", os.path.expanduser(target.key_file)]
+    if target.known_hosts_file:
+        files = resolve(target).get("userknownhostsfile", "~/.ssh/known_hosts ~/.ssh/known_hosts2").split()
+        files.append(os.path.expanduser(target.known_hosts_file))
+        options += ["-o", "UserKnownHostsFile=" + " ".join(f'"{f}"' for f in files)]
+    # as with paramiko, only clustrix's own forward_agent=True hands the agent over, never a "Host *" default
+    options += ["-o", "ForwardAgent=" + ("yes" if target.forward_agent else "no")]
+    return options
 
 
 def as_target(target: LoginTarget | str) -> LoginTarget:
@@ -274,6 +301,9 @@ def master_argv(target: LoginTarget | str, *, persist: str | int = DEFAULT_PERSI
     return [
         ssh_binary(),
         *target.ssh_options(),
+        *connection_options(target),
+        "-o",
+        "ServerAliveInterval=15",
         "-M",
         "-N",
         "-f",

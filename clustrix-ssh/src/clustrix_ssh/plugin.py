@@ -11,11 +11,18 @@ from clustrix_ssh.keys import DECLARED_KEYS
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
+    from clustrix_ssh.openssh import OpenSSHTransport
     from clustrix_ssh.transport import SSHTransport
 
 
-def transport_from_config(config: ClusterConfig) -> SSHTransport:
-    """The pooled transport for the connection settings of ``config``."""
+def transport_from_config(config: ClusterConfig) -> SSHTransport | OpenSSHTransport:
+    """The pooled transport for the connection settings of ``config``: OpenSSH or paramiko (``ssh_client``)."""
+    from clustrix_ssh.client import choose_client, login_target
+
+    if choose_client(config).client == "openssh":
+        from clustrix_ssh import openssh
+
+        return openssh.get_transport(login_target(config))
     from clustrix_ssh.transport import get_transport  # paramiko loads only when a connection is made
 
     return get_transport(
@@ -27,6 +34,7 @@ def transport_from_config(config: ClusterConfig) -> SSHTransport:
         known_hosts_file=config.get("known_hosts_file"),
         host_key_policy=config.get("host_key_policy") or "reject",
         forward_agent=bool(config.get("forward_agent")),
+        ssh_config_file=config.get("ssh_config_file"),
     )
 
 
@@ -36,7 +44,7 @@ def clustrix_config_keys() -> dict[str, ConfigKey]:
 
 
 @hookimpl
-def clustrix_make_transport(config: ClusterConfig) -> SSHTransport | None:
+def clustrix_make_transport(config: ClusterConfig) -> SSHTransport | OpenSSHTransport | None:
     if not config.get("cluster_host"):
         return None
     return transport_from_config(config)

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import paramiko
@@ -30,7 +31,7 @@ from clustrix.remote import scripts as remote_script
 from clustrix_ssh.command import render_command
 from clustrix_ssh.connection import Connection
 from clustrix_ssh.errors import SSHConnectionError
-from clustrix_ssh.target import Target, resolve_target, ssh_config_path
+from clustrix_ssh.target import Target, load_ssh_config, resolve_target, ssh_config_path
 
 T = TypeVar("T")
 
@@ -366,8 +367,8 @@ _resolved: dict[tuple[object, ...], SSHTransport] = {}
 _pool_lock = threading.Lock()
 
 
-def _config_stamp() -> tuple[str, int | None]:
-    path = ssh_config_path()
+def _config_stamp(config_path: Path | None = None) -> tuple[str, int | None]:
+    path = config_path or ssh_config_path()
     try:
         return str(path), path.stat().st_mtime_ns
     except OSError:
@@ -395,8 +396,13 @@ def get_transport(
     known_hosts_file: str | None = None,
     host_key_policy: str = "reject",
     forward_agent: bool = False,
+    ssh_config_file: str | None = None,
 ) -> SSHTransport:
-    """The process's shared transport for these settings, created on first use."""
+    """The process's shared transport for these settings, created on first use.
+
+    ``ssh_config_file`` is read instead of ``~/.ssh/config`` (as ``ssh -F``).
+    """
+    config_path = Path(os.path.expanduser(ssh_config_file)) if ssh_config_file else None
     arguments = (
         host,
         port,
@@ -406,7 +412,7 @@ def get_transport(
         known_hosts_file,
         host_key_policy,
         forward_agent,
-        _config_stamp(),
+        _config_stamp(config_path),
     )
     with _pool_lock:
         known = _resolved.get(arguments)
@@ -419,6 +425,7 @@ def get_transport(
         key_file=key_file,
         password=password,
         forward_agent=forward_agent,
+        ssh_config=None if config_path is None else load_ssh_config(config_path),
     )
     key = pool_key(target, known_hosts_file=known_hosts_file, host_key_policy=host_key_policy)
     with _pool_lock:
@@ -438,3 +445,7 @@ def close_all() -> None:
         _resolved.clear()
     for transport in transports:
         transport.close()
+    from clustrix_ssh import client, openssh
+
+    openssh.close_all()
+    client.forget()
