@@ -24,7 +24,8 @@ SOURCES = sorted(ROOT.glob("clustrix-*/src"))
 #: clustrix-ssh's transport side (paramiko, command lines, host keys, targets, its connection keys and
 #: errors, and the package's public names, which are the transport's); the rest is the ssh backend.
 SSH_TRANSPORT_SIDE = {
-    "__init__.py", "transport.py", "connection.py", "hostkeys.py", "target.py", "command.py", "errors.py", "keys.py"
+    "__init__.py", "transport.py", "connection.py", "hostkeys.py", "target.py", "command.py", "errors.py", "keys.py",
+    "openssh.py", "login.py", "client.py", "prompt.py", "cli.py",
 }  # fmt: skip
 
 
