@@ -27,10 +27,11 @@ class Target:
 
     #: The ``cluster_type``.
     scheduler: str
-    #: ``"local"`` (the login node is this machine) or ``"ssh"`` (through the sshd testbed).
+    #: ``"local"`` (the login node is this machine), or through the sshd testbed with ``"paramiko"`` or
+    #: ``"openssh"`` (the system ``ssh`` over a master connection, see ``clustrix_ssh.openssh``).
     transport: str
     #: ``configure()`` keys that reach the scheduler: ``cluster_type``, ``remote_work_dir``, the
-    #: job's Python or ``replicate_distributions``, and for ``"ssh"`` the connection settings.
+    #: job's Python or ``replicate_distributions``, and over SSH the connection settings.
     options: dict[str, Any]
     #: The shortest time limit worth testing an overrun with (SLURM counts whole minutes).
     short_time: str = "00:01:00"
@@ -104,8 +105,19 @@ def local_options(work_dir: str, **extra: Any) -> dict[str, Any]:
     return {"remote_work_dir": work_dir, "python_executable": sys.executable, **extra}
 
 
+#: The transports of a scheduler on a login node reached over SSH: the two SSH clients.
+SSH_TRANSPORTS = ("paramiko", "openssh")
+
+
+def ssh_client_options(transport: str) -> dict[str, Any]:
+    """``ssh_client`` for the transport; the system ``ssh`` reads no ssh_config but the one given (``-F``)."""
+    if transport == "openssh":
+        return {"ssh_client": "openssh", "ssh_config_file": "/dev/null"}
+    return {"ssh_client": "paramiko"}
+
+
 def transport_options(transport: str, scheduler: str, work_dir: str, server: SSHServer) -> dict[str, Any]:
     """:func:`local_options` in ``work_dir``, or :func:`ssh_options` in ``~/.clustrix/conformance-<scheduler>``."""
     if transport == "local":
         return local_options(work_dir)
-    return ssh_options(server, remote_work_dir=f"~/.clustrix/conformance-{scheduler}")
+    return ssh_options(server, remote_work_dir=f"~/.clustrix/conformance-{scheduler}", **ssh_client_options(transport))

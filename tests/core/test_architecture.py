@@ -25,7 +25,8 @@ SOURCES = sorted(ROOT.glob("clustrix-*/src"))
 #: errors, and the package's public names, which are the transport's); the rest is the ssh backend.
 SSH_TRANSPORT_SIDE = {
     "__init__.py", "transport.py", "connection.py", "hostkeys.py", "target.py", "command.py", "errors.py", "keys.py",
-    "openssh.py", "login.py", "client.py", "prompt.py", "cli.py",
+    "openssh.py", "login.py", "client.py",  # the OpenSSH transport, its master connections, the choice of client
+    "prompt.py", "cli.py",  # the paramiko path's code prompt, clustrix login/logout and the doctor's lines
 }  # fmt: skip
 
 

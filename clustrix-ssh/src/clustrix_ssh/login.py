@@ -121,10 +121,11 @@ def _base_dir() -> Path:
     override = os.environ.get("CLUSTRIX_CONTROL_DIR")
     if override:
         return Path(override).expanduser()
-    runtime = Path(platformdirs.user_runtime_dir("clustrix"))
-    # /run/user/UID exists only under a login session; elsewhere the state dir (under the home)
-    if runtime.parent.is_dir() and os.access(runtime.parent, os.W_OK | os.X_OK):
-        return runtime / "ssh"
+    # the runtime dir (/run/user/UID) exists only under a login session; platformdirs would
+    # then fall back to /tmp/runtime-UID, a name another user can take first: the state dir instead
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(platformdirs.user_runtime_dir("clustrix")) / "ssh"
     return Path(platformdirs.user_state_dir("clustrix")) / "ssh"
 
 
@@ -341,7 +342,14 @@ def open_master(
         proc = subprocess.run(argv, timeout=timeout, check=False)
         message = ""
     else:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout or 60.0, check=False)
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout or 60.0,
+            check=False,
+            start_new_session=True,  # no terminal: nothing to prompt on, no Ctrl-C of the terminal
+        )
         message = proc.stderr.decode(errors="replace").strip()
     if proc.returncode != 0:
         raise SSHConnectionError(

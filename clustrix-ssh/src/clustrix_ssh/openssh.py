@@ -178,6 +178,9 @@ class OpenSSHTransport:
             stdin=subprocess.PIPE if input else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # its own session: a Ctrl-C at the terminal reaches clustrix (which holds it where a command
+            # must finish, e.g. a submit being recorded), never ssh directly; and no terminal to prompt on
+            start_new_session=True,
         )
         with self._lock:
             self.commands += 1

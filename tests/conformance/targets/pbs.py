@@ -2,7 +2,7 @@
 
 "local" is this machine inside the namespace as the unprivileged job user (the test-only
 plugin ``clustrix-openpbs-netns`` serves ``cluster_host="openpbs-netns"``, also to the CLI
-processes the suite starts); "ssh" goes through an sshd inside the namespace.
+processes the suite starts); "paramiko" and "openssh" go through an sshd inside the namespace.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conformance.target import Target
+from tests.conformance.target import SSH_TRANSPORTS, Target, ssh_client_options
 from tests.testbed import openpbs
 from tests.testbed.system import unavailable
 
 SCHEDULER = "pbs"
-TRANSPORTS = ("local", "ssh")
+TRANSPORTS = ("local", *SSH_TRANSPORTS)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ def conformance_pbs(conformance_pbs_bed: openpbs.OpenPBS, request: pytest.Fixtur
             options = {"cluster_host": openpbs.NETNS_HOST, **common}
         else:
             server: openpbs.NetnsSSH = request.getfixturevalue("conformance_pbs_ssh")
-            options = server.config(**common)
+            options = server.config(**common, **ssh_client_options(transport))
             del options["cluster_type"]
         return Target(
             scheduler="pbs",

@@ -12,13 +12,13 @@ import pytest
 from clustrix.plugin.types import JobState
 from clustrix_sge.parse import parse_qstat_xml
 from clustrix_sge.states import to_job_state
-from tests.conformance.target import Target, transport_options
+from tests.conformance.target import SSH_TRANSPORTS, Target, transport_options
 from tests.testbed import sge as sge_testbed
 from tests.testbed.sshd import SSHServer
 from tests.testbed.system import start_or_unavailable
 
 SCHEDULER = "sge"
-TRANSPORTS = ("local", "ssh")
+TRANSPORTS = ("local", *SSH_TRANSPORTS)
 
 
 def qstat_state(native_id: str) -> str:

@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conformance.target import Target, transport_options
+from tests.conformance.target import SSH_TRANSPORTS, Target, transport_options
 from tests.testbed import slurm as slurm_testbed
 from tests.testbed.sshd import SSHServer
 from tests.testbed.system import start_or_unavailable
 
 SCHEDULER = "slurm"
-TRANSPORTS = ("local", "ssh")
+TRANSPORTS = ("local", *SSH_TRANSPORTS)
 
 
 def squeue_state(native_id: str) -> str:

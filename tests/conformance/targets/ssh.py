@@ -1,6 +1,6 @@
 """The plain ``ssh`` backend in the conformance suite: jobs run detached on the host itself.
 
-Through the sshd testbed (the paramiko transport) and on this machine (the local transport:
+Through the sshd testbed (the paramiko and the OpenSSH transports) and on this machine (the local transport:
 ``cluster_type="ssh"`` without a ``cluster_host``). There is no queue and no spool; the
 "controller" of the ssh transport is sshd itself, restarted while a job runs.
 """
@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conformance.target import Target, transport_options
+from tests.conformance.target import SSH_TRANSPORTS, Target, transport_options
 from tests.testbed.sshd import SSHServer
 
 SCHEDULER = "ssh"
-TRANSPORTS = ("local", "ssh")
+TRANSPORTS = ("local", *SSH_TRANSPORTS)
 
 
 def group_state(native_id: str) -> str:
@@ -38,7 +38,7 @@ def conformance_ssh(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: 
 
     def make(transport: str) -> Target:
         options = transport_options(transport, "ssh", work, conformance_sshd)
-        over_ssh = transport == "ssh"
+        over_ssh = transport != "local"
         return Target(
             scheduler="ssh",
             transport=transport,

@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conformance.target import Target, transport_options
+from tests.conformance.target import SSH_TRANSPORTS, Target, transport_options
 from tests.testbed import tsp as tsp_testbed
 from tests.testbed.sshd import SSHServer
 from tests.testbed.system import unavailable
 
 SCHEDULER = "tsp"
-TRANSPORTS = ("local", "ssh")
+TRANSPORTS = ("local", *SSH_TRANSPORTS)
 
 
 @pytest.fixture(scope="session")
@@ -22,14 +22,14 @@ def conformance_tsp(
     try:
         import clustrix_tsp  # noqa: F401 - the plugin under test must be installed
 
-        queues = {"local": tsp_testbed.start(), "ssh": tsp_testbed.start(conformance_sshd.user)}
+        queues = {"local": tsp_testbed.start(), "ssh": tsp_testbed.start(conformance_sshd.user)}  # one per user
     except Exception as exc:
         unavailable(f"task-spooler testbed: {type(exc).__name__}: {exc}")
         raise
     work = str(tmp_path_factory.mktemp("tsp-jobs"))
 
     def make(transport: str) -> Target:
-        queue = queues[transport]
+        queue = queues["local" if transport == "local" else "ssh"]
         options = transport_options(transport, "tsp", work, conformance_sshd)
         return Target(
             scheduler="tsp",
