@@ -319,7 +319,10 @@ def test_the_master_killed_mid_map_loses_nothing_the_map_completes_after_a_new_l
     try:
         before = two_factor.two_factor_logins()
         site.login()
-        stop = tmp_path / "go"  # the calls end once this file exists (the test's machine is the cluster's)
+        # the calls end once this file exists; the jobs run as the test user, so not under pytest's private tmp
+        shared = Path(tempfile.mkdtemp(prefix="cx2fa-stop-", dir="/tmp"))
+        shared.chmod(0o755)
+        stop = shared / "go"
         program = textwrap.dedent(
             f"""
             import os, sys, time
@@ -336,7 +339,6 @@ def test_the_master_killed_mid_map_loses_nothing_the_map_completes_after_a_new_l
             print("results", sum(f.result(timeout=600) for f in futures), flush=True)
             """
         )
-        stop.parent.chmod(0o755)
         child = subprocess.Popen(
             [sys.executable, "-c", program],
             env=site.env(),
@@ -346,24 +348,25 @@ def test_the_master_killed_mid_map_loses_nothing_the_map_completes_after_a_new_l
             text=True,
             start_new_session=True,
         )
+        stdout, stderr = StreamReader(child.stdout), StreamReader(child.stderr)
+        lost = f"connection to {site.host} lost: log in again with `clustrix login {site.host}`"
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "submitted"
+            wait_for(lambda: "submitted" in stdout.text, timeout=300, what=f"the map submitted: {stderr.text}")
             os.kill(site.master_pid(), signal.SIGKILL)  # expired, the laptop asleep, the network gone
-            lost = f"connection to {site.host} lost: log in again with `clustrix login {site.host}`"
-            stderr = StreamReader(child.stderr)
             wait_for(lambda: lost in stderr.text, timeout=120, what="the poller's 'connection lost' report")
-            time.sleep(5)  # the poller goes on polling meanwhile, and says it once
-            stop.write_text("")
-            time.sleep(5)
-            assert child.poll() is None, "the map ended without a login"
+            stop.write_text("")  # the calls finish while nobody is logged in
+            time.sleep(10)  # the poller goes on polling meanwhile, and says it once
+            assert child.poll() is None, f"the map ended without a login: {stdout.text} {stderr.text}"
             site.login()
-            out, _ = child.communicate(timeout=300)
+            child.wait(timeout=300)
         finally:
             if child.poll() is None:
                 child.kill()
+            shutil.rmtree(shared, ignore_errors=True)
+        stdout.join()
         stderr.join()
-        assert child.returncode == 0, (out, stderr.text)
-        assert out.split() == ["results", str(sum(x + 1000 for x in range(20)))], (out, stderr.text)
+        assert child.returncode == 0, (stdout.text, stderr.text)
+        assert stdout.text.split() == ["submitted", "results", str(sum(x + 1000 for x in range(20)))], stderr.text
         assert stderr.text.count(lost) == 1, stderr.text
         assert "clustrix.connection_back" in stderr.text, stderr.text
         assert two_factor.two_factor_logins() == before + 2
@@ -460,3 +463,19 @@ def test_the_openssh_client_without_a_login_fails_at_once_naming_the_host_and_th
     message = "\n".join(lines[1:])
     assert site.host in message and f"`clustrix login {site.host}`" in message and "ControlMaster" in message, message
     assert two_factor.two_factor_logins() == before
+
+
+def test_grid_engine_behind_the_two_factor_login_node_with_one_login(
+    two_factor: TwoFactorTestbed, tmp_path: Path, sge_cell: object
+) -> None:
+    site = Site(two_factor, tmp_path, cluster_type="sge", remote_work_dir="~/.clustrix/two-factor-sge")
+    try:
+        before = two_factor.two_factor_logins()
+        site.login()
+        ran = site.python("from clustrix import cluster\nprint(sum(cluster(lambda x: 2 * x).map(range(10))))")
+        assert ran.returncode == 0 and ran.stdout.strip() == "90", ran
+        doctor = site.clustrix("doctor")
+        assert doctor.returncode == 0 and "[ok] scheduler commands:" in doctor.stdout, doctor
+        assert two_factor.two_factor_logins() == before + 1
+    finally:
+        site.logout()
