@@ -232,3 +232,36 @@ def test_proxyjump_aliases_and_identity_come_from_the_ssh_config(
     before = accepted_logins(sshd)
     assert transport.run(["id", "-un"]).stdout.strip() == sshd.user
     assert accepted_logins(sshd) - before == 2  # the jump, then the host through it
+
+
+def doubled_slowly(x: int) -> int:
+    time.sleep(4)
+    return 2 * x
+
+
+def test_a_map_waits_through_a_lost_login_and_completes_after_a_new_one(sshd: SSHServer, tb: login.LoginTarget) -> None:
+    settings = {
+        "cluster_type": "ssh",
+        "cluster_host": "tb",
+        "ssh_config_file": tb.config_file,
+        "ssh_client": "openssh",
+        "replicate_distributions": REPLICATE,
+        "job_poll_interval": 0.2,
+    }
+    assert login.open_master(tb, interactive=False).live  # the user's login
+    futures = cluster(**settings)(doubled_slowly).submit_map(range(4))
+    authorized = Path(sshd.directory) / "authorized_keys" / sshd.user
+    kept = authorized.read_text()
+    authorized.write_text("")  # from now on a login needs what the process does not have (a code, say)
+    try:
+        status = login.master_status(tb)
+        assert status.pid is not None
+        os.kill(status.pid, 15)  # the master goes away mid-map (expired, laptop asleep)
+        time.sleep(6)  # the calls end meanwhile; every poll round fails with LoginRequiredError
+        with pytest.raises(LoginRequiredError):
+            transport_for(resolve_config(overrides=settings)).run(["true"])
+        assert not any(f.done() for f in futures)  # nothing failed, nothing lost: the futures wait
+    finally:
+        authorized.write_text(kept)
+    login.open_master(tb, interactive=False)  # a new login
+    assert [f.result(timeout=60) for f in futures] == [0, 2, 4, 6]

@@ -89,3 +89,12 @@ def test_a_co_user_cannot_use_the_login_socket(
     assert sshd.user not in tried.stdout  # nothing ran as the user
     assert login.master_status(target).live  # and the user's own login is untouched
     assert login.close_master(target)
+
+
+def test_auto_neither_makes_the_directory_nor_fails_on_an_unsafe_one(open_parent: Path) -> None:
+    assert client.decide(login.LoginTarget(host="127.0.0.1", config_file="/dev/null"), "auto").client == "paramiko"
+    assert not (open_parent / "ssh").exists()  # a paramiko user gets no directory made for them
+    (open_parent / "ssh").mkdir(mode=0o755)
+    (open_parent / "ssh").chmod(0o755)
+    choice = client.decide(login.LoginTarget(host="127.0.0.1", config_file="/dev/null"), "auto")
+    assert choice.client == "paramiko" and "chmod 700" in choice.reason

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 
 from clustrix_ssh import login
+from clustrix_ssh.errors import ControlDirError
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
@@ -71,7 +72,10 @@ def decide(target: login.LoginTarget, setting: str) -> ClientChoice:
             reason=f"auto: {where} sets ControlMaster={control_master} / ControlPath={user_path or 'none'} "
             f"for {target.host}",
         )
-    ours = login.control_path(target)
+    try:
+        ours = login.control_path(target, create=False)
+    except ControlDirError as exc:  # paramiko still works; the reason says what to fix for OpenSSH
+        return ClientChoice(client="paramiko", reason=f"auto: clustrix's login sockets cannot be used: {exc}")
     if os.path.exists(ours):  # a stat first: the fork of `ssh -O check` only when a socket is there
         status = login.master_status(target)
         if status.live:

@@ -150,9 +150,14 @@ def check_private_dir(path: Path) -> None:
         )
 
 
-def control_dir() -> Path:
-    """The directory of clustrix's master sockets: created 0700 if missing, checked on every call."""
+def control_dir(*, create: bool = True) -> Path:
+    """The directory of clustrix's master sockets: created 0700 if missing, checked on every call.
+
+    With ``create=False`` a missing directory is returned unchecked (no socket can be in it).
+    """
     path = _base_dir()
+    if not create and not os.path.lexists(path):
+        return path
     if not os.path.lexists(path):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -216,15 +221,16 @@ def user_control_path(target: LoginTarget | str) -> str | None:
     return None if value.lower() == "none" else value
 
 
-def control_path(target: LoginTarget | str) -> str:
+def control_path(target: LoginTarget | str, *, create: bool = True) -> str:
     """clustrix's socket for the destination: one per resolved user, host, port and jump hosts.
 
     A hash keeps it short enough for a unix socket; an alias and the name it stands for share it.
+    ``create=False`` does not make the directory (to look whether a master is there).
     """
     values = resolve(target)
     identity = "\0".join(values.get(k, "") for k in ("user", "hostname", "port", "proxyjump", "proxycommand"))
     name = "cm-" + hashlib.sha256(identity.encode()).hexdigest()[:20]
-    path = str(control_dir() / name)
+    path = str(control_dir(create=create) / name)
     if len(path.encode()) > MAX_SOCKET_PATH:
         raise ControlDirError(
             f"the SSH control socket path {path} is too long for a unix socket; "
