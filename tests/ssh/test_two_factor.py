@@ -278,6 +278,7 @@ def site(two_factor: TwoFactorTestbed, tmp_path: Path) -> Iterator[Site]:
     made.logout()
 
 
+@pytest.mark.testbed_slurm
 def test_one_login_serves_three_processes_and_a_map_of_100_with_one_code(
     two_factor: TwoFactorTestbed, tmp_path: Path, slurm_cluster: object
 ) -> None:
@@ -466,6 +467,7 @@ def test_the_openssh_client_without_a_login_fails_at_once_naming_the_host_and_th
     assert two_factor.two_factor_logins() == before
 
 
+@pytest.mark.testbed_sge
 def test_grid_engine_behind_the_two_factor_login_node_with_one_login(
     two_factor: TwoFactorTestbed, tmp_path: Path, sge_cell: object
 ) -> None:
