@@ -329,6 +329,10 @@ def test_the_master_killed_mid_map_loses_nothing_the_map_completes_after_a_new_l
             f"""
             import os, sys, time
             from clustrix import cluster
+            import clustrix.api.futures
+
+            # other failures give a job up after this long; the outage below lasts longer
+            clustrix.api.futures.POLL_FAILURE_LIMIT = 2.0
 
             @cluster(job_poll_interval=0.5)
             def slow(x):
