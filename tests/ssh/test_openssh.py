@@ -22,7 +22,7 @@ from clustrix import cluster
 from clustrix.config.settings import resolve_config
 from clustrix.plugin.manager import transport_for
 from clustrix_ssh import client, login, openssh
-from clustrix_ssh.errors import HostKeyError, LoginRequiredError, SSHConnectionError
+from clustrix_ssh.errors import ChangedHostKeyError, HostKeyError, LoginRequiredError, SSHConnectionError
 from clustrix_ssh.openssh import OpenSSHTransport
 from tests.ssh.helpers import REPLICATE
 from tests.testbed.sshd import SSHServer
@@ -265,3 +265,15 @@ def test_a_map_waits_through_a_lost_login_and_completes_after_a_new_one(sshd: SS
         authorized.write_text(kept)
     login.open_master(tb, interactive=False)  # a new login
     assert [f.result(timeout=60) for f in futures] == [0, 2, 4, 6]
+
+
+def test_a_changed_host_key_is_refused(sshd: SSHServer, tmp_path: Path, control: Path) -> None:
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    key_type, key = Path(f"{other}.pub").read_text().split()[:2]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {key_type} {key}\n")
+    config = write_ssh_config(tmp_path / "cfg", sshd, known_hosts=str(wrong))
+    transport = openssh.get_transport(login.LoginTarget(host="tb", config_file=str(config)))
+    with pytest.raises(ChangedHostKeyError, match="has CHANGED"):
+        transport.run(["true"])
