@@ -26,6 +26,7 @@ SOURCES = sorted(ROOT.glob("clustrix-*/src"))
 SSH_TRANSPORT_SIDE = {
     "__init__.py", "transport.py", "connection.py", "hostkeys.py", "target.py", "command.py", "errors.py", "keys.py",
     "openssh.py", "login.py", "client.py",  # the OpenSSH transport, its master connections, the choice of client
+    "prompt.py", "cli.py",  # the paramiko path's code prompt, clustrix login/logout and the doctor's lines
 }  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,16 @@ def _keygen(path: Path, comment: str) -> None:
     )
 
 
-def render_sshd_config(directory: Path, port: int, user: str, extra_lines: tuple[str, ...] = ()) -> str:
-    """The sshd_config of the testbed: key auth only, one user, loopback, files in ``directory``."""
+def render_sshd_config(
+    directory: Path, port: int, user: str, extra_lines: tuple[str, ...] = (), overrides: tuple[str, ...] = ()
+) -> str:
+    """The sshd_config of the testbed: key auth only, one user, loopback, files in ``directory``.
+
+    ``overrides`` come first (sshd keeps the first value of a keyword), ``extra_lines`` last.
+    """
     return "\n".join(
         [
+            *overrides,
             f"ListenAddress 127.0.0.1:{port}",
             f"HostKey {directory}/ssh_host_ed25519_key",
             f"PidFile {directory}/sshd.pid",
@@ -91,6 +98,8 @@ class SSHServer:
     #: runs sshd elsewhere, e.g. inside a network namespace (``nsenter --net=...``); its port is then
     #: that namespace's, and a gateway outside forwards the same port number to it
     command_prefix: tuple[str, ...] = ()
+    #: the sshd program to run; a symlink to sshd under another name makes it use that name's PAM service
+    program: str = SSHD
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,7 +125,7 @@ class SSHServer:
         log.write_text("")
         with open(log, "ab") as log_file:  # the child keeps its own copy of the descriptor
             self._process = subprocess.Popen(
-                [*self.command_prefix, SSHD, "-D", "-e", "-f", str(Path(self.directory) / "sshd_config")],
+                [*self.command_prefix, self.program, "-D", "-e", "-f", str(Path(self.directory) / "sshd_config")],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
@@ -196,9 +205,18 @@ class SSHServer:
 
 
 def start_sshd(
-    user: str = TEST_USER, *, command_prefix: tuple[str, ...] = (), extra_config: tuple[str, ...] = ()
+    user: str = TEST_USER,
+    *,
+    command_prefix: tuple[str, ...] = (),
+    extra_config: tuple[str, ...] = (),
+    override_config: tuple[str, ...] = (),
+    prepare: Callable[[Path, int], str] | None = None,
 ) -> SSHServer:
-    """Install what is missing, prepare keys and the user, and start sshd on a free port."""
+    """Install what is missing, prepare keys and the user, and start sshd on a free port.
+
+    ``prepare(directory, port)``, if given, runs before sshd starts (it may write files in the
+    testbed's directory) and returns the program to run: a symlink to sshd, for its own PAM service.
+    """
     apt_install(["openssh-server", "openssh-client"])
     if os.geteuid() != 0:
         raise RuntimeError("the sshd testbed needs root (it creates a user and runs sshd)")
@@ -219,7 +237,7 @@ def start_sshd(
     port = free_port()
     if not port_is_free(port):
         raise RuntimeError(f"port {port} was free a moment ago and is busy now")
-    (directory / "sshd_config").write_text(render_sshd_config(directory, port, user, extra_config))
+    (directory / "sshd_config").write_text(render_sshd_config(directory, port, user, extra_config, override_config))
     host_key = (directory / "ssh_host_ed25519_key.pub").read_text().split()
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
@@ -233,6 +251,8 @@ def start_sshd(
         home=account.pw_dir,
         command_prefix=command_prefix,
     )
+    if prepare is not None:
+        server.program = prepare(directory, port)
     server.start()
     return server
 

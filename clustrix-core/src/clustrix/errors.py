@@ -39,6 +39,18 @@ class UnsafePathError(ClustrixError, PermissionError):
     """
 
 
+class LoginNeededError(ClustrixError, ConnectionError):
+    """A host can be reached again only once the user logs in again (an expired two-factor login).
+
+    Raised by a transport plugin. Jobs are not given up for it: the poller says once what to do
+    (:meth:`remedy`) and goes on waiting, then picks up as soon as the host answers again.
+    """
+
+    def remedy(self, host: str) -> str:
+        """What the user does to reach ``host`` again (a plugin's error names its own command)."""
+        return f"log in to {host} again"
+
+
 class CommandError(ClustrixError, RuntimeError):
     """A command run through a transport failed; the message carries its stderr."""
 

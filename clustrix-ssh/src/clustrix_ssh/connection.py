@@ -14,8 +14,8 @@ from typing import Any
 import paramiko
 
 from clustrix.log import get_logger
-from clustrix_ssh import hostkeys
-from clustrix_ssh.errors import HostKeyError, SSHConnectionError
+from clustrix_ssh import hostkeys, prompt
+from clustrix_ssh.errors import HostKeyError, LoginRequiredError, SSHConnectionError
 from clustrix_ssh.target import Target, load_ssh_config, resolve_jump
 
 log = get_logger("clustrix.ssh")
@@ -83,11 +83,12 @@ def _connect_client(
             banner_timeout=CONNECT_TIMEOUT,
             auth_timeout=CONNECT_TIMEOUT,
             sock=sock,
+            transport_factory=prompt.transport_factory(target.alias),
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise hostkeys.changed_key_error(target, exc, known_hosts_file) from None
-    except HostKeyError:
+    except (HostKeyError, LoginRequiredError):
         client.close()
         raise
     except paramiko.AuthenticationException as exc:

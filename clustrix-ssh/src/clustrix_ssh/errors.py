@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clustrix.errors import ClustrixError, ConfigurationError, UnsafePathError
+from clustrix.errors import ClustrixError, ConfigurationError, LoginNeededError, UnsafePathError
 
 
 class SSHConnectionError(ClustrixError, ConnectionError):
@@ -25,5 +25,11 @@ class ControlDirError(UnsafePathError):
     """The directory of the SSH master sockets is not private to the user (or cannot be used)."""
 
 
-class LoginRequiredError(SSHConnectionError):
-    """The OpenSSH transport found no usable login for a host and may not prompt: run ``clustrix login HOST``."""
+class LoginRequiredError(SSHConnectionError, LoginNeededError):
+    """No usable login for a host, and no prompt may be shown: run ``clustrix login HOST``.
+
+    A :class:`~clustrix.errors.LoginNeededError`: running jobs wait for the new login.
+    """
+
+    def remedy(self, host: str) -> str:
+        return f"log in again with `clustrix login {host}`"

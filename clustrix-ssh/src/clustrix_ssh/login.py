@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -325,6 +326,10 @@ def master_argv(target: LoginTarget | str, *, persist: str | int = DEFAULT_PERSI
     ]
 
 
+def _ignore_hangup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def open_master(
     target: LoginTarget | str,
     *,
@@ -345,7 +350,10 @@ def open_master(
         return current
     argv = master_argv(target, persist=persist, batch=not interactive)
     if interactive:
-        proc = subprocess.run(argv, timeout=timeout, check=False)
+        # ssh -f puts the master in the background, but a ProxyJump hop's `ssh -W` stays in the terminal's
+        # session: closing the terminal (SIGHUP) would kill it and the master with it. ssh leaves an
+        # ignored SIGHUP ignored, so every process of the login is started with it ignored.
+        proc = subprocess.run(argv, timeout=timeout, check=False, preexec_fn=_ignore_hangup)
         message = ""
     else:
         proc = subprocess.run(

@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING
 
 from clustrix.config.keys import ConfigKey
 from clustrix.plugin.hookspecs import hookimpl
+from clustrix_ssh.cli import LOGIN_KEYS, clustrix_cli_commands, clustrix_doctor_checks
 from clustrix_ssh.keys import DECLARED_KEYS
+
+#: the login commands and doctor lines (clustrix_ssh.cli) are hooks of this plugin too
+__all__ = ["clustrix_cli_commands", "clustrix_doctor_checks"]
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
@@ -40,7 +44,7 @@ def transport_from_config(config: ClusterConfig) -> SSHTransport | OpenSSHTransp
 
 @hookimpl
 def clustrix_config_keys() -> dict[str, ConfigKey]:
-    return dict(DECLARED_KEYS)
+    return {**DECLARED_KEYS, **LOGIN_KEYS}
 
 
 @hookimpl

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from clustrix.api.interrupts import HeldInterrupts, wait_interruptibly
+from clustrix.api.outages import Outages
 from clustrix.errors import JobError, JobLostError, RemoteTraceback, UnsafePathError, error_for_state
 from clustrix.log import get_logger
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
@@ -203,6 +204,7 @@ class JobManager:
         self._jobs: dict[str, _ActiveJob] = {}
         self._groups: dict[tuple[Any, ...], _Group] = {}
         self._woken: set[str] = set()
+        self._outages = Outages()
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -367,10 +369,12 @@ class JobManager:
         try:
             statuses = scheduler.poll([job.handle for job in jobs], config)
         except Exception as exc:  # noqa: BLE001
-            log.warning("clustrix.poll_failed", scheduler=scheduler.name, error=repr(exc))
+            waits = self._outages.failed(config, "clustrix.poll_failed", exc, scheduler=scheduler.name)
             for job in jobs:
+                job.failing_since = None if waits else job.failing_since
                 self._failed_attempt(job, "poll", exc)
             return
+        self._outages.answered(config)
         for job in jobs:
             status = statuses.get(job.handle.job_id)
             previous = job.status
@@ -406,8 +410,8 @@ class JobManager:
             self._fail(job, exc)
             return
         except Exception as exc:  # noqa: BLE001 - stays watched: the next round polls and fetches again
-            log.warning("clustrix.fetch_failed", job_id=job.handle.job_id, error=repr(exc))
-            self._failed_attempt(job, "fetch the results of", exc)
+            if not self._outages.failed(job.config, "clustrix.fetch_failed", exc, job_id=job.handle.job_id):
+                self._failed_attempt(job, "fetch the results of", exc)
             return
         with self._lock:
             self._jobs.pop(job.handle.job_id, None)

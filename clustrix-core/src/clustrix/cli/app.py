@@ -21,8 +21,8 @@ from clustrix.cli.jobs import cmd_cancel, cmd_jobs, cmd_logs, cmd_result, cmd_st
 from clustrix.cli.output import emit
 from clustrix.cli.preview import cmd_code, cmd_submit
 from clustrix.config.settings import config_path, get_config
-from clustrix.errors import ClustrixError
-from clustrix.plugin.manager import installed_plugins
+from clustrix.errors import ClustrixError, ConfigurationError
+from clustrix.plugin.manager import installed_plugins, plugin_cli_commands
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -141,6 +141,15 @@ def build_parser(prog: str = "clustrix") -> argparse.ArgumentParser:
     submit.add_argument("--kw", dest="keyword", action="append", metavar="NAME=VALUE", help="a keyword argument")
     submit.add_argument("target", help="MODULE:FUNCTION, e.g. mylib:run (imported from the current folder)")
     submit.add_argument("args", nargs="*", metavar="ARG", help="arguments, read as Python literals where possible")
+    taken = set(sub.choices)
+
+    def add_for_plugin(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        if name in taken:
+            raise ConfigurationError(f"a plugin adds the command {name!r}, which clustrix already has")
+        taken.add(name)
+        return add(name, func, help)
+
+    plugin_cli_commands(add_for_plugin)
     parser.set_defaults(func=None, help_of=parser)
     return parser
 

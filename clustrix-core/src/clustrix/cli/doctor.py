@@ -11,7 +11,7 @@ from typing import Any
 from clustrix import registry
 from clustrix.cli.output import emit
 from clustrix.config.settings import config_path, get_config
-from clustrix.plugin.manager import transport_for
+from clustrix.plugin.manager import plugin_doctor_checks, transport_for
 from clustrix.remote.environment.interpreter import RUNNER_MODULES, remote_python
 from clustrix.remote.scripts import CHECK_FUNCTIONS, SAFE_SYS_PATH, render_work_dir_check, run_checked
 
@@ -51,6 +51,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if isinstance(impl, ChecksBeforeConnecting):
             for name, func in impl.doctor_checks(config):
                 check(name, func)
+
+        for name, func in plugin_doctor_checks(config):
+            check(name, func)
 
         def connect() -> Any:
             transport = transport_for(config)

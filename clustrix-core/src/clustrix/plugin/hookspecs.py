@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from clustrix.config.settings import ClusterConfig
     from clustrix.plugin.dryrun import DryRun
     from clustrix.plugin.transport import Transport
@@ -101,6 +103,33 @@ def clustrix_make_transport(config: ClusterConfig) -> Transport | None:
     Stops at first non-None result.
 
     :param config: the resolved configuration.
+    """
+
+
+@hookspec
+def clustrix_cli_commands(
+    add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser],
+) -> None:
+    """Add commands to the ``clustrix`` command line (``clustrix login`` comes from clustrix-ssh).
+
+    Call ``add(name, func, help)`` once per command. It returns the command's
+    :class:`argparse.ArgumentParser`, with ``--json`` already added, for the command's own
+    arguments; ``func(args)`` runs the command and returns its exit code. Core refuses a name
+    that is taken (by core or another plugin), naming it.
+
+    :param add: the callback that adds one command.
+    """
+
+
+@hookspec
+def clustrix_doctor_checks(config: ClusterConfig) -> Sequence[tuple[str, Callable[[], object]]] | None:
+    """Checks ``clustrix doctor`` runs before it connects, e.g. how the host is reached and why.
+
+    Each check is ``(name, func)``: ``func()`` returns what is shown on an ``[ok]`` line, or
+    ``("warn", text)`` for a finding that does not fail the doctor, or raises for a failure.
+
+    :param config: the resolved configuration.
+    :return: the checks, in the order they run, or None.
     """
 
 

@@ -279,6 +279,19 @@ def plugin_config_keys() -> dict[str, Any]:
     return keys
 
 
+def plugin_cli_commands(add: Callable[..., Any]) -> None:
+    """Let every plugin add its commands to the ``clustrix`` command line (``clustrix_cli_commands``)."""
+    get_plugin_manager().hook.clustrix_cli_commands(add=add)
+
+
+def plugin_doctor_checks(config: ClusterConfig) -> list[tuple[str, Callable[[], object]]]:
+    """The checks plugins add to ``clustrix doctor`` (``clustrix_doctor_checks``), in call order."""
+    checks: list[tuple[str, Callable[[], object]]] = []
+    for declared in get_plugin_manager().hook.clustrix_doctor_checks(config=config):
+        checks.extend(declared or ())
+    return checks
+
+
 def plugin_resource_keys() -> dict[str, str]:
     """The ``@cluster`` keywords the registered schedulers declare (``Scheduler.resource_keys``), with descriptions."""
     get_plugin_manager()
