@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from clustrix.api import retry
 from clustrix.api.interrupts import HeldInterrupts, wait_interruptibly
 from clustrix.errors import JobError, JobLostError, RemoteTraceback, UnsafePathError, error_for_state
 from clustrix.log import get_logger
@@ -404,6 +405,8 @@ class JobManager:
         except Exception as exc:  # noqa: BLE001 - stays watched: the next round polls and fetches again
             log.warning("clustrix.fetch_failed", job_id=job.handle.job_id, error=repr(exc))
             self._failed_attempt(job, "fetch the results of", exc)
+            return
+        if retry.resubmit_lost(job, outcomes, status.state):  # retries=N: lost calls run again, same job
             return
         with self._lock:
             self._jobs.pop(job.handle.job_id, None)

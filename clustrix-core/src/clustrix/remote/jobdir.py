@@ -36,7 +36,13 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
 
 
 def _payload(spec: JobSpec, tasks: Sequence[Sequence[int]], claim: bool) -> dict[str, Any]:
-    return {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
+    return {
+        "func": spec.func,
+        "arguments": list(spec.arguments),
+        "tasks": [list(t) for t in tasks],
+        "claim": claim,
+        "retries": int(spec.config.get("retries") or 0),
+    }
 
 
 def encode_payload_and_code(

@@ -243,6 +243,43 @@ def execute_call(func: Any, args: Any, kwargs: Any) -> tuple[bool, bytes]:
         return False, encode_outcome_error(error)
 
 
+# ---- retries: a call that raised runs again in its own task (``retries`` of the payload) ----------
+#: Failures a call is not run again for in its task: the same limit would end it again, or it asked to end.
+NOT_RETRIED = ("builtins.MemoryError", "builtins.SystemExit")
+
+
+def execute_with_retries(
+    func: Any, args: Any, kwargs: Any, retries: int, index: int, may_retry: Any = lambda: True
+) -> tuple[bool, bytes]:
+    """:func:`execute_call`, run again while it raises, up to ``retries`` more times.
+
+    The outcome of a call that ran more than once records ``attempts``; a failure's traceback
+    text ends with how many attempts raised. Not run again: :data:`NOT_RETRIED`, or when
+    ``may_retry()`` says no (the task must stop, the job was cancelled).
+    """
+    attempt = 1
+    ok, encoded = execute_call(func, args, kwargs)
+    while not ok and attempt <= retries:
+        record = pickle.loads(encoded)
+        if record["type"] in NOT_RETRIED or not may_retry():
+            break
+        print(
+            f"clustrix.remote.runner: call {index} raised {record['type']}: {record['message']} "
+            f"(attempt {attempt} of {retries + 1}); running it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        attempt += 1
+        ok, encoded = execute_call(func, args, kwargs)
+    if attempt == 1:
+        return ok, encoded
+    record = pickle.loads(encoded)
+    record["attempts"] = attempt
+    if not ok:
+        record["traceback"] += f"\n(clustrix: the call raised on {attempt} attempts; retries={retries})\n"
+    return ok, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` so that readers see either nothing or the whole file (0600 by default)."""
     directory = os.path.dirname(path) or "."
@@ -298,6 +335,7 @@ class _TaskRun:
         self.arguments = payload["arguments"]
         self.tasks = payload.get("tasks") or [list(range(len(self.arguments)))]
         self.claim = bool(payload.get("claim"))
+        self.retries = int(payload.get("retries") or 0)
         self.owner = str(task)
         self.current: tuple[int, Any, Any, Any] | None = None
         self.stop_requested = False
@@ -358,7 +396,7 @@ class _TaskRun:
             print(f"clustrix.remote.runner: call {index} resumes from its checkpoint", file=sys.stderr, flush=True)
         self.current = (index, func, args, kwargs)
         try:
-            ok, encoded = execute_call(func, args, kwargs)
+            ok, encoded = execute_with_retries(func, args, kwargs, self.retries, index, self.may_retry)
         finally:
             self.current = None
         if not ok:
@@ -367,6 +405,10 @@ class _TaskRun:
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
         return ok
+
+    def may_retry(self) -> bool:
+        """A call that raised may run again unless the task was asked to stop or the job was cancelled."""
+        return not self.stop_requested and not os.path.exists(self.path(CANCELLED))
 
     # ---- the warning signal: checkpoint, requeue ---------------------------
     def install_signal_handler(self) -> None:
