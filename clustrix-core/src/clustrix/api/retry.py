@@ -36,6 +36,9 @@ log = get_logger("clustrix.retry")
 
 #: Failures a call is not run again for where it ran: the same limit would end it again, or it asked to end.
 NOT_RETRIED: tuple[type[BaseException], ...] = (MemoryError, SystemExit, KeyboardInterrupt)
+#: A job that ended so keeps its lost calls lost: it was cancelled (by clustrix or the scheduler's own
+#: command), or a limit ended it that would end the calls again.
+NOT_RESUBMITTED = frozenset({JobState.CANCELLED, JobState.TIMEOUT, JobState.OUT_OF_MEMORY})
 #: Where a job's handle counts the resubmissions of each lost call (``{"7": 1}``).
 LOST_KEY = "lost_retries"
 
@@ -86,11 +89,11 @@ def failed_calls(outcomes: Sequence[Outcome | None]) -> list[int]:
 def resubmit_lost(job: _ActiveJob, outcomes: Sequence[Outcome | None], state: JobState) -> bool:
     """The poller found ``job`` final: resubmit its lost calls that have retries left; True if it did.
 
-    Not for a job the user cancelled, nor for a scheduler that cannot resubmit calls. The job is
+    Not for a job that ended :data:`NOT_RESUBMITTED`, nor for a scheduler that cannot resubmit calls. The job is
     watched again under its new native id, so its futures resolve once the retried calls end.
     """
     retries = int(job.config.get("retries") or 0)
-    if not retries or state is JobState.CANCELLED or not hasattr(job.scheduler.impl, "resubmit"):
+    if not retries or state in NOT_RESUBMITTED or not hasattr(job.scheduler.impl, "resubmit"):
         return False
     used: dict[str, int] = dict(job.handle.data.get(LOST_KEY) or {})
     lost = [i for i in lost_calls(outcomes) if used.get(str(i), 0) < retries]

@@ -101,7 +101,7 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
         native_id=native_id,
         host=transport.host,
         job_dir=plan.job.job_dir,
-        data={"tasks": len(tasks), "script": plan.script_path},
+        data={"tasks": len(tasks), "script": plan.script_path, "submit": plan.command},  # submit: batch/retry.py
     )
     return handle, transport
 
