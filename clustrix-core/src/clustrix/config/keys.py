@@ -290,7 +290,7 @@ CORE_KEYS: dict[str, ConfigKey] = {
         type=int,
         help="run a call again, up to this many times, when it raises (in its own task, at once) or is lost "
         "(its task killed, its node failed: only that call is resubmitted); `clustrix retry JOB` reruns the "
-        "failed calls of a finished job (docs/retries.md)",
+        "failed calls of a finished job (docs/remote-jobs.md)",
     ),
     "cleanup_on_success": ConfigKey(
         default=False,
