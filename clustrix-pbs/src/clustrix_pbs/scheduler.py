@@ -152,6 +152,10 @@ class PBSScheduler:
     def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str:
         return self._engine(handle).clustrix_read_logs(handle, config, stream)
 
+    def resubmit(self, handle: JobHandle, config: ClusterConfig, calls: Sequence[int]) -> JobHandle:
+        """Run ``calls`` of a finished job again, in the same job (``retries``, ``clustrix retry``)."""
+        return self._engine(handle).resubmit(handle, config, calls)
+
     @hookimpl
     def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
         return self._engine(handle).clustrix_remove_job_dir(handle, config)

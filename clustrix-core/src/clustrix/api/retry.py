@@ -25,7 +25,7 @@ import attrs
 
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
-from clustrix.plugin.types import JobHandle, JobState, Outcome
+from clustrix.plugin.types import JobHandle, JobState, Outcome, ResubmitsCalls
 
 if TYPE_CHECKING:
     from clustrix.api.futures import _ActiveJob
@@ -93,7 +93,7 @@ def resubmit_lost(job: _ActiveJob, outcomes: Sequence[Outcome | None], state: Jo
     watched again under its new native id, so its futures resolve once the retried calls end.
     """
     retries = int(job.config.get("retries") or 0)
-    if not retries or state in NOT_RESUBMITTED or not hasattr(job.scheduler.impl, "resubmit"):
+    if not retries or state in NOT_RESUBMITTED or not isinstance(job.scheduler.impl, ResubmitsCalls):
         return False
     used: dict[str, int] = dict(job.handle.data.get(LOST_KEY) or {})
     lost = [i for i in lost_calls(outcomes) if used.get(str(i), 0) < retries]
@@ -119,12 +119,11 @@ def resubmit(
 ) -> JobHandle:
     """Run ``calls`` of the finished job ``handle`` again; the job's handle under its new native id."""
     impl = scheduler.impl
-    if not hasattr(impl, "resubmit"):
+    if not isinstance(impl, ResubmitsCalls):
         raise ConfigurationError(
-            f"the {scheduler.name} scheduler cannot resubmit single calls of a job: submit the failed calls again"
+            f"the {scheduler.name} scheduler cannot run some calls of a job again: submit the failed calls anew"
         )
-    new: JobHandle = impl.resubmit(handle, config, list(calls))
-    return new
+    return impl.resubmit(handle, config, list(calls))
 
 
 def retry_failed(
