@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from clustrix.errors import ConfigurationError
+from clustrix.errors import ConfigurationError, JobCancelledError
 from clustrix.log import get_logger
 from clustrix.plugin.types import JobHandle, JobState, Outcome, ResubmitsCalls
 
@@ -36,9 +36,10 @@ log = get_logger("clustrix.retry")
 
 #: Failures a call is not run again for where it ran: the same limit would end it again, or it asked to end.
 NOT_RETRIED: tuple[type[BaseException], ...] = (MemoryError, SystemExit, KeyboardInterrupt)
-#: A job that ended so keeps its lost calls lost: it was cancelled (by clustrix or the scheduler's own
-#: command), or a limit ended it that would end the calls again.
-NOT_RESUBMITTED = frozenset({JobState.CANCELLED, JobState.TIMEOUT, JobState.OUT_OF_MEMORY})
+#: A job that ended so keeps its lost calls lost: a limit ended it that would end them again. (A job
+#: cancelled through clustrix is refused by the resubmit itself, which sees its marker: a task killed on
+#: its node is "deleted" for Grid Engine, so the CANCELLED state alone cannot tell.)
+NOT_RESUBMITTED = frozenset({JobState.TIMEOUT, JobState.OUT_OF_MEMORY})
 #: Where a job's handle counts the resubmissions of each lost call (``{"7": 1}``).
 LOST_KEY = "lost_retries"
 
@@ -89,7 +90,8 @@ def failed_calls(outcomes: Sequence[Outcome | None]) -> list[int]:
 def resubmit_lost(job: _ActiveJob, outcomes: Sequence[Outcome | None], state: JobState) -> bool:
     """The poller found ``job`` final: resubmit its lost calls that have retries left; True if it did.
 
-    Not for a job that ended :data:`NOT_RESUBMITTED`, nor for a scheduler that cannot resubmit calls. The job is
+    Not for a job that ended :data:`NOT_RESUBMITTED` or was cancelled through clustrix, nor for a
+    scheduler that cannot resubmit calls. The job is
     watched again under its new native id, so its futures resolve once the retried calls end.
     """
     retries = int(job.config.get("retries") or 0)
@@ -102,7 +104,9 @@ def resubmit_lost(job: _ActiveJob, outcomes: Sequence[Outcome | None], state: Jo
     for index in lost:
         used[str(index)] = used.get(str(index), 0) + 1
     try:
-        handle = resubmit(job.scheduler, job.handle, job.config, lost)
+        handle = resubmit(job.scheduler, job.handle, job.config, lost, unless_cancelled=True)
+    except JobCancelledError:
+        return False
     except Exception as exc:  # noqa: BLE001 - the futures get the lost calls' errors instead
         log.warning("clustrix.resubmit_failed", job_id=job.handle.job_id, error=repr(exc))
         return False
@@ -115,7 +119,12 @@ def resubmit_lost(job: _ActiveJob, outcomes: Sequence[Outcome | None], state: Jo
 
 
 def resubmit(
-    scheduler: RegisteredScheduler, handle: JobHandle, config: ClusterConfig, calls: Sequence[int]
+    scheduler: RegisteredScheduler,
+    handle: JobHandle,
+    config: ClusterConfig,
+    calls: Sequence[int],
+    *,
+    unless_cancelled: bool = False,
 ) -> JobHandle:
     """Run ``calls`` of the finished job ``handle`` again; the job's handle under its new native id."""
     impl = scheduler.impl
@@ -123,7 +132,7 @@ def resubmit(
         raise ConfigurationError(
             f"the {scheduler.name} scheduler cannot run some calls of a job again: submit the failed calls anew"
         )
-    return impl.resubmit(handle, config, list(calls))
+    return impl.resubmit(handle, config, list(calls), unless_cancelled=unless_cancelled)
 
 
 def retry_failed(

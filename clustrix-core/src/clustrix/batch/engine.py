@@ -131,9 +131,11 @@ class BatchScheduler(SchedulerCommands):
     def clustrix_dry_run(self, spec: JobSpec) -> dryrun.DryRun:
         return dry_run(self, spec)
 
-    def resubmit(self, handle: JobHandle, config: ClusterConfig, calls: Sequence[int]) -> JobHandle:
+    def resubmit(
+        self, handle: JobHandle, config: ClusterConfig, calls: Sequence[int], *, unless_cancelled: bool = False
+    ) -> JobHandle:
         """Run ``calls`` of the finished job again, in the same job (:mod:`clustrix.batch.retry`)."""
-        return retry.resubmit(self, handle, config, calls)
+        return retry.resubmit(self, handle, config, calls, unless_cancelled=unless_cancelled)
 
     def forget(self, job_id: str) -> None:
         """Drop what this process knows of the job's last run (it was submitted again)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from clustrix.batch.dialect import ParseError
-from clustrix.errors import ConfigurationError, SchedulerCommandError, SubmitRejectedError
+from clustrix.errors import ConfigurationError, JobCancelledError, SchedulerCommandError, SubmitRejectedError
 from clustrix.plugin.types import JobHandle, JobState
 from clustrix.remote import runner
 from clustrix.remote.report import run_script_bytes
@@ -32,15 +32,23 @@ if TYPE_CHECKING:
 #: Where a batch job's handle keeps the command line it was submitted with (run again in its directory).
 SUBMIT_KEY = "submit"
 COMMAND_TIMEOUT = 120.0
+CANCELLED_MESSAGE = "clustrix: the job was cancelled through clustrix: its calls are not run again"
 
 
-def render_resubmit(*, job_dir: str, calls: Sequence[int], submit: str, marker: str) -> str:
-    """Forget ``calls`` and every task's exit code in ``job_dir``, then submit its script again (``exec``)."""
+def render_resubmit(
+    *, job_dir: str, calls: Sequence[int], submit: str, marker: str, unless_cancelled: bool = False
+) -> str:
+    """Forget ``calls`` and every task's exit code in ``job_dir``, then submit its script again (``exec``).
+
+    ``unless_cancelled``: a job cancelled through clustrix (its marker) is left as it is (exit 4).
+    """
     q = shlex.quote
     out = runner.OUT_DIR
+    cancelled = f"[ ! -e {runner.CANCELLED} ] || {{ echo '{CANCELLED_MESSAGE}' >&2; exit 4; }}"
     lines = [
         f"cd {q(job_dir)} || exit 1",
         f"[ -f {runner.PAYLOAD} ] || {{ echo 'clustrix: the job directory has no payload (removed?)' >&2; exit 1; }}",
+        *([cancelled] if unless_cancelled else []),
         f"rm -f -- {runner.CANCELLED} {out}/task-*.exit",
         f"for i in {' '.join(str(int(i)) for i in calls)}; do",
         f'  rm -f -- "{out}/$i.pkl" "{out}/$i.failed" "{out}/$i.claim"',
@@ -52,8 +60,18 @@ def render_resubmit(*, job_dir: str, calls: Sequence[int], submit: str, marker: 
     return "\n".join(lines)
 
 
-def resubmit(scheduler: BatchScheduler, handle: JobHandle, config: ClusterConfig, calls: Sequence[int]) -> JobHandle:
-    """Run ``calls`` of the finished job ``handle`` again; its handle under the new native id."""
+def resubmit(
+    scheduler: BatchScheduler,
+    handle: JobHandle,
+    config: ClusterConfig,
+    calls: Sequence[int],
+    *,
+    unless_cancelled: bool = False,
+) -> JobHandle:
+    """Run ``calls`` of the finished job ``handle`` again; its handle under the new native id.
+
+    ``unless_cancelled``: refuse (``JobCancelledError``) a job cancelled through clustrix.
+    """
     d = scheduler.dialect
     submit = handle.data.get(SUBMIT_KEY)
     if not handle.job_dir or not isinstance(submit, str):
@@ -66,9 +84,17 @@ def resubmit(scheduler: BatchScheduler, handle: JobHandle, config: ClusterConfig
         raise ValueError(f"job {handle.job_id} has calls 0..{handle.size - 1}, not {bad}")
     transport = scheduler.transport(config)
     marker = secrets.token_hex(6)
-    script = render_resubmit(job_dir=handle.job_dir, calls=sorted(set(calls)), submit=submit, marker=marker)
+    script = render_resubmit(
+        job_dir=handle.job_dir,
+        calls=sorted(set(calls)),
+        submit=submit,
+        marker=marker,
+        unless_cancelled=unless_cancelled,
+    )
     code, out, err = run_script_bytes(transport, script, timeout=COMMAND_TIMEOUT)
     text, errors = out.decode(errors="replace"), err.decode(errors="replace").strip()
+    if CANCELLED_MESSAGE in errors:
+        raise JobCancelledError(CANCELLED_MESSAGE.removeprefix("clustrix: "), job_id=handle.job_id)
     reset = f"@{marker} reset\n"
     if reset not in text or code != 0:
         reason = errors.removeprefix("clustrix: ") or text.strip() or f"exit {code}"
