@@ -120,3 +120,38 @@ def test_the_local_executor_notes_how_many_attempts_raised() -> None:
 def test_retries_must_be_a_whole_number_of_at_least_zero(value: object) -> None:
     with pytest.raises(ConfigurationError, match="retries"):
         cluster(retries=value)(fails_once)
+
+
+def _resubmit_script(job_dir: Path, calls: list[int], *, unless_cancelled: bool) -> subprocess.CompletedProcess[str]:
+    from clustrix.batch.retry import render_resubmit
+
+    script = render_resubmit(
+        job_dir=str(job_dir), calls=calls, submit="echo 4242", marker="m", unless_cancelled=unless_cancelled
+    )
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+
+
+def _finished_job_dir(tmp_path: Path) -> Path:
+    job_dir = tmp_path / "job"
+    (job_dir / "out").mkdir(parents=True)
+    for name in ["payload.pkl", "cancelled", *(f"out/{i}.{s}" for i in range(4) for s in ("pkl", "claim"))]:
+        (job_dir / name).touch()
+    for name in ["out/2.failed", "out/task-0.exit", "out/task-1.exit"]:
+        (job_dir / name).touch()
+    return job_dir
+
+
+def test_a_resubmit_forgets_only_the_calls_run_again_and_every_task_exit_code(tmp_path: Path) -> None:
+    job_dir = _finished_job_dir(tmp_path)
+    done = _resubmit_script(job_dir, [2, 3], unless_cancelled=False)
+    assert (done.returncode, done.stdout) == (0, "@m reset\n4242\n")  # the submit command's answer follows
+    left = sorted(p.name for p in (job_dir / "out").iterdir())
+    assert left == ["0.claim", "0.pkl", "1.claim", "1.pkl"]
+    assert not (job_dir / "cancelled").exists()  # clustrix retry runs a cancelled job's calls again
+
+
+def test_a_lost_call_of_a_job_cancelled_through_clustrix_is_not_resubmitted(tmp_path: Path) -> None:
+    job_dir = _finished_job_dir(tmp_path)
+    done = _resubmit_script(job_dir, [3], unless_cancelled=True)
+    assert done.returncode == 4 and "cancelled through clustrix" in done.stderr
+    assert "4242" not in done.stdout and (job_dir / "out" / "3.pkl").exists()
