@@ -8,7 +8,7 @@ single file next to the payload and run with any Python that has cloudpickle.
 Job directory layout (shared by every batch scheduler plugin)::
 
     JOBDIR/                 0700, owned by the submitting user
-      payload.pkl           {"func", "arguments", "tasks", "claim"}; cloudpickled
+      payload.pkl           {"func", "arguments", "tasks", "claim", "retries"}; cloudpickled
       out/<index>.pkl       one outcome per call index, written atomically
       out/<index>.failed    empty marker, made before the outcome of a call that raised
       out/<index>.claim     (claim mode) which array task runs the call: "<task>\\n<host pid>"
@@ -19,7 +19,11 @@ Job directory layout (shared by every batch scheduler plugin)::
 ``tasks`` lists, for each array task, the call indices it runs (several tiny calls
 may be packed into one task). An outcome file holds a plain pickled dict:
 ``{"ok": True, "value": <cloudpickle bytes>}`` or ``{"ok": False, "exception":
-<cloudpickle bytes or None>, "type": "mod.Name", "message": str, "traceback": str}``.
+<cloudpickle bytes or None>, "type": "mod.Name", "message": str, "traceback": str}``, with
+``"attempts": n`` when the call ran more than once.
+
+**Retries** (``"retries": N``): a call that raised runs again at once in its task, up to N more
+times (:func:`execute_with_retries`); the client resubmits calls that were lost (:mod:`clustrix.api.retry`).
 
 **Claim mode** (``"claim": True``, dynamic packing): ``tasks[N]`` is only task N's own
 share. Each call is taken by creating ``out/<index>.claim`` exclusively; a task runs its
