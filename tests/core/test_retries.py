@@ -138,6 +138,7 @@ def _finished_job_dir(tmp_path: Path) -> Path:
         (job_dir / name).touch()
     for name in ["out/2.failed", "out/task-0.exit", "out/task-1.exit"]:
         (job_dir / name).touch()
+    (job_dir / "out" / "5.claim").write_text("1\nnode 4242\n")  # a lost call: its task died
     return job_dir
 
 
@@ -146,7 +147,9 @@ def test_a_resubmit_forgets_only_the_calls_run_again_and_every_task_exit_code(tm
     done = _resubmit_script(job_dir, [2, 3], unless_cancelled=False)
     assert (done.returncode, done.stdout) == (0, "@m reset\n4242\n")  # the submit command's answer follows
     left = sorted(p.name for p in (job_dir / "out").iterdir())
-    assert left == ["0.claim", "0.pkl", "1.claim", "1.pkl"]
+    assert left == ["0.claim", "0.pkl", "1.claim", "1.pkl", "5.claim"]
+    assert (job_dir / "out" / "5.claim").read_text() == "-\n"  # lost, not run again: no task holds it
+    assert (job_dir / "out" / "0.claim").read_text() == ""  # a finished call's claim is left alone
     assert not (job_dir / "cancelled").exists()  # clustrix retry runs a cancelled job's calls again
 
 

@@ -40,6 +40,8 @@ def render_resubmit(
 ) -> str:
     """Forget ``calls`` and every task's exit code in ``job_dir``, then submit its script again (``exec``).
 
+    Any other call without an outcome keeps a claim no task holds, so it does not run again.
+
     ``unless_cancelled``: a job cancelled through clustrix (its marker) is left as it is (exit 4).
     """
     q = shlex.quote
@@ -52,6 +54,10 @@ def render_resubmit(
         f"rm -f -- {runner.CANCELLED} {out}/task-*.exit",
         f"for i in {' '.join(str(int(i)) for i in calls)}; do",
         f'  rm -f -- "{out}/$i.pkl" "{out}/$i.failed" "{out}/$i.claim"',
+        "done",
+        # any other call left without an outcome stays lost: no task of the new array holds its claim
+        f"for c in {out}/*.claim; do",
+        '  [ -e "$c" ] && [ ! -e "${c%.claim}.pkl" ] && printf -- "-\\n" > "$c"',
         "done",
         f"echo @{marker} reset",
         f"exec {submit}",
