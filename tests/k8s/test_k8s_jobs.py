@@ -455,3 +455,23 @@ def test_an_image_from_a_registry_that_wants_a_login_is_pulled_with_the_pull_sec
         one.submit().result(timeout=120)
     configure(**{**k8s_config, "image": private}, image_pull_secrets=["testbed-regcred"])
     assert one() == 1
+
+
+def test_retries_run_a_call_that_raised_again_in_its_pod_in_a_map_of_50(k8s_config: dict[str, Any]) -> None:
+    """``retries`` (issue 21): the runner in the pod runs the call again; ``backoff_limit`` stays 0."""
+    configure(**k8s_config)
+
+    def fails_once(x: int, token: str) -> tuple[int, int]:
+        path = f"/tmp/clustrix-runs-{token}-{x}"  # the pod's own /tmp: the retry runs in the same pod
+        with open(path, "a") as fh:
+            fh.write("x")
+        runs = os.path.getsize(path)
+        if x == 7 and runs == 1:
+            raise ValueError("call 7 failed on its first attempt")
+        return x, runs
+
+    token = os.urandom(4).hex()
+    results = cluster(retries=1)(fails_once).map(range(50), [token] * 50)
+    assert [tuple(r) for r in results] == [(x, 2 if x == 7 else 1) for x in range(50)]
+    with pytest.raises(ValueError, match="call 7 failed on its first attempt"):
+        cluster(retries=0)(fails_once).map(range(50), [os.urandom(4).hex()] * 50)

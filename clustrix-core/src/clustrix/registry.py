@@ -237,6 +237,15 @@ def update_progress(job_id: str, status: JobStatus) -> None:
     _update(job_id, status, only_unfinished=True)
 
 
+def update_handle(handle: JobHandle) -> None:
+    """Store the new handle of a job whose calls were resubmitted (``retries``): it is pending again."""
+    with _connect() as conn:
+        conn.execute(
+            "UPDATE jobs SET handle = ?, state = ?, reason = NULL, updated_at = ? WHERE job_id = ?",
+            (json.dumps(handle.to_dict()), JobState.PENDING.value, time.time(), handle.job_id),
+        )
+
+
 def _update(job_id: str, status: JobStatus, *, only_unfinished: bool) -> None:
     finals = [s.value for s in JobState if s.final] if only_unfinished else []
     where = f" AND state NOT IN ({','.join('?' * len(finals))})" if finals else ""

@@ -153,6 +153,12 @@ class PBSScheduler:
     def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str:
         return self._engine(handle).clustrix_read_logs(handle, config, stream)
 
+    def resubmit(
+        self, handle: JobHandle, config: ClusterConfig, calls: Sequence[int], *, unless_cancelled: bool = False
+    ) -> JobHandle:
+        """Run ``calls`` of a finished job again, in the same job (``retries``, ``clustrix retry``)."""
+        return self._engine(handle).resubmit(handle, config, calls, unless_cancelled=unless_cancelled)
+
     @hookimpl
     def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
         return self._engine(handle).clustrix_remove_job_dir(handle, config)

@@ -15,16 +15,17 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from clustrix.api import retry
 from clustrix.api.interrupts import HeldInterrupts, wait_interruptibly
 from clustrix.api.outages import Outages
-from clustrix.errors import JobError, JobLostError, RemoteTraceback, UnsafePathError, error_for_state
+from clustrix.api.outcomes import resolve_futures, resolve_whole, settle, tail
+from clustrix.errors import JobError, UnsafePathError
 from clustrix.log import get_logger
-from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome, Outcomes
+from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
@@ -37,54 +38,7 @@ _BACKOFF = 1.5
 #: How long polls may keep failing (connection gone, scheduler down) before futures fail.
 #: The job itself stays in the registry, so ``Job.attach`` can still fetch it later.
 POLL_FAILURE_LIMIT = 300.0
-STDERR_TAIL_CHARS = 4000
 _T = TypeVar("_T")
-
-
-def exception_from_outcome(outcome: Outcome, *, job_id: str | None = None) -> BaseException:
-    """The exception a failed call re-raises: the original one with its remote traceback,
-    or a :class:`JobError` naming the type when the original could not be unpickled here."""
-    exc = outcome.exception
-    if exc is not None:
-        if exc.__traceback__ is None and outcome.traceback:
-            exc.__cause__ = RemoteTraceback(outcome.traceback)
-            try:
-                exc.remote_traceback = outcome.traceback  # type: ignore[attr-defined]
-            except (AttributeError, TypeError):
-                pass
-        return exc
-    return JobError(
-        f"the job raised {outcome.error_type}: {outcome.error_message} "
-        "(the exception could not be unpickled here, so it is reported as a JobError)",
-        job_id=job_id,
-        error_type=outcome.error_type,
-        remote_traceback=outcome.traceback,
-    )
-
-
-def missing_outcome_error(handle: JobHandle, status: JobStatus, stderr_tail: str | None, index: int = 0) -> JobError:
-    """The error for a call that wrote no result, chosen by the job's final state (or its failed input)."""
-    from clustrix.api.dependencies import upstream_error
-
-    if handle.data.get("after") and (error := upstream_error(handle, index, status)) is not None:
-        return error
-    if status.state is JobState.COMPLETED:
-        cls: type[JobError] = JobLostError
-        message = f"job {handle.job_id} finished but wrote no result for this call"
-    else:
-        cls = error_for_state(status.state)
-        message = f"job {handle.job_id} ended {status.state.value} without a result"
-    return cls(
-        message,
-        job_id=handle.job_id,
-        state=status.state,
-        reason=status.reason,
-        stderr_tail=stderr_tail or None,
-    )
-
-
-def tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
-    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 class ClusterFuture(concurrent.futures.Future[Any]):
@@ -413,6 +367,8 @@ class JobManager:
             if not self._outages.failed(job.config, "clustrix.fetch_failed", exc, job_id=job.handle.job_id):
                 self._failed_attempt(job, "fetch the results of", exc)
             return
+        if retry.resubmit_lost(job, outcomes, status.state):  # retries=N: lost calls run again, same job
+            return
         with self._lock:
             self._jobs.pop(job.handle.job_id, None)
         if status.counts is None:  # what the outcomes tell, for the registry and the progress bar
@@ -449,7 +405,7 @@ class JobManager:
         with self._lock:
             self._jobs.pop(job.handle.job_id, None)
         for future in job.futures:
-            _set(future, error=error)
+            settle(future, error=error)
 
     def _record_final(self, job: _ActiveJob, status: JobStatus) -> None:
         self._record(job, status, final=True)
@@ -463,61 +419,6 @@ class JobManager:
                 (registry.update_state if final else registry.update_progress)(job.handle.job_id, status)
             except Exception as exc:  # noqa: BLE001 - the registry is a view; the job goes on
                 log.warning("clustrix.registry_update_failed", job_id=job.handle.job_id, error=repr(exc))
-
-
-def _set(future: concurrent.futures.Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled meanwhile
-
-
-def resolve_futures(
-    futures: Sequence[concurrent.futures.Future[Any]],
-    outcomes: Sequence[Outcome | None],
-    handle: JobHandle,
-    status: JobStatus,
-    stderr_tail: Any,
-) -> None:
-    """Set each future from its outcome; ``stderr_tail()`` is called at most once, if needed."""
-    tail_text: list[str] = []
-    for index, (future, outcome) in enumerate(zip(futures, outcomes, strict=False)):
-        if future.done():
-            continue
-        if outcome is None:
-            if not tail_text:
-                tail_text.append(stderr_tail())
-            _set(future, error=missing_outcome_error(handle, status, tail_text[0], index))
-        elif outcome.ok:
-            _set(future, value=outcome.value)
-        else:
-            _set(future, error=exception_from_outcome(outcome, job_id=handle.job_id))
-
-
-def resolve_whole(
-    future: concurrent.futures.Future[Any],
-    outcomes: Sequence[Outcome | None],
-    handle: JobHandle,
-    status: JobStatus,
-    stderr_tail: Any,
-) -> None:
-    """Set one future to every call's value in order, or to the first failed call's error."""
-    if isinstance(outcomes, Outcomes) and (all_values := outcomes.values) is not None:
-        _set(future, value=all_values)
-        return
-    values = []
-    for index, outcome in enumerate(outcomes):
-        if outcome is None:
-            _set(future, error=missing_outcome_error(handle, status, stderr_tail(), index))
-            return
-        if not outcome.ok:
-            _set(future, error=exception_from_outcome(outcome, job_id=handle.job_id))
-            return
-        values.append(outcome.value)
-    _set(future, value=values)
 
 
 _manager: JobManager | None = None

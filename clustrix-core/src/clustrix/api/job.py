@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from clustrix import registry
-from clustrix.api.futures import resolve_futures, tail
+from clustrix.api import retry
+from clustrix.api.outcomes import resolve_futures, tail
 from clustrix.config.settings import ClusterConfig, resolve_config
 from clustrix.plugin.manager import RegisteredScheduler, get_scheduler
 from clustrix.plugin.types import JobHandle, JobState, JobStatus
@@ -93,6 +94,23 @@ class Job:
         futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(count)]
         resolve_futures(futures, outcomes, self.handle, status, lambda: tail(self.logs("stderr")))
         return futures
+
+    def retry_failed(self) -> list[int]:
+        """Run the calls of this finished job that raised or were lost again, in the same job; those calls.
+
+        Only those calls run (see :mod:`clustrix.batch.retry`); the job keeps its id, so
+        :meth:`results` then waits for them and returns every call's result in order. Nothing
+        failed: nothing is submitted (``[]``). A job that has not finished is refused.
+        """
+        status = self.status()
+        if not status.state.final:
+            raise RuntimeError(f"job {self.job_id} is {status.state.value}: wait for it to finish, then retry")
+        outcomes = self.scheduler.fetch(self.handle, self.config)
+        _handle, calls = retry.retry_failed(self.scheduler, self.handle, self.config, outcomes)
+        if calls:
+            self.record = registry.get(self.job_id)
+            self.handle = self.record.handle
+        return calls
 
     def cancel(self) -> bool:
         cancelled = self.scheduler.cancel(self.handle, self.config)

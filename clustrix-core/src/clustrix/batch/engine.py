@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from clustrix.batch import shell
+from clustrix.batch import retry, shell
 from clustrix.batch.commands import SchedulerCommands
 from clustrix.batch.dependencies import holds_jobs, kept
 from clustrix.batch.dialect import Dialect, TaskRecord
@@ -136,6 +136,20 @@ class BatchScheduler(SchedulerCommands):
     @hookimpl
     def clustrix_dry_run(self, spec: JobSpec) -> dryrun.DryRun:
         return dry_run(self, spec)
+
+    def resubmit(
+        self, handle: JobHandle, config: ClusterConfig, calls: Sequence[int], *, unless_cancelled: bool = False
+    ) -> JobHandle:
+        """Run ``calls`` of the finished job again, in the same job (:mod:`clustrix.batch.retry`)."""
+        return retry.resubmit(self, handle, config, calls, unless_cancelled=unless_cancelled)
+
+    def forget(self, job_id: str) -> None:
+        """Drop what this process knows of the job's last run (it was submitted again)."""
+        with self._lock:
+            for known in (self._final, self._unknown_since, self._preempted_since, self._never_runnable):
+                known.pop(job_id, None)
+            for found in (self._swept, self._found_never_runnable):
+                found.discard(job_id)
 
     # ---- poll ---------------------------------------------------------------
     @hookimpl

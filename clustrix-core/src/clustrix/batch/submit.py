@@ -102,7 +102,12 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
         native_id=native_id,
         host=transport.host,
         job_dir=plan.job.job_dir,
-        data={"tasks": len(tasks), "script": plan.script_path, **dependencies.handle_data(spec)},
+        data={
+            "tasks": len(tasks),
+            "script": plan.script_path,
+            "submit": plan.command,  # submit: batch/retry.py
+            **dependencies.handle_data(spec),
+        },
     )
     return handle, transport
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from clustrix.cli.doctor import cmd_doctor
-from clustrix.cli.jobs import cmd_cancel, cmd_jobs, cmd_logs, cmd_result, cmd_status
+from clustrix.cli.jobs import cmd_cancel, cmd_jobs, cmd_logs, cmd_result, cmd_retry, cmd_status
 from clustrix.cli.output import emit
 from clustrix.cli.preview import cmd_code, cmd_submit
 from clustrix.config.settings import config_path, get_config
@@ -125,6 +125,9 @@ def build_parser(prog: str = "clustrix") -> argparse.ArgumentParser:
         "-o", "--output", help="write the pickled result to this new file (mode 0600) instead of printing it"
     )
     result.add_argument("--force", action="store_true", help="with -o: replace FILE if it exists (never via a link)")
+    add("retry", cmd_retry, "run the failed and lost calls of a finished job again, in the same job").add_argument(
+        "job_id", help=job_id
+    )
     cancel = add("cancel", cmd_cancel, "cancel a job, pending or running")
     cancel.add_argument("job_id", help=job_id)
     cancel.add_argument(

@@ -1,4 +1,4 @@
-"""``clustrix jobs``, ``status``, ``logs``, ``result`` and ``cancel``: the jobs in the local registry."""
+"""``clustrix jobs``, ``status``, ``logs``, ``result``, ``retry`` and ``cancel``: the jobs in the local registry."""
 
 from __future__ import annotations
 
@@ -189,3 +189,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             text += f"\n{dependant}: {'cancelled' if done else 'not cancelled'} (a dependant)"
     emit(data, args.json, text)
     return 0 if ok else 1
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    job = Job.attach(args.job_id)
+    calls = job.retry_failed()
+    if calls:
+        listed = ", ".join(map(str, calls[:20])) + (f" and {len(calls) - 20} more" if len(calls) > 20 else "")
+        text = (
+            f"{job.job_id}: call(s) {listed} submitted again ({job.handle.scheduler} job {job.handle.native_id}); "
+            f"clustrix result --wait {job.job_id} waits for every result"
+        )
+    else:
+        text = f"{job.job_id}: no call failed; nothing submitted"
+    emit({"job_id": job.job_id, "calls": calls, "native_id": job.handle.native_id}, args.json, text)
+    return 0

@@ -285,6 +285,13 @@ CORE_KEYS: dict[str, ConfigKey] = {
         help="how many calls of a `.map()` run at once (`%N` of a job array; pods on Kubernetes)",
         backends=NOT_LOCAL,
     ),
+    "retries": ConfigKey(
+        default=0,
+        type=int,
+        help="run a call again, up to this many times, when it raises (in its own task, at once) or is lost "
+        "(its task killed, its node failed: only that call is resubmitted); `clustrix retry JOB` reruns the "
+        "failed calls of a finished job (docs/remote-jobs.md)",
+    ),
     "cleanup_on_success": ConfigKey(
         default=False,
         type=bool,

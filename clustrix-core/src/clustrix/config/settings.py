@@ -242,6 +242,8 @@ def _convert(key: str, value: Any, declared: ConfigKey) -> Any:
         and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
     ):
         raise ConfigurationError(f"{key}={value!r} is not valid: use a whole number >= 1, or None")
+    if key == "retries" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ConfigurationError(f"retries={value!r} is not valid: use a whole number >= 0 (0: never run a call again)")
     if key == "progress":
         if isinstance(value, str):  # CLUSTRIX_PROGRESS=0
             lowered = value.strip().lower()

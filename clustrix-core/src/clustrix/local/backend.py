@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from clustrix.api.decorator import ClusterFunction, mark_worker_thread
+from clustrix.api.retry import with_retries
 from clustrix.config.settings import ClusterConfig
 from clustrix.errors import JobLostError
 from clustrix.local.pool import PoolJob, ProcessPool
@@ -271,7 +272,7 @@ class LocalScheduler:
         requested = config.get("max_workers") or spec.resources.cores
         workers = default_workers(requested)
         chunks = plan_tasks(spec.size, workers * _CHUNKS_PER_WORKER if spec.size > 1 else 1)
-        func = inspect.unwrap(spec.func)
+        func = with_retries(inspect.unwrap(spec.func), config)
         if kind == "process":
             pool = _pools.process_pool(workers)
             pool_job = PoolJob(spec.size, wake)

@@ -290,3 +290,19 @@ class ProbesTarget(Protocol):
     """
 
     def probe(self, config: ClusterConfig, transport: Transport) -> str: ...
+
+
+@runtime_checkable
+class ResubmitsCalls(Protocol):
+    """Optional: a scheduler that runs some calls of a finished job again, in the same job.
+
+    ``retries`` (a lost call) and ``clustrix retry`` (the failed calls) ask it; it returns the
+    job's handle under its new native id, with the same ``job_id`` and job directory. With
+    ``unless_cancelled`` (``retries``), a job cancelled through clustrix is refused
+    (``JobCancelledError``) and left as it is. A dialect on the batch engine has it already
+    (:mod:`clustrix.batch.retry`).
+    """
+
+    def resubmit(
+        self, handle: JobHandle, config: ClusterConfig, calls: Sequence[int], *, unless_cancelled: bool = False
+    ) -> JobHandle: ...

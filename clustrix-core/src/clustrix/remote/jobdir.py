@@ -37,7 +37,13 @@ def plan_tasks(size: int, max_tasks: int | None = None) -> list[list[int]]:
 
 
 def _payload(spec: JobSpec, tasks: Sequence[Sequence[int]], claim: bool) -> dict[str, Any]:
-    payload = {"func": spec.func, "arguments": list(spec.arguments), "tasks": [list(t) for t in tasks], "claim": claim}
+    payload = {
+        "func": spec.func,
+        "arguments": list(spec.arguments),
+        "tasks": [list(t) for t in tasks],
+        "claim": claim,
+        "retries": int(spec.config.get("retries") or 0),
+    }
     return {**payload, "inputs": True} if spec.dependencies else payload
 
 

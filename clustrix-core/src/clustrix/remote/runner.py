@@ -8,7 +8,7 @@ single file next to the payload and run with any Python that has cloudpickle.
 Job directory layout (shared by every batch scheduler plugin)::
 
     JOBDIR/                 0700, owned by the submitting user
-      payload.pkl           {"func", "arguments", "tasks", "claim"}; cloudpickled
+      payload.pkl           {"func", "arguments", "tasks", "claim", "retries"}; cloudpickled
       out/<index>.pkl       one outcome per call index, written atomically
       out/<index>.failed    empty marker, made before the outcome of a call that raised
       out/<index>.claim     (claim mode) which array task runs the call: "<task>\\n<host pid>"
@@ -19,7 +19,11 @@ Job directory layout (shared by every batch scheduler plugin)::
 ``tasks`` lists, for each array task, the call indices it runs (several tiny calls
 may be packed into one task). An outcome file holds a plain pickled dict:
 ``{"ok": True, "value": <cloudpickle bytes>}`` or ``{"ok": False, "exception":
-<cloudpickle bytes or None>, "type": "mod.Name", "message": str, "traceback": str}``.
+<cloudpickle bytes or None>, "type": "mod.Name", "message": str, "traceback": str}``, with
+``"attempts": n`` when the call ran more than once.
+
+**Retries** (``"retries": N``): a call that raised runs again at once in its task, up to N more
+times (:func:`execute_with_retries`); the client resubmits calls that were lost (:mod:`clustrix.api.retry`).
 
 **Claim mode** (``"claim": True``, dynamic packing): ``tasks[N]`` is only task N's own
 share. Each call is taken by creating ``out/<index>.claim`` exclusively; a task runs its
@@ -244,6 +248,39 @@ def execute_call(func: Any, args: Any, kwargs: Any) -> tuple[bool, bytes]:
         return False, encode_outcome_error(error)
 
 
+# ---- retries: a call that raised runs again in its own task (``retries`` of the payload) ----------
+#: Failures a call is not run again for in its task: the same limit would end it again, or it asked to end.
+NOT_RETRIED = ("builtins.MemoryError", "builtins.SystemExit")
+
+
+def execute_with_retries(
+    func: Any, args: Any, kwargs: Any, retries: int, index: int, may_retry: Any = lambda: True
+) -> tuple[bool, bytes]:
+    """:func:`execute_call`, run again while it raises, up to ``retries`` more times.
+
+    The outcome of a call that ran more than once records ``attempts``; a failure's traceback
+    text ends with how many attempts raised. Not run again: :data:`NOT_RETRIED`, or when
+    ``may_retry()`` says no (the task must stop, the job was cancelled).
+    """
+    attempt = 1
+    ok, encoded = execute_call(func, args, kwargs)
+    while not ok and attempt <= retries:
+        record = pickle.loads(encoded)
+        if record["type"] in NOT_RETRIED or not may_retry():
+            break
+        said = f"call {index} raised {record['type']}: {record['message']} (attempt {attempt} of {retries + 1})"
+        print(f"clustrix.remote.runner: {said}; running it again", file=sys.stderr, flush=True)
+        attempt += 1
+        ok, encoded = execute_call(func, args, kwargs)
+    if attempt == 1:
+        return ok, encoded
+    record = pickle.loads(encoded)
+    record["attempts"] = attempt
+    if not ok:
+        record["traceback"] += f"\n(clustrix: the call raised on {attempt} attempts; retries={retries})\n"
+    return ok, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` so that readers see either nothing or the whole file (0600 by default)."""
     directory = os.path.dirname(path) or "."
@@ -349,8 +386,8 @@ def read_upstream(ref: dict[str, Any]) -> Any:
                 over = holder.isdigit() and ended[int(holder)]
             except (OSError, IndexError):
                 over = True  # nobody took the call, and the upstream task that owns it has ended
-        waited = time.monotonic() - start
-        if (over or (ref.get("wait") is not None and waited > ref["wait"])) and not os.path.exists(path):
+        late = ref.get("wait") is not None and time.monotonic() - start > ref["wait"]
+        if (over or late) and not os.path.exists(path):
             raise unmet(f"its input, call {index} of job {ref['job']}, wrote no result", ref, None)
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
@@ -377,6 +414,7 @@ class _TaskRun:
         self.tasks = payload.get("tasks") or [list(range(len(self.arguments)))]
         self.claim = bool(payload.get("claim"))
         self.inputs = bool(payload.get("inputs"))  # some arguments are upstream results (see with_inputs)
+        self.retries = int(payload.get("retries") or 0)
         self.owner = str(task)
         self.current: tuple[int, Any, Any, Any] | None = None
         self.stop_requested = False
@@ -438,7 +476,10 @@ class _TaskRun:
         self.current = (index, func, args, kwargs)
         try:
             inputs = with_inputs(args, kwargs) if self.inputs else (args, kwargs)
-            ok, encoded = (False, inputs) if isinstance(inputs, bytes) else execute_call(func, *inputs)
+            if isinstance(inputs, bytes):  # an input failed: its DependencyError, never retried
+                ok, encoded = False, inputs
+            else:
+                ok, encoded = execute_with_retries(func, *inputs, self.retries, index, self.may_retry)
         finally:
             self.current = None
         if not ok:
@@ -447,6 +488,10 @@ class _TaskRun:
         if os.path.exists(checkpoint):
             os.unlink(checkpoint)
         return ok
+
+    def may_retry(self) -> bool:
+        """A call that raised may run again unless the task was asked to stop or the job was cancelled."""
+        return not self.stop_requested and not os.path.exists(self.path(CANCELLED))
 
     # ---- the warning signal: checkpoint, requeue ---------------------------
     def install_signal_handler(self) -> None:
