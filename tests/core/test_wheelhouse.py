@@ -269,3 +269,30 @@ def test_a_vcs_requirement_is_refused_without_asking_pip(downloads: Path) -> Non
     line = "mylib @ git+https://example.invalid/mylib@0123abcd"
     wheels, refused = download_wheels(["cxfake==1.0", line], target_from_facts(GLIBC_311), {}, host="h")
     assert [w.path.name for w in wheels] == ["cxfake-1.0-py3-none-any.whl"] and refused == [line]
+
+
+def test_without_pip_in_this_python_a_pip_on_path_downloads_and_without_either_the_error_says_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import sys
+
+    from clustrix.errors import EnvironmentBuildError
+    from clustrix.remote.environment import wheelhouse
+
+    if importlib.util.find_spec("pip") is not None:
+        assert wheelhouse.pip_here() == [sys.executable, "-m", "pip"]
+    # a venv made by uv (as nox makes them) has no pip of its own
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pip" else real_find_spec(name, *a)
+    )
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "pip3").write_text("#!/bin/sh\nexit 0\n")
+    (shim / "pip3").chmod(0o755)
+    monkeypatch.setenv("PATH", str(shim))
+    assert wheelhouse.pip_here() == [str(shim / "pip3")]
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    with pytest.raises(EnvironmentBuildError, match=r"no pip and none is on PATH: install it \(`python -m ensurepip`"):
+        wheelhouse.pip_here()

@@ -14,9 +14,11 @@ refused here, before anything is submitted (:class:`~clustrix.errors.NoWheelErro
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import posixpath
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -123,6 +125,21 @@ def _found(folder: Path, target: Target, line: str) -> Path | None:
 _download_lock = threading.Lock()
 
 
+def pip_here() -> list[str]:
+    """The pip that downloads the remote side's wheels: this Python's own, else one on ``PATH`` (any
+    pip downloads for another platform, the tags being given); a venv made by uv has none of its own."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        if found := shutil.which(name):
+            return [found]
+    raise EnvironmentBuildError(
+        "the cluster reaches no package index, so clustrix downloads its wheels here, but this Python has "
+        "no pip and none is on PATH: install it (`python -m ensurepip`, or `uv pip install pip`), or give "
+        "the cluster a prepared python_executable"
+    )
+
+
 def download_wheels(
     requirement_lines: Sequence[str], target: Target, config: ClusterConfig | Mapping[str, Any], *, host: str
 ) -> tuple[list[IndexWheel], list[str]]:
@@ -140,7 +157,7 @@ def download_wheels(
         todo = [line for line, path in found.items() if path is None and line not in refused]
         while todo:
             argv = [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                *pip_here(), "download", "--no-deps", "--only-binary=:all:", "--quiet",
                 "--disable-pip-version-check", "--progress-bar", "off", *target.pip_options(),
                 "-d", str(folder), *todo,
             ]  # fmt: skip
