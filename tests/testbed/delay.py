@@ -17,6 +17,7 @@ Standard library only; :func:`start` runs it as a child process.
 from __future__ import annotations
 
 import collections
+import functools
 import socket
 import subprocess
 import sys
@@ -65,29 +66,15 @@ def delay_line(source: socket.socket, sink: socket.socket, delay: float) -> None
     thread.join()
 
 
-def serve(client: socket.socket, target_port: int, delay: float) -> None:
-    try:
-        upstream = socket.create_connection(("127.0.0.1", target_port), timeout=10)
-    except OSError:
-        client.close()
-        return
-    upstream.settimeout(None)
-    for sock in (client, upstream):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    back = threading.Thread(target=delay_line, args=(upstream, client, delay), daemon=True)
-    back.start()
-    delay_line(client, upstream, delay)
-    back.join()
-    client.close()
-    upstream.close()
-
-
 def main(argv: list[str]) -> int:
+    from gateway import serve  # run as a script, its folder is on sys.path: the gateway's forwarding
+
     listen_port, target_port, one_way_ms = int(argv[0]), int(argv[1]), float(argv[2])
     listener = socket.create_server(("127.0.0.1", listen_port), backlog=128)
     while True:
         client, _ = listener.accept()
-        threading.Thread(target=serve, args=(client, target_port, one_way_ms / 1000), daemon=True).start()
+        copy = functools.partial(delay_line, delay=one_way_ms / 1000)
+        threading.Thread(target=serve, args=(client, target_port, copy), daemon=True).start()
 
 
 def start(target_port: int, round_trip_ms: float) -> tuple[int, subprocess.Popen[bytes]]:

@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 CLONE_NEWNET = 0x40000000
 
@@ -49,7 +50,8 @@ def pump(source: socket.socket, sink: socket.socket) -> None:
             pass
 
 
-def serve(client: socket.socket, port: int) -> None:
+def serve(client: socket.socket, port: int, copy: Callable[[socket.socket, socket.socket], None] = pump) -> None:
+    """Forward ``client`` to ``127.0.0.1:port``, ``copy`` carrying each direction (delay.py delays it)."""
     try:
         upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
     except OSError:
@@ -59,9 +61,9 @@ def serve(client: socket.socket, port: int) -> None:
     # no Nagle: a forwarded small write must not wait for the peer's delayed ACK (40 ms a message)
     for sock in (client, upstream):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+    back = threading.Thread(target=copy, args=(upstream, client), daemon=True)
     back.start()
-    pump(client, upstream)
+    copy(client, upstream)
     back.join()
     client.close()
     upstream.close()
