@@ -64,9 +64,12 @@ def replaced(obj: Any, put: Callable[[concurrent.futures.Future[Any]], Any]) -> 
     return {k: replaced(v, put) for k, v in obj.items()} if kind is dict else obj
 
 
-def input_error(future: concurrent.futures.Future[Any]) -> DependencyError:
-    """The error of a call whose input ``future`` failed or was cancelled."""
-    job_id, index = getattr(future, "job_id", None), getattr(future, "index", None)
+def input_error(
+    future: concurrent.futures.Future[Any], job_id: str | None = None, index: int | None = None
+) -> DependencyError:
+    """The error of a call whose input ``future`` (call ``index`` of job ``job_id``) failed or was cancelled."""
+    job_id = getattr(future, "job_id", None) if job_id is None else job_id
+    index = getattr(future, "index", None) if index is None else index
     cause: BaseException = (
         concurrent.futures.CancelledError() if future.cancelled() else future.exception() or RuntimeError()
     )
@@ -303,17 +306,5 @@ def upstream_error(handle: JobHandle, index: int | None, status: JobStatus) -> D
         if not failed:  # a whole-array dependency: another call of the upstream failed
             failed = [j for j, f in enumerate(upstream) if f.exception() is not None]
         if failed:
-            return input_error_of(entry["job"], failed[0], upstream[failed[0]])
+            return input_error(upstream[failed[0]], entry["job"], failed[0])
     return None
-
-
-def input_error_of(job_id: str, index: int, future: concurrent.futures.Future[Any]) -> DependencyError:
-    cause = future.exception()
-    error = DependencyError(
-        f"this call did not run: its input, call {index} of job {job_id}, failed: {type(cause).__name__}: {cause}",
-        job_id=job_id,
-        upstream_job_id=job_id,
-        upstream_call=index,
-    )
-    error.__cause__ = cause
-    return error
