@@ -52,16 +52,16 @@ def testbed_of(item: pytest.Item) -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_itemcollected(item: pytest.Item) -> None:
     """Under pytest-xdist (``--dist loadgroup``), every test of one testbed runs in the same worker,
     one after the other as before, while the testbeds run side by side: most of their time is spent
-    waiting on daemons. A testbed's tests restart its daemons, so two workers must never share one."""
-    if not config.pluginmanager.hasplugin("xdist"):
+    waiting on daemons. A testbed's tests restart its daemons, so two workers must never share one.
+    (Marked as each test is collected: xdist reads the groups in its own pytest_collection_modifyitems.)"""
+    if not hasattr(item.config, "workerinput"):  # only an xdist worker runs tests by group
         return
-    for item in items:
-        bed = testbed_of(item)
-        if bed is not None:
-            item.add_marker(pytest.mark.xdist_group(bed))
+    bed = testbed_of(item)
+    if bed is not None:
+        item.add_marker(pytest.mark.xdist_group(bed))
 
 
 @pytest.fixture(autouse=True)

@@ -217,6 +217,13 @@ def test_can_never_run_comment_makes_a_queued_job_never_runnable() -> None:
     assert PBSPRO.never_runnable(running) is None
 
 
+def test_can_never_run_while_no_node_reports_the_resource_is_a_queue_waiting_for_nodes_not_a_failure() -> None:
+    # what OpenPBS says of every queued job while the node's MOM is not back after a server restart
+    comment = "Can Never Run: Insufficient amount of resource: ncpus (R: 1 A: 0 T: 0)"
+    assert PBSPRO.never_runnable(TaskRecord("9.vm", None, "Q", reason=comment)) is None
+    assert PBSPRO.never_runnable(TaskRecord("9.vm", None, "Q", reason=comment.replace("T: 0", "T: 2"))) is not None
+
+
 def test_array_subjobs_become_task_records_of_the_id_qsub_printed() -> None:
     records = PBSPRO.parse_status((SAMPLES / "03_array_qstat_x_t_f_json_finished_with_subjobs.json").read_text())
     assert {r.job_id for r in records} == {"7[].vm"}

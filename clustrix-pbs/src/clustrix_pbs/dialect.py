@@ -122,9 +122,7 @@ class PBSDialect(Dialect):
         return states.NATIVE_STATES.get(word, JobState.UNKNOWN)
 
     def never_runnable(self, record: TaskRecord) -> str | None:
-        if record.reason and states.NEVER_RUN.search(record.reason):
-            return record.reason
-        return None
+        return states.never_run_reason(record.reason)
 
     # ---- logs ----------------------------------------------------------------------
     def log_name(self, native_id: str, task: int, stream: str) -> str:

@@ -61,6 +61,16 @@ SIGNAL_OFFSET = 256
 
 #: The comment of a job the scheduler will never start (``qsub`` accepts impossible requests).
 NEVER_RUN = re.compile(r"\bCan Never Run\b", re.IGNORECASE)
+#: ... unless no node reports the resource at all (``T: 0``): a node down, or its MOM not yet back after
+#: a server restart. That is a queue waiting for nodes, as on every scheduler, not a request too big.
+NO_NODE_REPORTS = re.compile(r"\bT:\s*0\)")
+
+
+def never_run_reason(comment: str | None) -> str | None:
+    """The comment, when it says the scheduler can never run the job as submitted."""
+    if comment and NEVER_RUN.search(comment) and not NO_NODE_REPORTS.search(comment):
+        return comment
+    return None
 
 
 @attrs.frozen
@@ -108,9 +118,7 @@ def exit_status_verdict(exit_status: int | None, flavour: Flavour = Flavour.PBSP
 
 def never_runs(record: QstatRecord) -> bool:
     """A queued job whose comment says the scheduler can never run it as submitted."""
-    return NATIVE_STATES.get(record.state) is JobState.PENDING and bool(
-        record.comment and NEVER_RUN.search(record.comment)
-    )
+    return NATIVE_STATES.get(record.state) is JobState.PENDING and never_run_reason(record.comment) is not None
 
 
 def verdict(record: QstatRecord, flavour: Flavour = Flavour.PBSPRO) -> Verdict:
