@@ -113,7 +113,10 @@ def test_the_local_executor_runs_a_call_that_raised_again_with_retries(tmp_path:
 def test_the_local_executor_notes_how_many_attempts_raised() -> None:
     with pytest.raises(ValueError) as info:
         cluster(retries=2, executor="thread")(always_raises)("value")
-    assert info.value.__notes__ == ["clustrix: the call raised on 3 attempts (retries=2)"]
+    if sys.version_info >= (3, 11):
+        assert info.value.__notes__ == ["clustrix: the call raised on 3 attempts (retries=2)"]
+    else:  # Python 3.10 has no exception notes: the original exception comes back as it was raised
+        assert not hasattr(info.value, "__notes__") and str(info.value) == "value error"
 
 
 @pytest.mark.parametrize("value", [-1, True, 1.5, "2"])

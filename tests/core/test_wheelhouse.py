@@ -24,7 +24,7 @@ from clustrix.plugin.transport import LocalTransport
 from clustrix.remote import scripts as remote_script
 from clustrix.remote.environment.capture import environment_hash
 from clustrix.remote.environment.prepare import forget_prepared, prepare_remote_environment
-from clustrix.remote.environment.target import PROBE, parse_target, target_from_facts
+from clustrix.remote.environment.target import PROBE, Target, parse_target, target_from_facts
 from clustrix.remote.environment.venv import render_receive_checked
 from clustrix.remote.environment.wheelhouse import download_wheels, index_environment
 
@@ -150,14 +150,19 @@ def snapshot(*dists: tuple[str, str]) -> dict[str, Any]:
     return {"python": "3.11", "distributions": entries, "hash": environment_hash("3.11", entries)}
 
 
+def this_machine() -> Target:
+    """The target of the python3 on PATH here, as the build script's probe reads it (3.10 in a 3.10 session)."""
+    probe = remote_script.run_script(LocalTransport(), f"python3 -I -c {shlex.quote(PROBE)} '' 0")
+    target = parse_target(probe.stdout)
+    assert target is not None
+    return target
+
+
 @pytest.fixture
 def downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The client's download folder for this machine's python3, with the wheels the tests need already in it."""
     monkeypatch.setattr("platformdirs.user_cache_dir", lambda name: str(tmp_path / "cache" / name))
-    probe = remote_script.run_script(LocalTransport(), f"python3 -I -c {shlex.quote(PROBE)} '' 0")
-    target = parse_target(probe.stdout)
-    assert target is not None
-    folder = tmp_path / "cache" / "clustrix" / "downloads" / target.key
+    folder = tmp_path / "cache" / "clustrix" / "downloads" / this_machine().key
     folder.mkdir(parents=True)
     for name, version in (("cxfake", "1.0"), ("cxfake", "2.0"), ("cxother", "1.0")):
         make_wheel(folder, name, version)
@@ -167,7 +172,7 @@ def downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_wheels_already_downloaded_here_are_reused_without_asking_an_index(downloads: Path) -> None:
-    target = target_from_facts(GLIBC_311)
+    target = this_machine()
     wheels, refused = download_wheels(["cxfake==1.0", "cxother==1.0"], target, {}, host="h")
     assert refused == [] and [w.path.name for w in wheels] == [
         "cxfake-1.0-py3-none-any.whl",
@@ -267,7 +272,7 @@ def test_the_build_script_passes_the_index_keys_there_or_installs_the_shipped_fi
 
 def test_a_vcs_requirement_is_refused_without_asking_pip(downloads: Path) -> None:
     line = "mylib @ git+https://example.invalid/mylib@0123abcd"
-    wheels, refused = download_wheels(["cxfake==1.0", line], target_from_facts(GLIBC_311), {}, host="h")
+    wheels, refused = download_wheels(["cxfake==1.0", line], this_machine(), {}, host="h")
     assert [w.path.name for w in wheels] == ["cxfake-1.0-py3-none-any.whl"] and refused == [line]
 
 

@@ -18,23 +18,11 @@ from clustrix import cluster
 from clustrix.config.settings import resolve_config
 from clustrix.errors import NoWheelError
 from clustrix.plugin.manager import transport_for
-from clustrix.remote.environment.capture import capture_environment, environment_hash
 from clustrix.remote.environment.prepare import forget_prepared, prepare_remote_environment
+from tests.no_index import NUMPY, SDIST_ONLY, snapshot_with
 from tests.testbed import openpbs
 
 pytestmark = pytest.mark.testbed_pbs
-
-#: Wheels for CPython 3.11 on manylinux exist for these; the snapshot adds them to this environment's.
-NUMPY = {"name": "numpy", "version": "2.2.6", "source": "pypi"}
-#: Only an sdist is on PyPI for docopt.
-SDIST_ONLY = {"name": "docopt", "version": "0.6.2", "source": "pypi"}
-
-
-def snapshot_with(*extra: dict[str, str]) -> dict[str, Any]:
-    snapshot = capture_environment(["cloudpickle"])
-    snapshot["distributions"] = [*snapshot["distributions"], *extra]
-    snapshot["hash"] = environment_hash(snapshot["python"], snapshot["distributions"])
-    return snapshot
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from clustrix.config.settings import resolve_config
 from clustrix.errors import NoWheelError
 from clustrix.plugin.manager import transport_for
 from clustrix.remote.environment.prepare import forget_prepared, prepare_remote_environment
-from tests.pbs.test_no_index import NUMPY, SDIST_ONLY, snapshot_with
+from tests.no_index import NUMPY, SDIST_ONLY, snapshot_with
 from tests.testbed.sshd import SSHServer
 
 pytestmark = pytest.mark.testbed_slurm

@@ -80,3 +80,15 @@ def test_a_tilde_in_python_executable_is_the_remote_users_home(sshd: SSHServer, 
     # (the runner file ships with each job: cloudpickle is all they need)
     assert "No module named 'cloudpickle'" in failure["detail"], report
     assert code == 1
+
+
+def test_doctor_passes_with_a_home_too_deep_for_a_login_socket_when_paramiko_reaches_the_host(
+    sshd: SSHServer, isolated_home: Path
+) -> None:
+    # a unix socket path has at most 107 bytes: a deep home cannot hold one, which only OpenSSH logins need
+    deep = isolated_home / ("d" * 60) / ("e" * 60)
+    (deep / ".ssh").mkdir(parents=True, mode=0o700)
+    code, report = doctor(sshd, deep)
+    assert code == 0 and report["ok"], [c for c in report["checks"] if not c["ok"]]
+    (login,) = [c for c in report["checks"] if c["check"] == "ssh login"]
+    assert "too long for a unix socket" in login["detail"] and "paramiko" in login["detail"]

@@ -113,6 +113,7 @@ def clustrix_doctor_checks(config: ClusterConfig) -> list[tuple[str, Callable[[]
     if not config.get("cluster_host"):
         return []
     from clustrix_ssh import client, login
+    from clustrix_ssh.errors import ControlDirError
 
     def which() -> str:
         choice = client.choose_client(config)
@@ -122,7 +123,12 @@ def clustrix_doctor_checks(config: ClusterConfig) -> list[tuple[str, Callable[[]
         target = client.login_target(config)
         if shutil.which("ssh") is None:
             return "none (no OpenSSH client `ssh` on PATH)"
-        status = login.master_status(target)
+        try:
+            status = login.master_status(target)
+        except ControlDirError as exc:  # a login could not be used here: fatal only if OpenSSH is the client
+            if client.choose_client(config).client == "openssh":
+                raise
+            return f"none: {exc} (paramiko reaches the host, which needs no login socket)"
         if status.live:
             return describe(status, target.host)
         return (

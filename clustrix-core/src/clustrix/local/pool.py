@@ -304,15 +304,20 @@ class ProcessPool:
             if self._closed:
                 raise RuntimeError("the local process pool is shut down (the interpreter is exiting)")
             self._queue.extend(tasks)
-            # workers start here, in the caller's thread, while it hides __main__'s path for them;
-            # only a replacement for a crashed worker starts in the dispatcher thread
-            idle = sum(1 for w in self._workers if not w.tasks and not w.dead)
-            wanted = min(len(self._queue) - idle, self.max_workers - len(self._workers))
-            for _ in range(max(0, wanted)):
-                self._workers.append(_Worker(self._ctx))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="clustrix-local-pool", daemon=True)
-                self._thread.start()
+            try:
+                # workers start here, in the caller's thread, while it hides __main__'s path for them;
+                # only a replacement for a crashed worker starts in the dispatcher thread
+                idle = sum(1 for w in self._workers if not w.tasks and not w.dead)
+                wanted = min(len(self._queue) - idle, self.max_workers - len(self._workers))
+                for _ in range(max(0, wanted)):
+                    self._workers.append(_Worker(self._ctx))
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="clustrix-local-pool", daemon=True)
+                    thread.start()  # Python 3.12+ refuses a new thread while the interpreter exits
+                    self._thread = thread
+            except BaseException:
+                self._queue = collections.deque(t for t in self._queue if t not in tasks)  # nothing left to wait on
+                raise
         self._wake()
 
     def cancel(self, job: PoolJob) -> None:
@@ -345,8 +350,8 @@ class ProcessPool:
     def shutdown(self, *, wait: bool) -> None:
         """Stop every worker; with ``wait``, first let queued and running calls finish (Ctrl-C stops waiting)."""
         try:
-            while wait and self.busy():
-                time.sleep(0.01)
+            while wait and self.busy() and self._thread is not None and self._thread.is_alive():
+                time.sleep(0.01)  # (a dispatcher that is gone finishes nothing: waiting would never end)
         finally:
             with self._lock:
                 self._closed = True
