@@ -20,7 +20,7 @@ from clustrix.plugin.types import JobState
 from clustrix.remote.localcode.detection import locate
 from clustrix.remote.localcode.plan import CodePlan
 from clustrix.remote.localcode.units import CodeUnit, archive, make_unit
-from clustrix_k8s import bootstrap, manifests, results, states
+from clustrix_k8s import bootstrap, manifests, states
 from clustrix_k8s.api import permission_message
 from clustrix_k8s.options import CONFIG_KEYS, job_options
 
@@ -200,24 +200,24 @@ def _sent(
 def test_outcomes_packed_into_secrets_come_back_byte_for_byte(outcomes: dict[int, bytes]) -> None:
     packed = bootstrap.pack_outcomes(outcomes, b"key", bootstrap.attempt_context(0, "a", "1"))
     assert all(sum(len(v) for v in data.values()) <= bootstrap.SECRET_BYTES for data in packed)
-    assert results.outcome_bytes(_as_listing(packed, task=0, attempt="a", stamp=1), b"key") == outcomes
+    assert bootstrap.outcome_bytes(_as_listing(packed, task=0, attempt="a", stamp=1), b"key") == outcomes
 
 
 def test_the_newest_complete_attempt_wins_and_incomplete_or_forged_ones_are_ignored() -> None:
     first = _sent({0: b"failed"}, b"key", attempt="pod-a", stamp=1)
     second = _sent({0: b"succeeded"}, b"key", attempt="pod-b", stamp=2)
-    assert results.outcome_bytes(first + second, b"key") == {0: b"succeeded"}
+    assert bootstrap.outcome_bytes(first + second, b"key") == {0: b"succeeded"}
     partial = _sent({0: b"y" * (3 * bootstrap.SECRET_BYTES)}, b"key", attempt="pod-c", stamp=3)[:-1]
-    assert results.outcome_bytes(first + second + partial, b"key") == {0: b"succeeded"}
+    assert bootstrap.outcome_bytes(first + second + partial, b"key") == {0: b"succeeded"}
     forged = _sent({0: b"forged"}, b"other key", attempt="pod-d", stamp=4)
-    assert results.outcome_bytes(forged, b"key") == {}
+    assert bootstrap.outcome_bytes(forged, b"key") == {}
 
 
 def test_result_objects_hold_no_outcome_in_the_clear() -> None:
     outcome = b"the value of a call, which a view role must not read" * 3
     sent = _sent({0: outcome}, b"key")
     assert all(outcome[:20] not in base64.b64decode(v) for item in sent for v in item["binaryData"].values())
-    assert results.outcome_bytes(sent, b"key") == {0: outcome}
+    assert bootstrap.outcome_bytes(sent, b"key") == {0: outcome}
 
 
 def test_a_newer_unsigned_or_wrongly_signed_attempt_does_not_hide_the_signed_one() -> None:
@@ -228,7 +228,7 @@ def test_a_newer_unsigned_or_wrongly_signed_attempt_does_not_hide_the_signed_one
     half_signed = _as_listing([half[0] | {"1.mac": b"0" * 64}], task=0, attempt="pod-z", stamp=4)
     listing = unsigned + wrong_key + half_signed + real
     refused: list[str] = []
-    assert results.outcome_bytes(listing, b"key", refused) == {0: b"real", 1: b"also"}
+    assert bootstrap.outcome_bytes(listing, b"key", refused) == {0: b"real", 1: b"also"}
     assert sorted(refused) == ["pod-x", "pod-y", "pod-z"]
 
 
@@ -241,9 +241,9 @@ def test_an_old_attempt_replayed_under_a_newer_stamp_or_another_task_is_refused(
         attempt="pod-a",
         stamp=3,
     )
-    assert results.outcome_bytes(failed + succeeded + replayed, b"key") == {0: b"second attempt succeeded"}
+    assert bootstrap.outcome_bytes(failed + succeeded + replayed, b"key") == {0: b"second attempt succeeded"}
     moved = [{**item, "metadata": {**item["metadata"], "labels": {"clustrix.io/task": "1"}}} for item in succeeded]
-    assert results.outcome_bytes(moved, b"key") == {}
+    assert bootstrap.outcome_bytes(moved, b"key") == {}
 
 
 def _job(conditions: list[dict[str, str]] | None = None, **status: Any) -> dict[str, Any]:

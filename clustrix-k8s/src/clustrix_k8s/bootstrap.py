@@ -9,8 +9,10 @@ It is the pod side of the results channel documented in ``docs/kubernetes.md``:
    directory, put each unit folder first on ``sys.path`` (and ``PYTHONPATH``, for
    subprocesses) and import the modules the calls name, so a unit that does not import
    in this image fails with its import error and the fix, before any call runs;
-3. write the calls to the job directory and run this task's calls with the clustrix
-   runner shipped next to this file (``clustrix_runner.py``);
+3. write the calls to the job directory; when they take other jobs' results as arguments
+   (``meta.json``'s ``after``, see :mod:`clustrix_k8s.inputs`), wait for those results and
+   fetch them into private folders (:func:`fetch_inputs`); then run this task's calls with
+   the clustrix runner shipped next to this file (``clustrix_runner.py``);
 4. send every outcome back as ConfigMaps owned by the Job, created through the API server
    with the pod's ServiceAccount token: each call's outcome bytes are encrypted under the
    job's key from ``meta.json`` (a SHAKE-256 key stream from the key and a random nonce),
@@ -40,7 +42,9 @@ import tempfile
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MOUNT = "/var/run/clustrix/payload"
@@ -56,6 +60,10 @@ UPLOAD_PATIENCE = 600.0
 #: how long a 401/403 is retried: an API server that has just (re)started refuses requests
 #: until its authorization caches are filled (seen on the real-node testbed after a restart)
 REFUSED_PATIENCE = 20.0
+#: The longest pause between two looks at an upstream job's results (a dependant pod waiting for its inputs).
+INPUT_POLL = 5.0
+#: Where a dependant pod puts the outcomes its calls take as arguments, a folder per upstream job.
+INPUTS = SCRATCH + "/inputs"
 
 
 class RefusedError(Exception):
@@ -160,7 +168,100 @@ def pack_outcomes(outcomes: dict[int, bytes], key: bytes, context: bytes) -> lis
     return secrets
 
 
-def _api_request(method: str, path: str, body: dict[str, Any]) -> int:
+# ---- reading results back (the submitter's fetch, and a dependant pod reading its inputs) -------------
+# Per array task, the ConfigMaps are grouped by attempt (``clustrix.io/attempt``); an attempt counts
+# only when all the ConfigMaps it announced (``clustrix.io/objects``) are present and every call's
+# encrypted bytes in it carry a valid HMAC-SHA256 under the job's key. Of the attempts that count, the
+# newest (``clustrix.io/stamp``) wins, so after ``backoffLimit`` retries the last attempt's outcome is
+# the one returned, and an object someone else wrote (anyone who may create ConfigMaps in the
+# namespace can, the pods' own ServiceAccount included) neither hides the real outcome nor is ever
+# decrypted or unpickled.
+def _annotation(item: Mapping[str, Any], name: str) -> str:
+    return str(((item.get("metadata") or {}).get("annotations") or {}).get(name, ""))
+
+
+def verified_outcomes(items: Iterable[Mapping[str, Any]], key: bytes, context: bytes) -> dict[int, bytes] | None:
+    """Call index -> outcome bytes of one attempt's ConfigMaps; None unless every call in them is whole and signed.
+
+    ``context`` is the attempt's :func:`clustrix_k8s.bootstrap.attempt_context`, as its objects announce it.
+    """
+    parts: dict[int, dict[int, bytes]] = {}
+    counts: dict[int, int] = {}
+    macs: dict[int, bytes] = {}
+    nonces: dict[int, bytes] = {}
+    try:
+        for item in items:
+            for name, value in (item.get("binaryData") or {}).items():
+                fields = name.split(".")
+                raw = base64.b64decode(value, validate=True)
+                if len(fields) == 2 and fields[1] in ("mac", "nonce") and fields[0].isdigit():
+                    (macs if fields[1] == "mac" else nonces)[int(fields[0])] = raw
+                elif len(fields) == 3 and all(f.isdigit() for f in fields):
+                    index, number, count = (int(f) for f in fields)
+                    if counts.setdefault(index, count) != count:
+                        return None
+                    parts.setdefault(index, {})[number] = raw
+                else:
+                    return None
+    except (ValueError, TypeError):
+        return None
+    if not parts or set(parts) != set(macs) or set(parts) != set(nonces):
+        return None
+    outcomes: dict[int, bytes] = {}
+    for index, pieces in parts.items():
+        if sorted(pieces) != list(range(counts[index])):
+            return None
+        sealed = b"".join(pieces[n] for n in range(counts[index]))
+        if not hmac.compare_digest(outcome_mac(key, context, index, nonces[index], sealed), macs[index]):
+            return None
+        outcomes[index] = keystream_xor(sealed, key, nonces[index])
+    return outcomes
+
+
+def outcome_bytes(
+    secrets: Iterable[Mapping[str, Any]], key: bytes, refused: list[str] | None = None
+) -> dict[int, bytes]:
+    """Call index -> outcome bytes, from the JSON items of a ConfigMap list: per task, the newest signed attempt.
+
+    The names of newer attempts that were refused (incomplete, or a signature that does not
+    verify) are appended to ``refused``.
+    """
+    attempts: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for item in secrets:
+        labels = (item.get("metadata") or {}).get("labels") or {}
+        attempts.setdefault(
+            (str(labels.get("clustrix.io/task", "")), _annotation(item, "clustrix.io/attempt")), []
+        ).append(item)
+    best: dict[str, tuple[int, dict[int, bytes]]] = {}
+    for (task, attempt), items in attempts.items():
+        try:
+            announced = {int(_annotation(item, "clustrix.io/objects")) for item in items}
+            stamps = {int(_annotation(item, "clustrix.io/stamp")) for item in items}
+        except ValueError:
+            continue
+        if announced != {len(items)} or len(stamps) != 1:
+            continue
+        (stamp,) = stamps
+        if task in best and stamp <= best[task][0]:
+            continue
+        found = verified_outcomes(items, key, attempt_context(task, attempt, stamp))
+        if found is not None:
+            best[task] = (stamp, found)
+        elif refused is not None:
+            refused.append(attempt)
+    outcomes: dict[int, bytes] = {}
+    for _stamp, found in best.values():
+        outcomes.update(found)
+    return outcomes
+
+
+def _api_request(method: str, path: str, body: dict[str, Any] | None = None, *, what: str) -> tuple[int, Any]:
+    """One request as the pod's ServiceAccount: ``(status, reply)``, the reply parsed for a GET.
+
+    ``what`` says in words what the request does, for the errors. 409 (it exists: a retry of a
+    create) and, for a GET, 404 are answers; 401/403 raise :class:`RefusedError`, a 5xx or 429
+    :class:`OSError` (both retried by :func:`_patiently`), any other client error ends the pod.
+    """
     host = os.environ["KUBERNETES_SERVICE_HOST"]
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if ":" in host:
@@ -168,27 +269,49 @@ def _api_request(method: str, path: str, body: dict[str, Any]) -> int:
     with open(os.path.join(ACCOUNT_DIR, "token"), encoding="utf-8") as fh:
         token = fh.read().strip()
     context = ssl.create_default_context(cafile=os.path.join(ACCOUNT_DIR, "ca.crt"))
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(
         f"https://{host}:{port}{path}",
-        data=json.dumps(body).encode(),
+        data=None if body is None else json.dumps(body).encode(),
         method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=60) as response:
-            return int(response.status)
+            raw = response.read()
+            return int(response.status), json.loads(raw) if method == "GET" and raw else None
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
         if exc.code in (401, 403):
             raise RefusedError(
-                f"clustrix bootstrap: the pod's ServiceAccount may not create ConfigMaps in its namespace "
-                f"({exc.code}): {detail}; grant it the clustrix-runner Role (docs/kubernetes.md)"
+                f"clustrix bootstrap: the pod's ServiceAccount may not {what} ({exc.code}): {detail}; "
+                "grant it the clustrix-runner Role (docs/kubernetes.md)"
             ) from None
-        if exc.code == 409:
-            return 409
+        if exc.code == 409 or (exc.code == 404 and method == "GET"):
+            return exc.code, None
         if exc.code < 500 and exc.code != 429:
-            raise SystemExit(f"clustrix bootstrap: sending results failed ({exc.code}): {detail}") from None
+            raise SystemExit(f"clustrix bootstrap: {what} failed ({exc.code}): {detail}") from None
         raise OSError(f"HTTP {exc.code}: {detail}") from None
+
+
+def _patiently(method: str, path: str, body: dict[str, Any] | None = None, *, what: str) -> tuple[int, Any]:
+    """:func:`_api_request`, retried while the API server is unreachable or (just restarted) refuses the pod."""
+    started = time.monotonic()
+    delay = 0.2
+    while True:
+        try:
+            return _api_request(method, path, body, what=what)
+        except RefusedError as exc:
+            if time.monotonic() - started > REFUSED_PATIENCE:
+                raise SystemExit(str(exc)) from None
+        except OSError as exc:
+            if time.monotonic() - started > UPLOAD_PATIENCE:
+                raise SystemExit(f"clustrix bootstrap: could not {what} for {UPLOAD_PATIENCE:.0f} s: {exc}") from exc
+            print(f"clustrix bootstrap: could not {what} ({exc}); retrying", file=sys.stderr, flush=True)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
@@ -222,25 +345,68 @@ def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
             },
             "binaryData": {name: base64.b64encode(value).decode() for name, value in data.items()},
         }
-        started = time.monotonic()
-        delay = 0.2
-        while True:
-            try:
-                _api_request("POST", f"/api/v1/namespaces/{namespace}/configmaps", body)
-                break
-            except RefusedError as exc:
-                if time.monotonic() - started > REFUSED_PATIENCE:
-                    raise SystemExit(str(exc)) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except OSError as exc:
-                if time.monotonic() - started > UPLOAD_PATIENCE:
-                    raise SystemExit(
-                        f"clustrix bootstrap: could not send results for {UPLOAD_PATIENCE:.0f} s: {exc}"
-                    ) from exc
-                print(f"clustrix bootstrap: sending results failed ({exc}); retrying", file=sys.stderr, flush=True)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        _patiently("POST", f"/api/v1/namespaces/{namespace}/configmaps", body, what="create ConfigMaps (its results)")
+
+
+# ---- inputs: a dependant pod fetches the results its calls take as arguments -------------------------
+def _listed(namespace: str, group: str, resource: str, job: str, kind: str) -> list[dict[str, Any]]:
+    selector = urllib.parse.quote(f"clustrix.io/job-id={job},clustrix.io/kind={kind}")
+    path = f"/{group}/namespaces/{namespace}/{resource}?labelSelector={selector}"
+    _status, reply = _patiently("GET", path, what=f"list {resource} (the results of job {job}, an input)")
+    return list((reply or {}).get("items") or [])
+
+
+def upstream_over(jobs: list[dict[str, Any]]) -> bool:
+    """Whether an upstream job can send no more results: its Jobs are gone, or each has ended."""
+    return all(
+        any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in (job.get("status") or {}).get("conditions") or []
+        )
+        for job in jobs
+    )
+
+
+def needed_inputs(meta: dict[str, Any], task: int) -> list[tuple[dict[str, Any], set[int]]]:
+    """Each upstream job of ``meta["after"]`` with the calls of it this task's calls take as arguments."""
+    wanted = []
+    for entry in meta.get("after") or []:
+        needs = entry["needs"]
+        calls = set(needs[task]) if task < len(needs) else set()
+        if calls:
+            wanted.append((entry, calls))
+    return wanted
+
+
+def fetch_inputs(meta: dict[str, Any], task: int, outcome_name: Any, write: Any) -> None:
+    """Put each upstream outcome this task needs into its input folder (``entry["dir"]``), as the runner reads it.
+
+    It waits, looking again after 0.5 s, then less often (up to :data:`INPUT_POLL`), until every
+    outcome is there or its upstream is over (its Jobs ended, or were deleted, or its deadline passed):
+    the runner then fails the calls whose input is missing with a DependencyError naming it. The Jobs
+    are looked at before the results, so an outcome sent before its Job ended is never missed.
+    """
+    namespace = os.environ["CLUSTRIX_NAMESPACE"]
+    waiting = needed_inputs(meta, task)
+    for entry, _calls in waiting:
+        os.makedirs(os.path.join(entry["dir"], os.path.dirname(outcome_name(0))), mode=0o700, exist_ok=True)
+        os.chmod(entry["dir"], 0o700)
+    delay = 0.5
+    while waiting:
+        still = []
+        for entry, calls in waiting:
+            over = upstream_over(_listed(namespace, "apis/batch/v1", "jobs", entry["job"], "job"))
+            items = _listed(namespace, "api/v1", "configmaps", entry["job"], "result")
+            found = outcome_bytes(items, bytes.fromhex(entry["key"]))
+            for index in calls & found.keys():
+                write(os.path.join(entry["dir"], outcome_name(index)), found[index])
+            calls = calls - found.keys()
+            if calls and not over:
+                still.append((entry, calls))
+        waiting = still
+        if waiting:
+            time.sleep(delay)
+            delay = min(delay * 1.5, INPUT_POLL)
 
 
 def task_number() -> int:
@@ -283,6 +449,7 @@ def main() -> int:
     assert spec is not None and spec.loader is not None
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
+    fetch_inputs(meta, task, runner.outcome_name, runner.write_atomic)
     try:
         code = int(runner.run_task(job_dir, task))
     except SystemExit:

@@ -96,6 +96,7 @@ def payload_secrets(
     requirements: Sequence[str] = (),
     code: bytes = b"",
     plan: CodePlan | None = None,
+    after: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """The payload Secrets of a job; :class:`PayloadTooLargeError` before anything is created.
 
@@ -121,6 +122,8 @@ def payload_secrets(
             "units": [unit.label for unit in plan.units] if code else [],
             "modules": list(plan.modules) if code else [],
         },
+        # futures as arguments: the upstream jobs this job's pods fetch their inputs from (clustrix_k8s.inputs)
+        "after": list(after),
     }
     secrets = []
     for number, chunk in enumerate(chunks):
@@ -292,8 +295,16 @@ def owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}
 
 
+#: What the runner ServiceAccount may do: create its result ConfigMaps; and, for a job that takes another's
+#: results as arguments, list them (encrypted, signed) and list Jobs (to know when an input can come no more).
+RUNNER_RULES = [
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "list"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]},
+]
+
+
 def runner_identity(namespace: str, account: str) -> list[tuple[str, dict[str, Any]]]:
-    """The ServiceAccount, Role and RoleBinding that let pods create their result ConfigMaps."""
+    """The ServiceAccount, Role and RoleBinding that let pods create their result ConfigMaps (and read inputs)."""
     meta = {"name": account, "namespace": namespace, "labels": {MANAGED_LABEL: "clustrix"}}
     return [
         ("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
@@ -303,7 +314,7 @@ def runner_identity(namespace: str, account: str) -> list[tuple[str, dict[str, A
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "Role",
                 "metadata": meta,
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}],
+                "rules": RUNNER_RULES,
             },
         ),
         (

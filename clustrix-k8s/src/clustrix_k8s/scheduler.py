@@ -29,6 +29,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from clustrix.batch import dependencies as held_jobs
 from clustrix.batch.submit import tasks_for
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
@@ -39,7 +42,7 @@ from clustrix.remote import jobdir, runner
 from clustrix.remote.environment.interpreter import RUNNER_MODULES
 from clustrix.remote.localcode.plan import CodePlan
 from clustrix.remote.localcode.units import archive
-from clustrix_k8s import bootstrap, manifests, results, states
+from clustrix_k8s import bootstrap, inputs, manifests, states
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
 from clustrix_k8s.options import EXTRA_KEYS, RUNNER_ACCOUNT, JobOptions, job_options
 
@@ -76,6 +79,8 @@ class KubernetesScheduler:
     #: the pod's Python runs clustrix's runner (python_executable, or the image's python)
     python_needs = RUNNER_MODULES
     resource_keys = EXTRA_KEYS  # cpu_limit, node_selector, ... are configuration keys; these are the rest
+    #: futures as arguments: the dependant's Jobs are created at once and their pods wait for their inputs
+    holds_dependencies = True
 
     def __init__(self, api_factory: Callable[[Any], KubeApi] = api_for) -> None:
         self._api_factory = api_factory
@@ -143,8 +148,15 @@ class KubernetesScheduler:
                 "key": key.hex(),
                 "pending_timeout": options.pending_timeout,
                 "pip_step": bool(options.pip_requirements),
+                "deadline": options.active_deadline_seconds,
+                **held_jobs.handle_data(spec),
             },
         )
+
+    def input_dir(self, handle: JobHandle, config: ClusterConfig) -> str | None:
+        """Where a dependant submitted with ``config`` finds ``handle``'s outcomes (see :mod:`clustrix_k8s.inputs`)."""
+        api = self._api_factory(config)
+        return inputs.input_dir(handle, api.server, str(config.get("namespace") or api.namespace))
 
     @hookimpl
     def clustrix_dry_run(self, spec: JobSpec) -> DryRun:
@@ -372,7 +384,7 @@ class KubernetesScheduler:
             query={"labelSelector": f"{manifests.JOB_ID_LABEL}={handle.job_id},{manifests.KIND_LABEL}=result"},
         )
         refused: list[str] = []
-        found = results.outcome_bytes(listing.get("items") or [], bytes.fromhex(str(handle.data["key"])), refused)
+        found = bootstrap.outcome_bytes(listing.get("items") or [], bytes.fromhex(str(handle.data["key"])), refused)
         if refused:  # never decrypted nor unpickled: someone else wrote them, or they are cut short
             log.warning(
                 "clustrix.k8s_results_refused",
@@ -382,9 +394,16 @@ class KubernetesScheduler:
             )
         outcomes = [jobdir.decode_outcome(found[i]) if i in found else None for i in range(handle.size)]
         self._stuck.pop(handle.job_id, None)
-        if config.get("cleanup_on_success") and all(o is not None and o.ok for o in outcomes):
-            self._delete_jobs(api, handle)
+        everything = all(o is not None and o.ok for o in outcomes)
+        if config.get("cleanup_on_success") and everything and not held_jobs.kept(handle.job_id):
+            self._delete_jobs(api, handle)  # a job whose dependants still read its results goes once they have
         return outcomes
+
+    @hookimpl
+    def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
+        """``cleanup_on_success`` once the dependants have read the results: delete the Jobs (and so the results)."""
+        self._delete_jobs(self._api_factory(config), handle)
+        return True
 
     # ---- cancel, logs -----------------------------------------------------
     def _delete_jobs(self, api: KubeApi, handle: JobHandle) -> None:
@@ -477,6 +496,10 @@ def _prepare(
     """Validate ``spec``: options, tasks, result key, payload Secrets (too large: refused), code plan, archive."""
     config = spec.config
     options = job_options(config, spec.resources, spec.environment or {}, default_namespace=default_namespace)
+    if spec.dependencies:  # its pods wait for their inputs first: the deadline covers the wait
+        options = attrs.evolve(
+            options, active_deadline_seconds=inputs.deadline(options.active_deadline_seconds, spec.dependencies)
+        )
     per_task = spec.resources.extra.get("calls_per_task")  # unbounded by MAX_TASKS when given
     limit = spec.size if per_task else int(config.get("max_parallel_jobs") or MAX_TASKS)
     n_tasks = tasks_for(spec.size, int(per_task) if per_task else None, limit)
@@ -495,5 +518,6 @@ def _prepare(
         requirements=options.pip_requirements,
         code=code,
         plan=plan,
+        after=inputs.after(spec.dependencies, tasks),
     )
     return options, tasks, key, payload_objects, plan, code

@@ -31,11 +31,12 @@ from clustrix.api.futures import ClusterFuture, InlineFuture, get_manager
 from clustrix.batch import dependencies as held_jobs
 from clustrix.errors import DependencyError, JobError
 from clustrix.log import get_logger
-from clustrix.plugin.types import Dependency, JobHandle, JobStatus
+from clustrix.plugin.types import Dependency, JobHandle, JobStatus, ReadsInputsOnTheCluster
 from clustrix.remote.inputs import placeholder
 
 if TYPE_CHECKING:
     from clustrix.api.decorator import ClusterFunction
+    from clustrix.config.settings import ClusterConfig
 
 log = get_logger("clustrix.dependencies")
 Arguments = Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
@@ -94,8 +95,10 @@ def submit(
     spec, scheduler = function._spec(arguments)
     group = (scheduler.name, *spec.config.connection_key, spec.config.get("remote_work_dir"))
     upstream = [f for f in found.values() if isinstance(f, ClusterFuture) and not isinstance(f, InlineFuture)]
+    one_per_job = {f.job_id: f for f in upstream}.values()
+    where = {f.job_id: _input_dir(scheduler.impl, f.handle, spec.config) for f in one_per_job}
     on_cluster = getattr(scheduler.impl, "holds_dependencies", False) and all(
-        f in upstream and f.index is not None and f.handle.native_id and f.handle.job_dir and f._job.group == group
+        f in upstream and f.index is not None and f.handle.native_id and where[f.job_id] and f._job.group == group
         for f in found.values()
     )
     if not on_cluster:
@@ -118,7 +121,7 @@ def submit(
             jobs.setdefault(f.job_id, f)
             calls.setdefault(f.job_id, []).append((i, f.index))
             tasks = int(f.handle.data.get("tasks", 1))
-            return placeholder(job_id=f.job_id, job_dir=str(f.handle.job_dir), index=f.index, tasks=tasks, held=True)
+            return placeholder(job_id=f.job_id, job_dir=str(where[f.job_id]), index=f.index, tasks=tasks, held=True)
 
         new_arguments.append(replaced(call, put))
     for job_id in set(every) - set(jobs):
@@ -127,10 +130,11 @@ def submit(
         Dependency(
             job_id=job_id,
             native_id=str(f.handle.native_id),
-            job_dir=str(f.handle.job_dir),
+            job_dir=str(where[job_id]),
             size=f.handle.size,
             tasks=int(f.handle.data.get("tasks", 1)),
             calls=tuple(sorted(set(calls[job_id]))),
+            handle=f.handle,
         )
         for job_id, f in jobs.items()
     )
@@ -145,6 +149,15 @@ def submit(
     if jobs:
         link(list(jobs.values()), futures)
     return futures
+
+
+def _input_dir(impl: object, handle: JobHandle | None, config: ClusterConfig) -> str | None:
+    """Where a dependant's runner reads ``handle``'s outcome files: the scheduler's ``input_dir``, else its job_dir."""
+    if handle is None:
+        return None
+    if isinstance(impl, ReadsInputsOnTheCluster):
+        return impl.input_dir(handle, config)
+    return str(handle.job_dir) if handle.job_dir else None
 
 
 def link(upstream: list[ClusterFuture], dependants: list[ClusterFuture]) -> None:

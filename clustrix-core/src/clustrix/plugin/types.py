@@ -64,6 +64,9 @@ class Dependency:
     #: Set by the batch engine: the dependant's task *t* needs only the upstream's task *t* (same
     #: packing, call *i* reads call *i*), so a scheduler may hold each task for its own (SLURM ``aftercorr``).
     elementwise: bool = False
+    #: The upstream's handle, for a scheduler that needs more of it than its ids (Kubernetes: its
+    #: namespace, Job names, deadline and result key); left out of ``repr``.
+    handle: JobHandle | None = attrs.field(default=None, eq=False, repr=False)
 
     def one_to_one(self, size: int) -> bool:
         """Whether call *i* of a ``size``-call dependant reads call *i* of this job, and nothing else of it."""
@@ -269,6 +272,18 @@ class Scheduler(Protocol):
     def clustrix_cancel(self, handle: JobHandle, config: ClusterConfig) -> bool: ...
 
     def clustrix_read_logs(self, handle: JobHandle, config: ClusterConfig, stream: str) -> str: ...
+
+
+@runtime_checkable
+class ReadsInputsOnTheCluster(Protocol):
+    """Optional, with ``holds_dependencies = True``: a scheduler whose dependants read their inputs elsewhere than
+    in the upstream's ``job_dir`` (Kubernetes: the pod fetches them into its own scratch before the runner starts).
+
+    ``input_dir`` returns the directory the runner reads the upstream's outcome files from, or None
+    when a dependant submitted with ``config`` cannot reach them (another namespace): the client chains then.
+    """
+
+    def input_dir(self, handle: JobHandle, config: ClusterConfig) -> str | None: ...
 
 
 @runtime_checkable
