@@ -17,6 +17,8 @@ import pytest
 from clustrix import Job, cluster
 from tests.conformance import test_dependencies as shared
 from tests.conformance.target import Target
+from tests.k8s.test_k8s_jobs import _jobs_of
+from tests.testbed.k8s import KubeCluster
 
 pytestmark = [pytest.mark.testbed_k8s, pytest.mark.timeout(900)]
 
@@ -63,17 +65,21 @@ def test_a_dependant_pod_waits_for_its_input_without_its_time_limit_running_out(
     assert Job.attach(dependant.job_id).status().state.final
 
 
-def test_the_client_deletes_an_input_only_after_its_dependants_have_read_it(target: Target) -> None:
+def test_the_client_deletes_an_input_only_after_its_dependants_have_read_it(target: Target, kube: KubeCluster) -> None:
     @cluster(**target.options, cleanup_on_success=True)
-    def first(x: int) -> int:
+    def slow_first(x: int) -> int:
+        time.sleep(8)  # the dependant's pod looks for it less often by then (every few seconds)
         return x + 1
 
     @cluster(**target.options, cleanup_on_success=True)
-    def slow_second(x: int) -> int:
-        time.sleep(2)
+    def second(x: int) -> int:
         return 2 * x
 
-    upstream = first.submit(1)
-    dependant = slow_second.submit(upstream)
-    assert upstream.result(timeout=300) == 2  # its results are home; its Jobs stay for the dependant
+    upstream = slow_first.submit(1)
+    dependant = second.submit(upstream)
+    assert upstream.result(timeout=300) == 2  # home, and cleaned up at once were it not for its dependant
     assert dependant.result(timeout=300) == 4
+    deadline = time.monotonic() + 60
+    while _jobs_of(kube, upstream.job_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _jobs_of(kube, upstream.job_id), "the input's Jobs stayed after its dependant had read it"

@@ -394,14 +394,14 @@ class KubernetesScheduler:
             )
         outcomes = [jobdir.decode_outcome(found[i]) if i in found else None for i in range(handle.size)]
         self._stuck.pop(handle.job_id, None)
-        everything = all(o is not None and o.ok for o in outcomes)
-        if config.get("cleanup_on_success") and everything and not held_jobs.kept(handle.job_id):
-            self._delete_jobs(api, handle)  # a job whose dependants still read its results goes once they have
         return outcomes
 
     @hookimpl
     def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
-        """``cleanup_on_success`` once the dependants have read the results: delete the Jobs (and so the results)."""
+        """``cleanup_on_success``, every result home: delete the Jobs (and so the results), unless dependants
+        still read them (:mod:`clustrix.batch.dependencies`: this is asked again once they have)."""
+        if held_jobs.kept(handle.job_id):
+            return False
         self._delete_jobs(self._api_factory(config), handle)
         return True
 
