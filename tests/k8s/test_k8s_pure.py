@@ -405,3 +405,71 @@ def test_kubernetes_keywords_are_accepted_at_decoration_and_a_typo_is_refused_wi
     assert f.resources.extra == {"calls_per_task": 5, "cpu_limit": "2", "node_selector": {"disk": "ssd"}}
     with pytest.raises(ValueError, match=r"unknown keyword cpu_limt='2'.*did you mean 'cpu_limit'\?"):
         cluster(cluster_type="kubernetes", cpu_limt="2")
+
+
+# ---- futures as arguments: what a dependant's pods wait for (clustrix_k8s.inputs, bootstrap.needed_inputs) ----
+def _upstream(job_id: str, *, deadline: int | None, namespace: str = "ns", host: str = "https://api") -> Any:
+    from clustrix.plugin.types import JobHandle
+
+    data = {"namespace": namespace, "key": "ab" * 32, "deadline": deadline}
+    return JobHandle(job_id=job_id, scheduler="kubernetes", host=host, native_id=f"cx-{job_id}", data=data)
+
+
+def test_each_task_of_a_dependant_waits_only_for_the_upstream_calls_its_own_calls_take() -> None:
+    from clustrix.plugin.types import Dependency
+    from clustrix_k8s import inputs
+
+    up = _upstream("up", deadline=60)
+    element_wise = Dependency(
+        job_id="up", native_id="cx-up", job_dir="/in/up", size=4, calls=tuple((i, i) for i in range(4)), handle=up
+    )
+    whole = Dependency(job_id="w", native_id="cx-w", job_dir="/in/w", size=2, calls=((3, 0), (3, 1)), handle=up)
+    meta = {"after": inputs.after([element_wise, whole], [[0, 1], [2, 3]])}
+    assert meta["after"][0] == {"job": "up", "dir": "/in/up", "key": "ab" * 32, "needs": [[0, 1], [2, 3]]}
+    assert meta["after"][1]["needs"] == [[], [0, 1]]
+    json.dumps(meta)  # it travels in meta.json
+    assert [(e["job"], calls) for e, calls in bootstrap.needed_inputs(meta, 0)] == [("up", {0, 1})]
+    assert [(e["job"], calls) for e, calls in bootstrap.needed_inputs(meta, 1)] == [("up", {2, 3}), ("w", {0, 1})]
+
+
+def test_a_dependants_deadline_is_its_own_plus_its_slowest_inputs_and_none_if_an_input_has_none() -> None:
+    from clustrix.plugin.types import Dependency
+    from clustrix_k8s import inputs
+
+    def on(*deadlines: int | None) -> list[Dependency]:
+        return [
+            Dependency(job_id=f"j{n}", native_id="x", job_dir="/d", handle=_upstream(f"j{n}", deadline=d))
+            for n, d in enumerate(deadlines)
+        ]
+
+    assert inputs.deadline(30, on(60, 600)) == 630
+    assert inputs.deadline(30, on(60, None)) is None
+    assert inputs.deadline(None, on(60)) is None
+    assert inputs.deadline(30, []) == 30
+
+
+def test_pods_read_inputs_only_in_their_own_namespace_on_their_own_server() -> None:
+    from clustrix_k8s import inputs
+
+    up = _upstream("up", deadline=None)
+    assert inputs.input_dir(up, "https://api", "ns") == f"{bootstrap.INPUTS}/up"
+    assert inputs.input_dir(up, "https://api", "other") is None
+    assert inputs.input_dir(up, "https://elsewhere", "ns") is None
+
+
+def test_an_upstream_is_over_when_its_jobs_are_gone_or_each_has_ended() -> None:
+    def job(*conditions: tuple[str, str]) -> dict[str, Any]:
+        return {"status": {"conditions": [{"type": t, "status": s} for t, s in conditions]}}
+
+    assert bootstrap.upstream_over([])  # deleted (cancelled) or never there
+    assert bootstrap.upstream_over([job(("Complete", "True")), job(("Failed", "True"))])
+    assert not bootstrap.upstream_over([job(("Complete", "True")), job()])
+    assert not bootstrap.upstream_over([job(("Failed", "False"))])
+
+
+def test_the_runner_role_lets_pods_read_inputs_but_no_secret() -> None:
+    (_, _account), (_, role), _binding = manifests.runner_identity("ns", "clustrix-runner")
+    verbs = {
+        (rule["apiGroups"][0], resource): set(rule["verbs"]) for rule in role["rules"] for resource in rule["resources"]
+    }
+    assert verbs == {("", "configmaps"): {"create", "list"}, ("batch", "jobs"): {"list"}}

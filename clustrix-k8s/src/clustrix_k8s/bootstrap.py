@@ -356,15 +356,17 @@ def _listed(namespace: str, group: str, resource: str, job: str, kind: str) -> l
     return list((reply or {}).get("items") or [])
 
 
+def final_condition(job: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Job's ``Complete`` or ``Failed`` condition that is true, if any."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
 def upstream_over(jobs: list[dict[str, Any]]) -> bool:
     """Whether an upstream job can send no more results: its Jobs are gone, or each has ended."""
-    return all(
-        any(
-            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-            for c in (job.get("status") or {}).get("conditions") or []
-        )
-        for job in jobs
-    )
+    return all(final_condition(job) is not None for job in jobs)
 
 
 def needed_inputs(meta: dict[str, Any], task: int) -> list[tuple[dict[str, Any], set[int]]]:

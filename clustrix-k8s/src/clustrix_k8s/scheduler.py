@@ -362,7 +362,7 @@ class KubernetesScheduler:
             )
             if status is None:
                 continue
-            if status.state is JobState.FAILED and not all(states.final_condition(j) for j in jobs):
+            if status.state is JobState.FAILED and not all(bootstrap.final_condition(j) for j in jobs):
                 # stuck pending: fail fast and free the cluster
                 self._stuck[handle.job_id] = status
                 self._delete_jobs(api, handle)

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clustrix.plugin.types import JobState, JobStatus
+from clustrix_k8s.bootstrap import final_condition
 
 #: Container waiting reasons that do not resolve by themselves.
 STUCK_REASONS = frozenset(
@@ -52,14 +53,6 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
-
-
-def final_condition(job: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The Job's ``Complete`` or ``Failed`` condition that is true, if any."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return condition  # type: ignore[no-any-return]
-    return None
 
 
 def _terminated(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
