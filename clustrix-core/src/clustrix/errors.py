@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the runner imports this module on a compute node: the standard library only at run time
     from clustrix.plugin.transport import CommandResult
-    from clustrix.plugin.types import JobState
+    from clustrix.plugin.types import JobState, Outcome
 
 
 class ClustrixError(Exception):
@@ -200,3 +200,24 @@ class SchedulerCommandError(ClustrixError, RuntimeError):
 
 class SchedulerCommandNotFoundError(SchedulerCommandError):
     """A scheduler command is not on the target's PATH (a laptop, a node without the client): nothing was submitted."""
+
+
+def exception_from_outcome(outcome: Outcome, *, job_id: str | None = None) -> BaseException:
+    """The exception a failed call re-raises: the original one with its remote traceback,
+    or a :class:`JobError` naming the type when the original could not be unpickled here."""
+    exc = outcome.exception
+    if exc is not None:
+        if exc.__traceback__ is None and outcome.traceback:
+            exc.__cause__ = RemoteTraceback(outcome.traceback)
+            try:
+                exc.remote_traceback = outcome.traceback  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+        return exc
+    return JobError(
+        f"the job raised {outcome.error_type}: {outcome.error_message} "
+        "(the exception could not be unpickled here, so it is reported as a JobError)",
+        job_id=job_id,
+        error_type=outcome.error_type,
+        remote_traceback=outcome.traceback,
+    )

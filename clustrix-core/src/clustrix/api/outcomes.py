@@ -7,31 +7,10 @@ import concurrent.futures
 from collections.abc import Sequence
 from typing import Any
 
-from clustrix.errors import JobError, JobLostError, RemoteTraceback, error_for_state
+from clustrix.errors import JobError, JobLostError, error_for_state, exception_from_outcome
 from clustrix.plugin.types import JobHandle, JobState, JobStatus, Outcome, Outcomes
 
 STDERR_TAIL_CHARS = 4000
-
-
-def exception_from_outcome(outcome: Outcome, *, job_id: str | None = None) -> BaseException:
-    """The exception a failed call re-raises: the original one with its remote traceback,
-    or a :class:`JobError` naming the type when the original could not be unpickled here."""
-    exc = outcome.exception
-    if exc is not None:
-        if exc.__traceback__ is None and outcome.traceback:
-            exc.__cause__ = RemoteTraceback(outcome.traceback)
-            try:
-                exc.remote_traceback = outcome.traceback  # type: ignore[attr-defined]
-            except (AttributeError, TypeError):
-                pass
-        return exc
-    return JobError(
-        f"the job raised {outcome.error_type}: {outcome.error_message} "
-        "(the exception could not be unpickled here, so it is reported as a JobError)",
-        job_id=job_id,
-        error_type=outcome.error_type,
-        remote_traceback=outcome.traceback,
-    )
 
 
 def missing_outcome_error(handle: JobHandle, status: JobStatus, stderr_tail: str | None, index: int = 0) -> JobError:

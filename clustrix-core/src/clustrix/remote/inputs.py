@@ -13,7 +13,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from clustrix.errors import DependencyError, JobError, RemoteTraceback
+from clustrix.errors import DependencyError, exception_from_outcome
 from clustrix.plugin.types import Outcome
 from clustrix.remote.runner import UPSTREAM
 
@@ -30,36 +30,11 @@ def placeholder(
     return {UPSTREAM: ref}
 
 
-def cause_from_record(record: dict[str, Any] | None, job_id: str, index: int) -> BaseException | None:
-    """The upstream call's exception from its outcome record, with its remote traceback attached."""
-    if not record:
-        return None
-    exc: BaseException | None = None
-    if record.get("exception") is not None:
-        try:
-            exc = pickle.loads(record["exception"])
-        except Exception:  # noqa: BLE001 - an exception class missing here degrades to JobError
-            exc = None
-    if not isinstance(exc, BaseException):
-        return JobError(
-            f"call {index} of job {job_id} raised {record.get('type')}: {record.get('message')}",
-            job_id=job_id,
-            error_type=record.get("type"),
-            remote_traceback=record.get("traceback"),
-        )
-    if record.get("traceback"):
-        exc.__cause__ = RemoteTraceback(record["traceback"])
-    return exc
-
-
 def upstream_failed(upstream: dict[str, Any], decode: Callable[[bytes], Outcome]) -> Outcome:
     """The outcome of a call that never ran because its input failed: a DependencyError naming the input."""
     job_id, index = str(upstream.get("job")), int(upstream.get("index", -1))
     record = upstream.get("record")
-    if record and record.get("upstream") is not None:  # the input was itself a call whose input failed
-        cause: BaseException | None = decode(pickle.dumps(record)).exception
-    else:
-        cause = cause_from_record(record, job_id, index)
+    cause = exception_from_outcome(decode(pickle.dumps(record)), job_id=job_id) if record else None
     what = "failed" if record else "wrote no result (it was cancelled, killed or lost)"
     error = DependencyError(
         f"this call did not run: its input, call {index} of job {job_id}, {what}"
