@@ -9,7 +9,7 @@ wait for them; deleting the Jobs deletes everything, and the user needs no patch
 on Secrets). A ``map`` becomes one Indexed Job where the
 server supports it (checked once per namespace by a server-side dry run), else one
 Job per array task; calls are packed into at most ``max_parallel_jobs`` (default
-:data:`MAX_TASKS`) tasks.
+:data:`clustrix_k8s.submission.MAX_TASKS`) tasks.
 
 Poll: one list of Jobs per namespace per round, by label selector, for every open job
 of that namespace; a list of Pods only when a Job failed (was it OOMKilled?) or has
@@ -20,31 +20,23 @@ with foreground propagation, so their pods, payload Secrets and result ConfigMap
 
 from __future__ import annotations
 
-import base64
-import inspect
 import json
-import secrets as secrets_module
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from clustrix.batch import dependencies as held_jobs
-from clustrix.batch.submit import tasks_for
 from clustrix.errors import ConfigurationError
 from clustrix.log import get_logger
 from clustrix.plugin.dryrun import DryRun
 from clustrix.plugin.hookspecs import hookimpl
 from clustrix.plugin.types import JobHandle, JobSpec, JobState, JobStatus, Outcome
-from clustrix.remote import jobdir, runner
+from clustrix.remote import jobdir
 from clustrix.remote.environment.interpreter import RUNNER_MODULES
-from clustrix.remote.localcode.plan import CodePlan
-from clustrix.remote.localcode.units import archive
-from clustrix_k8s import bootstrap, inputs, manifests, states
+from clustrix_k8s import bootstrap, inputs, manifests, states, submission
 from clustrix_k8s.api import KubeApi, KubernetesAPIError, api_for
-from clustrix_k8s.options import EXTRA_KEYS, RUNNER_ACCOUNT, JobOptions, job_options
+from clustrix_k8s.options import EXTRA_KEYS, RUNNER_ACCOUNT
 
 if TYPE_CHECKING:
     from clustrix.config.settings import ClusterConfig
@@ -54,8 +46,6 @@ log = get_logger("clustrix.k8s")
 NAME = "kubernetes"
 #: How a dry run without a loadable kubeconfig shows the API server in its requests.
 NO_SERVER = "https://<api-server>"
-#: Array tasks (pods) per map unless ``max_parallel_jobs`` or ``calls_per_task`` say otherwise.
-MAX_TASKS = 10
 #: Job ids per label selector (``clustrix.io/job-id in (...)``) in one list request.
 SELECTOR_IDS = 100
 #: How many pods' logs ``read_logs`` joins at most (failed pods first).
@@ -65,10 +55,6 @@ MAX_LOGS = 5
 def _selector(job_ids: Sequence[str], extra: str = "") -> str:
     text = f"{manifests.JOB_ID_LABEL} in ({','.join(job_ids)})"
     return f"{text},{extra}" if extra else text
-
-
-def _source(module: Any) -> str:
-    return inspect.getsource(module)
 
 
 class KubernetesScheduler:
@@ -95,11 +81,11 @@ class KubernetesScheduler:
     def clustrix_submit(self, spec: JobSpec, wake: Callable[[], None]) -> JobHandle:
         config = spec.config
         api = self._api_factory(config)
-        options, tasks, key, payload_objects, plan, code = _prepare(spec, api.namespace)
+        options, tasks, key, payload_objects, plan, code = submission.prepare(spec, api.namespace)
         if config.get("service_account") is None:
             self._ensure_runner_account(api, options.namespace)
         indexed = len(tasks) > 1 and self.supports_indexed(api, options.namespace)
-        manifests_ = job_manifests(spec, options, len(tasks), len(payload_objects), indexed=indexed)
+        manifests_ = submission.job_manifests(spec, options, len(tasks), len(payload_objects), indexed=indexed)
         ns = options.namespace
         created: list[dict[str, Any]] = []
         try:
@@ -176,7 +162,7 @@ class KubernetesScheduler:
             notes.append(
                 f"no Kubernetes configuration was loaded, so no server is shown; a real submit needs one: {exc}"
             )
-        options, tasks, _key, payload_objects, _plan, _code = _prepare(spec, default_namespace)
+        options, tasks, _key, payload_objects, _plan, _code = submission.prepare(spec, default_namespace)
         ns = options.namespace
         with self._lock:
             known = self._indexed.get((server, ns))
@@ -186,12 +172,12 @@ class KubernetesScheduler:
                 "Indexed Job assumed: a real submit first asks the server (a server-side dry run) and makes "
                 "one Job per task if it does not keep completionMode: Indexed"
             )
-        jobs = job_manifests(spec, options, len(tasks), len(payload_objects), indexed=indexed)
+        jobs = submission.job_manifests(spec, options, len(tasks), len(payload_objects), indexed=indexed)
         if spec.config.get("service_account") is None:
             notes.append(
                 f"a real submit creates the ServiceAccount {RUNNER_ACCOUNT!r} (and its Role) in {ns} if missing"
             )
-        items = [*(redacted(secret) for secret in payload_objects), *jobs]  # env values are secretKeyRefs
+        items = [*(submission.redacted(secret) for secret in payload_objects), *jobs]  # env values are secretKeyRefs
         base = f"{server}/api/v1/namespaces/{ns}"
         commands = [f"POST {server}/apis/batch/v1/namespaces/{ns}/jobs  ({job['metadata']['name']})" for job in jobs]
         commands += [f"POST {base}/secrets  ({s['metadata']['name']}, owned by the Job)" for s in payload_objects]
@@ -447,77 +433,3 @@ class KubernetesScheduler:
                 raise
             texts.append(text if len(items) == 1 else f"==> pod {name} <==\n{text}")
         return "\n".join(texts)
-
-
-def job_manifests(
-    spec: JobSpec, options: JobOptions, n_tasks: int, n_chunks: int, *, indexed: bool
-) -> list[dict[str, Any]]:
-    """The Job manifests of ``spec``: one Indexed Job, or one Job per task; what submit creates and a dry run shows."""
-    prefix = manifests.prefix(spec.job_id)
-    if indexed or n_tasks == 1:
-        return [
-            manifests.job_manifest(
-                spec.job_id,
-                prefix,
-                options,
-                n_chunks,
-                n_tasks=n_tasks,
-                task=None if indexed else 0,
-                indexed=indexed,
-                parallelism=spec.config.get("max_parallel_jobs"),
-                function_name=spec.name,
-            )
-        ]
-    return [
-        manifests.job_manifest(
-            spec.job_id,
-            f"{prefix}-t{task}",
-            options,
-            n_chunks,
-            n_tasks=1,
-            task=task,
-            indexed=False,
-            function_name=spec.name,
-        )
-        for task in range(n_tasks)
-    ]
-
-
-def redacted(secret: Mapping[str, Any]) -> dict[str, Any]:
-    """A Secret manifest with every value replaced by its size: a dry run never prints payloads or keys."""
-    data = secret.get("data") or {}
-    sizes = {name: f"<{len(base64.b64decode(value))} bytes, not shown>" for name, value in data.items()}
-    return {**secret, "data": sizes}
-
-
-def _prepare(
-    spec: JobSpec, default_namespace: str
-) -> tuple[JobOptions, list[list[int]], bytes, list[dict[str, Any]], CodePlan, bytes]:
-    """Validate ``spec``: options, tasks, result key, payload Secrets (too large: refused), code plan, archive."""
-    config = spec.config
-    options = job_options(config, spec.resources, spec.environment or {}, default_namespace=default_namespace)
-    if spec.dependencies:  # its pods wait for their inputs first: the deadline covers the wait
-        options = attrs.evolve(
-            options, active_deadline_seconds=inputs.deadline(options.active_deadline_seconds, spec.dependencies)
-        )
-    per_task = spec.resources.extra.get("calls_per_task")  # unbounded by MAX_TASKS when given
-    limit = spec.size if per_task else int(config.get("max_parallel_jobs") or MAX_TASKS)
-    n_tasks = tasks_for(spec.size, int(per_task) if per_task else None, limit)
-    tasks = jobdir.plan_tasks(spec.size, n_tasks)
-    key = secrets_module.token_bytes(32)
-    # the runner travels as source next to the bootstrap: only the payload's own modules are needed
-    payload, plan = jobdir.encode_payload_and_code(spec, tasks, needs=())
-    code = archive(plan.units) if plan.units else b""
-    payload_objects = manifests.payload_secrets(
-        spec.job_id,
-        options,
-        payload,
-        key=key,
-        bootstrap_source=_source(bootstrap),
-        runner_source=_source(runner),
-        requirements=options.pip_requirements,
-        code=code,
-        plan=plan,
-        after=inputs.after(spec.dependencies, tasks),
-    )
-    return options, tasks, key, payload_objects, plan, code
