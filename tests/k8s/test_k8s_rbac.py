@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from clustrix import cluster, configure
+from clustrix.errors import JobError
 from clustrix_k8s.api import KubernetesPermissionError
 from tests.k8s import rbac_setup
 from tests.testbed.k8s import LIMITED_USER, KubeCluster
@@ -43,6 +44,39 @@ def test_a_user_with_only_the_documented_role_runs_calls_and_maps(
         fails()
     future = double.submit(1)
     assert future.cancel() or future.done()
+    # a pipeline: the dependant's pods read their inputs with the documented runner Role
+    assert double.map(double.submit_map(range(3))) == [0, 4, 8]
+
+
+def test_a_runner_role_without_the_verbs_inputs_need_fails_the_dependant_naming_the_verb(
+    k8s_config: dict[str, Any], kube: KubeCluster, limited_namespace: str
+) -> None:
+    from kubernetes import client
+
+    rbac = client.RbacAuthorizationV1Api(kube.api())
+    (role,) = [
+        d
+        for d in rbac_setup.documents(limited_namespace, SUBMITTER)
+        if d["kind"] == "Role" and d["metadata"]["name"] == "clustrix-runner"
+    ]
+    older = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]  # before pipelines
+    rbac.patch_namespaced_role("clustrix-runner", limited_namespace, {"rules": older})
+    try:
+        configure(**{**k8s_config, "kubeconfig": str(kube.limited_kubeconfig)}, namespace=limited_namespace)
+
+        @cluster
+        def plus_one(x: int) -> int:
+            return x + 1
+
+        first = plus_one.submit(1)
+        second = plus_one.submit(first)
+        assert first.result(timeout=300) == 2
+        with pytest.raises(JobError) as info:
+            second.result(timeout=300)
+        text = str(info.value)
+        assert "ServiceAccount may not list jobs" in text and "clustrix-runner Role" in text, text
+    finally:
+        rbac.patch_namespaced_role("clustrix-runner", limited_namespace, {"rules": role["rules"]})
 
 
 def test_a_missing_verb_is_named_in_the_error(
