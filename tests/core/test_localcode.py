@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from clustrix.config.settings import ClusterConfig
 from clustrix.errors import LocalCodeError, UnsafePathError
 from clustrix.plugin.transport import LocalTransport
 from clustrix.remote.environment.activation import job_environment, pythonpath_line
@@ -110,7 +111,7 @@ def test_shipping_through_the_local_transport_sends_each_content_once(local_modu
     stable, changing = unique("stable"), unique("changing")
     (local_modules / f"{stable}.py").write_text("A = 1\n")
     (local_modules / f"{changing}.py").write_text(f"import {stable}\nB = 2\n")
-    config = {"remote_work_dir": str(tmp_path / "work")}
+    config = ClusterConfig({"remote_work_dir": str(tmp_path / "work")})
     transport = LocalTransport()
 
     def ship() -> ShippedCode:
@@ -147,7 +148,7 @@ def test_a_module_that_reads_an_environment_variable_at_import_is_checked_with_t
     value = "it's $(x) `y`"
     (local_modules / f"{name}.py").write_text(f"import os\nassert os.environ[{variable!r}] == {value!r}\n")
     assert variable not in os.environ
-    config = {"remote_work_dir": str(tmp_path / "work"), "environment_variables": {variable: value}}
+    config = ClusterConfig({"remote_work_dir": str(tmp_path / "work"), "environment_variables": {variable: value}})
     env = job_environment(config, sys.executable)
     plan = CodePlan(units=(make_unit(locate(name) or _missing(name), limit=10**6),), modules=(name,))
     with pytest.raises(LocalCodeError, match=rf"{name}.*does not import.*KeyError: '{variable}'"):
@@ -169,7 +170,7 @@ def test_a_code_dir_other_users_can_write_is_refused(local_modules: Path, tmp_pa
     work = tmp_path / "work"
     (work / CODE_DIR).mkdir(parents=True)
     (work / CODE_DIR).chmod(0o777)
-    config = {"remote_work_dir": str(work)}
+    config = ClusterConfig({"remote_work_dir": str(work)})
     _, referenced = dumps_recording(lambda: module.A)
     plan = plan_code(referenced, config, needs=())
     with pytest.raises(UnsafePathError, match=r"code on localhost is writable by other users"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -156,7 +156,7 @@ def planned(work_dir: str, plan: CodePlan) -> ShippedCode:
 
 def ship(
     transport: Transport,
-    config: ClusterConfig | Mapping[str, Any] | None,
+    config: ClusterConfig,
     plan: CodePlan,
     *,
     python: str,
@@ -173,13 +173,13 @@ def ship(
     """
     if not plan.units:
         return ShippedCode()
-    work = transport.expand((config.get("remote_work_dir") if config is not None else None) or "~/.clustrix")
+    work = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
     code_dir = posixpath.join(work, CODE_DIR)
     labels = [unit.label for unit in plan.units]
     paths = planned(work, plan).paths
     key = (
         transport.host,
-        getattr(config, "connection_key", None),
+        config.connection_key,
         code_dir,
         python,
         tuple(prelude),
