@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -48,20 +50,29 @@ def test_a_user_with_only_the_documented_role_runs_calls_and_maps(
     assert double.map(double.submit_map(range(3))) == [0, 4, 8]
 
 
-def test_a_runner_role_without_the_verbs_inputs_need_fails_the_dependant_naming_the_verb(
-    k8s_config: dict[str, Any], kube: KubeCluster, limited_namespace: str
-) -> None:
+@contextlib.contextmanager
+def documented_role_changed(
+    kube: KubeCluster, namespace: str, name: str, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+) -> Iterator[None]:
+    """The Role ``name`` of docs/kubernetes-rbac.yaml with its rules changed by ``change``, restored after."""
     from kubernetes import client
 
     rbac = client.RbacAuthorizationV1Api(kube.api())
     (role,) = [
-        d
-        for d in rbac_setup.documents(limited_namespace, SUBMITTER)
-        if d["kind"] == "Role" and d["metadata"]["name"] == "clustrix-runner"
+        d for d in rbac_setup.documents(namespace, SUBMITTER) if d["kind"] == "Role" and d["metadata"]["name"] == name
     ]
-    older = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]  # before pipelines
-    rbac.patch_namespaced_role("clustrix-runner", limited_namespace, {"rules": older})
+    rbac.patch_namespaced_role(name, namespace, {"rules": change(role["rules"])})
     try:
+        yield
+    finally:
+        rbac.patch_namespaced_role(name, namespace, {"rules": role["rules"]})
+
+
+def test_a_runner_role_without_the_verbs_inputs_need_fails_the_dependant_naming_the_verb(
+    k8s_config: dict[str, Any], kube: KubeCluster, limited_namespace: str
+) -> None:
+    older = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]  # before pipelines
+    with documented_role_changed(kube, limited_namespace, "clustrix-runner", lambda _rules: older):
         configure(**{**k8s_config, "kubeconfig": str(kube.limited_kubeconfig)}, namespace=limited_namespace)
 
         @cluster
@@ -75,27 +86,18 @@ def test_a_runner_role_without_the_verbs_inputs_need_fails_the_dependant_naming_
             second.result(timeout=300)
         text = str(info.value)
         assert "ServiceAccount may not list jobs" in text and "clustrix-runner Role" in text, text
-    finally:
-        rbac.patch_namespaced_role("clustrix-runner", limited_namespace, {"rules": role["rules"]})
 
 
 def test_a_missing_verb_is_named_in_the_error(
     k8s_config: dict[str, Any], kube: KubeCluster, limited_namespace: str
 ) -> None:
-    from kubernetes import client
+    def without_create_jobs(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {**rule, "verbs": [v for v in rule["verbs"] if v != "create"]} if rule["resources"] == ["jobs"] else rule
+            for rule in rules
+        ]
 
-    rbac = client.RbacAuthorizationV1Api(kube.api())
-    (role,) = [
-        d
-        for d in rbac_setup.documents(limited_namespace, SUBMITTER)
-        if d["kind"] == "Role" and d["metadata"]["name"] == "clustrix-submitter"
-    ]
-    rules = [
-        {**rule, "verbs": [v for v in rule["verbs"] if v != "create"]} if rule["resources"] == ["jobs"] else rule
-        for rule in role["rules"]
-    ]
-    rbac.patch_namespaced_role("clustrix-submitter", limited_namespace, {"rules": rules})
-    try:
+    with documented_role_changed(kube, limited_namespace, "clustrix-submitter", without_create_jobs):
         configure(**{**k8s_config, "kubeconfig": str(kube.limited_kubeconfig)}, namespace=limited_namespace)
 
         @cluster
@@ -105,5 +107,3 @@ def test_a_missing_verb_is_named_in_the_error(
             KubernetesPermissionError, match=r'needs the verb "create" on resource "jobs" \(apiGroups: \["batch"\]\)'
         ):
             never.submit()
-    finally:
-        rbac.patch_namespaced_role("clustrix-submitter", limited_namespace, {"rules": role["rules"]})
