@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pickle
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -16,11 +17,13 @@ import pytest
 
 from clustrix import cluster
 from clustrix.api.dependencies import futures_in, replaced
-from clustrix.batch.dependencies import claims_allowed, lined_up, with_options
+from clustrix.batch import dependencies as held_jobs
+from clustrix.batch.dependencies import claims_allowed, lined_up, sweep_command, with_options
 from clustrix.batch.dialect import ScriptJob
 from clustrix.config.resources import Resources
+from clustrix.config.settings import ClusterConfig
 from clustrix.errors import DependencyError
-from clustrix.plugin.types import Dependency
+from clustrix.plugin.types import Dependency, JobHandle, JobSpec
 from clustrix.remote import jobdir, runner
 from clustrix.remote.inputs import placeholder
 from tests.core.test_batch import OneBased, job
@@ -240,3 +243,53 @@ def test_a_cancelled_local_input_fails_its_dependant() -> None:
 
 def test_resources_are_unchanged_by_dependencies() -> None:
     assert pickle.loads(pickle.dumps(Resources())) == Resources()
+
+
+class Sweeping(OneBased):
+    def sweep_argv(self, native_id: str) -> list[str] | None:
+        return ["echo", f"sweep {native_id}"]
+
+    def release_argv(self, native_id: str) -> list[str] | None:
+        return ["echo", f"release {native_id}"]
+
+
+def _upstream_handle(tmp_path: Path, job_id: str, size: int = 2) -> JobHandle:
+    (tmp_path / job_id / "out").mkdir(parents=True)
+    return JobHandle(job_id=job_id, scheduler="onebased", size=size, native_id="7", job_dir=str(tmp_path / job_id))
+
+
+def _dependant(upstreams: list[str]) -> JobSpec:
+    after = tuple(Dependency(job_id=u, native_id="7", job_dir=f"/w/{u}") for u in upstreams)
+    return JobSpec(name="g", func=print, arguments=[((), {})], config=ClusterConfig({}), dependencies=after)
+
+
+def test_an_upstream_is_swept_after_its_dependants_are_released_and_only_if_every_call_ended_well(
+    tmp_path: Path,
+) -> None:
+    handle = _upstream_handle(tmp_path, "20250101-000000-cccccccccccc")
+    command = shlex.join
+    assert sweep_command(Sweeping(), handle, command) == "echo 'sweep 7'"  # nobody holds it
+    held_jobs.keep([handle.job_id])
+    assert sweep_command(Sweeping(), handle, command) is None  # its dependant is being submitted
+    held_jobs.record(_dependant([handle.job_id]), "8")
+    assert sweep_command(OneBased(), handle, command) is None  # nothing to sweep with
+    line = sweep_command(Sweeping(), handle, command)
+    assert line is not None
+
+    def run() -> str:
+        return subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True).stdout
+
+    runner.write_atomic(Path(handle.job_dir) / runner.outcome_name(0), b"x")
+    assert run() == ""  # call 1 has no outcome: its task may still run it
+    runner.write_atomic(Path(handle.job_dir) / runner.outcome_name(1), b"x")
+    assert run() == "release 8\nsweep 7\n"  # the dependant first: a cancelled task would fail it
+    (Path(handle.job_dir) / runner.failed_name(1)).touch()
+    assert run() == ""  # a failed call: the scheduler's afterok drops the dependant (DependencyError)
+    held_jobs.keep([handle.job_id])
+    held_jobs.record(_dependant([handle.job_id, "20250101-000000-dddddddddddd"]), "9")
+    assert sweep_command(Sweeping(), handle, command) is None  # releasing 9 would drop its other upstream
+    Sweeping.sweep_releases_dependants = True
+    try:
+        assert sweep_command(Sweeping(), handle, command) == "echo 'sweep 7'"  # SGE: a deleted task releases them
+    finally:
+        del Sweeping.sweep_releases_dependants

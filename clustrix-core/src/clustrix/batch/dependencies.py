@@ -9,16 +9,21 @@ dependants have read it.
 
 from __future__ import annotations
 
+import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from clustrix.batch.dialect import Dialect, ScriptJob
-from clustrix.plugin.types import Dependency, JobSpec
+from clustrix.plugin.types import Dependency, JobHandle, JobSpec
 
 _kept: dict[str, int] = {}
+#: Per upstream: dependants whose submit has not been recorded yet, and the recorded ones
+#: (native id, and whether the upstream is their only dependency).
+_unrecorded: dict[str, int] = {}
+_dependants: dict[str, list[tuple[str, bool]]] = {}
 _lock = threading.Lock()
 
 
@@ -71,6 +76,43 @@ def keep(job_ids: Sequence[str]) -> None:
     with _lock:
         for job_id in job_ids:
             _kept[job_id] = _kept.get(job_id, 0) + 1
+            _unrecorded[job_id] = _unrecorded.get(job_id, 0) + 1
+
+
+def record(spec: JobSpec, native_id: str) -> None:
+    """The scheduler accepted ``spec`` as ``native_id``: each of its upstreams knows it holds this job."""
+    with _lock:
+        for d in spec.dependencies:
+            _unrecorded[d.job_id] = max(0, _unrecorded.get(d.job_id, 0) - 1)
+            _dependants.setdefault(d.job_id, []).append((native_id, len(spec.dependencies) == 1))
+
+
+def sweep_command(dialect: Dialect, handle: JobHandle, command: Callable[[Sequence[str]], str]) -> str | None:
+    """The shell line that takes the pending tasks of ``handle``'s array out of the queue (every call is done).
+
+    An array no dependant holds, or where the scheduler releases the held jobs of a deleted task
+    (:attr:`Dialect.sweep_releases_dependants`), is swept at once. Else its pending tasks may go
+    only if every call ended well and each dependant waits for this job alone: the line first
+    drops those dependants' dependency (:meth:`Dialect.release_argv`, SLURM ``scontrol update
+    Dependency=``), so the cancelled tasks fail nothing. A dependant still being submitted, or held
+    for another job too, keeps the tasks queued (they end before Python, see :meth:`Dialect.done_check_lines`).
+    """
+    job_id, job_dir, n_calls = handle.job_id, str(handle.job_dir), handle.size
+    argv = dialect.sweep_argv(str(handle.native_id))
+    if argv is None:
+        return None
+    if not kept(job_id) or dialect.sweep_releases_dependants:
+        return command(argv)
+    with _lock:
+        dependants = None if _unrecorded.get(job_id) else list(_dependants.get(job_id, []))
+    releases = [dialect.release_argv(n) if alone else None for n, alone in dependants or []]
+    if not dependants or any(r is None for r in releases):
+        return None
+    out = f"{shlex.quote(job_dir.rstrip('/'))}/out"
+    outcomes = f'"$(ls -d -- {out}/*.pkl | wc -l)"'
+    ended_well = f"! ls -d -- {out}/*.failed >/dev/null 2>&1 && [ {outcomes} -ge {int(n_calls)} ]"
+    lines = [f"{command(r)} || :" for r in releases if r is not None]
+    return f"if {ended_well}; then {'; '.join(lines)}; {command(argv)}; fi"
 
 
 def release(job_id: str) -> bool:

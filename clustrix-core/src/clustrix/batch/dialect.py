@@ -203,6 +203,11 @@ class Dialect(abc.ABC):
     #: Tasks per array when the scheduler is not asked (:meth:`site_argv` returns None), and the
     #: fallback when the site query fails. 1 means "no arrays": every job runs all its calls in one task.
     default_max_array_size: ClassVar[int] = 1000
+    #: True when the jobs held for an array are released, not failed, by the :meth:`sweep_argv` of its
+    #: pending tasks (SGE: ``-hold_jid``/``-hold_jid_ad`` count a deleted task as ended). Then an upstream
+    #: whose calls are all done is swept like any array; else (SLURM ``afterok``/``aftercorr``, PBS
+    #: ``afterok``: a cancelled task never "ends well") its pending tasks start and end before Python.
+    sweep_releases_dependants: ClassVar[bool] = False
 
     #: The scheduler's commands clustrix runs (``("sbatch", "squeue", "scancel", "scontrol")``). The
     #: engine checks them with ``command -v`` on the target before the first submit of a connection,
@@ -493,6 +498,16 @@ class Dialect(abc.ABC):
         """Cancel only the array's still *pending* tasks (every call is done; they would find no work).
 
         (``scancel --state=PENDING id``.) None: the engine leaves them to start and exit at once.
+        """
+        return None
+
+    def release_argv(self, native_id: str) -> list[str] | None:
+        """*Optional.* Drop every dependency of the held job ``native_id`` (``scontrol update JobId=N Dependency=``).
+
+        The engine runs it for the dependants of an upstream whose calls all ended well, right
+        before it sweeps the upstream's pending tasks, where a cancelled task would fail their
+        dependency (see :attr:`sweep_releases_dependants`). None (the default): such an upstream's
+        pending tasks stay queued and end before Python.
         """
         return None
 
