@@ -129,3 +129,26 @@ def release(job_id: str) -> bool:
 def kept(job_id: str) -> bool:
     with _lock:
         return job_id in _kept
+
+
+_removing: set[str] = set()
+
+
+def may_remove(job_id: str) -> bool:
+    """``cleanup_on_success`` asks to delete ``job_id``'s directory: True, once and for good, unless it is kept.
+
+    The answer and the mark are one step under the lock. A dependant submitted after it (its
+    :func:`keep` came too late) must not name the directory: :func:`removing` tells it to wait
+    for the job's futures, which settle right after the removal, and take their values.
+    """
+    with _lock:
+        if job_id in _kept:
+            return False
+        _removing.add(job_id)
+        return True
+
+
+def removing(job_id: str) -> bool:
+    """Whether ``job_id``'s directory was given up for removal (see :func:`may_remove`)."""
+    with _lock:
+        return job_id in _removing

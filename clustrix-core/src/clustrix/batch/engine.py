@@ -43,7 +43,7 @@ import attrs
 
 from clustrix.batch import retry, shell
 from clustrix.batch.commands import SchedulerCommands
-from clustrix.batch.dependencies import holds_jobs, kept, sweep_command
+from clustrix.batch.dependencies import holds_jobs, may_remove, sweep_command
 from clustrix.batch.dialect import Dialect, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
 from clustrix.batch.status import (
@@ -469,6 +469,6 @@ class BatchScheduler(SchedulerCommands):
 
     @hookimpl
     def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
-        if kept(handle.job_id):  # dependants still read its results (see clustrix.batch.dependencies)
+        if not may_remove(handle.job_id):  # dependants still read its results (see clustrix.batch.dependencies)
             return False
         return jobdir.remove_job_dir(self.transport(config), handle)
