@@ -195,3 +195,43 @@ def test_the_pipeline_finishes_after_the_submitting_process_was_killed(target: T
     )
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip().splitlines()[-1] == str(sum(x * x + 1 for x in range(3)))
+
+
+def test_a_dependant_submitted_while_its_upstream_directory_goes_takes_the_values(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of an upstream finishing in the poll round of its dependant's submit (cleanup_on_success)."""
+    import threading
+
+    from clustrix.remote import jobdir
+
+    options = {**target.options, "cleanup_on_success": True}
+
+    @cluster(**options)
+    def square(x: int) -> int:
+        return x * x
+
+    @cluster(**options)
+    def negate(x: int) -> int:
+        return -x
+
+    squares = square.submit_map(range(4))
+    dependants: list[Any] = []
+    remove = jobdir.remove_job_dir
+
+    def racing(transport: Any, handle: Any) -> bool:
+        # the poller gave the upstream's directory up; right now the user submits a dependant of it
+        if handle.job_id == squares[0].job_id and not dependants:
+            thread = threading.Thread(target=lambda: dependants.append(negate.submit_map(squares)))
+            thread.start()
+            thread.join(timeout=5)  # (with the fix the submit waits for the values, so not for long)
+        return remove(transport, handle)
+
+    monkeypatch.setattr(jobdir, "remove_job_dir", racing)
+    assert [f.result(timeout=300) for f in squares] == [x * x for x in range(4)]
+    deadline = time.monotonic() + 120
+    while not dependants and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dependants, "the dependant's submit did not return"
+    assert [f.result(timeout=300) for f in dependants[0]] == [-(x * x) for x in range(4)]
+    assert not _held(dependants[0][0]), "held on an upstream whose directory was being removed"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pickle
+import shlex
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,10 +17,13 @@ import pytest
 
 from clustrix import cluster
 from clustrix.api.dependencies import futures_in, replaced
-from clustrix.batch.dependencies import claims_allowed, lined_up, with_options
+from clustrix.batch import dependencies as held_jobs
+from clustrix.batch.dependencies import claims_allowed, lined_up, sweep_command, with_options
+from clustrix.batch.dialect import ScriptJob
 from clustrix.config.resources import Resources
+from clustrix.config.settings import ClusterConfig
 from clustrix.errors import DependencyError
-from clustrix.plugin.types import Dependency
+from clustrix.plugin.types import Dependency, JobHandle, JobSpec
 from clustrix.remote import jobdir, runner
 from clustrix.remote.inputs import placeholder
 from tests.core.test_batch import OneBased, job
@@ -115,8 +120,70 @@ def test_tasks_line_up_element_wise_only_with_the_same_packing_and_call_i_readin
         job_id="c", native_id="3", job_dir="/w/c", size=4, tasks=2, calls=tuple((i, i) for i in range(4))
     )
     assert [d.elementwise for d in lined_up([one_to_one, crossed, packed], 4, 4)] == [True, False, False]
-    assert not claims_allowed([one_to_one], 4, 4)  # a task must not steal a call whose input is not held for it
-    assert claims_allowed([packed], 4, 4)
+    # claims stay on: a task takes another task's call only once its input is there (test below)
+    assert claims_allowed([one_to_one], 4, 4) and claims_allowed([packed], 4, 4)
+
+
+def _negate(x: int) -> int:
+    if x < 0:
+        raise ValueError("negative")
+    return -x
+
+
+def dependant_dir(tmp_path: Path, upstream: Path, n_calls: int) -> Path:
+    """A claiming dependant of ``upstream``, one call per task, call i reading upstream call i (element-wise)."""
+    directory = tmp_path / "20250101-000000-bbbbbbbbbbbb"
+    (directory / "out").mkdir(parents=True)
+    directory.chmod(0o700)
+    payload = {
+        "func": _negate,
+        "arguments": [((ref(upstream, i, tasks=n_calls),), {}) for i in range(n_calls)],
+        "tasks": [[i] for i in range(n_calls)],
+        "claim": True,
+        "inputs": True,
+    }
+    runner.write_atomic(directory / runner.PAYLOAD, runner.dumps(payload))
+    return directory
+
+
+def test_a_held_task_takes_another_tasks_call_only_once_its_input_is_there(tmp_path: Path) -> None:
+    # upstream: call 0 done, call 1 still running in upstream task 1, call 2 done (it failed)
+    upstream = upstream_dir(
+        tmp_path, {0: runner.encode_outcome_ok(5), 2: runner.encode_outcome_error(ValueError("bad"))}, tasks_ended=1
+    )
+    (upstream / runner.claim_name(1)).write_text("1\nhost 1\n")
+    directory = dependant_dir(tmp_path, upstream, 3)
+    # task 0 (held for upstream task 0 only) runs its own call and takes call 2, never call 1
+    assert runner.run_task(str(directory), 0) == 0  # call 2's DependencyError is not task 0's own failure
+    assert sorted(os.listdir(directory / "out")) == ["0.claim", "0.pkl", "2.claim", "2.failed", "2.pkl", "task-0.exit"]
+    assert jobdir.decode_outcome((directory / runner.outcome_name(0)).read_bytes()).value == -5
+    failed = jobdir.decode_outcome((directory / runner.outcome_name(2)).read_bytes())
+    assert isinstance(failed.exception, DependencyError) and failed.exception.upstream_call == 2
+    # once upstream call 1 is there, its own task runs it (task 2 finds nothing left)
+    runner.write_atomic(upstream / runner.outcome_name(1), runner.encode_outcome_ok(7))
+    assert runner.run_task(str(directory), 2) == 0
+    assert jobdir.decode_outcome((directory / runner.outcome_name(1)).read_bytes()).value == -7
+
+
+def test_an_array_task_ends_before_python_when_every_call_of_its_job_is_done(tmp_path: Path) -> None:
+    class Plain(OneBased):
+        def directives(self, job: ScriptJob) -> list[str]:
+            return []
+
+    directory = tmp_path / "20250101-000000-abcdefabcdef"
+    (directory / "out").mkdir(parents=True)
+    script = Plain().render_script(job(job_dir=str(directory), python="/no/such/python"))
+    env = {"PATH": os.environ["PATH"], "SGE_TASK_ID": "2"}
+    for index in range(2):
+        (directory / runner.outcome_name(index)).write_bytes(b"x")
+    ran = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+    assert ran.returncode == 127 and "/no/such/python" in ran.stderr  # call 2 has no outcome yet: Python starts
+    (directory / runner.outcome_name(2)).write_bytes(b"x")
+    ran = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+    assert (ran.returncode, ran.stderr) == (0, "")
+    assert (directory / runner.exit_name(1)).read_text() == "0\n"  # SGE task 2 is the engine's task 1
+    assert oct((directory / runner.exit_name(1)).stat().st_mode & 0o777) == "0o600"
+    assert not [name for name in os.listdir(directory / "out") if name.startswith(".tmp")]
 
 
 def test_the_dialect_options_go_right_after_the_command_name() -> None:
@@ -176,3 +243,53 @@ def test_a_cancelled_local_input_fails_its_dependant() -> None:
 
 def test_resources_are_unchanged_by_dependencies() -> None:
     assert pickle.loads(pickle.dumps(Resources())) == Resources()
+
+
+class Sweeping(OneBased):
+    def sweep_argv(self, native_id: str) -> list[str] | None:
+        return ["echo", f"sweep {native_id}"]
+
+    def release_argv(self, native_id: str) -> list[str] | None:
+        return ["echo", f"release {native_id}"]
+
+
+def _upstream_handle(tmp_path: Path, job_id: str, size: int = 2) -> JobHandle:
+    (tmp_path / job_id / "out").mkdir(parents=True)
+    return JobHandle(job_id=job_id, scheduler="onebased", size=size, native_id="7", job_dir=str(tmp_path / job_id))
+
+
+def _dependant(upstreams: list[str]) -> JobSpec:
+    after = tuple(Dependency(job_id=u, native_id="7", job_dir=f"/w/{u}") for u in upstreams)
+    return JobSpec(name="g", func=print, arguments=[((), {})], config=ClusterConfig({}), dependencies=after)
+
+
+def test_an_upstream_is_swept_after_its_dependants_are_released_and_only_if_every_call_ended_well(
+    tmp_path: Path,
+) -> None:
+    handle = _upstream_handle(tmp_path, "20250101-000000-cccccccccccc")
+    command = shlex.join
+    assert sweep_command(Sweeping(), handle, command) == "echo 'sweep 7'"  # nobody holds it
+    held_jobs.keep([handle.job_id])
+    assert sweep_command(Sweeping(), handle, command) is None  # its dependant is being submitted
+    held_jobs.record(_dependant([handle.job_id]), "8")
+    assert sweep_command(OneBased(), handle, command) is None  # nothing to sweep with
+    line = sweep_command(Sweeping(), handle, command)
+    assert line is not None
+
+    def run() -> str:
+        return subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True).stdout
+
+    runner.write_atomic(Path(handle.job_dir) / runner.outcome_name(0), b"x")
+    assert run() == ""  # call 1 has no outcome: its task may still run it
+    runner.write_atomic(Path(handle.job_dir) / runner.outcome_name(1), b"x")
+    assert run() == "release 8\nsweep 7\n"  # the dependant first: a cancelled task would fail it
+    (Path(handle.job_dir) / runner.failed_name(1)).touch()
+    assert run() == ""  # a failed call: the scheduler's afterok drops the dependant (DependencyError)
+    held_jobs.keep([handle.job_id])
+    held_jobs.record(_dependant([handle.job_id, "20250101-000000-dddddddddddd"]), "9")
+    assert sweep_command(Sweeping(), handle, command) is None  # releasing 9 would drop its other upstream
+    Sweeping.sweep_releases_dependants = True
+    try:
+        assert sweep_command(Sweeping(), handle, command) == "echo 'sweep 7'"  # SGE: a deleted task releases them
+    finally:
+        del Sweeping.sweep_releases_dependants

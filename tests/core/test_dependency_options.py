@@ -71,3 +71,13 @@ def test_the_plain_ssh_backend_adds_no_option_and_its_runner_waits_for_the_input
     assert dialect.dependency_options(job(WHOLE)) == []
     assert "export CLUSTRIX_INPUTS_WAIT=1" in dialect.render_script(job(WHOLE))
     assert "CLUSTRIX_INPUTS_WAIT" not in dialect.render_script(job())
+
+
+def test_an_upstream_leaves_the_queue_without_failing_its_dependants_slurm_after_releasing_them() -> None:
+    slurm = pytest.importorskip("clustrix_slurm.dialect").SlurmDialect()
+    assert slurm.release_argv("12") == ["scontrol", "update", "JobId=12", "Dependency="]
+    assert not slurm.sweep_releases_dependants  # a cancelled task fails afterok/aftercorr
+    sge = pytest.importorskip("clustrix_sge.dialect").SGEDialect()
+    assert sge.sweep_releases_dependants  # a deleted task releases -hold_jid/-hold_jid_ad
+    pbs = pytest.importorskip("clustrix_pbs.dialect").PBSProDialect()
+    assert pbs.release_argv("12.server") is None and not pbs.sweep_releases_dependants

@@ -33,6 +33,7 @@ class SGEDialect(Dialect):
     #: Maps of up to this many tasks are not asked about the site; larger ones read ``max_aj_tasks``
     #: once per cluster (``qconf -sconf``; Grid Engine's default is 75000, sites often set less).
     default_max_array_size = 100
+    sweep_releases_dependants = True  # qdel of pending tasks releases -hold_jid and -hold_jid_ad holds
     commands = ("qsub", "qstat", "qdel", "qacct", "qconf")
     commands_hint = "gridengine-client (a site install keeps them in $SGE_ROOT/bin/<arch>)"
     extras = script.EXTRA_KEYS

@@ -56,10 +56,15 @@ _HISTORY_PROGRAM = 'for id in "$@"; do qacct -j "$id" || :; done'
 
 #: ``sh -c`` program that deletes the still *pending* tasks of array ``$1`` (every call is done):
 #: their ranges from ``qstat -xml`` (``1-5:1``, ``5,6``), each handed to ``qdel JOB -t RANGE``.
+#: The pending tasks of a ``-hold_jid_ad`` dependant whose upstream tasks were deleted are listed
+#: as ``qw`` but refused by task (``task id range "30-100:1" comprises no tasks``, ``task "13" does
+#: not exist``) until the scheduler dispatches them; only ``qdel JOB`` takes them, so a refused range
+#: deletes the whole job (its running tasks have no call left: every outcome is written).
 _SWEEP_PROGRAM = """qstat -xml -u "$(id -un)" | awk -F'[<>]' -v id="$1" '/<JB_job_number>/ {n = $3} /<state>/ {s = $3}
   /<tasks>/ {if (n == id && s ~ /^h?qw$/) print $3}' | tr ',' '\\n' | while read -r range; do
-  qdel "$1" -t "$range"
-done
+  qdel "$1" -t "$range" 2>&1 | grep -e 'comprises no tasks' -e 'does not exist' >/dev/null && echo refused
+done | grep refused >/dev/null && qdel "$1"
+exit 0
 """
 
 

@@ -81,6 +81,9 @@ class SlurmDialect(Dialect):
     def sweep_argv(self, native_id: str) -> list[str] | None:
         return ["scancel", "--state=PENDING", native_id]
 
+    def release_argv(self, native_id: str) -> list[str] | None:
+        return ["scontrol", "update", f"JobId={native_id}", "Dependency="]
+
     def requeue_argv(self) -> list[str] | None:
         return ["scontrol", "requeue", "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"]
 

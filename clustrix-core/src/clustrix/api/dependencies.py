@@ -116,8 +116,8 @@ def submit(
 
         def put(f: concurrent.futures.Future[Any], i: int = i) -> Any:
             assert isinstance(f, ClusterFuture) and f.index is not None
-            if f.done():
-                return f.result()  # its value is here already (its directory may be cleaned up): no dependency
+            if f.done() or held_jobs.removing(f.job_id):  # its directory goes: its value is (about to be) here
+                return f.result(timeout=60)  # no dependency
             jobs.setdefault(f.job_id, f)
             calls.setdefault(f.job_id, []).append((i, f.index))
             tasks = int(f.handle.data.get("tasks", 1))

@@ -203,6 +203,11 @@ class Dialect(abc.ABC):
     #: Tasks per array when the scheduler is not asked (:meth:`site_argv` returns None), and the
     #: fallback when the site query fails. 1 means "no arrays": every job runs all its calls in one task.
     default_max_array_size: ClassVar[int] = 1000
+    #: True when the jobs held for an array are released, not failed, by the :meth:`sweep_argv` of its
+    #: pending tasks (SGE: ``-hold_jid``/``-hold_jid_ad`` count a deleted task as ended). Then an upstream
+    #: whose calls are all done is swept like any array; else (SLURM ``afterok``/``aftercorr``, PBS
+    #: ``afterok``: a cancelled task never "ends well") its pending tasks start and end before Python.
+    sweep_releases_dependants: ClassVar[bool] = False
 
     #: The scheduler's commands clustrix runs (``("sbatch", "squeue", "scancel", "scontrol")``). The
     #: engine checks them with ``command -v`` on the target before the first submit of a connection,
@@ -337,7 +342,7 @@ class Dialect(abc.ABC):
 
         ``#!/bin/bash``, :meth:`directives`, a comment, :meth:`setup_lines`, a ``cd`` into the private
         job directory (whatever directory the scheduler started the job in: the submit directory, the
-        home directory, ``-wd``), the prelude inside
+        home directory, ``-wd``), :meth:`done_check_lines`, the prelude inside
         ``set -e``/``set +e``, the requeue export (when :meth:`requeue_argv` gives one and the
         ``requeue`` extra is not False), the :attr:`checkpoint_signal` export, then ``exec`` of the
         runner for this task: the runner is the batch shell, so the scheduler's signals reach Python.
@@ -346,6 +351,7 @@ class Dialect(abc.ABC):
         lines.append(f"# clustrix job {job.job_id}: {job.n_calls} call(s) in {job.n_tasks} array task(s)")
         lines.extend(self.setup_lines(job))
         lines.append(f"cd -- {shlex.quote(job.job_dir)} || exit 1")
+        lines.extend(self.done_check_lines(job))
         if job.prelude:
             lines.extend(["set -e", *job.prelude, "set +e"])
         requeue = self.requeue_argv() if job.resources.extra.get("requeue", True) is not False else None
@@ -359,12 +365,36 @@ class Dialect(abc.ABC):
     def runner_line(self, job: ScriptJob) -> str:
         """The runner's command line for this task: the engine's 0-based task from the native one."""
         argv = [*self.runner_prefix(job), job.python, job.runner_path, job.job_dir]
-        line = shlex.join(argv)
+        return shlex.join(argv) + f" --task {self.task_word(job)}"
+
+    def task_word(self, job: ScriptJob) -> str:
+        """A shell word that is this task's engine (0-based) number: ``0``, ``"${SLURM_ARRAY_TASK_ID:-0}"``."""
         if self.task_index_variable is None:
-            return line + " --task 0"
+            return "0"
         first = int(self.first_task_index)
         task = f"${{{self.task_index_variable}:-{first}}}"
-        return line + (f' --task "{task}"' if first == 0 else f' --task "$(( {task} - {first} ))"')
+        return f'"{task}"' if first == 0 else f'"$(( {task} - {first} ))"'
+
+    def done_check_lines(self, job: ScriptJob) -> list[str]:
+        """Shell lines that end an array task before Python starts when every call of the job has its outcome.
+
+        With dynamic packing the first tasks to start steal every call, and a dependant holds an
+        upstream's leftover tasks in the queue (they cannot be swept: a cancelled task fails
+        ``afterok``), so most tasks of a pipeline's array find nothing to do. Starting Python to
+        learn that costs far more than the task itself (issue 21's benchmark): the shell counts the
+        outcome files (shell builtins only), writes the task's exit-code file (0, as the runner would)
+        and exits. Nothing for a one-task job.
+        """
+        if job.n_tasks <= 1:
+            return []
+        task, exit_file = self.task_word(job), "out/task-$_cx_task.exit"
+        return [  # POSIX sh (a PBS job may run in the user's login shell): no arrays, no shopt
+            f"_cx_task={task}; set -- out/*.pkl",
+            f'if [ -e "$1" ] && [ "$#" -ge {int(job.n_calls)} ]; then  # every call is done: nothing to run',
+            f'  (umask 077; echo 0 > "out/.tmp-task-$_cx_task" && mv -f -- "out/.tmp-task-$_cx_task" "{exit_file}")',
+            "  exit 0",
+            "fi",
+        ]
 
     # ================================================================== commands and parsers
     def command_environment(self, config: ClusterConfig) -> Mapping[str, str]:
@@ -468,6 +498,16 @@ class Dialect(abc.ABC):
         """Cancel only the array's still *pending* tasks (every call is done; they would find no work).
 
         (``scancel --state=PENDING id``.) None: the engine leaves them to start and exit at once.
+        """
+        return None
+
+    def release_argv(self, native_id: str) -> list[str] | None:
+        """*Optional.* Drop every dependency of the held job ``native_id`` (``scontrol update JobId=N Dependency=``).
+
+        The engine runs it for the dependants of an upstream whose calls all ended well, right
+        before it sweeps the upstream's pending tasks, where a cancelled task would fail their
+        dependency (see :attr:`sweep_releases_dependants`). None (the default): such an upstream's
+        pending tasks stay queued and end before Python.
         """
         return None
 

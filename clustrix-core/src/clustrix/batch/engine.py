@@ -33,6 +33,7 @@ The scheduler's questions about itself (its commands on the PATH, the site's lim
 from __future__ import annotations
 
 import collections
+import functools
 import secrets
 import threading
 import time
@@ -42,7 +43,7 @@ import attrs
 
 from clustrix.batch import retry, shell
 from clustrix.batch.commands import SchedulerCommands
-from clustrix.batch.dependencies import holds_jobs, kept
+from clustrix.batch.dependencies import holds_jobs, may_remove, sweep_command
 from clustrix.batch.dialect import Dialect, TaskRecord
 from clustrix.batch.reports import PollReport, QueryOutput, parse_report
 from clustrix.batch.status import (
@@ -229,10 +230,10 @@ class BatchScheduler(SchedulerCommands):
         for handle in handles:
             n_tasks = n_tasks_of(handle)
             sweep = None
-            # an upstream's pending tasks stay: a cancelled task would fail its dependants' afterok
-            if n_tasks > 1 and handle.native_id and handle.job_id not in self._swept and not kept(handle.job_id):
-                argv = d.sweep_argv(handle.native_id)
-                sweep = None if argv is None else self._command(argv, config)
+            if n_tasks > 1 and handle.native_id and handle.job_id not in self._swept:
+                # an upstream's dependants are released first (a cancelled task would fail their afterok)
+                command = functools.partial(self._command, config=config)
+                sweep = sweep_command(d, handle, command)
             jobs.append(
                 shell.PollJob(
                     job_id=handle.job_id, job_dir=str(handle.job_dir), n_tasks=n_tasks, n_calls=handle.size, sweep=sweep
@@ -468,6 +469,6 @@ class BatchScheduler(SchedulerCommands):
 
     @hookimpl
     def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
-        if kept(handle.job_id):  # dependants still read its results (see clustrix.batch.dependencies)
+        if not may_remove(handle.job_id):  # dependants still read its results (see clustrix.batch.dependencies)
             return False
         return jobdir.remove_job_dir(self.transport(config), handle)

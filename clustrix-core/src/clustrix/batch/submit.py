@@ -87,6 +87,7 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
     base_dir = transport.expand(config.get("remote_work_dir") or "~/.clustrix")
     plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)
     native_id = stage_and_submit(d, transport, plan, payload, prepared.variables_file())
+    dependencies.record(spec, native_id)
     log.info(
         "clustrix.job_submitted",
         scheduler=d.name,

@@ -207,13 +207,7 @@ def encode_outcome_error(exc: BaseException) -> bytes:
         exc_bytes: bytes | None = dumps(exc)
     except Exception:  # noqa: BLE001 - an unpicklable exception still travels as type, message, traceback
         exc_bytes = None
-    record = {
-        "ok": False,
-        "exception": exc_bytes,
-        "type": type_name(exc),
-        "message": str(exc),
-        "traceback": tb_text,
-    }
+    record = {"ok": False, "exception": exc_bytes, "type": type_name(exc), "message": str(exc), "traceback": tb_text}
     return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -351,13 +345,21 @@ def with_inputs(args: Any, kwargs: Any) -> tuple[Any, Any] | bytes:
         return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def resolve_inputs(obj: Any) -> Any:
-    kind = type(obj)
+def resolve_inputs(obj: Any, read: Any = None) -> Any:
+    """``obj`` with every placeholder ``ref`` replaced by ``read(ref)`` (default :func:`read_upstream`)."""
+    kind, read = type(obj), read or read_upstream
     if kind is dict and len(obj) == 1 and UPSTREAM in obj:
-        return read_upstream(obj[UPSTREAM])
+        return read(obj[UPSTREAM])
     if kind is list or kind is tuple:
-        return kind(resolve_inputs(item) for item in obj)
-    return {k: resolve_inputs(v) for k, v in obj.items()} if kind is dict else obj
+        return kind(resolve_inputs(item, read) for item in obj)
+    return {k: resolve_inputs(v, read) for k, v in obj.items()} if kind is dict else obj
+
+
+def inputs_ready(arguments: Any) -> bool:
+    """Whether every upstream result ``arguments`` stand for has its outcome file (a call another task may take)."""
+    refs: list[dict[str, Any]] = []
+    resolve_inputs(arguments, refs.append)
+    return all(os.path.exists(os.path.join(r["dir"], outcome_name(int(r["index"])))) for r in refs)
 
 
 def read_upstream(ref: dict[str, Any]) -> Any:
@@ -454,13 +456,17 @@ class _TaskRun:
 
     # ---- running ----------------------------------------------------------
     def run(self) -> int:
-        failed = False
+        failed, own = False, set(self.tasks[self.task])
         for index in self.indices():
             if self.stop_requested:
                 self.requeue_and_exit()
-            if self.claim and not self.try_claim(index):
+            # another task's call is taken once its inputs are there (its own task is held for them, not us)
+            stolen = index not in own
+            waiting = stolen and self.inputs and not inputs_ready(self.arguments[index])
+            if self.claim and (waiting or not self.try_claim(index)):
                 continue
-            failed = not self.run_call(index) or failed
+            # a dependant's task exits 1 for its own calls only: the scheduler holds dependants task by task
+            failed = (not self.run_call(index) and not (stolen and self.inputs)) or failed
         code = 1 if failed else 0
         write_atomic(self.path(exit_name(self.task)), f"{code}\n".encode())
         return code
@@ -495,8 +501,7 @@ class _TaskRun:
 
     # ---- the warning signal: checkpoint, requeue ---------------------------
     def install_signal_handler(self) -> None:
-        text = os.environ.get(REQUEUE_ENV)
-        name = os.environ.get(SIGNAL_ENV)
+        text, name = os.environ.get(REQUEUE_ENV), os.environ.get(SIGNAL_ENV)
         if not text and not name:
             return
         if text:
