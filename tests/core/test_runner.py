@@ -53,6 +53,25 @@ def test_runner_writes_each_outcome_and_an_exit_code_file_per_task(tmp_path: Pat
     assert outcomes[2] is not None and outcomes[2].value == 2.5
 
 
+def test_a_task_exits_1_for_its_own_failed_calls_only_not_for_one_it_took_from_another_task(tmp_path: Path) -> None:
+    """SLURM holds an element-wise dependant task by task (aftercorr): a call another task took and
+    failed must not fail this task's dependant, whose own inputs were fine."""
+
+    def divide(a: float, b: float) -> float:
+        return a / b
+
+    arguments: list[tuple[tuple[object, ...], dict[str, object]]] = [((6, 3), {}), ((1, 0), {})]
+    spec = JobSpec(name="divide", func=divide, arguments=arguments, config=ClusterConfig({}))
+    job_dir = stage(LocalTransport(), str(tmp_path / "work"), spec, plan_tasks(2, 2), claim=True)
+    assert _run(job_dir, "--task", "0").returncode == 0  # ran its call 0, then took call 1, which raised
+    assert _run(job_dir, "--task", "1").returncode == 0  # nothing of its own was left to run
+    outcomes = read_outcomes(LocalTransport(), job_dir, 2)
+    assert outcomes[0] is not None and outcomes[0].value == 2
+    assert outcomes[1] is not None and isinstance(outcomes[1].exception, ZeroDivisionError)
+    other = stage(LocalTransport(), str(tmp_path / "again"), spec, plan_tasks(2, 2), claim=True)
+    assert _run(other, "--task", "1").returncode == 1  # its own call raised
+
+
 def test_functions_travel_by_value_with_their_file_name_nested_code_included() -> None:
     def outer(x: int) -> int:
         def inner() -> int:

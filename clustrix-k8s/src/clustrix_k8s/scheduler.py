@@ -386,7 +386,7 @@ class KubernetesScheduler:
     def clustrix_remove_job_dir(self, handle: JobHandle, config: ClusterConfig) -> bool:
         """``cleanup_on_success``, every result home: delete the Jobs (and so the results), unless dependants
         still read them (:mod:`clustrix.batch.dependencies`: this is asked again once they have)."""
-        if held_jobs.kept(handle.job_id):
+        if not held_jobs.may_remove(handle.job_id):
             return False
         self._delete_jobs(self._api_factory(config), handle)
         return True

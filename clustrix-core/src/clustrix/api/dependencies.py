@@ -105,7 +105,10 @@ def submit(
         return chain(function, arguments, whole=whole, into=into)
     every = list({f.job_id for f in upstream})
     held_jobs.keep(every)  # before looking at done(): a directory must not go meanwhile
-    if any(f.done() and (f.cancelled() or f.exception() is not None) for f in upstream):
+    failed = any(f.done() and (f.cancelled() or f.exception() is not None) for f in upstream)
+    # a directory given up for removal just before keep(): its futures settle in a moment, so wait for
+    # them in the chaining thread (here, on the poller's thread in a done-callback, they never would)
+    if failed or any(held_jobs.removing(f.job_id) and not f.done() for f in upstream):
         for job_id in every:
             held_jobs.release(job_id)
         return chain(function, arguments, whole=whole, into=into)
@@ -116,8 +119,8 @@ def submit(
 
         def put(f: concurrent.futures.Future[Any], i: int = i) -> Any:
             assert isinstance(f, ClusterFuture) and f.index is not None
-            if f.done() or held_jobs.removing(f.job_id):  # its directory goes: its value is (about to be) here
-                return f.result(timeout=60)  # no dependency
+            if f.done():
+                return f.result()  # its value is here already (its directory may be cleaned up): no dependency
             jobs.setdefault(f.job_id, f)
             calls.setdefault(f.job_id, []).append((i, f.index))
             tasks = int(f.handle.data.get("tasks", 1))

@@ -43,18 +43,6 @@ def lined_up(dependencies: Sequence[Dependency], size: int, n_tasks: int) -> tup
     )
 
 
-def claims_allowed(dependencies: Sequence[Dependency], size: int, n_tasks: int) -> bool:
-    """Whether tasks may steal each other's calls: always (dynamic packing), held element-wise or not.
-
-    A task held for its own upstream task only (``aftercorr``) still takes another task's call, but
-    only once that call's inputs have their outcome files (the runner's ``inputs_ready``), and a
-    call it took that way does not fail its task's exit code (the scheduler holds the next stage
-    task by task). Without claims every task of a held map started Python for one call: a
-    100-call trivial stage took 6 s instead of 1 s on the SLURM testbed (issue 21's benchmark).
-    """
-    return True
-
-
 def with_options(dialect: Dialect, argv: list[str], job: ScriptJob) -> list[str]:
     """The submit argv with the dialect's dependency options after the command's name."""
     options = dialect.dependency_options(job) if job.after else None

@@ -48,6 +48,12 @@ log = get_logger("clustrix.batch")
 RUNNER_NAME = "clustrix_runner.py"
 #: What the job's Python must import (the runner file needs only cloudpickle).
 JOB_NEEDS = ("cloudpickle",)
+#: Array tasks take each other's calls (dynamic packing), held ones too: a task held for its own
+#: upstream task only (SLURM ``aftercorr``) takes another task's call once that call's inputs have
+#: their outcome files, and a call it took never fails its exit code (the runner's ``_TaskRun.run``).
+#: Without claims every task of a held map started Python for one call: a 100-call trivial stage took
+#: 6 s instead of 1 s on the SLURM testbed (issue 21's benchmark).
+CLAIMS = True
 #: Submit attempts when the scheduler answers with one of the dialect's transient errors.
 SUBMIT_ATTEMPTS = 4
 COMMAND_TIMEOUT = 120.0
@@ -78,9 +84,9 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
     if wanted > max_array and d.site_argv() is not None:
         max_array = scheduler.site(config, transport).max_array_size
     tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
-    # the user's own modules: refused if they cannot travel (before anything is written remotely)
-    claim = dependencies.claims_allowed(spec.dependencies, spec.size, len(tasks))
-    payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=claim, needs=JOB_NEEDS)
+    # the user's own modules: refused if they cannot travel (before anything is written remotely); tasks
+    # take each other's calls (CLAIMS: a held task takes one only once its inputs are there)
+    payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=CLAIMS, needs=JOB_NEEDS)
     # before anything is written remotely: a Python mismatch or a failed build stops here
     prepared = prepare_remote_environment(transport, config, snapshot, needs=JOB_NEEDS)
     shipped = ship(transport, config, code, python=prepared.python, prelude=prepared.check_prelude())
@@ -139,8 +145,7 @@ def dry_run(scheduler: BatchScheduler, spec: JobSpec) -> dryrun.DryRun:
                 f"({shlex.join(d.site_argv() or [])}) and may use more"
             )
     tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
-    claim = dependencies.claims_allowed(spec.dependencies, spec.size, len(tasks))
-    _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=claim, needs=JOB_NEEDS)
+    _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=CLAIMS, needs=JOB_NEEDS)
     base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
     shipped = planned(base_dir, code)
     plan = plan_submission(d, spec, config, base_dir=base_dir, n_tasks=len(tasks), env=prepared, code=shipped)

@@ -465,8 +465,8 @@ class _TaskRun:
             waiting = stolen and self.inputs and not inputs_ready(self.arguments[index])
             if self.claim and (waiting or not self.try_claim(index)):
                 continue
-            # a dependant's task exits 1 for its own calls only: the scheduler holds dependants task by task
-            failed = (not self.run_call(index) and not (stolen and self.inputs)) or failed
+            # a task exits 1 for its own calls only: SLURM holds an element-wise dependant task by task
+            failed = (not self.run_call(index) and not stolen) or failed
         code = 1 if failed else 0
         write_atomic(self.path(exit_name(self.task)), f"{code}\n".encode())
         return code
