@@ -252,7 +252,7 @@ def tests_all(session: nox.Session) -> None:
 
 def _lint_targets() -> list[str]:
     targets = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("clustrix-*/src") if p.is_dir())
-    return [*targets, "tests", "noxfile.py", "docs/conf.py"]
+    return [*targets, "tests", "benchmarks", "noxfile.py", "docs/conf.py"]
 
 
 @nox.session(python=PYTHON)

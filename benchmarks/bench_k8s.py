@@ -279,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {
             name: importlib.metadata.version(name) for name in ("clustrix-core", "clustrix-k8s", "kubernetes")
         },
-        "server": "kube-apiserver/kube-controller-manager 1.20.2 (Debian source), etcd 3.4, kubelet over containerd 1.6 + runc",
+        "server": (
+            "kube-apiserver/kube-controller-manager 1.20.2 (Debian source), etcd 3.4, "
+            "kubelet over containerd 1.6 + runc"
+        ),
         "testbed_bring_up_seconds": bring_up,
         "clustrix_cold_single_seconds": cold,
         "repeats": repeats,

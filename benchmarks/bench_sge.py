@@ -126,7 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         contenders: list[Contender] = [over_ssh, on_host, raw]
         counted = (over_ssh, on_host)
         figures, med, counts = harness.measure(
-            functools.partial(BatchScheduler, SGEDialect()), contenders, contenders, counted, trivial, MAP_SIZE, repeats, wait_until_idle
+            functools.partial(BatchScheduler, SGEDialect()),
+            contenders,
+            contenders,
+            counted,
+            trivial,
+            MAP_SIZE,
+            repeats,
+            wait_until_idle,
         )
     finally:
         server.cleanup()

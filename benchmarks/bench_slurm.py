@@ -145,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         maps: list[Contender] = [over_ssh, on_login, submitit, raw]
         counted = (over_ssh, on_login)
         figures, med, counts = harness.measure(
-            functools.partial(BatchScheduler, SlurmDialect()), singles, maps, counted, trivial, MAP_SIZE, repeats, wait_until_idle
+            functools.partial(BatchScheduler, SlurmDialect()),
+            singles,
+            maps,
+            counted,
+            trivial,
+            MAP_SIZE,
+            repeats,
+            wait_until_idle,
         )
     finally:
         server.cleanup()
