@@ -69,7 +69,7 @@ def isolated_clustrix(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     """Each test gets its own config file location and registry, and no CLUSTRIX_* leaks in."""
     home = tmp_path_factory.mktemp("clustrix-home")
     for name in list(os.environ):
-        if name.startswith("CLUSTRIX_"):
+        if name.startswith("CLUSTRIX_") and name != "CLUSTRIX_UPDATE_GOLDEN":  # that one tells the tests, not clustrix
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLUSTRIX_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("CLUSTRIX_DATA_DIR", str(home / "data"))

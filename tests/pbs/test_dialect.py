@@ -5,7 +5,6 @@ Set ``CLUSTRIX_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended c
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from clustrix.plugin.types import JobState
 from clustrix_pbs import directives, parse, states
 from clustrix_pbs.dialect import PBSProDialect, TorqueDialect, native_job_id
 from clustrix_pbs.parse import Flavour
+from tests import golden
 from tests.resource_forms import PBS_WALLTIME, TIME_FORMS, TimeForm
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -42,12 +42,7 @@ def job(n_tasks: int = 1, resources: Resources | None = None, **kw: object) -> S
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("CLUSTRIX_UPDATE_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path}: run with CLUSTRIX_UPDATE_GOLDEN=1 to write it"
-    assert text == path.read_text()
+    golden.check_golden(GOLDEN, name, text)
 
 
 EVERY_OPTION = Resources.parse(
