@@ -46,6 +46,10 @@ class Target:
     remote_user: str | None = None
     #: A second job waits while one runs (so cancelling a queued call is testable).
     can_queue: bool = False
+    #: A failed call of an upstream map fails only the dependant calls that take it: held task by task
+    #: (SLURM ``aftercorr``, SGE ``-hold_jid_ad``) or each call waits for its own inputs (ssh, Kubernetes).
+    #: False: the dependant waits for the whole array (PBS, tsp), so one failed call fails every call.
+    inputs_one_by_one: bool = False
     #: Or: ``@cluster`` resources that keep a job queued (SLURM: ``--begin`` in an hour).
     hold: dict[str, Any] | None = None
     #: The scheduler's word for a queued job, as :attr:`native_state` prints it.

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.testbed_k8s, pytest.mark.timeout(900)]
 @pytest.fixture
 def target(k8s_config: dict[str, Any]) -> Iterator[Target]:
     cloudpickle.register_pickle_by_value(shared)  # the shared tests' functions travel whole, as this module's
-    yield Target(scheduler="kubernetes", transport="api", options=dict(k8s_config))
+    yield Target(scheduler="kubernetes", transport="api", options=dict(k8s_config), inputs_one_by_one=True)
     cloudpickle.unregister_pickle_by_value(shared)
 
 

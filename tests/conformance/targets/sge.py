@@ -57,6 +57,7 @@ def conformance_sge(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: 
     def make(transport: str) -> Target:
         options = transport_options(transport, "sge", str(work), conformance_sshd)
         return Target(
+            inputs_one_by_one=True,
             scheduler="sge",
             transport=transport,
             options={**options, "cluster_type": "sge", "job_poll_interval": 0.2},

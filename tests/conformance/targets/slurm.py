@@ -39,6 +39,7 @@ def conformance_slurm(tmp_path_factory: pytest.TempPathFactory, conformance_sshd
     def make(transport: str) -> Target:
         options = transport_options(transport, "slurm", work, conformance_sshd)
         return Target(
+            inputs_one_by_one=True,
             scheduler="slurm",
             transport=transport,
             options={**options, "cluster_type": "slurm", "job_poll_interval": 0.2},

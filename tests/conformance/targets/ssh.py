@@ -40,6 +40,7 @@ def conformance_ssh(tmp_path_factory: pytest.TempPathFactory, conformance_sshd: 
         options = transport_options(transport, "ssh", work, conformance_sshd)
         over_ssh = transport != "local"
         return Target(
+            inputs_one_by_one=True,
             scheduler="ssh",
             transport=transport,
             options={**options, "cluster_type": "ssh", "job_poll_interval": 0.2},
