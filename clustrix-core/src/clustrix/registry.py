@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -72,10 +73,12 @@ def _create(path: Path) -> None:
 
     The file is made 0600 before SQLite opens it (SQLite gives its -wal and -shm files
     the same mode), filled with the schema, then linked into place unless another
-    process was faster.
+    process or thread was faster.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    # a file of this call's own (0600): two threads of one process may create the registry at once
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    os.close(fd)
+    tmp = Path(name)
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
