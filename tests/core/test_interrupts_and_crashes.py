@@ -435,7 +435,7 @@ def test_workers_leave_when_their_caller_is_killed_outright(tmp_path: Path) -> N
 
 def test_ctrl_c_while_waiting_on_a_remote_job_names_it_and_leaves_it_running(tmp_path: Path) -> None:
     body = """
-        import os, sys, time
+        import os, sys, threading, time
         from clustrix import cluster
 
         folder = sys.argv[1]
@@ -446,12 +446,25 @@ def test_ctrl_c_while_waiting_on_a_remote_job_names_it_and_leaves_it_running(tmp
             time.sleep(600)
 
         future = slow.submit()
-        print(future.job_id, flush=True)
+
+        def announce():  # the job id, once the main thread waits in result() (under load it may lag behind)
+            main = threading.main_thread().ident
+            while True:
+                frame, names = sys._current_frames().get(main), set()
+                while frame is not None:
+                    names.add(frame.f_code.co_name)
+                    frame = frame.f_back
+                if "result" in names:
+                    break
+                time.sleep(0.01)
+            print(future.job_id, flush=True)
+
+        threading.Thread(target=announce, daemon=True).start()
         future.result()
     """
     proc = _script(tmp_path, body)
     assert proc.stdout is not None
-    # the job id is printed once submit returned: the script is then about to wait on the job
+    # the job id is printed once the script waits on the job (a Ctrl-C before that is the user's own code's)
     job_id = proc.stdout.readline().strip()
     assert job_id, f"the script printed no job id: {proc.communicate(timeout=60)}"
     _wait_for_files(tmp_path, "started-remote", 1, proc)
