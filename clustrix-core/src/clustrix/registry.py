@@ -82,6 +82,7 @@ def _create(path: Path) -> None:
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
+            conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: no connection switches it later
             conn.execute(_SCHEMA)
         finally:
             conn.close()
@@ -115,8 +116,11 @@ def _connect() -> Iterator[sqlite3.Connection]:
     except sqlite3.Error as exc:
         raise _registry_error(path, f"cannot be opened ({exc})") from None
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=30000")
+        # switching needs every other connection gone and is not retried on "locked": only a registry
+        # made before it was created in WAL mode switches, once
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(_SCHEMA)
         if "counts" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}:
             # registries made before per-call counts were recorded
