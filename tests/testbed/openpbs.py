@@ -35,6 +35,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +51,7 @@ from clustrix_openpbs_netns import NetnsTransport
 from clustrix.plugin.transport import CommandResult
 from tests.testbed import sshd
 from tests.testbed.netns import Gateway, Namespace
-from tests.testbed.system import apt_install, port_is_free, wait_for
+from tests.testbed.system import apt_install, pid_from_file, port_is_free, wait_for
 
 #: What the build needs (OpenPBS's INSTALL list for Debian, bookworm names) and what runs it.
 BUILD_PACKAGES = (
@@ -373,12 +374,42 @@ def _qmgr(bed: OpenPBS, script: str) -> None:
 
 
 def restart_server(bed: OpenPBS) -> None:
-    """Stop pbs_server (and its datastore) while jobs run on the mom, then start it again."""
+    """Stop pbs_server (and its datastore) while jobs run on the mom, then start it again.
+
+    qstat fails as soon as the server stops listening, while its process still stops the datastore
+    and holds ``server_priv/server.lock`` (about 2 s here). Started in that window, ``pbs_init.d``
+    finds the old pid alive ("already running") or pbs_server cannot take the lock, and the restart
+    is lost: a CI run had the server down for 5 minutes and every PBS test after it refused. So the
+    start waits for the old process to be gone, and says what ``pbs_init.d`` answered if the server
+    does not come back.
+    """
     _run_inns(bed, ["qterm", "-t", "quick"], check=False)
-    wait_for(lambda: not _run_inns(bed, ["qstat", "-B"], check=False).ok, timeout=60, what="pbs_server stopped")
-    _run_inns(bed, [str(bed.prefix / "libexec" / "pbs_init.d"), "start"], check=False, timeout=300)
-    wait_for(lambda: _run_inns(bed, ["qstat", "-B"], check=False).ok, timeout=90, what="pbs_server answering")
+    try:
+        wait_for(lambda: _server_pid() is None, timeout=30, what="the old pbs_server process gone", interval=0.2)
+    except TimeoutError:
+        stuck = _server_pid()
+        if stuck is not None:  # a server that will not finish stopping is restarted the hard way, and says so
+            print(f"testbed: pbs_server {stuck} still running 30 s after qterm: killed", file=sys.stderr)
+            os.kill(stuck, signal.SIGKILL)
+        wait_for(lambda: _server_pid() is None, timeout=10, what="the killed pbs_server gone", interval=0.2)
+    started = _run_inns(bed, [str(bed.prefix / "libexec" / "pbs_init.d"), "start"], check=False, timeout=300)
+    try:
+        wait_for(lambda: _run_inns(bed, ["qstat", "-B"], check=False).ok, timeout=90, what="pbs_server answering")
+    except TimeoutError as exc:
+        said = f"{started.stdout.strip()} {started.stderr.strip()}".strip()
+        raise TimeoutError(f"{exc}; pbs_init.d start exited {started.returncode}: {said}") from None
     wait_for(lambda: _node_free(bed) or _node_busy(bed), timeout=90, what="the node back in pbsnodes", interval=0.5)
+
+
+def _server_pid() -> int | None:
+    """The pbs_server process ``server.lock`` names while it lives (not a zombie, not a reused pid), else None."""
+    pid = pid_from_file(PBS_HOME / "server_priv" / "server.lock")
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip() if pid else ""
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if pid else "Z"
+    except (OSError, IndexError):
+        return None
+    return pid if comm.startswith("pbs_server") and state != "Z" else None
 
 
 def _node_busy(bed: OpenPBS) -> bool:
