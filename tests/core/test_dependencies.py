@@ -291,3 +291,21 @@ def test_an_upstream_is_swept_after_its_dependants_are_released_and_only_if_ever
         assert sweep_command(Sweeping(), handle, command) == "echo 'sweep 7'"  # SGE: a deleted task releases them
     finally:
         del Sweeping.sweep_releases_dependants
+
+
+def test_a_dependant_that_was_not_submitted_after_all_no_longer_keeps_its_upstream_queued(tmp_path: Path) -> None:
+    handle = _upstream_handle(tmp_path, "20250101-000000-eeeeeeeeeeee", size=1)
+    runner.write_atomic(Path(handle.job_dir) / runner.outcome_name(0), b"x")
+    command = shlex.join
+    held_jobs.keep([handle.job_id])  # dependant A, then chained in the client instead
+    held_jobs.keep([handle.job_id])  # dependant B, submitted
+    held_jobs.record(_dependant([handle.job_id]), "8")
+    assert sweep_command(Sweeping(), handle, command) is None  # A still counts as being submitted
+    held_jobs.forget([handle.job_id])
+    line = sweep_command(Sweeping(), handle, command)
+    assert line is not None
+    assert subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True).stdout == (
+        "release 8\nsweep 7\n"
+    )
+    assert held_jobs.release(handle.job_id)  # B has read its input: nobody holds the upstream
+    assert sweep_command(Sweeping(), handle, command) == "echo 'sweep 7'"

@@ -352,7 +352,8 @@ def upload(outcomes: dict[int, bytes], meta: dict[str, Any], task: int) -> None:
 def _listed(namespace: str, group: str, resource: str, job: str, kind: str) -> list[dict[str, Any]]:
     selector = urllib.parse.quote(f"clustrix.io/job-id={job},clustrix.io/kind={kind}")
     path = f"/{group}/namespaces/{namespace}/{resource}?labelSelector={selector}"
-    _status, reply = _patiently("GET", path, what=f"list {resource} (the results of job {job}, an input)")
+    of = "Kubernetes Jobs" if kind == "job" else "results"
+    _status, reply = _patiently("GET", path, what=f"list {resource} (the {of} of input job {job})")
     return list((reply or {}).get("items") or [])
 
 

@@ -109,8 +109,7 @@ def submit(
     # a directory given up for removal just before keep(): its futures settle in a moment, so wait for
     # them in the chaining thread (here, on the poller's thread in a done-callback, they never would)
     if failed or any(held_jobs.removing(f.job_id) and not f.done() for f in upstream):
-        for job_id in every:
-            held_jobs.release(job_id)
+        held_jobs.forget(every)
         return chain(function, arguments, whole=whole, into=into)
     jobs: dict[str, ClusterFuture] = {}
     calls: dict[str, list[tuple[int, int]]] = {}
@@ -127,8 +126,7 @@ def submit(
             return placeholder(job_id=f.job_id, job_dir=str(where[f.job_id]), index=f.index, tasks=tasks, held=True)
 
         new_arguments.append(replaced(call, put))
-    for job_id in set(every) - set(jobs):
-        held_jobs.release(job_id)
+    held_jobs.forget([job_id for job_id in every if job_id not in jobs])
     after = tuple(
         Dependency(
             job_id=job_id,
@@ -146,8 +144,7 @@ def submit(
         with function._naming_unpicklable(spec):
             futures = get_manager().submit(spec, scheduler, whole=whole, into=into)
     except BaseException:
-        for job_id in jobs:
-            held_jobs.release(job_id)
+        held_jobs.forget(list(jobs))
         raise
     if jobs:
         link(list(jobs.values()), futures)

@@ -24,6 +24,8 @@ _kept: dict[str, int] = {}
 #: (native id, and whether the upstream is their only dependency).
 _unrecorded: dict[str, int] = {}
 _dependants: dict[str, list[tuple[str, bool]]] = {}
+#: Upstreams whose directory was given up for removal (:func:`may_remove`).
+_removing: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -65,6 +67,17 @@ def keep(job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             _kept[job_id] = _kept.get(job_id, 0) + 1
             _unrecorded[job_id] = _unrecorded.get(job_id, 0) + 1
+
+
+def forget(job_ids: Sequence[str]) -> None:
+    """The dependant :func:`keep` counted for these jobs is not submitted after all (chained in the
+    client, its input already home, or its submit failed): it neither keeps their directories nor
+    stops their leftover tasks from being swept."""
+    with _lock:
+        for job_id in job_ids:
+            _unrecorded[job_id] = max(0, _unrecorded.get(job_id, 0) - 1)
+    for job_id in job_ids:
+        release(job_id)
 
 
 def record(spec: JobSpec, native_id: str) -> None:
@@ -117,9 +130,6 @@ def release(job_id: str) -> bool:
 def kept(job_id: str) -> bool:
     with _lock:
         return job_id in _kept
-
-
-_removing: set[str] = set()
 
 
 def may_remove(job_id: str) -> bool:
