@@ -237,3 +237,41 @@ def test_a_dependant_submitted_while_its_upstream_directory_goes_takes_the_value
     assert dependants, "the dependant's submit did not return"
     assert [f.result(timeout=300) for f in dependants[0]] == [-(x * x) for x in range(4)]
     assert not _held(dependants[0][0]), "held on an upstream whose directory was being removed"
+
+
+def test_a_new_process_that_polls_an_upstream_to_its_end_leaves_its_dependant_waiting_for_it(target: Target) -> None:
+    """The laptop closed after submitting; the next morning a new process reads the first stage's results.
+
+    That process knows nothing of the second stage, which the scheduler holds for the first. The
+    first stage's tasks that found no call left must not be cancelled under it (on SLURM a
+    cancelled task never satisfies ``afterok``/``aftercorr``, and the dependant is killed).
+    """
+    script = textwrap.dedent(
+        f"""
+        import time
+        from clustrix import cluster
+
+        @cluster(**{target.options!r})
+        def slow_double(x):
+            time.sleep(1)
+            return 2 * x
+
+        @cluster(**{target.options!r})
+        def plus_one(x):
+            return x + 1
+
+        first = slow_double.submit_map(range(12))  # a task per call: the first to start take every call
+        second = plus_one.submit_map(first)
+        print(first[0].job_id, second[0].job_id, flush=True)
+        time.sleep(600)  # killed here
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    ids = process.stdout.readline().split()
+    process.kill()
+    process.wait(timeout=30)
+    assert len(ids) == 2, "the submitting process printed no job ids"
+    first, second = ids
+    assert Job.attach(first).results(timeout=300) == [2 * x for x in range(12)]  # polled to the end from here
+    assert Job.attach(second).results(timeout=300) == [2 * x + 1 for x in range(12)]

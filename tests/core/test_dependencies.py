@@ -11,6 +11,7 @@ import pickle
 import shlex
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,33 @@ def test_a_dependant_that_was_not_submitted_after_all_no_longer_keeps_its_upstre
     )
     assert held_jobs.release(handle.job_id)  # B has read its input: nobody holds the upstream
     assert sweep_command(Sweeping(), handle, command) == "echo 'sweep 7'"
+
+
+class SweepingWhenUnwaited(Sweeping):
+    """A dialect that asks whether a queued job still waits for the array (here: a flag file says one does)."""
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def unwaited_check(self, native_id: str, command: Callable[[Sequence[str]], str]) -> str | None:
+        return f"[ ! -e {shlex.quote(str(self.flag))} ]"
+
+
+def test_an_upstream_another_process_holds_a_dependant_for_is_not_swept(tmp_path: Path) -> None:
+    handle = _upstream_handle(tmp_path, "20250101-000000-ffffffffffff", size=1)
+    runner.write_atomic(Path(handle.job_dir) / runner.outcome_name(0), b"x")
+    waiting = tmp_path / "a-job-waits"
+    dialect = SweepingWhenUnwaited(waiting)
+
+    def run(line: str | None) -> str:
+        assert line is not None
+        return subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True).stdout
+
+    waiting.touch()
+    assert run(sweep_command(dialect, handle, shlex.join)) == ""  # this process knows no dependant; one waits
+    waiting.unlink()
+    assert run(sweep_command(dialect, handle, shlex.join)) == "sweep 7\n"
+    held_jobs.keep([handle.job_id])
+    held_jobs.record(_dependant([handle.job_id]), "8")
+    waiting.touch()  # another dependant besides the one this process releases
+    assert run(sweep_command(dialect, handle, shlex.join)) == "release 8\n"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from clustrix.batch.status import job_status as engine_job_status
@@ -170,3 +174,35 @@ def test_tasks_missing_from_the_answer_make_the_status_unknown_when_the_rest_is_
     assert job_status(records, 2, {}) is None
     records = parse.parse_squeue("9|0|RUNNING|None\n")
     assert job_status(records, 2, {}).state is JobState.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("listing", "waited"),
+    [
+        ("(null)\nafterok:17_*(unfulfilled)\n", False),  # another job's number that ends in 7
+        ("afterok:70_*(unfulfilled)\n", False),  # or starts with it
+        ("afterok:7_*(unfulfilled)\n", True),
+        ("afterok:5_*(unfulfilled),aftercorr:7_*(unfulfilled)\n", True),  # held for two jobs
+        ("afterok:7(unfulfilled)\n", True),
+        ("", False),  # no pending job at all
+    ],
+)
+def test_a_pending_job_naming_the_array_in_its_dependencies_keeps_its_tasks_from_being_swept(
+    tmp_path: Path, listing: str, waited: bool
+) -> None:
+    squeue = tmp_path / "squeue"
+    squeue.write_text(f"#!/bin/sh\nprintf '%s' {shlex.quote(listing)}\n")
+    squeue.chmod(0o755)
+    check = SlurmDialect().unwaited_check("7", shlex.join)
+    line = f"if {check}; then echo unwaited; fi"
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert done.stdout == ("" if waited else "unwaited\n"), done.stderr
+
+
+def test_an_array_is_not_swept_when_squeue_cannot_say_who_waits_for_it(tmp_path: Path) -> None:
+    squeue = tmp_path / "squeue"
+    squeue.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Socket timed out' >&2\nexit 1\n")
+    squeue.chmod(0o755)
+    line = f"if {SlurmDialect().unwaited_check('7', shlex.join)}; then echo unwaited; fi"
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert done.stdout == ""

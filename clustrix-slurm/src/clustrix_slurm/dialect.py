@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import shlex
+from collections.abc import Callable, Sequence
 
 from clustrix.batch.dialect import Dialect, ScriptJob, SiteInfo, TaskRecord
 from clustrix.config.resources import Resources
@@ -83,6 +85,12 @@ class SlurmDialect(Dialect):
 
     def release_argv(self, native_id: str) -> list[str] | None:
         return ["scontrol", "update", f"JobId={native_id}", "Dependency="]
+
+    def unwaited_check(self, native_id: str, command: Callable[[Sequence[str]], str]) -> str | None:
+        # %E: the dependencies a pending job still waits for ("afterok:123_*(unfulfilled),aftercorr:124_*(...)")
+        listing = command(["squeue", "--noheader", "--states=PENDING", "--format=%E"])
+        names = shlex.quote(f"(^|[:,]){re.escape(native_id)}(_[^:,(]*)?[(]")
+        return f"{{ _cx_waits=$({listing}) && ! printf '%s\\n' \"$_cx_waits\" | grep -Eq {names}; }}"
 
     def requeue_argv(self) -> list[str] | None:
         return ["scontrol", "requeue", "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"]

@@ -97,13 +97,19 @@ def sweep_command(dialect: Dialect, handle: JobHandle, command: Callable[[Sequen
     drops those dependants' dependency (:meth:`Dialect.release_argv`, SLURM ``scontrol update
     Dependency=``), so the cancelled tasks fail nothing. A dependant still being submitted, or held
     for another job too, keeps the tasks queued (they end before Python, see :meth:`Dialect.done_check_lines`).
+    Where the dialect can ask (:meth:`Dialect.unwaited_check`), a job that still waits for the array
+    (a dependant of another process) keeps them queued too.
     """
-    job_id, job_dir, n_calls = handle.job_id, str(handle.job_dir), handle.size
-    argv = dialect.sweep_argv(str(handle.native_id))
+    job_id, job_dir, n_calls, native_id = handle.job_id, str(handle.job_dir), handle.size, str(handle.native_id)
+    argv = dialect.sweep_argv(native_id)
     if argv is None:
         return None
-    if not kept(job_id) or dialect.sweep_releases_dependants:
+    if dialect.sweep_releases_dependants:
         return command(argv)
+    unwaited = dialect.unwaited_check(native_id, command)  # a dependant of another process is held too
+    sweep = command(argv) if unwaited is None else f"if {unwaited}; then {command(argv)}; fi"
+    if not kept(job_id):
+        return sweep
     with _lock:
         dependants = None if _unrecorded.get(job_id) else list(_dependants.get(job_id, []))
     releases = [dialect.release_argv(n) if alone else None for n, alone in dependants or []]
@@ -113,7 +119,7 @@ def sweep_command(dialect: Dialect, handle: JobHandle, command: Callable[[Sequen
     outcomes = f'"$(ls -d -- {out}/*.pkl | wc -l)"'
     ended_well = f"! ls -d -- {out}/*.failed >/dev/null 2>&1 && [ {outcomes} -ge {int(n_calls)} ]"
     lines = [f"{command(r)} || :" for r in releases if r is not None]
-    return f"if {ended_well}; then {'; '.join(lines)}; {command(argv)}; fi"
+    return f"if {ended_well}; then {'; '.join(lines)}; {sweep}; fi"
 
 
 def release(job_id: str) -> bool:

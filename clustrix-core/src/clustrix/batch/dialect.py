@@ -38,7 +38,7 @@ from __future__ import annotations
 import abc
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
@@ -508,6 +508,17 @@ class Dialect(abc.ABC):
         before it sweeps the upstream's pending tasks, where a cancelled task would fail their
         dependency (see :attr:`sweep_releases_dependants`). None (the default): such an upstream's
         pending tasks stay queued and end before Python.
+        """
+        return None
+
+    def unwaited_check(self, native_id: str, command: Callable[[Sequence[str]], str]) -> str | None:
+        """*Optional.* A shell condition, true when the scheduler says no queued job waits for ``native_id``.
+
+        (SLURM: no pending job's ``squeue %E`` names it.) The engine sweeps an upstream's pending
+        tasks only when it holds: a dependant this process does not know of (submitted by another
+        process, or before this one attached the upstream) must not have its inputs' tasks
+        cancelled. It must be false when the scheduler cannot tell. ``command`` turns an argv into
+        the shell line that runs it on the target. None (the default): no check.
         """
         return None
 
