@@ -103,3 +103,16 @@ def test_the_dry_run_is_exactly_what_a_real_sbatch_gets_and_submits_nothing(slur
     status, _ = poll_until_final(scheduler, handle, config, timeout=120)
     assert status.state.value == "COMPLETED"
     assert [o.value for o in scheduler.fetch(handle, config)] == [0, 3, 6]
+
+
+def test_a_dry_run_of_a_map_beyond_the_default_array_limit_says_the_real_submit_asks_the_site() -> None:
+    fn = cluster(cluster_type="slurm", cluster_host="hpc.example.invalid", python_executable="/opt/py/bin/python")(
+        triple
+    )
+    shown = fn.job_script.map(range(1500))
+    assert (shown.calls, shown.tasks) == (1500, SlurmDialect.default_max_array_size)
+    assert any(
+        "array size limited to 1001 tasks (the default)" in note and "scontrol show config" in note
+        for note in shown.notes
+    ), shown.notes
+    assert "#SBATCH --array=0-1000" in str(shown.script).splitlines()

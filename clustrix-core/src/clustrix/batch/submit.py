@@ -17,6 +17,7 @@ import posixpath
 import secrets
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,11 +80,7 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
     transport = scheduler.transport(config)
     scheduler.check_commands_before_submit(config, transport)  # before anything is built, shipped or staged
     snapshot = spec.environment or capture_environment(config.get("replicate_distributions"))
-    wanted = tasks_for(spec.size, d.calls_per_task(spec.resources), spec.size)
-    max_array = d.default_max_array_size
-    if wanted > max_array and d.site_argv() is not None:
-        max_array = scheduler.site(config, transport).max_array_size
-    tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
+    tasks = _array_tasks(d, spec, lambda: scheduler.site(config, transport).max_array_size)
     # the user's own modules: refused if they cannot travel (before anything is written remotely); tasks
     # take each other's calls (CLAIMS: a held task takes one only once its inputs are there)
     payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=CLAIMS, needs=JOB_NEEDS)
@@ -119,6 +116,16 @@ def submit_job(scheduler: BatchScheduler, spec: JobSpec) -> tuple[JobHandle, Tra
     return handle, transport
 
 
+def _array_tasks(d: Dialect, spec: JobSpec, site_limit: Callable[[], int | None]) -> list[list[int]]:
+    """The calls of each array task of ``spec``; the site's array limit (``site_limit``) is asked
+    only when more tasks are wanted than the dialect's default allows."""
+    per_task = d.calls_per_task(spec.resources)
+    max_array = d.default_max_array_size
+    if tasks_for(spec.size, per_task, spec.size) > max_array and d.site_argv() is not None:
+        max_array = site_limit() or max_array
+    return jobdir.plan_tasks(spec.size, tasks_for(spec.size, per_task, max_array))
+
+
 def dry_run(scheduler: BatchScheduler, spec: JobSpec) -> dryrun.DryRun:
     """The script and submit command of ``spec``, by :func:`plan_submission` as a submit would; no I/O.
 
@@ -134,17 +141,17 @@ def dry_run(scheduler: BatchScheduler, spec: JobSpec) -> dryrun.DryRun:
     snapshot = spec.environment or capture_environment(config.get("replicate_distributions"))
     prepared = planned_remote_environment(config, snapshot, paths.expand)
     notes = list(paths.notes)
-    max_array = d.default_max_array_size
-    if tasks_for(spec.size, d.calls_per_task(spec.resources), spec.size) > max_array and d.site_argv():
+
+    def known_limit() -> int | None:  # nothing connects: the limit this process already asked, else a note
         known = scheduler.known_site(config)
-        if known is not None:
-            max_array = known.max_array_size
-        else:
+        if known is None:
             notes.append(
-                f"array size limited to {max_array} tasks (the default): a real submit asks the site "
-                f"({shlex.join(d.site_argv() or [])}) and may use more"
+                f"array size limited to {d.default_max_array_size} tasks (the default): a real submit asks "
+                f"the site ({shlex.join(d.site_argv() or [])}) and may use more"
             )
-    tasks = jobdir.plan_tasks(spec.size, tasks_for(spec.size, d.calls_per_task(spec.resources), max_array))
+        return None if known is None else known.max_array_size
+
+    tasks = _array_tasks(d, spec, known_limit)
     _payload, code = jobdir.encode_payload_and_code(spec, tasks, claim=CLAIMS, needs=JOB_NEEDS)
     base_dir = paths.expand(config.get("remote_work_dir") or "~/.clustrix")
     shipped = planned(base_dir, code)
