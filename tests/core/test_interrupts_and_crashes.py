@@ -65,12 +65,19 @@ def test_a_map_with_a_crashing_call_raises_that_calls_error() -> None:
 # ---- Ctrl-C -----------------------------------------------------------------------------------------
 
 
+#: Runs ``argv[1:]`` with SIGINT's default action, as a shell starts a program: an ignored SIGINT is
+#: inherited, and a test run started in the background of a script (``cmd &``) ignores it.
+AS_A_SHELL_STARTS_IT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def _script(tmp_path: Path, body: str) -> subprocess.Popen[str]:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(body))
     # a session of its own: os.killpg(SIGINT) then does what Ctrl-C in a terminal does to the foreground group
     return subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)],
+        [sys.executable, "-c", AS_A_SHELL_STARTS_IT, sys.executable, str(script), str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -239,7 +246,8 @@ def _session_processes(sid: int) -> list[int]:
 
 #: Runs ``argv[1:]`` as a session leader whose controlling terminal is its stdin (a pty), as a shell would.
 IN_TERMINAL = (
-    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+    "import fcntl, os, signal, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
 )
 
 
@@ -280,7 +288,12 @@ def _ctrl_c_ends_the_map(tmp_path: Path, executor: str, deliver: str, body: str 
         reader.start()
     else:
         with open(tmp_path / "output", "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", AS_A_SHELL_STARTS_IT, *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     try:
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("started-*"))) < 2:
