@@ -407,14 +407,13 @@ def restart_server(bed: OpenPBS) -> None:
 
 
 def _server_pid() -> int | None:
-    """The pbs_server process ``server.lock`` names while it lives (not a zombie, not a reused pid), else None."""
+    """The pbs_server process ``server.lock`` names while it lives (not a pid another process reuses), else None."""
     pid = pid_from_file(PBS_HOME / "server_priv" / "server.lock")
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip() if pid else ""
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if pid else "Z"
-    except (OSError, IndexError):
+    except OSError:
         return None
-    return pid if comm.startswith("pbs_server") and state != "Z" else None
+    return pid if comm.startswith("pbs_server") else None
 
 
 def _node_busy(bed: OpenPBS) -> bool:

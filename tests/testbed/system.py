@@ -124,7 +124,7 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interv
 
 
 def pid_from_file(pid_file: Path) -> int | None:
-    """The pid a daemon wrote to ``pid_file`` when that process is alive, else None."""
+    """The pid a daemon wrote to ``pid_file`` when that process is alive (a zombie is not), else None."""
     try:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -134,8 +134,12 @@ def pid_from_file(pid_file: Path) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid
-    return pid
+        pass
+    try:  # the state after the command name, which may hold spaces and parentheses
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if state == "Z" else pid
 
 
 def terminate(pid: int | None, *, timeout: float = 30) -> None:
